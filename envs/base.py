@@ -1,0 +1,280 @@
+"""The multi-turn tool environment that every domain subclasses.
+
+A domain supplies its tools (:class:`envs.tools.Toolset`), its policy text, how to build a world's
+base state, and a scripted challenger for a default pool; this class does the rest: drawing a CaT,
+parsing actions, running tools on the episode's own copy-on-write state, code actions in the
+sandbox, and the verifier's reward when the episode ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+
+from envs.actions import CodeAction, Malformed, parse_action
+from envs.cat import Attempt, CodeAsTask, ToolCall
+from envs.pool import load_pool
+from envs.sandbox import RunResult, Sandbox, default_sandbox
+from envs.spaces import AnyText
+from envs.state import State, canonical_json, fork
+from envs.tools import Toolset, tool_schema
+
+TaskSource = str | os.PathLike[str] | Sequence[CodeAsTask | dict[str, Any]] | None
+
+
+def finish(state: State, answer: str) -> str:
+    """End the task and give the final answer.
+
+    Args:
+        state: The episode state.
+        answer: The final answer to the task (the requested value, or a short summary of what was done).
+    """
+    return answer
+
+
+def respond(state: State, content: str) -> str:
+    """Send a message to the user.
+
+    Args:
+        state: The episode state.
+        content: The message to the user.
+    """
+    return content
+
+
+NO_USER = "(No user is on this conversation: the instruction holds everything you need. Call finish when done.)"
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_base(cls: type["ToolEnv"], world_key: str) -> State:
+    return cls.build_world(json.loads(world_key))
+
+
+class ToolEnv(gym.Env[str, str]):
+    """Base class; see each domain's docstring for its sections.
+
+    ## Arguments
+
+    - ``tasks``: a pool path (JSONL), a list of CaTs (objects or dicts), or ``None`` for the
+      domain's default pool made by its scripted challenger.
+    - ``max_turns``: the episode is truncated after this many actions (default 20).
+    - ``sandbox``: where verifiers and code actions run (default: the shared local sandbox).
+    - ``render_mode``: ``"ansi"`` returns the transcript as text.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    domain: ClassVar[str]
+    toolset: ClassVar[Toolset]
+    policy: ClassVar[str]
+    conversational: ClassVar[bool] = False
+    """Conversation domains (retail, airline) have ``respond``; what the agent says is its answer."""
+    terminal_tools: ClassVar[frozenset[str]] = frozenset()
+    """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
+
+    def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | None = None,
+                 render_mode: str | None = None):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if max_turns < 1:
+            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.observation_space = AnyText()
+        self.action_space = AnyText()
+        self.render_mode = render_mode
+        self.max_turns = max_turns
+        self._sandbox = sandbox
+        self.tasks = self._load_tasks(tasks)
+        self._by_id = {t.id: t for t in self.tasks}
+        extra = [finish] + ([respond] if self.conversational else [])
+        self.tool_schemas = self.toolset.schemas + [tool_schema(fn) for fn in extra]
+        self.task: CodeAsTask | None = None
+        self.state: State = {}
+        self.transcript: list[tuple[str, str]] = []
+        self._said: list[str] = []
+        self._done = True
+        self._turn = 0
+
+    # ---------------------------------------------------------------- the domain's part
+
+    @classmethod
+    def build_world(cls, world: dict[str, Any]) -> State:
+        """The base state of ``world`` (built once per process and shared by episodes)."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_tasks(cls) -> list[CodeAsTask]:
+        """A small pool from the domain's scripted challenger, for ``gym.make(id)`` alone."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- plumbing
+
+    @classmethod
+    def base_state(cls, world: dict[str, Any]) -> State:
+        return _cached_base(cls, canonical_json(world))
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox or default_sandbox()
+
+    def _load_tasks(self, tasks: TaskSource) -> list[CodeAsTask]:
+        if tasks is None:
+            loaded = self.default_tasks()
+        elif isinstance(tasks, (str, os.PathLike)):
+            loaded = load_pool(Path(tasks), domain=self.domain)
+        else:
+            loaded = [t if isinstance(t, CodeAsTask) else CodeAsTask.from_json(t) for t in tasks]
+        wrong = [t.id for t in loaded if t.domain != self.domain]
+        if wrong:
+            raise ValueError(f"{self.domain} env got tasks of another domain: {wrong[:3]}")
+        if not loaded:
+            raise ValueError(f"no {self.domain} tasks in {tasks}: make some with "
+                             f"`python -m agents.challenge --domain {self.domain}` or pass tasks=None")
+        return loaded
+
+    def _info(self) -> dict[str, Any]:
+        assert self.task is not None
+        return {"task_id": self.task.id, "domain": self.domain, "tools": self.tool_schemas,
+                "policy": self.policy, "turn": self._turn}
+
+    # ---------------------------------------------------------------- gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Draw a task (``options={"task_id": …}`` picks one, ``{"task": CaT}`` brings one)."""
+        super().reset(seed=seed)
+        options = options or {}
+        if "task" in options:
+            task = options["task"]
+            self.task = task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task)
+        elif "task_id" in options:
+            if options["task_id"] not in self._by_id:
+                raise KeyError(f"no task {options['task_id']!r} in this {self.domain} pool")
+            self.task = self._by_id[options["task_id"]]
+        else:
+            self.task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        self.state = fork(self.base_state(self.task.world))
+        self.transcript = [("user", self.task.instruction)]
+        self._said = []
+        self._done = False
+        self._turn = 0
+        return self.task.instruction, self._info()
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            return ("Error: the episode is over; call reset() to start another.", 0.0, True, False,
+                    {"invalid_action": "episode over"})
+        self._turn += 1
+        self.transcript.append(("assistant", action if isinstance(action, str) else repr(action)))
+        info: dict[str, Any] = {}
+        parsed = parse_action(action)
+        terminated = False
+        if isinstance(parsed, Malformed):
+            observation = parsed.message
+            info["invalid_action"] = parsed.message
+        elif isinstance(parsed, CodeAction):
+            observation, terminated = self._run_code(parsed.source, info)
+        else:
+            observation, terminated = self._call(parsed, info)
+        truncated = not terminated and self._turn >= self.max_turns
+        observation = self._clip(observation)
+        self.transcript.append(("tool", observation))
+        reward = 0.0
+        if terminated or truncated:
+            self._done = True
+            result = self.verify()
+            reward = 1.0 if result.status == "ok" else 0.0
+            info["verifier"] = {"status": result.status, "kind": result.kind, "message": result.message}
+        info.update(self._info())
+        return observation, reward, terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        return "\n".join(f"[{role}] {text}" for role, text in self.transcript)
+
+    # ---------------------------------------------------------------- actions
+
+    def _call(self, call: ToolCall, info: dict[str, Any]) -> tuple[str, bool]:
+        """One tool call on the episode's state; returns (observation, episode ended)."""
+        if call.name == "finish":
+            answer = call.arguments.get("answer", "")
+            if set(call.arguments) - {"answer"} or not isinstance(answer, (str, int, float)):
+                info["invalid_action"] = 'finish takes one argument, "answer" (a string)'
+                return 'Error: finish takes one argument, "answer" (a string).', False
+            self._said.append(str(answer))
+            return "Episode finished.", True
+        if call.name == "respond" and self.conversational:
+            content = call.arguments.get("content")
+            if set(call.arguments) != {"content"} or not isinstance(content, str):
+                info["invalid_action"] = 'respond takes one argument, "content" (a string)'
+                return 'Error: respond takes one argument, "content" (a string).', False
+            self._said.append(content)
+            return NO_USER, False
+        problem = self.toolset.check(call.name, call.arguments)
+        if problem:
+            info["invalid_action"] = problem
+            return problem, False
+        return self.toolset.call(self.state, call.name, call.arguments), call.name in self.terminal_tools
+
+    def _run_code(self, source: str, info: dict[str, Any]) -> tuple[str, bool]:
+        ended = False
+
+        def tools(name: str, arguments: dict[str, Any]) -> str:
+            nonlocal ended
+            if ended:
+                return "Error: the episode has ended."
+            observation, ended = self._call(ToolCall(name, arguments), info)
+            return observation
+
+        params = self.toolset.params() | {"finish": ["answer"]}
+        if self.conversational:
+            params["respond"] = ["content"]
+        result = self.sandbox.run_code(source, tools, params)
+        observation = result.output
+        if result.status != "ok":
+            observation += f"\n{result.message}" if observation else result.message
+            info["code_error"] = result.message
+        return observation or "(no output)", ended
+
+    def _clip(self, text: str) -> str:
+        limit = self.observation_space.max_length
+        if len(text) <= limit:
+            return text
+        note = "\n[output truncated]"
+        return text[:limit - len(note)] + note
+
+    # ---------------------------------------------------------------- reward
+
+    @property
+    def answer(self) -> str:
+        """What the agent said: its ``respond`` messages and final answer, joined."""
+        return "\n".join(self._said)
+
+    def verify(self) -> RunResult:
+        """Run the task's verifier on the current state and answer."""
+        assert self.task is not None
+        return self.sandbox.verify(self.task.verifier, self.state, self.answer)
+
+    def replay(self, task: CodeAsTask, attempt: Attempt) -> tuple[RunResult, list[str], list[str]]:
+        """Play ``attempt`` on a fresh state of ``task``'s world and verify the end.
+
+        Returns the verifier's result, the observations, and the problems of invalid actions (an
+        unknown tool or wrong arguments): a solution with any of those is infeasible.
+        """
+        self.reset(options={"task": task})
+        observations, problems = [], []
+        for call in attempt.actions:
+            info: dict[str, Any] = {}
+            observation, ended = self._call(call, info)
+            observations.append(observation)
+            if "invalid_action" in info:
+                problems.append(f"{call.name}: {info['invalid_action']}")
+            if ended:
+                break
+        self._said.append(attempt.answer)
+        self._done = True
+        return self.verify(), observations, problems

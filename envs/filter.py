@@ -1,0 +1,139 @@
+"""The CaT filter: keep a task only if its verifier accepts its solution and rejects every failure.
+
+Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
+task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
+record or verifier does not parse, the solution is infeasible, the verifier errs or hangs or returns
+a non-bool, the solution fails, a failure case is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from envs.base import ToolEnv
+from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
+from envs.sandbox import RunResult, Sandbox
+
+REASONS = (
+    "parse_error",          # the record does not fit the CaT format, or the verifier does not compile
+    "unknown_domain",       # no environment for the task's domain
+    "too_few_failures",     # fewer than MIN_FAILURES failure cases
+    "infeasible_solution",  # the solution calls an unknown tool or passes wrong arguments
+    "verifier_error",       # the verifier raised, or broke a resource limit
+    "verifier_timeout",     # the verifier did not return in time
+    "verifier_non_bool",    # the verifier returned something other than True/False
+    "solution_failed",      # the verifier rejects the solution
+    "lenient_verifier",     # the verifier accepts a failure case
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kept: bool
+    reason: str | None = None
+    detail: str = ""
+    seconds: float = 0.0
+    failures_rejected: int = 0
+
+
+@dataclass
+class FilterReport:
+    """Counts of kept tasks and of each rejection reason."""
+
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def add(self, verdict: Verdict) -> None:
+        if verdict.kept:
+            self.kept += 1
+        else:
+            self.rejected[verdict.reason or "unknown"] += 1
+
+    @property
+    def total(self) -> int:
+        return self.kept + sum(self.rejected.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "kept": self.kept, "rejected": {r: self.rejected[r] for r in REASONS if self.rejected[r]}}
+
+    def __str__(self) -> str:
+        lines = [f"kept {self.kept} of {self.total}"]
+        lines += [f"  {reason}: {self.rejected[reason]}" for reason in REASONS if self.rejected[reason]]
+        return "\n".join(lines)
+
+
+def _verifier_problem(result: RunResult) -> tuple[str, str] | None:
+    """The rejection reason for a verifier run that did not give a plain True/False."""
+    if result.status == "timeout" or result.kind == "cpu":
+        return "verifier_timeout", result.message
+    if result.status == "error":
+        if result.kind == "syntax":
+            return "parse_error", result.message
+        if result.kind == "non_bool":
+            return "verifier_non_bool", result.message
+        return "verifier_error", result.message
+    return None
+
+
+def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = None,
+                envs: dict[str, ToolEnv] | None = None) -> Verdict:
+    """Judge one task. ``envs`` caches an environment per domain across calls."""
+    from envs.registry import DOMAINS, env_class
+
+    start = time.perf_counter()
+
+    def verdict(reason: str | None, detail: str = "", rejected: int = 0) -> Verdict:
+        return Verdict(reason is None, reason, detail, time.perf_counter() - start, rejected)
+
+    if not isinstance(task, CodeAsTask):
+        try:
+            task = CodeAsTask.from_json(task)
+        except CatFormatError as exc:
+            return verdict("parse_error", str(exc))
+    if task.domain not in DOMAINS:
+        return verdict("unknown_domain", f"no environment for domain {task.domain!r}; known: {', '.join(DOMAINS)}")
+    if len(task.failures) < MIN_FAILURES:
+        return verdict("too_few_failures", f"{len(task.failures)} failure cases; at least {MIN_FAILURES} are needed")
+    envs = {} if envs is None else envs
+    env = envs.get(task.domain)
+    if env is None:
+        env = envs[task.domain] = env_class(task.domain)(tasks=[task], sandbox=sandbox, max_turns=10_000)
+
+    result, _, problems = env.replay(task, task.solution)
+    if problems:
+        return verdict("infeasible_solution", "; ".join(problems))
+    if problem := _verifier_problem(result):
+        return verdict(*problem)
+    if result.status != "ok":
+        return verdict("solution_failed", "the verifier rejects the example solution")
+    for i, failure in enumerate(task.failures):
+        result, _, _ = env.replay(task, failure)
+        if problem := _verifier_problem(result):
+            return verdict(problem[0], f"failures[{i}]: {problem[1]}", i)
+        if result.status == "ok":
+            return verdict("lenient_verifier", f"the verifier accepts failures[{i}]", i)
+    return verdict(None, rejected=len(task.failures))
+
+
+def stamp(task: CodeAsTask, verdict: Verdict) -> CodeAsTask:
+    """The task with its filter record, as stored in pools."""
+    return replace(task, filter={"solution": "pass", "failures_rejected": verdict.failures_rejected,
+                                 "seconds": round(verdict.seconds, 4)})
+
+
+def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | None = None
+                 ) -> tuple[list[CodeAsTask], FilterReport, list[Verdict]]:
+    """Filter a batch: the kept tasks (stamped), the report, and each task's verdict."""
+    envs: dict[str, ToolEnv] = {}
+    report = FilterReport()
+    kept, verdicts = [], []
+    for task in tasks:
+        v = filter_task(task, sandbox, envs)
+        report.add(v)
+        verdicts.append(v)
+        if v.kept:
+            kept.append(stamp(task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task), v))
+    return kept, report, verdicts

@@ -1,0 +1,46 @@
+"""The domains: their Gymnasium ids and where their environment classes live.
+
+Classes are imported on first use, so ``import envs`` stays cheap and a domain's data is only
+loaded when an environment of it is made.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import gymnasium as gym
+
+from envs.base import ToolEnv
+
+ENV_IDS = {
+    "retail": "SelfChallenge-Retail-v0",
+    "airline": "SelfChallenge-Airline-v0",
+    "calculation": "SelfChallenge-Calculation-v0",
+    "web": "SelfChallenge-WebBrowsing-v0",
+}
+
+ENTRY_POINTS = {
+    "retail": "envs.retail:RetailEnv",
+    "airline": "envs.airline:AirlineEnv",
+    "calculation": "envs.calculation:CalculationEnv",
+    "web": "envs.web:WebEnv",
+}
+
+DOMAINS: dict[str, str | type[ToolEnv]] = dict(ENTRY_POINTS)
+"""Domain name -> environment class (or its ``module:Class`` path). Tests may add their own."""
+
+
+def env_class(domain: str) -> type[ToolEnv]:
+    if domain not in DOMAINS:
+        raise KeyError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+    entry = DOMAINS[domain]
+    if isinstance(entry, str):
+        module, name = entry.split(":")
+        entry = DOMAINS[domain] = getattr(importlib.import_module(module), name)
+    return entry
+
+
+def register_all() -> None:
+    for domain, env_id in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINTS[domain])

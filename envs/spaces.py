@@ -1,0 +1,84 @@
+"""A text space that holds any string, and its shared-memory support for ``AsyncVectorEnv``.
+
+Gymnasium's ``Text`` accepts only its charset (letters and digits by default), so JSON tool calls
+fall outside it, and its shared-memory buffers store character indices, which cannot hold arbitrary
+text. :class:`AnyText` accepts every ``str`` up to ``max_length`` characters; its shared memory
+holds UTF-8 bytes and is read lazily, so ``gym.make_vec(…, vectorization_mode="async")`` works with
+the default ``shared_memory=True`` as it does for arrays.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import string
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
+
+class AnyText(spaces.Text):
+    """Any string of at most ``max_length`` characters."""
+
+    def __init__(self, max_length: int = 65536, seed: int | np.random.Generator | None = None):
+        super().__init__(max_length=max_length, min_length=0, charset=string.printable, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"AnyText({self.max_length})"
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes one observation takes in shared memory: a length and the UTF-8 text."""
+        return 4 + 4 * self.max_length
+
+
+class SharedTexts(Sequence[str]):
+    """The batch of texts in a shared buffer, decoded when read (so it is never stale)."""
+
+    def __init__(self, space: AnyText, buffer: Any, n: int):
+        self._space, self._buffer, self._n = space, buffer, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        start = (index % self._n) * self._space.slot_bytes
+        view = memoryview(self._buffer.get_obj()).cast("B")
+        (size,) = struct.unpack_from("<I", view, start)
+        return bytes(view[start + 4:start + 4 + size]).decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[i] for i in range(self._n))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"SharedTexts({tuple(self)!r})"
+
+
+@create_shared_memory.register(AnyText)
+def _create(space: AnyText, n: int = 1, ctx: Any = mp) -> Any:
+    return ctx.Array("B", n * space.slot_bytes)
+
+
+@read_from_shared_memory.register(AnyText)
+def _read(space: AnyText, shared_memory: Any, n: int = 1) -> SharedTexts:
+    return SharedTexts(space, shared_memory, n)
+
+
+@write_to_shared_memory.register(AnyText)
+def _write(space: AnyText, index: int, value: str, shared_memory: Any) -> None:
+    data = value.encode("utf-8")
+    start = index * space.slot_bytes
+    view = memoryview(shared_memory.get_obj()).cast("B")
+    struct.pack_into("<I", view, start, len(data))
+    view[start + 4:start + 4 + len(data)] = data

@@ -1,0 +1,60 @@
+"""What tau-bench compatibility needs: upstream's database hash, its golden files, and where its
+data lives.
+
+tau-bench rewards an episode by comparing a hash of the whole database after the agent's actions with
+the hash after replaying the gold actions; :func:`upstream_hash` is that hash, bit for bit, so that
+rewards computed here equal upstream's. The data itself is never part of this project: it is read
+from ``../shared/taubench`` beside the repository, or from ``$TAUBENCH_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "TAUBENCH_DATA_DIR"
+
+
+def _hashable(item: Any) -> Any:
+    """Upstream's ``to_hashable``: mappings become key-sorted tuples of pairs, lists tuples, sets
+    sorted tuples; anything else stays itself (so ``str()`` tells ``1`` from ``1.0``, as upstream)."""
+    if isinstance(item, Mapping):
+        return tuple((key, _hashable(value)) for key, value in sorted(item.items()))
+    if isinstance(item, list):
+        return tuple(_hashable(element) for element in item)
+    if isinstance(item, (set, frozenset)):
+        return tuple(sorted(_hashable(element) for element in item))
+    return item
+
+
+def upstream_hash(data: Mapping[str, Any]) -> str:
+    """tau-bench's ``consistent_hash(to_hashable(data))``: sha256 of ``str()`` of the canonical form.
+
+    ``data`` is the database as upstream holds it (``{"users": …, "orders": …, …}``); copy-on-write
+    tables are mappings too and need not be materialised first.
+    """
+    return hashlib.sha256(str(_hashable(data)).encode("utf-8")).hexdigest()
+
+
+def load_golden(path: str | Path) -> dict[str, Any]:
+    """A golden file: ``{"domain", "split", "initial_data_hash", "tasks": [...]}``, each task with its
+    gold ``actions``, the ``tool_outputs`` upstream gave, ``changed_records`` and ``final_data_hash``."""
+    golden = json.loads(Path(path).read_text())
+    missing = {"domain", "initial_data_hash", "tasks"} - set(golden)
+    if missing:
+        raise ValueError(f"{path} is not a tau-bench golden file: it lacks {sorted(missing)}")
+    return golden
+
+
+def shared_dir() -> Path | None:
+    """Where tau-bench's data is: ``$TAUBENCH_DATA_DIR`` when set, else ``../shared/taubench`` next to
+    the repository; ``None`` when neither exists (tests that need it then skip)."""
+    configured = os.environ.get(ENV_VAR)
+    if configured:
+        return Path(configured) if Path(configured).is_dir() else None
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+    return default if default.is_dir() else None
