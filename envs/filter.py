@@ -137,3 +137,33 @@ def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | No
         if v.kept:
             kept.append(stamp(task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task), v))
     return kept, report, verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m envs.filter POOL [--out KEPT]``: filter a pool file and print the report."""
+    import argparse
+    import sys
+
+    from envs.pool import PoolError, append_pool, load_pool
+
+    parser = argparse.ArgumentParser(prog="python -m envs.filter", description=main.__doc__)
+    parser.add_argument("pool", help="a JSONL file of CaTs")
+    parser.add_argument("--out", help="append the kept tasks (stamped with their filter record) here")
+    args = parser.parse_args(argv)
+    try:
+        tasks = load_pool(args.pool)
+    except (PoolError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kept, report, verdicts = filter_tasks(list(tasks))
+    for task, v in zip(tasks, verdicts):
+        if not v.kept:
+            print(f"rejected {task.id}: {v.reason}: {v.detail}")
+    print(report)
+    if args.out:
+        append_pool(args.out, kept)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

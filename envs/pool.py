@@ -1,8 +1,8 @@
 """Task pools: CaTs in a JSONL file, one per line.
 
 Appends go through one ``write`` on a file opened with ``O_APPEND`` and are fsynced, so a crash can
-at worst leave a partial *last* line; loading skips such a line with a warning and the next append
-starts on a fresh line. Every earlier line stays intact.
+at worst leave a partial *last* line; loading skips such a line with a warning, and the next append
+cuts it off first. Every complete line stays intact.
 """
 
 from __future__ import annotations
@@ -44,6 +44,25 @@ def load_pool(path: str | os.PathLike[str], domain: str | None = None) -> list[C
     return tasks
 
 
+def _drop_partial_tail(fd: int, path: Path) -> None:
+    """Cut off the incomplete last line an interrupted append left, so the next line starts clean."""
+    size = end = os.fstat(fd).st_size
+    if size == 0:
+        return
+    while end > 0:
+        start = max(0, end - 65536)
+        block = os.pread(fd, end - start, start)
+        if end == size and block.endswith(b"\n"):
+            return
+        cut = block.rfind(b"\n")
+        if cut != -1:
+            end = start + cut + 1
+            break
+        end = start
+    log.warning("%s: dropping an incomplete last line of %d bytes", path, size - end)
+    os.ftruncate(fd, end)
+
+
 def append_pool(path: str | os.PathLike[str], tasks: Iterable[CodeAsTask]) -> int:
     """Append ``tasks`` atomically (all their lines in one write); returns how many."""
     lines = [t.dumps() + "\n" for t in tasks]
@@ -51,15 +70,10 @@ def append_pool(path: str | os.PathLike[str], tasks: Iterable[CodeAsTask]) -> in
         return 0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        size = os.fstat(fd).st_size
-        prefix = ""
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                prefix = "" if f.read(1) == b"\n" else "\n"
-        data = (prefix + "".join(lines)).encode("utf-8")
+        _drop_partial_tail(fd, path)
+        data = "".join(lines).encode("utf-8")
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"short write to {path}: {written} of {len(data)} bytes")

@@ -1,0 +1,158 @@
+"""The shared environment machinery, on the toy domain."""
+
+import json
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from envs.state import state_hash
+from toy_domain import ToyEnv, copy_task
+
+FINISH = json.dumps({"name": "finish", "arguments": {"answer": "note 1"}})
+
+
+def call(name, **arguments):
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+def test_check_env_passes(toy_env):
+    check_env(toy_env, skip_render_check=True)
+
+
+def test_reset_gives_instruction_and_tools_but_never_the_answer_key(toy_env):
+    obs, info = toy_env.reset(seed=1)
+    assert obs == copy_task().instruction
+    names = [t["function"]["name"] for t in info["tools"]]
+    assert names == ["get_note", "set_note", "add", "finish"]
+    assert "state" not in info["tools"][0]["function"]["parameters"]["properties"]
+    blob = json.dumps(info)
+    assert "verify" not in blob and "note 2" not in blob
+
+
+def test_solving_the_task_scores_one_and_only_at_the_end(toy_env):
+    toy_env.reset(seed=0)
+    obs, reward, terminated, truncated, _ = toy_env.step(call("get_note", key="k1"))
+    assert (obs, reward, terminated, truncated) == ("note 1", 0.0, False, False)
+    _, reward, terminated, _, _ = toy_env.step(call("set_note", key="dst", text="note 1"))
+    assert reward == 0.0 and not terminated
+    _, reward, terminated, truncated, info = toy_env.step(FINISH)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    assert info["verifier"]["status"] == "ok"
+
+
+def test_wrong_final_state_scores_zero(toy_env):
+    toy_env.reset(seed=0)
+    _, reward, terminated, _, info = toy_env.step(FINISH)
+    assert (reward, terminated) == (0.0, True)
+    assert info["verifier"]["status"] == "failed"
+
+
+def test_turn_limit_truncates_and_still_verifies():
+    env = ToyEnv(max_turns=2)
+    env.reset(seed=0)
+    env.step(call("set_note", key="dst", text="note 1"))
+    _, reward, terminated, truncated, info = env.step(call("add", a=1, b=2))
+    assert (terminated, truncated) == (False, True)
+    assert reward == 0.0 and info["verifier"]["status"] == "failed"  # no answer given
+
+
+def test_code_action_calls_tools_on_the_episode_state_and_can_finish(toy_env):
+    toy_env.reset(seed=0)
+    code = "```python\ntext = get_note('k1')\nset_note('dst', text)\nprint(text)\nfinish(text)\n```"
+    obs, reward, terminated, _, _ = toy_env.step(code)
+    assert obs == "note 1\n"
+    assert (reward, terminated) == (1.0, True)
+
+
+def test_code_action_errors_come_back_as_text(toy_env):
+    toy_env.reset(seed=0)
+    obs, _, terminated, _, info = toy_env.step("```python\nprint('before')\n1/0\n```")
+    assert obs.startswith("before\n") and "ZeroDivisionError" in obs and "line 2" in obs
+    assert not terminated and "code_error" in info
+
+
+def test_step_after_the_end_is_an_error_observation(toy_env):
+    toy_env.reset(seed=0)
+    toy_env.step(FINISH)
+    obs, reward, terminated, _, _ = toy_env.step(FINISH)
+    assert "episode is over" in obs and reward == 0.0 and terminated
+
+
+def test_episodes_never_leak_writes_into_the_world_or_each_other(toy_env):
+    base = ToyEnv.base_state({"notes": 3})
+    before = state_hash(base)
+    for i in range(1000):
+        toy_env.reset(seed=i)
+        assert "dst" not in toy_env.state["notes"]
+        toy_env.step(call("set_note", key="dst", text=f"v{i}"))
+        toy_env.step(call("set_note", key="k0", text=f"v{i}"))
+    assert state_hash(base) == before
+    assert base["notes"].records["k0"] == {"text": "note 0"}
+
+
+def test_reset_by_task_id_and_unknown_id(tmp_path):
+    env = ToyEnv(tasks=[copy_task(id="a"), copy_task(id="b")])
+    _, info = env.reset(options={"task_id": "b"})
+    assert info["task_id"] == "b"
+    with pytest.raises(KeyError, match="no task 'zzz'"):
+        env.reset(options={"task_id": "zzz"})
+
+
+def test_tasks_of_another_domain_or_an_empty_pool_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="another domain"):
+        ToyEnv(tasks=[copy_task(domain="retail")])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no toy tasks"):
+        ToyEnv(tasks=empty)
+
+
+def test_render_ansi_shows_the_transcript():
+    env = ToyEnv(render_mode="ansi")
+    env.reset(seed=0)
+    env.step(call("get_note", key="k1"))
+    text = env.render()
+    assert "[user] Copy note k1" in text and "[tool] note 1" in text
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_envs_carry_any_text(mode):
+    envs = gym.make_vec("Toy-v0", num_envs=3, vectorization_mode=mode)
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert tuple(obs) == (copy_task().instruction,) * 3
+        actions = (call("get_note", key="k1"), call("add", a=2, b=40), 'not {json "é')
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        assert obs[0] == "note 1" and obs[1] == "42" and obs[2].startswith("Error: could not parse")
+        obs, rewards, terminated, _, _ = envs.step((FINISH,) * 3)
+        assert list(terminated) == [True] * 3
+        assert list(rewards) == [0.0, 0.0, 0.0]  # nobody wrote dst
+    finally:
+        envs.close()
+
+
+ACTION_TEXT = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda name, args: json.dumps({"name": name, "arguments": args}),
+              st.sampled_from(["get_note", "set_note", "add", "nope", "finish", ""]),
+              st.dictionaries(st.sampled_from(["key", "text", "a", "b", "c"]),
+                              st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)),
+                              max_size=3)),
+    st.builds(lambda body: "<tool_call>" + body, st.text(max_size=40)),
+    st.builds(lambda body: "Action: " + body, st.text(max_size=40)),
+)
+
+
+@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=ACTION_TEXT)
+def test_fuzzed_actions_never_raise_and_invalid_ones_change_nothing(toy_env, text):
+    toy_env.reset(seed=0)
+    before = state_hash(toy_env.state)
+    obs, reward, terminated, truncated, info = toy_env.step(text)
+    assert isinstance(obs, str) and reward in (0.0, 1.0)
+    if "invalid_action" in info:
+        assert state_hash(toy_env.state) == before
+        assert obs.startswith("Error:")

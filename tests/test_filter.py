@@ -1,0 +1,81 @@
+"""The filter keeps exactly the sound tasks and names why it rejects the others."""
+
+import subprocess
+import sys
+
+import pytest
+
+from envs.cat import Attempt, ToolCall
+from envs.filter import REASONS, filter_task, filter_tasks
+from envs.pool import append_pool
+from toy_domain import copy_task
+
+SOUND = copy_task()
+GET = ToolCall("get_note", {"key": "k1"})
+
+CASES = {
+    "parse_error": copy_task(id="syntax", verifier="def verify(state, answer)\n    return True\n"),
+    "verifier_error": copy_task(id="raises", verifier="def verify(state, answer):\n    return state['notes']['dst']['text'] == 1 / 0\n"),
+    "verifier_timeout": copy_task(id="hangs", verifier="import time\ndef verify(state, answer):\n    time.sleep(60)\n"),
+    "verifier_non_bool": copy_task(id="nonbool", verifier="def verify(state, answer):\n    return 'note 1' if 'note 1' in answer else ''\n"),
+    "solution_failed": copy_task(id="wrong-solution", solution=Attempt((GET,), "note 1")),
+    "lenient_verifier": copy_task(id="lenient", verifier="def verify(state, answer):\n    return 'note 1' in answer\n"),
+    "infeasible_solution": copy_task(id="infeasible", solution=Attempt((ToolCall("get_note", {"name": "k1"}),) + SOUND.solution.actions, "note 1")),
+    "too_few_failures": copy_task(id="few", failures=SOUND.failures[:2]),
+    "unknown_domain": copy_task(id="nodomain", domain="chess"),
+}
+
+
+def test_sound_task_is_kept_with_its_failures_counted():
+    verdict = filter_task(SOUND)
+    assert verdict.kept and verdict.reason is None and verdict.failures_rejected == 3
+
+
+@pytest.mark.parametrize("reason", sorted(CASES))
+def test_each_unsound_task_is_rejected_for_its_reason(reason):
+    verdict = filter_task(CASES[reason])
+    assert (verdict.kept, verdict.reason) == (False, reason), verdict.detail
+
+
+def test_malformed_record_is_a_parse_error_naming_the_field():
+    data = SOUND.to_json()
+    data["failures"][0]["actions"] = "nope"
+    verdict = filter_task(data)
+    assert verdict.reason == "parse_error" and "failures[0].actions" in verdict.detail
+
+
+def test_verifier_that_raises_only_on_a_failure_case_is_a_verifier_error():
+    source = ("def verify(state, answer):\n"
+              "    return state['notes']['dst']['text'] == 'note 1' and 'note 1' in answer\n")
+    verdict = filter_task(copy_task(verifier=source))
+    assert verdict.reason == "verifier_error" and "failures[0]" in verdict.detail and "KeyError" in verdict.detail
+
+
+def test_batch_report_counts_every_reason_and_stamps_kept_tasks():
+    batch = [SOUND, copy_task(id="sound-2")] + list(CASES.values())
+    kept, report, verdicts = filter_tasks(batch)
+    assert [t.id for t in kept] == ["toy-copy", "sound-2"]
+    assert kept[0].filter["solution"] == "pass" and kept[0].filter["failures_rejected"] == 3
+    assert report.kept == 2 and report.total == len(batch)
+    assert dict(report.rejected) == {reason: 1 for reason in CASES}
+    assert set(report.rejected) <= set(REASONS)
+    assert "kept 2 of 11" in str(report)
+
+
+def test_command_line_filters_a_pool_and_exits_2_on_a_bad_record(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [SOUND, CASES["lenient_verifier"]])
+    out = tmp_path / "kept.jsonl"
+    # the toy domain is registered by tests/conftest.py; run through a small shim that does the same
+    shim = ("import sys; sys.path.insert(0, 'tests'); import conftest; "
+            "from envs.filter import main; raise SystemExit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", shim, str(pool), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "kept 1 of 2" in done.stdout and "rejected lenient: lenient_verifier" in done.stdout
+    assert out.read_text().count("\n") == 1
+    with open(pool, "a") as f:
+        f.write('{"id": "x", "domain": "toy"}\n')
+    append_pool(pool, [SOUND])
+    done = subprocess.run([sys.executable, "-c", shim, str(pool)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "pool.jsonl:3: world: is missing" in done.stderr

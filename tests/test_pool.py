@@ -1,0 +1,74 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from envs.pool import PoolError, append_pool, load_pool
+from toy_domain import copy_task
+
+
+def test_append_then_load_returns_the_tasks_in_order(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    tasks = [copy_task(id=f"t{i}") for i in range(5)]
+    assert append_pool(pool, tasks[:2]) == 2
+    append_pool(pool, tasks[2:])
+    assert [t.id for t in load_pool(pool)] == [f"t{i}" for i in range(5)]
+
+
+def test_truncated_last_line_is_skipped_with_a_warning_and_next_append_is_clean(tmp_path, caplog):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a"), copy_task(id="b")])
+    with open(pool, "ab") as f:  # a crash in the middle of writing a third line
+        f.write(copy_task(id="c").dumps().encode()[:40])
+    assert [t.id for t in load_pool(pool)] == ["a", "b"]
+    assert "truncated last line" in caplog.text
+    append_pool(pool, [copy_task(id="d")])
+    assert [t.id for t in load_pool(pool)] == ["a", "b", "d"]
+
+
+def test_a_bad_line_in_the_middle_names_the_line_and_field(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a")])
+    with open(pool, "a") as f:
+        f.write('{"id": "b"}\n')
+    append_pool(pool, [copy_task(id="c")])
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: domain: is missing"):
+        load_pool(pool)
+
+
+def test_filtering_by_domain(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a"), copy_task(id="b", domain="other")])
+    assert [t.id for t in load_pool(pool, domain="toy")] == ["a"]
+
+
+def test_a_killed_writer_never_corrupts_earlier_lines(tmp_path):
+    """SIGKILL a process that appends in a loop: every complete line still loads."""
+    pool = tmp_path / "pool.jsonl"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from envs.pool import append_pool
+        from toy_domain import copy_task
+        i = 0
+        while True:
+            append_pool({str(pool)!r}, [copy_task(id=f"t{{i}}", instruction="x" * 5000)])
+            i += 1
+            if i == 20:
+                print("ready", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=os.getcwd())
+    assert proc.stdout.readline().strip() == b"ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    tasks = load_pool(pool)
+    assert len(tasks) >= 20
+    assert [t.id for t in tasks] == [f"t{i}" for i in range(len(tasks))]
+
+
+def test_missing_pool_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pool(tmp_path / "nope.jsonl")
