@@ -1,0 +1,1 @@
+"""Training: rollouts over vectorized envs, policy-gradient losses, the trainer loop (in progress)."""
