@@ -20,8 +20,8 @@ ENV_IDS = {
 }
 
 ENTRY_POINTS = {
-    "retail": "envs.retail:RetailEnv",
-    "airline": "envs.airline:AirlineEnv",
+    "retail": "envs.retail.env:RetailEnv",
+    "airline": "envs.airline.env:AirlineEnv",
     "calculation": "envs.calculation:CalculationEnv",
     "web": "envs.web:WebEnv",
 }

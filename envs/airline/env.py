@@ -1,0 +1,79 @@
+"""The airline environment: an airline's reservation desk, with tau-bench's tools and data shape."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from envs.airline import world as fleet
+from envs.airline.tools import TOOLS
+from envs.base import ToolEnv
+from envs.cat import CodeAsTask
+from envs.state import State, make_base
+from envs.tools import Toolset
+
+POLICY = """\
+You are a reservation agent of an airline. You can look up users, reservations, airports and
+flights, and for the user: book, cancel or change reservations (flights, cabin, passengers,
+checked bags) and send certificates. Today is 2024-05-15. Use the exact ids the tools give, charge
+only payment methods in the user's profile, and tell the user the outcome, with amounts, through
+`respond` or in your final answer, then call `finish`."""
+
+
+class AirlineEnv(ToolEnv):
+    """An airline's reservation desk (tau-bench's airline domain).
+
+    ## Description
+    The agent serves one traveller's request (the task's instruction) with tau-bench's 14 airline
+    tools: look-ups (users, reservations, airports, direct and one-stop flights), writes (book,
+    cancel, change flights, passengers or bags, send a certificate), and `think`, `calculate`,
+    `transfer_to_human_agents`. `respond` speaks to the user; `finish` ends.
+
+    ## Action Space
+    Text: one JSON tool call `{"name": ..., "arguments": {...}}` (bare, in `<tool_call>` tags or after
+    `Action:`) or a ```python block calling the tools as functions.
+
+    ## Observation Space
+    Text: the instruction after `reset`, then each tool's output (tau-bench's strings and errors).
+
+    ## Rewards
+    0 until the episode ends, then 1 if the task's verifier accepts the final database and what the
+    agent said (scripted tasks: the database hash after the example solution, and the required
+    facts in the answer), else 0.
+
+    ## Starting State
+    A fresh copy-on-write view of the task's world: generated from `{"seed", "users"}` or loaded
+    from tau-bench's JSON files with `{"data_dir": path}`.
+
+    ## Episode End
+    Terminates on `finish` or `transfer_to_human_agents`; truncates after `max_turns` actions.
+
+    ## Arguments
+    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`.
+    """
+
+    domain: ClassVar[str] = "airline"
+    toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
+    policy: ClassVar[str] = POLICY
+    conversational: ClassVar[bool] = True
+    terminal_tools: ClassVar[frozenset[str]] = frozenset({"transfer_to_human_agents"})
+
+    @classmethod
+    def build_world(cls, world: dict[str, Any]) -> State:
+        if "data_dir" in world:
+            data = fleet.load(Path(world["data_dir"]))
+        else:
+            data = fleet.generate(int(world.get("seed", 0)), int(world.get("users", 50)))
+        return make_base(data, fleet.TABLES)
+
+    @classmethod
+    def default_tasks(cls) -> list[CodeAsTask]:
+        return list(_default_pool())
+
+
+@cache
+def _default_pool() -> tuple[CodeAsTask, ...]:
+    from envs.airline.challenger import make_tasks
+
+    return tuple(make_tasks(seed=0, n=32))

@@ -1,0 +1,80 @@
+"""The retail environment: an online shop's customer service, with tau-bench's tools and data shape."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from envs.base import ToolEnv
+from envs.cat import CodeAsTask
+from envs.retail import world as shop
+from envs.retail.tools import TOOLS
+from envs.state import State, make_base
+from envs.tools import Toolset
+
+POLICY = """\
+You are a customer service agent of an online shop. You can look up users, orders and products, and
+change orders for the customer: cancel a pending order, change a pending order's address, items or
+payment method, return or exchange items of a delivered order, and update a user's default address.
+Act only on the customer's own orders, check an order's status before changing it, and use the
+exact ids the tools give (order ids start with '#'). Tell the customer the outcome, with amounts,
+through `respond` or in your final answer, then call `finish`."""
+
+
+class RetailEnv(ToolEnv):
+    """Customer service for an online shop (tau-bench's retail domain).
+
+    ## Description
+    The agent serves one customer request (the task's instruction) with tau-bench's 16 retail tools:
+    look-ups (users by email or name and zip, orders, products), writes (cancel, modify address,
+    items or payment of pending orders; return or exchange delivered items; a user's address), and
+    `think`, `calculate`, `transfer_to_human_agents`. `respond` speaks to the user; `finish` ends.
+
+    ## Action Space
+    Text: one JSON tool call `{"name": ..., "arguments": {...}}` (bare, in `<tool_call>` tags or after
+    `Action:`) or a ```python block calling the tools as functions.
+
+    ## Observation Space
+    Text: the instruction after `reset`, then each tool's output (tau-bench's strings and errors).
+
+    ## Rewards
+    0 until the episode ends, then 1 if the task's verifier accepts the final database and what the
+    agent said (scripted tasks: the database hash after the example solution, and the required
+    amounts or facts in the answer), else 0.
+
+    ## Starting State
+    A fresh copy-on-write view of the task's world: generated from `{"seed", "users"}` or loaded
+    from tau-bench's JSON files with `{"data_dir": path}`.
+
+    ## Episode End
+    Terminates on `finish` or `transfer_to_human_agents`; truncates after `max_turns` actions.
+
+    ## Arguments
+    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`.
+    """
+
+    domain: ClassVar[str] = "retail"
+    toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
+    policy: ClassVar[str] = POLICY
+    conversational: ClassVar[bool] = True
+    terminal_tools: ClassVar[frozenset[str]] = frozenset({"transfer_to_human_agents"})
+
+    @classmethod
+    def build_world(cls, world: dict[str, Any]) -> State:
+        if "data_dir" in world:
+            data = shop.load(Path(world["data_dir"]))
+        else:
+            data = shop.generate(int(world.get("seed", 0)), int(world.get("users", 50)))
+        return make_base(data, shop.TABLES)
+
+    @classmethod
+    def default_tasks(cls) -> list[CodeAsTask]:
+        return list(_default_pool())
+
+
+@cache
+def _default_pool() -> tuple[CodeAsTask, ...]:
+    from envs.retail.challenger import make_tasks
+
+    return tuple(make_tasks(seed=0, n=32))

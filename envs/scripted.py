@@ -1,0 +1,82 @@
+"""What the scripted challengers of the conversation domains share: tasks judged by their outcome.
+
+A retail or airline task, like a tau-bench task, is judged by where the database ends up and by what
+the agent told the user: the verifier checks that the final state hash equals the hash after the
+example solution, and that every required output appears in the answer (tau-bench's rule: lowercase,
+commas stripped, substring). A challenger drafts a task with an instruction, a solution and candidate
+failure cases; :func:`finish_drafts` replays them, writes the verifier, and keeps only failure cases
+that the verifier really rejects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
+from envs.state import State, fork, state_hash
+from envs.tools import Toolset
+
+
+@dataclass(frozen=True)
+class Draft:
+    family: str
+    instruction: str
+    solution: Attempt
+    failures: tuple[Attempt, ...]
+    required: tuple[str, ...] = field(default=())
+
+
+def outcome_verifier(final_hash: str, required: tuple[str, ...] | list[str]) -> str:
+    """Verifier source: the state must hash to ``final_hash`` and the answer hold each output."""
+    return (
+        "def verify(state, answer):\n"
+        "    said = answer.lower().replace(',', '')\n"
+        f"    required = {json.dumps([o.lower() for o in required])}\n"
+        f"    return state_hash() == {final_hash!r} and all(o in said for o in required)\n"
+    )
+
+
+def play(base: State, toolset: Toolset, attempt: Attempt) -> str:
+    """The state hash after ``attempt``'s tool calls on a fresh fork of ``base``."""
+    state = fork(base)
+    for call in attempt.actions:
+        toolset.call(state, call.name, call.arguments)
+    return state_hash(state)
+
+
+def _rejected(final_hash: str, required: tuple[str, ...], reached: str, answer: str) -> bool:
+    said = answer.lower().replace(",", "")
+    return reached != final_hash or not all(o.lower() in said for o in required)
+
+
+def finish_drafts(drafts: Iterator[Draft | None], *, domain: str, world: dict[str, Any], base: State,
+                  toolset: Toolset, seed: int, n: int, max_tries: int) -> list[CodeAsTask]:
+    """Turn drafts into CaTs until ``n`` distinct ones are made (or ``max_tries`` drafts are spent)."""
+    tasks: list[CodeAsTask] = []
+    seen: set[str] = set()
+    for _, draft in zip(range(max_tries), drafts):
+        if draft is None or draft.instruction in seen:
+            continue
+        final = play(base, toolset, draft.solution)
+        failures = tuple(f for f in draft.failures
+                         if _rejected(final, draft.required, play(base, toolset, f), f.answer))
+        if len(failures) < MIN_FAILURES:
+            continue
+        seen.add(draft.instruction)
+        tasks.append(CodeAsTask(
+            id=f"{domain}-{seed}-{len(tasks)}", domain=domain, world=world,
+            instruction=draft.instruction, verifier=outcome_verifier(final, draft.required),
+            solution=draft.solution, failures=failures,
+            provenance={"challenger": "scripted", "family": draft.family,
+                        "difficulty": len(draft.solution.actions)},
+        ))
+        if len(tasks) == n:
+            break
+    return tasks
+
+
+def call(name: str, **arguments: Any) -> ToolCall:
+    return ToolCall(name, arguments)

@@ -1,0 +1,106 @@
+"""Retail and airline as Gymnasium environments, with their scripted challengers."""
+
+import json
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.filter import filter_tasks
+from envs.state import state_hash
+
+IDS = {"retail": "SelfChallenge-Retail-v0", "airline": "SelfChallenge-Airline-v0"}
+
+
+def challenger(domain):
+    if domain == "retail":
+        from envs.retail.challenger import make_tasks
+    else:
+        from envs.airline.challenger import make_tasks
+    return make_tasks
+
+
+def play(env, task, attempt):
+    env.reset(options={"task": task})
+    reward, done = 0.0, False
+    for action in attempt.actions:
+        _, reward, done, truncated, _ = env.step(json.dumps(action.to_json()))
+        assert not truncated
+        if done:
+            return reward
+    _, reward, done, _, _ = env.step(json.dumps({"name": "finish", "arguments": {"answer": attempt.answer}}))
+    assert done
+    return reward
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_check_env_and_make_without_arguments(domain):
+    env = gym.make(IDS[domain])
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert obs and {t["function"]["name"] for t in info["tools"]} >= {"think", "respond", "finish"}
+    obs, *_ = env.step(json.dumps({"name": "think", "arguments": {"thought": "look first"}}))
+    assert isinstance(obs, str)
+    env.close()
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_solution_scores_one_and_each_failure_zero_through_step(domain):
+    env = envs.env_class(domain)()
+    for task in env.tasks[:12]:
+        assert play(env, task, task.solution) == 1.0, task.id
+        for failure in task.failures:
+            assert play(env, task, failure) == 0.0, task.id
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("domain", IDS)
+def test_vector_envs(domain, mode):
+    vec = gym.make_vec(IDS[domain], num_envs=8, vectorization_mode=mode)
+    try:
+        obs, info = vec.reset(seed=1)
+        assert len(obs) == 8 and all(isinstance(o, str) and o for o in obs)
+        think = json.dumps({"name": "think", "arguments": {"thought": "ok"}})
+        obs, rewards, terminated, truncated, _ = vec.step((think,) * 8)
+        assert list(obs) == [""] * 8 and not terminated.any()
+    finally:
+        vec.close()
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_challenger_makes_500_distinct_tasks_that_all_pass_the_filter(domain):
+    tasks = challenger(domain)(seed=3, n=500)
+    assert len(tasks) == 500
+    assert len({t.instruction for t in tasks}) == 500
+    assert len({t.id for t in tasks}) == 500
+    kept, report, _ = filter_tasks(tasks)
+    assert report.kept == report.total == 500, str(report)
+    assert {t.provenance["family"] for t in tasks} >= {"cancel"}
+    assert min(t.provenance["difficulty"] for t in tasks) <= 1
+    assert max(t.provenance["difficulty"] for t in tasks) >= 6
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_failure_cases_are_well_formed_and_rejected_by_the_verifier_itself(domain):
+    env = envs.env_class(domain)()
+    for task in challenger(domain)(seed=5, n=40):
+        assert len(task.failures) >= 3
+        for failure in task.failures:
+            result, _, problems = env.replay(task, failure)
+            assert problems == [], (task.id, problems)
+            assert result.status == "failed", (task.id, result)
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_a_thousand_episodes_with_writes_leave_the_world_unchanged(domain):
+    env = envs.env_class(domain)()
+    task = next(t for t in env.tasks if t.provenance["family"] == "cancel")
+    base = env.base_state(task.world)
+    before = state_hash(base)
+    for _ in range(1000):
+        env.reset(options={"task": task})
+        for action in task.solution.actions:
+            env.toolset.call(env.state, action.name, action.arguments)
+        assert state_hash(env.state) != before
+    assert state_hash(base) == before
