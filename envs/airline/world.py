@@ -14,6 +14,7 @@ A world is a dict of three tables keyed by id, in tau-bench's shape, on tau-benc
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from datetime import datetime, timedelta
@@ -30,6 +31,10 @@ PRICE_RANGES = {"basic_economy": (50, 100), "economy": (100, 200), "business": (
 DAYS = range(1, 31)
 TODAY = 15
 RESERVATION_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+RESERVATIONS_CUM_WEIGHTS = tuple(itertools.accumulate((5, 5, 15, 14, 16, 13, 10, 7, 5, 3, 2)))  # 0 to 10
+PASSENGERS_CUM_WEIGHTS = tuple(itertools.accumulate((46, 33, 16, 5)))  # 1 to 4
+BAGGAGES_CUM_WEIGHTS = tuple(itertools.accumulate((50, 22, 14, 8, 6)))  # 0 to 4
+"""Cumulative weights, computed once: ``rng.choices`` would otherwise add them up on every draw."""
 
 
 def load(data_dir: Path) -> dict[str, Any]:
@@ -71,22 +76,30 @@ def _day(rng: random.Random, day: int, departure: int, duration: int) -> dict[st
     return {"status": status, "estimated_departure_time_est": leave, "estimated_arrival_time_est": land}
 
 
+def _flight(rng: random.Random, number: int, origin: str, destination: str) -> dict[str, Any]:
+    departure = rng.randrange(0, 24 * 60, 30)
+    duration = rng.randrange(60, 6 * 60 + 1, 30)
+    flight_number = f"HAT{number:03d}"
+    return {
+        "flight_number": flight_number,
+        "origin": origin,
+        "destination": destination,
+        "scheduled_departure_time_est": _clock(departure),
+        "scheduled_arrival_time_est": _clock(departure + duration),
+        "dates": {f"2024-05-{day:02d}": _day(rng, day, departure, duration) for day in DAYS},
+    }
+
+
 def _flights(rng: random.Random, count: int) -> dict[str, Any]:
+    """``count`` flights, in pairs out and back over the same route, so that round trips exist."""
     airports = list(AIRPORTS)
     flights = {}
-    for number in range(1, count + 1):
+    for number in range(1, count + 1, 2):
         origin, destination = rng.sample(airports, 2)
-        departure = rng.randrange(0, 24 * 60, 30)
-        duration = rng.randrange(60, 6 * 60 + 1, 30)
-        flight_number = f"HAT{number:03d}"
-        flights[flight_number] = {
-            "flight_number": flight_number,
-            "origin": origin,
-            "destination": destination,
-            "scheduled_departure_time_est": _clock(departure),
-            "scheduled_arrival_time_est": _clock(departure + duration),
-            "dates": {f"2024-05-{day:02d}": _day(rng, day, departure, duration) for day in DAYS},
-        }
+        for n, route in ((number, (origin, destination)), (number + 1, (destination, origin))):
+            if n <= count:
+                flight = _flight(rng, n, *route)
+                flights[flight["flight_number"]] = flight
     return flights
 
 
@@ -128,9 +141,8 @@ def _itinerary(rng: random.Random, flights: list[dict], from_airport: dict[str, 
     day = rng.randint(1, 27)
     legs = [_segment(rng, first, day, cabin)]
     destination = first["destination"]
-    connections = [f for f in from_airport[destination] if f["destination"] != first["origin"]]
-    if connections and rng.random() < 0.5:
-        second = rng.choice(connections)
+    second = rng.choice(from_airport[destination]) if from_airport[destination] and rng.random() < 0.5 else None
+    if second is not None and second["destination"] != first["origin"]:
         day2 = day + 1 if first["scheduled_arrival_time_est"].endswith("+1") else day
         legs.append(_segment(rng, second, day2, cabin))
         destination = second["destination"]
@@ -175,7 +187,7 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
             "reservations": [],
         }
         payable = [m for m, v in user["payment_methods"].items() if v["source"] != "certificate"]
-        for _ in range(rng.choices(range(11), (5, 5, 15, 14, 16, 13, 10, 7, 5, 3, 2))[0]):
+        for _ in range(rng.choices(range(11), cum_weights=RESERVATIONS_CUM_WEIGHTS)[0]):
             # upstream's own new bookings are HATHAT, HATHAU, ...: never draw one of those
             reservation_id = unique_id(rng, reservation_ids, lambda r: "".join(r.choices(RESERVATION_ID_CHARS, k=6)))
             if reservation_id.startswith("HATH"):
@@ -183,7 +195,7 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
             cabin = rng.choice(CABINS)
             flight_type, legs = _itinerary(rng, flight_list, from_airport, routes, cabin)
             passengers = [{"first_name": first, "last_name": last, "dob": user["dob"]}] if rng.random() < 0.6 else []
-            passengers += [_person(rng) for _ in range(rng.choices((1, 2, 3, 4), (46, 33, 16, 5))[0] - len(passengers))]
+            passengers += [_person(rng) for _ in range(rng.choices((1, 2, 3, 4), cum_weights=PASSENGERS_CUM_WEIGHTS)[0] - len(passengers))]
             insurance = rng.choice(("yes", "no"))
             amount = sum(leg["price"] for leg in legs) * len(passengers) + (30 * len(passengers) if insurance == "yes" else 0)
             created = datetime(2024, 5, 1) + timedelta(seconds=rng.randrange(-10 * 86400, 14 * 86400))
@@ -198,7 +210,7 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
                 "passengers": passengers,
                 "payment_history": [{"payment_id": rng.choice(payable), "amount": amount}],
                 "created_at": created.isoformat(),
-                "total_baggages": rng.choices(range(5), (50, 22, 14, 8, 6))[0],
+                "total_baggages": rng.choices(range(5), cum_weights=BAGGAGES_CUM_WEIGHTS)[0],
                 "nonfree_baggages": 0,
                 "insurance": insurance,
             }

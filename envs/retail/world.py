@@ -103,7 +103,10 @@ CATALOG: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...] = (
 )
 """The shop's 50 product types (tau-bench's tools tell the agent there are exactly 50)."""
 
-ORDER_STATUSES = (("pending", 0.42), ("delivered", 0.37), ("processed", 0.11), ("cancelled", 0.10))
+ORDER_STATUSES = ("pending", "delivered", "processed", "cancelled")
+ORDER_STATUS_CUM_WEIGHTS = tuple(itertools.accumulate((42, 37, 11, 10)))
+ORDERS_PER_USER_CUM_WEIGHTS = tuple(itertools.accumulate((6, 27, 28, 21, 11, 7)))  # 0 to 5, about 2
+"""Cumulative weights, computed once: ``rng.choices`` would otherwise add them up on every draw."""
 
 
 def load(data_dir: Path) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def unique_id(rng: random.Random, taken: set[str], make: Callable[[random.Random
 
 
 def _digits(n: int) -> Callable[[random.Random], str]:
-    return lambda rng: "".join(rng.choices("0123456789", k=n))
+    return lambda rng: f"{rng.randrange(10 ** n):0{n}d}"
 
 
 def _products(rng: random.Random, ids: set[str]) -> dict[str, Any]:
@@ -183,7 +186,7 @@ def _order(rng: random.Random, order_id: str, user_id: str, user: dict, catalog:
         variant = rng.choice(variants)
         items.append({"name": product["name"], "product_id": product["product_id"], "item_id": variant["item_id"],
                       "price": variant["price"], "options": dict(variant["options"])})
-    status = rng.choices([s for s, _ in ORDER_STATUSES], [w for _, w in ORDER_STATUSES])[0]
+    status = rng.choices(ORDER_STATUSES, cum_weights=ORDER_STATUS_CUM_WEIGHTS)[0]
     fulfillments = [] if status == "pending" else [
         {"tracking_id": [unique_id(rng, ids, _digits(12))], "item_ids": [item["item_id"] for item in items]}]
     method_id = rng.choice(list(user["payment_methods"]))
@@ -230,7 +233,7 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
             "payment_methods": _payment_methods(rng, ids),
             "orders": [],
         }
-        for _ in range(rng.choices(range(6), (6, 27, 28, 21, 11, 7))[0]):
+        for _ in range(rng.choices(range(6), cum_weights=ORDERS_PER_USER_CUM_WEIGHTS)[0]):
             order_id = unique_id(rng, ids, lambda r: f"#W{r.randint(1000000, 9999999)}")
             orders[order_id] = _order(rng, order_id, user_id, user, catalog, ids)
             user["orders"].append(order_id)

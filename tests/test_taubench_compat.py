@@ -1,0 +1,118 @@
+"""Replaying tau-bench's gold actions through our tools reproduces upstream exactly.
+
+For every golden task (20 retail dev, 500 retail train, 10 airline test) a fresh fork of the
+domain's base world replays the gold actions; every tool output, every changed record and the final
+upstream hash must equal what upstream produced. The base is built once per domain and only forked,
+so a leak from one episode into the next would make later tasks fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from envs.airline import tools as airline_tools
+from envs.airline import world as airline_world
+from envs.retail import tools as retail_tools
+from envs.retail import world as retail_world
+from envs.state import State, fork, make_base, to_plain
+from envs.taubench import load_golden, upstream_hash
+from envs.tools import Toolset
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+GOLDEN = {"retail_dev": "retail", "retail_train": "retail", "airline_test_0_10": "airline"}
+GOLDEN_TASKS = 530
+DOMAINS: dict[str, tuple[ModuleType, ModuleType]] = {
+    "retail": (retail_world, retail_tools),
+    "airline": (airline_world, airline_tools),
+}
+
+pytestmark = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
+
+
+@functools.cache
+def _golden(name: str) -> dict[str, Any]:
+    return load_golden(SHARED / "golden" / f"{name}.json")
+
+
+@functools.cache
+def _base(domain: str) -> State:
+    world, _ = DOMAINS[domain]
+    return make_base(world.load(SHARED / "data" / domain), world.TABLES)
+
+
+@functools.cache
+def _toolset(domain: str) -> Toolset:
+    return Toolset.of(DOMAINS[domain][1].TOOLS)
+
+
+def _plain(state: State) -> dict[str, Any]:
+    """``to_plain`` with the garbage collector paused: it builds a few hundred thousand dicts, which
+    would set off full collections over the whole test process and double the file's runtime."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return to_plain(state)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _short(text: Any) -> str:
+    text = str(text)
+    return text if len(text) < 400 else text[:400] + "…"
+
+
+@functools.cache
+def _replay(name: str, index: int) -> tuple[str, ...]:
+    """Every way the replay of one golden task differs from upstream (empty: it matches)."""
+    domain = GOLDEN[name]
+    task = _golden(name)["tasks"][index]
+    state = fork(_base(domain))
+    problems = []
+    for step, (action, expected) in enumerate(zip(task["actions"], task["tool_outputs"])):
+        if action["name"] == "respond":
+            continue
+        got = _toolset(domain).call(state, action["name"], action["arguments"])
+        if got != expected:
+            problems.append(f"action {step} {action['name']}: got {_short(got)!r}, upstream {_short(expected)!r}")
+    world = DOMAINS[domain][0]
+    changed = {table: state[table].changed() for table in world.TABLES}
+    changed = {table: records for table, records in changed.items() if records}
+    if changed != task["changed_records"]:
+        problems.append(f"changed records differ: got {_short(changed)}, upstream {_short(task['changed_records'])}")
+    if upstream_hash(_plain(state)) != task["final_data_hash"]:
+        problems.append("final upstream hash differs")
+    return tuple(problems)
+
+
+def _cases() -> list[Any]:
+    if not SHARED.is_dir():
+        return []
+    return [pytest.param(name, index, id=f"{name}-{index}")
+            for name in GOLDEN for index in range(len(_golden(name)["tasks"]))]
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_loaded_data_hashes_to_upstream_initial_hash(name: str) -> None:
+    assert upstream_hash(_plain(_base(GOLDEN[name]))) == _golden(name)["initial_data_hash"]
+
+
+@pytest.mark.parametrize("name, index", _cases())
+def test_gold_replay_matches_upstream_outputs_records_and_hash(name: str, index: int) -> None:
+    problems = _replay(name, index)
+    assert not problems, "\n".join(problems)
+
+
+def test_all_golden_tasks_match_and_leave_the_base_world_untouched() -> None:
+    cases = [(name, index) for name in GOLDEN for index in range(len(_golden(name)["tasks"]))]
+    matched = sum(not _replay(name, index) for name, index in cases)
+    assert (len(cases), matched) == (GOLDEN_TASKS, GOLDEN_TASKS)
+    for name, domain in GOLDEN.items():  # hundreds of episodes wrote nothing back into the world
+        assert upstream_hash(_plain(_base(domain))) == _golden(name)["initial_data_hash"]
