@@ -1,0 +1,326 @@
+"""Batched multi-turn rollouts of an LLM policy in tool environments, keeping exact token ids.
+
+Each turn, every active episode generates together in one batch; then each env steps on its own
+episode's action, and the episodes that ended drop out of the batch. An episode is one growing
+list of token ids: the first prompt, then per turn the policy's sampled tokens (loss mask 1, their
+log-probabilities stored) and the tokens that close the turn and show the observation (loss mask 0,
+rendered by :class:`agents.prompting.ChatFormat`). Nothing is ever re-tokenized, so each turn's
+prompt is a token-for-token prefix of the next one's and the trainer scores exactly what was sampled.
+
+Efficiency (what a CPU run spends its time on):
+
+- One KV cache holds all active episodes across turns, so a turn feeds only its new tokens (the
+  turn's closing tokens and the observation) instead of re-encoding the whole conversation.
+- The prompt prefix shared by all episodes of the batch (the system prompt of one domain; the whole
+  prompt when one task is sampled several times, as GRPO does) is encoded once and copied.
+- Chunks are left-padded, so each row's next-token logits sit in the last column and only that
+  column goes through the output head (``logits_to_keep=1``). Padding inside the cache is masked
+  out, positions count real tokens only, and the cache columns that no remaining episode uses are
+  dropped when episodes leave the batch.
+
+Environments come as a list of single envs, not a vector env: episodes end at different turns and
+must then leave the batch, while a vector env steps all its sub-envs in lockstep and autoresets
+finished ones. Env steps are cheap next to generation, so stepping them one by one costs little.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
+
+from agents.prompting import ChatFormat, Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How each turn is generated.
+
+    Log-probabilities are stored under the distribution each token was drawn from: the log-softmax
+    of the logits divided by ``temperature``, restricted to the ``top_p`` nucleus and renormalized.
+    At temperature 1 and top_p 1 that is the policy's own log-probability, as a fresh forward pass
+    computes it. Greedy decoding (temperature 0) stores the log-softmax of the unscaled logits.
+    """
+
+    temperature: float = 1.0
+    """Divides the logits before sampling; 0 means greedy (argmax)."""
+    top_p: float = 1.0
+    """Nucleus sampling: draw from the smallest set of tokens holding this much probability."""
+    max_new_tokens: int = 256
+    """Cap on the tokens of one turn; a turn cut there is closed as if it had ended."""
+    max_context_tokens: int | None = None
+    """Cap on an episode's tokens (default: the model's max positions); an episode that could pass
+    it in its next turn ends there, truncated, with reward 0."""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Trajectory:
+    """One episode as the policy saw and wrote it: what a policy-gradient update consumes.
+
+    ``token_ids``, ``loss_mask`` and ``logprobs`` have one entry per token; ``loss_mask`` is 1
+    exactly on the tokens the policy sampled (including the end-of-turn token it wrote), where
+    ``logprobs`` holds their sampling log-probability (0 elsewhere). Turn ``t``'s prompt is
+    ``token_ids[:turn_starts[t]]``. ``messages`` is the readable chat: system, instruction, then the
+    policy's actions and the observations (including the one after the last action, which the token
+    ids, ending at the policy's last token, leave out).
+    """
+
+    token_ids: list[int]
+    loss_mask: list[int]
+    logprobs: list[float]
+    turn_starts: list[int]
+    messages: list[Message]
+    task_id: str
+    domain: str
+    reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    invalid_actions: int = 0
+    """Actions the env could not run (malformed, unknown tool, bad arguments)."""
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.turn_starts)
+
+    @property
+    def prompt_length(self) -> int:
+        return self.turn_starts[0] if self.turn_starts else len(self.token_ids)
+
+    def append(self, ids: Sequence[int], logprobs: Sequence[float] | None = None) -> None:
+        """Add tokens: the policy's (with their log-probabilities) or the environment's (without)."""
+        self.token_ids.extend(ids)
+        self.loss_mask.extend([0 if logprobs is None else 1] * len(ids))
+        self.logprobs.extend([0.0] * len(ids) if logprobs is None else logprobs)
+
+
+@dataclass
+class _Episode:
+    env: gym.Env
+    trajectory: Trajectory
+
+
+def sample(logits: torch.Tensor, settings: SamplingSettings,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens for a batch of logits, and their log-probabilities (see :class:`SamplingSettings`)."""
+    logits = logits.float()
+    if settings.temperature == 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits / settings.temperature, -1)
+    if settings.top_p < 1:
+        logp = _nucleus(logp, settings.top_p)
+    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``logp`` restricted to each row's top-p nucleus and renormalized."""
+    sorted_logp, order = logp.sort(-1, descending=True)
+    mass_before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()
+    outside = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, order, mass_before >= top_p)
+    return torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
+
+
+class _KVBatch:
+    """The KV cache of the active episodes, one row each, grown by chunks of new tokens.
+
+    ``mask`` marks which cache columns hold a row's real tokens (the rest is padding);
+    ``lengths`` counts each row's real tokens, which are also its next position id.
+    """
+
+    def __init__(self, model: PreTrainedModel, pad_id: int):
+        self.model = model
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.cache: Cache | None = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.lengths = torch.zeros(0, dtype=torch.long, device=self.device)
+
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Encode the first prompts; their common prefix once. Returns each row's next-token logits."""
+        shared = _common_prefix_length(prompts)
+        rows = len(prompts)
+        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        if rows > 1 and shared > 0:
+            prefix = torch.tensor([list(prompts[0][:shared])], device=self.device)
+            self.cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+            self.cache.batch_repeat_interleave(rows)
+            self.mask = torch.ones(rows, shared, dtype=torch.long, device=self.device)
+            self.lengths += shared
+            prompts = [p[shared:] for p in prompts]
+        return self.extend(prompts)
+
+    def extend(self, chunks: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed each row its chunk (left-padded to one width; a row may have none) and return the
+        logits after each row's last token (meaningless for rows with an empty chunk)."""
+        width = max(len(c) for c in chunks)
+        ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(chunks), width, dtype=torch.long)
+        for row, chunk in enumerate(chunks):
+            if chunk:
+                ids[row, width - len(chunk):] = torch.tensor(chunk)
+                mask[row, width - len(chunk):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = self.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, mask], dim=1)
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.cache = out.cache
+        self.lengths += mask.sum(-1)
+        return out.logits[:, -1]
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows``, in that order; drop the cache columns none of them uses."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        assert self.cache is not None
+        self.cache.batch_select_indices(index)
+        self.mask, self.lengths = self.mask[index], self.lengths[index]
+        used = self.mask.bool().any(0)
+        if used.all() or not all(type(layer) is DynamicLayer for layer in self.cache.layers):
+            return  # other cache layouts (sliding windows) are left as they are
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, used], layer.values[:, :, used]
+        self.mask = self.mask[:, used]
+
+
+def _common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens all prompts share at the start, leaving each at least one of its own (for its logits)."""
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(limit):
+        if any(p[i] != first[i] for p in prompts[1:]):
+            return i
+    return max(limit, 0)
+
+
+def _generate_turn(batch: _KVBatch, logits: torch.Tensor, settings: SamplingSettings, stop_ids: frozenset[int],
+                   generator: torch.Generator | None) -> tuple[list[list[int]], list[list[float]], list[list[int]]]:
+    """One turn for every row: the sampled tokens, their log-probabilities, and the tokens left unfed.
+
+    Rows that stop early are fed padding until the last row stops or the cap is reached.
+    """
+    rows = logits.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    logprobs: list[list[float]] = [[] for _ in range(rows)]
+    running = [True] * rows
+    for step in range(settings.max_new_tokens):
+        drawn, drawn_logp = sample(logits, settings, generator)
+        feed: list[list[int]] = []
+        for row, (token, logp) in enumerate(zip(drawn.tolist(), drawn_logp.tolist())):
+            if not running[row]:
+                feed.append([])
+                continue
+            tokens[row].append(token)
+            logprobs[row].append(logp)
+            feed.append([token])
+            running[row] = token not in stop_ids
+        if not any(running) or step + 1 == settings.max_new_tokens:
+            return tokens, logprobs, feed
+        logits = batch.extend(feed)
+    raise AssertionError("unreachable: the loop returns at the token cap")
+
+
+def _stop_ids(model: PreTrainedModel, chat: ChatFormat) -> frozenset[int]:
+    """The template's end-of-turn token, the tokenizer's EOS and the model's own EOS tokens."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return chat.stop_ids | frozenset(eos)
+
+
+def _start(env: gym.Env, chat: ChatFormat, seed: int | None, options: dict[str, Any] | None) -> _Episode:
+    instruction, info = env.reset(seed=seed, options=options)
+    messages = chat.first_messages(info["policy"], info["tools"], instruction)
+    trajectory = Trajectory(token_ids=[], loss_mask=[], logprobs=[], turn_starts=[], messages=messages,
+                            task_id=info["task_id"], domain=info["domain"])
+    trajectory.append(chat.prompt_ids(messages, info["tools"]))
+    return _Episode(env, trajectory)
+
+
+def _act(episode: _Episode, chat: ChatFormat, tokens: list[int], logprobs: list[float],
+         stop_ids: frozenset[int]) -> list[int] | None:
+    """Record the turn, step the env; the next chunk to feed, or ``None`` when the episode ended."""
+    trajectory = episode.trajectory
+    trajectory.turn_starts.append(len(trajectory.token_ids))
+    trajectory.append(tokens, logprobs)
+    text_ids = tokens[:-1] if tokens and tokens[-1] in stop_ids else tokens
+    action = chat.tokenizer.decode(text_ids, skip_special_tokens=False)
+    observation, reward, terminated, truncated, info = episode.env.step(action)
+    trajectory.messages += [{"role": "assistant", "content": action}, chat.observation_message(observation)]
+    trajectory.invalid_actions += "invalid_action" in info
+    if terminated or truncated:
+        trajectory.reward, trajectory.terminated, trajectory.truncated = float(reward), terminated, truncated
+        return None
+    added = chat.close_turn_ids(tokens) + chat.observation_ids(observation)
+    trajectory.append(added)
+    return added
+
+
+@torch.inference_mode()
+def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, envs: Sequence[gym.Env],
+            settings: SamplingSettings = SamplingSettings(), seed: int | None = None,
+            options: Sequence[dict[str, Any] | None] | None = None, chat: ChatFormat | None = None) -> list[Trajectory]:
+    """Play one episode in each env, all turns batched; one :class:`Trajectory` per env, in order.
+
+    ``seed`` seeds env ``i``'s reset with ``seed + i`` and the sampler; ``options[i]`` goes to env
+    ``i``'s reset (e.g. ``{"task_id": …}``, so that several envs play the same task). The model is
+    put in eval mode for the rollout and back to its previous mode after.
+    """
+    chat = chat or ChatFormat.of(tokenizer)
+    stop_ids = _stop_ids(model, chat)
+    episodes = [_start(env, chat, None if seed is None else seed + i, options[i] if options else None)
+                for i, env in enumerate(envs)]
+    limit = settings.max_context_tokens or getattr(model.config, "max_position_embeddings", None) or float("inf")
+    too_long = [e.trajectory.task_id for e in episodes if len(e.trajectory.token_ids) + settings.max_new_tokens > limit]
+    if too_long:
+        raise ValueError(f"the first prompt plus max_new_tokens={settings.max_new_tokens} exceeds the context "
+                         f"limit of {limit} tokens for tasks {too_long[:3]}")
+    batch = _KVBatch(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids))
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=batch.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        active = episodes
+        logits = batch.prefill([e.trajectory.token_ids for e in active])
+        while active:
+            started = time.perf_counter()
+            tokens, logprobs, unfed = _generate_turn(batch, logits, settings, stop_ids, generator)
+            kept, chunks = [], []
+            for row, episode in enumerate(active):
+                added = _act(episode, chat, tokens[row], logprobs[row], stop_ids)
+                if added is None:
+                    continue
+                if len(episode.trajectory.token_ids) + settings.max_new_tokens > limit:
+                    episode.trajectory.truncated = True
+                    continue
+                kept.append(row)
+                chunks.append(unfed[row] + added)
+            log.debug("turn: %d episodes, %d tokens sampled in %.2fs; %d go on", len(active),
+                      sum(map(len, tokens)), time.perf_counter() - started, len(kept))
+            active = [active[row] for row in kept]
+            if active:
+                batch.keep(kept)
+                logits = batch.extend(chunks)
+    finally:
+        model.train(was_training)
+    return [e.trajectory for e in episodes]
