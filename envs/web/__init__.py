@@ -29,7 +29,7 @@ class WebEnv(ToolEnv):
     ## Description
 
     Each world (``{"seed": s}``, optionally with ``"products"``, ``"people"`` and ``"articles"``
-    counts) is a generated website of a small electronics company: a home page, a product catalogue
+    counts: 88, 48 and 12 by default) is a generated website of a small electronics company: a home page, a product catalogue
     (ten products a page) with product pages (price, rating, stock, SKU, product manager,
     specifications), category pages (prices and ratings side by side), a staff directory with
     profiles (title, department, manager, email, phone extension, office), department pages and
@@ -46,7 +46,7 @@ class WebEnv(ToolEnv):
     in ``<tool_call>`` tags or after ``Action:``), or Python code calling the tools as functions.
     The tools:
 
-    - ``view()``: the lines of the current page in the window (``10`` at a time);
+    - ``view()``: the lines of the current page in the window (10 lines at a time);
     - ``click_url(url)``: open a page of the site, at its top (links read ``[text](/url)``);
     - ``scroll_down()`` / ``scroll_up()``: move the window by 10 lines;
     - ``go_to_previous_page()``: back to the previous page, where it was left;

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -42,7 +43,7 @@ MAX_FAILURES = 4
 LINK = re.compile(r"\[([^\]]+)\]\((/[^)]*)\)")
 FACT = re.compile(r"^([A-Z][A-Za-z ]*): (.+)$")
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
-QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)? ?[A-Za-z]*")
+QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?(?: [A-Za-z]+)?")
 """A value that is one number, maybe with a unit ("390 g", "13.3 inches"): asked for as a number."""
 TITLE = re.compile(r"^Current page: \S+ \((.*)\)$")
 CATEGORY_ITEM = re.compile(r"^\[(.+)\]\((/products/[^)]+)\) — \$([\d,]+\.\d\d) — rated (\d\.\d)$")
@@ -173,13 +174,13 @@ def read_page(state: State, url: str) -> Page:
 def crawl(state: State) -> dict[str, Page]:
     """Every page reachable from the home page, read through the browser tools."""
     pages: dict[str, Page] = {}
-    queue = [START_URL]
+    queue = deque([START_URL])
     while queue:
-        url = queue.pop(0)
+        url = queue.popleft()
         if url in pages:
             continue
         pages[url] = read_page(state, url)
-        queue += [target for _, _, target in pages[url].links() if target not in pages]
+        queue.extend(target for _, _, target in pages[url].links() if target not in pages)
     return pages
 
 
@@ -230,7 +231,7 @@ class SiteMap:
         """The pages of the same kind just before and after ``url``: easy to mistake for it."""
         same = self.entities(prefix)
         i = same.index(url)
-        return [same[j] for j in (i + 1, i - 1, i + 2) if 0 <= j < len(same) and j != i]
+        return [same[j] for j in (i + 1, i - 1, i + 2) if 0 <= j < len(same)]
 
     def reach(self, url: str, line: int) -> tuple[ToolCall, ...]:
         """Calls that show ``line`` of ``url`` in the window (on the home page: just look)."""
@@ -280,7 +281,7 @@ def near_misses(number: str) -> list[str]:
     decimals = len(number.split(".")[1]) if "." in number else 0
     value, step = float(number.replace(",", "")), 10 ** -decimals
     style = f"{',' if ',' in number else ''}.{decimals}f"
-    misses = [format(value + step, style), format(value - step, style)]
+    misses = [format(value + step, style)] + ([format(value - step, style)] if value >= step else [])
     if decimals and round(value) != value:
         misses.append(str(round(value)))
     return misses
@@ -324,8 +325,8 @@ def fact_drafts(sitemap: SiteMap, prefix: str, hops: tuple[str, ...], keys: tupl
             if solution is None or value is None:
                 continue
             number = is_number(key, value)
-            others = [k for k in (*PERSON_KEYS, *PRODUCT_KEYS, *DEPARTMENT_KEYS, *ARTICLE_KEYS, *HOME_KEYS)
-                      if k != key and end.fact(k) is not None and is_number(k, end.fact(k) or "") == number]
+            facts = {k: end.fact(k) for k in (*PERSON_KEYS, *PRODUCT_KEYS, *DEPARTMENT_KEYS, *ARTICLE_KEYS, *HOME_KEYS)}
+            others = [k for k, v in facts.items() if k != key and v is not None and is_number(k, v) == number]
             wrong = (
                 tuple(sitemap.attempt(n, hops, key) for n in sitemap.neighbours(url, prefix)),
                 (sitemap.attempt(url, hops[:-1], key) if hops else None,
@@ -528,7 +529,7 @@ def check(draft: Draft, base: State) -> tuple[str, tuple[Attempt, ...]] | None:
     """The draft's verifier and the failures it rejects, or None with too few of those."""
     source = verifier_source(draft)
     namespace: dict[str, Any] = {}
-    exec(compile(source, "<verifier>", "exec"), namespace)  # noqa: S102 - our own template, as the sandbox will run it
+    exec(compile(source, "<verifier>", "exec"), namespace)  # our own template: no sandbox needed here
 
     def accepted(attempt: Attempt) -> bool | None:
         state = play(base, attempt.actions)

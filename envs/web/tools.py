@@ -64,8 +64,7 @@ def view(state: State) -> str:
 
 
 def click_url(state: State, url: str) -> str:
-    """Open a page of the site by its URL and show the top of it. Links appear on pages as
-    [text](/url); pass the part in parentheses, e.g. "/staff".
+    """Open a page of the site by its URL (pages show links as [text](/url)) and show its top.
 
     Args:
         state: The episode state (not shown to the agent).
