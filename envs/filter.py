@@ -8,14 +8,16 @@ a non-bool, the solution fails, a failure case is accepted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envs.base import ToolEnv
 from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
-from envs.sandbox import RunResult, Sandbox
+from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (
     "parse_error",          # the record does not fit the CaT format, or the verifier does not compile
@@ -126,14 +128,25 @@ def stamp(task: CodeAsTask, verdict: Verdict) -> CodeAsTask:
 
 def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | None = None
                  ) -> tuple[list[CodeAsTask], FilterReport, list[Verdict]]:
-    """Filter a batch: the kept tasks (stamped), the report, and each task's verdict."""
-    envs: dict[str, ToolEnv] = {}
+    """Filter a batch: the kept tasks (stamped), the report, and each task's verdict.
+
+    Tasks are judged on as many threads as the sandbox has workers, since a replay mostly waits
+    for the sandbox; each thread keeps its own environments.
+    """
+    box = sandbox or default_sandbox()
+    local = threading.local()
+
+    def judge(task: CodeAsTask | dict[str, Any]) -> Verdict:
+        if not hasattr(local, "envs"):
+            local.envs = {}
+        return filter_task(task, box, local.envs)
+
+    with ThreadPoolExecutor(max_workers=box.size) as pool:
+        verdicts = list(pool.map(judge, tasks))
     report = FilterReport()
-    kept, verdicts = [], []
-    for task in tasks:
-        v = filter_task(task, sandbox, envs)
+    kept = []
+    for task, v in zip(tasks, verdicts):
         report.add(v)
-        verdicts.append(v)
         if v.kept:
             kept.append(stamp(task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task), v))
     return kept, report, verdicts
