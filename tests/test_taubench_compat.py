@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from envs import taubench
 from envs.airline import tools as airline_tools
 from envs.airline import world as airline_world
 from envs.retail import tools as retail_tools
 from envs.retail import world as retail_world
 from envs.state import State, fork, make_base, to_plain
-from envs.taubench import load_golden, upstream_hash
+from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash
 from envs.tools import Toolset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
@@ -32,7 +35,7 @@ DOMAINS: dict[str, tuple[ModuleType, ModuleType]] = {
     "airline": (airline_world, airline_tools),
 }
 
-pytestmark = pytest.mark.skipif(
+needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
 
 
@@ -99,20 +102,48 @@ def _cases() -> list[Any]:
             for name in GOLDEN for index in range(len(_golden(name)["tasks"]))]
 
 
+@needs_shared
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_loaded_data_hashes_to_upstream_initial_hash(name: str) -> None:
     assert upstream_hash(_plain(_base(GOLDEN[name]))) == _golden(name)["initial_data_hash"]
 
 
+@needs_shared
 @pytest.mark.parametrize("name, index", _cases())
 def test_gold_replay_matches_upstream_outputs_records_and_hash(name: str, index: int) -> None:
     problems = _replay(name, index)
     assert not problems, "\n".join(problems)
 
 
+@needs_shared
+@pytest.mark.slow  # on its own it replays all 530 tasks; after the tests above it reuses their replays
 def test_all_golden_tasks_match_and_leave_the_base_world_untouched() -> None:
     cases = [(name, index) for name in GOLDEN for index in range(len(_golden(name)["tasks"]))]
     matched = sum(not _replay(name, index) for name, index in cases)
     assert (len(cases), matched) == (GOLDEN_TASKS, GOLDEN_TASKS)
     for name, domain in GOLDEN.items():  # hundreds of episodes wrote nothing back into the world
         assert upstream_hash(_plain(_base(domain))) == _golden(name)["initial_data_hash"]
+
+
+def test_upstream_hash_is_sha256_of_the_sorted_tuple_form() -> None:
+    data = {"b": [1, {"y": "z", "x": {2, 1}}], "a": 1.0}
+    canonical = (("a", 1.0), ("b", (1, (("x", (1, 2)), ("y", "z")))))
+    assert upstream_hash(data) == hashlib.sha256(str(canonical).encode()).hexdigest()
+    assert upstream_hash({"a": 1}) != upstream_hash({"a": 1.0})  # as upstream: str() tells them apart
+
+
+def test_shared_dir_prefers_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert shared_dir() == tmp_path
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing"))
+    assert shared_dir() is None
+    monkeypatch.delenv(ENV_VAR)
+    beside_repo = Path(taubench.__file__).resolve().parents[1].parent / "shared" / "taubench"
+    assert shared_dir() == (beside_repo if beside_repo.is_dir() else None)
+
+
+def test_load_golden_rejects_other_json(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"tasks": []}))
+    with pytest.raises(ValueError, match="not a tau-bench golden file"):
+        load_golden(path)

@@ -117,7 +117,8 @@ def book_reservation(
         payment_id = payment["payment_id"]
         if payment_id not in methods:
             return f"Error: payment method {payment_id} not found"
-        if methods[payment_id]["source"] in ["gift_card", "certificate"] and methods[payment_id]["amount"] < payment["amount"]:
+        method = methods[payment_id]
+        if method["source"] in ["gift_card", "certificate"] and method["amount"] < payment["amount"]:
             return f"Error: not enough balance in payment method {payment_id}"
     paid = sum(payment["amount"] for payment in payment_methods)
     if paid != total_price:

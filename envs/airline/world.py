@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.airline.tools import AIRPORTS
-from envs.retail.world import FIRST_NAMES, LAST_NAMES, draw_address, unique_id
+from envs.retail.world import FIRST_NAMES, LAST_NAMES, draw_address, gc_paused, unique_id
 
 TABLES = ("users", "flights", "reservations")
 
@@ -159,7 +159,11 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
 
     Deterministic for a seed and O(users): 100,000 users take a few seconds.
     """
-    rng = random.Random(seed)
+    with gc_paused():
+        return _generate(random.Random(seed), users)
+
+
+def _generate(rng: random.Random, users: int) -> dict[str, Any]:
     flights = _flights(rng, min(999, max(100, users * 3 // 5)))
     flight_list = list(flights.values())
     from_airport: dict[str, list[dict]] = {code: [] for code in AIRPORTS}
@@ -195,9 +199,10 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
             cabin = rng.choice(CABINS)
             flight_type, legs = _itinerary(rng, flight_list, from_airport, routes, cabin)
             passengers = [{"first_name": first, "last_name": last, "dob": user["dob"]}] if rng.random() < 0.6 else []
-            passengers += [_person(rng) for _ in range(rng.choices((1, 2, 3, 4), cum_weights=PASSENGERS_CUM_WEIGHTS)[0] - len(passengers))]
+            count = rng.choices((1, 2, 3, 4), cum_weights=PASSENGERS_CUM_WEIGHTS)[0]
+            passengers += [_person(rng) for _ in range(count - len(passengers))]
             insurance = rng.choice(("yes", "no"))
-            amount = sum(leg["price"] for leg in legs) * len(passengers) + (30 * len(passengers) if insurance == "yes" else 0)
+            amount = (sum(leg["price"] for leg in legs) + (30 if insurance == "yes" else 0)) * len(passengers)
             created = datetime(2024, 5, 1) + timedelta(seconds=rng.randrange(-10 * 86400, 14 * 86400))
             reservations[reservation_id] = {
                 "reservation_id": reservation_id,

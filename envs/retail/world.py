@@ -12,10 +12,12 @@ A world is a dict of three tables keyed by id, in tau-bench's shape:
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,56 +52,152 @@ CITIES = (  # city, state, zip prefix
 
 CATALOG: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...] = (
     # product type, typical price, option values
-    ("Action Camera", 480, {"resolution": ("4K", "5K", "1080p"), "waterproof": ("yes", "no"), "color": ("black", "silver")}),
-    ("Air Purifier", 520, {"room size": ("small", "medium", "large"), "filter type": ("HEPA", "carbon", "ionic"), "features": ("quiet operation", "smart sensors", "night mode")}),
-    ("Backpack", 200, {"color": ("black", "green", "grey", "navy"), "size": ("small", "medium", "large"), "material": ("nylon", "polyester", "leather")}),
-    ("Bicycle", 1900, {"frame size": ("small", "medium", "large"), "color": ("red", "blue", "black", "green"), "type": ("road", "mountain", "city")}),
-    ("Bluetooth Speaker", 220, {"color": ("black", "blue", "red", "green"), "battery life": ("10 hours", "20 hours"), "water resistance": ("yes", "no")}),
-    ("Bookshelf", 500, {"material": ("wood", "metal", "glass"), "color": ("white", "black", "brown"), "height": ("3 ft", "4 ft", "5 ft", "6 ft")}),
-    ("Coffee Maker", 260, {"color": ("black", "white", "stainless steel"), "capacity": ("1 cup", "4 cups", "8 cups"), "type": ("drip", "espresso", "french press")}),
-    ("Cycling Helmet", 190, {"size": ("S", "M", "L"), "color": ("red", "blue", "black", "white"), "ventilation": ("low", "medium", "high")}),
-    ("Desk Lamp", 140, {"color": ("black", "white", "silver"), "brightness": ("low", "medium", "high"), "power source": ("AC adapter", "battery", "USB")}),
-    ("Digital Camera", 2700, {"resolution": ("20MP", "24MP", "30MP"), "zoom": ("3x", "5x", "10x"), "storage": ("SD card", "CF card")}),
-    ("Dumbbell Set", 450, {"weight range": ("5-25 lbs", "30-50 lbs", "55-75 lbs"), "material": ("iron", "rubber", "urethane"), "set type": ("fixed", "adjustable")}),
-    ("E-Reader", 270, {"screen size": ("6-inch", "7-inch", "8-inch"), "connectivity": ("Wi-Fi", "Wi-Fi + Cellular"), "storage": ("8GB", "32GB")}),
-    ("Electric Kettle", 140, {"capacity": ("1L", "1.5L", "2L"), "material": ("glass", "plastic", "stainless steel"), "color": ("black", "white", "silver")}),
-    ("Electric Toothbrush", 180, {"color": ("white", "black", "blue"), "speed settings": ("low", "high"), "battery type": ("AA batteries", "rechargeable")}),
-    ("Espresso Machine", 2600, {"pressure": ("9 bar", "15 bar", "19 bar"), "capacity": ("1L", "1.5L", "2L"), "type": ("manual", "automatic", "capsule")}),
-    ("Fleece Jacket", 170, {"size": ("S", "M", "L", "XL"), "color": ("red", "black", "navy"), "zipper": ("full", "half")}),
-    ("Gaming Mouse", 140, {"color": ("black", "white", "RGB"), "sensor type": ("optical", "laser"), "connectivity": ("wired", "wireless")}),
-    ("Garden Hose", 100, {"length": ("25ft", "50ft", "100ft"), "material": ("rubber", "vinyl", "latex"), "color": ("green", "blue", "black")}),
-    ("Grill", 1000, {"type": ("electric", "gas", "charcoal"), "size": ("portable", "medium", "large"), "features": ("rotisserie", "side burner", "none")}),
-    ("Headphones", 200, {"type": ("in-ear", "on-ear", "over-ear"), "connectivity": ("wired", "wireless"), "color": ("black", "white", "red", "blue")}),
-    ("Hiking Boots", 240, {"size": ("7", "8", "9", "10", "11", "12"), "material": ("leather", "synthetic"), "waterproof": ("yes", "no")}),
-    ("Indoor Security Camera", 2900, {"resolution": ("1080p", "2K", "4K"), "field of view": ("110 degrees", "130 degrees", "160 degrees"), "connectivity": ("Wi-Fi", "Ethernet")}),
-    ("Jigsaw Puzzle", 60, {"pieces": ("500", "1000", "1500", "2000"), "theme": ("animals", "art", "fantasy", "landscape"), "difficulty level": ("beginner", "intermediate", "expert")}),
-    ("LED Light Bulb", 50, {"brightness": ("60W equivalent", "75W equivalent", "100W equivalent"), "color temperature": ("daylight", "warm white"), "connectivity": ("none", "Wi-Fi", "Bluetooth")}),
-    ("Laptop", 2500, {"screen size": ("13-inch", "15-inch", "17-inch"), "processor": ("i5", "i7", "i9"), "ram": ("8GB", "16GB", "32GB"), "storage": ("256GB SSD", "512GB SSD", "1TB SSD")}),
-    ("Luggage Set", 500, {"piece count": ("2-piece", "3-piece", "4-piece"), "color": ("black", "blue", "red", "silver"), "material": ("hardshell", "softshell")}),
-    ("Makeup Kit", 250, {"skin tone": ("light", "medium", "dark"), "kit size": ("basic", "professional"), "brand": ("Brand A", "Brand B", "Brand C")}),
-    ("Mechanical Keyboard", 250, {"switch type": ("linear", "tactile", "clicky"), "backlight": ("none", "white", "RGB"), "size": ("60%", "80%", "full size")}),
+    ("Action Camera", 480, {
+        "resolution": ("4K", "5K", "1080p"), "waterproof": ("yes", "no"), "color": ("black", "silver")}),
+    ("Air Purifier", 520, {
+        "room size": ("small", "medium", "large"), "filter type": ("HEPA", "carbon", "ionic"),
+        "features": ("quiet operation", "smart sensors", "night mode")}),
+    ("Backpack", 200, {
+        "color": ("black", "green", "grey", "navy"), "size": ("small", "medium", "large"),
+        "material": ("nylon", "polyester", "leather")}),
+    ("Bicycle", 1900, {
+        "frame size": ("small", "medium", "large"), "color": ("red", "blue", "black", "green"),
+        "type": ("road", "mountain", "city")}),
+    ("Bluetooth Speaker", 220, {
+        "color": ("black", "blue", "red", "green"), "battery life": ("10 hours", "20 hours"),
+        "water resistance": ("yes", "no")}),
+    ("Bookshelf", 500, {
+        "material": ("wood", "metal", "glass"), "color": ("white", "black", "brown"),
+        "height": ("3 ft", "4 ft", "5 ft", "6 ft")}),
+    ("Coffee Maker", 260, {
+        "color": ("black", "white", "stainless steel"), "capacity": ("1 cup", "4 cups", "8 cups"),
+        "type": ("drip", "espresso", "french press")}),
+    ("Cycling Helmet", 190, {
+        "size": ("S", "M", "L"), "color": ("red", "blue", "black", "white"),
+        "ventilation": ("low", "medium", "high")}),
+    ("Desk Lamp", 140, {
+        "color": ("black", "white", "silver"), "brightness": ("low", "medium", "high"),
+        "power source": ("AC adapter", "battery", "USB")}),
+    ("Digital Camera", 2700, {
+        "resolution": ("20MP", "24MP", "30MP"), "zoom": ("3x", "5x", "10x"),
+        "storage": ("SD card", "CF card")}),
+    ("Dumbbell Set", 450, {
+        "weight range": ("5-25 lbs", "30-50 lbs", "55-75 lbs"), "material": ("iron", "rubber", "urethane"),
+        "set type": ("fixed", "adjustable")}),
+    ("E-Reader", 270, {
+        "screen size": ("6-inch", "7-inch", "8-inch"), "connectivity": ("Wi-Fi", "Wi-Fi + Cellular"),
+        "storage": ("8GB", "32GB")}),
+    ("Electric Kettle", 140, {
+        "capacity": ("1L", "1.5L", "2L"), "material": ("glass", "plastic", "stainless steel"),
+        "color": ("black", "white", "silver")}),
+    ("Electric Toothbrush", 180, {
+        "color": ("white", "black", "blue"), "speed settings": ("low", "high"),
+        "battery type": ("AA batteries", "rechargeable")}),
+    ("Espresso Machine", 2600, {
+        "pressure": ("9 bar", "15 bar", "19 bar"), "capacity": ("1L", "1.5L", "2L"),
+        "type": ("manual", "automatic", "capsule")}),
+    ("Fleece Jacket", 170, {
+        "size": ("S", "M", "L", "XL"), "color": ("red", "black", "navy"), "zipper": ("full", "half")}),
+    ("Gaming Mouse", 140, {
+        "color": ("black", "white", "RGB"), "sensor type": ("optical", "laser"),
+        "connectivity": ("wired", "wireless")}),
+    ("Garden Hose", 100, {
+        "length": ("25ft", "50ft", "100ft"), "material": ("rubber", "vinyl", "latex"),
+        "color": ("green", "blue", "black")}),
+    ("Grill", 1000, {
+        "type": ("electric", "gas", "charcoal"), "size": ("portable", "medium", "large"),
+        "features": ("rotisserie", "side burner", "none")}),
+    ("Headphones", 200, {
+        "type": ("in-ear", "on-ear", "over-ear"), "connectivity": ("wired", "wireless"),
+        "color": ("black", "white", "red", "blue")}),
+    ("Hiking Boots", 240, {
+        "size": ("7", "8", "9", "10", "11", "12"), "material": ("leather", "synthetic"),
+        "waterproof": ("yes", "no")}),
+    ("Indoor Security Camera", 2900, {
+        "resolution": ("1080p", "2K", "4K"), "field of view": ("110 degrees", "130 degrees", "160 degrees"),
+        "connectivity": ("Wi-Fi", "Ethernet")}),
+    ("Jigsaw Puzzle", 60, {
+        "pieces": ("500", "1000", "1500", "2000"), "theme": ("animals", "art", "fantasy", "landscape"),
+        "difficulty level": ("beginner", "intermediate", "expert")}),
+    ("LED Light Bulb", 50, {
+        "brightness": ("60W equivalent", "75W equivalent", "100W equivalent"),
+        "color temperature": ("daylight", "warm white"), "connectivity": ("none", "Wi-Fi", "Bluetooth")}),
+    ("Laptop", 2500, {
+        "screen size": ("13-inch", "15-inch", "17-inch"), "processor": ("i5", "i7", "i9"),
+        "ram": ("8GB", "16GB", "32GB"), "storage": ("256GB SSD", "512GB SSD", "1TB SSD")}),
+    ("Luggage Set", 500, {
+        "piece count": ("2-piece", "3-piece", "4-piece"), "color": ("black", "blue", "red", "silver"),
+        "material": ("hardshell", "softshell")}),
+    ("Makeup Kit", 250, {
+        "skin tone": ("light", "medium", "dark"), "kit size": ("basic", "professional"),
+        "brand": ("Brand A", "Brand B", "Brand C")}),
+    ("Mechanical Keyboard", 250, {
+        "switch type": ("linear", "tactile", "clicky"), "backlight": ("none", "white", "RGB"),
+        "size": ("60%", "80%", "full size")}),
     ("Notebook", 30, {"size": ("A4", "A5"), "cover type": ("hard cover", "soft cover")}),
-    ("Office Chair", 480, {"material": ("fabric", "leather", "mesh"), "color": ("black", "gray", "blue", "red"), "armrest": ("none", "fixed", "adjustable")}),
-    ("Patio Umbrella", 280, {"size": ("6 ft", "7 ft", "8 ft"), "color": ("red", "green", "blue", "black"), "material": ("polyester", "olefin", "sunbrella")}),
-    ("Perfume", 290, {"scent family": ("fresh", "oriental", "woody"), "size": ("30ml", "50ml", "100ml"), "gender": ("men", "women", "unisex")}),
-    ("Pet Bed", 190, {"size": ("small", "medium", "large"), "material": ("memory foam", "polyester", "fleece"), "color": ("brown", "grey", "beige")}),
-    ("Portable Charger", 140, {"capacity": ("5000mAh", "10000mAh", "20000mAh"), "output": ("USB-A", "USB-C", "Wireless"), "color": ("black", "white", "blue")}),
-    ("Running Shoes", 190, {"size": ("8", "9", "10", "11"), "color": ("black", "white", "red", "yellow"), "material": ("mesh", "leather", "synthetic")}),
-    ("Skateboard", 190, {"deck material": ("maple", "bamboo", "plastic"), "length": ("28 inch", "31 inch", "34 inch"), "design": ("plain", "graphic", "custom")}),
-    ("Smart Thermostat", 260, {"compatibility": ("Apple HomeKit", "Amazon Alexa", "Google Assistant"), "color": ("black", "white", "stainless steel")}),
-    ("Smart Watch", 320, {"color": ("black", "silver", "gold"), "band material": ("leather", "metal", "silicone"), "display": ("LCD", "AMOLED")}),
-    ("Smartphone", 1100, {"color": ("black", "gold", "rose gold"), "storage": ("64GB", "128GB", "256GB"), "RAM": ("4GB", "6GB", "8GB")}),
-    ("Sneakers", 190, {"size": ("8", "9", "10", "11"), "color": ("black", "white", "gray"), "material": ("canvas", "leather", "synthetic")}),
-    ("Sunglasses", 270, {"frame color": ("black", "brown", "silver"), "lens color": ("black", "blue", "green", "brown"), "lens type": ("polarized", "non-polarized")}),
-    ("T-Shirt", 50, {"color": ("black", "blue", "purple", "red"), "size": ("S", "M", "L", "XL", "XXL"), "material": ("cotton", "polyester"), "style": ("crew neck", "v-neck")}),
-    ("Tablet", 2900, {"screen size": ("8-inch", "10-inch", "12-inch"), "storage": ("64GB", "128GB"), "color": ("black", "silver", "gold")}),
-    ("Tea Kettle", 90, {"material": ("ceramic", "glass", "stainless steel"), "capacity": ("1 liter", "1.5 liters", "2 liters"), "stovetop compatibility": ("gas", "electric", "induction")}),
-    ("Vacuum Cleaner", 560, {"type": ("upright", "canister", "robotic"), "bagged/bagless": ("bagged", "bagless"), "features": ("cordless", "HEPA filter", "pet hair removal")}),
-    ("Wall Clock", 210, {"diameter": ("10 inches", "12 inches", "14 inches"), "color": ("black", "white", "wood"), "type": ("analog", "digital")}),
-    ("Water Bottle", 40, {"capacity": ("500ml", "750ml", "1000ml"), "material": ("plastic", "glass", "stainless steel"), "color": ("blue", "red", "green", "black")}),
-    ("Wireless Earbuds", 200, {"color": ("black", "white", "blue"), "battery life": ("4 hours", "6 hours", "8 hours"), "water resistance": ("IPX4", "IPX7", "not resistant")}),
-    ("Wristwatch", 2000, {"strap material": ("leather", "metal", "silicone"), "dial color": ("black", "white", "blue")}),
-    ("Yoga Mat", 100, {"thickness": ("4mm", "5mm", "6mm"), "material": ("PVC", "natural rubber", "TPE"), "color": ("blue", "green", "pink", "purple")}),
+    ("Office Chair", 480, {
+        "material": ("fabric", "leather", "mesh"), "color": ("black", "gray", "blue", "red"),
+        "armrest": ("none", "fixed", "adjustable")}),
+    ("Patio Umbrella", 280, {
+        "size": ("6 ft", "7 ft", "8 ft"), "color": ("red", "green", "blue", "black"),
+        "material": ("polyester", "olefin", "sunbrella")}),
+    ("Perfume", 290, {
+        "scent family": ("fresh", "oriental", "woody"), "size": ("30ml", "50ml", "100ml"),
+        "gender": ("men", "women", "unisex")}),
+    ("Pet Bed", 190, {
+        "size": ("small", "medium", "large"), "material": ("memory foam", "polyester", "fleece"),
+        "color": ("brown", "grey", "beige")}),
+    ("Portable Charger", 140, {
+        "capacity": ("5000mAh", "10000mAh", "20000mAh"), "output": ("USB-A", "USB-C", "Wireless"),
+        "color": ("black", "white", "blue")}),
+    ("Running Shoes", 190, {
+        "size": ("8", "9", "10", "11"), "color": ("black", "white", "red", "yellow"),
+        "material": ("mesh", "leather", "synthetic")}),
+    ("Skateboard", 190, {
+        "deck material": ("maple", "bamboo", "plastic"), "length": ("28 inch", "31 inch", "34 inch"),
+        "design": ("plain", "graphic", "custom")}),
+    ("Smart Thermostat", 260, {
+        "compatibility": ("Apple HomeKit", "Amazon Alexa", "Google Assistant"),
+        "color": ("black", "white", "stainless steel")}),
+    ("Smart Watch", 320, {
+        "color": ("black", "silver", "gold"), "band material": ("leather", "metal", "silicone"),
+        "display": ("LCD", "AMOLED")}),
+    ("Smartphone", 1100, {
+        "color": ("black", "gold", "rose gold"), "storage": ("64GB", "128GB", "256GB"),
+        "RAM": ("4GB", "6GB", "8GB")}),
+    ("Sneakers", 190, {
+        "size": ("8", "9", "10", "11"), "color": ("black", "white", "gray"),
+        "material": ("canvas", "leather", "synthetic")}),
+    ("Sunglasses", 270, {
+        "frame color": ("black", "brown", "silver"), "lens color": ("black", "blue", "green", "brown"),
+        "lens type": ("polarized", "non-polarized")}),
+    ("T-Shirt", 50, {
+        "color": ("black", "blue", "purple", "red"), "size": ("S", "M", "L", "XL", "XXL"),
+        "material": ("cotton", "polyester"), "style": ("crew neck", "v-neck")}),
+    ("Tablet", 2900, {
+        "screen size": ("8-inch", "10-inch", "12-inch"), "storage": ("64GB", "128GB"),
+        "color": ("black", "silver", "gold")}),
+    ("Tea Kettle", 90, {
+        "material": ("ceramic", "glass", "stainless steel"),
+        "capacity": ("1 liter", "1.5 liters", "2 liters"),
+        "stovetop compatibility": ("gas", "electric", "induction")}),
+    ("Vacuum Cleaner", 560, {
+        "type": ("upright", "canister", "robotic"), "bagged/bagless": ("bagged", "bagless"),
+        "features": ("cordless", "HEPA filter", "pet hair removal")}),
+    ("Wall Clock", 210, {
+        "diameter": ("10 inches", "12 inches", "14 inches"), "color": ("black", "white", "wood"),
+        "type": ("analog", "digital")}),
+    ("Water Bottle", 40, {
+        "capacity": ("500ml", "750ml", "1000ml"), "material": ("plastic", "glass", "stainless steel"),
+        "color": ("blue", "red", "green", "black")}),
+    ("Wireless Earbuds", 200, {
+        "color": ("black", "white", "blue"), "battery life": ("4 hours", "6 hours", "8 hours"),
+        "water resistance": ("IPX4", "IPX7", "not resistant")}),
+    ("Wristwatch", 2000, {
+        "strap material": ("leather", "metal", "silicone"), "dial color": ("black", "white", "blue")}),
+    ("Yoga Mat", 100, {
+        "thickness": ("4mm", "5mm", "6mm"), "material": ("PVC", "natural rubber", "TPE"),
+        "color": ("blue", "green", "pink", "purple")}),
 )
 """The shop's 50 product types (tau-bench's tools tell the agent there are exactly 50)."""
 
@@ -113,6 +211,19 @@ def load(data_dir: Path) -> dict[str, Any]:
     """Read ``users.json``, ``orders.json`` and ``products.json`` (tau-bench's retail data folder)."""
     data_dir = Path(data_dir)
     return {name: json.loads((data_dir / f"{name}.json").read_text()) for name in TABLES}
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the garbage collector while a world is built: millions of fresh containers, none in a
+    cycle, would set off full collections over the growing heap and double the generation time."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def unique_id(rng: random.Random, taken: set[str], make: Callable[[random.Random], str]) -> str:
@@ -210,7 +321,11 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
 
     Deterministic for a seed and O(users): 100,000 users take a few seconds.
     """
-    rng = random.Random(seed)
+    with gc_paused():
+        return _generate(random.Random(seed), users)
+
+
+def _generate(rng: random.Random, users: int) -> dict[str, Any]:
     ids: set[str] = set()
     products = _products(rng, ids)
     catalog = [(p, list(p["variants"].values())) for p in products.values()]
@@ -226,10 +341,11 @@ def generate(seed: int, users: int = 50) -> dict[str, Any]:
             address = draw_address(rng)
         seen.add((first, last, address["zip"]))
         user_id = unique_id(rng, user_ids, lambda r: f"{first.lower()}_{last.lower()}_{r.randint(1000, 9999)}")
+        handle = f"{first.lower()}.{last.lower()}"
         user = {
             "name": {"first_name": first, "last_name": last},
             "address": address,
-            "email": unique_id(rng, emails, lambda r: f"{first.lower()}.{last.lower()}{r.randint(1000, 9999)}@example.com"),
+            "email": unique_id(rng, emails, lambda r: f"{handle}{r.randint(1000, 9999)}@example.com"),
             "payment_methods": _payment_methods(rng, ids),
             "orders": [],
         }

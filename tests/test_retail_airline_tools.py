@@ -1,0 +1,381 @@
+"""The retail and airline tools: schemas as upstream's, generated worlds they work on, and failures
+that answer in upstream's words and leave the state untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envs.airline import tools as airline_tools
+from envs.airline import world as airline_world
+from envs.retail import tools as retail_tools
+from envs.retail import world as retail_world
+from envs.state import State, fork, make_base, state_hash
+from envs.taubench import upstream_hash
+from envs.tools import Toolset, tool_schema
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
+
+RETAIL = Toolset.of(retail_tools.TOOLS)
+AIRLINE = Toolset.of(airline_tools.TOOLS)
+
+# Where our schemas cannot equal upstream's, and why (get_json_schema is the only schema source):
+# - every argument needs a docstring description, but upstream gives none to these enum arguments;
+UNDESCRIBED_UPSTREAM = {("book_reservation", "flight_type"), ("book_reservation", "cabin"),
+                        ("book_reservation", "insurance"), ("update_reservation_flights", "cabin")}
+# - a `list[dict]` hint gives items {"type": "object"}: the item properties and their `required`
+#   list cannot be expressed, so their descriptions are appended to the array's description.
+OBJECT_ARRAYS = {("book_reservation", "flights"), ("book_reservation", "passengers"),
+                 ("book_reservation", "payment_methods"), ("update_reservation_flights", "flights"),
+                 ("update_reservation_passengers", "passengers")}
+
+
+def _retail(seed: int = 11, users: int = 60) -> State:
+    return fork(make_base(retail_world.generate(seed, users=users), retail_world.TABLES))
+
+
+def _airline(seed: int = 11, users: int = 60) -> State:
+    return fork(make_base(airline_world.generate(seed, users=users), airline_world.TABLES))
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+@needs_shared
+@pytest.mark.parametrize("domain, tools", [("retail", retail_tools.TOOLS), ("airline", airline_tools.TOOLS)])
+def test_schemas_equal_upstream_but_for_documented_differences(domain: str, tools: tuple) -> None:
+    upstream = json.loads((SHARED / f"tools_{domain}.json").read_text())
+    ours = [tool_schema(fn) for fn in tools]
+    assert [u["function"]["name"] for u in upstream] == [o["function"]["name"] for o in ours]
+    for up, our in zip(upstream, ours):
+        name = up["function"]["name"]
+        assert our["type"] == up["type"] == "function"
+        assert our["function"]["description"] == up["function"]["description"], name
+        up_params, our_params = up["function"]["parameters"], our["function"]["parameters"]
+        assert our_params["type"] == up_params["type"] == "object"
+        assert our_params["required"] == up_params["required"], name
+        assert list(our_params["properties"]) == list(up_params["properties"]), name
+        for arg, up_spec in up_params["properties"].items():
+            spec = dict(our_params["properties"][arg])
+            if (name, arg) in UNDESCRIBED_UPSTREAM:
+                assert "description" not in up_spec and spec.pop("description")
+            if (name, arg) in OBJECT_ARRAYS:
+                up_spec = {**up_spec, "items": {"type": "object"}}
+                assert spec.pop("description").startswith(up_spec.pop("description") + " Each object has ")
+                assert all(f"'{field}'" in our_params["properties"][arg]["description"]
+                           for field in up["function"]["parameters"]["properties"][arg]["items"]["properties"])
+            assert spec == up_spec, (name, arg)
+    if domain == "retail":
+        assert ours == upstream  # no difference at all
+
+
+def test_tools_are_upstream_names_in_upstream_order() -> None:
+    assert [fn.__name__ for fn in retail_tools.TOOLS] == [
+        "calculate", "cancel_pending_order", "exchange_delivered_order_items", "find_user_id_by_email",
+        "find_user_id_by_name_zip", "get_order_details", "get_product_details", "get_user_details",
+        "list_all_product_types", "modify_pending_order_address", "modify_pending_order_items",
+        "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items", "think",
+        "transfer_to_human_agents"]
+    assert [fn.__name__ for fn in airline_tools.TOOLS] == [
+        "book_reservation", "calculate", "cancel_reservation", "get_reservation_details", "get_user_details",
+        "list_all_airports", "search_direct_flight", "search_onestop_flight", "send_certificate", "think",
+        "transfer_to_human_agents", "update_reservation_baggages", "update_reservation_flights",
+        "update_reservation_passengers"]
+
+
+def test_address_tools_take_the_us_state_as_an_argument_named_state() -> None:
+    state = _retail()
+    user_id = next(iter(state["users"]))
+    address = {"address1": "1 Elm St", "address2": "", "city": "Austin", "state": "TX", "country": "USA",
+               "zip": "78701"}
+    out = RETAIL.call(state, "modify_user_address", {"user_id": user_id, **address})
+    assert json.loads(out)["address"] == address
+    assert list(json.loads(out)["address"]) == ["address1", "address2", "city", "state", "country", "zip"]
+
+
+# --- generated worlds --------------------------------------------------------------------------
+
+def _keys(records: Any) -> set[tuple[str, ...]]:
+    return {tuple(record) for record in records}
+
+
+def test_generated_worlds_are_deterministic_per_seed() -> None:
+    for world in (retail_world, airline_world):
+        assert upstream_hash(world.generate(3, users=40)) == upstream_hash(world.generate(3, users=40))
+        assert upstream_hash(world.generate(3, users=40)) != upstream_hash(world.generate(4, users=40))
+
+
+def test_generated_retail_world_has_tau_bench_shape_and_formats() -> None:
+    data = retail_world.generate(5, users=300)
+    users, orders, products = data["users"], data["orders"], data["products"]
+    assert len(users) == 300 and len(products) == 50 and len(orders) > 300
+    assert _keys(users.values()) == {("name", "address", "email", "payment_methods", "orders")}
+    assert _keys(orders.values()) == {
+        ("order_id", "user_id", "address", "items", "fulfillments", "status", "payment_history")}
+    assert {o["status"] for o in orders.values()} == {"pending", "processed", "delivered", "cancelled"}
+    for user_id, user in users.items():
+        assert re.fullmatch(r"[a-z]+_[a-z]+_\d{4}", user_id)
+        assert re.fullmatch(r"[a-z]+\.[a-z]+\d{4}@example\.com", user["email"])
+        for method_id, method in user["payment_methods"].items():
+            assert re.fullmatch(r"(credit_card|paypal|gift_card)_\d{7}", method_id) and method["id"] == method_id
+        assert all(orders[o]["user_id"] == user_id for o in user["orders"])
+    for order_id, order in orders.items():
+        assert re.fullmatch(r"#W\d{7}", order_id)
+        assert order["payment_history"][0]["payment_method_id"] in users[order["user_id"]]["payment_methods"]
+        assert order["payment_history"][0]["amount"] == round(sum(i["price"] for i in order["items"]), 2)
+        assert (order["fulfillments"] == []) == (order["status"] == "pending")
+        for item in order["items"]:
+            variant = products[item["product_id"]]["variants"][item["item_id"]]
+            assert (item["price"], item["options"]) == (variant["price"], variant["options"])
+    assert sum(not v["available"] for p in products.values() for v in p["variants"].values()) > 0
+
+
+def test_generated_airline_world_has_tau_bench_shape_and_formats() -> None:
+    data = airline_world.generate(5, users=300)
+    users, flights, reservations = data["users"], data["flights"], data["reservations"]
+    assert _keys(users.values()) == {("name", "address", "email", "dob", "payment_methods", "saved_passengers",
+                                      "membership", "reservations")}
+    assert _keys(flights.values()) == {("flight_number", "origin", "destination", "scheduled_departure_time_est",
+                                        "scheduled_arrival_time_est", "dates")}
+    assert _keys(reservations.values()) == {
+        ("reservation_id", "user_id", "origin", "destination", "flight_type", "cabin", "flights", "passengers",
+         "payment_history", "created_at", "total_baggages", "nonfree_baggages", "insurance")}
+    assert {u["membership"] for u in users.values()} == {"regular", "silver", "gold"}
+    assert {m["source"] for u in users.values() for m in u["payment_methods"].values()} == {
+        "credit_card", "gift_card", "certificate"}
+    assert {r["flight_type"] for r in reservations.values()} == {"one_way", "round_trip"}
+    assert {f["origin"] for f in flights.values()} <= set(airline_tools.AIRPORTS)
+    for number, flight in flights.items():
+        assert re.fullmatch(r"HAT\d{3}", number)
+        assert sorted(flight["dates"]) == [f"2024-05-{d:02d}" for d in range(1, 31)]
+        assert all(flight["dates"][f"2024-05-{d}"]["status"] == "available" for d in range(16, 31))
+    for reservation_id, reservation in reservations.items():
+        assert re.fullmatch(r"[A-Z0-9]{6}", reservation_id) and not reservation_id.startswith("HATH")
+        assert reservation_id in users[reservation["user_id"]]["reservations"]
+        for leg in reservation["flights"]:
+            assert (leg["origin"], leg["destination"]) == (flights[leg["flight_number"]]["origin"],
+                                                          flights[leg["flight_number"]]["destination"])
+
+
+@needs_shared
+@pytest.mark.parametrize("world, domain", [(retail_world, "retail"), (airline_world, "airline")])
+def test_generated_records_have_the_fields_of_tau_bench_records(world: Any, domain: str) -> None:
+    real, generated = world.load(SHARED / "data" / domain), world.generate(9, users=300)
+    for table in world.TABLES:
+        assert _keys(generated[table].values()) == _keys(real[table].values()), table
+    if domain == "airline":  # each day's status comes with the same fields as upstream's
+        def days(flights: dict) -> set:
+            return {(d["status"], *d) for f in flights.values() for d in f["dates"].values()}
+        assert days(generated["flights"]) == days(real["flights"])
+
+
+def test_generation_is_linear_enough_for_large_worlds() -> None:
+    for world in (retail_world, airline_world):
+        start = time.process_time()
+        data = world.generate(1, users=5000)
+        assert len(data["users"]) == 5000
+        assert time.process_time() - start < 10
+
+
+def test_gold_retail_tools_change_a_generated_world() -> None:
+    state = _retail()
+    base_hash = state_hash(state)
+    users, orders, products = state["users"], state["orders"], state["products"]
+
+    def plain_method(user_id: str, exclude: str = "") -> str | None:
+        return next((m for m, v in users.get_readonly(user_id)["payment_methods"].items()
+                     if v["source"] != "gift_card" and m != exclude), None)
+
+    def other_variant(item: dict) -> str | None:
+        variants = products.get_readonly(item["product_id"])["variants"]
+        return next((v for v, spec in variants.items() if spec["available"] and v != item["item_id"]), None)
+
+    pending = [o for o in orders.values() if o["status"] == "pending"]
+    delivered = [o for o in orders.values() if o["status"] == "delivered"]
+
+    to_cancel = pending[0]
+    out = RETAIL.call(state, "cancel_pending_order", {"order_id": to_cancel["order_id"],
+                                                        "reason": "ordered by mistake"})
+    assert json.loads(out)["status"] == "cancelled"
+
+    order = next(o for o in pending[1:] if plain_method(o["user_id"]) and other_variant(o["items"][0]))
+    new_item = other_variant(order["items"][0])
+    out = RETAIL.call(state, "modify_pending_order_items", {
+        "order_id": order["order_id"], "item_ids": [order["items"][0]["item_id"]], "new_item_ids": [new_item],
+        "payment_method_id": plain_method(order["user_id"])})
+    assert json.loads(out)["status"] == "pending (item modified)"
+    assert json.loads(out)["items"][0]["item_id"] == new_item
+
+    order = next(o for o in pending[1:] if o["order_id"] != order["order_id"]
+                 and plain_method(o["user_id"], o["payment_history"][0]["payment_method_id"]))
+    new_method = plain_method(order["user_id"], order["payment_history"][0]["payment_method_id"])
+    out = RETAIL.call(state, "modify_pending_order_payment", {"order_id": order["order_id"],
+                                                                "payment_method_id": new_method})
+    assert [p["transaction_type"] for p in json.loads(out)["payment_history"]] == ["payment", "payment", "refund"]
+
+    order = delivered[0]
+    out = RETAIL.call(state, "return_delivered_order_items", {
+        "order_id": order["order_id"], "item_ids": [order["items"][0]["item_id"]],
+        "payment_method_id": order["payment_history"][0]["payment_method_id"]})
+    assert json.loads(out)["status"] == "return requested"
+
+    order = next(o for o in delivered[1:] if plain_method(o["user_id"]) and other_variant(o["items"][0]))
+    out = RETAIL.call(state, "exchange_delivered_order_items", {
+        "order_id": order["order_id"], "item_ids": [order["items"][0]["item_id"]],
+        "new_item_ids": [other_variant(order["items"][0])], "payment_method_id": plain_method(order["user_id"])})
+    assert json.loads(out)["status"] == "exchange requested"
+
+    user_id = next(iter(users))
+    assert RETAIL.call(state, "find_user_id_by_email", {"email": users[user_id]["email"].upper()}) == user_id
+    name, zip_code = users[user_id]["name"], users[user_id]["address"]["zip"]
+    assert RETAIL.call(state, "find_user_id_by_name_zip", {
+        "first_name": name["first_name"], "last_name": name["last_name"], "zip": zip_code}) == user_id
+    assert len(json.loads(RETAIL.call(state, "list_all_product_types", {}))) == 50
+
+    assert len(orders.changed()) == 5
+    assert state_hash(state) != base_hash
+    assert state_hash(_retail()) == base_hash  # the world itself is untouched
+
+
+def test_gold_airline_tools_change_a_generated_world() -> None:
+    state = _airline()
+    base_hash = state_hash(state)
+    users, flights = state["users"], state["flights"]
+    date = "2024-05-20"
+    flight = next(f for f in flights.values() if f["dates"][date]["available_seats"]["economy"] >= 1)
+    user_id, user = next((u, v) for u, v in users.items()
+                         if any(m["source"] == "credit_card" for m in v["payment_methods"].values()))
+    card = next(m for m, v in user["payment_methods"].items() if v["source"] == "credit_card")
+
+    found = json.loads(AIRLINE.call(state, "search_direct_flight", {
+        "origin": flight["origin"], "destination": flight["destination"], "date": date}))
+    assert flight["flight_number"] in [f["flight_number"] for f in found]
+    assert isinstance(json.loads(AIRLINE.call(state, "search_onestop_flight", {
+        "origin": flight["origin"], "destination": flight["destination"], "date": date})), list)
+
+    price = flight["dates"][date]["prices"]["economy"]
+    out = AIRLINE.call(state, "book_reservation", {
+        "user_id": user_id, "origin": flight["origin"], "destination": flight["destination"],
+        "flight_type": "one_way", "cabin": "economy",
+        "flights": [{"flight_number": flight["flight_number"], "date": date}],
+        "passengers": [{"first_name": "Ada", "last_name": "Lovelace", "dob": "1990-12-10"}],
+        "payment_methods": [{"payment_id": card, "amount": price + 30}],
+        "total_baggages": 1, "nonfree_baggages": 0, "insurance": "yes"})
+    reservation = json.loads(out)
+    assert reservation["reservation_id"] == "HATHAT"
+    assert reservation["flights"][0]["price"] == price
+    assert "HATHAT" in state["users"][user_id]["reservations"]
+
+    out = AIRLINE.call(state, "update_reservation_baggages", {
+        "reservation_id": "HATHAT", "total_baggages": 2, "nonfree_baggages": 1, "payment_id": card})
+    assert json.loads(out)["payment_history"][-1] == {"payment_id": card, "amount": 50}
+    out = AIRLINE.call(state, "update_reservation_passengers", {
+        "reservation_id": "HATHAT", "passengers": [{"first_name": "Ada", "last_name": "King", "dob": "1990-12-10"}]})
+    assert json.loads(out)["passengers"][0]["last_name"] == "King"
+    out = AIRLINE.call(state, "update_reservation_flights", {
+        "reservation_id": "HATHAT", "cabin": "economy",
+        "flights": [{"flight_number": flight["flight_number"], "date": date}], "payment_id": card})
+    assert len(json.loads(out)["payment_history"]) == 2  # same flight, same cabin: nothing to pay
+    assert json.loads(AIRLINE.call(state, "cancel_reservation", {"reservation_id": "HATHAT"}))["status"] == "cancelled"
+    assert AIRLINE.call(state, "send_certificate", {"user_id": user_id, "amount": 100}) == (
+        f"Certificate certificate_3221322 added to user {user_id} with amount 100.")
+
+    assert set(state["reservations"].changed()) == {"HATHAT"}
+    assert state_hash(state) != base_hash
+    assert state_hash(_airline()) == base_hash
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def test_unknown_ids_answer_in_upstreams_words() -> None:
+    retail, airline = _retail(), _airline()
+    assert RETAIL.call(retail, "get_order_details", {"order_id": "#W0000000"}) == "Error: order not found"
+    assert RETAIL.call(retail, "cancel_pending_order", {"order_id": "W123", "reason": "no longer needed"}) == (
+        "Error: order not found")
+    assert RETAIL.call(retail, "get_product_details", {"product_id": "1"}) == "Error: product not found"
+    assert RETAIL.call(retail, "find_user_id_by_email", {"email": "nobody@example.com"}) == "Error: user not found"
+    assert AIRLINE.call(airline, "cancel_reservation", {"reservation_id": "ZZZZZZ"}) == "Error: reservation not found"
+    assert AIRLINE.call(airline, "get_reservation_details", {"reservation_id": "ZZZZZZ"}) == "Error: user not found"
+
+
+def test_failing_writes_leave_the_state_unchanged() -> None:
+    state = _retail()
+    users, orders, products = state["users"], state["orders"], state["products"]
+
+    def dearer(item: dict) -> str | None:
+        variants = products.get_readonly(item["product_id"])["variants"]
+        return next((v for v, spec in variants.items() if spec["available"] and spec["price"] > item["price"]), None)
+
+    order_id = next(o["order_id"] for o in orders.values() if o["status"] == "pending" and dearer(o["items"][0]))
+    item = orders[order_id]["items"][0]
+    user = users[orders[order_id]["user_id"]]
+    card = "gift_card_0000001"
+    user["payment_methods"][card] = {"source": "gift_card", "balance": 0, "id": card}
+    before = state_hash(state)
+    assert RETAIL.call(state, "modify_pending_order_items", {
+        "order_id": order_id, "item_ids": [item["item_id"]], "new_item_ids": [dearer(item)],
+        "payment_method_id": card}) == "Error: insufficient gift card balance to pay for the new item"
+    assert RETAIL.call(state, "modify_pending_order_items", {
+        "order_id": order_id, "item_ids": [item["item_id"]] * 6, "new_item_ids": [],
+        "payment_method_id": card}) == f"Error: {item['item_id']} not found"
+    assert RETAIL.call(state, "cancel_pending_order", {"order_id": order_id, "reason": "because"}).startswith(
+        "Error: argument 'reason'")
+    assert state_hash(state) == before
+
+    airline = _airline()
+    reservation_id, user_id = next((r, v["user_id"]) for r, v in airline["reservations"].items())
+    certificate = "certificate_0000001"
+    airline["users"][user_id]["payment_methods"][certificate] = {"source": "certificate", "amount": 10_000,
+                                                                 "id": certificate}
+    date = "2024-05-22"
+    flight = next(f for f in airline["flights"].values() if f["dates"][date]["available_seats"]["business"] >= 1)
+    price = flight["dates"][date]["prices"]["business"]
+    booking = {
+        "user_id": user_id, "origin": flight["origin"], "destination": flight["destination"],
+        "flight_type": "one_way", "cabin": "business",
+        "flights": [{"flight_number": flight["flight_number"], "date": date}],
+        "passengers": [{"first_name": "Ada", "last_name": "Lovelace", "dob": "1990-12-10"}],
+        "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}
+    before = state_hash(airline)
+    assert AIRLINE.call(airline, "book_reservation", {**booking, "payment_methods": [
+        {"payment_id": certificate, "amount": 1}]}) == (
+        f"Error: payment amount does not add up, total price is {price}, but paid 1")
+    # the same certificate twice: upstream fails half-way with a KeyError; we fail before writing
+    assert AIRLINE.call(airline, "book_reservation", {**booking, "payment_methods": [
+        {"payment_id": certificate, "amount": price / 2}, {"payment_id": certificate, "amount": price / 2}]}) == (
+        f"Error: '{certificate}'")
+    assert AIRLINE.call(airline, "update_reservation_baggages", {
+        "reservation_id": reservation_id, "total_baggages": 9, "nonfree_baggages": 9,
+        "payment_id": certificate}) == "Error: certificate cannot be used to update reservation"
+    assert state_hash(airline) == before
+
+
+def test_an_upstream_exception_becomes_the_same_error_text_and_changes_nothing() -> None:
+    state = _retail()
+    order = next(o for o in state["orders"].values() if o["status"] == "pending"
+                 and "gift_card" in o["payment_history"][0]["payment_method_id"])
+    del state["users"][order["user_id"]]  # upstream then raises KeyError(user_id) in the refund loop
+    before = state_hash(state)
+    out = RETAIL.call(state, "cancel_pending_order", {"order_id": order["order_id"], "reason": "no longer needed"})
+    assert out == f"Error: '{order['user_id']}'"
+    assert state_hash(state) == before
+
+
+def test_calculate_answers_as_upstream_and_refuses_runaway_powers() -> None:
+    state = _retail()
+    assert RETAIL.call(state, "calculate", {"expression": "2 + 2"}) == "4.0"
+    assert RETAIL.call(state, "calculate", {"expression": "(10 - 3) / 3"}) == "2.33"
+    assert RETAIL.call(state, "calculate", {"expression": "2 ** 10"}) == "1024.0"
+    assert RETAIL.call(state, "calculate", {"expression": "1 / 0"}) == "Error: division by zero"
+    assert RETAIL.call(state, "calculate", {"expression": "import os"}) == "Error: invalid characters in expression"
+    assert RETAIL.call(state, "calculate", {"expression": "2 +"}).startswith("Error: invalid syntax")
+    start = time.monotonic()
+    assert RETAIL.call(state, "calculate", {"expression": "9**9**9**9"}) == "Error: int too large to convert to float"
+    assert time.monotonic() - start < 1
+    assert AIRLINE.call(_airline(), "calculate", {"expression": "3 * (2 + 1.5)"}) == "10.5"
