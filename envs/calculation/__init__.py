@@ -29,9 +29,10 @@ class CalculationEnv(ToolEnv):
 
     ## Description
 
-    Each episode is one Code-as-Task: an instruction such as "A café in Norway imports 3 espresso
-    machines at 420 USD each; with the import duty on electronics and Norway's consumption tax, what
-    do they cost in NOK?". The agent answers it with 22 tools, then calls ``finish``:
+    Each episode is one Code-as-Task: an instruction such as "A company in Norway buys 3 espresso
+    machines from a supplier in Japan, at 61500 JPY each. (...) What is the total landed cost in
+    NOK?", "Decode this message, encoded with ROT13: ..." or "Record these invoices in the ledger
+    in EUR (...)". The agent answers it with 22 tools, then calls ``finish``:
 
     - trade: ``list_currencies``, ``get_exchange_rate``, ``convert_currency``, ``list_countries``,
       ``get_country`` (currency and consumption tax), ``list_tariff_categories``, ``get_tariff``,
@@ -68,7 +69,7 @@ class CalculationEnv(ToolEnv):
     ## Starting State
 
     ``reset`` draws a task from the pool (``options={"task_id": ...}`` picks one) and gives the episode
-    its own copy of that task's world, with an empty ledger. ``info`` carries the tool schemas
+    its own copy-on-write view of that task's world, with an empty ledger. ``info`` carries the tool schemas
     (OpenAI function format) and the policy text; never the verifier or the solution.
 
     ## Episode End

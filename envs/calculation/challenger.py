@@ -17,7 +17,6 @@ seed always gives the same tasks, in the same order.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import random
 import re
@@ -32,6 +31,8 @@ from envs.state import State, fork, to_plain
 
 MAX_FAILURES = 4
 """Failure cases kept per task: enough for a varied check, few enough to keep filtering fast."""
+MAX_DRAWS_PER_TASK = 20
+"""Drafts drawn per task asked for before giving up (about 1.03 are needed)."""
 DEFAULT_POOL = 32
 
 ITEMS = (  # (item, plural, tariff category)
@@ -58,6 +59,8 @@ UNIT_WORDS = {
     "kelvin": "kelvin", "crate": "crates", "sack": "sacks", "bolt": "bolts", "barrel": "barrels",
     "drum": "drums",
 }
+RATE_WORDS = {"kg": "kilogram", "lb": "pound", "t": "tonne", "m": "metre", "yd": "yard", "ft": "foot",
+              "l": "litre", "gal": "gallon", "qt": "quart"}
 RATE_UNITS = {"mass": ("kg", "lb", "t"), "length": ("m", "yd", "ft"), "volume": ("l", "gal", "qt")}
 TRADE_GOODS = {"crate": "crates of machine parts", "sack": "sacks of grain", "bolt": "bolts of cotton cloth",
                "barrel": "barrels of olive oil", "drum": "drums of solvent"}
@@ -164,7 +167,7 @@ class Scout:
         self.currencies = [c["code"] for c in json.loads(look("list_currencies"))]
         self.countries = {name: look.country(name) for name in json.loads(look("list_countries"))}
         self.duties = {c: look.duty(c) for c in json.loads(look("list_tariff_categories"))}
-        self.units: dict[str, dict[str, float]] = json.loads(look("list_units"))
+        self.units: dict[str, Any] = json.loads(look("list_units"))  # dimension -> its units
 
     def tool(self, name: str, **arguments: Any) -> str:
         """One exploratory call on a scratch fork."""
@@ -244,25 +247,25 @@ TOLERANCES: dict[str, Callable[[float], float]] = {
 }
 
 
+_READ: dict[str, Any] = {"re": re}
+exec("\n".join(_HELPERS.values()), _READ)  # the same helpers, to read the solution's answer as verifiers will
+
+
 def _verifier(draft: Draft, solution: Play) -> str:
     """The verifier source: the answer check of the draft's kind, and the ledger check if asked."""
     if draft.answer == "text":
-        checks = [f"final_text(answer) == {_final_text(solution.answer)!r}"]
+        checks = [f"final_text(answer) == {_READ['final_text'](solution.answer)!r}"]
     else:
-        expected = float(re.findall(FINAL_NUMBER, solution.answer)[-1].replace(",", ""))
+        expected = _READ["final_number"](solution.answer)
         checks = [f"near(final_number(answer), {expected!r}, {TOLERANCES[draft.answer](expected)!r})"]
     if draft.ledger:
         expected_entries = {e["label"]: (e["currency"], e["amount"], _money_tolerance(e["amount"]))
                             for e in solution.state["ledger"]}
         checks.insert(0, f"ledger_holds(state['ledger'], {expected_entries!r})")
     helpers = [source for name, source in _HELPERS.items() if any(f"{name}(" in check for check in checks)]
-    head = "import re\n\n\n" if "final_number(" in checks[-1] else ""
+    head = "import re\n\n\n" if any("re." in source for source in helpers) else ""
     body = "\n            and ".join(checks)
     return head + "\n\n".join(helpers) + f"\n\ndef verify(state, answer):\n    return ({body})\n"
-
-
-def _final_text(answer: str) -> str:
-    return " ".join(answer.rsplit(":", 1)[-1].strip().strip("\"'`").rstrip(".").strip("\"'`").split()).upper()
 
 
 def _accepts(verifier: str, play: Play) -> bool:
@@ -354,7 +357,8 @@ def _price_with_tax(s: Scout, rng: random.Random) -> Draft:
     item = rng.choice(ITEMS)[0]
     price = _price(rng, 10, 3000)
     instruction = rng.choice((
-        f"In {country} a {item} sells for {_lit(price)} {code} before tax. What does it cost once {country}'s consumption tax is added?",
+        f"In {country} a {item} sells for {_lit(price)} {code} before tax. "
+        f"What does it cost once {country}'s consumption tax is added?",
         f"What is the tax-inclusive price in {country} of a {item} whose pre-tax price is {_lit(price)} {code}?",
     ))
 
@@ -373,8 +377,10 @@ def _net_price(s: Scout, rng: random.Random) -> Draft:
     item = rng.choice(ITEMS)[0]
     gross = _price(rng, 10, 3000)
     instruction = rng.choice((
-        f"In {country} a {item} is labelled {_lit(gross)} {code}, consumption tax included. What is its price before tax?",
-        f"A receipt from {country} shows {_lit(gross)} {code} for a {item}, tax included. How much of that is the pre-tax price?",
+        f"In {country} a {item} is labelled {_lit(gross)} {code}, consumption tax included. "
+        "What is its price before tax?",
+        f"A receipt from {country} shows {_lit(gross)} {code} for a {item}, tax included. "
+        "How much of that is the pre-tax price?",
     ))
 
     def before_tax(where: str) -> Strategy:
@@ -496,15 +502,18 @@ def _basket_total(s: Scout, rng: random.Random) -> Draft:
     currencies = rng.sample([c for c in s.currencies if c != target], rng.randint(1, 2)) + [target]
     goods = rng.sample(ITEMS, rng.randint(3, 5))
     prices = [(item, _price(rng, 5, 900), rng.choice(currencies)) for item, _, _ in goods]
+    returned = prices.pop() if len(prices) > 3 and rng.random() < 0.5 else None
     if all(code == target for _, _, code in prices):
         return None
-    returned = prices.pop() if len(prices) > 3 and rng.random() < 0.5 else None
     listed = prices + ([returned] if returned else [])
     rng.shuffle(listed)
-    instruction = (f"Last month I bought {_listing([f'a {item} for {_lit(price)} {code}' for item, price, code in listed])}."
-                   + (f" I returned the {returned[0]} for a full refund, so leave it out." if returned else "")
-                   + f" What did the rest cost me altogether, in {target}?" * bool(returned)
-                   + f" What did they cost altogether, in {target}?" * (not returned))
+    bought = _listing([f"a {item} for {_lit(price)} {code}" for item, price, code in listed])
+    if returned:
+        ask = (f"I returned the {returned[0]} for a full refund, so leave it out. "
+               f"What did the rest cost me altogether, in {target}?")
+    else:
+        ask = f"What did they cost altogether, in {target}?"
+    instruction = f"Last month I bought {bought}. {ask}"
 
     def total(bought: list[tuple[str, float, str]], into: str = target, raw: str = "") -> Strategy:
         def play(p: Play) -> str:
@@ -539,10 +548,6 @@ def _cheapest_offer(s: Scout, rng: random.Random) -> Draft:
         lambda p: min(offers, key=lambda offer: offer[2])[0], lambda p: ranked(p)[-1], lambda p: ranked(p)[1],
         lambda p: ranked(p, inverted=True)[0], _but_answer(lambda p: ranked(p)[0], offers[0][0]),
     ], answer="text")
-
-
-RATE_WORDS = {"kg": "kilogram", "lb": "pound", "t": "tonne", "m": "metre", "yd": "yard", "ft": "foot",
-              "l": "litre", "gal": "gallon", "qt": "quart"}
 
 
 def _freight_cost(s: Scout, rng: random.Random) -> Draft:
@@ -595,15 +600,16 @@ SHAPES = (
 
 def _arithmetic(s: Scout, rng: random.Random) -> Draft:
     numbers = {k: rng.randint(2, 99) if rng.random() < 0.75 else round(rng.uniform(1, 50), 1) for k in "abcd"}
-    expression = rng.choice(SHAPES).format(**numbers)
+    shape = rng.choice(SHAPES)
+    expression = shape.format(**numbers)
+    last = re.findall(r"\{(\w)\}", shape)[-1]
     shown = expression.replace("**", "^").replace("*", "×").replace("/", "÷").replace(" - ", " − ")
-    instruction = rng.choice((f"What is {shown}?", f"Evaluate {shown}.", f"Work out {shown}, to 2 decimal places if it is not whole."))
-    last = str(numbers["d"] if "{d}" in expression else numbers["c"])
-    head, _, tail = expression.rpartition(last)
+    instruction = rng.choice((f"What is {shown}?", f"Evaluate {shown}.",
+                              f"Work out {shown}, to 2 decimal places if it is not whole."))
     dropped = expression.rsplit(" ", 2)[0]  # the last operation forgotten
     mistakes = [expression.replace("(", "").replace(")", ""), _left_to_right(expression),
-                expression.replace("/", "//"), head + _lit(float(last) + 1) + tail, expression.replace("+", "-", 1),
-                dropped if dropped.count("(") == dropped.count(")") else expression]
+                expression.replace("/", "//"), shape.format(**numbers | {last: round(numbers[last] + 1, 1)}),
+                expression.replace("+", "-", 1), dropped if dropped.count("(") == dropped.count(")") else expression]
 
     def evaluate(text: str, places: int = 2) -> Strategy:
         return lambda p: _lit(round(p.calc(text), places))
@@ -717,8 +723,8 @@ def _spread(s: Scout, rng: random.Random) -> Draft:
 
     def spread(numbers: list[float], low_op: str = "min", flipped: bool = False) -> Strategy:
         def play(p: Play) -> str:
-            high_value, low_value = p.stat(numbers, "max"), p.stat(numbers, low_op)
-            return _lit(p.calc(f"{_lit(low_value)} - {_lit(high_value)}" if flipped else f"{_lit(high_value)} - {_lit(low_value)}"))
+            top, bottom = _lit(p.stat(numbers, "max")), _lit(p.stat(numbers, low_op))
+            return _lit(p.calc(f"{bottom} - {top}" if flipped else f"{top} - {bottom}"))
         return play
     return Draft(instruction, spread(values), [
         lambda p: _lit(p.stat(values, "max")), spread(values, low_op="mean"), spread(values[:-1]),
@@ -769,7 +775,10 @@ def _reversed_cipher(s: Scout, rng: random.Random) -> Draft:
                    f"alphabet. It now reads '{cipher}'. What was the original message?")
 
     def decode(by: int, reverse: bool = True) -> Strategy:
-        return lambda p: p.shift(p("reverse_text", text=cipher) if reverse else cipher, by) if by else p("reverse_text", text=cipher)
+        def play(p: Play) -> str:
+            text = p("reverse_text", text=cipher) if reverse else cipher
+            return p.shift(text, by) if by else text
+        return play
     return Draft(instruction, decode(-shift), [decode(-shift, reverse=False), decode(0), decode(shift), decode(-shift - 1)],
                  answer="text")
 
@@ -882,22 +891,19 @@ def _ledger_invoices(s: Scout, rng: random.Random) -> Draft:
                    + _listing([f"{label} for {_lit(amount)} {code}" for label, amount, code in invoices])
                    + f". Then tell me their total in {target}.")
 
-    def book(entries: list[tuple[str, float, str]], convert: bool = True, own_codes: bool = False,
+    def book(forget_last: bool = False, convert: bool = True, own_codes: bool = False,
              report_raw: bool = False) -> Strategy:
         def play(p: Play) -> str:
             values = []
-            for label, amount, code in entries:
-                value = p.convert(amount, code, target) if convert and code != target else amount
-                p.record(label, value, code if own_codes else target)
-                values.append(value)
-            if len(entries) < len(invoices):  # a forgotten entry, yet the right total
-                values = [p.convert(a, c, target) if c != target else a for _, a, c in invoices]
-            shown = [a for _, a, _ in invoices] if report_raw else values
-            return f"{_cents(p.stat(shown, 'sum'))} {target}"
+            for label, amount, code in invoices:
+                values.append(p.convert(amount, code, target) if convert and code != target else amount)
+                if not (forget_last and label == invoices[-1][0]):
+                    p.record(label, values[-1], code if own_codes else target)
+            total = p.stat([amount for _, amount, _ in invoices] if report_raw else values, "sum")
+            return f"{_cents(total)} {target}"
         return play
-    return Draft(instruction, book(invoices), [
-        book(invoices[:-1]), book(invoices, convert=False), book(invoices, convert=False, own_codes=True),
-        book(invoices, report_raw=True),
+    return Draft(instruction, book(), [
+        book(forget_last=True), book(convert=False), book(convert=False, own_codes=True), book(report_raw=True),
     ], ledger=True)
 
 
@@ -938,11 +944,9 @@ def make_tasks(seed: int, n: int) -> list[CodeAsTask]:
     scout = Scout(build_world(seed))
     tasks: list[CodeAsTask] = []
     instructions: set[str] = set()
-    for draw in itertools.count():
+    for draw in range(MAX_DRAWS_PER_TASK * n + 100):
         if len(tasks) == n:
-            return tasks
-        if draw > 20 * n + 100:
-            raise RuntimeError(f"the challenger found only {len(tasks)} distinct tasks in world {seed}")
+            break
         family = FAMILIES[draw % len(FAMILIES)]
         rng = random.Random(f"calculation-task-{seed}-{draw}")
         draft = family(scout, rng)
@@ -958,9 +962,11 @@ def make_tasks(seed: int, n: int) -> list[CodeAsTask]:
             instruction=draft.instruction, verifier=verifier, solution=solution.attempt(),
             failures=tuple(f.attempt() for f in failures),
             provenance={"challenger": "scripted", "family": family.__name__.lstrip("_"),
-                        "tool_calls": len(solution.calls), "draw": draw},
+                        "difficulty": len(solution.calls), "draw": draw},
         ))
-    raise AssertionError("unreachable")
+    if len(tasks) < n:
+        raise RuntimeError(f"the challenger found only {len(tasks)} distinct tasks in world {seed}")
+    return tasks
 
 
 @functools.cache

@@ -2,10 +2,11 @@
 and a ledger.
 
 Each tool is one plain function over the episode state (see :mod:`envs.calculation.world` for its
-shape). Lookups read the world's rates, taxes, duties and units; only ``record_entry`` writes, and
-it checks everything first, so a failing call leaves the state as it was. Bad input comes back as an
-``Error: …`` text the agent can read. Numbers come back as plain decimal text (money to the cent) so
-that an agent can pass them straight on to the next tool.
+shape). Lookups read the world's rates, taxes, duties and units (copy-on-write tables, read without
+copying); only ``record_entry`` writes, to the plain ``ledger`` list, and it checks everything
+first, so a failing call leaves the state as it was. Bad input comes back as an ``Error: …`` text
+the agent can read. Numbers come back as plain decimal text (money to the cent) so that an agent
+can pass them straight on to the next tool.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any, Literal
 
-from envs.state import State
+from envs.state import State, Table
 from envs.tools import Toolset
 
 MAX_EXPRESSION = 500
@@ -51,20 +52,23 @@ def _money(value: float) -> str:
     return f"{round(value, 2) + 0.0:.2f}"
 
 
-def _find(table: dict[str, Any], name: str, what: str) -> str:
-    """The key of ``table`` matching ``name`` case-insensitively; raises with the known keys."""
+def _lookup(table: Table, name: str, what: str) -> tuple[str, Any]:
+    """The key and (read-only) record of ``table`` matching ``name`` case-insensitively; raises
+    with the known keys, so that the agent can correct itself."""
+    record = table.get_readonly(name)
+    if record is not None:
+        return name, record
     wanted = name.strip().lower()
-    for key in table:
+    for key, record in table.items():
         if key.lower() == wanted:
-            return key
+            return key, record
     raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}")
 
 
 def _rate(state: State, from_currency: str, to_currency: str) -> tuple[str, str, float]:
-    currencies = state["currencies"]
-    source = _find(currencies, from_currency, "currency")
-    target = _find(currencies, to_currency, "currency")
-    return source, target, currencies[target]["per_usd"] / currencies[source]["per_usd"]
+    source, source_record = _lookup(state["currencies"], from_currency, "currency")
+    target, target_record = _lookup(state["currencies"], to_currency, "currency")
+    return source, target, target_record["per_usd"] / source_record["per_usd"]
 
 
 # ---------------------------------------------------------------- trade
@@ -120,8 +124,8 @@ def get_country(state: State, country: str) -> str:
         state: The episode state.
         country: The country's name, such as 'Germany'.
     """
-    name = _find(state["countries"], country, "country")
-    return json.dumps({"country": name} | state["countries"][name])
+    name, record = _lookup(state["countries"], country, "country")
+    return json.dumps({"country": name} | record)
 
 
 def list_tariff_categories(state: State) -> str:
@@ -140,8 +144,8 @@ def get_tariff(state: State, category: str) -> str:
         state: The episode state.
         category: The product category, such as 'electronics'.
     """
-    name = _find(state["tariffs"], category, "product category")
-    return json.dumps({"category": name, "duty_percent": state["tariffs"][name]})
+    name, duty = _lookup(state["tariffs"], category, "product category")
+    return json.dumps({"category": name, "duty_percent": duty})
 
 
 def add_percentage(state: State, amount: float, percent: float) -> str:
@@ -156,14 +160,17 @@ def add_percentage(state: State, amount: float, percent: float) -> str:
 
 
 def list_units(state: State) -> str:
-    """List the units of measure by dimension, each with its size in the dimension's base unit (m, kg, l).
+    """List the units of measure by dimension, each with its size in the dimension's base unit (m, kg, l); temperature scales by name only.
 
     Args:
         state: The episode state.
     """
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, Any] = {}
     for name, unit in state["units"].items():
-        out.setdefault(unit["dimension"], {})[name] = unit["factor"]
+        if unit["factor"] is None:  # a temperature scale: converted by formula, not by a factor
+            out.setdefault(unit["dimension"], []).append(name)
+        else:
+            out.setdefault(unit["dimension"], {})[name] = unit["factor"]
     return json.dumps(out)
 
 
@@ -182,15 +189,15 @@ def convert_units(state: State, value: float, from_unit: str, to_unit: str) -> s
         from_unit: The source unit, such as 'kg', 'mi', 'gal', 'celsius' or a trade unit such as 'crate'.
         to_unit: The target unit.
     """
-    units = state["units"]
-    source, target = _find(units, from_unit, "unit"), _find(units, to_unit, "unit")
-    dimension = units[source]["dimension"]
-    if units[target]["dimension"] != dimension:
-        raise ValueError(f"cannot convert {source} ({dimension}) to {target} ({units[target]['dimension']})")
+    source, source_unit = _lookup(state["units"], from_unit, "unit")
+    target, target_unit = _lookup(state["units"], to_unit, "unit")
+    dimension = source_unit["dimension"]
+    if target_unit["dimension"] != dimension:
+        raise ValueError(f"cannot convert {source} ({dimension}) to {target} ({target_unit['dimension']})")
     if dimension == "temperature":
         result = _FROM_KELVIN[target](_TO_KELVIN[source](value))
     else:
-        result = value * units[source]["factor"] / units[target]["factor"]
+        result = value * source_unit["factor"] / target_unit["factor"]
     return f"{_number(round(result, 4))} {target}"
 
 
@@ -406,7 +413,7 @@ def record_entry(state: State, label: str, amount: float, currency: str) -> str:
         return "Error: the label is empty"
     if any(entry["label"] == label for entry in state["ledger"]):
         return f"Error: the ledger already has an entry labelled {label!r}"
-    code = _find(state["currencies"], currency, "currency")
+    code, _ = _lookup(state["currencies"], currency, "currency")
     entry = {"label": label, "amount": float(_money(amount)), "currency": code}
     state["ledger"].append(entry)
     return f"Recorded {label}: {_money(amount)} {code}"

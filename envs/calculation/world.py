@@ -1,12 +1,14 @@
 """Calculation worlds: the exchange rates, consumption taxes, import duties and trade units of one seed.
 
-A world is small plain JSON (no tables), copied whole into each episode:
+A world is JSON data; its four reference collections are tables (:mod:`envs.state`), shared by every
+episode and never copied, since only the ledger is ever written (and verifiers, which run in the
+sandbox, then get just the ledger up front and fetch any record they read):
 
 - ``currencies[code]``: ``name`` and ``per_usd`` (how many units one US dollar buys);
 - ``countries[name]``: its ``currency`` and ``tax_percent`` (VAT, GST or sales tax on goods);
 - ``tariffs[category]``: the import duty on a product category, in percent of the price;
 - ``units[name]``: ``dimension`` (length, mass, volume, temperature) and ``factor``, the unit's size in
-  its dimension's base unit (m, kg, l); the three temperature scales are converted by formula;
+  its dimension's base unit (m, kg, l); the three temperature scales have none (they convert by formula);
 - ``ledger``: the entries an episode has recorded (empty in the base state).
 
 Every number is drawn around a plausible value from the seed, so that an agent has to look it up
@@ -19,6 +21,8 @@ from __future__ import annotations
 import random
 
 from envs.state import State, make_base
+
+TABLES = ("currencies", "countries", "tariffs", "units")
 
 CURRENCIES: dict[str, tuple[str, float]] = {  # code: (name, typical units per US dollar)
     "USD": ("US dollar", 1.0), "EUR": ("euro", 0.92), "GBP": ("pound sterling", 0.79),
@@ -44,15 +48,15 @@ CATEGORIES = (
     "bicycles", "books", "cosmetics", "tools", "ceramics", "glassware", "musical instruments",
 )
 
-STANDARD_UNITS: dict[str, tuple[str, float]] = {  # name: (dimension, size in the base unit)
+STANDARD_UNITS: dict[str, tuple[str, float]] = {  # name: (dimension, size in the base unit: m, kg, l)
     "mm": ("length", 0.001), "cm": ("length", 0.01), "m": ("length", 1.0), "km": ("length", 1000.0),
     "in": ("length", 0.0254), "ft": ("length", 0.3048), "yd": ("length", 0.9144), "mi": ("length", 1609.344),
     "g": ("mass", 0.001), "kg": ("mass", 1.0), "t": ("mass", 1000.0), "oz": ("mass", 0.028349523125),
     "lb": ("mass", 0.45359237),
     "ml": ("volume", 0.001), "l": ("volume", 1.0), "m3": ("volume", 1000.0), "qt": ("volume", 0.946352946),
     "gal": ("volume", 3.785411784),
-    "celsius": ("temperature", 1.0), "fahrenheit": ("temperature", 1.0), "kelvin": ("temperature", 1.0),
 }
+TEMPERATURE_SCALES = ("celsius", "fahrenheit", "kelvin")
 
 TRADE_UNITS: dict[str, tuple[str, float, float]] = {  # name: (dimension, smallest, largest size)
     "crate": ("mass", 12.0, 30.0), "sack": ("mass", 25.0, 60.0), "bolt": ("length", 25.0, 60.0),
@@ -73,6 +77,7 @@ def world_data(seed: int) -> dict:
                  for name, (code, tax) in COUNTRIES.items()}
     tariffs = {category: round(2 * rng.uniform(0, 25)) / 2 for category in CATEGORIES}
     units = {name: {"dimension": dim, "factor": factor} for name, (dim, factor) in STANDARD_UNITS.items()}
+    units |= {name: {"dimension": "temperature", "factor": None} for name in TEMPERATURE_SCALES}
     units |= {name: {"dimension": dim, "factor": round(2 * rng.uniform(low, high)) / 2}
               for name, (dim, low, high) in TRADE_UNITS.items()}
     return {"currencies": currencies, "countries": countries, "tariffs": tariffs, "units": units, "ledger": []}
@@ -80,4 +85,4 @@ def world_data(seed: int) -> dict:
 
 def build_world(seed: int) -> State:
     """The base state of world ``seed``."""
-    return make_base(world_data(seed), tables=())
+    return make_base(world_data(seed), TABLES)
