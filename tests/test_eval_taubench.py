@@ -1,0 +1,209 @@
+"""The tau-bench harness: golden tasks as CaTs in our envs score as upstream would (every gold replay
+1.0; doing nothing exactly the tasks that need nothing), upstream's conversation protocol, pass^k,
+the task-file reader and the command line. The reference data is read from ../shared/taubench."""
+
+from __future__ import annotations
+
+import functools
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eval import taubench
+from eval.cli import run
+from eval.policy import scripted
+from eval.taubench import (STOP, LLMUser, ScriptedUser, Source, do_nothing_policy, evaluate, from_checkout,
+                           from_golden, gold_policy, pass_hat, read_task_file)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+
+
+@functools.cache
+def source(name: str) -> Source:
+    return from_golden(SHARED / "golden" / f"{name}.json")
+
+
+@functools.cache
+def raw(name: str) -> dict[str, Any]:
+    return json.loads((SHARED / "golden" / f"{name}.json").read_text())
+
+
+def call(name: str, **arguments: Any) -> str:
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+class StoppingUser:
+    """Opens with its instruction, answers the first message it gets, stops at the second."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    def reset(self, instruction: str) -> str:
+        self.heard = []
+        return instruction
+
+    def step(self, message: str) -> str:
+        self.heard.append(message)
+        return "Thanks, that is all. " + STOP if len(self.heard) > 1 else "Go on."
+
+
+def test_every_golden_task_scores_1_when_the_gold_actions_are_replayed_and_the_outputs_said():
+    scores = {}
+    for name in GOLDEN:
+        summary = evaluate(source(name), gold_policy(source(name).tasks), ScriptedUser())
+        scores[name] = sum(summary["successes"].values())
+        assert summary["pass^k"] == {"1": 1.0}, name
+    assert sum(scores.values()) == 530
+
+
+def test_doing_nothing_scores_exactly_the_tasks_whose_gold_leaves_the_data_unchanged_and_says_nothing():
+    for name in GOLDEN:
+        golden = raw(name)
+        expected = {i for i, t in enumerate(golden["tasks"])
+                    if t["final_data_hash"] == golden["initial_data_hash"] and not t["required_outputs"]}
+        summary = evaluate(source(name), do_nothing_policy, ScriptedUser())
+        assert {int(i) for i, c in summary["successes"].items() if c} == expected, name
+
+
+def test_the_gold_actions_without_the_required_outputs_score_0():
+    airline = source("airline_test_0_10")
+    task = airline.tasks[8]
+    assert task.outputs
+    silent = scripted([call(a.name, **a.arguments) for a in task.actions] + [call("finish", answer="")])
+    assert evaluate(airline, silent, ScriptedUser(), task_ids=[8])["successes"] == {"8": 0}
+
+
+def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_said_to_the_user(tmp_path):
+    airline = source("airline_test_0_10")
+    task = airline.tasks[8]
+    user = StoppingUser()
+    replies = ["Hello! How can I help?"] + [call(a.name, **a.arguments) for a in task.actions] \
+        + [f"Done: refunds of {task.outputs[0]}, {task.outputs[1]} and {task.outputs[2]}."]
+    summary = evaluate(airline, scripted(replies), user, task_ids=[8], out=tmp_path)
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text())
+    assert summary["successes"] == {"8": 1} and episode["end_reason"] == "user_stop"
+    assert user.heard[0] == "Hello! How can I help?"
+    roles = [m["role"] for m in episode["messages"]]
+    assert roles == ["system", "user", "assistant", "user"] + ["assistant", "tool"] * len(task.actions) \
+        + ["assistant", "user"]
+    assert episode["messages"][0]["content"].startswith(airline.wiki[:200])
+    assert episode["messages"][1]["content"] == task.instruction
+
+
+def test_a_conversation_still_going_at_the_step_limit_scores_0_even_with_the_right_data():
+    dev = source("retail_dev")
+    chatty = scripted([call(a.name, **a.arguments) for a in dev.tasks[0].actions] + ["Anything else?"])
+    summary = evaluate(dev, chatty, ScriptedUser(), task_ids=[0], max_steps=4)
+    assert summary["successes"] == {"0": 0}
+    assert evaluate(dev, gold_policy(dev.tasks), ScriptedUser(), task_ids=[0], max_steps=4)["successes"] == {"0": 1}
+
+
+def test_the_simulated_user_sees_only_its_instruction_and_speaks_after_the_agents_greeting():
+    seen = []
+
+    def chat(messages):
+        seen.append([dict(m) for m in messages])
+        return "  I want to cancel my order.  "
+
+    user = LLMUser(chat)
+    assert user.reset("Your name is Ada; cancel order #W1.") == "I want to cancel my order."
+    user.step("Sure, which order?")
+    first, second = seen
+    assert [m["role"] for m in first] == ["system", "user"] and "cancel order #W1" in first[0]["content"]
+    assert first[1]["content"] == taubench.GREETING and STOP in first[0]["content"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert second[-1]["content"] == "Sure, which order?"
+
+
+def test_pass_hat_k_matches_a_hand_computation():
+    table = {0: [True, True, False, True], 1: [False] * 4, 2: [True] * 4}
+    # task 0: C(3,k)/C(4,k) = 3/4, 3/6, 1/4, 0; task 1: 0; task 2: 1.
+    expected = {"1": (0.75 + 0 + 1) / 3, "2": (0.5 + 0 + 1) / 3, "3": (0.25 + 0 + 1) / 3, "4": 1 / 3}
+    assert pass_hat(table, 4) == pytest.approx(expected)
+
+
+def test_trials_resume_and_pass_hat_k_counts_every_trial(tmp_path):
+    dev = source("retail_dev")
+    first = evaluate(dev, gold_policy(dev.tasks), ScriptedUser(), trials=2, task_ids=[0, 1], out=tmp_path)
+    lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
+    again = evaluate(dev, do_nothing_policy, ScriptedUser(), trials=2, task_ids=[0, 1], out=tmp_path)
+    assert len(lines) == 4 and (tmp_path / "episodes.jsonl").read_text().splitlines() == lines
+    assert first["pass^k"] == again["pass^k"] == {"1": 1.0, "2": 1.0}
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "chart.png").is_file()
+
+
+UPSTREAM_STYLE = '''\
+from tau_bench.types import Task, Action
+
+TASKS_TEST = [
+    Task(
+        annotator="",
+        user_id="{user_id}",
+        instruction={instruction!r},
+        actions=[
+            {actions}
+        ],
+        outputs={outputs!r},
+    ),
+]
+'''
+
+
+def test_a_checkout_task_file_is_read_as_data_and_scores_like_its_golden_twin(tmp_path):
+    golden = raw("retail_dev")["tasks"][1]
+    actions = ",\n            ".join(f"Action(name={a['name']!r}, kwargs={a['arguments']!r})" for a in golden["actions"])
+    folder = tmp_path / "tau_bench" / "envs" / "retail"
+    folder.mkdir(parents=True)
+    (folder / "tasks_test.py").write_text(UPSTREAM_STYLE.format(user_id=golden["user_id"], actions=actions,
+                                                                instruction=golden["instruction"], outputs=[]))
+    (folder / "wiki.md").write_text((SHARED / "wiki_retail.md").read_text())
+    (folder / "data").symlink_to(SHARED / "data" / "retail")
+    checkout = from_checkout(tmp_path, "retail", "test")
+    (task,) = checkout.tasks
+    assert task.instruction == golden["instruction"] and task.user_id == golden["user_id"]
+    assert [a.to_json() for a in task.actions] == golden["actions"]
+    assert evaluate(checkout, gold_policy(checkout.tasks), ScriptedUser())["pass^k"] == {"1": 1.0}
+
+
+def test_the_older_dict_task_format_reads_too(tmp_path):
+    path = tmp_path / "tasks.py"
+    path.write_text(textwrap.dedent('''\
+        tasks = [
+            {"annotator": 0, "user_id": "u1", "instruction": "Do it.",
+             "actions": [{"name": "get_user_details", "arguments": {"user_id": "u1"}}], "outputs": ["7"]},
+        ]
+    '''))
+    (task,) = read_task_file(path)
+    assert (task.user_id, task.actions[0].arguments, task.outputs) == ("u1", {"user_id": "u1"}, ("7",))
+
+
+def test_the_command_line_runs_the_gold_policy_and_prints_pass_hat_k(tmp_path, capsys):
+    code = run(taubench.main, ["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline",
+                               "--policy", "gold", "--tasks", "0-2,9", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 tasks x 1 trials" in out and "| 1 | 100.0% |" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--domain", "shopping", "--policy", "gold"], "unknown domain"),
+    (["--golden", "/no/such/golden.json", "--policy", "gold"], "does not exist"),
+    (["--policy", "gold", "--taubench-dir", "/no/such/checkout"], "not a tau-bench checkout"),
+    (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "19-20"], "only 20 tasks"),
+])
+def test_bad_input_exits_2_with_a_message(argv, message, caplog, monkeypatch):
+    monkeypatch.delenv(taubench.ENV_VAR, raising=False)
+    assert run(taubench.main, argv) == 2
+    assert message in caplog.text
+
+
+def test_without_tasks_the_command_says_where_to_get_them(caplog, monkeypatch):
+    monkeypatch.delenv(taubench.ENV_VAR, raising=False)
+    assert run(taubench.main, ["--policy", "gold", "--taubench-dir", ""]) == 2
+    assert "--taubench-dir" in caplog.text and "--golden" in caplog.text
