@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envs.base import ToolEnv
-from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
+from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (

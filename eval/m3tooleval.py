@@ -45,7 +45,6 @@ import functools
 import hashlib
 import importlib.util
 import io
-import json
 import logging
 import os
 import re
@@ -61,6 +60,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import report
 from eval.cli import InputError, run
@@ -417,25 +417,6 @@ def oracle_policy(tasks: Sequence[Any]) -> Policy:
 # ---------------------------------------------------------------- results
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records in an output file; a last line cut short by a crash is dropped (and rewritten)."""
-    if not path.exists():
-        return []
-    records = []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines):
-                raise InputError(f"{path}:{number} is not a JSON record; move the file away to start afresh") from None
-            log.warning("%s: dropping a truncated last line", path)
-            path.write_text("".join(json.dumps(r, default=repr) + "\n" for r in records))
-    return records
-
-
 def summarize(records: Sequence[dict[str, Any]], mode: str, model: str) -> dict[str, Any]:
     """Success rate and average turns per domain, and over all tasks."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -458,17 +439,18 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
     file (markdown table and chart beside it)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{benchmark.action_mode(mode).value}.jsonl"
-    records = read_records(path)
+    try:
+        records = read_jsonl(path)
+    except RecordsError as error:
+        raise InputError(f"{error}; move the file away to start afresh") from None
     done = {r["task_name"] for r in records}
     chosen = select(benchmark.tasks, pattern, limit)
     todo = [t for t in chosen if t.name not in done]
     log.info("%d tasks selected, %d already in %s, %d to run", len(chosen), len(chosen) - len(todo), path, len(todo))
-    with path.open("a") as sink:
-        for task in tqdm(todo, desc=f"M3ToolEval ({mode})", unit="task"):
-            record = run_task(task, benchmark, mode, policy, sandbox)
-            sink.write(json.dumps(record, default=repr) + "\n")
-            sink.flush()
-            records.append(record)
+    for task in tqdm(todo, desc=f"M3ToolEval ({mode})", unit="task"):
+        record = run_task(task, benchmark, mode, policy, sandbox)
+        append_jsonl(path, [record], default=repr)
+        records.append(record)
     summary = summarize(records, mode, model)
     report.write_eval(summary, out)
     return summary

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from envs.records import RecordsError, read_jsonl
 from eval.cli import InputError, run
 
 log = logging.getLogger(__name__)
@@ -173,22 +174,6 @@ def write_eval(summary: Summary, out: Path) -> None:
 # ---------------------------------------------------------------- a training run's page
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The per-step records of ``metrics.jsonl``; a truncated last line (a run that crashed) is skipped."""
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines):
-                raise InputError(f"{path}:{number} is not a JSON object") from None
-            log.warning("%s: skipping a truncated last line", path)
-    return records
-
-
 def _numbers(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
     """A record's numeric fields, those of a nested mapping (per-domain success) as ``field.key``."""
     for name, value in record.items():
@@ -245,7 +230,10 @@ def write_run_page(run_dir: Path) -> Path:
     if config is not None:
         parts.append(f"## Config\n\n```{config.suffix[1:]}\n{config.read_text().rstrip()}\n```")
     if metrics_path.is_file():
-        records = read_metrics(metrics_path)
+        try:
+            records = read_jsonl(metrics_path)
+        except RecordsError as error:
+            raise InputError(str(error)) from None
         series = curves(records)
         if series:
             _curves_chart(series, run_dir / "curves.png")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.actions import Malformed, parse_action
 from envs.base import ToolEnv
 from envs.cat import Attempt, CodeAsTask, ToolCall
@@ -335,18 +335,6 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
             for k in range(1, trials + 1)}
 
 
-def _read_episodes(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: skipping a line that is not JSON (an interrupted write)", path)
-    return records
-
-
 def evaluate(source: Source, policy: Policy, user: SimulatedUser, trials: int = 1, task_ids: Sequence[int] | None = None,
              out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS) -> dict[str, Any]:
     """Run ``trials`` conversations of each selected task (all by default); the summary (pass^k, average reward).
@@ -359,24 +347,23 @@ def evaluate(source: Source, policy: Policy, user: SimulatedUser, trials: int = 
     cls = env_class(source.domain)
     ids = list(task_ids) if task_ids is not None else list(range(len(source.tasks)))
     path = out / "episodes.jsonl" if out else None
-    records = _read_episodes(path) if path else []
+    try:
+        records = read_jsonl(path) if path else []
+    except RecordsError as error:
+        raise InputError(f"{error}; move the file away to start afresh") from None
     done = {(r["task_index"], r["trial"]) for r in records}
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
     cats: dict[int, CodeAsTask] = {}
     env: ToolEnv | None = None
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") if path else contextlib.nullcontext() as sink:
-        for index, trial in tqdm(todo, desc=f"tau-bench {source.domain}", unit="episode"):
-            if index not in cats:
-                cats[index] = as_cat(source.tasks[index], source, cls)
-            env = env or cls(tasks=[cats[index]], max_turns=max_steps)
-            episode = run_episode(env, cats[index], policy, user, source.wiki, max_steps)
-            record = {"task_index": index, "trial": trial, **asdict(episode)}
-            if sink is not None:
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-            records.append(record)
+    for index, trial in tqdm(todo, desc=f"tau-bench {source.domain}", unit="episode"):
+        if index not in cats:
+            cats[index] = as_cat(source.tasks[index], source, cls)
+        env = env or cls(tasks=[cats[index]], max_turns=max_steps)
+        episode = run_episode(env, cats[index], policy, user, source.wiki, max_steps)
+        record = {"task_index": index, "trial": trial, **asdict(episode)}
+        if path:
+            append_jsonl(path, [record])
+        records.append(record)
     if env is not None:
         env.close()
     chosen = [r for r in records if r["task_index"] in set(ids) and r["trial"] < trials]

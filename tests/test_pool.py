@@ -72,3 +72,16 @@ def test_a_killed_writer_never_corrupts_earlier_lines(tmp_path):
 def test_missing_pool_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_pool(tmp_path / "nope.jsonl")
+
+
+def test_a_metrics_style_file_reads_back_and_names_a_bad_middle_line(tmp_path):
+    from envs.records import RecordsError, append_jsonl, read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, [{"step": 1}, {"step": 2}])
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    with open(path, "a") as f:
+        f.write("{oops\n")
+    append_jsonl(path, [{"step": 3}])
+    with pytest.raises(RecordsError, match=r"metrics.jsonl:3: not valid JSON"):
+        read_jsonl(path)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from envs.airline import world as fleet
+from envs.airline.challenger import make_tasks
 from envs.airline.tools import TOOLS
-from envs.base import ToolEnv
-from envs.cat import CodeAsTask
-from envs.state import State, make_base
+from envs.conversation import ConversationEnv
 from envs.tools import Toolset
 
 POLICY = """\
@@ -21,7 +18,7 @@ only payment methods in the user's profile, and tell the user the outcome, with 
 `respond` or in your final answer, then call `finish`."""
 
 
-class AirlineEnv(ToolEnv):
+class AirlineEnv(ConversationEnv):
     """An airline's reservation desk (tau-bench's airline domain).
 
     ## Description
@@ -56,24 +53,5 @@ class AirlineEnv(ToolEnv):
     domain: ClassVar[str] = "airline"
     toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
     policy: ClassVar[str] = POLICY
-    conversational: ClassVar[bool] = True
-    terminal_tools: ClassVar[frozenset[str]] = frozenset({"transfer_to_human_agents"})
-
-    @classmethod
-    def build_world(cls, world: dict[str, Any]) -> State:
-        if "data_dir" in world:
-            data = fleet.load(Path(world["data_dir"]))
-        else:
-            data = fleet.generate(int(world.get("seed", 0)), int(world.get("users", 50)))
-        return make_base(data, fleet.TABLES)
-
-    @classmethod
-    def default_tasks(cls) -> list[CodeAsTask]:
-        return list(_default_pool())
-
-
-@cache
-def _default_pool() -> tuple[CodeAsTask, ...]:
-    from envs.airline.challenger import make_tasks
-
-    return tuple(make_tasks(seed=0, n=32))
+    world_module = fleet
+    make_tasks = staticmethod(make_tasks)

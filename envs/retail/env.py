@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from envs.base import ToolEnv
-from envs.cat import CodeAsTask
 from envs.retail import world as shop
+from envs.retail.challenger import make_tasks
 from envs.retail.tools import TOOLS
-from envs.state import State, make_base
+from envs.conversation import ConversationEnv
 from envs.tools import Toolset
 
 POLICY = """\
@@ -22,7 +19,7 @@ exact ids the tools give (order ids start with '#'). Tell the customer the outco
 through `respond` or in your final answer, then call `finish`."""
 
 
-class RetailEnv(ToolEnv):
+class RetailEnv(ConversationEnv):
     """Customer service for an online shop (tau-bench's retail domain).
 
     ## Description
@@ -57,24 +54,5 @@ class RetailEnv(ToolEnv):
     domain: ClassVar[str] = "retail"
     toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
     policy: ClassVar[str] = POLICY
-    conversational: ClassVar[bool] = True
-    terminal_tools: ClassVar[frozenset[str]] = frozenset({"transfer_to_human_agents"})
-
-    @classmethod
-    def build_world(cls, world: dict[str, Any]) -> State:
-        if "data_dir" in world:
-            data = shop.load(Path(world["data_dir"]))
-        else:
-            data = shop.generate(int(world.get("seed", 0)), int(world.get("users", 50)))
-        return make_base(data, shop.TABLES)
-
-    @classmethod
-    def default_tasks(cls) -> list[CodeAsTask]:
-        return list(_default_pool())
-
-
-@cache
-def _default_pool() -> tuple[CodeAsTask, ...]:
-    from envs.retail.challenger import make_tasks
-
-    return tuple(make_tasks(seed=0, n=32))
+    world_module = shop
+    make_tasks = staticmethod(make_tasks)
