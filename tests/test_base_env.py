@@ -156,3 +156,20 @@ def test_fuzzed_actions_never_raise_and_invalid_ones_change_nothing(toy_env, tex
     if "invalid_action" in info:
         assert state_hash(toy_env.state) == before
         assert obs.startswith("Error:")
+
+
+def test_async_envs_forked_after_the_parent_used_the_sandbox_get_their_own_rewards(toy_env):
+    """Forked vector workers must not share the parent's sandbox pipes (results would cross)."""
+    toy_env.reset(seed=0)
+    toy_env.step(FINISH)  # the parent's default sandbox is now running
+    envs = gym.make_vec("Toy-v0", num_envs=4, vectorization_mode="async")
+    try:
+        for _ in range(3):
+            envs.reset(seed=0)
+            write = call("set_note", key="dst", text="note 1")
+            envs.step((write, call("add", a=1, b=1), write, call("add", a=1, b=1)))
+            _, rewards, terminated, _, _ = envs.step((FINISH,) * 4)
+            assert list(rewards) == [1.0, 0.0, 1.0, 0.0] and all(terminated)
+            envs.step((FINISH,) * 4)  # autoreset step
+    finally:
+        envs.close()

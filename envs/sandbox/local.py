@@ -1,11 +1,18 @@
 """The local backend: worker processes on this machine, no daemon needed.
 
-As root, each worker starts inside ``unshare`` with new network (no interfaces up), mount (private
-tmpfs over every world-writable directory) and PID namespaces, then drops to ``nobody`` with
-``setpriv`` (no capabilities, no new privileges). Its jobs' children get resource limits, a fresh
-working directory and a wall-clock kill, and the worker, PID 1 of its namespace, kills every other
-process in it after each job. Without root, the worker falls back to an unprivileged user namespace
-when the kernel allows one, and otherwise to limits alone (logged once as a warning).
+As root, each worker starts inside ``unshare`` with new network (loopback only), IPC, UTS, mount and
+PID namespaces. In its mount namespace it gets a root of its own, a read-only tmpfs holding
+read-only binds of ``/usr`` (and the ``/bin``, ``/lib``… links into it), a few files of ``/etc``,
+``/dev/null`` and friends, a ``/proc`` of its PID namespace and a private ``/tmp``: the host's files
+(the project, its task pools, home directories) are out of sight, and ``/tmp`` is the one place a
+job can write. It then drops to ``nobody`` with ``setpriv`` (no capabilities, no new privileges);
+the worker itself adds its seccomp filter and makes itself non-dumpable (see
+:mod:`envs.sandbox.worker`). Its jobs' children get resource limits, a fresh working directory and a
+wall-clock kill, and the worker, PID 1 of its namespace, kills every other process in it after each
+job and empties ``/tmp``.
+
+Without root, the worker falls back to an unprivileged user namespace when the kernel allows one
+(no private root), and otherwise to limits alone; each fallback is logged as a warning.
 """
 
 from __future__ import annotations
@@ -22,72 +29,125 @@ from envs.sandbox import WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
-PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 SYSTEM_PYTHON = "/usr/bin/python3"
+ETC_FILES = ("ld.so.cache", "passwd", "group", "localtime")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+SCRATCH_MB = 64
+
+# Runs as root inside the new namespaces; "$0" is the worker's source. Every mount happens in this
+# mount namespace alone (propagation is private), so the host sees none of it.
+ISOLATE = f"""set -e
+ip link set lo up 2>/dev/null || true
+echo sandbox > /proc/sys/kernel/hostname
+root=/tmp
+mount -t tmpfs -o size=4m,mode=755 sandbox-root "$root"
+cd "$root"
+mkdir usr etc dev proc tmp old
+for d in bin sbin lib lib32 lib64 libx32; do
+    if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$d"
+    elif [ -d "/$d" ]; then mkdir "$d"; mount --rbind -o ro "/$d" "$d"; fi
+done
+mount --rbind -o ro /usr usr
+for f in {' '.join(ETC_FILES)}; do if [ -e "/etc/$f" ]; then cp -L "/etc/$f" etc/; fi; done
+for n in {' '.join(DEVICES)}; do touch "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
+mount -t proc -o nosuid,nodev,noexec proc proc
+mount -t tmpfs -o size={SCRATCH_MB}m,mode=1777,nosuid,nodev,noexec tmpfs tmp
+pivot_root . old
+umount -l /old
+rmdir /old
+mount -o remount,ro,bind /
+cd /tmp
+exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all --bounding-set=-all \\
+    --no-new-privs {SYSTEM_PYTHON} -I -S -c "$0"
+"""
 
 
 class ProcessWorker(Worker):
-    def __init__(self, argv: list[str]):
+    """A worker process, spoken to over its stdin and stdout pipes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        super().__init__()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"},
-                                     start_new_session=True)
+                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
         self._out = self.proc.stdout.fileno()
-        ready = self.read_message(time.monotonic() + 30)
-        if "ready" not in ready:
-            raise WorkerLost(f"unexpected greeting {ready!r}")
-        self.uid = ready["uid"]
+        os.set_blocking(self._in, False)  # a worker that stops reading must not block the caller
+        try:
+            self.greet(time.monotonic() + 30)
+        except WorkerLost as exc:
+            self._end()
+            assert self.proc.stderr is not None
+            said = self.proc.stderr.read(4000).decode(errors="replace").strip() or "nothing"
+            self.kill()
+            raise WorkerLost(f"the sandbox worker did not start ({exc}); its stderr said: {said}") from None
+        # Under ``unshare --fork`` the worker is unshare's one child; otherwise the process itself.
+        self.host_pid = _only_child(self.proc.pid) if argv[0] == "unshare" else self.proc.pid
 
-    def send(self, data: bytes) -> None:
-        while data:
-            data = data[os.write(self._in, data):]
-
-    def receive(self, n: int, deadline: float) -> bytes:
-        chunks = []
-        while n:
+    def send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._out], [], [], left)[0]:
-                raise WorkerLost("no answer before the deadline")
-            chunk = os.read(self._out, n)
-            if not chunk:
-                raise WorkerLost("the worker exited")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
+            if left <= 0 or not select.select([], [self._in], [], left)[1]:
+                raise WorkerLost("the worker stopped reading")
+            try:
+                view = view[os.write(self._in, view):]
+            except BlockingIOError:
+                continue
 
-    def kill(self) -> None:
+    def _read_some(self, deadline: float) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._out], [], [], left)[0]:
+            raise WorkerLost("no answer before the deadline")
+        chunk = os.read(self._out, 65536)
+        if not chunk:
+            raise WorkerLost("the worker exited")
+        return chunk
+
+    def _end(self) -> None:
         try:
             os.killpg(self.proc.pid, 9)
         except ProcessLookupError:
             pass
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+
+    def kill(self) -> None:
+        self._end()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
 
 
-def _isolated_argv(python: str) -> list[str]:
-    mounts = "; ".join(f"mount -t tmpfs -o size=64m,mode=1777 none {d}" for d in PRIVATE_DIRS if os.path.isdir(d))
-    drop = (f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all "
-            f"--bounding-set=-all --no-new-privs")
-    script = f'{mounts}; ip link set lo up 2>/dev/null; exec {drop} {python} -I -S -c "$0"'
-    return ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
-            "--propagation", "private", "sh", "-c", script, WORKER_SOURCE]
+def _only_child(pid: int) -> int:
+    """The one child of ``pid`` (found through /proc, which every Linux has)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        return int(entry.name)
+            except (OSError, IndexError, ValueError):
+                continue
+    raise WorkerLost(f"the worker under process {pid} has gone")
 
 
-def worker_argv() -> list[str]:
-    """How to start a worker here, from the strongest isolation this machine allows."""
-    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("setpriv"):
-        python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else "python3"
-        return _isolated_argv(python)
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"], capture_output=True)
+def worker_command() -> tuple[list[str], dict[str, str]]:
+    """How to start a worker here (argv and environment), from the strongest isolation this
+    machine allows."""
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    if os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "pivot_root")) \
+            and os.path.exists(SYSTEM_PYTHON):
+        argv = ["unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
+                "--propagation", "private", "sh", "-c", ISOLATE, WORKER_SOURCE]
+        return argv, env | {"SANDBOX_WORK_ROOT": "/tmp", "SANDBOX_SCRATCH": "/tmp"}
     python = os.environ.get("SANDBOX_PYTHON", "python3")
-    if probe.returncode == 0:
-        return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
-                "--kill-child", "--mount-proc", python, "-I", "-S", "-c", WORKER_SOURCE]
+    if shutil.which("unshare") and subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"],
+                                                  capture_output=True).returncode == 0:
+        log.warning("not root: the local sandbox runs in a user namespace, with the host's files in view")
+        return ["unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
+                "--kill-child", "--mount-proc", python, "-I", "-S", "-c", WORKER_SOURCE], env
     log.warning("no namespaces available to this user: sandboxed code runs with resource limits only")
-    return [python, "-I", "-S", "-c", WORKER_SOURCE]
+    return [python, "-I", "-S", "-c", WORKER_SOURCE], env
 
 
 class LocalSandbox(Sandbox):
@@ -95,7 +155,7 @@ class LocalSandbox(Sandbox):
 
     def __init__(self, workers: int = 2, limits: Limits = Limits()):
         super().__init__(workers, limits)
-        self._argv = worker_argv()
+        self._argv, self._env = worker_command()
 
     def _start_worker(self) -> Worker:
-        return ProcessWorker(self._argv)
+        return ProcessWorker(self._argv, self._env)

@@ -1,0 +1,242 @@
+"""Behaviour of both sandbox backends, through one interface and one parametrized fixture.
+
+The docker cases need a running engine and the image (``make sandbox-image``). Without them they
+skip with a reason naming what is missing, except under CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from envs.sandbox import Limits, Sandbox, make_sandbox
+from envs.state import fork, make_base, state_hash
+
+FAST = Limits(wall_seconds=2.0, cpu_seconds=1, memory_mb=128, output_bytes=4096)
+BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
+MARGIN = 4.0  # seconds beyond a limit that clean-up and a loaded machine may add
+
+
+def require_docker() -> None:
+    """Skip, naming what is missing, when the docker backend cannot run here; fail under CI."""
+    from envs.sandbox.docker import DockerUnavailable, connect
+
+    try:
+        connect()
+    except DockerUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the docker sandbox tests, but: {exc}")
+        pytest.skip(f"docker sandbox unavailable: {exc}")
+
+
+def open_sandbox(backend: str, **kwargs) -> Sandbox:
+    if backend == "docker":
+        require_docker()
+    sandbox = make_sandbox(backend, **kwargs)
+    sandbox.warm_up()
+    return sandbox
+
+
+def namespace_processes(worker_pid: int) -> list[int]:
+    """Every other process in the worker's PID namespace, seen from the host."""
+    own = os.readlink(f"/proc/{worker_pid}/ns/pid")
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != worker_pid:
+            try:
+                if os.readlink(f"/proc/{entry.name}/ns/pid") == own:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def leftover_processes(sandbox: Sandbox, timeout: float = 10.0) -> dict[int, list[int]]:
+    """Processes beyond each idle worker's one ready child, once the workers have cleaned up
+    (empty when nothing survived its job)."""
+    end = time.monotonic() + timeout
+    while True:
+        extra = {pid: others for pid in sandbox.host_pids() if len(others := namespace_processes(pid)) != 1}
+        if not extra or time.monotonic() > end:
+            return extra
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    box = open_sandbox(request.param)
+    yield box
+    box.close()
+
+
+# ---------------------------------------------------------------- verifiers
+
+
+def test_verifier_returning_true_passes(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    return state['n'] == 3 and answer == 'x'\n",
+                            {"n": 3}, "x")
+    assert result.status == "ok", result
+
+
+def test_verifier_returning_false_fails(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    return answer == 'y'\n", {}, "x")
+    assert result.status == "failed", result
+
+
+def test_syntax_error_is_an_error_with_its_line(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    return (\n\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "syntax")
+    assert "line" in result.message
+
+
+def test_source_without_verify_is_an_error(sandbox: Sandbox) -> None:
+    result = sandbox.verify("x = 1\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "syntax")
+    assert "verify" in result.message
+
+
+def test_non_bool_return_is_an_error(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    return 1\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "non_bool")
+
+
+def test_exception_names_its_type_and_line(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    x = 1\n    return state['missing']\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "exception")
+    assert "KeyError" in result.message and "line 3" in result.message
+
+
+def test_state_hash_helper_matches_the_parent(sandbox: Sandbox) -> None:
+    state = {"n": 1, "items": [1, 2]}
+    source = f"def verify(state, answer):\n    return state_hash() == {state_hash(state)!r}\n"
+    assert sandbox.verify(source, state, "").status == "ok"
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_sleep_forever_times_out_at_the_wall_clock(sandbox: Sandbox) -> None:
+    start = time.monotonic()
+    result = sandbox.verify("import time\ndef verify(state, answer):\n    time.sleep(10**6)\n", {}, "", limits=FAST)
+    assert result.status == "timeout", result
+    assert time.monotonic() - start < FAST.wall_seconds + MARGIN
+
+
+def test_cpu_loop_is_stopped(sandbox: Sandbox) -> None:
+    limits = Limits(wall_seconds=5.0, cpu_seconds=1)
+    start = time.monotonic()
+    result = sandbox.verify("def verify(state, answer):\n    while True:\n        pass\n", {}, "", limits=limits)
+    assert result.status in ("error", "timeout"), result
+    assert time.monotonic() - start < limits.wall_seconds + MARGIN
+
+
+def test_memory_bomb_is_an_error(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    x = bytearray(10**10)\n    return True\n",
+                            {}, "", limits=FAST)
+    assert (result.status, result.kind) == ("error", "memory"), result
+
+
+def test_huge_output_is_truncated(sandbox: Sandbox) -> None:
+    result = sandbox.run_code("for i in range(10**5):\n    print('x' * 100)\n", lambda n, a: "", {}, limits=FAST)
+    assert result.output.endswith("[output truncated]")
+    assert len(result.output) <= FAST.output_bytes + 100
+
+
+def test_per_call_limits_override_the_sandbox_defaults(sandbox: Sandbox) -> None:
+    short = Limits(wall_seconds=0.5)
+    start = time.monotonic()
+    source = "import time\ndef verify(s, a):\n    time.sleep(3)\n"
+    assert sandbox.verify(source, {}, "", limits=short).status == "timeout"
+    assert time.monotonic() - start < 3
+
+
+# ---------------------------------------------------------------- talking to the parent
+
+
+def test_code_action_calls_tools_in_the_caller_and_returns_its_output(sandbox: Sandbox) -> None:
+    calls = []
+
+    def tools(name: str, arguments: dict) -> str:
+        calls.append((name, arguments))
+        return f"{name}:{arguments['a'] + arguments['b']}"
+
+    result = sandbox.run_code("r = add(2, b=3)\nprint('got', r)\nprint(mul(a=1, b=1))\n",
+                              tools, {"add": ["a", "b"], "mul": ["a", "b"]})
+    assert result.status == "ok", result
+    assert calls == [("add", {"a": 2, "b": 3}), ("mul", {"a": 1, "b": 1})]
+    assert result.output == "got add:5\nmul:2\n"
+
+
+def test_big_table_records_are_fetched_one_by_one(sandbox: Sandbox) -> None:
+    base = make_base({"users": {f"u{i}": {"id": i, "name": f"user {i}"} for i in range(100_000)},
+                      "meta": {"version": 2}}, tables=("users",))
+    state = fork(base)
+    state["users"]["u7"]["name"] = "renamed"
+    served = []
+    read = state["users"].get_readonly
+    state["users"].get_readonly = lambda key, default=None: served.append(key) or read(key, default)
+    source = ("def verify(state, answer):\n"
+              "    u = state['users']['u7']\n"
+              "    return (u['name'] == 'renamed' and 'u99999' in state['users'] and 'nope' not in state['users']\n"
+              "            and state['users'].get('u3')['id'] == 3 and state['meta']['version'] == 2)\n")
+    result = sandbox.verify(source, state, "")
+    assert result.status == "ok", result
+    assert sorted(served) == ["nope", "u3", "u7", "u99999"]  # the other 99,996 records stayed here
+
+
+def test_lost_worker_is_replaced(sandbox: Sandbox) -> None:
+    victim = sandbox.host_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    source = "def verify(state, answer):\n    return True\n"
+    results = [sandbox.verify(source, {}, "") for _ in range(2 * sandbox.size)]
+    assert [r.kind for r in results if r.status != "ok"] in ([], ["worker_lost"]), results
+    assert victim not in sandbox.host_pids()
+    assert all(sandbox.verify(source, {}, "").status == "ok" for _ in range(sandbox.size))
+
+
+def test_threads_share_the_pool(sandbox: Sandbox) -> None:
+    source = "def verify(state, answer):\n    return state['n'] % 2 == 0 and answer == str(state['n'])\n"
+    outcomes: dict[int, str] = {}
+
+    def run(first: int) -> None:
+        for n in range(first, first + 10):
+            outcomes[n] = sandbox.verify(source, {"n": n}, str(n)).status
+
+    threads = [threading.Thread(target=run, args=(10 * t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {n: "ok" if n % 2 == 0 else "failed" for n in range(40)}
+
+
+def test_nothing_outlives_a_job(sandbox: Sandbox) -> None:
+    sandbox.verify("import sys, time\ndef verify(s, a):\n    if sys.modules['posix'].fork() == 0:\n"
+                   "        time.sleep(1000)\n    return False\n", {}, "", limits=FAST)
+    assert leftover_processes(sandbox) == {}
+
+
+# ---------------------------------------------------------------- the docker backend's errors
+
+
+def test_missing_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    pytest.importorskip("docker")
+    from envs.sandbox.docker import DockerUnavailable, connect
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(DockerUnavailable, match="dockerd"):
+        connect()
+
+
+@pytest.mark.docker
+def test_missing_image_says_how_to_build_it() -> None:
+    require_docker()
+    from envs.sandbox.docker import DockerUnavailable, connect
+
+    with pytest.raises(DockerUnavailable, match="make sandbox-image"):
+        connect("self-challenge-sandbox:no-such-tag")

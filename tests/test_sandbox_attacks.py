@@ -1,0 +1,460 @@
+"""Hostile snippets against both sandbox backends: each must end as an error, a timeout or a failed
+verification within its limits, leave no file outside the sandbox's scratch space and no process
+behind, and leave the sandbox serving normal jobs.
+
+Each attack is a verifier that returns True only when it got out (a connection made, a secret read,
+a file written where it must not be). Most start by undoing the worker's import guard
+(``builtins.__import__ = importlib.__import__``): that guard is a speed bump for naive code, and
+what is tested here is the operating system's containment underneath it.
+
+Where the backends differ: the local sandbox's root is a private tmpfs holding read-only binds of
+``/usr`` and a few ``/etc`` files (the host's files are out of sight; ``/etc/shadow`` is absent),
+while a docker job sees the image (``/etc/shadow`` is there, unreadable). Both refuse network
+sockets (seccomp) inside a network namespace of their own; a docker container also has docker's
+own seccomp profile, pids cgroup and memory cgroup on top of the worker's rlimits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_sandbox import BACKENDS, MARGIN, leftover_processes, open_sandbox
+
+from envs.sandbox import Limits, Sandbox
+
+REPO = Path(__file__).resolve().parents[1]
+MARK = f"sandbox-attack-{uuid.uuid4().hex[:12]}"
+CANARY = f"canary-{uuid.uuid4().hex}"
+os.environ["SELF_CHALLENGE_SECRET"] = CANARY  # set before any sandbox starts: it must never see it
+HOST_DIRS = ("/", "/etc", "/root", str(REPO), "/var/tmp", "/dev/shm", "/tmp", "/home", os.getcwd())
+LIMITS = Limits(wall_seconds=2.0, cpu_seconds=1, memory_mb=128, processes=16, file_mb=4,
+                open_files=32, output_bytes=4096)
+UNGUARD = "import builtins, importlib\nbuiltins.__import__ = importlib.__import__\n"
+PROBE = """import os
+def verify(state, answer):
+    here = os.getcwd()
+    left = []
+    for d in ('/tmp', '/dev/shm', '/dev/mqueue', '/var/tmp'):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        left += [os.path.join(d, n) for n in names if os.path.join(d, n) != here]
+    if left:
+        raise AssertionError(f'left behind: {left}')
+    return True
+"""
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    source: str
+    statuses: tuple[str, ...] = ("failed", "error", "timeout")
+
+
+def attack(name: str, source: str, unguard: bool = False,
+           statuses: tuple[str, ...] = ("failed", "error", "timeout")) -> Attack:
+    """An attack from an indented source; ``unguard`` first undoes the worker's import guard."""
+    return Attack(name, (UNGUARD if unguard else "") + textwrap.dedent(source), statuses)
+
+
+def write_to(name: str, directory: str) -> Attack:
+    return attack(f"write_{name}", f"""
+        def verify(s, a):
+            open({directory!r} + '/{{MARK}}', 'w').write('x')
+            return True
+        """)
+
+
+ATTACKS = [
+    # ---- network
+    attack("connect_to_host_loopback", """
+        import socket
+        def verify(s, a):
+            socket.create_connection(('127.0.0.1', {PORT}), timeout=1)
+            return True
+        """, unguard=True),
+    attack("connect_to_outside_address", """
+        import socket
+        def verify(s, a):
+            socket.create_connection(('1.1.1.1', 80), timeout=1)
+            return True
+        """, unguard=True),
+    attack("dns_lookup", """
+        import socket
+        def verify(s, a):
+            return bool(socket.getaddrinfo('pypi.org', 443))
+        """, unguard=True),
+    attack("raw_packet_socket", """
+        import socket
+        def verify(s, a):
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            return True
+        """, unguard=True),
+    # ---- files
+    write_to("etc", "/etc"),
+    write_to("root_home", "/root"),
+    write_to("repository", str(REPO)),
+    write_to("var_tmp", "/var/tmp"),
+    write_to("dev_shm", "/dev/shm"),
+    write_to("filesystem_root", "/"),
+    attack("write_tmp_stays_in_the_sandbox", """
+        def verify(s, a):
+            open('/tmp/{MARK}', 'w').write('x')
+            return False
+        """),
+    attack("read_shadow", """
+        def verify(s, a):
+            return len(open('/etc/shadow').read()) > 0
+        """),
+    attack("list_root_home", """
+        import os
+        def verify(s, a):
+            return len(os.listdir('/root')) >= 0
+        """),
+    attack("read_repository", f"""
+        def verify(s, a):
+            return len(open({str(REPO / 'setup.cfg')!r}).read()) > 0
+        """),
+    attack("write_proc_sys", """
+        def verify(s, a):
+            open('/proc/sys/kernel/hostname', 'w').write('x')
+            return True
+        """),
+    attack("huge_file", """
+        def verify(s, a):
+            with open('big', 'wb') as f:
+                for _ in range(100):
+                    f.write(b'x' * 2**20)
+            return False
+        """),
+    attack("fill_the_scratch_space", """
+        def verify(s, a):
+            for i in range(40):
+                open(f'/tmp/fill-{i}', 'wb').write(b'x' * 3 * 2**20)
+            return False
+        """),
+    attack("replace_the_output_file_with_a_fifo", """
+        import os
+        def verify(s, a):
+            print('before')
+            os.unlink('.output')
+            os.mkfifo('.output')
+            return False
+        """),
+    attack("many_open_files", """
+        def verify(s, a):
+            files = [open(f'f{i}', 'w') for i in range(1000)]
+            return False
+        """),
+    attack("locked_directories", """
+        import os
+        def verify(s, a):
+            os.makedirs('/tmp/{MARK}/a/b')
+            open('/tmp/{MARK}/a/b/f', 'w').write('x')
+            for d in ('/tmp/{MARK}/a/b', '/tmp/{MARK}/a', '/tmp/{MARK}'):
+                os.chmod(d, 0)
+            return False
+        """),
+    # ---- processes and resources
+    attack("fork_bomb", """
+        import sys
+        def verify(s, a):
+            fork = sys.modules['posix'].fork
+            while True:
+                try:
+                    fork()
+                except OSError:
+                    pass
+        """),
+    attack("thread_bomb", """
+        import threading, time
+        def verify(s, a):
+            while True:
+                threading.Thread(target=time.sleep, args=(1000,)).start()
+        """),
+    attack("memory_bomb", """
+        def verify(s, a):
+            x = []
+            while True:
+                x.append(bytearray(2**20))
+        """),
+    attack("cpu_loop", """
+        def verify(s, a):
+            while True:
+                pass
+        """),
+    attack("sleep_forever", """
+        import time
+        def verify(s, a):
+            time.sleep(10**6)
+        """),
+    attack("huge_output", """
+        def verify(s, a):
+            while True:
+                print('x' * 10000)
+        """),
+    attack("ignore_signals_and_spin", """
+        import signal
+        def verify(s, a):
+            for sig in (signal.SIGTERM, signal.SIGXCPU, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            while True:
+                pass
+        """),
+    attack("posix_fork_bypass", """
+        import sys, time
+        def verify(s, a):
+            if sys.modules['posix'].fork() == 0:
+                time.sleep(1000)
+            return False
+        """),
+    attack("setsid_grandchild", """
+        import sys, time
+        def verify(s, a):
+            posix = sys.modules['posix']
+            if posix.fork() == 0:
+                posix.setsid()
+                if posix.fork() == 0:
+                    time.sleep(1000)
+                posix._exit(0)
+            time.sleep(0.2)
+            return False
+        """),
+    attack("spawn_a_shell", """
+        import sys
+        def verify(s, a):
+            sys.modules['posix'].posix_spawn('/bin/sh', ['sh', '-c', 'sleep 1000'], {})
+            return False
+        """),
+    attack("subprocess_through_importlib", """
+        import subprocess
+        def verify(s, a):
+            subprocess.Popen(['sleep', '1000'])
+            return False
+        """, unguard=True),
+    attack("kill_the_worker", """
+        import os, sys
+        def verify(s, a):
+            sys.modules['posix'].kill(os.getppid(), 9)
+            sys.modules['posix'].kill(1, 9)
+            return False
+        """),
+    attack("kill_everything", """
+        import sys, time
+        def verify(s, a):
+            posix = sys.modules['posix']
+            if posix.fork() == 0:
+                time.sleep(1000)
+            posix.kill(-1, 9)
+            time.sleep(0.2)
+            return False
+        """),
+    # ---- the worker and its channels
+    attack("blocked_module_socket", """
+        import socket
+        def verify(s, a):
+            return True
+        """),
+    attack("blocked_module_subprocess", """
+        import subprocess
+        def verify(s, a):
+            return True
+        """),
+    attack("blocked_module_ctypes", """
+        import ctypes
+        def verify(s, a):
+            return True
+        """),
+    attack("ptrace_the_worker", """
+        import ctypes
+        def verify(s, a):
+            return ctypes.CDLL(None).ptrace(16, 1, 0, 0) == 0  # PTRACE_ATTACH
+        """, unguard=True),
+    attack("read_worker_memory", """
+        def verify(s, a):
+            f = open('/proc/1/mem', 'rb')
+            return True
+        """),
+    attack("forge_a_result_on_the_worker_pipes", """
+        import os, json, struct
+        def verify(s, a):
+            body = json.dumps({'result': {'status': 'ok'}}).encode()
+            for fd in os.listdir('/proc/1/fd'):
+                try:
+                    open('/proc/1/fd/' + fd, 'wb').write(struct.pack('>I', len(body)) + body)
+                except OSError:
+                    pass
+            return False
+        """),
+    attack("forge_on_inherited_descriptors", """
+        import os, json, struct
+        def verify(s, a):
+            body = json.dumps({'result': {'status': 'ok'}}).encode()
+            for fd in range(3, 64):
+                for data in (struct.pack('>I', len(body)) + body, json.dumps({'done': {'status': 'bogus'}}).encode()):
+                    try:
+                        os.write(fd, data)
+                    except OSError:
+                        pass
+            return False
+        """, statuses=("failed", "error")),
+    attack("malformed_requests_to_the_parent", """
+        import os, json
+        def verify(s, a):
+            requests = [[1, 2], {'op': 'tool'}, {'op': 'tool', 'name': 3, 'arguments': []},
+                        {'op': 'get', 'table': ['x'], 'key': {}}, {'op': 'keys', 'table': None}, '[' * 30000]
+            for fd in range(3, 64):
+                for request in requests:
+                    try:
+                        os.write(fd, json.dumps({'request': request}).encode())
+                    except OSError:
+                        pass
+            return False
+        """, statuses=("failed", "error")),
+    attack("close_its_channel_and_linger", """
+        import os, time
+        def verify(s, a):
+            for fd in range(3, 64):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            time.sleep(1000)
+        """),
+    attack("environment_snooping", """
+        import os
+        def verify(s, a):
+            seen = str(dict(os.environ))
+            for p in ('/proc/self/environ', '/proc/1/environ'):
+                try:
+                    seen += open(p).read()
+                except OSError:
+                    pass
+            return '{CANARY}' in seen
+        """),
+    attack("see_host_processes", """
+        import os
+        def verify(s, a):
+            for p in os.listdir('/proc'):
+                try:
+                    if b'pytest' in open(f'/proc/{p}/cmdline', 'rb').read():
+                        return True
+                except OSError:
+                    pass
+            return False
+        """),
+    attack("user_namespace", """
+        import ctypes
+        def verify(s, a):
+            return ctypes.CDLL(None).unshare(0x10000000) == 0  # CLONE_NEWUSER
+        """, unguard=True),
+    attack("mount_a_filesystem", """
+        import ctypes
+        def verify(s, a):
+            return ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0
+        """, unguard=True),
+    attack("kernel_keyring_channel", """
+        import ctypes
+        def verify(s, a):
+            # add_key('user', …, KEY_SPEC_USER_KEYRING): shared by every process of the user
+            return ctypes.CDLL(None).syscall(248, b'user', b'{MARK}', b'v', 1, -4) > 0
+        """, unguard=True),
+    attack("sysv_shared_memory_channel", """
+        import ctypes
+        def verify(s, a):
+            return ctypes.CDLL(None).shmget(0x5AFE, 4096, 0o1666) >= 0
+        """, unguard=True),
+    attack("raise_own_limits", """
+        import resource
+        def verify(s, a):
+            resource.setrlimit(resource.RLIMIT_CPU, (10**6, 10**6))
+            return True
+        """, unguard=True),
+]
+
+
+class Listener:
+    """A TCP server on the host's loopback that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.server.close()
+
+
+@pytest.fixture(scope="module")
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    box = open_sandbox(request.param, workers=2, limits=LIMITS)
+    yield box
+    box.close()
+
+
+def marked_files() -> list[str]:
+    found = []
+    for directory in HOST_DIRS:
+        try:
+            found += [os.path.join(directory, n) for n in os.listdir(directory) if MARK in n]
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_contained(sandbox: Sandbox, listener: Listener, attack: Attack) -> None:
+    source = attack.source.replace("{MARK}", MARK).replace("{PORT}", str(listener.port)).replace("{CANARY}", CANARY)
+    start = time.monotonic()
+    result = sandbox.verify(source, {}, "")
+    elapsed = time.monotonic() - start
+
+    assert result.status in attack.statuses, result
+    assert result.kind != "worker_lost", result  # nor may a job take its worker down
+    assert elapsed < LIMITS.wall_seconds + MARGIN, f"took {elapsed:.1f} s"
+    assert len(result.output) <= LIMITS.output_bytes + 100
+    assert listener.accepted == 0
+    assert marked_files() == []
+    assert leftover_processes(sandbox) == {}
+    # Every worker serves again, with nothing left in its scratch space and no stray message in
+    # its stream (a forged frame would turn these failing verifications into passes).
+    for _ in range(sandbox.size):
+        assert sandbox.verify(PROBE, {}, "").status == "ok", "scratch space not wiped"
+        assert sandbox.verify("def verify(s, a):\n    return False\n", {}, "").status == "failed"
+
+
+def test_attack_suite_is_big_enough() -> None:
+    assert len(ATTACKS) >= 25
