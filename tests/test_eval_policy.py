@@ -1,0 +1,87 @@
+"""The policy adapter: a causal LM as chat -> next message, greedy by default, observations in the
+role training used, the base model reachable with the adapter off, and the context limit reported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from agents.models import DEFAULT_MODEL, ModelNotFoundError, add_lora, load_tokenizer
+from eval.cli import InputError
+from eval.policy import ContextLimitExceeded, HFPolicy, load_hf_policy, scripted, system_prompt
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    try:
+        return load_tokenizer(DEFAULT_MODEL)
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))
+
+
+def tiny_model(context: int = 256) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context)
+    return LlamaForCausalLM(config).eval()
+
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "{}"}, {"role": "tool", "content": "ok"}]
+
+
+def test_greedy_turns_are_deterministic_and_capped(tokenizer):
+    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=6)
+    first, second = policy(CHAT), policy(CHAT)
+    assert first == second and isinstance(first, str)
+    assert len(tokenizer(first, add_special_tokens=False)["input_ids"]) <= 6
+    assert policy.observation_role in ("tool", "user")
+
+
+def test_the_base_policy_runs_with_the_adapter_switched_off(tokenizer):
+    model = tiny_model()
+    plain = HFPolicy(model, tokenizer, max_new_tokens=6)(CHAT)
+    lora = add_lora(tiny_model())
+    with torch.no_grad():
+        for name, weight in lora.named_parameters():
+            if "lora_B" in name:
+                weight.fill_(0.5)  # a trained adapter: far from the base
+    adapted = HFPolicy(lora, tokenizer, max_new_tokens=6)
+    assert adapted.base()(CHAT) == plain
+    assert adapted(CHAT) != plain
+
+
+def test_a_chat_longer_than_the_context_is_reported(tokenizer):
+    policy = HFPolicy(tiny_model(context=32), tokenizer, max_new_tokens=4)
+    with pytest.raises(ContextLimitExceeded):
+        policy([{"role": "user", "content": "word " * 64}])
+
+
+def test_a_model_that_cannot_be_loaded_is_an_input_error():
+    with pytest.raises(InputError, match="cannot load model"):
+        load_hf_policy("/no/such/model/dir", device="cpu")
+
+
+def test_scripted_policies_say_their_replies_in_turn():
+    policy = scripted(["a", "b"])
+    chat = [{"role": "user", "content": "x"}]
+    assert policy(chat) == "a"
+    assert policy(chat + [{"role": "assistant", "content": "a"}]) == "b"
+    assert policy(chat + [{"role": "assistant", "content": "a"}] * 5) == "b"
+
+
+def test_the_system_prompt_is_the_policy_then_the_tools():
+    tool = {"type": "function", "function": {"name": "lookup", "description": "Look up.",
+                                             "parameters": {"type": "object", "properties": {}, "required": []}}}
+    prompt = system_prompt("Serve the customer.", [tool])
+    assert prompt.startswith("Serve the customer.\n\n") and '"name": "lookup"' in prompt
+
+
+def test_sampling_follows_the_torch_seed(tokenizer):
+    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=8, temperature=1.0)
+    replies = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        replies.append(policy(CHAT))
+    assert replies[0] == replies[1] != replies[2]
