@@ -28,6 +28,15 @@ test: $(INSTALLED)
 train: $(INSTALLED)
 	$(PY) -m train
 
+# The LLM challenger writes tasks for every domain into pools/<domain>.jsonl and prints each funnel.
+# MODEL (default: the embedded SmolLM2-135M-Instruct), N kept tasks wanted per domain, PROPOSALS per run.
+DOMAINS := retail airline calculation web
+tasks: $(INSTALLED)
+	for domain in $(DOMAINS); do \
+		$(PY) -m agents.challenge --domain $$domain --n $(or $(N),50) --max-proposals $(or $(PROPOSALS),8) \
+			--batch-size 4 $(if $(MODEL),--model '$(MODEL)') --out pools/$$domain.jsonl || exit $$?; \
+	done
+
 bench: $(BENCH_INSTALLED)
 	$(PY) -m bench
 
