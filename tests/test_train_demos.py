@@ -1,0 +1,82 @@
+"""Warm-start demonstrations look token for token like the policy's own episodes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.models import load_tokenizer
+from agents.prompting import ChatFormat
+from envs.registry import env_class
+from test_train_support import toy_answer_task
+from toy_domain import ToyEnv, copy_task
+from train.demos import demonstration, solution_actions, transcript_actions
+from train.tasks import ListedTools, fits, make_env
+
+
+@pytest.fixture(scope="module")
+def chat() -> ChatFormat:
+    return ChatFormat.of(load_tokenizer())
+
+
+def spans(trajectory) -> list[list[int]]:
+    """Each turn's loss-masked tokens."""
+    out = []
+    for start in trajectory.turn_starts:
+        end = start
+        while end < len(trajectory.token_ids) and trajectory.loss_mask[end]:
+            end += 1
+        out.append(trajectory.token_ids[start:end])
+    return out
+
+
+def test_a_solution_becomes_the_episode_the_policy_would_have_played(chat):
+    task = copy_task()
+    env = ToyEnv(tasks=[task])
+    demo = demonstration(env, chat, task, solution_actions(task))
+    assert demo.reward == 1.0 and demo.terminated and demo.invalid_actions == 0
+    actions = solution_actions(task)
+    assert json.loads(actions[-1]) == {"name": "finish", "arguments": {"answer": "note 1"}}
+    first = chat.first_messages(ToyEnv.policy, env.tool_schemas, task.instruction)
+    assert demo.token_ids[:demo.prompt_length] == chat.prompt_ids(first, env.tool_schemas)
+    tokenizer = chat.tokenizer
+    for action, tokens in zip(actions, spans(demo)):
+        assert tokenizer.decode(tokens, skip_special_tokens=False) == action + "<|im_end|>"
+    # between actions: the turn's closing tokens and the real observation, with no loss
+    observations = [m["content"] for m in demo.messages[3::2]]
+    assert observations[0] == "note 1" and observations[1] == "saved dst"
+    for turn in range(len(actions) - 1):
+        between = demo.token_ids[demo.turn_starts[turn] + len(spans(demo)[turn]):demo.turn_starts[turn + 1]]
+        assert between == chat.close_turn_ids(spans(demo)[turn]) + chat.observation_ids(observations[turn])
+    assert sum(demo.loss_mask) == sum(len(s) for s in spans(demo))
+    assert demo.token_ids[-1] == chat.turn_end_ids[0], "the episode ends on the policy's last token"
+
+
+def test_a_transcript_that_does_not_solve_its_task_shows_reward_zero(chat):
+    task = copy_task()
+    record = {"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": task.instruction},
+                           {"role": "assistant", "content": '{"name": "finish", "arguments": {"answer": "no idea"}}'},
+                           {"role": "tool", "content": "Episode finished."}]}
+    demo = demonstration(ToyEnv(tasks=[task]), chat, task, transcript_actions(record))
+    assert demo.reward == 0.0 and demo.num_turns == 1
+
+
+def test_listed_tools_shorten_the_prompt_and_leave_the_env_as_it_was(chat):
+    task = toy_answer_task()
+    env = make_env("toy", task, max_turns=4, prompt_tools={"toy": ["get_note"]})
+    assert isinstance(env, ListedTools)
+    _, info = env.reset(options={"task": task})
+    assert [t["function"]["name"] for t in info["tools"]] == ["get_note", "finish"]
+    observation, *_ = env.step('{"name": "add", "arguments": {"a": 2, "b": 3}}')
+    assert observation == "5"
+    full = env_class("toy")(tasks=[task])
+    assert len(demonstration(env, chat, task, solution_actions(task)).token_ids) < \
+        len(demonstration(full, chat, task, solution_actions(task)).token_ids)
+
+
+def test_tasks_fit_the_action_budget_and_the_listed_tools():
+    task = copy_task()  # get_note, set_note
+    assert fits(task, 0, {}) and fits(task, 2, {}) and not fits(task, 1, {})
+    assert fits(task, 0, {"toy": ["get_note", "set_note"]}) and not fits(task, 0, {"toy": ["get_note"]})
+    assert fits(task, 0, {"calculation": ["calculate"]}), "another domain's list does not apply"

@@ -1,0 +1,101 @@
+"""Each algorithm learns: a tiny model goes from under 20% to over 80% success in a fixed number of steps.
+
+The RL algorithms and the offline ones play the one-word bandit (:mod:`test_train_support`): the
+right word is one of eight the tiny model says, so it starts near 1 in 8. The warm start learns the
+toy domain's read-a-note task from its example solutions: a lookup call, then the answer, which a
+random model never writes. Each test runs the real trainer loop (:func:`train.trainer.train`) in
+process, and reads the success rates from the run's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.models import load_tokenizer
+from envs.pool import append_pool
+from test_train_support import bandit_model_dir, bandit_pool, save_model, tiny_llama, toy_answer_task
+from train.config import TrainConfig, apply
+from train.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bandit(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bandit")
+    return {"model": bandit_model_dir(root / "model"), "pool": bandit_pool(root / "pool.jsonl")}
+
+
+def config(tmp_path: Path, **values: Any) -> TrainConfig:
+    settings: dict[str, Any] = dict(
+        runs_dir=str(tmp_path / "runs"), name="run", seed=0, lora_rank=8, lora_alpha=16, warm_start_epochs=0,
+        checkpoint_every=1000, save_trajectories=False, challenger_proposals=0, rl_domains=[], prompt_tools={},
+        warm_start_domains=[], max_solution_actions=0)
+    settings.update(values)
+    resolved: dict[str, Any] = {}
+    apply(resolved, settings)
+    result = TrainConfig(**resolved)
+    result.validate()
+    return result
+
+
+def bandit_config(tmp_path: Path, bandit: dict[str, Path], **values: Any) -> TrainConfig:
+    settings: dict[str, Any] = dict(
+        model=str(bandit["model"]), pool=str(bandit["pool"]), domains=["bandit"], max_turns=1, max_new_tokens=1,
+        extra_domains={"bandit": "test_train_support:BanditEnv"}, heldout_per_domain={"bandit": 4},
+        tasks_per_step=4, group_size=4)
+    return config(tmp_path, **{**settings, **values})
+
+
+def rl_rewards(metrics: list[dict[str, Any]]) -> list[float]:
+    return [m["reward_mean"] for m in metrics if m["phase"] == "rl"]
+
+
+def heldout(metrics: list[dict[str, Any]], stage: str, domain: str) -> float:
+    return next(m["success"][domain] for m in metrics if m["phase"] == "eval" and m["stage"] == stage)
+
+
+@pytest.mark.parametrize("algorithm, steps, lr", [
+    ("grpo", 10, 0.02), ("rloo", 10, 0.02), ("reinforce", 10, 0.02), ("ppo", 8, 0.02), ("rft", 12, 0.02),
+])
+def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit, algorithm, steps, lr):
+    run, _ = train(bandit_config(tmp_path, bandit, algorithm=algorithm, steps=steps, lr=lr))
+    metrics = run.read_metrics()
+    rewards = rl_rewards(metrics)
+    assert len(rewards) == steps
+    assert rewards[0] < 0.2, "the first step samples the untrained model"
+    assert sum(rewards[-2:]) / 2 > 0.8, rewards
+    assert heldout(metrics, "base", "bandit") < 0.2 and heldout(metrics, "rl", "bandit") > 0.8
+
+
+def test_distillation_learns_from_another_models_trajectories(tmp_path, bandit):
+    transcripts = tmp_path / "teacher.jsonl"
+    records = [{"task_id": f"bandit-{i}", "reward": 1.0, "messages": [
+        {"role": "system", "content": "(the teacher's prompt)"}, {"role": "user", "content": "Say yes."},
+        {"role": "assistant", "content": "yes"}, {"role": "tool", "content": "Done."}]} for i in range(16)]
+    records.append({"task_id": "bandit-3", "reward": 0.0, "messages": [{"role": "assistant", "content": "no"}]})
+    transcripts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run, _ = train(bandit_config(tmp_path, bandit, algorithm="distill", distill_path=str(transcripts), steps=6,
+                                 lr=0.02, tasks_per_step=4, group_size=2))
+    metrics = run.read_metrics()
+    assert heldout(metrics, "base", "bandit") < 0.2 and heldout(metrics, "rl", "bandit") > 0.8
+    assert all(m["reward_mean"] == 1.0 for m in metrics if m["phase"] == "rl"), "only the successes are learned from"
+
+
+def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_path):
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [toy_answer_task(i) for i in range(10)])
+    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy"], heldout_per_domain={"toy": 4},
+                          warm_start_epochs=40, warm_start_batch=6, warm_start_lr=0.01, steps=0, max_turns=3,
+                          max_new_tokens=24))
+    metrics = run.read_metrics()
+    assert heldout(metrics, "base", "toy") < 0.2
+    assert heldout(metrics, "warm_start", "toy") > 0.8
+    losses = [m["loss"] for m in metrics if m["phase"] == "warm_start"]
+    assert len(losses) == 40 and losses[-1] < losses[0] / 2

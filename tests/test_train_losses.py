@@ -1,0 +1,54 @@
+"""Advantages and per-token losses of each algorithm, on hand-made numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train import losses
+
+
+def test_grpo_normalises_within_groups_and_drops_groups_whose_rewards_are_all_equal():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    groups = [0, 0, 0, 0, 1, 1, 2, 2]
+    advantages, keep = losses.group_advantages(rewards, groups)
+    assert keep.tolist() == [True] * 4 + [False, False] + [True, True]
+    assert advantages[4:6].tolist() == [0.0, 0.0]
+    assert advantages[0] > 0 > advantages[1] and advantages[1] == advantages[2] == advantages[3]
+    first = rewards[:4]
+    assert torch.allclose(advantages[:4], (first - first.mean()) / (first.std() + losses.EPS))
+    assert losses.dropped_group_fraction(rewards, groups) == pytest.approx(1 / 3)
+
+
+def test_rloo_baseline_is_the_mean_of_the_other_episodes_of_the_task():
+    advantages = losses.rloo_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0]), [0, 0, 0, 1, 1])
+    assert advantages.tolist() == pytest.approx([1.0, -0.5, -0.5, 0.0, 0.0])
+
+
+def test_reinforce_baseline_normalises_returns_over_the_whole_batch():
+    advantages = losses.batch_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert advantages.sum().item() == pytest.approx(0.0, abs=1e-6)
+    assert advantages.std().item() == pytest.approx(1.0, abs=1e-4)
+    assert losses.batch_advantages(torch.tensor([1.0])).tolist() == [0.0]
+
+
+def test_ppo_clips_the_ratio_only_where_it_would_gain_from_moving_further():
+    old = torch.zeros(4)
+    new = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))
+    advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss = losses.ppo_loss(new, old, advantages, clip_eps=0.2)
+    # gains are capped at the clip (1.2, 0.8); losses are not (ratio 1.5 with A<0, 0.5 with A>0)
+    assert loss.tolist() == pytest.approx([-1.2, 1.5, -0.5, 0.8])
+
+
+def test_policy_gradient_and_fine_tuning_losses_weigh_log_probabilities():
+    logprobs = torch.tensor([-1.0, -2.0], requires_grad=True)
+    losses.policy_gradient_loss(logprobs, torch.tensor([2.0, -1.0])).sum().backward()
+    assert logprobs.grad.tolist() == [-2.0, 1.0]
+    assert losses.sft_loss(torch.tensor([-1.0, -2.0])).tolist() == [1.0, 2.0]
+
+
+def test_kl_to_base_is_zero_at_the_base_and_positive_away_from_it():
+    logprobs = torch.tensor([-1.0, -2.0, -0.5])
+    assert losses.kl_to_base(logprobs, logprobs).abs().max().item() == 0.0
+    assert (losses.kl_to_base(logprobs, logprobs + torch.tensor([0.3, -0.3, 1.0])) > 0).all()

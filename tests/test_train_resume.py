@@ -1,0 +1,101 @@
+"""A run killed with SIGKILL resumes from its last checkpoint: same steps, every metric exactly once.
+
+The trainer runs as a subprocess and is killed as soon as step ``k - 1`` is logged (so during step
+``k`` or while checkpointing it), twice at different steps; ``--resume`` then finishes the run. Its
+metrics hold every step once, in order, with the rewards an uninterrupted run logs, and its last
+checkpoint and final adapter load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_train_support import bandit_model_dir, bandit_pool
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 6
+
+
+def command(tmp_path: Path, name: str, model: Path, pool: Path, resume: bool = False) -> list[str]:
+    args = [sys.executable, "-m", "train", "--name", name, "--runs-dir", str(tmp_path / "runs"),
+            "--model", str(model), "--pool", str(pool), "--domains", "bandit",
+            "--extra-domains", "{bandit: test_train_support:BanditEnv}", "--rl-domains", "bandit",
+            "--warm-start-epochs", "0", "--algorithm", "grpo", "--steps", str(STEPS), "--tasks-per-step", "4",
+            "--group-size", "4", "--lr", "0.02", "--max-turns", "1", "--max-new-tokens", "1", "--lora-rank", "8",
+            "--heldout-per-domain", "{bandit: 4}", "--eval-every", "2", "--checkpoint-every", "1", "--device", "cpu",
+            "--prompt-tools", "{}", "--max-solution-actions", "0", "--challenger-proposals", "0"]
+    return args + (["--resume"] if resume else [])
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1"}
+
+
+def metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written right now
+    return lines
+
+
+def kill_when_logged(cmd: list[str], run: Path, step: int) -> None:
+    """Start ``cmd`` and SIGKILL it as soon as a metric line of ``step`` appears."""
+    process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not any(m.get("step") == step for m in metrics(run)):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run did not reach the step in time"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def finish(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_run_killed_twice_resumes_to_the_same_steps_with_each_metric_once(tmp_path):
+    model = bandit_model_dir(tmp_path / "model")
+    pool = bandit_pool(tmp_path / "pool.jsonl")
+    run = tmp_path / "runs" / "killed"
+    kill_when_logged(command(tmp_path, "killed", model, pool), run, step=2)
+    kill_when_logged(command(tmp_path, "killed", model, pool, resume=True), run, step=4)
+    finish(command(tmp_path, "killed", model, pool, resume=True))
+    finish(command(tmp_path, "whole", model, pool))
+
+    killed, whole = metrics(run), metrics(tmp_path / "runs" / "whole")
+    rl_steps = [m["step"] for m in killed if m["phase"] == "rl"]
+    assert rl_steps == list(range(1, STEPS + 1)), "every step logged exactly once, in order"
+    evals = [(m["stage"], m["step"]) for m in killed if m["phase"] == "eval"]
+    assert evals == [("base", 0), ("rl@2", 2), ("rl@4", 4), ("rl", STEPS)]
+
+    def rewards(lines: list[dict]) -> list[float]:
+        return [m["reward_mean"] for m in lines if m["phase"] == "rl"]
+
+    assert rewards(killed) == rewards(whole), "the resumed run played what the uninterrupted one did"
+    episodes = [json.loads(line) for line in (run / "trajectories.jsonl").read_text().splitlines()]
+    per_step = [sum(1 for e in episodes if e["phase"] == "rl" and e["step"] == s) for s in range(1, STEPS + 1)]
+    assert per_step == [16] * STEPS, "trajectories too: each step's episodes once"
+    checkpoints = list((run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == [f"step-{STEPS:06d}"], "one complete checkpoint, no temporary folder"
+    assert json.loads((checkpoints[0] / "state.json").read_text())["stage"] == "done"
+    assert (run / "adapter" / "adapter_model.safetensors").exists()

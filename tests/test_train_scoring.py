@@ -1,0 +1,67 @@
+"""Scoring with the shared prompt encoded once gives the same log-probabilities and gradients as
+running each trajectory on its own."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from agents.rollout import Trajectory
+from train.scoring import score, shared_prefix_length
+
+
+def tiny_policy():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules="all-linear",
+                                                               init_lora_weights=False)).train()
+
+
+def trajectories() -> list[Trajectory]:
+    generator = torch.Generator().manual_seed(1)
+    prompt = list(range(10, 40))
+    out = []
+    for length in (6, 11, 3):
+        own = torch.randint(0, 300, (length,), generator=generator).tolist()
+        mask = [0] * len(prompt) + [i % 3 != 1 for i in range(length)]
+        logprobs = [-0.5 * m for m in mask]
+        out.append(Trajectory(prompt + own, [int(m) for m in mask], logprobs, [len(prompt)], [], "t", "d"))
+    return out
+
+
+def reference(policy, batch: list[Trajectory]) -> torch.Tensor:
+    """Each trajectory alone through the full model, its loss-masked tokens' log-probabilities."""
+    values = []
+    for t in batch:
+        logp = policy(input_ids=torch.tensor([t.token_ids])).logits[0].float().log_softmax(-1)
+        values += [logp[i - 1, t.token_ids[i]] for i in range(1, len(t.token_ids)) if t.loss_mask[i]]
+    return torch.stack(values)
+
+
+def gradients(policy) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+    policy.zero_grad()
+    return grads
+
+
+def test_shared_prefix_stops_before_the_first_scored_token():
+    batch = trajectories()
+    assert shared_prefix_length(batch) == 29  # the 30-token prompt, less its last token (it predicts a scored one)
+
+
+def test_shared_prefix_scores_and_gradients_equal_those_of_each_trajectory_alone():
+    policy, batch = tiny_policy(), trajectories()
+    shared = score(policy, batch, share_prefix=True)
+    shared.logprobs.sum().backward()
+    shared_grads = gradients(policy)
+    expected = reference(policy, batch)
+    expected.sum().backward()
+    expected_grads = gradients(policy)
+    assert torch.allclose(shared.logprobs, expected, atol=1e-5)
+    for name, grad in expected_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5), name
+    assert shared.owner.tolist() == [0] * 4 + [1] * 7 + [2] * 2
+    assert torch.allclose(shared.old_logprobs, torch.full_like(shared.old_logprobs, -0.5))
+    assert (shared.entropy > 0).all()

