@@ -6,7 +6,7 @@ Both train the same model (the default SmolLM2-135M-Instruct) with the same LoRA
 on q/k/v/o), on the same 4 prompts x 4 generations a step, up to 64 new tokens at temperature 1,
 no KL term (beta 0), one optimizer step per batch. Prompts: ``short`` ones (a one-line system
 prompt and a calculation task's instruction, as FACTS.md's TRL baseline was measured), or the
-calculation domain's system prompt as ``make train`` shows it (its listed tools, about 650 tokens)
+calculation domain's system prompt as ``make train`` shows it (its listed tools, about 670 tokens)
 with the instruction, where our shared-prefix encoding counts most. The reward is a continuous function of the completion
 (distinct characters / 100), so that no group has all-equal rewards and both do the full update.
 
@@ -209,4 +209,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

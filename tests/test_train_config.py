@@ -30,7 +30,7 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
                                "--rl-domains", "calculation,web", "--resume"])
     assert stem == "default"
     assert config.steps == 3 and config.lr == 2e-4 and config.resume
-    assert config.tasks_per_domain["web"] == 5 and config.tasks_per_domain["calculation"] == 96
+    assert config.tasks_per_domain["web"] == 5 and config.tasks_per_domain["calculation"] == 64
     assert config.rl_domains == ["calculation", "web"]
 
 
@@ -66,3 +66,17 @@ def test_an_empty_pool_says_which_domain_and_how_to_fill_it(tmp_path: Path, capl
     assert "no calculation tasks" in caplog.text
     assert f"python -m agents.challenge --domain calculation --n 64 --out {pool}" in caplog.text
     assert not (tmp_path / "runs").exists(), "nothing is written before the pool is checked"
+
+
+def test_a_new_run_does_not_overwrite_an_old_one_and_resume_needs_a_run(tmp_path: Path, caplog):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [bandit_task(0)])
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "config.yaml").write_text("name: taken\n")
+    common = ["--pool", str(pool), "--domains", "bandit", "--set", "extra_domains.bandit=test_train_support:BanditEnv",
+              "--rl-domains", "bandit", "--warm-start-epochs", "0", "--runs-dir", str(tmp_path / "runs")]
+    with caplog.at_level(logging.ERROR):
+        assert main(common + ["--name", "taken"]) == 2
+        assert main(common + ["--name", "missing", "--resume"]) == 2
+    assert "config key 'name'" in caplog.text and "already holds a run" in caplog.text
+    assert "config key 'resume'" in caplog.text and "no run" in caplog.text

@@ -12,7 +12,7 @@ from envs.registry import env_class
 from test_train_support import toy_answer_task
 from toy_domain import ToyEnv, copy_task
 from train.demos import demonstration, solution_actions, transcript_actions
-from train.tasks import ListedTools, fits, make_env
+from train.tasks import ListedTools, Selection, make_env
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,10 @@ def test_listed_tools_shorten_the_prompt_and_leave_the_env_as_it_was(chat):
         len(demonstration(full, chat, task, solution_actions(task)).token_ids)
 
 
-def test_tasks_fit_the_action_budget_and_the_listed_tools():
+def test_tasks_fit_their_domains_action_budget_and_listed_tools():
     task = copy_task()  # get_note, set_note
-    assert fits(task, 0, {}) and fits(task, 2, {}) and not fits(task, 1, {})
-    assert fits(task, 0, {"toy": ["get_note", "set_note"]}) and not fits(task, 0, {"toy": ["get_note"]})
-    assert fits(task, 0, {"calculation": ["calculate"]}), "another domain's list does not apply"
+    assert Selection().fits(task) and Selection({"toy": 2}).fits(task) and not Selection({"toy": 1}).fits(task)
+    assert Selection({"calculation": 1}).fits(task), "another domain's budget does not apply"
+    assert Selection(prompt_tools={"toy": ["get_note", "set_note"]}).fits(task)
+    assert not Selection(prompt_tools={"toy": ["get_note"]}).fits(task)
+    assert Selection(prompt_tools={"calculation": ["calculate"]}).fits(task), "another domain's list does not apply"

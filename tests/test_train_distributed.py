@@ -32,7 +32,7 @@ def launch(prefix: list[str], tmp_path: Path, name: str, model: Path, pool: Path
             "--tasks-per-step", "8", "--group-size", "1", "--temperature", "0", "--eval-temperature", "0",
             "--entropy-coef", "0.01", "--lr", "0.01", "--max-turns", "1", "--max-new-tokens", "1",
             "--lora-rank", "8", "--lora-alpha", "16", "--heldout-per-domain", "{bandit: 4}", "--device", "cpu",
-            "--prompt-tools", "{}", "--max-solution-actions", "0", "--challenger-proposals", "0"]
+            "--prompt-tools", "{}", "--max-solution-actions", "{}", "--challenger-proposals", "0"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
     done = subprocess.run(prefix + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

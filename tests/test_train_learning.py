@@ -34,7 +34,7 @@ def config(tmp_path: Path, **values: Any) -> TrainConfig:
     settings: dict[str, Any] = dict(
         runs_dir=str(tmp_path / "runs"), name="run", seed=0, lora_rank=8, lora_alpha=16, warm_start_epochs=0,
         checkpoint_every=1000, save_trajectories=False, challenger_proposals=0, rl_domains=[], prompt_tools={},
-        warm_start_domains=[], max_solution_actions=0)
+        warm_start_domains=[], max_solution_actions={})
     settings.update(values)
     resolved: dict[str, Any] = {}
     apply(resolved, settings)

@@ -77,12 +77,13 @@ class TrainConfig:
                                              factory=lambda: {d: 24 for d in BUILTIN_DOMAINS})
     heldout_per_domain: dict[str, int] = _help("Tasks per domain kept out of training to measure success on.",
                                                factory=lambda: {d: 8 for d in BUILTIN_DOMAINS})
-    max_solution_actions: int = _help("Keep only tasks whose example solution needs at most this many tool calls "
-                                      "(a curriculum for small models; 0: no limit).", 0)
+    max_solution_actions: dict[str, int] = _help(
+        "Per domain, keep only tasks whose example solution needs at most this many tool calls (a curriculum for "
+        "small models; a domain not named, or 0: no limit).", factory=dict)
     prompt_tools: dict[str, list[str]] = _help(
         "Per domain, the only tools the system prompt lists (finish always; a domain not named lists all). Tasks "
         "whose example solution uses another tool are left out. On CPU every rollout and update costs in "
-        "proportion to the prompt: calculation's 22 tools take 2,400 tokens, five take 1,000.", factory=dict)
+        "proportion to the prompt: calculation's 22 tools take 2,380 tokens, two take 670.", factory=dict)
     challenger_proposals: int = _help("Tasks the LLM challenger proposes per domain before scripted tasks top the "
                                       "pool up (0: scripted only).", 4)
     challenger_explore_turns: int = _help("Tool calls the challenger makes before writing its task.", 1)
@@ -134,7 +135,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"must be at least 1, got {getattr(self, key)}")
-        non_negative = ("eval_every", "max_solution_actions", "challenger_proposals", "challenger_explore_turns",
+        non_negative = ("eval_every", "challenger_proposals", "challenger_explore_turns",
                         "max_context_tokens", "warm_start_epochs", "steps", "kl_coef", "entropy_coef",
                         "max_grad_norm", "temperature", "eval_temperature", "challenger_temperature")
         for key in non_negative:
@@ -166,13 +167,12 @@ class TrainConfig:
             used = {"domains": True, "rl_domains": self.steps > 0, "warm_start_domains": self.warm_start_epochs > 0}[key]
             if used and getattr(self, key) and not set(getattr(self, key)) & set(self.domains):
                 raise ConfigError(key, f"none of {getattr(self, key)} is among domains {self.domains}: set it too")
-        for domain in self.prompt_tools:
-            if domain not in known:
-                raise ConfigError(f"prompt_tools.{domain}", f"unknown domain {domain!r}")
-        for key in ("tasks_per_domain", "heldout_per_domain"):
-            for domain, count in getattr(self, key).items():
-                if count < 0:
-                    raise ConfigError(f"{key}.{domain}", f"must be >= 0, got {count}")
+        for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions"):
+            for domain, value in getattr(self, key).items():
+                if domain not in known:
+                    raise ConfigError(f"{key}.{domain}", f"unknown domain {domain!r}")
+                if isinstance(value, int) and value < 0:
+                    raise ConfigError(f"{key}.{domain}", f"must be >= 0, got {value}")
 
     def tasks_for(self, domain: str) -> int:
         return self.tasks_per_domain.get(domain, 0)

@@ -36,6 +36,8 @@ import yaml
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from envs.records import append_jsonl, read_jsonl
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "step-"
@@ -57,6 +59,8 @@ class RunState:
     """Held-out success per stage ("base", "warm_start", "rl") and domain."""
     lines: dict[str, int] = field(default_factory=dict)
     """Lines of metrics.jsonl and trajectories.jsonl when the checkpoint was taken."""
+    saves: int = 0
+    """Checkpoints saved so far: the last part of a checkpoint's name, so that no two share one."""
 
 
 def _fsync_tree(root: Path) -> None:
@@ -119,10 +123,7 @@ class RunDir:
         """Append JSON lines and flush them to disk (main process only)."""
         if not self.writer or not records:
             return
-        with open(path, "a") as handle:
-            handle.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(path, records, separators=(",", ":"))
         self.lines[path.name] = self.lines.get(path.name, 0) + len(records)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
@@ -150,11 +151,13 @@ class RunDir:
         return done[-1] if done else None
 
     def save_checkpoint(self, policy: PeftModel, optimizer: torch.optim.Optimizer | None, state: RunState) -> None:
-        """Adapter, optimizer, RNG states and run state, atomically; older checkpoints are then removed."""
+        """Adapter, optimizer, RNG states and run state, atomically, under a name never used before
+        (a stage can end on the step of the last periodic checkpoint); then the older ones go."""
         if not self.writer:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.step:06d}"
+        state.saves += 1
+        final = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.step:06d}-{state.saves:05d}"
         tmp = self.checkpoints / f".tmp-{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
         policy.save_pretrained(tmp / "adapter")
@@ -164,8 +167,6 @@ class RunDir:
         state.lines = dict(self.lines)
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
         _fsync_tree(tmp)
-        if final.exists():  # the same step saved again (a stage ended on it): replace it
-            shutil.rmtree(final)
         tmp.rename(final)
         for old in self.checkpoints.iterdir():
             if old != final:
@@ -197,16 +198,3 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         if self.writer:
             write_atomic(self.config, yaml.safe_dump(config, sort_keys=False))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of ``path``; a half-written last line (a killed append) is skipped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: skipping an incomplete line", path)
-    return records

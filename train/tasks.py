@@ -2,8 +2,8 @@
 each domain is split into training tasks and held-out tasks.
 
 The LLM challenger is :mod:`agents.challenge`'s: the model explores a domain's tools on a fresh
-world, writes a Code-as-Task, and the filter keeps it only if its verifier accepts the solution and
-rejects every failure case. A small model keeps few or none, so each domain is topped up from its
+world (for ``challenger_explore_turns`` calls), writes a Code-as-Task, and the filter keeps it only
+if its verifier accepts the solution and rejects every failure case. A small model keeps few or none, so each domain is topped up from its
 scripted challenger (``envs.<domain>.challenger.make_tasks``), and how many of each kind made it
 into the pool is reported.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 import logging
 import random
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -83,12 +83,19 @@ def is_llm(task: CodeAsTask) -> bool:
     return str(task.provenance.get("challenger", "")).startswith("llm:")
 
 
-def fits(task: CodeAsTask, max_solution_actions: int, prompt_tools: dict[str, list[str]]) -> bool:
-    """Whether the task's example solution stays within the tool-call budget (0: no budget) and uses
-    only the tools its domain's prompt lists."""
-    listed = prompt_tools.get(task.domain)
-    return ((max_solution_actions == 0 or len(task.solution.actions) <= max_solution_actions)
-            and (not listed or all(a.name in listed for a in task.solution.actions)))
+@dataclass(frozen=True)
+class Selection:
+    """Which tasks a run keeps, per domain: a budget of tool calls and the tools its prompt lists."""
+
+    max_actions: dict[str, int] = field(default_factory=dict)
+    prompt_tools: dict[str, list[str]] = field(default_factory=dict)
+
+    def fits(self, task: CodeAsTask) -> bool:
+        """Whether the task's example solution stays within its domain's budget (absent or 0: none)
+        and calls only tools its domain's prompt lists (a domain not listed lists all)."""
+        budget, listed = self.max_actions.get(task.domain, 0), self.prompt_tools.get(task.domain)
+        return ((budget == 0 or len(task.solution.actions) <= budget)
+                and (not listed or all(a.name in listed for a in task.solution.actions)))
 
 
 def llm_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain: str, proposals: int,
@@ -109,9 +116,8 @@ def llm_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain
     return kept, funnel, envs[0].proposal[:400]
 
 
-def scripted_tasks(domain: str, seed: int, n: int, max_solution_actions: int,
-                   prompt_tools: dict[str, list[str]]) -> list[CodeAsTask]:
-    """``n`` tasks from the domain's scripted challenger that fit (see :func:`fits`)."""
+def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list[CodeAsTask]:
+    """``n`` tasks from the domain's scripted challenger that fit the selection."""
     if n == 0:
         return []
     try:
@@ -121,7 +127,7 @@ def scripted_tasks(domain: str, seed: int, n: int, max_solution_actions: int,
                              f"holding its tasks (--pool PATH)") from None
     asked = n
     while True:  # the budget keeps a share of the families; ask for more until enough fit
-        tasks = [t for t in make_tasks(seed, asked) if fits(t, max_solution_actions, prompt_tools)]
+        tasks = [t for t in make_tasks(seed, asked) if selection.fits(t)]
         if len(tasks) >= n or asked >= 64 * n:
             return tasks[:n]
         asked *= 2
@@ -129,15 +135,14 @@ def scripted_tasks(domain: str, seed: int, n: int, max_solution_actions: int,
 
 def write_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domains: Sequence[str],
                 counts: dict[str, int], proposals: int, settings: SamplingSettings, explore_turns: int,
-                max_solution_actions: int, prompt_tools: dict[str, list[str]], seed: int,
-                model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
+                selection: Selection, seed: int, model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
     """Each domain's tasks: the LLM challenger's kept ones, topped up with scripted ones."""
     tasks: list[CodeAsTask] = []
     mix: dict[str, DomainMix] = {}
     for domain in tqdm(domains, desc="challenger", unit="domain"):
         kept, funnel, example = llm_tasks(model, tokenizer, domain, proposals, settings, explore_turns, seed, model_name)
-        kept = [t for t in kept if fits(t, max_solution_actions, prompt_tools)][:counts.get(domain, 0)]
-        topped = scripted_tasks(domain, seed, counts.get(domain, 0) - len(kept), max_solution_actions, prompt_tools)
+        kept = [t for t in kept if selection.fits(t)][:counts.get(domain, 0)]
+        topped = scripted_tasks(domain, seed, counts.get(domain, 0) - len(kept), selection)
         mix[domain] = DomainMix(llm=len(kept), scripted=len(topped), proposals=proposals, funnel=funnel.to_json(),
                                 example=example)
         log.info("%s: the model kept %d of %d proposals; %d scripted tasks top it up", domain, len(kept),
@@ -146,8 +151,7 @@ def write_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, doma
     return tasks, mix
 
 
-def pool_tasks(path: str, domains: Sequence[str], max_solution_actions: int,
-               prompt_tools: dict[str, list[str]]) -> list[CodeAsTask]:
+def pool_tasks(path: str, domains: Sequence[str], selection: Selection) -> list[CodeAsTask]:
     """The tasks of a given pool that the run uses; a domain without any raises :class:`EmptyPoolError`
     saying how to fill it (checked before the model loads)."""
     if not Path(path).is_file():
@@ -156,11 +160,11 @@ def pool_tasks(path: str, domains: Sequence[str], max_solution_actions: int,
     tasks = [t for t in load_pool(path) if t.domain in domains]
     for domain in domains:
         have = [t for t in tasks if t.domain == domain]
-        if not any(fits(t, max_solution_actions, prompt_tools) for t in have):
+        if not any(selection.fits(t) for t in have):
             because = f" ({len(have)} there, none within max_solution_actions/prompt_tools)" if have else ""
             raise EmptyPoolError(f"pool {path} has no {domain} tasks{because}: add some with `python -m agents.challenge "
                                  f"--domain {domain} --n 64 --out {path}`, or drop {domain} from domains")
-    return [t for t in tasks if fits(t, max_solution_actions, prompt_tools)]
+    return [t for t in tasks if selection.fits(t)]
 
 
 def split(tasks: Sequence[CodeAsTask], domains: Sequence[str], heldout: dict[str, int],

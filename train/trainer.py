@@ -45,14 +45,15 @@ from agents.prompting import ChatFormat
 from agents.rollout import SamplingSettings, Trajectory, rollout
 from envs.cat import CodeAsTask
 from envs.pool import load_pool
+from envs.records import read_jsonl
 from envs.registry import DOMAINS
 from train import losses, plots
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 from train.demos import demonstration, solution_actions, transcript_actions
 from train.kvcache import InPlaceCacheModel
-from train.rundir import RunDir, RunState, read_jsonl, write_atomic
+from train.rundir import RunDir, RunState, write_atomic
 from train.scoring import score, shared_prefix_length
-from train.tasks import DomainMix, EmptyPoolError, is_llm, make_env, pool_tasks, split, write_tasks
+from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, make_env, pool_tasks, split, write_tasks
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequenc
     stats = torch.zeros(5, device=device)  # loss, entropy, kl to base, kl to rollout, tokens (sums)
     if total_tokens == 0:
         return {}
-    temperature = config.temperature or 1.0
+    # policy-gradient losses score the distribution the tokens were drawn from (logits / temperature,
+    # unscaled for greedy rollouts); fine-tuning scores the model itself
+    temperature = 1.0 if loss == "sft" else config.temperature or 1.0
     optimizer.zero_grad(set_to_none=False)
     policy.train()
     pad = ctx.chat.tokenizer.pad_token_id or 0
@@ -467,20 +470,23 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
 
 
 def open_run(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
-    """The run folder (made by the main process); every process agrees on its name."""
+    """The run folder: the main process picks it (a new name, or the run to resume), checks it and
+    makes it; every process gets the same name, or the same error."""
     root = Path(config.runs_dir)
-    name = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if config.resume and not config.name:
-        runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise EmptyPoolError(f"--resume: there is no run in {root} to resume")
-        name = runs[-1].name
-    name = broadcast_object_list([name])[0]
+    name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
+    if accelerator.is_main_process:
+        if config.resume and not config.name:
+            runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
+            name = runs[-1].name if runs else name
+        held = (root / name / "config.yaml").exists()
+        if config.resume and not held:
+            problem = ("resume", f"there is no run {root / name} to resume" if config.name else f"there is no run in {root}")
+        if not config.resume and held:
+            problem = ("name", f"{root / name} already holds a run: pass --resume to continue it, or another --name")
+    name, problem = broadcast_object_list([name, problem])
+    if problem:
+        raise ConfigError(*problem)
     run = RunDir(root / name, writer=accelerator.is_main_process)
-    if config.resume and not run.config.exists():
-        raise EmptyPoolError(f"--resume: {run.path} holds no run")
-    if not config.resume and run.config.exists():
-        raise EmptyPoolError(f"{run.path} already holds a run: pass --resume to continue it, or another --name")
     if accelerator.is_main_process:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config({**config.to_dict(), "name": name, "resume": False})
@@ -488,12 +494,16 @@ def open_run(config: TrainConfig, accelerator: Accelerator, default_name: str) -
     return run
 
 
+def selection(config: TrainConfig) -> Selection:
+    return Selection(config.max_solution_actions, config.prompt_tools)
+
+
 def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator, policy: PeftModel,
                   chat: ChatFormat) -> tuple[dict[str, CodeAsTask], dict[str, dict[str, list[str]]]]:
     """The run's pool and split: written once by the main process (challenger, or the given pool)."""
     if accelerator.is_main_process and not run.split.exists():
         if config.pool:
-            tasks = pool_tasks(config.pool, config.domains, config.max_solution_actions, config.prompt_tools)
+            tasks = pool_tasks(config.pool, config.domains, selection(config))
             mix = {d: asdict(DomainMix(llm=sum(t.domain == d and is_llm(t) for t in tasks),
                                        scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
                    for d in config.domains}
@@ -503,8 +513,7 @@ def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator, po
             with policy.disable_adapter():
                 written, domain_mix = write_tasks(InPlaceCacheModel(policy), chat.tokenizer, config.domains, config.tasks_per_domain,
                                                   config.challenger_proposals, settings, config.challenger_explore_turns,
-                                                  config.max_solution_actions, config.prompt_tools, config.seed,
-                                                  config.model)
+                                                  selection(config), config.seed, config.model)
             tasks, mix = written, {d: asdict(m) for d, m in domain_mix.items()}
         parts = split(tasks, config.domains, config.heldout_per_domain, config.seed)
         write_atomic(run.pool, "".join(t.dumps() + "\n" for t in tasks))
@@ -553,7 +562,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     for name, entry in config.extra_domains.items():
         DOMAINS[name] = entry
     if config.pool:  # a pool without tasks for a domain: say so before loading anything
-        pool_tasks(config.pool, config.domains, config.max_solution_actions, config.prompt_tools)
+        pool_tasks(config.pool, config.domains, selection(config))
     accelerator = Accelerator(cpu=config.device == "cpu")
     random.seed(config.seed)
     np.random.seed(config.seed)
