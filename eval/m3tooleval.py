@@ -13,6 +13,13 @@ protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.
 - greedy decoding, 512 new tokens a turn (the policy's settings, :class:`eval.policy.HFPolicy`);
 - one JSONL record per task in upstream's fields, appended as it ends, so a run resumes.
 
+Upstream plays one task at a time. Here several episodes (``--batch-size``) play side by side,
+turn-synchronously (:func:`run_tasks`): each turn, all active episodes generate in one batched
+call, which is where a CPU run spends its time. Each episode still sees only its own chat and
+tools, and in fp32 greedy rows decode token for token as they would alone, so the records are
+those of one-at-a-time runs; only their order in the file (the order tasks end) differs. (In bf16,
+padding changes the rounding, and near-tied greedy choices can break differently.)
+
 Code actions. Upstream runs them in an IPython shell inside its own process, one per task, whose
 namespace persists across turns. LLM-written code never runs in this process here: each action runs
 in our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools served in-process as
@@ -53,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +71,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import report
 from eval.cli import InputError, run
-from eval.policy import ContextLimitExceeded, Message, Policy
+from eval.policy import BatchPolicy, ContextLimitExceeded, Message, Policy, Reply, batched
 
 log = logging.getLogger(__name__)
 
@@ -356,49 +363,122 @@ def _with_reminder(text: str, extra: str) -> str:
     return f"{text}\n*Extra reminder: {extra}" if extra else text
 
 
+@dataclass
+class Episode:
+    """One task played in upstream's protocol, a turn at a time: :meth:`advance` takes the policy's
+    reply to :attr:`messages` and answers it, until the episode is :attr:`done`. Episodes of
+    different tasks keep their own state (the task's tools, the code session), so a batch of them
+    can advance side by side."""
+
+    task: Any
+    action_mode: Any
+    session: CodeSession | None
+    max_turns: int = MAX_TURNS
+    prompt: str = ""
+    messages: list[Message] = field(default_factory=list)
+    is_correct: bool = False
+    n_turns: int = 0
+    end_reason: str = "limit"
+
+    @classmethod
+    def start(cls, task: Any, benchmark: Benchmark, mode: str, sandbox: Sandbox | None = None,
+              max_turns: int = MAX_TURNS) -> Episode:
+        """Reset ``task`` and open with its prompt, the first and only message from the user."""
+        action_mode = benchmark.action_mode(mode)
+        with _quiet():
+            task.reset()
+            prompt = task.get_prompt(action_mode)
+        session = CodeSession(task.tools, sandbox or default_sandbox()) if mode == "code" else None
+        return cls(task, action_mode, session, max_turns, prompt, [{"role": "user", "content": prompt}])
+
+    @property
+    def single_tool(self) -> bool:
+        return bool(getattr(self.task, "is_single_tool_task", False))
+
+    @property
+    def done(self) -> bool:
+        return self.is_correct or self.n_turns >= self.max_turns or self.end_reason == "context_limit"
+
+    def advance(self, reply: Reply) -> None:
+        """Play one assistant turn: trim and parse the generation, run its action or check its
+        answer, and append the observation (a :class:`ContextLimitExceeded` ends the episode)."""
+        if isinstance(reply, ContextLimitExceeded):
+            log.info("%s: %s", self.task.name, reply)
+            self.end_reason = "context_limit"
+            return
+        generation = trim_generation(reply)
+        self.messages.append({"role": "assistant", "content": generation})
+        self.n_turns += 1
+        with _quiet():
+            parsed = self.task.parse_generation(generation)
+        kind, content, extra = parsed["type"], parsed["content"], parsed.get("extra_info") or ""
+        if kind == "action":
+            if self.session is not None:
+                result = self.session.run(content)
+            else:
+                with _quiet():
+                    result = self.task.execute_action(content, self.action_mode)
+            self.messages.append({"role": "user", "content": _with_reminder(str(result), extra)})
+            if self.single_tool:
+                with _quiet():
+                    self.is_correct = bool(self.task.check_answer(result))
+        elif kind == "answer":
+            with _quiet():
+                self.is_correct = bool(self.task.check_answer(content))
+            if not self.is_correct:
+                self.messages.append({"role": "user", "content": _with_reminder(RETRY_MESSAGE, extra)})
+        else:
+            self.messages.append({"role": "user", "content": content})
+
+    def record(self) -> dict[str, Any]:
+        """The episode in upstream's output fields."""
+        return {"task_name": self.task.name, "is_single_tool_task": self.single_tool,
+                "action_mode": self.action_mode.value, "prompt": self.prompt, "messages": self.messages,
+                "expected_output": self.task.expected_output, "is_correct": self.is_correct,
+                "n_turns": self.n_turns, "end_reason": "correct" if self.is_correct else self.end_reason}
+
+
+def run_tasks(tasks: Iterable[Any], benchmark: Benchmark, mode: str, generate: BatchPolicy, batch_size: int = 1,
+              on_done: Callable[[dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None,
+              max_turns: int = MAX_TURNS) -> list[dict[str, Any]]:
+    """Play ``tasks`` turn-synchronously, up to ``batch_size`` episodes at a time: each turn, every
+    active episode's chat goes to one ``generate`` call; an episode that ends leaves the batch and a
+    task from the queue takes its place. Each record goes to ``on_done`` as its episode ends; the
+    records are returned in the order their episodes ended."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    queue = iter(tasks)
+    active: list[Episode] = []
+    records: list[dict[str, Any]] = []
+
+    def finish(episode: Episode) -> None:
+        records.append(episode.record())
+        if on_done is not None:
+            on_done(records[-1])
+
+    while True:
+        while len(active) < batch_size and (task := next(queue, None)) is not None:
+            episode = Episode.start(task, benchmark, mode, sandbox, max_turns)
+            if episode.done:
+                finish(episode)
+            else:
+                active.append(episode)
+        if not active:
+            return records
+        replies = generate([episode.messages for episode in active])
+        if len(replies) != len(active):
+            raise ValueError(f"the policy gave {len(replies)} replies to {len(active)} chats")
+        for episode, reply in zip(active, replies):
+            episode.advance(reply)
+            if episode.done:
+                finish(episode)
+        active = [episode for episode in active if not episode.done]
+
+
 def run_task(task: Any, benchmark: Benchmark, mode: str, policy: Policy, sandbox: Sandbox | None = None,
              max_turns: int = MAX_TURNS) -> dict[str, Any]:
     """One episode of ``task`` in upstream's protocol; its record in upstream's output fields."""
-    action_mode = benchmark.action_mode(mode)
-    with _quiet():
-        task.reset()
-        prompt = task.get_prompt(action_mode)
-    messages: list[Message] = [{"role": "user", "content": prompt}]
-    session = CodeSession(task.tools, sandbox or default_sandbox()) if mode == "code" else None
-    single_tool = bool(getattr(task, "is_single_tool_task", False))
-    is_correct, n_turns, end_reason = False, 0, "limit"
-    while not is_correct and n_turns < max_turns:
-        try:
-            generation = trim_generation(policy(messages))
-        except ContextLimitExceeded as error:
-            log.info("%s: %s", task.name, error)
-            end_reason = "context_limit"
-            break
-        messages.append({"role": "assistant", "content": generation})
-        n_turns += 1
-        with _quiet():
-            parsed = task.parse_generation(generation)
-        kind, content, extra = parsed["type"], parsed["content"], parsed.get("extra_info") or ""
-        if kind == "action":
-            if session is not None:
-                result = session.run(content)
-            else:
-                with _quiet():
-                    result = task.execute_action(content, action_mode)
-            messages.append({"role": "user", "content": _with_reminder(str(result), extra)})
-            if single_tool:
-                with _quiet():
-                    is_correct = bool(task.check_answer(result))
-        elif kind == "answer":
-            with _quiet():
-                is_correct = bool(task.check_answer(content))
-            if not is_correct:
-                messages.append({"role": "user", "content": _with_reminder(RETRY_MESSAGE, extra)})
-        else:
-            messages.append({"role": "user", "content": content})
-    return {"task_name": task.name, "is_single_tool_task": single_tool, "action_mode": action_mode.value,
-            "prompt": prompt, "messages": messages, "expected_output": task.expected_output,
-            "is_correct": is_correct, "n_turns": n_turns, "end_reason": "correct" if is_correct else end_reason}
+    return run_tasks([task], benchmark, mode, batched(policy), sandbox=sandbox, max_turns=max_turns)[0]
 
 
 def oracle_policy(tasks: Sequence[Any]) -> Policy:
@@ -434,9 +514,12 @@ def summarize(records: Sequence[dict[str, Any]], mode: str, model: str) -> dict[
 
 
 def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern: str | None = None,
-             limit: int | None = None, model: str = "", sandbox: Sandbox | None = None) -> dict[str, Any]:
-    """Run the selected tasks not yet in ``out``'s record file, then summarize every record in that
-    file (markdown table and chart beside it)."""
+             limit: int | None = None, model: str = "", sandbox: Sandbox | None = None,
+             batch_size: int = 1) -> dict[str, Any]:
+    """Run the selected tasks not yet in ``out``'s record file, ``batch_size`` episodes at a time
+    (:func:`run_tasks`; a model policy generates for them in one batched call a turn), appending
+    each record as its task ends; then summarize every record in that file (markdown table and
+    chart beside it)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{benchmark.action_mode(mode).value}.jsonl"
     try:
@@ -447,10 +530,13 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
     chosen = select(benchmark.tasks, pattern, limit)
     todo = [t for t in chosen if t.name not in done]
     log.info("%d tasks selected, %d already in %s, %d to run", len(chosen), len(chosen) - len(todo), path, len(todo))
-    for task in tqdm(todo, desc=f"M3ToolEval ({mode})", unit="task"):
-        record = run_task(task, benchmark, mode, policy, sandbox)
-        append_jsonl(path, [record], default=repr)
-        records.append(record)
+    with tqdm(total=len(todo), desc=f"M3ToolEval ({mode})", unit="task") as bar:
+        def keep(record: dict[str, Any]) -> None:
+            append_jsonl(path, [record], default=repr)
+            records.append(record)
+            bar.update(1)
+
+        run_tasks(todo, benchmark, mode, batched(policy), batch_size, keep, sandbox)
     summary = summarize(records, mode, model)
     report.write_eval(summary, out)
     return summary
@@ -469,10 +555,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policy", choices=("model", "oracle"), default="model",
                         help="oracle answers each task's expected output: checks a checkout, no model needed")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="episodes played side by side, their turns generated in one batched call; memory "
+                             "grows with it (the KV cache holds batch x context tokens: on CPU, lower it if RAM "
+                             "runs out)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/eval/m3tooleval/<model>)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     benchmark = load_benchmark(find_checkout(args.checkout))
     if args.policy == "oracle":
         policy, name = oracle_policy(benchmark.tasks), "oracle"
@@ -481,7 +573,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy = load_hf_policy(args.model, args.adapter, device=args.device)
         name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
-    summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name)
+    summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name,
+                       batch_size=args.batch_size)
     print(report.markdown(summary))
 
 

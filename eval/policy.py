@@ -7,6 +7,10 @@ one turn with ``generate``, greedy and capped at 512 new tokens by default (M3To
 tau-bench's agent settings). Loading goes through :mod:`agents.models`, so a model is found (and a
 missing one reported) exactly as in training.
 
+A harness that plays many episodes at once asks for a :data:`BatchPolicy`: the next message of each
+of several chats. :meth:`HFPolicy.batch` decodes them in one left-padded ``generate`` call (calling
+the policy is a batch of one); :func:`batched` lifts any other policy by calling it once per chat.
+
 Messages use the roles ``system``, ``user``, ``assistant`` and ``tool`` (an environment's
 observation); :class:`HFPolicy` shows ``tool`` turns in the role that training used for them
 (:class:`agents.prompting.ChatFormat`), so a trained adapter sees observations as it learned them.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +36,30 @@ Policy = Callable[[list[Message]], str]
 
 class ContextLimitExceeded(Exception):
     """The chat no longer fits the model's context; the episode ends there (M3ToolEval's ``context_limit``)."""
+
+
+Reply = str | ContextLimitExceeded
+"""One chat's next assistant message, or the reason there is none (a batch does not fail for one chat)."""
+BatchPolicy = Callable[[list[list[Message]]], list[Reply]]
+"""Several chats -> the :data:`Reply` to each, in order."""
+
+
+def batched(policy: Policy) -> BatchPolicy:
+    """``policy`` over a batch of chats: an :class:`HFPolicy`'s own batched generation, any other
+    policy called once per chat, a :class:`ContextLimitExceeded` it raises kept as that chat's reply."""
+    if isinstance(policy, HFPolicy):
+        return policy.batch
+
+    def generate(chats: list[list[Message]]) -> list[Reply]:
+        replies: list[Reply] = []
+        for chat in chats:
+            try:
+                replies.append(policy(chat))
+            except ContextLimitExceeded as error:
+                replies.append(error)
+        return replies
+
+    return generate
 
 
 def scripted(replies: Sequence[str]) -> Policy:
@@ -56,7 +85,7 @@ def system_prompt(policy: str, tools: Sequence[dict[str, Any]]) -> str:
 
 @dataclass
 class HFPolicy:
-    """A causal LM as a :data:`Policy`: one ``generate`` call per turn.
+    """A causal LM as a :data:`Policy`: one ``generate`` call per turn (of one chat, or of a batch).
 
     ``temperature`` 0 decodes greedily (the benchmarks' agent setting); above 0 it samples (the
     held-out eval's n samples, a simulated user). With a peft model, ``use_adapter=False`` runs the
@@ -86,23 +115,57 @@ class HFPolicy:
         return contextlib.nullcontext()
 
     def __call__(self, messages: list[Message]) -> str:
-        import torch
+        reply = self.batch([messages])[0]
+        if isinstance(reply, ContextLimitExceeded):
+            raise reply
+        return reply
 
+    def batch(self, chats: list[list[Message]]) -> list[Reply]:
+        """The next message of each chat, generated together: prompts left-padded to one width under
+        an attention mask, so each row decodes as it would alone (greedy rows match token for token
+        in fp32). A chat that does not fit the context gets a :class:`ContextLimitExceeded` as its
+        reply. Each row may generate up to the context's end; rows whose cap that makes smaller than
+        ``max_new_tokens`` (chats near the end of the context) generate in a call of their own cap.
+        Memory grows with the batch: the KV cache holds rows x (longest prompt + new tokens)."""
+        prompts = [self._encode(chat) for chat in chats]
+        replies: list[Reply] = [""] * len(chats)
+        by_cap: dict[int, list[int]] = {}
+        for row, ids in enumerate(prompts):
+            limit = getattr(self.model.config, "max_position_embeddings", None) or len(ids) + self.max_new_tokens
+            if len(ids) >= limit:
+                replies[row] = ContextLimitExceeded(f"the chat takes {len(ids)} tokens; the model's context "
+                                                    f"holds {limit}")
+            else:
+                by_cap.setdefault(min(self.max_new_tokens, limit - len(ids)), []).append(row)
+        for cap, rows in by_cap.items():
+            for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap)):
+                replies[row] = reply
+        return replies
+
+    def _encode(self, messages: list[Message]) -> list[int]:
         chat = [{"role": self.observation_role if m["role"] == "tool" else m["role"], "content": m["content"]}
                 for m in messages]
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        prompt = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.model.device)
-        length = prompt["input_ids"].shape[1]
-        limit = getattr(self.model.config, "max_position_embeddings", None) or length + self.max_new_tokens
-        if length >= limit:
-            raise ContextLimitExceeded(f"the chat takes {length} tokens; the model's context holds {limit}")
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.model.device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts],
+                                      device=self.model.device)
         sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0} \
             if self.temperature > 0 else {"do_sample": False}
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        started = time.perf_counter()
         with torch.no_grad(), self._adapter_context():
-            output = self.model.generate(**prompt, max_new_tokens=min(self.max_new_tokens, limit - length),
-                                         pad_token_id=pad, **sampling)
-        return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                         max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
+        new = output[:, width:]
+        log.debug("generated %d rows x %d new tokens (prompts up to %d tokens) in %.1f s", len(prompts),
+                  new.shape[1], width, time.perf_counter() - started)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
 
 
 def load_hf_policy(model: str, adapter: str | None = None, device: str | None = None, **settings: Any) -> HFPolicy:

@@ -1,19 +1,22 @@
 """The M3ToolEval harness on a fixture checkout with upstream's interface (tests/fixtures/m3tooleval_fixture):
 upstream's protocol (retries, turn limit, single-tool checks), code actions in the sandbox with a
-persistent namespace, filters, resume, and the command line's exit codes."""
+persistent namespace, filters, resume, batches of episodes played turn by turn (the same records as
+one at a time), and the command line's exit codes."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from eval import m3tooleval
 from eval.cli import InputError, run
-from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, select, summarize,
+from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, run_tasks, select, summarize,
                              trim_generation)
-from eval.policy import ContextLimitExceeded, scripted
+from eval.policy import ContextLimitExceeded, HFPolicy, Policy, batched, scripted
+from test_eval_policy import tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "m3tooleval_fixture"
 NAMES = ["arithmetic/sum", "arithmetic/product_of_sums", "arithmetic/quotient", "tickets/second_ticket",
@@ -137,6 +140,87 @@ def test_a_rerun_skips_the_tasks_already_in_the_output_file(bench, tmp_path):
     names = [json.loads(line)["task_name"] for line in (tmp_path / "code_as_action.jsonl").read_text().splitlines()]
     assert len(calls) == 5 and sorted(names) == sorted(NAMES)
     assert summary["domains"]["all"]["tasks"] == 5
+
+
+REPLIES = {  # episodes of 2, 3, 10, 3 and 1 turns: a batch loses and refills episodes at different turns
+    "arithmetic/sum": ["Answer: 41", "Answer: 42"],
+    "arithmetic/product_of_sums": [action("s = add(2, 3)\nt = add(4, 5)"), action("multiply(s, t)"), "Answer: 45"],
+    "arithmetic/quotient": ["Answer: 0"],
+    "tickets/second_ticket": [action("first = take_ticket()\nprint(first)"), action("print(first, take_ticket())"),
+                              "Answer: 2"],
+    "tickets/shout": [action("shout('hello')")],
+}
+
+
+def per_task(bench: m3tooleval.Benchmark) -> Policy:
+    """Each task's own scripted replies (the task found by its instruction in the prompt)."""
+    policies = {t.instruction: scripted(REPLIES[t.name]) for t in bench.tasks}
+
+    def policy(messages):
+        return next(p for i, p in policies.items() if f"Instruction: {i}" in messages[0]["content"])(messages)
+
+    return policy
+
+
+def fresh(tmp_path: Path, name: str) -> m3tooleval.Benchmark:
+    """The fixture loaded from a copy of its own: as upstream's, a task makes its stateful tools once
+    and keeps them across resets, so a task played twice in one process needs a second checkout."""
+    root = tmp_path / name
+    shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return load_benchmark(root)
+
+
+def lines(path: Path) -> list[str]:
+    return sorted(path.read_text().splitlines())
+
+
+def test_a_batch_of_episodes_generates_together_and_ends_each_as_it_would_alone(tmp_path):
+    batch_bench, alone_bench = fresh(tmp_path, "batch"), fresh(tmp_path, "alone")
+    sizes = []
+
+    def generate(chats):
+        sizes.append(len(chats))
+        return batched(per_task(batch_bench))(chats)
+
+    together = run_tasks(batch_bench.tasks, batch_bench, "code", generate, batch_size=3)
+    alone = [run_task(t, alone_bench, "code", per_task(alone_bench)) for t in alone_bench.tasks]
+    assert [json.dumps(r) for r in sorted(together, key=lambda r: r["task_name"])] == \
+        [json.dumps(r) for r in sorted(alone, key=lambda r: r["task_name"])]
+    assert [(r["n_turns"], r["is_correct"]) for r in alone] == [(2, True), (3, True), (10, False), (3, True), (1, True)]
+    assert [r["task_name"] for r in together] == ["arithmetic/sum", "arithmetic/product_of_sums", "tickets/shout",
+                                                 "tickets/second_ticket", "arithmetic/quotient"]  # as they ended
+    assert sizes == [3, 3, 3, 3, 2, 1, 1, 1, 1, 1]  # the batch stays full while tasks are queued
+
+
+def test_a_model_run_in_batches_writes_the_records_of_one_task_at_a_time(bench, tokenizer, tmp_path):  # noqa: F811
+    policy = HFPolicy(tiny_model(context=330), tokenizer, max_new_tokens=4)  # the chats outgrow it at various turns
+    one = m3tooleval.evaluate(bench, "code", policy, tmp_path / "one", batch_size=1)
+    three = m3tooleval.evaluate(bench, "code", policy, tmp_path / "three", batch_size=3)
+    assert lines(tmp_path / "one" / "code_as_action.jsonl") == lines(tmp_path / "three" / "code_as_action.jsonl")
+    assert one == three
+    records = [json.loads(line) for line in lines(tmp_path / "three" / "code_as_action.jsonl")]
+    assert {r["end_reason"] for r in records} == {"context_limit"} and len({r["n_turns"] for r in records}) > 1
+
+
+def test_a_batched_run_interrupted_midway_resumes_without_repeating_a_task(tmp_path):
+    calls = []
+
+    def interrupted(messages):
+        if len(calls) == 12:  # in the fifth turn of the batch
+            raise KeyboardInterrupt
+        calls.append(1)
+        return per_task(first)(messages)
+
+    first, out = fresh(tmp_path, "first"), tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        m3tooleval.evaluate(first, "code", interrupted, out, batch_size=3)
+    names = [json.loads(line)["task_name"] for line in (out / "code_as_action.jsonl").read_text().splitlines()]
+    assert names == ["arithmetic/sum", "arithmetic/product_of_sums", "tickets/shout"]  # the tasks that had ended
+    second, clean = fresh(tmp_path, "second"), fresh(tmp_path, "clean")
+    summary = m3tooleval.evaluate(second, "code", per_task(second), out, batch_size=3)
+    m3tooleval.evaluate(clean, "code", per_task(clean), tmp_path / "clean-out", batch_size=1)
+    assert lines(out / "code_as_action.jsonl") == lines(tmp_path / "clean-out" / "code_as_action.jsonl")
+    assert summary["domains"]["all"] == {"tasks": 5, "correct": 4, "success_rate": 0.8, "average_turns": 19 / 5}
 
 
 def test_summary_rates_and_turns_per_domain():

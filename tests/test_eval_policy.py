@@ -1,5 +1,6 @@
 """The policy adapter: a causal LM as chat -> next message, greedy by default, observations in the
-role training used, the base model reachable with the adapter off, and the context limit reported."""
+role training used, the base model reachable with the adapter off, the context limit reported, and
+a batch of chats decoded as each would be alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.models import DEFAULT_MODEL, ModelNotFoundError, add_lora, load_tokenizer
 from eval.cli import InputError
-from eval.policy import ContextLimitExceeded, HFPolicy, load_hf_policy, scripted, system_prompt
+from eval.policy import ContextLimitExceeded, HFPolicy, batched, load_hf_policy, scripted, system_prompt
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,43 @@ def test_a_chat_longer_than_the_context_is_reported(tokenizer):
     policy = HFPolicy(tiny_model(context=32), tokenizer, max_new_tokens=4)
     with pytest.raises(ContextLimitExceeded):
         policy([{"role": "user", "content": "word " * 64}])
+
+
+def prompt_tokens(tokenizer, chat) -> int:
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_a_batch_of_chats_of_different_lengths_decodes_each_as_it_would_alone(tokenizer):
+    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=8)
+    longer = CHAT + [{"role": "assistant", "content": "Looked it up."}, {"role": "user", "content": "And then? " * 6}]
+    chats = [CHAT, CHAT[:2], longer]
+    assert len({prompt_tokens(tokenizer, chat) for chat in chats}) == 3  # the shorter rows are padded
+    together = policy.batch(chats)
+    assert together == [policy(chat) for chat in chats]
+    assert all(together)
+
+
+def test_in_a_batch_a_chat_past_the_context_fails_alone_and_one_near_its_end_gets_only_the_room_left(tokenizer):
+    short, near, past = ([{"role": "user", "content": "Hi"}], [{"role": "user", "content": "word " * 20}],
+                         [{"role": "user", "content": "word " * 64}])
+    policy = HFPolicy(tiny_model(context=prompt_tokens(tokenizer, near) + 3), tokenizer, max_new_tokens=8)
+    replies = policy.batch([short, past, near])
+    assert isinstance(replies[1], ContextLimitExceeded)
+    assert replies[0] == policy(short) and replies[2] == policy(near)
+    assert len(tokenizer(replies[2], add_special_tokens=False)["input_ids"]) <= 3
+    assert len(tokenizer(replies[0], add_special_tokens=False)["input_ids"]) > 3
+
+
+def test_a_plain_policy_is_batched_one_chat_at_a_time_keeping_a_context_limit_as_that_chats_reply():
+    def policy(messages):
+        if len(messages) > 1:
+            raise ContextLimitExceeded("too long")
+        return messages[0]["content"].upper()
+
+    one, two = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}] * 2
+    replies = batched(policy)([one, two, one])
+    assert replies[0] == replies[2] == "A" and isinstance(replies[1], ContextLimitExceeded)
 
 
 def test_a_model_that_cannot_be_loaded_is_an_input_error():
