@@ -8,6 +8,9 @@ protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.
 
 - the prompt is the first and only message, from the user; at most 10 assistant turns;
 - each generation is trimmed before a second ``Action:``/``Answer:`` (and after ``End Action``);
+  a model's turn therefore stops once that second marker is written (:func:`trim_is_final`): what
+  it would add is trimmed away, so the records are the same, for fewer tokens when a model goes on
+  to a second action or answer (a batched call still lasts as long as its longest row);
 - an action's result comes back as a user message (single-tool tasks are checked on it);
 - a wrong answer gets upstream's "incorrect, try again" message and the episode goes on;
 - greedy decoding, 512 new tokens a turn (the policy's settings, :class:`eval.policy.HFPolicy`);
@@ -341,11 +344,15 @@ class CodeSession:
 # ---------------------------------------------------------------- the protocol
 
 
+MARKER = re.compile(r"Answer:|Action:")
+"""Where upstream's trim cuts a generation: before the second of these."""
+
+
 def trim_generation(generation: str) -> str:
     """Upstream's post-processing of a generation: keep it up to a second ``Action:``/``Answer:``,
     then cut the first action after its ``End Action``, or before a ``Thought:`` that follows it."""
     generation = generation.lstrip()
-    markers = list(re.finditer(r"Answer:|Action:", generation))
+    markers = list(MARKER.finditer(generation))
     if len(markers) <= 1:
         return generation
     trimmed = generation[:markers[1].start()].strip()
@@ -357,6 +364,14 @@ def trim_generation(generation: str) -> str:
     if thought != -1:
         trimmed = trimmed[:thought].strip()
     return trimmed
+
+
+def trim_is_final(generation: str) -> bool:
+    """Whether :func:`trim_generation` returns the same for every continuation of ``generation``: true
+    once it holds a second complete marker. The trim keeps only what precedes that marker, and text
+    added after it cannot change which two markers come first (finding them reads nothing past the
+    second), so a model's turn may stop there (:attr:`eval.policy.HFPolicy.stop`)."""
+    return len(MARKER.findall(generation)) >= 2
 
 
 def _with_reminder(text: str, extra: str) -> str:
@@ -570,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy, name = oracle_policy(benchmark.tasks), "oracle"
     else:
         from eval.policy import load_hf_policy
-        policy = load_hf_policy(args.model, args.adapter, device=args.device)
+        policy = load_hf_policy(args.model, args.adapter, device=args.device, stop=trim_is_final)
         name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
     summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name,

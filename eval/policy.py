@@ -10,6 +10,8 @@ missing one reported) exactly as in training.
 A harness that plays many episodes at once asks for a :data:`BatchPolicy`: the next message of each
 of several chats. :meth:`HFPolicy.batch` decodes them in one left-padded ``generate`` call (calling
 the policy is a batch of one); :func:`batched` lifts any other policy by calling it once per chat.
+A harness that keeps only the start of a message can give :class:`HFPolicy` a ``stop`` predicate, so
+that a row stops decoding once nothing after it would be kept (M3ToolEval's trim).
 
 Messages use the roles ``system``, ``user``, ``assistant`` and ``tool`` (an environment's
 observation); :class:`HFPolicy` shows ``tool`` turns in the role that training used for them
@@ -91,6 +93,11 @@ class HFPolicy:
     held-out eval's n samples, a simulated user). With a peft model, ``use_adapter=False`` runs the
     base model under ``disable_adapter()``: :meth:`base` gives that policy on the same weights, so a
     base-vs-adapter comparison or a simulated user backed by the base model costs no second copy.
+
+    ``stop``, when given, is tested on each row's generated text after every new token; a row may stop
+    once it holds, because the caller discards what follows. The reply is then that text: the decode of
+    the tokens so far, which matches the full generation's text except perhaps in its last characters
+    (a character whose bytes are split across tokens), so ``stop`` must not depend on those.
     """
 
     model: Any
@@ -98,6 +105,7 @@ class HFPolicy:
     max_new_tokens: int = 512
     temperature: float = 0.0
     use_adapter: bool = True
+    stop: Callable[[str], bool] | None = None
     observation_role: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +158,7 @@ class HFPolicy:
 
     def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
         import torch
+        from transformers import StoppingCriteriaList
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         width = max(len(ids) for ids in prompts)
@@ -158,14 +167,37 @@ class HFPolicy:
                                       device=self.model.device)
         sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0} \
             if self.temperature > 0 else {"do_sample": False}
+        stopping = _StopRows(self.stop, self.tokenizer, width, len(prompts)) if self.stop else None
+        criteria = StoppingCriteriaList([stopping] if stopping else [])
         started = time.perf_counter()
         with torch.no_grad(), self._adapter_context():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
-        new = output[:, width:]
-        log.debug("generated %d rows x %d new tokens (prompts up to %d tokens) in %.1f s", len(prompts),
-                  new.shape[1], width, time.perf_counter() - started)
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
+                                         max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                         stopping_criteria=criteria, **sampling)
+        new = output[:, width:].tolist()
+        ends = stopping.ends if stopping else [None] * len(new)
+        log.debug("generated %d rows, new tokens per row %s (prompts up to %d tokens) in %.1f s", len(prompts),
+                  [end if end is not None else sum(token != pad for token in row) for row, end in zip(new, ends)],
+                  width, time.perf_counter() - started)
+        return [self.tokenizer.decode(row[:end], skip_special_tokens=True) for row, end in zip(new, ends)]
+
+
+class _StopRows:
+    """A ``generate`` stopping criterion: a row is done once ``stop`` holds for the text of its new
+    tokens, and :attr:`ends` keeps how many it had then. ``generate`` calls it after each token with
+    every row's ids (prompt included) and pads the rows it reports done, ending when all are. (It has
+    ``StoppingCriteria``'s interface without subclassing it, which would import torch with this module.)"""
+
+    def __init__(self, stop: Callable[[str], bool], tokenizer: Any, width: int, rows: int):
+        self.stop, self.tokenizer, self.width = stop, tokenizer, width
+        self.ends: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        new = input_ids[:, self.width:].tolist()
+        for row, tokens in enumerate(new):
+            if self.ends[row] is None and self.stop(self.tokenizer.decode(tokens, skip_special_tokens=True)):
+                self.ends[row] = len(tokens)
+        return input_ids.new_tensor([end is not None for end in self.ends]).bool()
 
 
 def load_hf_policy(model: str, adapter: str | None = None, device: str | None = None, **settings: Any) -> HFPolicy:

@@ -1,7 +1,8 @@
 """The M3ToolEval harness on a fixture checkout with upstream's interface (tests/fixtures/m3tooleval_fixture):
 upstream's protocol (retries, turn limit, single-tool checks), code actions in the sandbox with a
 persistent namespace, filters, resume, batches of episodes played turn by turn (the same records as
-one at a time), and the command line's exit codes."""
+one at a time), turns stopped once their trim is final (the same records again), and the command
+line's exit codes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from eval import m3tooleval
 from eval.cli import InputError, run
 from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, run_tasks, select, summarize,
-                             trim_generation)
+                             trim_generation, trim_is_final)
 from eval.policy import ContextLimitExceeded, HFPolicy, Policy, batched, scripted
-from test_eval_policy import tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
+from test_eval_policy import forward_calls, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "m3tooleval_fixture"
 NAMES = ["arithmetic/sum", "arithmetic/product_of_sums", "arithmetic/quotient", "tickets/second_ticket",
@@ -116,6 +120,90 @@ def test_generations_are_trimmed_before_a_second_action_or_answer():
     assert trim_generation("Action: add, 1, 2 End Action\nAnswer: 3") == "Action: add, 1, 2 End Action"
     assert trim_generation("Action: a End Action trailing text\nAction: b") == "Action: a End Action"
     assert trim_generation("Action: a\nThought: more\nAction: b") == "Action: a"
+
+
+PIECES = ["Action:", "Answer:", "Action", "Answer", "A", ":", "ction:", "nswer:", "End Action", "Thought:", " ", "\n",
+          "x", "print(1)", "é", "😀", "日本語"]
+"""Generations made of these put markers, their fragments and multi-byte characters side by side."""
+
+
+@given(st.lists(st.sampled_from(PIECES) | st.text(max_size=3), max_size=14).map("".join))
+@example("  Action: a\nThought: b\nAnswer: c")
+@example("Answer: 1 Answer")
+@example("Action: a End Action x Action: b")
+def test_a_generation_cut_anywhere_after_its_trim_is_final_trims_as_the_whole_one(text):
+    first = next((end for end in range(len(text) + 1) if trim_is_final(text[:end])), None)
+    for end in range(first, len(text) + 1) if first is not None else ():
+        assert trim_generation(text[:end]) == trim_generation(text)
+
+
+def test_a_generation_stopped_at_the_first_token_with_a_final_trim_trims_as_the_whole_one(tokenizer):  # noqa: F811
+    """As the policy sees it: the decoded text of a token prefix, where a token may end inside a
+    character (the emoji and CJK pieces' bytes are split across tokens)."""
+    pool = sorted({token for piece in PIECES for token in tokenizer(piece, add_special_tokens=False)["input_ids"]})
+    assert any("\ufffd" in tokenizer.decode([token]) for token in pool)  # some tokens hold part of a character
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(pool), max_size=30))
+    def check(tokens):
+        texts = [tokenizer.decode(tokens[:end], skip_special_tokens=True) for end in range(len(tokens) + 1)]
+        first = next((text for text in texts if trim_is_final(text)), None)
+        if first is not None:
+            assert trim_generation(first) == trim_generation(texts[-1])
+
+    check()
+
+
+def cycling_model(tokenizer, text: str, context: int = 4096):  # noqa: F811
+    """A tiny model whose greedy continuation of any chat is ``text`` over and over: its layers add
+    nothing to the residual stream, so each token's embedding alone picks the next token of ``text``
+    (whose tokens must be distinct; the chat template's last, a newline, must be one of them)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    model = tiny_model(context)
+    assert len(set(ids)) == len(ids) <= model.config.hidden_size
+    embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+    assert embed.data_ptr() != head.data_ptr()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                weight.zero_()
+        head.zero_()
+        for dimension, (token, following) in enumerate(zip(ids, ids[1:] + ids[:1])):
+            embed[token] = 0.0
+            embed[token, dimension] = 1.0
+            head[following, dimension] = 1.0
+    return model
+
+
+def test_turns_stopped_once_their_trim_is_final_give_the_records_of_full_turns(tokenizer, tmp_path):  # noqa: F811
+    model = cycling_model(tokenizer, "Action: shout, hi End Action\n")  # a second "Action:" on its 10th token
+    calls = forward_calls(model)
+    records, tokens = {}, {}
+    for stop in (None, trim_is_final):
+        calls.clear()
+        checkout = fresh(tmp_path, f"stop-{stop is not None}")
+        policy = HFPolicy(model, tokenizer, max_new_tokens=24, stop=stop)
+        played = run_tasks(checkout.tasks, checkout, "text", batched(policy), batch_size=5)
+        records[stop] = [json.dumps(r) for r in sorted(played, key=lambda r: r["task_name"])]
+        tokens[stop] = len(calls)
+    assert records[trim_is_final] == records[None]
+    assert (tokens[None], tokens[trim_is_final]) == (10 * 24, 10 * 10)  # 10 turns, the 5 episodes side by side
+    shout = json.loads(records[None][-1])
+    assert shout["task_name"] == "tickets/shout" and shout["n_turns"] == 10
+    assert shout["messages"][1:3] == [{"role": "assistant", "content": "Action: shout, hi End Action"},
+                                      {"role": "user", "content": "HI"}]
+
+
+def test_the_command_line_model_stops_each_turn_once_its_trim_is_final(tmp_path, monkeypatch):
+    options = {}
+
+    def load(model, adapter=None, **given):
+        options.update(given)
+        return oracle_policy(load_benchmark(FIXTURE).tasks)
+
+    monkeypatch.setattr("eval.policy.load_hf_policy", load)
+    assert run(m3tooleval.main, ["--checkout", str(FIXTURE), "--tasks", "sum", "--out", str(tmp_path)]) == 0
+    assert options["stop"] is trim_is_final
 
 
 def test_task_regex_and_limit_select_the_tasks_run(bench, tmp_path):

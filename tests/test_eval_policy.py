@@ -1,6 +1,6 @@
 """The policy adapter: a causal LM as chat -> next message, greedy by default, observations in the
-role training used, the base model reachable with the adapter off, the context limit reported, and
-a batch of chats decoded as each would be alone."""
+role training used, the base model reachable with the adapter off, the context limit reported, a
+batch of chats decoded as each would be alone, and a row stopped where its stop predicate holds."""
 
 from __future__ import annotations
 
@@ -83,6 +83,39 @@ def test_in_a_batch_a_chat_past_the_context_fails_alone_and_one_near_its_end_get
     assert replies[0] == policy(short) and replies[2] == policy(near)
     assert len(tokenizer(replies[2], add_special_tokens=False)["input_ids"]) <= 3
     assert len(tokenizer(replies[0], add_special_tokens=False)["input_ids"]) > 3
+
+
+def forward_calls(model) -> list[int]:
+    """A list that grows by one at each forward pass of ``model`` (one per generated token)."""
+    calls: list[int] = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_a_row_stops_where_its_text_meets_the_stop_predicate_and_the_other_rows_decode_as_before(tokenizer):
+    model = tiny_model()
+    longer = CHAT + [{"role": "assistant", "content": "Looked it up."}, {"role": "user", "content": "And then? " * 6}]
+    chats = [CHAT, CHAT[:2], longer]
+    full = HFPolicy(model, tokenizer, max_new_tokens=12).batch(chats)
+    prefix = full[0][:len(full[0]) * 2 // 3]
+    assert prefix and not any(reply.startswith(prefix) for reply in full[1:])  # (the last shares its first words)
+    stopped = HFPolicy(model, tokenizer, max_new_tokens=12, stop=lambda text: text.startswith(prefix)).batch(chats)
+    assert stopped[1:] == full[1:]
+    assert stopped[0].startswith(prefix) and full[0].startswith(stopped[0]) and len(stopped[0]) < len(full[0])
+
+
+def test_generation_ends_once_every_row_has_stopped(tokenizer):
+    model = tiny_model()
+    chats = [CHAT, CHAT[:2]]
+    calls = forward_calls(model)
+    full = HFPolicy(model, tokenizer, max_new_tokens=12).batch(chats)
+    assert len(calls) == 12
+    prefixes = [reply[:len(reply) // 3] for reply in full]
+    calls.clear()
+    stopped = HFPolicy(model, tokenizer, max_new_tokens=12,
+                       stop=lambda text: any(text.startswith(p) for p in prefixes)).batch(chats)
+    assert all(whole.startswith(part) and part.startswith(p) for whole, part, p in zip(full, stopped, prefixes))
+    assert all(len(part) < len(whole) for whole, part in zip(full, stopped)) and len(calls) < 12
 
 
 def test_a_plain_policy_is_batched_one_chat_at_a_time_keeping_a_context_limit_as_that_chats_reply():
