@@ -14,7 +14,8 @@ protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.
 - an action's result comes back as a user message (single-tool tasks are checked on it);
 - a wrong answer gets upstream's "incorrect, try again" message and the episode goes on;
 - greedy decoding, 512 new tokens a turn (the policy's settings, :class:`eval.policy.HFPolicy`);
-- one JSONL record per task in upstream's fields, appended as it ends, so a run resumes.
+- one JSONL record per task in upstream's fields, appended as it ends, so a run resumes
+  (``OUT/<action mode>.jsonl``; the mode's summary, table and chart in ``OUT/<action mode>/``).
 
 Upstream plays one task at a time. Here several episodes (``--batch-size``) play side by side,
 turn-synchronously (:func:`run_tasks`): each turn, all active episodes generate in one batched
@@ -553,7 +554,7 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
 
         run_tasks(todo, benchmark, mode, batched(policy), batch_size, keep, sandbox)
     summary = summarize(records, mode, model)
-    report.write_eval(summary, out)
+    report.write_eval(summary, out / benchmark.action_mode(mode).value)  # one folder, every mode: no overwrite
     return summary
 
 

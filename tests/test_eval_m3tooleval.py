@@ -54,7 +54,16 @@ def test_answering_each_expected_output_gets_every_task_right_in_one_turn(bench,
     assert {"task_name", "action_mode", "messages", "expected_output", "is_correct", "n_turns",
             "end_reason"} <= set(record)
     assert record["end_reason"] == "correct" and record["messages"][0]["role"] == "user"
-    assert (tmp_path / "summary.md").is_file() and (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    written = tmp_path / "code_as_action"
+    assert (written / "summary.md").is_file() and (written / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_action_mode_keeps_its_own_summary_in_a_shared_output_folder(bench, tmp_path):
+    for mode in ("code", "text"):
+        m3tooleval.evaluate(bench, mode, oracle_policy(bench.tasks), tmp_path, model="oracle")
+    for mode in ("code_as_action", "text_as_action"):
+        assert json.loads((tmp_path / mode / "summary.json").read_text())["action_mode"] == mode.split("_")[0]
+        assert (tmp_path / f"{mode}.jsonl").is_file()
 
 
 def test_a_wrong_answer_gets_the_retry_message_and_the_episode_goes_on(bench):
