@@ -16,7 +16,8 @@ Efficiency (what a CPU run spends its time on):
 - Chunks are left-padded, so each row's next-token logits sit in the last column and only that
   column goes through the output head (``logits_to_keep=1``). Padding inside the cache is masked
   out, positions count real tokens only, and the cache columns that no remaining episode uses are
-  dropped when episodes leave the batch.
+  dropped when episodes leave the batch (:class:`agents.kvcache.KVBatch`, which also grows the
+  cache in place rather than copying it every token).
 
 Environments come as a list of single envs, not a vector env: episodes end at different turns and
 must then leave the batch, while a vector env steps all its sub-envs in lockstep and autoresets
@@ -33,18 +34,17 @@ models); full-attention models (Llama, Qwen, SmolLM2) are unaffected.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicLayer
 
+from agents.kvcache import KVBatch
 from agents.prompting import ChatFormat, Message
 
 log = logging.getLogger(__name__)
@@ -147,92 +147,14 @@ def _nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
 
 
-class _KVBatch:
-    """The KV cache of the active episodes, one row each, grown by chunks of new tokens.
+def generate_turn(batch: KVBatch, logits: torch.Tensor, settings: SamplingSettings, stop_ids: frozenset[int],
+                  generator: torch.Generator | None = None, stop: Callable[[list[int]], bool] | None = None,
+                  ) -> tuple[list[list[int]], list[list[float]], list[list[int]]]:
+    """One turn for every row from its next-token ``logits``: the sampled tokens, their
+    log-probabilities, and the tokens left unfed (the cache holds the rest).
 
-    ``mask`` marks which cache columns hold a row's real tokens (the rest is padding);
-    ``lengths`` counts each row's real tokens, which are also its next position id.
-    """
-
-    def __init__(self, model: PreTrainedModel, pad_id: int):
-        self.model = model
-        self.pad_id = pad_id
-        self.device = next(model.parameters()).device
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; take whichever this one has
-        self.cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-        self.cache: Cache | None = None
-        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        self.lengths = torch.zeros(0, dtype=torch.long, device=self.device)
-
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Encode the first prompts; their common prefix once. Returns each row's next-token logits."""
-        shared = _common_prefix_length(prompts)
-        rows = len(prompts)
-        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
-        self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
-        if rows > 1 and shared > 0:
-            prefix = torch.tensor([list(prompts[0][:shared])], device=self.device)
-            self.cache = self._cache_of(self.model(input_ids=prefix, use_cache=True, logits_to_keep=1))
-            self.cache.batch_repeat_interleave(rows)
-            self.mask = torch.ones(rows, shared, dtype=torch.long, device=self.device)
-            self.lengths += shared
-            prompts = [p[shared:] for p in prompts]
-        return self.extend(prompts)
-
-    def extend(self, chunks: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Feed each row its chunk (left-padded to one width; a row may have none) and return the
-        logits after each row's last token (meaningless for rows with an empty chunk)."""
-        width = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(chunks), width, dtype=torch.long)
-        for row, chunk in enumerate(chunks):
-            if chunk:
-                ids[row, width - len(chunk):] = torch.tensor(chunk)
-                mask[row, width - len(chunk):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = self.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
-        self.mask = torch.cat([self.mask, mask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self.cache_arg: self.cache})
-        self.cache = self._cache_of(out)
-        self.lengths += mask.sum(-1)
-        return out.logits[:, -1]
-
-    def _cache_of(self, out: Any) -> Cache:
-        return getattr(out, self.cache_arg)
-
-    def keep(self, rows: Sequence[int]) -> None:
-        """Keep only ``rows``, in that order; drop the cache columns none of them uses."""
-        if list(rows) == list(range(len(self.lengths))):
-            return
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        assert self.cache is not None
-        self.cache.batch_select_indices(index)
-        self.mask, self.lengths = self.mask[index], self.lengths[index]
-        used = self.mask.bool().any(0)
-        if used.all() or not all(type(layer) is DynamicLayer for layer in self.cache.layers):
-            return  # other cache layouts (sliding windows) are left as they are
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, used], layer.values[:, :, used]
-        self.mask = self.mask[:, used]
-
-
-def _common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
-    """Tokens all prompts share at the start, leaving each at least one of its own (for its logits)."""
-    limit = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for i in range(limit):
-        if any(p[i] != first[i] for p in prompts[1:]):
-            return i
-    return max(limit, 0)
-
-
-def _generate_turn(batch: _KVBatch, logits: torch.Tensor, settings: SamplingSettings, stop_ids: frozenset[int],
-                   generator: torch.Generator | None) -> tuple[list[list[int]], list[list[float]], list[list[int]]]:
-    """One turn for every row: the sampled tokens, their log-probabilities, and the tokens left unfed.
-
-    Rows that stop early are fed padding until the last row stops or the cap is reached.
+    A row stops at a token of ``stop_ids``, or once ``stop`` holds for its tokens so far; rows that
+    stop early are fed nothing until the last row stops or the cap is reached.
     """
     rows = logits.shape[0]
     tokens: list[list[int]] = [[] for _ in range(rows)]
@@ -250,13 +172,13 @@ def _generate_turn(batch: _KVBatch, logits: torch.Tensor, settings: SamplingSett
             tokens[row].append(token)
             logprobs[row].append(logp)
             feed.append([token])
-            running[row] = token not in stop_ids
+            running[row] = token not in stop_ids and not (stop is not None and stop(tokens[row]))
         if not any(running) or steps == settings.max_new_tokens:
             return tokens, logprobs, feed
         logits = batch.extend(feed)
 
 
-def _stop_ids(model: PreTrainedModel, chat: ChatFormat) -> frozenset[int]:
+def stop_ids_of(model: PreTrainedModel, chat: ChatFormat) -> frozenset[int]:
     """The template's end-of-turn token, the tokenizer's EOS and the model's own EOS tokens."""
     config = getattr(model, "generation_config", None)
     eos = getattr(config, "eos_token_id", None)
@@ -303,7 +225,7 @@ def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, envs: Se
     if not envs:
         return []
     chat = chat or ChatFormat.of(tokenizer)
-    stop_ids = _stop_ids(model, chat)
+    stop_ids = stop_ids_of(model, chat)
     episodes = [_start(env, chat, None if seed is None else seed + i, options[i] if options else None)
                 for i, env in enumerate(envs)]
     limit = settings.max_context_tokens or getattr(model.config, "max_position_embeddings", None) or float("inf")
@@ -311,7 +233,7 @@ def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, envs: Se
     if too_long:
         raise ValueError(f"the first prompt plus max_new_tokens={settings.max_new_tokens} exceeds the context "
                          f"limit of {limit} tokens for tasks {too_long[:3]}")
-    batch = _KVBatch(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids))
+    batch = KVBatch(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids))
     generator = None
     if seed is not None:
         generator = torch.Generator(device=batch.device).manual_seed(seed)
@@ -322,7 +244,7 @@ def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, envs: Se
         logits = batch.prefill([e.trajectory.token_ids for e in active])
         while active:
             started = time.perf_counter()
-            tokens, logprobs, unfed = _generate_turn(batch, logits, settings, stop_ids, generator)
+            tokens, logprobs, unfed = generate_turn(batch, logits, settings, stop_ids, generator)
             kept, chunks = [], []
             for row, episode in enumerate(active):
                 added = _act(episode, chat, tokens[row], logprobs[row], stop_ids)

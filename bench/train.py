@@ -67,7 +67,6 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
     from agents.prompting import ChatFormat
     from envs.registry import DOMAINS
     from train.config import TrainConfig
-    from train.kvcache import InPlaceCacheModel
     from train.rundir import RunDir
     from train.trainer import Context, make_optimizer, rl_step
 
@@ -96,7 +95,7 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
     policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=16, alpha=32, target_modules=tuple(LORA_TARGETS)))
     accelerator = Accelerator(cpu=True)
     tasks = {t.id: t for _, _, t in items}
-    ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy, InPlaceCacheModel(policy),
+    ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy,
                   ChatFormat.of(tokenizer), tasks, {"calculation": {"train": list(tasks), "heldout": []}})
     optimizer = make_optimizer(policy, LR, None)
     times, tokens, split = [], [], []

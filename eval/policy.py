@@ -3,13 +3,14 @@
 Keeping the interface this small lets one harness serve a scripted policy in tests and a model in
 real runs. :class:`HFPolicy` is the thin adapter over a Hugging Face causal LM (the default model,
 or any other, with a LoRA adapter): it renders the chat with the model's own template and decodes
-one turn with ``generate``, greedy and capped at 512 new tokens by default (M3ToolEval's and
-tau-bench's agent settings). Loading goes through :mod:`agents.models`, so a model is found (and a
+one turn, greedy and capped at 512 new tokens by default (M3ToolEval's and tau-bench's agent
+settings), with the trainer's decoding (:func:`agents.rollout.generate_turn`). Loading goes through :mod:`agents.models`, so a model is found (and a
 missing one reported) exactly as in training.
 
 A harness that plays many episodes at once asks for a :data:`BatchPolicy`: the next message of each
-of several chats. :meth:`HFPolicy.batch` decodes them in one left-padded ``generate`` call (calling
-the policy is a batch of one); :func:`batched` lifts any other policy by calling it once per chat.
+of several chats. :meth:`HFPolicy.batch` decodes them together, left-padded in one KV cache (calling
+the policy is a batch of one). Since a harness re-renders the whole chat each turn, each call keeps
+its rows' keys and values and the next starts from them, so a turn encodes only what is new; :func:`batched` lifts any other policy by calling it once per chat.
 A harness that keeps only the start of a message can give :class:`HFPolicy` a ``stop`` predicate, so
 that a row stops decoding once nothing after it would be kept (M3ToolEval's trim).
 
@@ -87,7 +88,7 @@ def system_prompt(policy: str, tools: Sequence[dict[str, Any]]) -> str:
 
 @dataclass
 class HFPolicy:
-    """A causal LM as a :data:`Policy`: one ``generate`` call per turn (of one chat, or of a batch).
+    """A causal LM as a :data:`Policy`: one batched decode per turn (of one chat, or of a batch).
 
     ``temperature`` 0 decodes greedily (the benchmarks' agent setting); above 0 it samples (the
     held-out eval's n samples, a simulated user). With a peft model, ``use_adapter=False`` runs the
@@ -107,11 +108,18 @@ class HFPolicy:
     use_adapter: bool = True
     stop: Callable[[str], bool] | None = None
     observation_role: str = field(init=False)
+    _stop_ids: frozenset[int] = field(init=False, repr=False)
+    _cache: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        from agents.kvcache import PrefixCache
         from agents.prompting import ChatFormat
+        from agents.rollout import stop_ids_of
 
-        self.observation_role = ChatFormat.of(self.tokenizer).observation_role
+        chat = ChatFormat.of(self.tokenizer)
+        self.observation_role = chat.observation_role
+        self._stop_ids = stop_ids_of(self.model, chat)
+        self._cache = PrefixCache()  # per policy: its keys and values depend on the adapter being on
 
     def base(self, **changes: Any) -> HFPolicy:
         """The same weights with the adapter switched off (and any other field changed)."""
@@ -129,13 +137,17 @@ class HFPolicy:
         return reply
 
     def batch(self, chats: list[list[Message]]) -> list[Reply]:
-        """The next message of each chat, generated together: prompts left-padded to one width under
-        an attention mask, so each row decodes as it would alone (greedy rows match token for token
-        in fp32). A chat that does not fit the context gets a :class:`ContextLimitExceeded` as its
-        reply. Each row may generate up to the context's end; rows whose cap that makes smaller than
-        ``max_new_tokens`` (chats near the end of the context) generate in a call of their own cap.
-        Memory grows with the batch: the KV cache holds rows x (longest prompt + new tokens)."""
-        prompts = [self._encode(chat) for chat in chats]
+        """The next message of each chat, generated together (greedy rows match token for token
+        what each would generate alone, in fp32). A chat that does not fit the context gets a
+        :class:`ContextLimitExceeded` as its reply. Each row may generate up to the context's end;
+        rows whose cap that makes smaller than ``max_new_tokens`` (chats near the end of the context)
+        generate in a call of their own cap.
+
+        Each row starts from the cached keys and values of the longest prefix of its tokens that the
+        previous call computed (:class:`agents.kvcache.PrefixCache`): the chat's own last turn, or the
+        shared instructions of another chat. Memory grows with the batch: the cache holds rows x
+        tokens, twice while one call's rows replace the last call's."""
+        prompts = [self.encode(chat) for chat in chats]
         replies: list[Reply] = [""] * len(chats)
         by_cap: dict[int, list[int]] = {}
         for row, ids in enumerate(prompts):
@@ -145,59 +157,50 @@ class HFPolicy:
                                                     f"holds {limit}")
             else:
                 by_cap.setdefault(min(self.max_new_tokens, limit - len(ids)), []).append(row)
+        stored: list[tuple[list[int], Any]] = []
         for cap, rows in by_cap.items():
-            for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap)):
+            for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap, stored)):
                 replies[row] = reply
+        self._cache.replace(stored)
         return replies
 
-    def _encode(self, messages: list[Message]) -> list[int]:
+    def encode(self, messages: list[Message]) -> list[int]:
+        """The prompt this policy decodes from: ``messages`` in the model's chat template, ready for the reply."""
         chat = [{"role": self.observation_role if m["role"] == "tool" else m["role"], "content": m["content"]}
                 for m in messages]
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int, stored: list[tuple[list[int], Any]]) -> list[str]:
+        """Decode one turn of each prompt; append each row's tokens and keys and values to ``stored``."""
         import torch
-        from transformers import StoppingCriteriaList
+
+        from agents.kvcache import KVBatch
+        from agents.rollout import SamplingSettings, generate_turn
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.model.device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts],
-                                      device=self.model.device)
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0} \
-            if self.temperature > 0 else {"do_sample": False}
-        stopping = _StopRows(self.stop, self.tokenizer, width, len(prompts)) if self.stop else None
-        criteria = StoppingCriteriaList([stopping] if stopping else [])
+        settings = SamplingSettings(temperature=self.temperature, max_new_tokens=max_new_tokens)
+        stop = None
+        if self.stop is not None:
+            text_stop = self.stop
+            stop = lambda tokens: text_stop(self.tokenizer.decode(tokens, skip_special_tokens=True))  # noqa: E731
         started = time.perf_counter()
-        with torch.no_grad(), self._adapter_context():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                         stopping_criteria=criteria, **sampling)
-        new = output[:, width:].tolist()
-        ends = stopping.ends if stopping else [None] * len(new)
-        log.debug("generated %d rows, new tokens per row %s (prompts up to %d tokens) in %.1f s", len(prompts),
-                  [end if end is not None else sum(token != pad for token in row) for row, end in zip(new, ends)],
-                  width, time.perf_counter() - started)
-        return [self.tokenizer.decode(row[:end], skip_special_tokens=True) for row, end in zip(new, ends)]
-
-
-class _StopRows:
-    """A ``generate`` stopping criterion: a row is done once ``stop`` holds for the text of its new
-    tokens, and :attr:`ends` keeps how many it had then. ``generate`` calls it after each token with
-    every row's ids (prompt included) and pads the rows it reports done, ending when all are. (It has
-    ``StoppingCriteria``'s interface without subclassing it, which would import torch with this module.)"""
-
-    def __init__(self, stop: Callable[[str], bool], tokenizer: Any, width: int, rows: int):
-        self.stop, self.tokenizer, self.width = stop, tokenizer, width
-        self.ends: list[int | None] = [None] * rows
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        new = input_ids[:, self.width:].tolist()
-        for row, tokens in enumerate(new):
-            if self.ends[row] is None and self.stop(self.tokenizer.decode(tokens, skip_special_tokens=True)):
-                self.ends[row] = len(tokens)
-        return input_ids.new_tensor([end is not None for end in self.ends]).bool()
+        with torch.inference_mode(), self._adapter_context():
+            batch = KVBatch(self.model, pad)
+            found = [self._cache.lookup(ids) for ids in prompts]
+            if any(kv is not None for _, kv in found):
+                batch.resume([kv for _, kv in found])
+                logits = batch.extend([ids[length:] for ids, (length, _) in zip(prompts, found)])
+            else:
+                logits = batch.prefill(prompts)
+            tokens, _, _ = generate_turn(batch, logits, settings, self._stop_ids, stop=stop)
+            lengths = batch.lengths.tolist()
+            stored += [((ids + new)[:length], batch.row(row))
+                       for row, (ids, new, length) in enumerate(zip(prompts, tokens, lengths))]
+        log.debug("generated %d rows, %s tokens cached, new tokens per row %s (prompts up to %d tokens) in %.1f s",
+                  len(prompts), [length for length, _ in found], [len(new) for new in tokens],
+                  max(map(len, prompts)), time.perf_counter() - started)
+        return [self.tokenizer.decode(new, skip_special_tokens=True) for new in tokens]
 
 
 def load_hf_policy(model: str, adapter: str | None = None, device: str | None = None, **settings: Any) -> HFPolicy:

@@ -196,7 +196,8 @@ def test_turns_stopped_once_their_trim_is_final_give_the_records_of_full_turns(t
         records[stop] = [json.dumps(r) for r in sorted(played, key=lambda r: r["task_name"])]
         tokens[stop] = len(calls)
     assert records[trim_is_final] == records[None]
-    assert (tokens[None], tokens[trim_is_final]) == (10 * 24, 10 * 10)  # 10 turns, the 5 episodes side by side
+    # 10 turns, the 5 episodes side by side, and once the prompts' shared start
+    assert (tokens[None], tokens[trim_is_final]) == (1 + 10 * 24, 1 + 10 * 10)
     shout = json.loads(records[None][-1])
     assert shout["task_name"] == "tickets/shout" and shout["n_turns"] == 10
     assert shout["messages"][1:3] == [{"role": "assistant", "content": "Action: shout, hi End Action"},

@@ -86,7 +86,7 @@ def test_in_a_batch_a_chat_past_the_context_fails_alone_and_one_near_its_end_get
 
 
 def forward_calls(model) -> list[int]:
-    """A list that grows by one at each forward pass of ``model`` (one per generated token)."""
+    """A list that grows by one at each forward pass of ``model`` (one per generated token, after the prompt's)."""
     calls: list[int] = []
     model.register_forward_hook(lambda *_: calls.append(1))
     return calls
@@ -109,13 +109,14 @@ def test_generation_ends_once_every_row_has_stopped(tokenizer):
     chats = [CHAT, CHAT[:2]]
     calls = forward_calls(model)
     full = HFPolicy(model, tokenizer, max_new_tokens=12).batch(chats)
-    assert len(calls) == 12
+    decoded = len(calls)
+    assert decoded >= 12
     prefixes = [reply[:len(reply) // 3] for reply in full]
     calls.clear()
     stopped = HFPolicy(model, tokenizer, max_new_tokens=12,
                        stop=lambda text: any(text.startswith(p) for p in prefixes)).batch(chats)
     assert all(whole.startswith(part) and part.startswith(p) for whole, part, p in zip(full, stopped, prefixes))
-    assert all(len(part) < len(whole) for whole, part in zip(full, stopped)) and len(calls) < 12
+    assert all(len(part) < len(whole) for whole, part in zip(full, stopped)) and len(calls) < decoded
 
 
 def test_a_plain_policy_is_batched_one_chat_at_a_time_keeping_a_context_limit_as_that_chats_reply():
@@ -156,3 +157,41 @@ def test_sampling_follows_the_torch_seed(tokenizer):
         torch.manual_seed(seed)
         replies.append(policy(CHAT))
     assert replies[0] == replies[1] != replies[2]
+
+
+def first_widths(model) -> list[int]:
+    """The width of each forward pass's input ids (prompt chunks, then one column per decoded token)."""
+    widths: list[int] = []
+    model.register_forward_hook(lambda module, args, kwargs, out: widths.append(kwargs["input_ids"].shape[-1]),
+                                with_kwargs=True)
+    return widths
+
+
+def test_each_turn_starts_from_the_last_turns_keys_and_values_and_decodes_as_a_fresh_policy_would(tokenizer):
+    model = tiny_model(context=512)
+    widths = first_widths(model)
+    cached = HFPolicy(model, tokenizer, max_new_tokens=8)
+    chats = [[CHAT[1]], [CHAT[1]], [{"role": "user", "content": "Something else entirely."}]]
+    for turn in range(3):
+        widths.clear()
+        replies = cached.batch(chats)
+        assert replies == [HFPolicy(model, tokenizer, max_new_tokens=8)(chat) for chat in chats]
+        fed = widths[0]
+        if turn:  # the chats' earlier turns come from the cache: only the new tokens are fed
+            assert fed <= max(prompt_tokens(tokenizer, chat) - prompt_tokens(tokenizer, chat[:-2]) for chat in chats)
+        chats = [chat + [{"role": "assistant", "content": reply}, {"role": "user", "content": f"Go on ({turn})."}]
+                 for chat, reply in zip(chats, replies)]
+        chats.append([CHAT[1], {"role": "assistant", "content": "New here."}, {"role": "user", "content": "Yes?"}])
+
+
+def test_the_adapter_and_the_base_keep_separate_caches(tokenizer):
+    lora = add_lora(tiny_model())
+    with torch.no_grad():
+        for name, weight in lora.named_parameters():
+            if "lora_B" in name:
+                weight.fill_(0.5)
+    adapted = HFPolicy(lora, tokenizer, max_new_tokens=6)
+    base = adapted.base()
+    first = adapted(CHAT)
+    with_base = base(CHAT)
+    assert adapted(CHAT) == first and base(CHAT) == with_base != first

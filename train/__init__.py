@@ -5,7 +5,6 @@
 - :mod:`train.demos`: example solutions and other models' transcripts as the policy's own episodes;
 - :mod:`train.scoring`: log-probabilities of the policy's tokens, the shared prompt encoded once;
 - :mod:`train.losses`: advantages and per-token losses of each algorithm;
-- :mod:`train.kvcache`: rollouts' KV cache grown in place (decoding on CPU is otherwise bound by copies);
 - :mod:`train.trainer`: the loop, top to bottom; :mod:`train.rundir`: run folder and checkpoints;
 - :mod:`train.plots`: the curves.
 """

@@ -50,7 +50,6 @@ from envs.registry import DOMAINS
 from train import losses, plots
 from train.config import ConfigError, TrainConfig
 from train.demos import demonstration, solution_actions, transcript_actions
-from train.kvcache import InPlaceCacheModel
 from train.rundir import RunDir, RunState, write_atomic
 from train.scoring import score, shared_prefix_length
 from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, make_env, pool_tasks, split, write_tasks
@@ -72,8 +71,6 @@ class Context:
     accelerator: Accelerator
     run: RunDir
     policy: PeftModel
-    sampler: torch.nn.Module
-    """The policy as rollouts call it: its KV cache grows in place (:mod:`train.kvcache`)."""
     chat: ChatFormat
     tasks: dict[str, CodeAsTask]
     split: dict[str, dict[str, list[str]]]
@@ -149,7 +146,7 @@ def play(ctx: Context, tasks: Sequence[CodeAsTask], temperature: float, seed: in
         for start in range(0, len(indices), ctx.config.rollout_batch):
             chunk = indices[start:start + ctx.config.rollout_batch]
             envs = [make_env(domain, tasks[i], ctx.config.max_turns, ctx.config.prompt_tools) for i in chunk]
-            played = rollout(ctx.sampler, ctx.chat.tokenizer, envs, settings, seed=seed + start,
+            played = rollout(ctx.policy, ctx.chat.tokenizer, envs, settings, seed=seed + start,
                              options=[{"task": tasks[i]} for i in chunk], chat=ctx.chat)
             for i, trajectory in zip(chunk, played):
                 trajectories[i] = trajectory
@@ -511,7 +508,7 @@ def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator, po
             settings = SamplingSettings(temperature=config.challenger_temperature,
                                         max_new_tokens=config.challenger_max_new_tokens)
             with policy.disable_adapter():
-                written, domain_mix = write_tasks(InPlaceCacheModel(policy), chat.tokenizer, config.domains, config.tasks_per_domain,
+                written, domain_mix = write_tasks(policy, chat.tokenizer, config.domains, config.tasks_per_domain,
                                                   config.challenger_proposals, settings, config.challenger_explore_turns,
                                                   selection(config), config.seed, config.model)
             tasks, mix = written, {d: asdict(m) for d, m in domain_mix.items()}
@@ -581,7 +578,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         policy.enable_input_require_grads()
     chat = ChatFormat.of(tokenizer)
     tasks, parts = prepare_tasks(config, run, accelerator, policy, chat)
-    ctx = Context(config, accelerator, run, policy, InPlaceCacheModel(policy), chat, tasks, parts)
+    ctx = Context(config, accelerator, run, policy, chat, tasks, parts)
     state, optimizer_state = restore(ctx)
 
     while state.stage != "done":

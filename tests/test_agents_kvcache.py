@@ -1,0 +1,71 @@
+"""The KV cache of growing chats: appends in place hold what ``torch.cat`` would, a row cut out of one
+batch and resumed in another continues exactly, and the prefix store finds the longest stored start."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicLayer
+
+from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
+
+
+def test_in_place_appends_hold_what_concatenation_holds_through_row_selection_and_repeats():
+    torch.manual_seed(0)
+    plain, in_place = DynamicLayer(), InPlaceLayer()
+    for step, width in enumerate([5, 1, 1, 70, 1, 3]):
+        keys, values = torch.randn(4, 2, width, 8), torch.randn(4, 2, width, 8)
+        if step == 3:
+            for layer in (plain, in_place):
+                layer.batch_select_indices(torch.tensor([3, 0, 1, 2]))
+        if step == 4:
+            for layer in (plain, in_place):
+                layer.batch_repeat_interleave(1)
+        expected = plain.update(keys, values)
+        got = in_place.update(keys, values)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert in_place._key_buffer.shape[-2] > in_place.keys.shape[-2]  # spare room: the next append copies nothing
+
+
+def tiny_model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(config).eval()
+
+
+@torch.inference_mode()
+def test_a_row_cut_from_one_batch_and_resumed_in_another_gives_the_logits_of_a_fresh_pass():
+    model = tiny_model()
+    first = KVBatch(model, pad_id=0)
+    first.prefill([[5, 6, 7, 8, 9], [5, 6, 10]])
+    first.extend([[11], [12, 13, 14, 15]])
+    kept = [first.row(0), first.row(1)]
+    assert [kv[0][0].shape[-2] for kv in kept] == [6, 7]  # real tokens only, padding dropped
+    second = KVBatch(model, pad_id=0)
+    second.resume([kept[1], None, kept[0]])
+    chunks = [[16, 17], [20, 21, 22], [18]]
+    logits = second.extend(chunks)
+    full = [[5, 6, 10, 12, 13, 14, 15, 16, 17], [20, 21, 22], [5, 6, 7, 8, 9, 11, 18]]
+    for row, ids in enumerate(full):
+        fresh = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        assert torch.allclose(logits[row], fresh, atol=1e-5)
+
+
+def row_of(length: int, marker: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((2, length, 4), marker), torch.full((2, length, 4), -marker))]
+
+
+def test_the_prefix_store_gives_the_longest_shared_start_and_leaves_a_token_to_feed():
+    cache = PrefixCache()
+    assert cache.lookup([1, 2, 3]) == (0, None)
+    cache.replace([([1, 2, 3, 4], row_of(4, 1.0)), ([1, 2, 9], row_of(3, 2.0)), ([7], None)])
+    length, kv = cache.lookup([1, 2, 3, 4, 5, 6])
+    assert length == 4 and kv[0][0].shape[-2] == 4 and kv[0][0][0, 0, 0] == 1.0
+    length, kv = cache.lookup([1, 2, 9, 5])
+    assert length == 3 and kv[0][0][0, 0, 0] == 2.0
+    length, kv = cache.lookup([1, 2, 3, 4])
+    assert length == 3 and kv[0][1].shape[-2] == 3  # the whole prompt is stored, but its last token is fed again
+    assert cache.lookup([7, 8]) == (0, None)  # a row without keys and values is not stored
+    cache.replace([([5, 6], row_of(2, 3.0))])
+    assert cache.lookup([1, 2, 3, 4, 5]) == (0, None)  # the last batch's rows are gone
