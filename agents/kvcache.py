@@ -187,9 +187,9 @@ class _Stored:
 class PrefixCache:
     """The rows of a caller's last batch (their token ids and :meth:`KVBatch.row`), so that its next
     batch starts each prompt from the stored row sharing the longest prefix with it: the same chat a
-    turn later, or on its first turn another chat with the same instructions. Holds one batch:
-    :meth:`replace` drops what the previous batch stored (its memory is rows x tokens x the model's
-    KV width)."""
+    turn later, or on its first turn another chat with the same instructions. Holds one batch (its
+    memory is rows x tokens x the model's KV width): :meth:`take` hands the next batch its prefixes
+    and forgets the rest, :meth:`replace` stores the new rows."""
 
     def __init__(self) -> None:
         self._rows: list[_Stored] = []
@@ -205,6 +205,13 @@ class PrefixCache:
         if found is None:
             return 0, None
         return best, [(keys[:, :best], values[:, :best]) for keys, values in found.kv]
+
+    def take(self, prompts: Sequence[Sequence[int]]) -> list[tuple[int, RowKV | None]]:
+        """:meth:`lookup` for each prompt, then empty the cache: what the prompts do not use is freed
+        now, and what they use once the caller has copied it into its batch."""
+        found = [self.lookup(prompt) for prompt in prompts]
+        self._rows = []
+        return found
 
     def replace(self, rows: Sequence[tuple[list[int], RowKV | None]]) -> None:
         """Store these rows (token ids and their keys and values) in place of the last batch's."""

@@ -552,7 +552,14 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
             records.append(record)
             bar.update(1)
 
-        run_tasks(todo, benchmark, mode, batched(policy), batch_size, keep, sandbox)
+        generate = batched(policy)
+
+        def turn(chats: list[list[Message]]) -> list[Reply]:
+            turns = [sum(m["role"] == "assistant" for m in chat) + 1 for chat in chats]
+            bar.set_postfix_str(f"{len(chats)} playing, turn {min(turns)}-{max(turns)}", refresh=True)
+            return generate(chats)
+
+        run_tasks(todo, benchmark, mode, turn, batch_size, keep, sandbox)
     summary = summarize(records, mode, model)
     report.write_eval(summary, out / benchmark.action_mode(mode).value)  # one folder, every mode: no overwrite
     return summary

@@ -146,8 +146,9 @@ class HFPolicy:
         Each row starts from the cached keys and values of the longest prefix of its tokens that the
         previous call computed (:class:`agents.kvcache.PrefixCache`): the chat's own last turn, or the
         shared instructions of another chat. Memory grows with the batch: the cache holds rows x
-        tokens, twice while one call's rows replace the last call's."""
+        tokens (with a quarter of spare room), once more while its rows are stored for the next call."""
         prompts = [self.encode(chat) for chat in chats]
+        starts = self._cache.take(prompts)
         replies: list[Reply] = [""] * len(chats)
         by_cap: dict[int, list[int]] = {}
         for row, ids in enumerate(prompts):
@@ -159,7 +160,9 @@ class HFPolicy:
                 by_cap.setdefault(min(self.max_new_tokens, limit - len(ids)), []).append(row)
         stored: list[tuple[list[int], Any]] = []
         for cap, rows in by_cap.items():
-            for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap, stored)):
+            group = [starts[row] for row in rows]
+            starts = [(0, None) if row in rows else start for row, start in enumerate(starts)]
+            for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap, group, stored)):
                 replies[row] = reply
         self._cache.replace(stored)
         return replies
@@ -171,8 +174,10 @@ class HFPolicy:
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _generate(self, prompts: list[list[int]], max_new_tokens: int, stored: list[tuple[list[int], Any]]) -> list[str]:
-        """Decode one turn of each prompt; append each row's tokens and keys and values to ``stored``."""
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int, starts: list[tuple[int, Any]],
+                  stored: list[tuple[list[int], Any]]) -> list[str]:
+        """Decode one turn of each prompt from its cached start (emptying ``starts`` once copied into
+        the batch); append each row's tokens and keys and values to ``stored``."""
         import torch
 
         from agents.kvcache import KVBatch
@@ -187,10 +192,11 @@ class HFPolicy:
         started = time.perf_counter()
         with torch.inference_mode(), self._adapter_context():
             batch = KVBatch(self.model, pad)
-            found = [self._cache.lookup(ids) for ids in prompts]
-            if any(kv is not None for _, kv in found):
-                batch.resume([kv for _, kv in found])
-                logits = batch.extend([ids[length:] for ids, (length, _) in zip(prompts, found)])
+            cached = [length for length, _ in starts]
+            if any(cached):
+                batch.resume([kv for _, kv in starts])
+                starts.clear()
+                logits = batch.extend([ids[length:] for ids, length in zip(prompts, cached)])
             else:
                 logits = batch.prefill(prompts)
             tokens, _, _ = generate_turn(batch, logits, settings, self._stop_ids, stop=stop)
@@ -198,7 +204,7 @@ class HFPolicy:
             stored += [((ids + new)[:length], batch.row(row))
                        for row, (ids, new, length) in enumerate(zip(prompts, tokens, lengths))]
         log.debug("generated %d rows, %s tokens cached, new tokens per row %s (prompts up to %d tokens) in %.1f s",
-                  len(prompts), [length for length, _ in found], [len(new) for new in tokens],
+                  len(prompts), cached, [len(new) for new in tokens],
                   max(map(len, prompts)), time.perf_counter() - started)
         return [self.tokenizer.decode(new, skip_special_tokens=True) for new in tokens]
 

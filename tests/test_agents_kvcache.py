@@ -69,3 +69,6 @@ def test_the_prefix_store_gives_the_longest_shared_start_and_leaves_a_token_to_f
     assert cache.lookup([7, 8]) == (0, None)  # a row without keys and values is not stored
     cache.replace([([5, 6], row_of(2, 3.0))])
     assert cache.lookup([1, 2, 3, 4, 5]) == (0, None)  # the last batch's rows are gone
+    [(length, kv), nothing] = cache.take([[5, 6, 7], [9]])
+    assert length == 2 and kv[0][0][0, 0, 0] == 3.0 and nothing == (0, None)
+    assert cache.lookup([5, 6, 7]) == (0, None)  # taken: the next batch stores its own rows
