@@ -185,10 +185,15 @@ class HFPolicy:
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         settings = SamplingSettings(temperature=self.temperature, max_new_tokens=max_new_tokens)
-        stop = None
+        stop: Callable[[list[int]], bool] | None = None
         if self.stop is not None:
             text_stop = self.stop
-            stop = lambda tokens: text_stop(self.tokenizer.decode(tokens, skip_special_tokens=True))  # noqa: E731
+
+            def stop_at_text(tokens: list[int]) -> bool:
+                return text_stop(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
+            stop = stop_at_text
+
         started = time.perf_counter()
         with torch.inference_mode(), self._adapter_context():
             batch = KVBatch(self.model, pad)
