@@ -4,13 +4,15 @@ Keeping the interface this small lets one harness serve a scripted policy in tes
 real runs. :class:`HFPolicy` is the thin adapter over a Hugging Face causal LM (the default model,
 or any other, with a LoRA adapter): it renders the chat with the model's own template and decodes
 one turn, greedy and capped at 512 new tokens by default (M3ToolEval's and tau-bench's agent
-settings), with the trainer's decoding (:func:`agents.rollout.generate_turn`). Loading goes through :mod:`agents.models`, so a model is found (and a
+settings), with the trainer's decoding (:func:`agents.rollout.generate_turn`). Loading goes through
+:mod:`agents.models`, so a model is found (and a
 missing one reported) exactly as in training.
 
 A harness that plays many episodes at once asks for a :data:`BatchPolicy`: the next message of each
 of several chats. :meth:`HFPolicy.batch` decodes them together, left-padded in one KV cache (calling
 the policy is a batch of one). Since a harness re-renders the whole chat each turn, each call keeps
-its rows' keys and values and the next starts from them, so a turn encodes only what is new; :func:`batched` lifts any other policy by calling it once per chat.
+its rows' keys and values and the next starts from them, so a turn encodes only what is new.
+:func:`batched` lifts any other policy by calling it once per chat.
 A harness that keeps only the start of a message can give :class:`HFPolicy` a ``stop`` predicate, so
 that a row stops decoding once nothing after it would be kept (M3ToolEval's trim).
 
@@ -161,7 +163,8 @@ class HFPolicy:
         stored: list[tuple[list[int], Any]] = []
         for cap, rows in by_cap.items():
             group = [starts[row] for row in rows]
-            starts = [(0, None) if row in rows else start for row, start in enumerate(starts)]
+            for row in rows:
+                starts[row] = (0, None)  # the group holds them now, and lets go once they are in its batch
             for row, reply in zip(rows, self._generate([prompts[row] for row in rows], cap, group, stored)):
                 replies[row] = reply
         self._cache.replace(stored)
