@@ -432,8 +432,7 @@ class Episode:
             if self.session is not None:
                 result = self.session.run(content)
             else:
-                with _quiet():
-                    result = self.task.execute_action(content, self.action_mode)
+                result = self._execute(content)
             self.messages.append({"role": "user", "content": _with_reminder(str(result), extra)})
             if self.single_tool:
                 with _quiet():
@@ -445,6 +444,16 @@ class Episode:
                 self.messages.append({"role": "user", "content": _with_reminder(RETRY_MESSAGE, extra)})
         else:
             self.messages.append({"role": "user", "content": content})
+
+    def _execute(self, action: str) -> Any:
+        """Upstream's executor for a text or JSON action. It turns the errors it expects into text;
+        any other (a JSON tool name that is a list, say) would end upstream's whole run, and here
+        becomes the observation, so that one odd generation does not cost a batch its episodes."""
+        try:
+            with _quiet():
+                return self.task.execute_action(action, self.action_mode)
+        except Exception as error:
+            return f"Invalid action. {type(error).__name__}: {error}"
 
     def record(self) -> dict[str, Any]:
         """The episode in upstream's output fields."""

@@ -124,6 +124,13 @@ def test_text_and_json_actions_run_through_the_tasks_own_executor(bench, mode, c
     assert record["action_mode"] == f"{mode}_as_action"
 
 
+def test_an_action_that_upstreams_executor_raises_on_becomes_the_observation_and_play_goes_on(bench):
+    replies = ['Action: {"tool": ["add"], "args": [1, 2]} End Action', "Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "json", scripted(replies))
+    assert record["messages"][2]["content"].startswith("Invalid action. TypeError: ")
+    assert (record["is_correct"], record["n_turns"]) == (True, 2)
+
+
 def test_generations_are_trimmed_before_a_second_action_or_answer():
     assert trim_generation("  Answer: 3") == "Answer: 3"
     assert trim_generation("Action: add, 1, 2 End Action\nAnswer: 3") == "Action: add, 1, 2 End Action"
