@@ -5,7 +5,8 @@ training pool's). Each task is played ``n`` times (``n >= k``) through its domai
 training plays it: the system prompt is the domain policy with its tools written out, each
 observation comes back as a tool turn, the verifier's reward ends the episode. Pass@k is the unbiased
 estimator over the ``n`` samples, ``1 - C(n-c, k) / C(n, k)``, averaged over the domain's tasks;
-Pass@1 is then the success rate.
+Pass@1 is then the success rate. Samples play side by side (``--batch-size``): each turn, one batched
+decode answers every active episode, as in M3ToolEval's harness.
 
 With ``--adapter``, the same samples are drawn twice, from the base model (the adapter switched off)
 and from the adapter, under the same seed, and one report shows both.
@@ -32,7 +33,7 @@ from envs.registry import env_class
 from eval import report
 from eval.cli import InputError, run
 from eval.estimators import pass_at_k
-from eval.policy import ContextLimitExceeded, Message, Policy, system_prompt
+from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,59 @@ class TaskResult:
     successes: int
 
 
-def play(env: ToolEnv, task: CodeAsTask, policy: Policy) -> bool:
-    """One episode of ``task``: whether the verifier accepted its end."""
+@dataclass
+class _Episode:
+    """One sample of a task under way: its own env, and the chat the policy sees."""
+
+    index: int
+    env: ToolEnv
+    messages: list[Message]
+
+
+def _start(index: int, task: CodeAsTask, max_turns: int) -> _Episode:
+    env = env_class(task.domain)(tasks=[task], max_turns=max_turns)
     instruction, info = env.reset(options={"task": task})
-    messages: list[Message] = [{"role": "system", "content": system_prompt(info["policy"], info["tools"])},
-                               {"role": "user", "content": instruction}]
-    while True:
-        try:
-            action = policy(messages)
-        except ContextLimitExceeded:
-            return False
-        observation, reward, terminated, truncated, _ = env.step(action)
-        messages += [{"role": "assistant", "content": action}, {"role": "tool", "content": observation}]
-        if terminated or truncated:
-            return reward == 1.0
+    return _Episode(index, env, [{"role": "system", "content": system_prompt(info["policy"], info["tools"])},
+                                 {"role": "user", "content": instruction}])
 
 
-def sample(tasks: Sequence[CodeAsTask], policy: Policy, n: int, max_turns: int = 20,
-           label: str = "") -> list[TaskResult]:
-    """Play each task ``n`` times; one result per task, in order."""
-    envs: dict[str, ToolEnv] = {}
-    results = []
+def _advance(episode: _Episode, reply: Reply) -> bool | None:
+    """Play ``reply``: whether the verifier accepted the episode's end, or ``None`` while it goes on."""
+    if isinstance(reply, ContextLimitExceeded):
+        return False
+    observation, reward, terminated, truncated, _ = episode.env.step(reply)
+    episode.messages += [{"role": "assistant", "content": reply}, {"role": "tool", "content": observation}]
+    return reward == 1.0 if terminated or truncated else None
+
+
+def sample(tasks: Sequence[CodeAsTask], policy: Policy, n: int, max_turns: int = 20, label: str = "",
+           batch_size: int = 1) -> list[TaskResult]:
+    """Play each task ``n`` times, up to ``batch_size`` episodes side by side: each turn, every
+    active episode's chat goes to one batched policy call (:func:`eval.policy.batched`), and an
+    episode that ends leaves its place to the next sample. One result per task, in order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    generate = batched(policy)
+    queue = iter([i for i in range(len(tasks)) for _ in range(n)])
+    wins = [0] * len(tasks)
+    active: list[_Episode] = []
     with tqdm(total=len(tasks) * n, desc=f"held-out {label}".strip(), unit="episode") as progress:
-        for task in tasks:
-            if task.domain not in envs:
-                envs[task.domain] = env_class(task.domain)(tasks=[t for t in tasks if t.domain == task.domain],
-                                                           max_turns=max_turns)
-            wins = 0
-            for _ in range(n):
-                wins += play(envs[task.domain], task, policy)
+        while True:
+            while len(active) < batch_size and (index := next(queue, None)) is not None:
+                active.append(_start(index, tasks[index], max_turns))
+            if not active:
+                break
+            playing = []
+            for episode, reply in zip(active, generate([e.messages for e in active]), strict=True):
+                won = _advance(episode, reply)
+                if won is None:
+                    playing.append(episode)
+                    continue
+                wins[episode.index] += won
+                episode.env.close()
                 progress.update()
-            results.append(TaskResult(task.id, task.domain, n, wins))
-    for env in envs.values():
-        env.close()
-    return results
+            active = playing
+    return [TaskResult(t.id, t.domain, n, w) for t, w in zip(tasks, wins)]
 
 
 def summarize(results: Sequence[TaskResult], k: int) -> dict[str, dict[str, Any]]:
@@ -96,7 +116,7 @@ def summarize(results: Sequence[TaskResult], k: int) -> dict[str, dict[str, Any]
 
 
 def evaluate(tasks: Sequence[CodeAsTask], policies: dict[str, tuple[Policy, str]], k: int, n: int,
-             max_turns: int = 20, seed: int = 0) -> dict[str, Any]:
+             max_turns: int = 20, seed: int = 0, batch_size: int = 1) -> dict[str, Any]:
     """The report's summary: for each run (label -> (policy, model name)), Pass@1 and Pass@k per
     domain and each task's count, every run sampled from the same seed."""
     import torch
@@ -104,7 +124,7 @@ def evaluate(tasks: Sequence[CodeAsTask], policies: dict[str, tuple[Policy, str]
     runs = {}
     for label, (policy, model) in policies.items():
         torch.manual_seed(seed)
-        results = sample(tasks, policy, n, max_turns, label)
+        results = sample(tasks, policy, n, max_turns, label, batch_size)
         runs[label] = {"model": model, "domains": summarize(results, k),
                        "tasks": {r.task_id: {"domain": r.domain, "samples": r.samples, "successes": r.successes}
                                  for r in results}}
@@ -147,12 +167,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--domains", help="comma-separated domains to evaluate (default: all in the pool)")
     parser.add_argument("--limit", type=int, help="at most this many tasks per domain")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampling (the same for base and adapter)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="episodes played side by side, their turns decoded in one batched call (memory grows "
+                             "with it: lower it if RAM runs out)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/eval/heldout/<model>)")
     args = parser.parse_args(argv)
     n = args.n or args.k
     if args.k < 1 or n < args.k:
         raise InputError(f"need 1 <= k <= n, got k={args.k}, n={n}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     domains = [d.strip() for d in args.domains.split(",")] if args.domains else None
     tasks = load_tasks(args.pool, domains, args.limit)
     from eval.policy import load_hf_policy
@@ -162,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     policies = {"base": (policy.base(), args.model), "adapter": (policy, name)} if args.adapter \
         else {"base": (policy, name)}
-    summary = evaluate(tasks, policies, args.k, n, args.max_turns, args.seed)
+    summary = evaluate(tasks, policies, args.k, n, args.max_turns, args.seed, args.batch_size)
     summary.update(pool=str(args.pool), temperature=args.temperature)
     report.write_eval(summary, args.out or Path("runs/eval/heldout") / report.slug(name))
     print(report.markdown(summary))

@@ -14,7 +14,7 @@ from eval import heldout
 from eval.cli import run
 from eval.estimators import pass_at_k, pass_hat_k
 from eval.heldout import TaskResult, evaluate, summarize
-from eval.policy import Message
+from eval.policy import Message, batched
 from toy_domain import ToyEnv, copy_task
 
 
@@ -34,7 +34,8 @@ def tasks():
 
 
 def solver(wins: dict[str, list[bool]]):
-    """Plays the task's own solution on the samples marked True, and gives up at once on the others."""
+    """Plays the task's own solution on the samples marked True (counted in the order the samples
+    start), and gives up at once on the others."""
     by_instruction = {t.instruction: t for t in tasks()}
     seen: dict[str, int] = {}
 
@@ -43,8 +44,8 @@ def solver(wins: dict[str, list[bool]]):
         turn = sum(m["role"] == "assistant" for m in messages)
         if turn == 0:
             seen[task.id] = seen.get(task.id, -1) + 1
-        if not wins[task.id][seen[task.id]]:
-            return json.dumps({"name": "finish", "arguments": {"answer": "no idea"}})
+            if not wins[task.id][seen[task.id]]:
+                return json.dumps({"name": "finish", "arguments": {"answer": "no idea"}})
         plan = [a.to_json() for a in task.solution.actions] + [{"name": "finish", "arguments": {"answer": "note 1"}}]
         return json.dumps(plan[turn])
 
@@ -55,8 +56,9 @@ WINS = {"toy-0": [True] * 4, "toy-1": [False, True, False, False],
         "toy2-0": [False] * 4, "toy2-1": [True, False, True, False]}
 
 
-def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains):
-    summary = evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4)
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains, batch_size):
+    summary = evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=batch_size)
     domains = summary["runs"]["base"]["domains"]
     # toy: c = 4 and 1 of 4 -> pass@1 (1 + 1/4)/2, pass@2 (1 + (1 - C(3,2)/C(4,2)))/2 = (1 + 1/2)/2
     assert domains["toy"] == pytest.approx({"tasks": 2, "pass@1": 0.625, "pass@k": 0.75})
@@ -64,6 +66,26 @@ def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains):
     assert domains["toy2"] == pytest.approx({"tasks": 2, "pass@1": 0.25, "pass@k": 5 / 12})
     assert domains["all"] == pytest.approx({"tasks": 4, "pass@1": 1.75 / 4, "pass@k": (1 + 0.5 + 5 / 6) / 4})
     assert summary["runs"]["base"]["tasks"]["toy2-1"] == {"domain": "toy2", "samples": 4, "successes": 2}
+
+
+def test_samples_are_played_side_by_side_up_to_the_batch_size(two_domains, monkeypatch):
+    calls: list[int] = []
+
+    def recording(policy):
+        generate = batched(policy)
+
+        def call(chats):
+            calls.append(len(chats))
+            return generate(chats)
+
+        return call
+
+    monkeypatch.setattr(heldout, "batched", recording)
+    evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=3)
+    assert max(calls) == 3 and calls[0] == 3
+    # 16 episodes: the 7 winners take the solution's steps and the finish, the 9 others one turn
+    steps = len(tasks()[0].solution.actions) + 1
+    assert sum(calls) == 7 * steps + 9
 
 
 def test_two_runs_are_reported_side_by_side_with_a_bar_chart(two_domains, tmp_path):
@@ -102,6 +124,7 @@ def pool(tmp_path: Path, *domains: str) -> Path:
     (["--pool", "/no/such/pool.jsonl"], "does not exist"),
     (["--pool", "{pool}", "--domains", "nowhere"], "unknown domain 'nowhere'"),
     (["--pool", "{pool}", "--k", "4", "--n", "2"], "k <= n"),
+    (["--pool", "{pool}", "--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_bad_input_exits_2_before_any_model_is_loaded(tmp_path, caplog, argv, message):
     path = pool(tmp_path, "toy")
