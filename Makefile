@@ -63,7 +63,8 @@ eval-taubench: $(INSTALLED)
 	$(PY) -m eval.taubench --domain $(or $(DOMAIN),retail) $(if $(SPLIT),--split $(SPLIT)) \
 		$(if $(TAUBENCH_DIR),--taubench-dir '$(TAUBENCH_DIR)') $(if $(GOLDEN),--golden '$(GOLDEN)') \
 		$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
-		$(if $(TRIALS),--trials $(TRIALS)) $(if $(TASKS),--tasks '$(TASKS)') $(if $(OUT),--out '$(OUT)')
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(TASKS),--tasks '$(TASKS)') $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(OUT),--out '$(OUT)')
 
 # A training run's page: RUN/report.md with its curves (RUN/metrics.jsonl) and every eval under RUN.
 report: $(INSTALLED)

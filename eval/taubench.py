@@ -14,7 +14,8 @@ and ends the conversation with ``###STOP###``, which is when the reward is compu
 that is not a tool call is said to the user, as is a ``respond`` call; at most 30 agent steps (a
 conversation still going then scores 0). Our envs' ``finish`` also ends a conversation.
 pass^k over k trials is upstream's: per task C(c, k) / C(n, k) with c successes in n trials,
-averaged over tasks.
+averaged over tasks. Conversations play side by side (``--batch-size``): each round, the users due
+to speak answer in one batched decode, then the agents due to act.
 
 Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 ``tau_bench/envs/<domain>/tasks_<split>.py``, read as data without importing tau-bench, together with
@@ -33,10 +34,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
@@ -50,7 +51,7 @@ from envs.taubench import load_golden, shared_dir
 from eval import report
 from eval.cli import InputError, run
 from eval.estimators import pass_hat_k
-from eval.policy import ContextLimitExceeded, Message, Policy, system_prompt
+from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +164,6 @@ def as_cat(task: TauTask, source: Source, env: type[ToolEnv]) -> CodeAsTask:
 # ---------------------------------------------------------------- the simulated user
 
 
-class SimulatedUser(Protocol):
-    """The customer: knows only its instruction, opens the conversation, ends it with ``###STOP###``."""
-
-    def reset(self, instruction: str) -> str:
-        """Start a conversation toward ``instruction``; the user's first message."""
-
-    def step(self, message: str) -> str:
-        """The user's reply to the agent's ``message``."""
-
-
 USER_PROMPT = """\
 You are a customer talking with a customer-service agent; you write the customer's messages.
 
@@ -186,41 +177,33 @@ How to talk:
   say you don't have it.
 - Don't copy your goal's wording; say it in your own words, in the personality it describes.
 - Once your goal is met, reply with ###STOP### alone, to end the conversation."""
+_GOAL = re.compile(r"Your goal:\n(.*)\n\nHow to talk:", re.DOTALL)
 
 
-@dataclass
-class LLMUser:
-    """A simulated user backed by a chat model (a :data:`Policy`; by default the agent's base model)."""
-
-    chat: Policy
-    messages: list[Message] = field(default_factory=list)
-
-    def reset(self, instruction: str) -> str:
-        self.messages = [{"role": "system", "content": USER_PROMPT.format(instruction=instruction)},
-                         {"role": "user", "content": GREETING}]
-        return self._next()
-
-    def step(self, message: str) -> str:
-        self.messages.append({"role": "user", "content": message})
-        return self._next()
-
-    def _next(self) -> str:
-        reply = self.chat(self.messages).strip()
-        self.messages.append({"role": "assistant", "content": reply})
-        return reply
+def user_chat(instruction: str) -> list[Message]:
+    """The simulated user's side of a new conversation: its instruction (and nothing else it could
+    know) as the system prompt, then the agent's greeting, which the user answers first. The user is
+    any chat :data:`Policy` over this side (by default the agent's base model), the agent's messages
+    coming to it as ``user`` turns."""
+    return [{"role": "system", "content": USER_PROMPT.format(instruction=instruction)},
+            {"role": "user", "content": GREETING}]
 
 
-@dataclass
-class ScriptedUser:
+def goal_of(messages: list[Message]) -> str:
+    """The instruction in a :func:`user_chat`'s system prompt."""
+    match = _GOAL.search(messages[0]["content"])
+    if match is None:
+        raise ValueError("not a simulated user's chat: its system prompt holds no goal")
+    return match[1]
+
+
+def scripted_user(reply: str = "Okay.") -> Policy:
     """A user for tests and checks: opens with its instruction verbatim, then always says ``reply``."""
 
-    reply: str = "Okay."
+    def user(messages: list[Message]) -> str:
+        return goal_of(messages) if len(messages) == 2 else reply
 
-    def reset(self, instruction: str) -> str:
-        return instruction
-
-    def step(self, message: str) -> str:
-        return self.reply
+    return user
 
 
 # ---------------------------------------------------------------- scripted agents
@@ -232,7 +215,7 @@ def _call(name: str, **arguments: Any) -> str:
 
 def gold_policy(tasks: Iterable[TauTask]) -> Policy:
     """Replays the gold actions of the task whose instruction the user opened with (a
-    :class:`ScriptedUser`), says the required outputs, then finishes: checks the harness, no model."""
+    :func:`scripted_user`), says the required outputs, then finishes: checks the harness, no model."""
     plans = {}
     for task in tasks:
         said = [_call("respond", content=", ".join(task.outputs))] if task.outputs else []
@@ -250,7 +233,7 @@ def do_nothing_policy(messages: list[Message]) -> str:
     return _call("finish", answer="")
 
 
-# ---------------------------------------------------------------- episodes
+# ---------------------------------------------------------------- conversations
 
 
 @dataclass
@@ -275,39 +258,93 @@ def _as_action(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def run_episode(env: ToolEnv, cat: CodeAsTask, policy: Policy, user: SimulatedUser, wiki: str,
-                max_steps: int = MAX_STEPS) -> Episode:
-    """One conversation of ``policy`` with ``user`` about ``cat``, in ``env``, at most ``max_steps`` agent turns.
+@dataclass
+class Conversation:
+    """One conversation of the agent with the simulated user about a task, played a message at a
+    time so that many share each batched decode: :attr:`turn` says who speaks next, until
+    :attr:`episode` holds the outcome.
 
     As upstream, the reward is computed when the conversation is done (the user stops, or a
-    terminal tool or ``finish`` ends it); one that reaches the step limit, or outgrows the model's
-    context (an error upstream), scores 0.
+    terminal tool or ``finish`` ends it); one that reaches the step limit (the env's ``max_turns``
+    agent turns), or outgrows a model's context (an error upstream), scores 0.
     """
-    env.reset(options={"task": cat})
-    messages: list[Message] = [{"role": "system", "content": system_prompt(wiki, env.tool_schemas)},
-                               {"role": "user", "content": user.reset(cat.instruction)}]
-    step = 0
-    for step in range(1, max_steps + 1):
-        try:
-            text = policy(messages)
-        except ContextLimitExceeded:
-            return Episode(0.0, "context_limit", step - 1, messages)
-        messages.append({"role": "assistant", "content": text})
+
+    env: ToolEnv
+    messages: list[Message]
+    """The agent's side."""
+    user_side: list[Message]
+    turn: str = "user"
+    """``user`` or ``agent``."""
+    steps: int = 0
+    episode: Episode | None = None
+
+    @classmethod
+    def start(cls, env: ToolEnv, cat: CodeAsTask, wiki: str) -> Conversation:
+        env.reset(options={"task": cat})
+        return cls(env, [{"role": "system", "content": system_prompt(wiki, env.tool_schemas)}],
+                   user_chat(cat.instruction))
+
+    def chat(self) -> list[Message]:
+        """What the next speaker sees."""
+        return self.user_side if self.turn == "user" else self.messages
+
+    def say(self, reply: Reply) -> None:
+        """The next speaker's message (or the reason it has none)."""
+        if isinstance(reply, ContextLimitExceeded):
+            self.episode = Episode(0.0, "context_limit", self.steps, self.messages)
+        elif self.turn == "user":
+            self._user(reply)
+        else:
+            self._agent(reply)
+
+    def _user(self, text: str) -> None:
+        self.user_side.append({"role": "assistant", "content": text})
+        self.messages.append({"role": "user", "content": text})
+        if self.steps and STOP in text:
+            self.episode = Episode(1.0 if self.env.verify().status == "ok" else 0.0, "user_stop", self.steps,
+                                   self.messages)
+        self.turn = "agent"
+
+    def _agent(self, text: str) -> None:
+        self.steps += 1
+        self.messages.append({"role": "assistant", "content": text})
         action, said = _as_action(text)
-        observation, reward, terminated, truncated, _ = env.step(action)
+        observation, reward, terminated, truncated, _ = self.env.step(action)
         if said is None:
-            messages.append({"role": "tool", "content": observation})
-        if terminated:
-            return Episode(reward, "terminated", step, messages)
-        if truncated:
-            break
-        if said is None:
-            continue
-        reply = user.step(said)
-        messages.append({"role": "user", "content": reply})
-        if STOP in reply:
-            return Episode(1.0 if env.verify().status == "ok" else 0.0, "user_stop", step, messages)
-    return Episode(0.0, "truncated", step, messages)
+            self.messages.append({"role": "tool", "content": observation})
+        if terminated or truncated:
+            self.episode = Episode(reward if terminated else 0.0, "terminated" if terminated else "truncated",
+                                   self.steps, self.messages)
+        elif said is not None:
+            self.user_side.append({"role": "user", "content": said})
+            self.turn = "user"
+
+
+def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: str, policy: Policy, user: Policy,
+             batch_size: int = 1, max_steps: int = MAX_STEPS) -> Iterator[tuple[Any, Episode]]:
+    """Each job's conversation (``(key, cat)``), up to ``batch_size`` side by side: each round, the
+    users due to speak answer in one batched call, then the agents due to act. Yields each
+    ``(key, episode)`` as its conversation ends, each in an env of its own (``max_steps`` turns)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    speakers = {"user": batched(user), "agent": batched(policy)}
+    queue = iter(jobs)
+    active: list[tuple[Any, Conversation]] = []
+    while True:
+        while len(active) < batch_size and (job := next(queue, None)) is not None:
+            key, cat = job
+            active.append((key, Conversation.start(env(tasks=[cat], max_turns=max_steps), cat, wiki)))
+        if not active:
+            return
+        for turn, generate in speakers.items():
+            due = [c for _, c in active if c.episode is None and c.turn == turn]
+            if due:
+                for conversation, reply in zip(due, generate([c.chat() for c in due]), strict=True):
+                    conversation.say(reply)
+        for key, conversation in [a for a in active if a[1].episode is not None]:
+            conversation.env.close()
+            yield key, conversation.episode
+        active = [a for a in active if a[1].episode is None]
 
 
 def parse_ids(spec: str | None, count: int) -> list[int]:
@@ -335,9 +372,10 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
             for k in range(1, trials + 1)}
 
 
-def evaluate(source: Source, policy: Policy, user: SimulatedUser, trials: int = 1, task_ids: Sequence[int] | None = None,
-             out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS) -> dict[str, Any]:
-    """Run ``trials`` conversations of each selected task (all by default); the summary (pass^k, average reward).
+def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task_ids: Sequence[int] | None = None,
+             out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS, batch_size: int = 1) -> dict[str, Any]:
+    """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
+    (:func:`converse`); the summary (pass^k, average reward).
 
     With ``out``, each episode is appended to ``out/episodes.jsonl`` as it ends, episodes already
     there are not run again, and the summary's markdown and chart are written beside it.
@@ -353,19 +391,14 @@ def evaluate(source: Source, policy: Policy, user: SimulatedUser, trials: int = 
         raise InputError(f"{error}; move the file away to start afresh") from None
     done = {(r["task_index"], r["trial"]) for r in records}
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
-    cats: dict[int, CodeAsTask] = {}
-    env: ToolEnv | None = None
-    for index, trial in tqdm(todo, desc=f"tau-bench {source.domain}", unit="episode"):
-        if index not in cats:
-            cats[index] = as_cat(source.tasks[index], source, cls)
-        env = env or cls(tasks=[cats[index]], max_turns=max_steps)
-        episode = run_episode(env, cats[index], policy, user, source.wiki, max_steps)
+    cats = {i: as_cat(source.tasks[i], source, cls) for i in sorted({i for i, _ in todo})}
+    jobs = [((index, trial), cats[index]) for index, trial in todo]
+    episodes = converse(jobs, cls, source.wiki, policy, user, batch_size, max_steps)
+    for (index, trial), episode in tqdm(episodes, total=len(jobs), desc=f"tau-bench {source.domain}", unit="episode"):
         record = {"task_index": index, "trial": trial, **asdict(episode)}
         if path:
             append_jsonl(path, [record])
         records.append(record)
-    if env is not None:
-        env.close()
     chosen = [r for r in records if r["task_index"] in set(ids) and r["trial"] < trials]
     successes: dict[int, list[bool]] = {}
     for record in chosen:
@@ -396,11 +429,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", help="task indices, e.g. 0-9,12 (default: all)")
     parser.add_argument("--user-temperature", type=float, default=1.0, help="the simulated user's sampling temperature")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="conversations played side by side, each round's messages decoded in one batched "
+                             "call (memory grows with it: lower it if RAM runs out)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/eval/taubench/<domain>-<split>-<model>)")
     args = parser.parse_args(argv)
     if args.domain not in DOMAINS:
         raise InputError(f"unknown domain {args.domain!r}; tau-bench has {', '.join(DOMAINS)}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.golden:
         source = from_golden(args.golden)
         if source.domain != args.domain:
@@ -420,13 +458,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy = load_hf_policy(args.model, args.adapter, device=args.device)
         chat = (load_hf_policy(args.user_model, device=args.device) if args.user_model else policy.base())
         chat.temperature = args.user_temperature
-        user: SimulatedUser = LLMUser(chat)
+        user: Policy = chat
         name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     else:
         policy = gold_policy(source.tasks) if args.policy == "gold" else do_nothing_policy
-        user, name = ScriptedUser(), args.policy
+        user, name = scripted_user(), args.policy
     out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
-    summary = evaluate(source, policy, user, args.trials, ids, out, model=name)
+    summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size)
     print(report.markdown(summary))
 
 

@@ -14,7 +14,8 @@ from eval import heldout
 from eval.cli import run
 from eval.estimators import pass_at_k, pass_hat_k
 from eval.heldout import TaskResult, evaluate, summarize
-from eval.policy import Message, batched
+from eval.policy import Message
+from test_eval_policy import counting_batches
 from toy_domain import ToyEnv, copy_task
 
 
@@ -70,17 +71,7 @@ def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains, batc
 
 def test_samples_are_played_side_by_side_up_to_the_batch_size(two_domains, monkeypatch):
     calls: list[int] = []
-
-    def recording(policy):
-        generate = batched(policy)
-
-        def call(chats):
-            calls.append(len(chats))
-            return generate(chats)
-
-        return call
-
-    monkeypatch.setattr(heldout, "batched", recording)
+    monkeypatch.setattr(heldout, "batched", counting_batches(calls))
     evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=3)
     assert max(calls) == 3 and calls[0] == 3
     # 16 episodes: the 7 winners take the solution's steps and the finish, the 9 others one turn

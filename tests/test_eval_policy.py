@@ -92,6 +92,22 @@ def forward_calls(model) -> list[int]:
     return calls
 
 
+def counting_batches(sizes: list[int]):
+    """A stand-in for :func:`eval.policy.batched` (monkeypatch it in a harness) that records how many
+    chats each batched call gets."""
+
+    def wrap(policy):
+        generate = batched(policy)
+
+        def call(chats):
+            sizes.append(len(chats))
+            return generate(chats)
+
+        return call
+
+    return wrap
+
+
 def test_a_row_stops_where_its_text_meets_the_stop_predicate_and_the_other_rows_decode_as_before(tokenizer):
     model = tiny_model()
     longer = CHAT + [{"role": "assistant", "content": "Looked it up."}, {"role": "user", "content": "And then? " * 6}]

@@ -14,9 +14,10 @@ import pytest
 
 from eval import taubench
 from eval.cli import run
-from eval.policy import scripted
-from eval.taubench import (STOP, LLMUser, ScriptedUser, Source, do_nothing_policy, evaluate, from_checkout,
-                           from_golden, gold_policy, pass_hat, read_task_file)
+from eval.policy import ContextLimitExceeded, HFPolicy, scripted
+from eval.taubench import (STOP, Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of,
+                           gold_policy, pass_hat, read_task_file, scripted_user)
+from test_eval_policy import counting_batches, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
@@ -38,25 +39,23 @@ def call(name: str, **arguments: Any) -> str:
     return json.dumps({"name": name, "arguments": arguments})
 
 
-class StoppingUser:
-    """Opens with its instruction, answers the first message it gets, stops at the second."""
+def stopping_user(heard: list[str]):
+    """Opens with its instruction, answers the first message it gets, stops at the second; keeps
+    what the agent said to it in ``heard``."""
 
-    def __init__(self) -> None:
-        self.heard: list[str] = []
+    def user(messages):
+        if len(messages) == 2:
+            return goal_of(messages)
+        heard.append(messages[-1]["content"])
+        return "Thanks, that is all. " + STOP if len(heard) > 1 else "Go on."
 
-    def reset(self, instruction: str) -> str:
-        self.heard = []
-        return instruction
-
-    def step(self, message: str) -> str:
-        self.heard.append(message)
-        return "Thanks, that is all. " + STOP if len(self.heard) > 1 else "Go on."
+    return user
 
 
 def test_every_golden_task_scores_1_when_the_gold_actions_are_replayed_and_the_outputs_said():
     scores = {}
     for name in GOLDEN:
-        summary = evaluate(source(name), gold_policy(source(name).tasks), ScriptedUser())
+        summary = evaluate(source(name), gold_policy(source(name).tasks), scripted_user())
         scores[name] = sum(summary["successes"].values())
         assert summary["pass^k"] == {"1": 1.0}, name
     assert sum(scores.values()) == 530
@@ -67,7 +66,7 @@ def test_doing_nothing_scores_exactly_the_tasks_whose_gold_leaves_the_data_uncha
         golden = raw(name)
         expected = {i for i, t in enumerate(golden["tasks"])
                     if t["final_data_hash"] == golden["initial_data_hash"] and not t["required_outputs"]}
-        summary = evaluate(source(name), do_nothing_policy, ScriptedUser())
+        summary = evaluate(source(name), do_nothing_policy, scripted_user())
         assert {int(i) for i, c in summary["successes"].items() if c} == expected, name
 
 
@@ -76,19 +75,19 @@ def test_the_gold_actions_without_the_required_outputs_score_0():
     task = airline.tasks[8]
     assert task.outputs
     silent = scripted([call(a.name, **a.arguments) for a in task.actions] + [call("finish", answer="")])
-    assert evaluate(airline, silent, ScriptedUser(), task_ids=[8])["successes"] == {"8": 0}
+    assert evaluate(airline, silent, scripted_user(), task_ids=[8])["successes"] == {"8": 0}
 
 
 def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_said_to_the_user(tmp_path):
     airline = source("airline_test_0_10")
     task = airline.tasks[8]
-    user = StoppingUser()
+    heard: list[str] = []
     replies = ["Hello! How can I help?"] + [call(a.name, **a.arguments) for a in task.actions] \
         + [f"Done: refunds of {task.outputs[0]}, {task.outputs[1]} and {task.outputs[2]}."]
-    summary = evaluate(airline, scripted(replies), user, task_ids=[8], out=tmp_path)
+    summary = evaluate(airline, scripted(replies), stopping_user(heard), task_ids=[8], out=tmp_path)
     episode = json.loads((tmp_path / "episodes.jsonl").read_text())
     assert summary["successes"] == {"8": 1} and episode["end_reason"] == "user_stop"
-    assert user.heard[0] == "Hello! How can I help?"
+    assert heard[0] == "Hello! How can I help?"
     roles = [m["role"] for m in episode["messages"]]
     assert roles == ["system", "user", "assistant", "user"] + ["assistant", "tool"] * len(task.actions) \
         + ["assistant", "user"]
@@ -99,26 +98,76 @@ def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_sai
 def test_a_conversation_still_going_at_the_step_limit_scores_0_even_with_the_right_data():
     dev = source("retail_dev")
     chatty = scripted([call(a.name, **a.arguments) for a in dev.tasks[0].actions] + ["Anything else?"])
-    summary = evaluate(dev, chatty, ScriptedUser(), task_ids=[0], max_steps=4)
+    summary = evaluate(dev, chatty, scripted_user(), task_ids=[0], max_steps=4)
     assert summary["successes"] == {"0": 0}
-    assert evaluate(dev, gold_policy(dev.tasks), ScriptedUser(), task_ids=[0], max_steps=4)["successes"] == {"0": 1}
+    assert evaluate(dev, gold_policy(dev.tasks), scripted_user(), task_ids=[0], max_steps=4)["successes"] == {"0": 1}
 
 
 def test_the_simulated_user_sees_only_its_instruction_and_speaks_after_the_agents_greeting():
+    dev = source("retail_dev")
     seen = []
 
     def chat(messages):
         seen.append([dict(m) for m in messages])
         return "  I want to cancel my order.  "
 
-    user = LLMUser(chat)
-    assert user.reset("Your name is Ada; cancel order #W1.") == "I want to cancel my order."
-    user.step("Sure, which order?")
+    agent = scripted(["Sure, which order?", call("finish", answer="")])
+    summary = evaluate(dev, agent, chat, task_ids=[0], out=None)
     first, second = seen
-    assert [m["role"] for m in first] == ["system", "user"] and "cancel order #W1" in first[0]["content"]
+    assert [m["role"] for m in first] == ["system", "user"] and dev.tasks[0].instruction in first[0]["content"]
     assert first[1]["content"] == taubench.GREETING and STOP in first[0]["content"]
+    assert goal_of(first) == dev.tasks[0].instruction
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
-    assert second[-1]["content"] == "Sure, which order?"
+    assert second[2]["content"] == "  I want to cancel my order.  " and second[-1]["content"] == "Sure, which order?"
+    assert summary["tasks"] == 1
+
+
+def test_conversations_in_batches_end_as_they_would_one_at_a_time(tmp_path, monkeypatch):
+    dev = source("retail_dev")
+    sizes: list[int] = []
+    def episodes(batch_size: int) -> list[dict[str, Any]]:
+        out = tmp_path / str(batch_size)
+        evaluate(dev, gold_policy(dev.tasks), scripted_user(), trials=2, task_ids=[0, 1, 2, 5], out=out,
+                 batch_size=batch_size)
+        lines = (out / "episodes.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: (r["task_index"], r["trial"]))
+
+    alone = episodes(1)
+    monkeypatch.setattr(taubench, "batched", counting_batches(sizes))
+    together = episodes(3)
+    assert together == alone and len(alone) == 8
+    assert max(sizes) == 3 and sizes[:2] == [3, 3]  # the users' openings, then the agents' first actions
+
+
+def test_a_model_agent_and_user_in_batches_say_what_they_say_one_conversation_at_a_time(tokenizer, tmp_path):
+    dev = source("retail_dev")
+    model = tiny_model(context=8192)
+
+    def episodes(batch_size: int) -> list[dict[str, Any]]:
+        agent, user = HFPolicy(model, tokenizer, max_new_tokens=8), HFPolicy(model, tokenizer, max_new_tokens=8)
+        out = tmp_path / str(batch_size)
+        evaluate(dev, agent, user, task_ids=[0, 1, 2], out=out, max_steps=3, batch_size=batch_size)
+        lines = (out / "episodes.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: r["task_index"])
+
+    alone = episodes(1)
+    assert episodes(3) == alone
+    assert all(len(r["messages"]) > 3 for r in alone)  # the user spoke twice: its opening, and a reply
+
+
+def test_a_user_past_its_context_ends_the_conversation_with_0(tmp_path):
+    dev = source("retail_dev")
+
+    def user(messages):
+        if len(messages) == 2:
+            return goal_of(messages)
+        raise ContextLimitExceeded("the user's chat is too long")
+
+    agent = scripted(["What is your order id?", call("finish", answer="")])
+    summary = evaluate(dev, agent, user, task_ids=[0], out=tmp_path)
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text())
+    assert summary["successes"] == {"0": 0}
+    assert (episode["end_reason"], episode["steps"], episode["messages"][-1]["role"]) == ("context_limit", 1, "assistant")
 
 
 def test_pass_hat_k_matches_a_hand_computation():
@@ -130,9 +179,9 @@ def test_pass_hat_k_matches_a_hand_computation():
 
 def test_trials_resume_and_pass_hat_k_counts_every_trial(tmp_path):
     dev = source("retail_dev")
-    first = evaluate(dev, gold_policy(dev.tasks), ScriptedUser(), trials=2, task_ids=[0, 1], out=tmp_path)
+    first = evaluate(dev, gold_policy(dev.tasks), scripted_user(), trials=2, task_ids=[0, 1], out=tmp_path)
     lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
-    again = evaluate(dev, do_nothing_policy, ScriptedUser(), trials=2, task_ids=[0, 1], out=tmp_path)
+    again = evaluate(dev, do_nothing_policy, scripted_user(), trials=2, task_ids=[0, 1], out=tmp_path)
     assert len(lines) == 4 and (tmp_path / "episodes.jsonl").read_text().splitlines() == lines
     assert first["pass^k"] == again["pass^k"] == {"1": 1.0, "2": 1.0}
     assert (tmp_path / "summary.md").is_file() and (tmp_path / "chart.png").is_file()
@@ -168,7 +217,7 @@ def test_a_checkout_task_file_is_read_as_data_and_scores_like_its_golden_twin(tm
     (task,) = checkout.tasks
     assert task.instruction == golden["instruction"] and task.user_id == golden["user_id"]
     assert [a.to_json() for a in task.actions] == golden["actions"]
-    assert evaluate(checkout, gold_policy(checkout.tasks), ScriptedUser())["pass^k"] == {"1": 1.0}
+    assert evaluate(checkout, gold_policy(checkout.tasks), scripted_user())["pass^k"] == {"1": 1.0}
 
 
 def test_the_older_dict_task_format_reads_too(tmp_path):
