@@ -33,7 +33,7 @@ from envs.registry import env_class
 from eval import report
 from eval.cli import InputError, run
 from eval.estimators import pass_at_k
-from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, system_prompt
+from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ class TaskResult:
 
 @dataclass
 class _Episode:
-    """One sample of a task under way: its own env, and the chat the policy sees."""
+    """One sample of a task under way: its own env, the chat the policy sees, and once it ends,
+    whether the verifier accepted it."""
 
     index: int
     env: ToolEnv
     messages: list[Message]
+    won: bool | None = None
 
 
 def _start(index: int, task: CodeAsTask, max_turns: int) -> _Episode:
@@ -64,42 +66,35 @@ def _start(index: int, task: CodeAsTask, max_turns: int) -> _Episode:
                                  {"role": "user", "content": instruction}])
 
 
-def _advance(episode: _Episode, reply: Reply) -> bool | None:
-    """Play ``reply``: whether the verifier accepted the episode's end, or ``None`` while it goes on."""
+def _advance(episode: _Episode, reply: Reply) -> None:
     if isinstance(reply, ContextLimitExceeded):
-        return False
+        episode.won = False
+        return
     observation, reward, terminated, truncated, _ = episode.env.step(reply)
     episode.messages += [{"role": "assistant", "content": reply}, {"role": "tool", "content": observation}]
-    return reward == 1.0 if terminated or truncated else None
+    if terminated or truncated:
+        episode.won = reward == 1.0
 
 
 def sample(tasks: Sequence[CodeAsTask], policy: Policy, n: int, max_turns: int = 20, label: str = "",
            batch_size: int = 1) -> list[TaskResult]:
-    """Play each task ``n`` times, up to ``batch_size`` episodes side by side: each turn, every
-    active episode's chat goes to one batched policy call (:func:`eval.policy.batched`), and an
-    episode that ends leaves its place to the next sample. One result per task, in order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    """Play each task ``n`` times, up to ``batch_size`` episodes side by side
+    (:func:`eval.policy.play_in_batches`): each turn, every active episode's chat goes to one batched
+    policy call. One result per task, in order."""
     generate = batched(policy)
-    queue = iter([i for i in range(len(tasks)) for _ in range(n)])
+
+    def play_round(active: list[_Episode]) -> None:
+        for episode, reply in zip(active, generate([e.messages for e in active]), strict=True):
+            _advance(episode, reply)
+
     wins = [0] * len(tasks)
-    active: list[_Episode] = []
-    with tqdm(total=len(tasks) * n, desc=f"held-out {label}".strip(), unit="episode") as progress:
-        while True:
-            while len(active) < batch_size and (index := next(queue, None)) is not None:
-                active.append(_start(index, tasks[index], max_turns))
-            if not active:
-                break
-            playing = []
-            for episode, reply in zip(active, generate([e.messages for e in active]), strict=True):
-                won = _advance(episode, reply)
-                if won is None:
-                    playing.append(episode)
-                    continue
-                wins[episode.index] += won
-                episode.env.close()
-                progress.update()
-            active = playing
+    jobs = [i for i in range(len(tasks)) for _ in range(n)]
+    with tqdm(total=len(jobs), desc=f"held-out {label}".strip(), unit="episode") as progress:
+        for episode in play_in_batches(jobs, lambda i: _start(i, tasks[i], max_turns), play_round,
+                                       lambda episode: episode.won is not None, batch_size):
+            wins[episode.index] += bool(episode.won)
+            episode.env.close()
+            progress.update()
     return [TaskResult(t.id, t.domain, n, w) for t, w in zip(tasks, wins)]
 
 

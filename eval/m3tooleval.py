@@ -75,7 +75,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import report
 from eval.cli import InputError, run
-from eval.policy import BatchPolicy, ContextLimitExceeded, Message, Policy, Reply, batched
+from eval.policy import BatchPolicy, ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -470,34 +470,20 @@ def run_tasks(tasks: Iterable[Any], benchmark: Benchmark, mode: str, generate: B
     active episode's chat goes to one ``generate`` call; an episode that ends leaves the batch and a
     task from the queue takes its place. Each record goes to ``on_done`` as its episode ends; the
     records are returned in the order their episodes ended."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    queue = iter(tasks)
-    active: list[Episode] = []
-    records: list[dict[str, Any]] = []
-
-    def finish(episode: Episode) -> None:
-        records.append(episode.record())
-        if on_done is not None:
-            on_done(records[-1])
-
-    while True:
-        while len(active) < batch_size and (task := next(queue, None)) is not None:
-            episode = Episode.start(task, benchmark, mode, sandbox, max_turns)
-            if episode.done:
-                finish(episode)
-            else:
-                active.append(episode)
-        if not active:
-            return records
+    def play_round(active: list[Episode]) -> None:
         replies = generate([episode.messages for episode in active])
         if len(replies) != len(active):
             raise ValueError(f"the policy gave {len(replies)} replies to {len(active)} chats")
         for episode, reply in zip(active, replies):
             episode.advance(reply)
-            if episode.done:
-                finish(episode)
-        active = [episode for episode in active if not episode.done]
+
+    records = []
+    for episode in play_in_batches(tasks, lambda task: Episode.start(task, benchmark, mode, sandbox, max_turns),
+                                   play_round, lambda episode: episode.done, batch_size):
+        records.append(episode.record())
+        if on_done is not None:
+            on_done(records[-1])
+    return records
 
 
 def run_task(task: Any, benchmark: Benchmark, mode: str, policy: Policy, sandbox: Sandbox | None = None,

@@ -5,14 +5,14 @@ real runs. :class:`HFPolicy` is the thin adapter over a Hugging Face causal LM (
 or any other, with a LoRA adapter): it renders the chat with the model's own template and decodes
 one turn, greedy and capped at 512 new tokens by default (M3ToolEval's and tau-bench's agent
 settings), with the trainer's decoding (:func:`agents.rollout.generate_turn`). Loading goes through
-:mod:`agents.models`, so a model is found (and a
-missing one reported) exactly as in training.
+:mod:`agents.models`, so a model is found (and a missing one reported) exactly as in training.
 
 A harness that plays many episodes at once asks for a :data:`BatchPolicy`: the next message of each
 of several chats. :meth:`HFPolicy.batch` decodes them together, left-padded in one KV cache (calling
 the policy is a batch of one). Since a harness re-renders the whole chat each turn, each call keeps
 its rows' keys and values and the next starts from them, so a turn encodes only what is new.
-:func:`batched` lifts any other policy by calling it once per chat.
+:func:`batched` lifts any other policy by calling it once per chat, and :func:`play_in_batches` is
+the harnesses' one loop that keeps a batch of episodes going.
 A harness that keeps only the start of a message can give :class:`HFPolicy` a ``stop`` predicate, so
 that a row stops decoding once nothing after it would be kept (M3ToolEval's trim).
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from eval.cli import InputError
 
@@ -65,6 +65,33 @@ def batched(policy: Policy) -> BatchPolicy:
         return replies
 
     return generate
+
+
+Job = TypeVar("Job")
+Play = TypeVar("Play")
+
+
+def play_in_batches(jobs: Iterable[Job], start: Callable[[Job], Play], play_round: Callable[[list[Play]], None],
+                    done: Callable[[Play], bool], batch_size: int) -> Iterator[Play]:
+    """Episodes of ``jobs`` side by side, up to ``batch_size`` at a time: ``play_round`` advances
+    every active episode by one round (its batched policy calls); an episode that is ``done`` leaves
+    the batch, yielded as it ends, and the next job's episode takes its place."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    queue, none_left = iter(jobs), object()
+    active: list[Play] = []
+    while True:
+        while len(active) < batch_size and (job := next(queue, none_left)) is not none_left:
+            episode = start(job)
+            if done(episode):
+                yield episode
+            else:
+                active.append(episode)
+        if not active:
+            return
+        play_round(active)
+        yield from (episode for episode in active if done(episode))
+        active = [episode for episode in active if not done(episode)]
 
 
 def scripted(replies: Sequence[str]) -> Policy:

@@ -51,7 +51,7 @@ from envs.taubench import load_golden, shared_dir
 from eval import report
 from eval.cli import InputError, run
 from eval.estimators import pass_hat_k
-from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, system_prompt
+from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -322,29 +322,27 @@ class Conversation:
 
 def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: str, policy: Policy, user: Policy,
              batch_size: int = 1, max_steps: int = MAX_STEPS) -> Iterator[tuple[Any, Episode]]:
-    """Each job's conversation (``(key, cat)``), up to ``batch_size`` side by side: each round, the
-    users due to speak answer in one batched call, then the agents due to act. Yields each
-    ``(key, episode)`` as its conversation ends, each in an env of its own (``max_steps`` turns)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    """Each job's conversation (``(key, cat)``), up to ``batch_size`` side by side
+    (:func:`eval.policy.play_in_batches`): each round, the users due to speak answer in one batched
+    call, then the agents due to act. Yields each ``(key, episode)`` as its conversation ends, each in
+    an env of its own (``max_steps`` turns)."""
     speakers = {"user": batched(user), "agent": batched(policy)}
-    queue = iter(jobs)
-    active: list[tuple[Any, Conversation]] = []
-    while True:
-        while len(active) < batch_size and (job := next(queue, None)) is not None:
-            key, cat = job
-            active.append((key, Conversation.start(env(tasks=[cat], max_turns=max_steps), cat, wiki)))
-        if not active:
-            return
+
+    def start(job: tuple[Any, CodeAsTask]) -> tuple[Any, Conversation]:
+        key, cat = job
+        return key, Conversation.start(env(tasks=[cat], max_turns=max_steps), cat, wiki)
+
+    def play_round(active: list[tuple[Any, Conversation]]) -> None:
         for turn, generate in speakers.items():
             due = [c for _, c in active if c.episode is None and c.turn == turn]
             if due:
                 for conversation, reply in zip(due, generate([c.chat() for c in due]), strict=True):
                     conversation.say(reply)
-        for key, conversation in [a for a in active if a[1].episode is not None]:
-            conversation.env.close()
-            yield key, conversation.episode
-        active = [a for a in active if a[1].episode is None]
+
+    for key, conversation in play_in_batches(jobs, start, play_round, lambda job: job[1].episode is not None,
+                                             batch_size):
+        conversation.env.close()
+        yield key, conversation.episode
 
 
 def parse_ids(spec: str | None, count: int) -> list[int]:
@@ -373,7 +371,8 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
 
 
 def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task_ids: Sequence[int] | None = None,
-             out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS, batch_size: int = 1) -> dict[str, Any]:
+             out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS,
+             batch_size: int = 1) -> dict[str, Any]:
     """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
     (:func:`converse`); the summary (pass^k, average reward).
 
