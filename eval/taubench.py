@@ -339,7 +339,7 @@ def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: s
                 for conversation, reply in zip(due, generate([c.chat() for c in due]), strict=True):
                     conversation.say(reply)
 
-    for key, conversation in play_in_batches(jobs, start, play_round, lambda job: job[1].episode is not None,
+    for key, conversation in play_in_batches(jobs, start, play_round, lambda play: play[1].episode is not None,
                                              batch_size):
         conversation.env.close()
         yield key, conversation.episode
