@@ -14,7 +14,7 @@ import torch
 
 from agents.models import load_model
 from agents.rollout import SamplingSettings, Trajectory, rollout
-from envs.web import WebEnv
+from envs.web.env import WebEnv
 
 EPISODES, TURNS, CAP = 8, 4, 64
 

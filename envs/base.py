@@ -9,6 +9,7 @@ sandbox, and the verifier's reward when the episode ends.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -51,9 +52,19 @@ def respond(state: State, content: str) -> str:
 NO_USER = "(No user is on this conversation: the instruction holds everything you need. Call finish when done.)"
 
 
+DEFAULT_POOL_SIZE = 32
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_base(cls: type["ToolEnv"], world_key: str) -> State:
     return cls.build_world(json.loads(world_key))
+
+
+@functools.cache
+def _default_pool(cls: type["ToolEnv"]) -> tuple[CodeAsTask, ...]:
+    package = cls.__module__.rpartition(".")[0]
+    make_tasks = importlib.import_module(f"{package}.challenger").make_tasks
+    return tuple(make_tasks(seed=0, n=DEFAULT_POOL_SIZE))
 
 
 class ToolEnv(gym.Env[str, str]):
@@ -108,8 +119,10 @@ class ToolEnv(gym.Env[str, str]):
 
     @classmethod
     def default_tasks(cls) -> list[CodeAsTask]:
-        """A small pool from the domain's scripted challenger, for ``gym.make(id)`` alone."""
-        raise NotImplementedError
+        """The pool of ``gym.make(id)`` alone: the first ``DEFAULT_POOL_SIZE`` tasks the domain's
+        scripted challenger (``make_tasks`` in the ``challenger`` module beside the env's) writes on
+        world seed 0, made once per process."""
+        return list(_default_pool(cls))
 
     # ---------------------------------------------------------------- plumbing
 

@@ -3,21 +3,17 @@
 They share tau-bench's shape: ``respond`` talks to the user (what the agent says is its answer),
 ``transfer_to_human_agents`` ends the episode, a world is either tau-bench's JSON files
 (``{"data_dir": path}``) or generated from ``{"seed", "users"}``, and the default pool comes from
-the domain's scripted challenger.
+the domain's scripted challenger, as in every domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 from envs.base import ToolEnv
-from envs.cat import CodeAsTask
 from envs.state import State, make_base
-
-DEFAULT_POOL_SIZE = 32
 
 
 class ConversationEnv(ToolEnv):
@@ -25,9 +21,6 @@ class ConversationEnv(ToolEnv):
     terminal_tools: ClassVar[frozenset[str]] = frozenset({"transfer_to_human_agents"})
     world_module: ClassVar[ModuleType]
     """The domain's world module: ``TABLES``, ``load(data_dir)`` and ``generate(seed, users)``."""
-    make_tasks: ClassVar[Callable[..., list[CodeAsTask]]]
-    """The domain's scripted challenger, ``make_tasks(seed, n)``."""
-    _default_pool: ClassVar[tuple[CodeAsTask, ...] | None] = None
 
     @classmethod
     def build_world(cls, world: dict[str, Any]) -> State:
@@ -36,9 +29,3 @@ class ConversationEnv(ToolEnv):
         else:
             data = cls.world_module.generate(int(world.get("seed", 0)), int(world.get("users", 50)))
         return make_base(data, cls.world_module.TABLES)
-
-    @classmethod
-    def default_tasks(cls) -> list[CodeAsTask]:
-        if cls.__dict__.get("_default_pool") is None:
-            cls._default_pool = tuple(cls.make_tasks(seed=0, n=DEFAULT_POOL_SIZE))
-        return list(cls._default_pool)

@@ -22,8 +22,8 @@ ENV_IDS = {
 ENTRY_POINTS = {
     "retail": "envs.retail.env:RetailEnv",
     "airline": "envs.airline.env:AirlineEnv",
-    "calculation": "envs.calculation:CalculationEnv",
-    "web": "envs.web:WebEnv",
+    "calculation": "envs.calculation.env:CalculationEnv",
+    "web": "envs.web.env:WebEnv",
 }
 
 DOMAINS: dict[str, str | type[ToolEnv]] = dict(ENTRY_POINTS)

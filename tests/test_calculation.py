@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.calculation import CalculationEnv
+from envs.calculation.env import CalculationEnv
 from envs.calculation.challenger import FAMILIES, make_tasks
 from envs.calculation.tools import TOOLSET
 from envs.cat import Attempt, CodeAsTask, ToolCall

@@ -14,9 +14,9 @@ import envs  # noqa: F401  (registers the environments)
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.filter import filter_tasks
 from envs.state import State, fork, state_hash
-from envs.web import WebEnv
+from envs.web.env import WebEnv
 from envs.web.challenger import crawl, make_tasks
-from envs.web.site import build_site
+from envs.web.world import build_site
 from envs.web.tools import VIEW_LINES, click_url, go_to_previous_page, scroll_down, scroll_up, view
 
 ENV_ID = "SelfChallenge-WebBrowsing-v0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from envs.airline import world as fleet
-from envs.airline.challenger import make_tasks
 from envs.airline.tools import TOOLS
 from envs.conversation import ConversationEnv
 from envs.tools import Toolset
@@ -54,4 +53,3 @@ class AirlineEnv(ConversationEnv):
     toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
     policy: ClassVar[str] = POLICY
     world_module = fleet
-    make_tasks = staticmethod(make_tasks)

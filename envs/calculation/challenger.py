@@ -16,7 +16,6 @@ seed always gives the same tasks, in the same order.
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -33,7 +32,6 @@ MAX_FAILURES = 4
 """Failure cases kept per task: enough for a varied check, few enough to keep filtering fast."""
 MAX_DRAWS_PER_TASK = 20
 """Drafts drawn per task asked for before giving up (about 1.03 are needed)."""
-DEFAULT_POOL = 32
 
 ITEMS = (  # (item, plural, tariff category)
     ("laptop", "laptops", "electronics"), ("espresso machine", "espresso machines", "electronics"),
@@ -967,9 +965,3 @@ def make_tasks(seed: int, n: int) -> list[CodeAsTask]:
     if len(tasks) < n:
         raise RuntimeError(f"the challenger found only {len(tasks)} distinct tasks in world {seed}")
     return tasks
-
-
-@functools.cache
-def default_pool() -> tuple[CodeAsTask, ...]:
-    """The environment's default pool: the first tasks of world 0 (made once per process)."""
-    return tuple(make_tasks(seed=0, n=DEFAULT_POOL))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from envs.retail import world as shop
-from envs.retail.challenger import make_tasks
 from envs.retail.tools import TOOLS
 from envs.conversation import ConversationEnv
 from envs.tools import Toolset
@@ -55,4 +54,3 @@ class RetailEnv(ConversationEnv):
     toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
     policy: ClassVar[str] = POLICY
     world_module = shop
-    make_tasks = staticmethod(make_tasks)

@@ -34,7 +34,7 @@ from typing import Any
 
 from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
 from envs.state import State, fork
-from envs.web import START_URL, WebEnv
+from envs.web.env import START_URL, WebEnv
 from envs.web.tools import SEPARATOR, TOOLS, VIEW_LINES, click_url, scroll_down
 
 MAX_FAILURES = 4
