@@ -131,20 +131,23 @@ class ChatFormat:
             return list(self.turn_end_ids[1:])
         return list(self.turn_end_ids)
 
-    def observation_ids(self, observation: str) -> list[int]:
-        """The observation's turn and the next generation prompt, as the template renders them."""
+    def observation_ids(self, observation: str, role: str = "tool") -> list[int]:
+        """The observation's turn and the next generation prompt, as the template renders them.
+
+        ``role`` is where the observation comes from: ``"tool"`` (a tool's output, shown in
+        :attr:`observation_role`) or ``"user"`` (a message of the other party of a conversation)."""
         probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
                  {"role": "assistant", "content": _PROBE}]
         before = render(self.tokenizer, probe)
-        after = render(self.tokenizer, probe + [{"role": self.observation_role, "content": observation}],
+        after = render(self.tokenizer, probe + [self.observation_message(observation, role)],
                        add_generation_prompt=True)
         if not after.startswith(before):
             raise ValueError("the chat template renders earlier messages differently once an observation "
                              "follows them, so a turn cannot extend the previous prompt token for token")
         return self.tokenizer(after[len(before):], add_special_tokens=False)["input_ids"]
 
-    def observation_message(self, observation: str) -> Message:
-        return {"role": self.observation_role, "content": observation}
+    def observation_message(self, observation: str, role: str = "tool") -> Message:
+        return {"role": self.observation_role if role == "tool" else role, "content": observation}
 
 
 def _observation_role(tokenizer: PreTrainedTokenizerBase, probe: list[Message]) -> str:

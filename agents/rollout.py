@@ -1,267 +1,240 @@
-"""Batched multi-turn rollouts of an LLM policy in tool environments, keeping exact token ids.
+"""Episodes in a Gymnasium vector env: the one loop by which a model, or any player, plays.
 
-Each turn, every active episode generates together in one batch; then each env steps on its own
-episode's action, and the episodes that ended drop out of the batch. An episode is one growing
-list of token ids: the first prompt, then per turn the policy's sampled tokens (loss mask 1, their
-log-probabilities stored) and the tokens that close the turn and show the observation (loss mask 0,
-rendered by :class:`agents.prompting.ChatFormat`). Nothing is ever re-tokenized, so each turn's
-prompt is a token-for-token prefix of the next one's and the trainer scores exactly what was sampled.
+:func:`play` plays a list of jobs (each a sub-env's reset options: ``{"task_id": …}``, or ``None``
+for a task drawn from the env's pool) in waves of ``num_envs``. Each round, every episode whose
+turn it is acts, all of one player's seats in one batched call (:mod:`agents.policy`); then the
+vector env steps once, every sub-env on its own action. What the env answers goes back to whoever
+speaks next. An episode that ends leaves its player's batch at once; its sub-env is reset with a
+reset mask (so that a vector env whose autoreset is disabled may step it again) and sits out the
+rest of the wave on the no-op action ``None``, which our envs answer without taking a turn. An
+episode that outgrows the model's context ends there (``end_reason="context_limit"``, reward 0).
 
-Efficiency (what a CPU run spends its time on):
+What the loop reads from an env, besides the Gymnasium API: ``info["policy"]`` and
+``info["tools"]`` (the system text and tool schemas the agent is shown), ``info["task_id"]`` and
+``info["domain"]``. A two-party env (a conversation with a simulated user,
+:class:`envs.user.SimulatedUser`) also says whose turn it is (``info["speaker"]``: ``"agent"`` or
+``"user"``), the user's brief (``info["user_prompt"]``) and the message the user answers first
+(``info["greeting"]``); the ``user`` player then plays the other side. An observation that goes to
+the player who just acted is a tool's output; one that goes to the other player is a message from
+that party (role ``user`` in either's chat).
 
-- One KV cache holds all active episodes across turns, so a turn feeds only its new tokens (the
-  turn's closing tokens and the observation) instead of re-encoding the whole conversation.
-- The prompt prefix shared by all episodes of the batch (the system prompt of one domain; the whole
-  prompt when one task is sampled several times, as GRPO does) is encoded once and copied.
-- Chunks are left-padded, so each row's next-token logits sit in the last column and only that
-  column goes through the output head (``logits_to_keep=1``). Padding inside the cache is masked
-  out, positions count real tokens only, and the cache columns that no remaining episode uses are
-  dropped when episodes leave the batch (:class:`agents.kvcache.KVBatch`, which also grows the
-  cache in place rather than copying it every token).
-
-Environments come as a list of single envs, not a vector env: episodes end at different turns and
-must then leave the batch, while a vector env steps all its sub-envs in lockstep and autoresets
-finished ones. Env steps are cheap next to generation, so stepping them one by one costs little.
-
-Numerics: in fp32, a batched greedy rollout matches one-episode-at-a-time rollouts token for token,
-and the stored log-probabilities match a fresh unpadded forward pass to about 1e-6. In bf16 (the
-CUDA default) padding and batch shape change the rounding: on an H100 the stored values differed
-from a fresh pass by up to 2e-2 and near-tied greedy choices broke differently. A trainer that
-needs exact old log-probabilities (PPO ratios) should recompute them with one forward pass.
-Padding in the middle of the cache also shortens a sliding attention window's reach (Mistral-style
-models); full-attention models (Llama, Qwen, SmolLM2) are unaffected.
+Any vector env of our ids works (:func:`make_vector_env` makes one the usual way), sync or async:
+an async one runs env steps and verifiers in its worker processes, and gives the same episodes.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
 
-from agents.kvcache import KVBatch
-from agents.prompting import ChatFormat, Message
+from agents.policy import Opening, Player, Policy, Seats, Trajectory, as_player
+from envs.cat import CodeAsTask
 
-log = logging.getLogger(__name__)
+VECTORIZATION_MODES = ("sync", "async")
 
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How each turn is generated.
-
-    Log-probabilities are stored under the distribution each token was drawn from: the log-softmax
-    of the logits divided by ``temperature``, restricted to the ``top_p`` nucleus and renormalized.
-    At temperature 1 and top_p 1 that is the policy's own log-probability, as a fresh forward pass
-    computes it. Greedy decoding (temperature 0) stores the log-softmax of the unscaled logits.
-    """
-
-    temperature: float = 1.0
-    """Divides the logits before sampling; 0 means greedy (argmax)."""
-    top_p: float = 1.0
-    """Nucleus sampling: draw from the smallest set of tokens holding this much probability."""
-    max_new_tokens: int = 256
-    """Cap on the tokens of one turn; a turn cut there is closed as if it had ended."""
-    max_context_tokens: int | None = None
-    """Cap on an episode's tokens (default: the model's max positions); an episode that could pass
-    it in its next turn ends there, truncated, with reward 0."""
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+def make_vector_env(env_id: str, num_envs: int, mode: str = "sync",
+                    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), **env_kwargs: Any) -> VectorEnv:
+    """``num_envs`` sub-envs of ``env_id`` (``env_kwargs`` to each), vectorized ``sync`` or ``async``
+    with autoreset off: :func:`play` resets sub-envs itself, each with its own task."""
+    if mode not in VECTORIZATION_MODES:
+        raise ValueError(f"vectorization mode must be one of {VECTORIZATION_MODES}, got {mode!r}")
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
+                        vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+                        wrappers=list(wrappers) or None, **env_kwargs)
 
 
 @dataclass
-class Trajectory:
-    """One episode as the policy saw and wrote it: what a policy-gradient update consumes.
+class _Game:
+    """One episode under way in sub-env ``env``: the agent's seat, and the user's where there is one."""
 
-    ``token_ids``, ``loss_mask`` and ``logprobs`` have one entry per token; ``loss_mask`` is 1
-    exactly on the tokens the policy sampled (including the end-of-turn token it wrote), where
-    ``logprobs`` holds their sampling log-probability (0 elsewhere). Turn ``t``'s prompt is
-    ``token_ids[:turn_starts[t]]``. ``messages`` is the readable chat: system, instruction, then the
-    policy's actions and the observations (including the one after the last action, which the token
-    ids, ending at the policy's last token, leave out).
-    """
-
-    token_ids: list[int]
-    loss_mask: list[int]
-    logprobs: list[float]
-    turn_starts: list[int]
-    messages: list[Message]
-    task_id: str
-    domain: str
-    reward: float = 0.0
-    terminated: bool = False
-    truncated: bool = False
-    invalid_actions: int = 0
-    """Actions the env could not run (malformed, unknown tool, bad arguments)."""
-
-    @property
-    def num_turns(self) -> int:
-        return len(self.turn_starts)
-
-    @property
-    def prompt_length(self) -> int:
-        return self.turn_starts[0] if self.turn_starts else len(self.token_ids)
-
-    def append(self, ids: Sequence[int], logprobs: Sequence[float] | None = None) -> None:
-        """Add tokens: the policy's (with their log-probabilities) or the environment's (without)."""
-        self.token_ids.extend(ids)
-        self.loss_mask.extend([0 if logprobs is None else 1] * len(ids))
-        self.logprobs.extend([0.0] * len(ids) if logprobs is None else logprobs)
+    env: int
+    agent: Trajectory
+    opening: Opening
+    turn: str = "agent"
+    user: Trajectory | None = None
+    user_opening: Opening | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    """Each player's row for this game in its seats."""
+    acted: str = ""
+    done: bool = False
 
 
-@dataclass
-class _Episode:
-    env: gym.Env
-    trajectory: Trajectory
+def play(envs: VectorEnv, agent: Player | Policy, jobs: Sequence[dict[str, Any] | None] | int,
+         seed: int | None = None, user: Player | Policy | None = None,
+         on_end: Callable[[int, Trajectory], None] | None = None) -> list[Trajectory]:
+    """One episode per job (reset options, or a count of episodes on tasks drawn from the pool), in
+    waves of ``envs.num_envs``; the agent's :class:`Trajectory` of each, in job order.
+
+    ``seed`` seeds sub-env ``i``'s reset of a wave starting at job ``j`` with ``seed + j + i`` and
+    each wave's sampling with ``seed + j``. ``user`` plays the other side of two-party envs.
+    ``on_end`` is called with each job's index and trajectory as its episode ends (records written as
+    they come, a progress bar)."""
+    players = {"agent": as_player(agent), "user": as_player(user) if user is not None else None}
+    jobs = [None] * jobs if isinstance(jobs, int) else list(jobs)
+    played: list[Trajectory] = []
+    for start in range(0, len(jobs), envs.num_envs):
+        wave_seed = None if seed is None else seed + start
+        ended = None if on_end is None else functools.partial(_shifted, on_end, start)
+        played += _wave(envs, players, jobs[start:start + envs.num_envs], wave_seed, ended)
+    return played
 
 
-def sample(logits: torch.Tensor, settings: SamplingSettings,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens for a batch of logits, and their log-probabilities (see :class:`SamplingSettings`)."""
-    logits = logits.float()
-    if settings.temperature == 0:
-        tokens = logits.argmax(-1)
-        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
-    logp = torch.log_softmax(logits / settings.temperature, -1)
-    if settings.top_p < 1:
-        logp = _nucleus(logp, settings.top_p)
-    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+def _mapped(on_end: Callable[[int, Trajectory], None], indices: list[int], index: int, trajectory: Trajectory) -> None:
+    on_end(indices[index], trajectory)
 
 
-def _nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``logp`` restricted to each row's top-p nucleus and renormalized."""
-    sorted_logp, order = logp.sort(-1, descending=True)
-    mass_before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()
-    outside = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, order, mass_before >= top_p)
-    return torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
+def play_tasks(envs: Mapping[str, VectorEnv], agent: Player | Policy, tasks: Sequence[CodeAsTask],
+               seed: int | None = None, on_end: Callable[[int, Trajectory], None] | None = None) -> list[Trajectory]:
+    """One episode of each task (a task may repeat: several samples), each in the vector env of its
+    domain, which must hold it in its pool (reset with ``{"task_id": …}``); trajectories in task order."""
+    played: list[Trajectory | None] = [None] * len(tasks)
+    by_domain: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        by_domain.setdefault(task.domain, []).append(i)
+    for domain, indices in by_domain.items():
+        if domain not in envs:
+            raise ValueError(f"no vector env for domain {domain!r} (have {', '.join(envs) or 'none'})")
+        ended = None if on_end is None else functools.partial(_mapped, on_end, indices)
+        episodes = play(envs[domain], agent, [{"task_id": tasks[i].id} for i in indices], seed, on_end=ended)
+        for i, trajectory in zip(indices, episodes, strict=True):
+            played[i] = trajectory
+    return [t for t in played if t is not None]
 
 
-def generate_turn(batch: KVBatch, logits: torch.Tensor, settings: SamplingSettings, stop_ids: frozenset[int],
-                  generator: torch.Generator | None = None, stop: Callable[[list[int]], bool] | None = None,
-                  ) -> tuple[list[list[int]], list[list[float]], list[list[int]]]:
-    """One turn for every row from its next-token ``logits``: the sampled tokens, their
-    log-probabilities, and the tokens left unfed (the cache holds the rest).
+def _shifted(on_end: Callable[[int, Trajectory], None], offset: int, index: int, trajectory: Trajectory) -> None:
+    on_end(offset + index, trajectory)
 
-    A row stops at a token of ``stop_ids``, or once ``stop`` holds for its tokens so far; rows that
-    stop early are fed nothing until the last row stops or the cap is reached.
-    """
-    rows = logits.shape[0]
-    tokens: list[list[int]] = [[] for _ in range(rows)]
-    logprobs: list[list[float]] = [[] for _ in range(rows)]
-    running = [True] * rows
-    steps = 0
-    while True:
-        drawn, drawn_logp = sample(logits, settings, generator)
-        steps += 1
-        feed: list[list[int]] = []
-        for row, (token, logp) in enumerate(zip(drawn.tolist(), drawn_logp.tolist())):
-            if not running[row]:
-                feed.append([])
+
+def _wave(envs: VectorEnv, players: dict[str, Player | None], wave: list[dict[str, Any] | None],
+          seed: int | None, on_end: Callable[[int, Trajectory], None] | None) -> list[Trajectory]:
+    games = [_open(i, observation, info) for i, (observation, info) in enumerate(_reset(envs, wave, seed))]
+    seats: dict[str, Seats | None] = {"agent": None, "user": None}
+    if any(g.user is not None for g in games):
+        if players["user"] is None:
+            raise ValueError("the env has a user on the other side (its info says the user speaks): pass user=")
+        seats["user"] = _take_seats(players["user"], games, "user", seed)
+
+    def finish(game: _Game, reward: float, terminated: bool, truncated: bool, reason: str,
+               info: dict[str, Any]) -> None:
+        game.agent.reward, game.agent.terminated, game.agent.truncated = reward, terminated, truncated
+        game.agent.end_reason, game.agent.final_info, game.done = reason, info, True
+        for role, row in game.rows.items():
+            seats[role].end(row)
+        if on_end is not None:
+            on_end(game.env, game.agent)
+
+    while live := [g for g in games if not g.done]:
+        actions: list[str | None] = [None] * envs.num_envs
+        for role in ("user", "agent"):
+            due = [g for g in live if g.turn == role and not g.done]
+            if not due:
                 continue
-            tokens[row].append(token)
-            logprobs[row].append(logp)
-            feed.append([token])
-            running[row] = token not in stop_ids and not (stop is not None and stop(tokens[row]))
-        if not any(running) or steps == settings.max_new_tokens:
-            return tokens, logprobs, feed
-        logits = batch.extend(feed)
+            if seats[role] is None:
+                seats[role] = _take_seats(players[role], live, role, seed)
+            for game, action in zip(due, seats[role].act([g.rows[role] for g in due]), strict=True):
+                if action is None:
+                    finish(game, 0.0, False, True, "context_limit", {})
+                else:
+                    actions[game.env], game.acted = action, role
+        if all(a is None for a in actions):
+            continue
+        observations, rewards, terminations, truncations, infos = envs.step(tuple(actions))
+        ended = []
+        for game in (g for g in live if actions[g.env] is not None):
+            observation, info = observations[game.env], _unbatch(infos, game.env)
+            if "final_info" in info:  # an env that resets in the same step keeps the last step's in these
+                observation, info = info.get("final_obs", observation), info["final_info"]
+            speaker, following = game.acted, info.get("speaker", "agent")
+            role = "tool" if following == speaker else "user"
+            if speaker == "agent" and "invalid_action" in info:
+                game.agent.invalid_actions += 1
+            terminated, truncated = bool(terminations[game.env]), bool(truncations[game.env])
+            if terminated or truncated:
+                if following == "agent" and seats["agent"] is not None:
+                    seats["agent"].observe(game.rows["agent"], observation, role, last=True)
+                reason = info.get("end_reason") or ("terminated" if terminated else "truncated")
+                finish(game, float(rewards[game.env]), terminated, truncated, reason, info)
+                ended.append(game.env)
+            elif following == "agent" and seats["agent"] is None:
+                game.opening.message = observation  # the user's opening message: the agent's first prompt
+            else:
+                seats[following].observe(game.rows[following], observation, role)
+            game.turn = following
+        if ended:
+            _park(envs, ended)
+    return [g.agent for g in games]
 
 
-def stop_ids_of(model: PreTrainedModel, chat: ChatFormat) -> frozenset[int]:
-    """The template's end-of-turn token, the tokenizer's EOS and the model's own EOS tokens."""
-    config = getattr(model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return chat.stop_ids | frozenset(eos)
+def _open(index: int, observation: str, info: dict[str, Any]) -> _Game:
+    """A game from its sub-env's reset: the agent's opening, and the user's in a two-party env."""
+    trajectory = Trajectory(task_id=str(info.get("task_id", "")), domain=str(info.get("domain", "")))
+    game = _Game(index, trajectory, Opening(trajectory, info.get("policy", ""), list(info.get("tools", [])),
+                                            observation), info.get("speaker", "agent"))
+    if game.turn == "user":
+        game.user = Trajectory(task_id=trajectory.task_id, domain=trajectory.domain)
+        game.user_opening = Opening(game.user, info["user_prompt"], [], info["greeting"])
+    return game
 
 
-def _start(env: gym.Env, chat: ChatFormat, seed: int | None, options: dict[str, Any] | None) -> _Episode:
-    instruction, info = env.reset(seed=seed, options=options)
-    messages = chat.first_messages(info["policy"], info["tools"], instruction)
-    trajectory = Trajectory(token_ids=[], loss_mask=[], logprobs=[], turn_starts=[], messages=messages,
-                            task_id=info["task_id"], domain=info["domain"])
-    trajectory.append(chat.prompt_ids(messages, info["tools"]))
-    return _Episode(env, trajectory)
+def _take_seats(player: Player, games: list[_Game], role: str, seed: int | None) -> Seats:
+    """``player``'s seats at every game still on that needs one, each game noting its row."""
+    takers = [g for g in games if not g.done and (role == "agent" or g.user is not None)]
+    openings = [g.opening if role == "agent" else g.user_opening for g in takers]
+    for row, game in enumerate(takers):
+        game.rows[role] = row
+    return player.start(openings, seed)
 
 
-def _act(episode: _Episode, chat: ChatFormat, tokens: list[int], logprobs: list[float],
-         stop_ids: frozenset[int]) -> list[int] | None:
-    """Record the turn and step the env; the tokens that show the observation, or ``None`` when the episode ended."""
-    trajectory = episode.trajectory
-    trajectory.turn_starts.append(len(trajectory.token_ids))
-    trajectory.append(tokens, logprobs)
-    text_ids = tokens[:-1] if tokens and tokens[-1] in stop_ids else tokens
-    action = chat.tokenizer.decode(text_ids, skip_special_tokens=False)
-    observation, reward, terminated, truncated, info = episode.env.step(action)
-    trajectory.messages += [{"role": "assistant", "content": action}, chat.observation_message(observation)]
-    trajectory.invalid_actions += "invalid_action" in info
-    if terminated or truncated:
-        trajectory.reward, trajectory.terminated, trajectory.truncated = float(reward), terminated, truncated
-        return None
-    return chat.close_turn_ids(tokens) + chat.observation_ids(observation)
+def _reset(envs: VectorEnv, wave: list[dict[str, Any] | None], seed: int | None) -> list[tuple[str, dict[str, Any]]]:
+    """Reset every sub-env, those of the wave's jobs with their options (one reset per distinct
+    options, through a reset mask: a vector env gives all sub-envs of one call the same options);
+    the first observation and info of each job's sub-env."""
+    n = envs.num_envs
+    seeds = [None] * n if seed is None else [seed + i for i in range(n)]
+    groups: dict[str, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(json.dumps(wave[i] if i < len(wave) else None, sort_keys=True, default=repr), []).append(i)
+    firsts: list[tuple[str, dict[str, Any]]] = [("", {})] * len(wave)
+    for indices in groups.values():
+        options = dict(wave[indices[0]] or {}) if indices[0] < len(wave) else {}
+        if len(groups) > 1:
+            mask = np.zeros(n, dtype=np.bool_)
+            mask[indices] = True
+            options["reset_mask"] = mask
+        observations, infos = envs.reset(seed=seeds, options=options or None)
+        for i in indices:
+            if i < len(wave):
+                firsts[i] = (observations[i], _unbatch(infos, i))
+    return firsts
 
 
-@torch.inference_mode()
-def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, envs: Sequence[gym.Env],
-            settings: SamplingSettings = SamplingSettings(), seed: int | None = None,
-            options: Sequence[dict[str, Any] | None] | None = None, chat: ChatFormat | None = None) -> list[Trajectory]:
-    """Play one episode in each env, all turns batched; one :class:`Trajectory` per env, in order.
+def _park(envs: VectorEnv, indices: list[int]) -> None:
+    """Reset the sub-envs whose episodes ended, so that the vector env may step them again."""
+    mask = np.zeros(envs.num_envs, dtype=np.bool_)
+    mask[indices] = True
+    envs.reset(options={"reset_mask": mask})
 
-    ``seed`` seeds env ``i``'s reset with ``seed + i`` and the sampler; ``options[i]`` goes to env
-    ``i``'s reset (e.g. ``{"task_id": …}``, so that several envs play the same task). The model is
-    put in eval mode for the rollout and back to its previous mode after.
-    """
-    if not envs:
-        return []
-    chat = chat or ChatFormat.of(tokenizer)
-    stop_ids = stop_ids_of(model, chat)
-    episodes = [_start(env, chat, None if seed is None else seed + i, options[i] if options else None)
-                for i, env in enumerate(envs)]
-    limit = settings.max_context_tokens or getattr(model.config, "max_position_embeddings", None) or float("inf")
-    too_long = [e.trajectory.task_id for e in episodes if len(e.trajectory.token_ids) + settings.max_new_tokens > limit]
-    if too_long:
-        raise ValueError(f"the first prompt plus max_new_tokens={settings.max_new_tokens} exceeds the context "
-                         f"limit of {limit} tokens for tasks {too_long[:3]}")
-    batch = KVBatch(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids))
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=batch.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        active = episodes
-        logits = batch.prefill([e.trajectory.token_ids for e in active])
-        while active:
-            started = time.perf_counter()
-            tokens, logprobs, unfed = generate_turn(batch, logits, settings, stop_ids, generator)
-            kept, chunks = [], []
-            for row, episode in enumerate(active):
-                added = _act(episode, chat, tokens[row], logprobs[row], stop_ids)
-                if added is None:
-                    continue
-                if len(episode.trajectory.token_ids) + len(added) + settings.max_new_tokens > limit:
-                    episode.trajectory.truncated = True
-                    continue
-                episode.trajectory.append(added)
-                kept.append(row)
-                chunks.append(unfed[row] + added)
-            log.debug("turn: %d episodes, %d tokens sampled in %.2fs; %d go on", len(active),
-                      sum(map(len, tokens)), time.perf_counter() - started, len(kept))
-            active = [active[row] for row in kept]
-            if active:
-                batch.keep(kept)
-                logits = batch.extend(chunks)
-    finally:
-        model.train(was_training)
-    return [e.trajectory for e in episodes]
+
+def _unbatch(infos: dict[str, Any], index: int) -> dict[str, Any]:
+    """Sub-env ``index``'s own info out of a vector env's (arrays with ``_key`` masks, nested alike)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[index]:
+            continue
+        if isinstance(value, dict):
+            out[key] = _unbatch(value, index)
+        else:
+            item = value[index]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out

@@ -1,6 +1,7 @@
 """Rollout throughput: our batched multi-turn rollout vs plain ``model.generate`` on the same prompts.
 
-``python -m bench.rollout`` plays 8 web-browsing episodes of 4 turns with the default model, then
+``python -m bench.rollout`` plays 8 web-browsing episodes of 4 turns with the default model (in a
+vector env, as training plays them), then
 replays every turn's exact prompts through ``model.generate`` (left-padded batch, same token cap and
 sampling), and prints generated tokens per second of each, their ratio (target: at least 0.85x) and
 the share of rollout time spent outside the model (env steps, tokenizing, bookkeeping).
@@ -12,9 +13,11 @@ import time
 
 import torch
 
+from agents.decoding import SamplingSettings
 from agents.models import load_model
-from agents.rollout import SamplingSettings, Trajectory, rollout
-from envs.web.env import WebEnv
+from agents.policy import ModelPolicy, Trajectory
+from agents.rollout import make_vector_env, play
+from envs.registry import ENV_IDS
 
 EPISODES, TURNS, CAP = 8, 4, 64
 
@@ -61,12 +64,13 @@ def main() -> None:
     model, tokenizer = load_model()
     clock = ForwardClock(model)
     settings = SamplingSettings(temperature=0.0, max_new_tokens=CAP)
-    envs = [WebEnv(max_turns=TURNS) for _ in range(EPISODES)]
-    rollout(model, tokenizer, envs[:1], SamplingSettings(temperature=0.0, max_new_tokens=4), seed=0)  # warm-up
+    envs = make_vector_env(ENV_IDS["web"], EPISODES, max_turns=TURNS)
+    play(envs, ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=4)), 1, seed=0)  # warm-up
     clock.seconds = 0.0
     start = time.perf_counter()
-    trajectories = rollout(model, tokenizer, envs, settings, seed=0)
+    trajectories = play(envs, ModelPolicy(model, tokenizer, settings), EPISODES, seed=0)
     ours_seconds = time.perf_counter() - start
+    envs.close()
     ours_tokens = sum(sum(t.loss_mask) for t in trajectories)
     outside = (ours_seconds - clock.seconds) / ours_seconds
     theirs_tokens, theirs_seconds = generate_same_turns(model, tokenizer.pad_token_id, tokenizer.eos_token_id,

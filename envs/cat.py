@@ -49,6 +49,16 @@ class Attempt:
 
 @dataclass(frozen=True)
 class CodeAsTask:
+    """One task as code: what the agent is asked, and the code that decides whether it succeeded.
+
+    ``world`` names the domain state the task lives in (a generator seed, or a data set), so that
+    every episode of the task starts from the same state. ``verifier`` is Python source defining
+    ``verify(state, answer)``, run in the sandbox on the episode's final state and answer. The
+    ``solution`` shows the task can be done; the ``failures`` are plausible wrong ways through it,
+    which a verifier worth keeping rejects (:mod:`envs.filter`). ``provenance`` says who wrote it
+    (``"scripted"`` or ``"llm:<model>"``) and how; ``filter`` is the filter's record once judged.
+    """
+
     id: str
     domain: str
     world: dict[str, Any]

@@ -40,7 +40,24 @@ def env_class(domain: str) -> type[ToolEnv]:
     return entry
 
 
+CHALLENGER_ID = "SelfChallenge-Challenger-v0"
+"""The challenger's episode in any domain (``gym.make(CHALLENGER_ID, domain=...)``; :mod:`envs.challenger`)."""
+
+
+def env_id(domain: str) -> str:
+    """The Gymnasium id of ``domain``'s env; a domain added to :data:`DOMAINS` (a test's, a config's
+    ``extra_domains``) is registered as ``SelfChallenge-<domain>-v0`` on first use."""
+    if domain in ENV_IDS:
+        return ENV_IDS[domain]
+    name = f"SelfChallenge-{domain}-v0"
+    if name not in gym.registry:
+        gym.register(id=name, entry_point=env_class(domain))
+    return name
+
+
 def register_all() -> None:
     for domain, env_id in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=ENTRY_POINTS[domain])
+    if CHALLENGER_ID not in gym.registry:
+        gym.register(id=CHALLENGER_ID, entry_point="envs.challenger:ChallengerEnv")

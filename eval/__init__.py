@@ -5,7 +5,8 @@
 - :mod:`eval.taubench`: tau-bench's tasks in our retail and airline envs, with a simulated user, pass^k;
 - :mod:`eval.report`: each eval's markdown table and chart, and one page per training run.
 
-A policy here is any function from the chat so far to the next assistant message
-(:mod:`eval.policy`), so every harness runs the same with a scripted policy in tests and with a
-model (and its LoRA adapter) in real runs.
+Every harness plays through :mod:`agents` (a model as :class:`agents.policy.ModelPolicy`, or any
+function from the chat to the next message), so it runs the same with a scripted policy in tests
+and with a model (and its LoRA adapter) in real runs; held-out and tau-bench episodes play in
+Gymnasium vector envs exactly as training plays them (:func:`agents.rollout.play`).
 """

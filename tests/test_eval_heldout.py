@@ -14,8 +14,8 @@ from eval import heldout
 from eval.cli import run
 from eval.estimators import pass_at_k, pass_hat_k
 from eval.heldout import TaskResult, evaluate, summarize
-from eval.policy import Message
-from test_eval_policy import counting_batches
+from agents.prompting import Message
+from test_agents_policy import counting_player
 from toy_domain import ToyEnv, copy_task
 
 
@@ -69,10 +69,9 @@ def test_pass_at_1_and_pass_at_k_per_domain_match_a_hand_count(two_domains, batc
     assert summary["runs"]["base"]["tasks"]["toy2-1"] == {"domain": "toy2", "samples": 4, "successes": 2}
 
 
-def test_samples_are_played_side_by_side_up_to_the_batch_size(two_domains, monkeypatch):
+def test_samples_are_played_side_by_side_up_to_the_batch_size(two_domains):
     calls: list[int] = []
-    monkeypatch.setattr(heldout, "batched", counting_batches(calls))
-    evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=3)
+    evaluate(tasks(), {"base": (counting_player(solver(WINS), calls), "scripted")}, k=2, n=4, batch_size=3)
     assert max(calls) == 3 and calls[0] == 3
     # 16 episodes: the 7 winners take the solution's steps and the finish, the 9 others one turn
     steps = len(tasks()[0].solution.actions) + 1
@@ -131,5 +130,5 @@ def test_a_pool_with_a_task_of_an_unknown_domain_exits_2(tmp_path, caplog):
 def test_domain_and_limit_filters_pick_the_tasks(two_domains, tmp_path):
     path = tmp_path / "pool.jsonl"
     append_pool(path, tasks())
-    assert [t.id for t in heldout.load_tasks(path, ["toy2"])] == ["toy2-0", "toy2-1"]
-    assert [t.id for t in heldout.load_tasks(path, None, limit=1)] == ["toy-0", "toy2-0"]
+    assert [t.id for t in heldout.choose(heldout.load_tasks(path), ["toy2"], None, path)] == ["toy2-0", "toy2-1"]
+    assert [t.id for t in heldout.choose(heldout.load_tasks(path), None, 1, path)] == ["toy-0", "toy2-0"]

@@ -19,8 +19,10 @@ from eval import m3tooleval
 from eval.cli import InputError, run
 from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, run_tasks, select, summarize,
                              trim_generation, trim_is_final)
-from eval.policy import ContextLimitExceeded, HFPolicy, Policy, batched, scripted
-from test_eval_policy import forward_calls, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
+from agents.decoding import SamplingSettings
+from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, scripted
+from eval.m3tooleval import batched
+from test_agents_policy import forward_calls, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "m3tooleval_fixture"
 NAMES = ["arithmetic/sum", "arithmetic/product_of_sums", "arithmetic/quotient", "tickets/second_ticket",
@@ -198,7 +200,7 @@ def test_turns_stopped_once_their_trim_is_final_give_the_records_of_full_turns(t
     for stop in (None, trim_is_final):
         calls.clear()
         checkout = fresh(tmp_path, f"stop-{stop is not None}")
-        policy = HFPolicy(model, tokenizer, max_new_tokens=24, stop=stop)
+        policy = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=24), stop=stop)
         played = run_tasks(checkout.tasks, checkout, "text", batched(policy), batch_size=5)
         records[stop] = [json.dumps(r) for r in sorted(played, key=lambda r: r["task_name"])]
         tokens[stop] = len(calls)
@@ -218,7 +220,7 @@ def test_the_command_line_model_stops_each_turn_once_its_trim_is_final(tmp_path,
         options.update(given)
         return oracle_policy(load_benchmark(FIXTURE).tasks)
 
-    monkeypatch.setattr("eval.policy.load_hf_policy", load)
+    monkeypatch.setattr("eval.cli.load_model_policy", load)
     assert run(m3tooleval.main, ["--checkout", str(FIXTURE), "--tasks", "sum", "--out", str(tmp_path)]) == 0
     assert options["stop"] is trim_is_final
 
@@ -298,7 +300,8 @@ def test_a_batch_of_episodes_generates_together_and_ends_each_as_it_would_alone(
 
 
 def test_a_model_run_in_batches_writes_the_records_of_one_task_at_a_time(bench, tokenizer, tmp_path):  # noqa: F811
-    policy = HFPolicy(tiny_model(context=330), tokenizer, max_new_tokens=4)  # the chats outgrow it at various turns
+    # the chats outgrow the model's context at various turns
+    policy = ModelPolicy(tiny_model(context=330), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=4))
     one = m3tooleval.evaluate(bench, "code", policy, tmp_path / "one", batch_size=1)
     three = m3tooleval.evaluate(bench, "code", policy, tmp_path / "three", batch_size=3)
     assert lines(tmp_path / "one" / "code_as_action.jsonl") == lines(tmp_path / "three" / "code_as_action.jsonl")

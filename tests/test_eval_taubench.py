@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from agents.decoding import SamplingSettings
+from agents.policy import ContextLimitExceeded, ModelPolicy, scripted
+from envs.user import GREETING, STOP
 from eval import taubench
 from eval.cli import run
-from eval.policy import ContextLimitExceeded, HFPolicy, scripted
-from eval.taubench import (STOP, Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of,
-                           gold_policy, pass_hat, read_task_file, scripted_user)
-from test_eval_policy import counting_batches, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
+from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of, gold_policy,
+                           pass_hat, read_task_file, scripted_user)
+from test_agents_policy import counting_player, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
@@ -115,26 +117,28 @@ def test_the_simulated_user_sees_only_its_instruction_and_speaks_after_the_agent
     summary = evaluate(dev, agent, chat, task_ids=[0], out=None)
     first, second = seen
     assert [m["role"] for m in first] == ["system", "user"] and dev.tasks[0].instruction in first[0]["content"]
-    assert first[1]["content"] == taubench.GREETING and STOP in first[0]["content"]
+    assert first[1]["content"] == GREETING and STOP in first[0]["content"]
     assert goal_of(first) == dev.tasks[0].instruction
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert second[2]["content"] == "  I want to cancel my order.  " and second[-1]["content"] == "Sure, which order?"
     assert summary["tasks"] == 1
 
 
-def test_conversations_in_batches_end_as_they_would_one_at_a_time(tmp_path, monkeypatch):
+def test_conversations_in_batches_end_as_they_would_one_at_a_time(tmp_path):
     dev = source("retail_dev")
     sizes: list[int] = []
-    def episodes(batch_size: int) -> list[dict[str, Any]]:
+
+    def episodes(batch_size: int, count: bool = False) -> list[dict[str, Any]]:
         out = tmp_path / str(batch_size)
-        evaluate(dev, gold_policy(dev.tasks), scripted_user(), trials=2, task_ids=[0, 1, 2, 5], out=out,
-                 batch_size=batch_size)
+        agent, user = gold_policy(dev.tasks), scripted_user()
+        if count:
+            agent, user = counting_player(agent, sizes), counting_player(user, sizes)
+        evaluate(dev, agent, user, trials=2, task_ids=[0, 1, 2, 5], out=out, batch_size=batch_size)
         lines = (out / "episodes.jsonl").read_text().splitlines()
         return sorted((json.loads(line) for line in lines), key=lambda r: (r["task_index"], r["trial"]))
 
     alone = episodes(1)
-    monkeypatch.setattr(taubench, "batched", counting_batches(sizes))
-    together = episodes(3)
+    together = episodes(3, count=True)
     assert together == alone and len(alone) == 8
     assert max(sizes) == 3 and sizes[:2] == [3, 3]  # the users' openings, then the agents' first actions
 
@@ -144,7 +148,8 @@ def test_a_model_agent_and_user_in_batches_say_what_they_say_one_conversation_at
     model = tiny_model(context=8192)
 
     def episodes(batch_size: int) -> list[dict[str, Any]]:
-        agent, user = HFPolicy(model, tokenizer, max_new_tokens=8), HFPolicy(model, tokenizer, max_new_tokens=8)
+        greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
+        agent, user = ModelPolicy(model, tokenizer, greedy), ModelPolicy(model, tokenizer, greedy)
         out = tmp_path / str(batch_size)
         evaluate(dev, agent, user, task_ids=[0, 1, 2], out=out, max_steps=3, batch_size=batch_size)
         lines = (out / "episodes.jsonl").read_text().splitlines()

@@ -12,7 +12,8 @@ from envs.registry import env_class
 from test_train_support import toy_answer_task
 from toy_domain import ToyEnv, copy_task
 from train.demos import demonstration, solution_actions, transcript_actions
-from train.tasks import ListedTools, Selection, make_env
+from envs.prompt_tools import ListedTools
+from train.tasks import Selection, make_env
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_listed_tools_shorten_the_prompt_and_leave_the_env_as_it_was(chat):
     task = toy_answer_task()
     env = make_env("toy", task, max_turns=4, prompt_tools={"toy": ["get_note"]})
     assert isinstance(env, ListedTools)
-    _, info = env.reset(options={"task": task})
+    _, info = env.reset(options={"task_id": task.id})
     assert [t["function"]["name"] for t in info["tools"]] == ["get_note", "finish"]
     observation, *_ = env.step('{"name": "add", "arguments": {"a": 2, "b": 3}}')
     assert observation == "5"

@@ -63,7 +63,9 @@ def test_two_processes_split_the_rollouts_and_end_with_the_same_adapter_as_one(t
     weights_two = load_file(str(two / "adapter" / "adapter_model.safetensors"))
     moved = max((w - torch.zeros_like(w)).abs().max().item() for k, w in weights_one.items() if "lora_B" in k)
     assert moved > 1e-3, "three updates changed the adapter"
+    # Adam divides each gradient by its running scale, which magnifies the rounding of summing one
+    # shard or two (seen: 1.2e-4 on a lora_B entry of 0.03, with the same losses to 1e-6): compare to 1%
     for key, value in weights_one.items():
-        assert torch.allclose(value, weights_two[key], atol=1e-4), key
+        assert torch.allclose(value, weights_two[key], atol=1e-4, rtol=1e-2), key
     metrics = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [m["processes"] for m in metrics if m["phase"] == "rl"] == [2, 2, 2]

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from agents.rollout import Trajectory
+from agents.policy import Trajectory
 from train.scoring import score, shared_prefix_length
 
 

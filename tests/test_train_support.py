@@ -42,7 +42,9 @@ class BanditEnv(ToolEnv):
     def build_world(cls, world: dict[str, Any]) -> State:
         return make_base({}, ())
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if action is None:  # a vector env's parked sub-env: the base env's no-op
+            return super().step(action)
         assert self.task is not None
         reward = float(action.strip().lower().startswith(self.task.solution.answer))
         self._done = True

@@ -6,7 +6,8 @@
     accelerate launch --num_processes 4 -m train --config train/configs/llama8b_gpu.yaml   # 4 GPUs (NCCL)
     accelerate launch --multi_gpu --num_processes 2 -m train --device cpu   # 2 CPU processes (gloo)
 
-Every config key can be set with ``--set key=value`` or ``--key value`` (see :class:`train.config.TrainConfig`).
+Every config key can be set with ``--set key=value`` or ``--key value``; ``python -m train --help`` lists
+them all with their help and defaults (from :class:`train.config.TrainConfig`).
 A bad key or value, a missing model or a pool without tasks for a domain exits with code 2 and a
 message saying what to change.
 """
@@ -21,6 +22,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -28,39 +30,54 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from agents.models import ModelNotFoundError  # noqa: E402
-from train.config import DEFAULT_CONFIG, ConfigError, TrainConfig, load_config, parse_value  # noqa: E402
+from train.config import DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value  # noqa: E402
 from train.rundir import RunDir, RunState  # noqa: E402
 from train.tasks import EmptyPoolError  # noqa: E402
 
 log = logging.getLogger("train")
 
 
+def _default(spec: dataclasses.Field) -> Any:
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``--config``, ``--set KEY=VALUE``, and one ``--key VALUE`` flag per field of
+    :class:`TrainConfig`, its help and default taken from the field."""
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Values are read as YAML (numbers, true/false, [a, b], {k: v}); a bad key "
+                                            "or value exits with code 2 naming it.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key; a dotted key sets one entry of a mapping (tasks_per_domain.web=8)")
+    keys = parser.add_argument_group("config keys", "each overrides the config file (train/config.py, TrainConfig)")
+    for spec in dataclasses.fields(TrainConfig):
+        flags = [f"--{spec.name.replace('_', '-')}"] + ([f"--{spec.name}"] if "_" in spec.name else [])
+        kind = FIELD_TYPES[spec.name]
+        keys.add_argument(*flags, dest=f"key.{spec.name}", default=argparse.SUPPRESS,
+                          nargs="?" if kind is bool else None, const="true" if kind is bool else None,
+                          metavar=getattr(kind, "__name__", str(kind)).upper(),
+                          help=f"{spec.metadata['help']} (default: {_default(spec)!r})".replace("%", "%%"))
+    return parser
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str]:
     """The config (file, then ``--set`` and ``--key value`` overrides) and the config file's stem."""
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
-                                     epilog="Any other --key value sets that config key.")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--resume", action="store_true", help="continue a run from its last checkpoint")
-    args, rest = parser.parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    unknown = next((flag for flag in rest if flag.startswith("--")), rest[0] if rest else None)
+    if unknown is not None:
+        raise ConfigError(unknown.lstrip("-").split("=")[0].replace("-", "_"),
+                          f"unknown key (known: {', '.join(FIELD_TYPES)})")
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(key, "--set needs KEY=VALUE")
         overrides[key.strip()] = parse_value(value)
-    while rest:
-        flag = rest.pop(0)
-        if not flag.startswith("--"):
-            raise ConfigError(flag, "expected --key value")
-        key, sep, value = flag[2:].partition("=")
-        if not sep:
-            if not rest or rest[0].startswith("--"):
-                raise ConfigError(key.replace("-", "_"), "has no value")
-            value = rest.pop(0)
-        overrides[key.replace("-", "_")] = parse_value(value)
-    if args.resume:
-        overrides["resume"] = True
+    for name, value in vars(args).items():
+        if name.startswith("key."):
+            overrides[name[4:]] = parse_value(value)
     return load_config(args.config, overrides), args.config.stem
 
 

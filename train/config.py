@@ -24,7 +24,6 @@ from envs.registry import DOMAINS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-ALGORITHMS = ("grpo", "rloo", "reinforce", "ppo", "rft", "distill")
 BUILTIN_DOMAINS = ("calculation", "web", "retail", "airline")
 
 
@@ -96,7 +95,10 @@ class TrainConfig:
     max_context_tokens: int = _help("Cap on an episode's tokens (0: the model's own limit).", 0)
     temperature: float = _help("Sampling temperature of training rollouts.", 1.0)
     eval_temperature: float = _help("Temperature of held-out evaluation (0: greedy, one episode per task).", 0.0)
-    rollout_batch: int = _help("Most episodes generated together in one batch.", 64)
+    rollout_batch: int = _help("Most episodes generated together in one batch: the sub-envs of a domain's vector "
+                               "env (as many as a step or an evaluation plays at once, up to this).", 64)
+    vectorization: str = _help("'sync' (sub-envs step in this process) or 'async' (in worker processes, one per "
+                               "sub-env, verifiers in parallel); the episodes are the same.", "sync")
 
     # ------------------------------------------------------------------ warm start
     warm_start_epochs: int = _help("Epochs of fine-tuning on the training tasks' example solutions before RL (0: none).", 2)
@@ -121,7 +123,8 @@ class TrainConfig:
     kl_coef: float = _help("Weight of the KL to the base model (adapter off; costs one more forward pass).", 0.0)
     entropy_coef: float = _help("Weight of the entropy bonus.", 0.0)
     max_grad_norm: float = _help("Gradients are clipped to this global norm (0: no clipping).", 1.0)
-    micro_batch_tokens: int = _help("Tokens after the shared prefix per forward/backward pass (memory cap).", 4096)
+    micro_batch_tokens: int = _help("Tokens one forward/backward pass processes (memory cap): every trajectory's "
+                                    "own tokens, and the prefix they share once (share_prefix) or in every row.", 4096)
     distill_path: str = _help("distill: JSONL of a stronger model's trajectories (task_id, messages, reward), "
                               "e.g. another run's trajectories.jsonl.", "")
 
@@ -144,12 +147,14 @@ class TrainConfig:
         for key in ("lr", "warm_start_lr", "clip_eps"):
             if not getattr(self, key) > 0:
                 raise ConfigError(key, f"must be > 0, got {getattr(self, key)}")
+        from train.losses import ALGORITHMS
+
         if self.algorithm not in ALGORITHMS:
             raise ConfigError("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
-            raise ConfigError("group_size", f"{self.algorithm} compares episodes of one task: needs at least 2")
-        if self.algorithm == "distill" and not self.distill_path:
-            raise ConfigError("distill_path", "distill needs the file of trajectories to learn from")
+        for key, problem in ALGORITHMS[self.algorithm].problems(self.group_size, self.distill_path):
+            raise ConfigError(key, f"{self.algorithm} {problem}")
+        if self.vectorization not in ("sync", "async"):
+            raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.gradient_checkpointing and self.share_prefix:

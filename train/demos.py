@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents.prompting import ChatFormat
-from agents.rollout import Trajectory
+from agents.policy import Trajectory
 from envs.cat import CodeAsTask
 
 
@@ -36,10 +36,9 @@ def demonstration(env: gym.Env, chat: ChatFormat, task: CodeAsTask, actions: Seq
     there does; the reward is the verifier's, so a demonstration that does not solve its task
     shows it (reward 0) and callers drop it.
     """
-    instruction, info = env.reset(options={"task": task})
+    instruction, info = env.reset(options={"task_id": task.id})
     messages = chat.first_messages(info["policy"], info["tools"], instruction)
-    trajectory = Trajectory(token_ids=[], loss_mask=[], logprobs=[], turn_starts=[], messages=messages,
-                            task_id=task.id, domain=info["domain"])
+    trajectory = Trajectory(messages=messages, task_id=task.id, domain=info["domain"])
     trajectory.append(chat.prompt_ids(messages, info["tools"]))
     end_of_turn = list(chat.turn_end_ids[:1])
     for action in actions:

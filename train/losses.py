@@ -17,7 +17,8 @@ Advantages (one per episode, spread over its tokens):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -94,3 +95,86 @@ def kl_to_base(logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> torch.Ten
     """KL(policy || base) per token, the unbiased non-negative estimator (Schulman's k3, as GRPO uses)."""
     delta = base_logprobs - logprobs
     return torch.exp(delta) - delta - 1
+
+
+# ---------------------------------------------------------------------------- the algorithms by name
+
+
+Advantages = Callable[[torch.Tensor, Sequence[int]], tuple[torch.Tensor, torch.Tensor]]
+"""(rewards, each episode's group) -> (each episode's advantage, whether it enters the update)."""
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""(log-probabilities, sampling log-probabilities, advantages, clip_eps) -> per-token loss."""
+
+
+def _grpo(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return group_advantages(rewards, groups)
+
+
+def _rloo(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    advantages = rloo_advantages(rewards, groups)
+    return advantages, advantages != 0
+
+
+def _reinforce(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    advantages = batch_advantages(rewards)
+    return advantages, advantages != 0
+
+
+def _successes(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros_like(rewards), rewards > 0
+
+
+def _policy_gradient(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    return policy_gradient_loss(logprobs, advantages)
+
+
+def _ppo(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    return ppo_loss(logprobs, old, advantages, clip)
+
+
+def _fine_tuning(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    return sft_loss(logprobs)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One algorithm: how it weighs episodes, its per-token loss, and what it asks of the config."""
+
+    advantages: Advantages
+    objective: Objective
+    min_group_size: int = 1
+    """Episodes per task it needs (baselines within a task's group need 2)."""
+    scores_sampled_distribution: bool = True
+    """Whether the loss scores the distribution the tokens were drawn from (logits / temperature),
+    as policy gradients must; fine-tuning scores the model itself."""
+    offline: bool = False
+    """Learns from another model's trajectories (``distill_path``) instead of its own episodes."""
+    passes: bool = False
+    """Several optimizer passes over each step's episodes (``ppo_epochs`` x ``ppo_minibatches``)."""
+    regularizers_keep_all: bool = False
+    """With a KL or entropy term, every episode enters the update (they give a gradient even where
+    the advantage is 0)."""
+
+    def problems(self, group_size: int, distill_path: str) -> list[tuple[str, str]]:
+        """What the config must change for this algorithm: (key, problem) pairs."""
+        found = []
+        if group_size < self.min_group_size:
+            found.append(("group_size", f"compares episodes of one task: needs at least {self.min_group_size}"))
+        if self.offline and not distill_path:
+            found.append(("distill_path", "needs the file of trajectories to learn from"))
+        return found
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "grpo": Algorithm(_grpo, _policy_gradient, min_group_size=2),
+    "rloo": Algorithm(_rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
+    "reinforce": Algorithm(_reinforce, _policy_gradient, regularizers_keep_all=True),
+    "ppo": Algorithm(_grpo, _ppo, passes=True),
+    "rft": Algorithm(_successes, _fine_tuning, scores_sampled_distribution=False),
+    "distill": Algorithm(_successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
+}
+"""The config's ``algorithm`` names: REINFORCE with a batch baseline, RLOO, GRPO, PPO (GRPO's
+advantages, clipped surrogate), rejection fine-tuning on the policy's own successes, and
+distillation from another model's successful trajectories."""
+FINE_TUNING = ALGORITHMS["rft"]
+"""The warm start's update: fine-tuning on demonstrations."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from agents.rollout import Trajectory
+from agents.policy import Trajectory
 
 
 @dataclass

@@ -20,13 +20,14 @@ from typing import Any
 
 import gymnasium as gym
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.challenge import ChallengerEnv, Funnel, default_world, judge
-from agents.rollout import SamplingSettings, rollout
+from agents.challenge import Funnel
+from agents.policy import ModelPolicy
+from agents.rollout import make_vector_env, play
 from envs.cat import CodeAsTask
 from envs.pool import load_pool
-from envs.registry import env_class
+from envs.prompt_tools import ListedTools
+from envs.registry import CHALLENGER_ID, env_class
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +48,8 @@ class DomainMix:
     """The start of the model's first proposal, to see what it writes."""
 
 
-class ListedTools(gym.Wrapper):
-    """A domain env whose system prompt lists only some of its tools (``finish`` always).
-
-    Only what the policy is shown changes: the tool schemas in ``info``. The env still runs any
-    tool it has, so a call to an unlisted one is not an error, just one the policy was not told of.
-    """
-
-    def __init__(self, env: gym.Env, names: Sequence[str]):
-        super().__init__(env)
-        self.names = set(names) | {"finish"}
-
-    def _trim(self, info: dict[str, Any]) -> dict[str, Any]:
-        if "tools" in info:
-            info = {**info, "tools": [t for t in info["tools"] if t["function"]["name"] in self.names]}
-        return info
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        observation, info = self.env.reset(**kwargs)
-        return observation, self._trim(info)
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        return observation, reward, terminated, truncated, self._trim(info)
-
-
 def make_env(domain: str, task: CodeAsTask, max_turns: int, prompt_tools: dict[str, list[str]]) -> gym.Env:
-    """An env of ``domain`` for ``task`` (passed again at reset), listing the domain's prompt tools."""
+    """An env of ``domain`` holding ``task`` alone, listing the domain's prompt tools."""
     env = env_class(domain)(tasks=[task], max_turns=max_turns)
     return ListedTools(env, prompt_tools[domain]) if prompt_tools.get(domain) else env
 
@@ -98,22 +74,25 @@ class Selection:
                 and (not listed or all(a.name in listed for a in task.solution.actions)))
 
 
-def llm_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain: str, proposals: int,
-              settings: SamplingSettings, explore_turns: int, seed: int,
+def llm_tasks(challenger: ModelPolicy, domain: str, proposals: int, explore_turns: int, seed: int,
               model_name: str) -> tuple[list[CodeAsTask], Funnel, str]:
-    """The tasks the model writes as challenger in ``proposals`` tries (generated together, sharing
-    the domain's prompt), its funnel, and the start of its first proposal (to see what it writes)."""
+    """The tasks the model writes as challenger in ``proposals`` tries (played together in one vector
+    env of the challenger's episode, sharing the domain's prompt), its funnel, and the start of its
+    first proposal (to see what it writes)."""
     funnel = Funnel()
     if proposals == 0:
         return [], funnel, ""
-    envs = [ChallengerEnv(domain, default_world(domain, seed + i), explore_turns) for i in range(proposals)]
-    rollout(model, tokenizer, envs, settings, seed=seed)
-    kept = []
-    for i, env in enumerate(envs):
-        task = judge(env, f"{domain}-llm-{seed}-{i}", model_name, funnel)
-        if task is not None:
-            kept.append(task)
-    return kept, funnel, envs[0].proposal[:400]
+    envs = make_vector_env(CHALLENGER_ID, proposals, domain=domain, explore_turns=explore_turns,
+                           challenger=f"llm:{model_name}")
+    try:
+        episodes = play(envs, challenger, proposals, seed=seed)
+    finally:
+        envs.close()
+    for episode in episodes:
+        funnel.add(episode.final_info)
+    kept = [CodeAsTask.from_json(e.final_info["task"]) for e in episodes if "task" in e.final_info]
+    first = next((m["content"] for m in episodes[0].messages[::-1] if m["role"] == "assistant"), "")
+    return kept, funnel, first[:400]
 
 
 def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list[CodeAsTask]:
@@ -133,14 +112,14 @@ def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list
         asked *= 2
 
 
-def write_tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domains: Sequence[str],
-                counts: dict[str, int], proposals: int, settings: SamplingSettings, explore_turns: int,
-                selection: Selection, seed: int, model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
+def write_tasks(challenger: ModelPolicy, domains: Sequence[str], counts: dict[str, int], proposals: int,
+                explore_turns: int, selection: Selection, seed: int,
+                model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
     """Each domain's tasks: the LLM challenger's kept ones, topped up with scripted ones."""
     tasks: list[CodeAsTask] = []
     mix: dict[str, DomainMix] = {}
     for domain in tqdm(domains, desc="challenger", unit="domain"):
-        kept, funnel, example = llm_tasks(model, tokenizer, domain, proposals, settings, explore_turns, seed, model_name)
+        kept, funnel, example = llm_tasks(challenger, domain, proposals, explore_turns, seed, model_name)
         kept = [t for t in kept if selection.fits(t)][:counts.get(domain, 0)]
         topped = scripted_tasks(domain, seed, counts.get(domain, 0) - len(kept), selection)
         mix[domain] = DomainMix(llm=len(kept), scripted=len(topped), proposals=proposals, funnel=funnel.to_json(),

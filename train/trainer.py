@@ -29,7 +29,7 @@ import random
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +37,20 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
+from gymnasium.vector import VectorEnv
 from peft import PeftModel
 from tqdm import tqdm
 
 from agents.models import LoraSettings, load_policy
-from agents.prompting import ChatFormat
-from agents.rollout import SamplingSettings, Trajectory, rollout
+from agents.decoding import SamplingSettings
+from agents.policy import ModelPolicy, Trajectory
+from agents.rollout import make_vector_env, play_tasks
 from envs.cat import CodeAsTask
-from envs.pool import load_pool
+from envs.pool import append_pool, load_pool
+from envs.prompt_tools import listed_tools
 from envs.records import read_jsonl
-from envs.registry import DOMAINS
+from envs.registry import DOMAINS, env_id
+from eval import heldout
 from train import losses, plots
 from train.config import ConfigError, TrainConfig
 from train.demos import demonstration, solution_actions, transcript_actions
@@ -71,24 +75,47 @@ class Context:
     accelerator: Accelerator
     run: RunDir
     policy: PeftModel
-    chat: ChatFormat
+    player: ModelPolicy
+    """The policy as a player (:mod:`agents.policy`), sampling as the config says."""
     tasks: dict[str, CodeAsTask]
     split: dict[str, dict[str, list[str]]]
+    envs: dict[str, VectorEnv] = field(default_factory=dict)
+    """Each domain's vector env (its pool: the run's tasks of that domain), made on first use."""
 
     @property
     def rank(self) -> int:
         return self.accelerator.process_index
 
     @property
-    def world(self) -> int:
+    def num_processes(self) -> int:
         return self.accelerator.num_processes
 
-    def sampling(self, temperature: float) -> SamplingSettings:
-        return SamplingSettings(temperature=temperature, max_new_tokens=self.config.max_new_tokens,
-                                max_context_tokens=self.config.max_context_tokens or None)
+    @property
+    def chat(self) -> Any:
+        return self.player.chat
+
+    def playing(self, temperature: float) -> ModelPolicy:
+        return self.player.with_settings(temperature=temperature)
+
+    def vector_envs(self, domains: Sequence[str]) -> dict[str, VectorEnv]:
+        """The vector envs of ``domains``: ``rollout_batch`` sub-envs at most, as many as a step or an
+        evaluation plays at once, each holding the domain's tasks of the run."""
+        config = self.config
+        for domain in domains:
+            if domain not in self.envs:
+                pool = [t for t in self.tasks.values() if t.domain == domain]
+                width = max(config.tasks_per_step * config.group_size, len(self.split[domain]["heldout"]), 1)
+                self.envs[domain] = make_vector_env(env_id(domain), min(config.rollout_batch, width),
+                                                    config.vectorization, listed_tools(config.prompt_tools.get(domain)),
+                                                    tasks=pool, max_turns=config.max_turns)
+        return {d: self.envs[d] for d in domains}
 
     def split_tasks(self, part: str, domains: Sequence[str]) -> list[CodeAsTask]:
         return [self.tasks[i] for d in domains for i in self.split[d][part]]
+
+    def close(self) -> None:
+        for envs in self.envs.values():
+            envs.close()
 
 
 class Cursor:
@@ -130,29 +157,15 @@ def step_seed(config: TrainConfig, phase: str, step: int, rank: int) -> int:
 
 
 def peak_memory_gib(device: torch.device) -> float:
+    """The process's peak memory so far (the GPU's allocations on CUDA, resident memory elsewhere)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def play(ctx: Context, tasks: Sequence[CodeAsTask], temperature: float, seed: int) -> list[Trajectory]:
-    """One episode of each task, in order; all episodes of a domain generated together in batches."""
-    trajectories: list[Trajectory | None] = [None] * len(tasks)
-    by_domain: dict[str, list[int]] = {}
-    for i, task in enumerate(tasks):
-        by_domain.setdefault(task.domain, []).append(i)
-    settings = ctx.sampling(temperature)
-    for domain, indices in by_domain.items():
-        for start in range(0, len(indices), ctx.config.rollout_batch):
-            chunk = indices[start:start + ctx.config.rollout_batch]
-            envs = [make_env(domain, tasks[i], ctx.config.max_turns, ctx.config.prompt_tools) for i in chunk]
-            played = rollout(ctx.policy, ctx.chat.tokenizer, envs, settings, seed=seed + start,
-                             options=[{"task": tasks[i]} for i in chunk], chat=ctx.chat)
-            for i, trajectory in zip(chunk, played):
-                trajectories[i] = trajectory
-            for env in envs:
-                env.close()
-    return [t for t in trajectories if t is not None]
+    """One episode of each task, in order, in its domain's vector env; a domain's episodes generate together."""
+    return play_tasks(ctx.vector_envs(sorted({t.domain for t in tasks})), ctx.playing(temperature), tasks, seed)
 
 
 def episode_record(trajectory: Trajectory, step: int, phase: str, rank: int) -> dict[str, Any]:
@@ -170,77 +183,85 @@ def success_by_domain(records: Sequence[dict[str, Any]]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- the update
 
 
-def microbatches(trajectories: Sequence[Trajectory], budget: int) -> list[list[int]]:
-    """Indices grouped by domain (one shared system prompt each), each group cut so that its
-    tokens after the shared prefix stay within ``budget``."""
+def microbatches(trajectories: Sequence[Trajectory], budget: int, share_prefix: bool) -> list[list[int]]:
+    """Indices grouped by domain (one shared system prompt each), each group cut so that the tokens
+    one forward pass processes stay within ``budget``: every trajectory's own tokens, and the prefix
+    the group shares once (``share_prefix``) or in every row."""
     by_domain: dict[str, list[int]] = {}
     for i, t in enumerate(trajectories):
         by_domain.setdefault(t.domain, []).append(i)
     batches = []
     for indices in by_domain.values():
-        prefix = shared_prefix_length([trajectories[i] for i in indices]) if len(indices) > 1 else 0
-        batch, used = [], 0
+        prefix = shared_prefix_length([trajectories[i] for i in indices]) if share_prefix and len(indices) > 1 else 0
+        batch, used = [], prefix
         for i in indices:
             cost = len(trajectories[i].token_ids) - prefix
             if batch and used + cost > budget:
                 batches.append(batch)
-                batch, used = [], 0
+                batch, used = [], prefix
             batch.append(i)
             used += cost
         batches.append(batch)
     return batches
 
 
-def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequence[Trajectory],
-           advantages: Sequence[float], loss: str) -> dict[str, float]:
-    """One optimizer step on this process's ``trajectories`` (all processes call it together).
+@dataclass
+class UpdateSums:
+    """What an update adds up over its loss tokens, across processes (one all-reduce of these fields)."""
 
-    ``loss`` is "pg" (advantage-weighted log-likelihood), "ppo" (clipped surrogate against the
-    stored log-probabilities) or "sft" (log-likelihood, advantages ignored). The per-token losses
-    are summed and divided by the loss tokens of the whole batch across processes; the gradients
-    are then summed across processes, clipped and applied.
+    loss: float = 0.0
+    entropy: float = 0.0
+    kl_base: float = 0.0
+    kl_rollout: float = 0.0
+    """The sampling log-probability minus the current one: how far the policy moved since it sampled
+    these tokens (PPO's later passes)."""
+    tokens: float = 0.0
+
+
+def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequence[Trajectory],
+           advantages: Sequence[float], algorithm: losses.Algorithm) -> dict[str, float]:
+    """One optimizer step on this process's ``trajectories`` (all processes call it together), with
+    ``algorithm``'s per-token objective.
+
+    The per-token losses are summed and divided by the loss tokens of the whole batch across
+    processes; the gradients are then summed across processes, clipped and applied.
     """
     config, accelerator, policy = ctx.config, ctx.accelerator, ctx.policy
     device = accelerator.device
     local_tokens = sum(sum(t.loss_mask) for t in trajectories)
     total_tokens = int(accelerator.reduce(torch.tensor([local_tokens], device=device), "sum").item())
-    stats = torch.zeros(5, device=device)  # loss, entropy, kl to base, kl to rollout, tokens (sums)
     if total_tokens == 0:
         return {}
+    sums = {f.name: torch.zeros((), device=device) for f in fields(UpdateSums)}
     # policy-gradient losses score the distribution the tokens were drawn from (logits / temperature,
     # unscaled for greedy rollouts); fine-tuning scores the model itself
-    temperature = 1.0 if loss == "sft" else config.temperature or 1.0
+    temperature = config.temperature or 1.0 if algorithm.scores_sampled_distribution else 1.0
     optimizer.zero_grad(set_to_none=False)
     policy.train()
     pad = ctx.chat.tokenizer.pad_token_id or 0
-    for batch in microbatches(trajectories, config.micro_batch_tokens):
+    for batch in microbatches(trajectories, config.micro_batch_tokens, config.share_prefix):
         group = [trajectories[i] for i in batch]
         scores = score(policy, group, temperature, config.share_prefix, pad)
         adv = torch.tensor([advantages[i] for i in batch], device=device, dtype=torch.float32)[scores.owner]
-        if loss == "sft":
-            per_token = losses.sft_loss(scores.logprobs)
-        elif loss == "ppo":
-            per_token = losses.ppo_loss(scores.logprobs, scores.old_logprobs, adv, config.clip_eps)
-        else:
-            per_token = losses.policy_gradient_loss(scores.logprobs, adv)
+        per_token = algorithm.objective(scores.logprobs, scores.old_logprobs, adv, config.clip_eps)
         if config.kl_coef > 0:
             with torch.no_grad(), policy.disable_adapter():
                 base = score(policy, group, temperature, config.share_prefix, pad).logprobs
             kl = losses.kl_to_base(scores.logprobs, base)
             per_token = per_token + config.kl_coef * kl
-            stats[2] += kl.detach().sum()
+            sums["kl_base"] += kl.detach().sum()
         if config.entropy_coef > 0:
             per_token = per_token - config.entropy_coef * scores.entropy
         accelerator.backward(per_token.sum() / total_tokens)
-        stats[0] += per_token.detach().sum()
-        stats[1] += scores.entropy.detach().sum()
-        stats[3] += (scores.old_logprobs - scores.logprobs.detach()).sum()
-        stats[4] += scores.logprobs.numel()
+        sums["loss"] += per_token.detach().sum()
+        sums["entropy"] += scores.entropy.detach().sum()
+        sums["kl_rollout"] += (scores.old_logprobs - scores.logprobs.detach()).sum()
+        sums["tokens"] += scores.logprobs.numel()
     params = [p for p in policy.parameters() if p.requires_grad]
     for p in params:  # a process with nothing to score this time still joins the all-reduce
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    if ctx.world > 1:  # one all-reduce of every gradient, however many microbatches each process ran
+    if ctx.num_processes > 1:  # one all-reduce of every gradient, however many microbatches each process ran
         flat = accelerator.reduce(torch.cat([p.grad.flatten() for p in params]), "sum")
         offset = 0
         for p in params:
@@ -248,14 +269,15 @@ def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequenc
             offset += p.numel()
     norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0 else float("inf"))
     optimizer.step()
-    stats = accelerator.reduce(stats, "sum")
-    tokens = max(float(stats[4]), 1.0)
-    result = {"loss": float(stats[0]) / tokens, "entropy": float(stats[1]) / tokens, "grad_norm": float(norm),
-              "loss_tokens": int(stats[4])}
-    if loss != "sft":  # how far the policy has moved since it sampled these tokens (PPO's later passes)
-        result["kl_rollout"] = float(stats[3]) / tokens
+    reduced = accelerator.reduce(torch.stack([sums[f.name] for f in fields(UpdateSums)]), "sum")
+    totals = UpdateSums(*reduced.tolist())
+    tokens = max(totals.tokens, 1.0)
+    result = {"loss": totals.loss / tokens, "entropy": totals.entropy / tokens, "grad_norm": float(norm),
+              "loss_tokens": int(totals.tokens)}
+    if algorithm.scores_sampled_distribution:
+        result["kl_rollout"] = totals.kl_rollout / tokens
     if config.kl_coef > 0:
-        result["kl_base"] = float(stats[2]) / tokens
+        result["kl_base"] = totals.kl_base / tokens
     return result
 
 
@@ -270,19 +292,15 @@ def make_optimizer(policy: PeftModel, lr: float, state: dict[str, Any] | None) -
 
 
 def evaluate(ctx: Context, name: str, step: int) -> dict[str, dict[str, float]]:
-    """Held-out success per domain (each process plays its share; results gathered)."""
+    """Held-out success per domain: :func:`eval.heldout.score`, the command line's held-out score,
+    each process playing its share (results gathered)."""
     tasks = ctx.split_tasks("heldout", ctx.config.domains)
-    mine = shard(len(tasks), ctx.rank, ctx.world)
+    mine = [tasks[i] for i in shard(len(tasks), ctx.rank, ctx.num_processes)]
     started = time.perf_counter()
-    records = []
-    bar = tqdm(total=len(tasks), desc=f"held-out ({name})", unit="task", disable=not ctx.accelerator.is_main_process)
-    for domain in ctx.config.domains:  # one domain at a time, so the bar moves
-        chosen = [tasks[i] for i in mine if tasks[i].domain == domain]
-        played = play(ctx, chosen, ctx.config.eval_temperature, step_seed(ctx.config, f"eval-{name}", step, ctx.rank))
-        records += [episode_record(t, step, f"eval:{name}", ctx.rank) for t in played]
-        bar.update(sum(1 for t in tasks if t.domain == domain))
-    bar.close()
-    records = gather_object(records)
+    played = heldout.score(ctx.vector_envs(sorted({t.domain for t in mine})), ctx.playing(ctx.config.eval_temperature),
+                           mine, 1, step_seed(ctx.config, f"eval-{name}", step, ctx.rank), f"({name})",
+                           show=ctx.accelerator.is_main_process)
+    records = gather_object([episode_record(t, step, f"eval:{name}", ctx.rank) for t in played])
     result = {d: {"success": float(np.mean([r["reward"] for r in records if r["domain"] == d])),
                   "n": sum(1 for r in records if r["domain"] == d)}
               for d in ctx.config.domains if any(r["domain"] == d for r in records)}
@@ -336,9 +354,9 @@ def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | 
     while state.phase_step < total:
         epoch, index = divmod(state.phase_step, plan_size)
         batch = warm_start_plan(demos, config.warm_start_batch, config.seed, epoch)[index]
-        mine = [demos[batch[i]] for i in shard(len(batch), ctx.rank, ctx.world)]
+        mine = [demos[batch[i]] for i in shard(len(batch), ctx.rank, ctx.num_processes)]
         started = time.perf_counter()
-        stats = update(ctx, optimizer, mine, [0.0] * len(mine), "sft")
+        stats = update(ctx, optimizer, mine, [0.0] * len(mine), losses.FINE_TUNING)
         seconds = time.perf_counter() - started
         state.step += 1
         state.phase_step += 1
@@ -351,20 +369,6 @@ def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | 
         if state.phase_step < total and state.phase_step % config.checkpoint_every == 0:
             ctx.run.save_checkpoint(ctx.policy, optimizer, state)
     bar.close()
-
-
-def advantages_for(config: TrainConfig, rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each episode's advantage and whether it enters the update, per the algorithm."""
-    if config.algorithm in ("grpo", "ppo"):
-        return losses.group_advantages(rewards, groups)
-    if config.algorithm == "rloo":
-        advantages = losses.rloo_advantages(rewards, groups)
-        return advantages, advantages != 0
-    if config.algorithm == "reinforce":
-        advantages = losses.batch_advantages(rewards)
-        keep = advantages != 0 if config.entropy_coef == 0 and config.kl_coef == 0 else torch.ones_like(rewards, dtype=torch.bool)
-        return advantages, keep
-    return torch.zeros_like(rewards), rewards > 0  # rft: fine-tune on the successes
 
 
 def load_distill(ctx: Context) -> list[Trajectory]:
@@ -380,29 +384,49 @@ def load_distill(ctx: Context) -> list[Trajectory]:
     return demos
 
 
-def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: Sequence[CodeAsTask] | Sequence[Trajectory],
-            step: int) -> dict[str, Any]:
-    """One RL step on ``batch``: tasks (each played ``group_size`` times, this process playing its
-    share) or, for distill, demonstrations. Advantages are computed over the whole batch, then one
-    update (several for PPO). Returns the step's metrics and episode records; ``bench.train`` times it."""
-    config = ctx.config
+@dataclass
+class StepBatch:
+    """One RL step's episodes as this process holds them: its share of the step's trajectories
+    (``mine``: their places among all of the step's episodes), each episode's group (the task it
+    plays, over the whole step: advantages compare episodes across processes), and the seconds
+    their rollout took."""
+
+    trajectories: list[Trajectory]
+    groups: list[int]
+    mine: range
+    rollout_s: float = 0.0
+
+
+def collect(ctx: Context, tasks: Sequence[CodeAsTask], step: int) -> StepBatch:
+    """``group_size`` episodes of each task, this process playing its contiguous share."""
     started = time.perf_counter()
-    if config.algorithm == "distill":
-        mine = shard(len(batch), ctx.rank, ctx.world)
-        trajectories = [batch[i] for i in mine]
-        groups = list(range(len(batch)))
-    else:
-        groups = [g for g in range(len(batch)) for _ in range(config.group_size)]
-        mine = shard(len(groups), ctx.rank, ctx.world)
-        trajectories = play(ctx, [batch[groups[i]] for i in mine], config.temperature,
-                            step_seed(config, "rl", step, ctx.rank))
-    rollout_s = time.perf_counter() - started
-    records = gather_object([episode_record(t, step, "rl", ctx.rank) for t in trajectories])
+    groups = [g for g in range(len(tasks)) for _ in range(ctx.config.group_size)]
+    mine = shard(len(groups), ctx.rank, ctx.num_processes)
+    played = play(ctx, [tasks[groups[i]] for i in mine], ctx.config.temperature,
+                  step_seed(ctx.config, "rl", step, ctx.rank))
+    return StepBatch(played, groups, mine, time.perf_counter() - started)
+
+
+def recorded(ctx: Context, demos: Sequence[Trajectory]) -> StepBatch:
+    """Another model's trajectories as a step's episodes (distillation): one group each."""
+    mine = shard(len(demos), ctx.rank, ctx.num_processes)
+    return StepBatch([demos[i] for i in mine], list(range(len(demos))), mine)
+
+
+def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, step: int) -> dict[str, Any]:
+    """One RL step on ``batch``: advantages over the whole step's episodes, then one update (several
+    for algorithms that make passes). Returns the step's metrics and episode records; ``bench.train``
+    times it."""
+    config = ctx.config
+    algorithm = losses.ALGORITHMS[config.algorithm]
+    records = gather_object([episode_record(t, step, "rl", ctx.rank) for t in batch.trajectories])
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)
-    advantages, keep = advantages_for(config, rewards, groups)
-    chosen = [(t, float(advantages[i])) for i, t in zip(mine, trajectories) if keep[i]]
+    advantages, keep = algorithm.advantages(rewards, batch.groups)
+    if algorithm.regularizers_keep_all and (config.kl_coef > 0 or config.entropy_coef > 0):
+        keep = torch.ones_like(keep)
+    chosen = [(t, float(advantages[i])) for i, t in zip(batch.mine, batch.trajectories) if keep[i]]
     updated = time.perf_counter()
-    if config.algorithm == "ppo":
+    if algorithm.passes:
         stats: dict[str, float] = {}
         order = list(range(len(chosen)))
         for epoch in range(config.ppo_epochs):
@@ -410,18 +434,18 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: Sequence[Code
             for m in range(config.ppo_minibatches):
                 part = [chosen[i] for i in order[m * len(order) // config.ppo_minibatches:
                                                  (m + 1) * len(order) // config.ppo_minibatches]]
-                stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], "ppo") or stats
+                stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm) or stats
     else:
-        loss = "sft" if config.algorithm in ("rft", "distill") else "pg"
-        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], loss)
+        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm)
     update_s = time.perf_counter() - updated
     completion = sum(r["completion_tokens"] for r in records)
+    rollout_s = batch.rollout_s
     metrics = {"step": step, "phase": "rl", "algorithm": config.algorithm,
                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
                "success": success_by_domain(records),
-               "dropped_groups": (losses.dropped_group_fraction(rewards, groups)
-                                  if config.algorithm != "distill" and config.group_size > 1 else 0.0),
-               "kept_episodes": int(keep.sum()), "episodes": len(records), "processes": ctx.world, **stats,
+               "dropped_groups": (losses.dropped_group_fraction(rewards, batch.groups)
+                                  if not algorithm.offline and config.group_size > 1 else 0.0),
+               "kept_episodes": int(keep.sum()), "episodes": len(records), "processes": ctx.num_processes, **stats,
                "completion_tokens": completion, "rollout_s": rollout_s, "update_s": update_s,
                "tokens_per_s": completion / max(rollout_s + update_s, 1e-9),
                "rollout_tokens_per_s": completion / max(rollout_s, 1e-9),
@@ -432,7 +456,8 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: Sequence[Code
 def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
     """The RL stage: ``steps`` steps over the training tasks of the RL domains."""
     config = ctx.config
-    if config.algorithm == "distill":
+    algorithm = losses.ALGORITHMS[config.algorithm]
+    if algorithm.offline:
         pool: Sequence[Any] = load_distill(ctx)
         per_step = config.tasks_per_step * config.group_size
     else:
@@ -445,7 +470,8 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
     bar = tqdm(total=config.steps, initial=state.phase_step, desc=f"RL ({config.algorithm})", unit="step",
                disable=not ctx.accelerator.is_main_process)
     while state.phase_step < config.steps:
-        batch = [pool[i] for i in cursor.take(per_step)]
+        drawn = [pool[i] for i in cursor.take(per_step)]
+        batch = recorded(ctx, drawn) if algorithm.offline else collect(ctx, drawn, state.step + 1)
         result = rl_step(ctx, optimizer, batch, state.step + 1)
         state.step += 1
         state.phase_step += 1
@@ -466,9 +492,9 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
 # ---------------------------------------------------------------------------- the run
 
 
-def open_run(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
-    """The run folder: the main process picks it (a new name, or the run to resume), checks it and
-    makes it; every process gets the same name, or the same error."""
+def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
+    """The run's folder, not made yet: the main process picks it (a new name, or the run to resume)
+    and checks it; every process gets the same name, or the same error."""
     root = Path(config.runs_dir)
     name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
     if accelerator.is_main_process:
@@ -483,21 +509,27 @@ def open_run(config: TrainConfig, accelerator: Accelerator, default_name: str) -
     name, problem = broadcast_object_list([name, problem])
     if problem:
         raise ConfigError(*problem)
-    run = RunDir(root / name, writer=accelerator.is_main_process)
+    return RunDir(root / name, writer=accelerator.is_main_process)
+
+
+def open_run(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
+    """Make the run's folder and write its config: once the model has loaded, so that a run that
+    never started leaves no folder behind."""
     if accelerator.is_main_process:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config({**config.to_dict(), "name": name, "resume": False})
+        run.write_config({**config.to_dict(), "name": run.path.name, "resume": False})
     accelerator.wait_for_everyone()
-    return run
 
 
 def selection(config: TrainConfig) -> Selection:
     return Selection(config.max_solution_actions, config.prompt_tools)
 
 
-def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator, policy: PeftModel,
-                  chat: ChatFormat) -> tuple[dict[str, CodeAsTask], dict[str, dict[str, list[str]]]]:
-    """The run's pool and split: written once by the main process (challenger, or the given pool)."""
+def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator,
+                  player: ModelPolicy) -> tuple[dict[str, CodeAsTask], dict[str, dict[str, list[str]]]]:
+    """The run's pool and split: written once by the main process (challenger, or the given pool);
+    the other processes, and a resumed run, read them back."""
+    tasks: list[CodeAsTask] | None = None
     if accelerator.is_main_process and not run.split.exists():
         if config.pool:
             tasks = pool_tasks(config.pool, config.domains, selection(config))
@@ -505,20 +537,21 @@ def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator, po
                                        scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
                    for d in config.domains}
         else:
-            settings = SamplingSettings(temperature=config.challenger_temperature,
-                                        max_new_tokens=config.challenger_max_new_tokens)
-            with policy.disable_adapter():
-                written, domain_mix = write_tasks(policy, chat.tokenizer, config.domains, config.tasks_per_domain,
-                                                  config.challenger_proposals, settings, config.challenger_explore_turns,
-                                                  selection(config), config.seed, config.model)
-            tasks, mix = written, {d: asdict(m) for d, m in domain_mix.items()}
+            challenger = player.base(settings=replace(player.settings, temperature=config.challenger_temperature,
+                                                      max_new_tokens=config.challenger_max_new_tokens))
+            tasks, domain_mix = write_tasks(challenger, config.domains, config.tasks_per_domain,
+                                            config.challenger_proposals, config.challenger_explore_turns,
+                                            selection(config), config.seed, config.model)
+            mix = {d: asdict(m) for d, m in domain_mix.items()}
         parts = split(tasks, config.domains, config.heldout_per_domain, config.seed)
-        write_atomic(run.pool, "".join(t.dumps() + "\n" for t in tasks))
+        run.pool.unlink(missing_ok=True)  # a pool half-written by a run killed here
+        append_pool(run.pool, tasks)
         write_atomic(run.tasks, json.dumps(mix, indent=1))
         write_atomic(run.split, json.dumps(parts, indent=1))  # last: its presence means the stage is done
     accelerator.wait_for_everyone()
-    tasks = {t.id: t for t in load_pool(run.pool)}
-    return tasks, json.loads(run.split.read_text())
+    if tasks is None:
+        tasks = load_pool(run.pool)
+    return {t.id: t for t in tasks}, json.loads(run.split.read_text())
 
 
 def restore(ctx: Context) -> tuple[RunState, dict[str, Any] | None]:
@@ -564,7 +597,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    run = open_run(config, accelerator, default_name)
+    run = run_folder(config, accelerator, default_name)
 
     targets = config.lora_targets if config.lora_targets == "all-linear" else tuple(config.lora_targets.split(","))
     policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha,
@@ -576,23 +609,31 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     if config.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.enable_input_require_grads()
-    chat = ChatFormat.of(tokenizer)
-    tasks, parts = prepare_tasks(config, run, accelerator, policy, chat)
-    ctx = Context(config, accelerator, run, policy, chat, tasks, parts)
+    open_run(run, config, accelerator)
+    player = ModelPolicy(policy, tokenizer, SamplingSettings(temperature=config.temperature,
+                                                             max_new_tokens=config.max_new_tokens,
+                                                             max_context_tokens=config.max_context_tokens or None))
+    tasks, parts = prepare_tasks(config, run, accelerator, player)
+    ctx = Context(config, accelerator, run, policy, player, tasks, parts)
     state, optimizer_state = restore(ctx)
 
-    while state.stage != "done":
-        stage = state.stage
-        if stage in EVAL_NAMES:
-            state.evals[EVAL_NAMES[stage]] = evaluate(ctx, EVAL_NAMES[stage], state.step)
-        elif stage == "warm_start":
-            warm_start(ctx, state, optimizer_state)
-        elif stage == "rl":
-            reinforce(ctx, state, optimizer_state)
-        optimizer_state = None
-        state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
-        run.save_checkpoint(policy, None, state)
-        draw_plots(run)
+    try:
+        while state.stage != "done":
+            stage, started = state.stage, time.perf_counter()
+            if stage in EVAL_NAMES:
+                state.evals[EVAL_NAMES[stage]] = evaluate(ctx, EVAL_NAMES[stage], state.step)
+            elif stage == "warm_start":
+                warm_start(ctx, state, optimizer_state)
+            elif stage == "rl":
+                reinforce(ctx, state, optimizer_state)
+            run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
+                             "seconds": time.perf_counter() - started})
+            optimizer_state = None
+            state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
+            run.save_checkpoint(policy, None, state)
+            draw_plots(run)
+    finally:
+        ctx.close()
     run.save_adapter(policy)
     accelerator.wait_for_everyone()
     return run, state

@@ -1,8 +1,10 @@
-"""The policy adapter: a causal LM as chat -> next message, greedy by default, observations in the
-role training used, the base model reachable with the adapter off, the context limit reported, a
+"""The model as a chat policy (:meth:`agents.policy.ModelPolicy.complete`, the benchmarks' protocol):
+chat -> next message, greedy, observations in the role training used, the base model reachable with the adapter off, the context limit reported, a
 batch of chats decoded as each would be alone, and a row stopped where its stop predicate holds."""
 
 from __future__ import annotations
+
+import argparse
 
 import pytest
 import torch
@@ -10,7 +12,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.models import DEFAULT_MODEL, ModelNotFoundError, add_lora, load_tokenizer
 from eval.cli import InputError
-from eval.policy import ContextLimitExceeded, HFPolicy, batched, load_hf_policy, scripted, system_prompt
+from agents.decoding import SamplingSettings
+from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, scripted
+from agents.prompting import ChatFormat
+from eval.cli import load_policy
+from eval.m3tooleval import batched
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +39,28 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 
 
 def test_greedy_turns_are_deterministic_and_capped(tokenizer):
-    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=6)
+    policy = ModelPolicy(tiny_model(), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=6))
     first, second = policy(CHAT), policy(CHAT)
     assert first == second and isinstance(first, str)
     assert len(tokenizer(first, add_special_tokens=False)["input_ids"]) <= 6
-    assert policy.observation_role in ("tool", "user")
+    assert policy.chat.observation_role in ("tool", "user")
 
 
 def test_the_base_policy_runs_with_the_adapter_switched_off(tokenizer):
     model = tiny_model()
-    plain = HFPolicy(model, tokenizer, max_new_tokens=6)(CHAT)
+    plain = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=6))(CHAT)
     lora = add_lora(tiny_model())
     with torch.no_grad():
         for name, weight in lora.named_parameters():
             if "lora_B" in name:
                 weight.fill_(0.5)  # a trained adapter: far from the base
-    adapted = HFPolicy(lora, tokenizer, max_new_tokens=6)
+    adapted = ModelPolicy(lora, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=6))
     assert adapted.base()(CHAT) == plain
     assert adapted(CHAT) != plain
 
 
 def test_a_chat_longer_than_the_context_is_reported(tokenizer):
-    policy = HFPolicy(tiny_model(context=32), tokenizer, max_new_tokens=4)
+    policy = ModelPolicy(tiny_model(context=32), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=4))
     with pytest.raises(ContextLimitExceeded):
         policy([{"role": "user", "content": "word " * 64}])
 
@@ -65,11 +71,11 @@ def prompt_tokens(tokenizer, chat) -> int:
 
 
 def test_a_batch_of_chats_of_different_lengths_decodes_each_as_it_would_alone(tokenizer):
-    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=8)
+    policy = ModelPolicy(tiny_model(), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
     longer = CHAT + [{"role": "assistant", "content": "Looked it up."}, {"role": "user", "content": "And then? " * 6}]
     chats = [CHAT, CHAT[:2], longer]
     assert len({prompt_tokens(tokenizer, chat) for chat in chats}) == 3  # the shorter rows are padded
-    together = policy.batch(chats)
+    together = policy.complete(chats)
     assert together == [policy(chat) for chat in chats]
     assert all(together)
 
@@ -77,8 +83,8 @@ def test_a_batch_of_chats_of_different_lengths_decodes_each_as_it_would_alone(to
 def test_in_a_batch_a_chat_past_the_context_fails_alone_and_one_near_its_end_gets_only_the_room_left(tokenizer):
     short, near, past = ([{"role": "user", "content": "Hi"}], [{"role": "user", "content": "word " * 20}],
                          [{"role": "user", "content": "word " * 64}])
-    policy = HFPolicy(tiny_model(context=prompt_tokens(tokenizer, near) + 3), tokenizer, max_new_tokens=8)
-    replies = policy.batch([short, past, near])
+    policy = ModelPolicy(tiny_model(context=prompt_tokens(tokenizer, near) + 3), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
+    replies = policy.complete([short, past, near])
     assert isinstance(replies[1], ContextLimitExceeded)
     assert replies[0] == policy(short) and replies[2] == policy(near)
     assert len(tokenizer(replies[2], add_special_tokens=False)["input_ids"]) <= 3
@@ -93,7 +99,7 @@ def forward_calls(model) -> list[int]:
 
 
 def counting_batches(sizes: list[int]):
-    """A stand-in for :func:`eval.policy.batched` (monkeypatch it in a harness) that records how many
+    """A stand-in for :func:`eval.m3tooleval.batched` (monkeypatch it in a harness) that records how many
     chats each batched call gets."""
 
     def wrap(policy):
@@ -108,14 +114,32 @@ def counting_batches(sizes: list[int]):
     return wrap
 
 
+def counting_player(policy, sizes: list[int]) -> TextPolicy:
+    """``policy`` as a player that records how many seats act in each of its (batched) calls."""
+
+    class Counting(TextPolicy):
+        def start(self, openings, seed=None):
+            seats = super().start(openings, seed)
+            act = seats.act
+
+            def counted(rows):
+                sizes.append(len(rows))
+                return act(rows)
+
+            seats.act = counted
+            return seats
+
+    return Counting(policy)
+
+
 def test_a_row_stops_where_its_text_meets_the_stop_predicate_and_the_other_rows_decode_as_before(tokenizer):
     model = tiny_model()
     longer = CHAT + [{"role": "assistant", "content": "Looked it up."}, {"role": "user", "content": "And then? " * 6}]
     chats = [CHAT, CHAT[:2], longer]
-    full = HFPolicy(model, tokenizer, max_new_tokens=12).batch(chats)
+    full = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=12)).complete(chats)
     prefix = full[0][:len(full[0]) * 2 // 3]
     assert prefix and not any(reply.startswith(prefix) for reply in full[1:])  # (the last shares its first words)
-    stopped = HFPolicy(model, tokenizer, max_new_tokens=12, stop=lambda text: text.startswith(prefix)).batch(chats)
+    stopped = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=12), stop=lambda text: text.startswith(prefix)).complete(chats)
     assert stopped[1:] == full[1:]
     assert stopped[0].startswith(prefix) and full[0].startswith(stopped[0]) and len(stopped[0]) < len(full[0])
 
@@ -124,13 +148,13 @@ def test_generation_ends_once_every_row_has_stopped(tokenizer):
     model = tiny_model()
     chats = [CHAT, CHAT[:2]]
     calls = forward_calls(model)
-    full = HFPolicy(model, tokenizer, max_new_tokens=12).batch(chats)
+    full = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=12)).complete(chats)
     decoded = len(calls)
     assert decoded >= 12
     prefixes = [reply[:len(reply) // 3] for reply in full]
     calls.clear()
-    stopped = HFPolicy(model, tokenizer, max_new_tokens=12,
-                       stop=lambda text: any(text.startswith(p) for p in prefixes)).batch(chats)
+    stopped = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=12),
+                          stop=lambda text: any(text.startswith(p) for p in prefixes)).complete(chats)
     assert all(whole.startswith(part) and part.startswith(p) for whole, part, p in zip(full, stopped, prefixes))
     assert all(len(part) < len(whole) for whole, part in zip(full, stopped)) and len(calls) < decoded
 
@@ -148,7 +172,7 @@ def test_a_plain_policy_is_batched_one_chat_at_a_time_keeping_a_context_limit_as
 
 def test_a_model_that_cannot_be_loaded_is_an_input_error():
     with pytest.raises(InputError, match="cannot load model"):
-        load_hf_policy("/no/such/model/dir", device="cpu")
+        load_policy(argparse.Namespace(model="/no/such/model/dir", adapter=None, device="cpu"))
 
 
 def test_scripted_policies_say_their_replies_in_turn():
@@ -159,15 +183,15 @@ def test_scripted_policies_say_their_replies_in_turn():
     assert policy(chat + [{"role": "assistant", "content": "a"}] * 5) == "b"
 
 
-def test_the_system_prompt_is_the_policy_then_the_tools():
+def test_the_system_prompt_is_the_policy_then_the_tools(tokenizer):
     tool = {"type": "function", "function": {"name": "lookup", "description": "Look up.",
                                              "parameters": {"type": "object", "properties": {}, "required": []}}}
-    prompt = system_prompt("Serve the customer.", [tool])
+    prompt = ChatFormat.of(tokenizer).system_prompt("Serve the customer.", [tool])
     assert prompt.startswith("Serve the customer.\n\n") and '"name": "lookup"' in prompt
 
 
 def test_sampling_follows_the_torch_seed(tokenizer):
-    policy = HFPolicy(tiny_model(), tokenizer, max_new_tokens=8, temperature=1.0)
+    policy = ModelPolicy(tiny_model(), tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=8))
     replies = []
     for seed in (1, 1, 2):
         torch.manual_seed(seed)
@@ -186,12 +210,12 @@ def first_widths(model) -> list[int]:
 def test_each_turn_starts_from_the_last_turns_keys_and_values_and_decodes_as_a_fresh_policy_would(tokenizer):
     model = tiny_model(context=512)
     widths = first_widths(model)
-    cached = HFPolicy(model, tokenizer, max_new_tokens=8)
+    cached = ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
     chats = [[CHAT[1]], [CHAT[1]], [{"role": "user", "content": "Something else entirely."}]]
     for turn in range(3):
         widths.clear()
-        replies = cached.batch(chats)
-        assert replies == [HFPolicy(model, tokenizer, max_new_tokens=8)(chat) for chat in chats]
+        replies = cached.complete(chats)
+        assert replies == [ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))(chat) for chat in chats]
         fed = widths[0]
         if turn:  # the chats' earlier turns come from the cache: only the new tokens are fed
             assert fed <= max(prompt_tokens(tokenizer, chat) - prompt_tokens(tokenizer, chat[:-2]) for chat in chats)
@@ -206,7 +230,7 @@ def test_the_adapter_and_the_base_keep_separate_caches(tokenizer):
         for name, weight in lora.named_parameters():
             if "lora_B" in name:
                 weight.fill_(0.5)
-    adapted = HFPolicy(lora, tokenizer, max_new_tokens=6)
+    adapted = ModelPolicy(lora, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=6))
     base = adapted.base()
     first = adapted(CHAT)
     with_base = base(CHAT)

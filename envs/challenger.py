@@ -1,0 +1,221 @@
+"""The challenger's episode: explore a domain's tools on a fresh world, then write a Code-as-Task.
+
+Challenging is itself an environment (``SelfChallenge-Challenger-v0``), so the loop that plays tasks
+also proposes them, batched and vectorized alike. The episode's last message is the proposal, in a
+tagged format (:data:`FORMAT`); when the episode ends the env parses it and runs it through the
+filter (in the sandbox), and its reward says whether the task was kept. How far a proposal got is
+its stage::
+
+    proposals -> parsed -> verifier_ran -> solution_passed -> kept
+
+(``info["stage"]``, with ``info["reason"]`` for a proposal that stopped short and ``info["task"]``,
+the stamped CaT, for a kept one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import gymnasium as gym
+
+from envs.actions import Malformed, parse_action
+from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
+from envs.filter import Verdict, filter_task, stamp
+from envs.registry import DOMAINS, env_class
+from envs.sandbox import Sandbox
+from envs.spaces import AnyText
+from envs.state import fork
+
+FORMAT = """\
+<instruction>What the user asks for, with every detail the agent needs.</instruction>
+<verifier>
+def verify(state, answer):
+    # state: the final domain state (plain JSON data); answer: what the agent said.
+    return ...  # True or False
+</verifier>
+<solution>{"actions": [{"name": "<tool>", "arguments": {...}}], "answer": "..."}</solution>
+<failure>{"actions": [...], "answer": "..."}</failure>
+<failure>{"actions": [...], "answer": "..."}</failure>
+<failure>{"actions": [...], "answer": "..."}</failure>"""
+
+ROLE = f"""\
+You are writing a task for an AI assistant that will work in this environment with the same tools.
+First explore: call tools to see real data. Then write ONE task in exactly this format:
+
+{FORMAT}
+
+The verifier must accept the solution and reject each failure case (at least {MIN_FAILURES}): plausible
+mistakes such as a wrong value, a missing step or a wrong final answer."""
+
+INSTRUCTION = "Explore the tools, then write your task."
+WRITE_NOW = "\n\nNow write your task in the format, with no more tool calls."
+RECEIVED = "Task received."
+
+STAGES = ("proposals", "parsed", "verifier_ran", "solution_passed", "kept")
+"""How far a proposal can get, in order."""
+_STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not reach
+    "parse_error": "verifier_ran", "too_few_failures": "parsed", "unknown_domain": "parsed",
+    "infeasible_solution": "verifier_ran", "verifier_error": "verifier_ran", "verifier_timeout": "verifier_ran",
+    "verifier_non_bool": "verifier_ran", "solution_failed": "solution_passed", "lenient_verifier": "kept",
+}
+
+_TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S)
+
+
+class ProposalError(ValueError):
+    """A proposal that does not fit the tagged format (it never reaches the filter)."""
+
+
+def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
+                   provenance: dict[str, Any] | None = None) -> CodeAsTask:
+    """The CaT in a proposal, or :class:`ProposalError` saying what is wrong with it."""
+    parts: dict[str, list[str]] = {}
+    for tag, body in _TAG.findall(text):
+        parts.setdefault(tag, []).append(body.strip())
+    for tag in ("instruction", "verifier", "solution"):
+        if len(parts.get(tag, [])) != 1:
+            raise ProposalError(f"expected one <{tag}> section, found {len(parts.get(tag, []))}")
+    if len(parts.get("failure", [])) < MIN_FAILURES:
+        raise ProposalError(f"expected at least {MIN_FAILURES} <failure> sections, found {len(parts.get('failure', []))}")
+
+    def attempt(body: str, where: str) -> Any:
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise ProposalError(f"{where} is not valid JSON ({exc.msg})") from None
+
+    record = {
+        "id": task_id, "domain": domain, "world": world,
+        "instruction": parts["instruction"][0], "verifier": parts["verifier"][0] + "\n",
+        "solution": attempt(parts["solution"][0], "<solution>"),
+        "failures": [attempt(body, f"<failure> {i}") for i, body in enumerate(parts["failure"])],
+        "provenance": provenance or {},
+    }
+    try:
+        return CodeAsTask.from_json(record)
+    except CatFormatError as exc:
+        raise ProposalError(str(exc)) from None
+
+
+def stage_of(verdict: Verdict | None) -> str:
+    """The last stage a proposal reached: ``proposals`` when it did not parse (``verdict`` ``None``)."""
+    if verdict is None:
+        return "proposals"
+    if verdict.kept:
+        return "kept"
+    stop = _STOPS_BEFORE.get(verdict.reason or "", "verifier_ran")
+    return STAGES[STAGES.index(stop) - 1]
+
+
+def default_world(domain: str, seed: int) -> dict[str, Any]:
+    """The world the domain's scripted challenger uses, at ``seed``."""
+    world = dict(env_class(domain).default_tasks()[0].world)
+    world["seed"] = seed
+    return world
+
+
+class ChallengerEnv(gym.Env[str, str]):
+    """The challenger's episode in one domain's world.
+
+    ## Description
+    The model explores the domain's tools on its own copy of a world for up to ``explore_turns``
+    tool calls, then writes a task in the tagged format (:data:`FORMAT`). The last message is the
+    proposal (:attr:`proposal`); the exploration is kept as the task's provenance.
+
+    ## Action Space
+    Text: a JSON tool call while exploring (as the domain's env reads it), then the tagged task.
+    ``None`` is no action (a vector env's sub-env sitting out a round): no turn passes.
+
+    ## Observation Space
+    Text: the instruction to explore and write, then each tool's output; the last exploring turn's
+    output asks for the task.
+
+    ## Rewards
+    0 until the end; then 1.0 if the filter keeps the proposed task, else 0.0. ``info["stage"]``
+    says how far the proposal got (:data:`STAGES`), ``info["reason"]`` why it stopped there, and
+    ``info["task"]`` holds the kept task (its filter record stamped on it).
+
+    ## Starting State
+    A fresh copy of a world of the domain: ``options={"world": {...}}``, else the domain's default
+    world at a seed (the reset's ``seed``, or one drawn from the env's generator).
+
+    ## Episode End
+    Terminated by the first message that holds an ``<instruction>`` section, or by the message
+    after ``explore_turns`` exploring turns.
+
+    ## Arguments
+    ``domain`` (required), ``explore_turns`` (default 3), ``challenger`` (the provenance's name of
+    who writes, e.g. ``"llm:<model>"``), ``sandbox`` (where verifiers run).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, domain: str, explore_turns: int = 3, challenger: str = "llm", sandbox: Sandbox | None = None):
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+        if explore_turns < 0:
+            raise ValueError(f"explore_turns must be >= 0, got {explore_turns}")
+        self.env_cls = env_class(domain)
+        self.domain, self.explore_turns, self.challenger, self.sandbox = domain, explore_turns, challenger, sandbox
+        self.observation_space = AnyText()
+        self.action_space = AnyText()
+        self.world: dict[str, Any] = {}
+        self.proposal = ""
+        self.exploration: list[dict[str, Any]] = []
+        self._turn = 0
+        self._done = True
+
+    def _info(self) -> dict[str, Any]:
+        return {"task_id": f"challenge-{self.domain}-{self.world.get('seed', '')}", "domain": self.domain,
+                "tools": self.env_cls.toolset.schemas, "policy": f"{self.env_cls.policy}\n\n{ROLE}"}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        world_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        self.world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
+        self.state = fork(self.env_cls.base_state(self.world))
+        self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
+        return INSTRUCTION, self._info()
+
+    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if action is None:
+            return "", 0.0, False, False, self._info()
+        if self._done:
+            return "Error: the episode is over; call reset() to start another.", 0.0, True, False, self._info()
+        self._turn += 1
+        if "<instruction>" in action or self._turn > self.explore_turns:
+            self.proposal, self._done = action, True
+            task, verdict, problem = self.judge()
+            info = {**self._info(), "stage": stage_of(verdict),
+                    "reason": "unparsed" if verdict is None else verdict.reason, "detail": problem or ""}
+            if task is not None:
+                info["task"] = task.to_json()
+            return RECEIVED, float(task is not None), True, False, info
+        parsed = parse_action(action)
+        if isinstance(parsed, Malformed) or not hasattr(parsed, "name"):
+            observation = parsed.message if isinstance(parsed, Malformed) else "Error: explore with JSON tool calls."
+        else:
+            observation = self.env_cls.toolset.call(self.state, parsed.name, parsed.arguments)
+            self.exploration.append({"call": parsed.to_json(), "output": observation[:2000]})
+        if self._turn == self.explore_turns:
+            observation += WRITE_NOW
+        return observation, 0.0, False, False, self._info()
+
+    def judge(self) -> tuple[CodeAsTask | None, Verdict | None, str | None]:
+        """Parse and filter the proposal: the stamped task if kept, the filter's verdict (``None`` if
+        it did not parse) and the parse problem."""
+        digest = hashlib.sha256(self.proposal.encode()).hexdigest()[:12]
+        provenance = {"challenger": self.challenger, "exploration": self.exploration,
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            task = parse_proposal(self.proposal, self.domain, self.world,
+                                  f"{self.domain}-llm-{self.world.get('seed', 0)}-{digest}", provenance)
+        except ProposalError as exc:
+            return None, None, str(exc)
+        verdict = filter_task(task, self.sandbox)
+        return (stamp(task, verdict) if verdict.kept else None), verdict, verdict.detail

@@ -1,0 +1,120 @@
+"""A conversation with a simulated user on the other side, as tau-bench plays its retail and airline
+domains (``tau_bench/envs/base.py``, ``agents/tool_calling_agent.py``).
+
+The user is whoever plays the ``"user"`` side of :func:`agents.rollout.play` (an LLM told its goal,
+or a script in tests); this wrapper keeps the turns and the end as upstream does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+
+from envs.actions import Malformed, parse_action
+from envs.cat import ToolCall
+
+STOP = "###STOP###"
+GREETING = "Hi! How can I help you today?"
+
+USER_PROMPT = """\
+You are a customer talking with a customer-service agent; you write the customer's messages.
+
+Your goal:
+{instruction}
+
+How to talk:
+- Write one short message at a time, as the customer would.
+- Give only what the agent needs for the current step; never the whole goal at once.
+- Never invent facts that your goal does not give (an order id, a date): if asked for one you lack,
+  say you don't have it.
+- Don't copy your goal's wording; say it in your own words, in the personality it describes.
+- Once your goal is met, reply with ###STOP### alone, to end the conversation."""
+
+
+def said_to_user(text: str) -> tuple[str, str | None]:
+    """The action to step the env with, and what it says to the user (``None``: not a message).
+    As upstream, a turn that holds no tool call is a message to the user."""
+    parsed = parse_action(text)
+    if isinstance(parsed, Malformed):
+        return json.dumps({"name": "respond", "arguments": {"content": text}}), text
+    if isinstance(parsed, ToolCall) and parsed.name == "respond" and isinstance(parsed.arguments.get("content"), str):
+        return text, parsed.arguments["content"]
+    return text, None
+
+
+class SimulatedUser(gym.Wrapper):
+    """A retail or airline env with a simulated user on the other side.
+
+    ## Description
+    The task's instruction is the user's hidden goal: the agent never sees it. The user speaks first
+    (answering the agent's greeting); then the agent acts. A tool call's output comes back to the
+    agent; a ``respond``, or a message that holds no tool call, goes to the user, who answers. The
+    user ends the conversation by writing ``###STOP###`` (once the agent has said something), and
+    the reward is computed then.
+
+    ## Action Space
+    Text: the message of whoever's turn it is (``info["speaker"]``: ``"user"`` or ``"agent"``).
+    ``None`` is no action: no turn passes.
+
+    ## Observation Space
+    Text, for whoever speaks next: the user's message (to the agent), the agent's message (to the
+    user), or a tool's output (to the agent). After ``reset``: the user's goal, for the user side.
+
+    ## Rewards
+    0 until the end; then, when the user stops or a terminal tool (or ``finish``) ends it, the
+    task's verifier's 1.0 or 0.0. A conversation cut at the step limit scores 0, as upstream's.
+
+    ## Starting State
+    The wrapped env's reset; ``info["user_prompt"]`` is the user's brief (its goal inside),
+    ``info["greeting"]`` what the user answers first, ``info["speaker"]`` is ``"user"``.
+
+    ## Episode End
+    Terminated when the user stops (``info["end_reason"] == "user_stop"``) or the env terminates;
+    truncated after the env's ``max_turns`` agent steps (tau-bench: 30).
+
+    ## Arguments
+    ``policy``: the agent's system text in place of the env's (tau-bench's ``wiki.md``).
+    """
+
+    def __init__(self, env: gym.Env, policy: str | None = None):
+        super().__init__(env)
+        self.agent_policy = policy
+        self._speaker = "user"
+        self._agent_steps = 0
+        self._info: dict[str, Any] = {}
+
+    def _tagged(self, info: dict[str, Any]) -> dict[str, Any]:
+        self._info = {**info, "speaker": self._speaker}
+        if self.agent_policy is not None:
+            self._info["policy"] = self.agent_policy
+        return self._info
+
+    def reset(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        instruction, info = self.env.reset(**kwargs)
+        self._speaker, self._agent_steps = "user", 0
+        info = self._tagged(info)
+        info.update(user_prompt=USER_PROMPT.format(instruction=instruction), greeting=GREETING)
+        return instruction, info
+
+    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if action is None:
+            return "", 0.0, False, False, self._info
+        if self._speaker == "user":
+            self._speaker = "agent"  # the message is the agent's to read, the last one included
+            if self._agent_steps and STOP in action:
+                result = self.env.unwrapped.verify()
+                info = {**self._tagged(self._info), "end_reason": "user_stop",
+                        "verifier": {"status": result.status, "kind": result.kind, "message": result.message}}
+                return action, 1.0 if result.status == "ok" else 0.0, True, False, info
+            return action, 0.0, False, False, self._tagged(self._info)
+        self._agent_steps += 1
+        step_action, said = said_to_user(action)
+        observation, reward, terminated, truncated, info = self.env.step(step_action)
+        if terminated or truncated:
+            return observation, float(reward) if terminated else 0.0, terminated, truncated, self._tagged(info)
+        if said is not None:
+            self._speaker = "user"
+            return said, 0.0, False, False, self._tagged(info)
+        return observation, 0.0, False, False, self._tagged(info)
