@@ -4,7 +4,7 @@ Each proposal is an episode of the challenger env (:mod:`envs.challenger`), play
 like any other episode; the env parses the proposal and runs it through the filter in the sandbox.
 The funnel counts how far proposals get, and why the others stopped::
 
-    proposals -> parsed -> verifier ran -> solution passes -> kept (every failure case rejected)
+    proposals -> parsed -> verifier ran -> solution passes -> kept (every failure case rejected) -> new
 
 Command line (resumable: re-running tops the pool up to ``--n`` kept tasks of that domain, and
 stops after ``--max-proposals`` proposals in any case)::
@@ -52,7 +52,7 @@ class Funnel:
         stage = info.get("stage", "proposals")
         for reached in STAGES[:STAGES.index(stage) + 1]:
             self.reached[reached] += 1
-        if stage != "kept":
+        if stage != "new":
             reason = info.get("reason") or fallback
             self.reasons[reason] += 1
             self.examples.setdefault(reason, {"detail": str(info.get("detail", ""))[:EXAMPLE_CHARS],
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     have += 1
             proposals += size
             bar.update(size)
-            bar.set_postfix_str(f"parsed > ran > passed > kept: {funnel.postfix()}")
+            bar.set_postfix_str(f"parsed > ran > passed > kept > new: {funnel.postfix()}")
     envs.close()
     minutes = (time.perf_counter() - started) / 60
     summary = {"domain": args.domain, "model": name, "proposals": proposals, "minutes": round(minutes, 2),

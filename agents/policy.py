@@ -209,6 +209,9 @@ class ModelPolicy:
     settings: SamplingSettings = field(default_factory=SamplingSettings)
     use_adapter: bool = True
     stop: Callable[[str], bool] | None = None
+    adapter: str | None = None
+    """Which of a peft model's adapters plays (the executor's ``"default"``, a challenger's); ``None``:
+    the active one."""
     chat: ChatFormat = field(init=False, repr=False)
     _stop_ids: frozenset[int] = field(init=False, repr=False)
     _cache: PrefixCache = field(init=False, repr=False)
@@ -237,15 +240,21 @@ class ModelPolicy:
 
     @contextlib.contextmanager
     def playing(self) -> Iterator[None]:
-        """Inference mode, eval mode (put back after), and the adapter on or off as asked."""
+        """Inference mode, eval mode, this policy's adapter active, or none (all put back after)."""
         was_training = self.model.training
+        active = getattr(self.model, "active_adapter", None)
+        switch = self.adapter is not None and active is not None and self.adapter != active
         self.model.eval()
-        adapter = (self.model.disable_adapter() if not self.use_adapter and hasattr(self.model, "disable_adapter")
-                   else contextlib.nullcontext())
+        if switch:
+            self.model.set_adapter(self.adapter)
+        disabled = (self.model.disable_adapter() if not self.use_adapter and hasattr(self.model, "disable_adapter")
+                    else contextlib.nullcontext())
         try:
-            with torch.inference_mode(), adapter:
+            with torch.inference_mode(), disabled:
                 yield
         finally:
+            if switch:
+                self.model.set_adapter(active)
             self.model.train(was_training)
 
     # ------------------------------------------------------------------ seats (exact tokens)

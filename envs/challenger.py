@@ -6,10 +6,13 @@ tagged format (:data:`FORMAT`); when the episode ends the env parses it and runs
 filter (in the sandbox), and its reward says whether the task was kept. How far a proposal got is
 its stage::
 
-    proposals -> parsed -> verifier_ran -> solution_passed -> kept
+    proposals -> parsed -> verifier_ran -> solution_passed -> kept -> new
 
 (``info["stage"]``, with ``info["reason"]`` for a proposal that stopped short and ``info["task"]``,
-the stamped CaT, for a kept one).
+the stamped CaT, for a kept one). A kept task is *new* unless it copies a demonstration the
+challenger learned from (:class:`Novelty`): the same tool calls with the same arguments, and an
+instruction with the same facts. Demonstrations live on worlds of seeds below
+:data:`PROPOSAL_WORLDS`; proposals never do.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -55,7 +60,7 @@ INSTRUCTION = "Explore the tools, then write your task."
 WRITE_NOW = "\n\nNow write your task in the format, with no more tool calls."
 RECEIVED = "Task received."
 
-STAGES = ("proposals", "parsed", "verifier_ran", "solution_passed", "kept")
+STAGES = ("proposals", "parsed", "verifier_ran", "solution_passed", "kept", "new")
 """How far a proposal can get, in order."""
 _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not reach
     "parse_error": "verifier_ran", "too_few_failures": "parsed", "unknown_domain": "parsed",
@@ -64,6 +69,13 @@ _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not
 }
 
 _TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S)
+_VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
+"""A fact's value: a number or an id (anything with a digit), a quoted string."""
+_NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
+"""A name: capitalized words (a sentence's first word aside)."""
+
+PROPOSAL_WORLDS = 100_000
+"""Proposals play on worlds of seed ``PROPOSAL_WORLDS + reset seed``; demonstrations on seeds below it."""
 
 
 class ProposalError(ValueError):
@@ -101,6 +113,44 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
         raise ProposalError(str(exc)) from None
 
 
+def render_proposal(task: CodeAsTask) -> str:
+    """``task`` as a challenger writes it: the tagged format :func:`parse_proposal` reads back."""
+    parts = [f"<instruction>{task.instruction}</instruction>", f"<verifier>\n{task.verifier.strip()}\n</verifier>",
+             f"<solution>{json.dumps(task.solution.to_json())}</solution>"]
+    parts += [f"<failure>{json.dumps(failure.to_json())}</failure>" for failure in task.failures]
+    return "\n".join(parts)
+
+
+def facts(instruction: str) -> frozenset[str]:
+    """The facts an instruction states (numbers, ids, quoted strings, names), case aside: two
+    instructions with the same facts ask the same, however they are worded."""
+    found = {match.lower() for match in _VALUE.findall(instruction)}
+    for sentence in re.split(r"(?<=[.!?])\s+", instruction.strip()):
+        rest = sentence.split(maxsplit=1)[1:]
+        found |= {match.lower() for match in _NAME.findall(rest[0] if rest else "")}
+    return frozenset(found)
+
+
+def calls(task: CodeAsTask) -> str:
+    """The solution's tool calls with their arguments, canonically."""
+    return json.dumps([[call.name, call.arguments] for call in task.solution.actions], sort_keys=True)
+
+
+class Novelty:
+    """Whether a kept task is new: not a copy of a demonstration, i.e. not the same calls with the
+    same arguments *and* an instruction with the same facts as one of them."""
+
+    def __init__(self, demonstrations: Sequence[CodeAsTask | dict[str, Any]] = ()):
+        self.known: dict[tuple[str, frozenset[str]], str] = {}
+        for demo in demonstrations:
+            task = demo if isinstance(demo, CodeAsTask) else CodeAsTask.from_json(demo)
+            self.known[(calls(task), facts(task.instruction))] = task.id
+
+    def copy_of(self, task: CodeAsTask) -> str | None:
+        """The id of the demonstration ``task`` copies, or ``None`` when it is new."""
+        return self.known.get((calls(task), facts(task.instruction)))
+
+
 def stage_of(verdict: Verdict | None) -> str:
     """The last stage a proposal reached: ``proposals`` when it did not parse (``verdict`` ``None``)."""
     if verdict is None:
@@ -135,13 +185,17 @@ class ChallengerEnv(gym.Env[str, str]):
     output asks for the task.
 
     ## Rewards
-    0 until the end; then 1.0 if the filter keeps the proposed task, else 0.0. ``info["stage"]``
-    says how far the proposal got (:data:`STAGES`), ``info["reason"]`` why it stopped there, and
-    ``info["task"]`` holds the kept task (its filter record stamped on it).
+    0 until the end; then 1.0 if the filter keeps the proposed task and it is new (it copies none of
+    the ``known`` demonstrations), else ``shaping`` times the share of the stages the proposal passed
+    (0 by default). ``info["stage"]`` says how far the proposal got (:data:`STAGES`),
+    ``info["reason"]`` why it stopped there (``copy`` for a kept copy, with ``info["copy_of"]``),
+    ``info["task"]`` holds the kept task (its filter record stamped on it) and ``info["parsed"]`` any
+    task that parsed, kept or not (what a run without the filter would train on).
 
     ## Starting State
     A fresh copy of a world of the domain: ``options={"world": {...}}``, else the domain's default
-    world at a seed (the reset's ``seed``, or one drawn from the env's generator).
+    world at seed :data:`PROPOSAL_WORLDS` plus the reset's ``seed`` (or one drawn from the env's
+    generator).
 
     ## Episode End
     Terminated by the first message that holds an ``<instruction>`` section, or by the message
@@ -149,18 +203,21 @@ class ChallengerEnv(gym.Env[str, str]):
 
     ## Arguments
     ``domain`` (required), ``explore_turns`` (default 3), ``challenger`` (the provenance's name of
-    who writes, e.g. ``"llm:<model>"``), ``sandbox`` (where verifiers run).
+    who writes, e.g. ``"llm:<model>"``), ``sandbox`` (where verifiers run), ``known`` (the
+    demonstrations, CaTs or their JSON, that a new task must not copy), ``shaping`` (see Rewards).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, domain: str, explore_turns: int = 3, challenger: str = "llm", sandbox: Sandbox | None = None):
+    def __init__(self, domain: str, explore_turns: int = 3, challenger: str = "llm", sandbox: Sandbox | None = None,
+                 known: Sequence[CodeAsTask | dict[str, Any]] = (), shaping: float = 0.0):
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
         if explore_turns < 0:
             raise ValueError(f"explore_turns must be >= 0, got {explore_turns}")
         self.env_cls = env_class(domain)
         self.domain, self.explore_turns, self.challenger, self.sandbox = domain, explore_turns, challenger, sandbox
+        self.novelty, self.shaping = Novelty(known), shaping
         self.observation_space = AnyText()
         self.action_space = AnyText()
         self.world: dict[str, Any] = {}
@@ -176,7 +233,7 @@ class ChallengerEnv(gym.Env[str, str]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
-        world_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        world_seed = PROPOSAL_WORLDS + (seed if seed is not None else int(self.np_random.integers(2**30)))
         self.world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
         self.state = fork(self.env_cls.base_state(self.world))
         self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
@@ -190,12 +247,24 @@ class ChallengerEnv(gym.Env[str, str]):
         self._turn += 1
         if "<instruction>" in action or self._turn > self.explore_turns:
             self.proposal, self._done = action, True
-            task, verdict, problem = self.judge()
-            info = {**self._info(), "stage": stage_of(verdict),
-                    "reason": "unparsed" if verdict is None else verdict.reason, "detail": problem or ""}
+            parsed, verdict, problem = self.judge()
+            stage = stage_of(verdict)
+            info = {**self._info(), "stage": stage, "reason": "unparsed" if verdict is None else verdict.reason,
+                    "detail": problem or ""}
+            if parsed is not None:
+                info["parsed"] = parsed.to_json()
+            task = stamp(parsed, verdict) if parsed is not None and verdict is not None and verdict.kept else None
             if task is not None:
-                info["task"] = task.to_json()
-            return RECEIVED, float(task is not None), True, False, info
+                copied = self.novelty.copy_of(task)
+                if copied is None:
+                    info["stage"] = stage = "new"
+                else:
+                    info.update(reason="copy", copy_of=copied, detail=f"copies demonstration {copied}")
+                novelty = "new" if copied is None else f"copy of {copied}"
+                info["task"] = replace(task, provenance={**task.provenance, "novelty": novelty}).to_json()
+            passed = STAGES.index(stage) / (len(STAGES) - 1)
+            reward = 1.0 if stage == "new" else self.shaping * passed
+            return RECEIVED, reward, True, False, info
         parsed = parse_action(action)
         if isinstance(parsed, Malformed) or not hasattr(parsed, "name"):
             observation = parsed.message if isinstance(parsed, Malformed) else "Error: explore with JSON tool calls."
@@ -207,8 +276,8 @@ class ChallengerEnv(gym.Env[str, str]):
         return observation, 0.0, False, False, self._info()
 
     def judge(self) -> tuple[CodeAsTask | None, Verdict | None, str | None]:
-        """Parse and filter the proposal: the stamped task if kept, the filter's verdict (``None`` if
-        it did not parse) and the parse problem."""
+        """Parse and filter the proposal: the parsed task, the filter's verdict (both ``None`` if it
+        did not parse) and the problem found."""
         digest = hashlib.sha256(self.proposal.encode()).hexdigest()[:12]
         provenance = {"challenger": self.challenger, "exploration": self.exploration,
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -218,4 +287,4 @@ class ChallengerEnv(gym.Env[str, str]):
         except ProposalError as exc:
             return None, None, str(exc)
         verdict = filter_task(task, self.sandbox)
-        return (stamp(task, verdict) if verdict.kept else None), verdict, verdict.detail
+        return task, verdict, verdict.detail

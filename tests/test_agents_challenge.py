@@ -1,12 +1,23 @@
 """The LLM challenger's parse -> filter -> pool path, on fixed model outputs (toy domain)."""
 
+import importlib
 import json
+from dataclasses import replace
 
 import pytest
 
 from agents.challenge import Funnel
-from envs.cat import CodeAsTask
-from envs.challenger import ChallengerEnv, ProposalError, parse_proposal
+from agents.models import load_tokenizer
+from agents.prompting import ChatFormat
+from envs.cat import Attempt, CodeAsTask, ToolCall
+from envs.challenger import ChallengerEnv, Novelty, ProposalError, parse_proposal
+from toy_domain import copy_task
+from train.demos import challenger_actions, demonstration
+
+
+@pytest.fixture(scope="module")
+def tokenizer_chat() -> ChatFormat:
+    return ChatFormat.of(load_tokenizer())
 
 WORLD = {"notes": 3}
 GOOD_VERIFIER = ("def verify(state, answer):\n"
@@ -54,7 +65,7 @@ CASES = {
     "wrong": (proposal(verifier="def verify(state, answer):\n    return 'note 2' in answer"), "solution_failed"),
     "lenient": (proposal(verifier="def verify(state, answer):\n    return 'note 1' in answer"), "lenient_verifier"),
 }
-LAST_STAGE = {None: "kept", "unparsed": "proposals", "parse_error": "parsed", "infeasible_solution": "parsed",
+LAST_STAGE = {None: "new", "unparsed": "proposals", "parse_error": "parsed", "infeasible_solution": "parsed",
               "verifier_error": "parsed", "verifier_non_bool": "parsed", "verifier_timeout": "parsed",
               "solution_failed": "verifier_ran", "lenient_verifier": "solution_passed"}
 
@@ -64,7 +75,7 @@ def test_each_proposal_lands_in_its_funnel_bucket(case):
     text, reason = CASES[case]
     task, funnel = run(text)
     assert (task is not None) == (reason is None)
-    stages = ["proposals", "parsed", "verifier_ran", "solution_passed", "kept"]
+    stages = ["proposals", "parsed", "verifier_ran", "solution_passed", "kept", "new"]
     last = stages.index(LAST_STAGE[reason])
     assert [funnel.reached[s] for s in stages] == [1] * (last + 1) + [0] * (len(stages) - last - 1)
     if reason is not None:
@@ -96,3 +107,57 @@ def test_parse_errors_say_what_is_missing():
         parse_proposal("<instruction>x</instruction>", "toy", WORLD, "t")
     with pytest.raises(ProposalError, match="failures\\[0\\].actions\\[0\\].name"):
         parse_proposal(proposal(failures=['{"actions": [{"arguments": {}}]}'] * 3), "toy", WORLD, "t")
+
+
+@pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])
+def test_each_scripted_task_rendered_as_a_demonstration_parses_back_to_an_equal_task(domain):
+    make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
+    for task in make_tasks(seed=3, n=12):
+        actions = challenger_actions(task)
+        assert [json.loads(a) for a in actions[:-1]] == [c.to_json() for c in task.solution.actions]
+        back = parse_proposal(actions[-1], task.domain, task.world, task.id, task.provenance)
+        assert back == replace(task, filter=None)
+
+
+def test_a_demonstration_replays_as_the_challengers_episode_and_is_kept(tokenizer_chat):
+    task = copy_task()
+    env = ChallengerEnv("toy", explore_turns=2)
+    demo = demonstration(env, tokenizer_chat, challenger_actions(task), {"world": task.world})
+    assert demo.reward == 1.0 and demo.final_info["stage"] == "new"
+    outputs = [m["content"] for m in demo.messages if m["role"] == "tool"]
+    assert outputs[:2] == ["note 1", "saved dst\n\nNow write your task in the format, with no more tool calls."]
+    written = sum(len(tokenizer_chat.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in challenger_actions(task))
+    assert demo.num_turns == 3 and sum(demo.loss_mask) == written + 3  # each turn's end-of-turn token too
+
+
+NOVEL = {  # (changes to the demonstration, whether the result is new)
+    "same": ({}, False),
+    "other wording, same facts": ({"instruction": "Please copy note k1 to the key 'dst', then tell me its text."}, False),
+    "other argument": ({"solution": Attempt((ToolCall("get_note", {"key": "k2"}), ToolCall("set_note", {"key": "dst", "text": "note 2"})), "note 2")}, True),
+    "another call": ({"solution": Attempt((ToolCall("get_note", {"key": "k1"}),), "note 1")}, True),
+    "a fact that matters": ({"instruction": "Copy note k1 to the key 'dest' and tell me its text."}, True),
+    "other answer only": ({"solution": Attempt(copy_task().solution.actions, "it says note 1")}, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOVEL))
+def test_novelty_tells_copies_of_a_demonstration_from_new_tasks(case):
+    changes, new = NOVEL[case]
+    demo = copy_task(id="demo-1")
+    proposal_task = replace(demo, id="llm-1", world={"notes": 5}, **changes)
+    assert (Novelty([demo]).copy_of(proposal_task) is None) == new
+    assert Novelty([demo.to_json()]).copy_of(demo) == "demo-1"
+    assert Novelty().copy_of(demo) is None
+
+
+def test_a_kept_copy_stops_at_kept_with_its_reason_and_earns_no_reward():
+    env = ChallengerEnv("toy", explore_turns=0, known=[copy_task(instruction="Copy note k1 to 'dst' and tell me its text.")],
+                        shaping=0.5)
+    env.reset(seed=0, options={"world": WORLD})
+    _, reward, _, _, info = env.step(proposal())
+    assert info["stage"] == "kept" and info["reason"] == "copy" and info["copy_of"] == "toy-copy"
+    assert reward == pytest.approx(0.5 * 4 / 5)  # shaping: 4 of the 5 stages past the proposal
+    funnel = Funnel()
+    funnel.add(info, proposal())
+    assert funnel.reached["kept"] == 1 and funnel.reached["new"] == 0 and funnel.reasons == {"copy": 1}
+    assert json.loads(json.dumps(funnel.to_json()))["examples"]["copy"]["detail"] == "copies demonstration toy-copy"

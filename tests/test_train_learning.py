@@ -19,7 +19,7 @@ from agents.models import load_tokenizer
 from envs.pool import append_pool
 from test_train_support import bandit_model_dir, bandit_pool, save_model, tiny_llama, toy_answer_task
 from train.config import TrainConfig, apply
-from train.trainer import train
+from train.run import train
 
 pytestmark = pytest.mark.slow
 

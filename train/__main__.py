@@ -32,6 +32,7 @@ from typing import Any  # noqa: E402
 from agents.models import ModelNotFoundError  # noqa: E402
 from train.config import DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value  # noqa: E402
 from train.rundir import RunDir, RunState  # noqa: E402
+from envs.challenger import STAGES as FUNNEL  # noqa: E402
 from train.tasks import EmptyPoolError  # noqa: E402
 
 log = logging.getLogger("train")
@@ -82,7 +83,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str]:
 
 
 def table(run: RunDir, state: RunState, plots: list[Path]) -> str:
-    """Held-out success per domain after each stage, with how the tasks were made."""
+    """Held-out success per domain after each stage, with how the tasks were made: the challenger's
+    funnel (proposals -> parsed -> verifier ran -> solution passed -> kept -> new) and the mix of
+    LLM-written and scripted tasks (scripted ones top up what the challenger did not keep)."""
     mix = json.loads(run.tasks.read_text()) if run.tasks.exists() else {}
     split = json.loads(run.split.read_text()) if run.split.exists() else {}
     stages = [s for s in ("base", "warm_start", "rl") if s in state.evals]
@@ -97,6 +100,14 @@ def table(run: RunDir, state: RunState, plots: list[Path]) -> str:
             cells.append(f"{value['success'] * 100:9.1f}%" if value else f"{'-':>10s}")
         lines.append(f"{domain:12s} {made.get('llm', 0):>9d} + {made.get('scripted', 0):<8d} "
                      f"{len(parts['train']):5d} {len(parts['heldout']):8d} " + " ".join(cells))
+    funnels = {d: m["funnel"]["reached"] for d, m in mix.items() if m.get("funnel", {}).get("reached")}
+    if funnels:
+        lines += ["", "challenger funnel: proposals > parsed > verifier ran > solution passed > kept > new"]
+        for domain, reached in funnels.items():
+            written = mix[domain].get("llm", 0)
+            lines.append(f"{domain:12s} " + " > ".join(str(reached.get(s, 0)) for s in FUNNEL)
+                         + f"   (in the pool: {written} written by the model, {mix[domain].get('new', 0)} of them new; "
+                           f"{mix[domain].get('scripted', 0)} scripted)")
     lines += ["", f"run folder: {run.path}", f"adapter:    {run.adapter}"]
     lines += [f"plot:       {p}" for p in plots]
     return "\n".join(lines)
@@ -106,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         config, stem = parse_args(argv)
-        from train.trainer import draw_plots, train  # heavy imports after the arguments are checked
+        from train.run import draw_plots, train  # heavy imports after the arguments are checked
 
         run, state = train(config, default_name=stem)
     except (ConfigError, EmptyPoolError, ModelNotFoundError) as exc:

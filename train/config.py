@@ -72,6 +72,9 @@ class TrainConfig:
     extra_domains: dict[str, str] = _help("More domains, name -> 'module:EnvClass' (a ToolEnv), e.g. a test domain.",
                                           factory=dict)
     pool: str = _help("An existing task pool (JSONL) to use; empty: the run writes its own (challenger + scripted).", "")
+    heldout_pool: str = _help("A pool (JSONL) whose tasks are all held out and never trained on; then every task of "
+                              "`pool` trains, and heldout_per_domain is not used (comparing training sets on one "
+                              "held-out set).", "")
     tasks_per_domain: dict[str, int] = _help("Tasks per domain in a pool the run writes (train + held-out).",
                                              factory=lambda: {d: 24 for d in BUILTIN_DOMAINS})
     heldout_per_domain: dict[str, int] = _help("Tasks per domain kept out of training to measure success on.",
@@ -83,11 +86,30 @@ class TrainConfig:
         "Per domain, the only tools the system prompt lists (finish always; a domain not named lists all). Tasks "
         "whose example solution uses another tool are left out. On CPU every rollout and update costs in "
         "proportion to the prompt: calculation's 22 tools take 2,380 tokens, two take 670.", factory=dict)
-    challenger_proposals: int = _help("Tasks the LLM challenger proposes per domain before scripted tasks top the "
-                                      "pool up (0: scripted only).", 4)
-    challenger_explore_turns: int = _help("Tool calls the challenger makes before writing its task.", 1)
-    challenger_max_new_tokens: int = _help("Token cap of one challenger turn (the task is written in one turn).", 320)
-    challenger_temperature: float = _help("Sampling temperature of the challenger.", 0.8)
+    # ------------------------------------------------------------------ the challenger
+    challenger_domains: list[str] = _help("Domains where the LLM challenger writes tasks (the others are scripted "
+                                          "only); those among domains.", factory=lambda: ["calculation"])
+    challenger_proposals: int = _help("Tasks the LLM challenger proposes per challenger domain for the pool (0: "
+                                      "scripted tasks only); scripted tasks top up what it did not keep.", 64)
+    challenger_explore_turns: int = _help("Most tool calls the challenger makes before writing its task; "
+                                          "demonstrations explore with their solution's calls, so only tasks of at "
+                                          "most this many calls become demonstrations.", 2)
+    challenger_max_new_tokens: int = _help("Token cap of one challenger turn (the task is written in one turn).", 512)
+    challenger_temperature: float = _help("Sampling temperature of the challenger (>= 0.7 keeps proposals varied).",
+                                          0.8)
+    challenger_demos: int = _help("Scripted tasks per challenger domain turned into challenger demonstrations (from "
+                                  "worlds the proposals and held-out tasks never use) for its warm start.", 48)
+    challenger_warm_start_epochs: int = _help("Epochs of fine-tuning the challenger's adapter on its demonstrations "
+                                              "(0: no warm start).", 2)
+    challenger_lr: float = _help("Learning rate of the challenger's warm start and RL.", 1e-3)
+    challenger_batch: int = _help("Challenger demonstrations per warm-start update.", 8)
+    challenger_rl_steps: int = _help("RL steps of the challenger on its own episodes (reward 1 for a kept, new task; "
+                                     "GRPO over episodes on the same world).", 0)
+    challenger_worlds_per_step: int = _help("Fresh worlds per challenger RL step.", 2)
+    challenger_group_size: int = _help("Challenger episodes per world per RL step (the GRPO group).", 4)
+    challenger_rl_lr: float = _help("Learning rate of the challenger's RL.", 2e-4)
+    challenger_shaping: float = _help("Reward of a proposal that is not kept and new: this times the share of the "
+                                      "funnel's stages it passed (0: none).", 0.0)
 
     # ------------------------------------------------------------------ episodes
     max_turns: int = _help("Actions per episode before it is truncated (reward 0).", 4)
@@ -106,6 +128,8 @@ class TrainConfig:
                                           "empty: all).",
                                           factory=list)
     warm_start_lr: float = _help("Learning rate of the warm start.", 5e-4)
+    warm_start_verified: bool = _help("Warm-start only on example solutions their task's verifier accepts (false: on "
+                                      "all of them, as a run without the filter would).", True)
     warm_start_batch: int = _help("Demonstrations per warm-start update (all of one domain).", 16)
 
     # ------------------------------------------------------------------ RL
@@ -133,18 +157,22 @@ class TrainConfig:
     def validate(self) -> None:
         """Check values that a type alone does not; raise :class:`ConfigError` naming the key."""
         positive = ("lora_rank", "lora_alpha", "max_turns", "max_new_tokens", "rollout_batch", "warm_start_batch",
+                    "challenger_max_new_tokens", "challenger_batch", "challenger_worlds_per_step",
                     "tasks_per_step", "group_size", "ppo_epochs", "ppo_minibatches", "micro_batch_tokens",
                     "checkpoint_every")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"must be at least 1, got {getattr(self, key)}")
-        non_negative = ("eval_every", "challenger_proposals", "challenger_explore_turns",
+        non_negative = ("eval_every", "challenger_proposals", "challenger_explore_turns", "challenger_demos",
+                        "challenger_warm_start_epochs", "challenger_rl_steps", "challenger_shaping",
                         "max_context_tokens", "warm_start_epochs", "steps", "kl_coef", "entropy_coef",
                         "max_grad_norm", "temperature", "eval_temperature", "challenger_temperature")
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
-        for key in ("lr", "warm_start_lr", "clip_eps"):
+        if self.challenger_rl_steps and self.challenger_group_size < 2:
+            raise ConfigError("challenger_group_size", "GRPO compares episodes on one world: needs at least 2")
+        for key in ("lr", "warm_start_lr", "clip_eps", "challenger_lr", "challenger_rl_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(key, f"must be > 0, got {getattr(self, key)}")
         from train.losses import ALGORITHMS
@@ -165,11 +193,12 @@ class TrainConfig:
         if len(set(self.domains)) != len(self.domains):
             raise ConfigError("domains", f"lists a domain twice: {self.domains}")
         known = set(DOMAINS) | set(self.extra_domains)
-        for key in ("domains", "rl_domains", "warm_start_domains"):
+        for key in ("domains", "rl_domains", "warm_start_domains", "challenger_domains"):
             unknown = [d for d in getattr(self, key) if d not in known]
             if unknown:
                 raise ConfigError(key, f"unknown domains {unknown} (known: {', '.join(sorted(known))})")
-            used = {"domains": True, "rl_domains": self.steps > 0, "warm_start_domains": self.warm_start_epochs > 0}[key]
+            used = {"domains": True, "rl_domains": self.steps > 0, "warm_start_domains": self.warm_start_epochs > 0,
+                    "challenger_domains": False}[key]
             if used and getattr(self, key) and not set(getattr(self, key)) & set(self.domains):
                 raise ConfigError(key, f"none of {getattr(self, key)} is among domains {self.domains}: set it too")
         for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions"):
@@ -187,6 +216,12 @@ class TrainConfig:
 
     def rl_domain_list(self) -> list[str]:
         return [d for d in self.domains if not self.rl_domains or d in self.rl_domains]
+
+    def challenger_domain_list(self) -> list[str]:
+        """The domains the LLM challenger writes for in this run (none with a given pool)."""
+        if self.pool or self.challenger_proposals == 0:
+            return []
+        return [d for d in self.domains if d in self.challenger_domains]
 
     def warm_start_domain_list(self) -> list[str]:
         return [d for d in self.domains if not self.warm_start_domains or d in self.warm_start_domains]

@@ -2,8 +2,10 @@
 through the real environment and rendered exactly as a rollout renders the policy's own episodes.
 
 Zero-shot, the default model writes no valid tool call; a warm start on the pool's own verified
-solutions teaches it the action format before RL needs a reward from it. For that the demonstration
-must look token for token like the policy's episodes: the same first prompt (system prompt with the
+solutions teaches it the action format before RL needs a reward from it. Likewise it writes no
+task in the challenger's format (0 parsed of about 30 proposals): the scripted challengers' tasks,
+replayed as the challenger's own episodes (:func:`challenger_actions`), teach it that format. For
+that the demonstration must look token for token like the policy's episodes: the same first prompt (system prompt with the
 tools, instruction), each action as the assistant turn the policy would have written (the JSON call,
 then the end-of-turn token it stops on), and the environment's real observation in between, built
 from the same :class:`agents.prompting.ChatFormat` pieces. Loss falls on the assistant tokens only.
@@ -17,9 +19,10 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.prompting import ChatFormat
 from agents.policy import Trajectory
+from agents.prompting import ChatFormat
 from envs.cat import CodeAsTask
+from envs.challenger import render_proposal
 
 
 def solution_actions(task: CodeAsTask) -> list[str]:
@@ -29,16 +32,17 @@ def solution_actions(task: CodeAsTask) -> list[str]:
     return [json.dumps(call) for call in calls]
 
 
-def demonstration(env: gym.Env, chat: ChatFormat, task: CodeAsTask, actions: Sequence[str]) -> Trajectory:
-    """``actions`` played in ``env`` on ``task``, as a trajectory with loss on the actions' tokens.
+def demonstration(env: gym.Env, chat: ChatFormat, actions: Sequence[str], options: dict[str, Any]) -> Trajectory:
+    """``actions`` played in ``env`` reset with ``options`` (a task's ``{"task_id": …}``, a challenger's
+    world), as a trajectory with loss on the actions' tokens.
 
     Each action's tokens end with the template's end-of-turn token, as a sampled turn that stops
-    there does; the reward is the verifier's, so a demonstration that does not solve its task
-    shows it (reward 0) and callers drop it.
+    there does; the reward is the env's, so a demonstration that does not solve its task shows it
+    (reward 0) and callers drop it.
     """
-    instruction, info = env.reset(options={"task_id": task.id})
+    instruction, info = env.reset(options=options)
     messages = chat.first_messages(info["policy"], info["tools"], instruction)
-    trajectory = Trajectory(messages=messages, task_id=task.id, domain=info["domain"])
+    trajectory = Trajectory(messages=messages, task_id=info["task_id"], domain=info["domain"])
     trajectory.append(chat.prompt_ids(messages, info["tools"]))
     end_of_turn = list(chat.turn_end_ids[:1])
     for action in actions:
@@ -50,9 +54,16 @@ def demonstration(env: gym.Env, chat: ChatFormat, task: CodeAsTask, actions: Seq
         trajectory.invalid_actions += "invalid_action" in step_info
         if terminated or truncated:
             trajectory.reward, trajectory.terminated, trajectory.truncated = float(reward), terminated, truncated
+            trajectory.final_info = step_info
             break
         trajectory.append(chat.close_turn_ids(tokens) + chat.observation_ids(observation))
     return trajectory
+
+
+def challenger_actions(task: CodeAsTask) -> list[str]:
+    """How a challenger would have written ``task``: its solution's tool calls as the exploration
+    (each showing the real output the task's values come from), then the task in the tagged format."""
+    return [json.dumps(call.to_json()) for call in task.solution.actions] + [render_proposal(task)]
 
 
 def transcript_actions(record: dict[str, Any]) -> list[str]:

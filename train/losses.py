@@ -140,6 +140,7 @@ def _fine_tuning(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Te
 class Algorithm:
     """One algorithm: how it weighs episodes, its per-token loss, and what it asks of the config."""
 
+    name: str
     advantages: Advantages
     objective: Objective
     min_group_size: int = 1
@@ -166,12 +167,12 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "grpo": Algorithm(_grpo, _policy_gradient, min_group_size=2),
-    "rloo": Algorithm(_rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
-    "reinforce": Algorithm(_reinforce, _policy_gradient, regularizers_keep_all=True),
-    "ppo": Algorithm(_grpo, _ppo, passes=True),
-    "rft": Algorithm(_successes, _fine_tuning, scores_sampled_distribution=False),
-    "distill": Algorithm(_successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
+    "grpo": Algorithm("grpo", _grpo, _policy_gradient, min_group_size=2),
+    "rloo": Algorithm("rloo", _rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
+    "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, regularizers_keep_all=True),
+    "ppo": Algorithm("ppo", _grpo, _ppo, passes=True),
+    "rft": Algorithm("rft", _successes, _fine_tuning, scores_sampled_distribution=False),
+    "distill": Algorithm("distill", _successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
 }
 """The config's ``algorithm`` names: REINFORCE with a batch baseline, RLOO, GRPO, PPO (GRPO's
 advantages, clipped surrogate), rejection fine-tuning on the policy's own successes, and

@@ -8,7 +8,8 @@ runs/<name>/
   metrics.jsonl        one line per update and per evaluation, each with its step
   trajectories.jsonl   every episode (messages, reward), each with its step
   checkpoints/step-000012/   adapter (peft format), optimizer.pt, rng.pt, state.json
-  adapter/             the final adapter (peft format, for eval --adapter)
+  adapter/             the final adapter (peft format, for eval --adapter); adapter/challenger/ the
+                       challenger's, when the run trained one (python -m agents.challenge --adapter)
   plots/*.png
 ```
 
@@ -174,10 +175,15 @@ class RunDir:
 
     def load_checkpoint(self, checkpoint: Path, policy: PeftModel) -> tuple[RunState, dict[str, Any] | None]:
         """Restore the adapter weights and RNG states; the run state and the optimizer's state dict."""
-        weights = load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(policy, weights)
-        if getattr(result, "unexpected_keys", None):
-            raise RuntimeError(f"checkpoint {checkpoint} does not fit this model: {result.unexpected_keys[:3]}")
+        saved = checkpoint / "adapter"  # the active adapter at the top, any other in a folder of its name
+        for name in policy.peft_config:
+            folder = saved if name == "default" else saved / name
+            if not (folder / "adapter_model.safetensors").is_file():
+                raise RuntimeError(f"checkpoint {checkpoint} has no weights of adapter {name!r}")
+            weights = load_file(str(folder / "adapter_model.safetensors"))
+            result = set_peft_model_state_dict(policy, weights, adapter_name=name)
+            if getattr(result, "unexpected_keys", None):
+                raise RuntimeError(f"checkpoint {checkpoint} does not fit this model: {result.unexpected_keys[:3]}")
         set_rng_states(torch.load(checkpoint / "rng.pt", weights_only=False))
         optimizer = checkpoint / "optimizer.pt"
         optimizer_state = torch.load(optimizer, weights_only=False) if optimizer.exists() else None

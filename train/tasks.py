@@ -1,17 +1,12 @@
-"""The run's tasks: the model writes them as challenger, scripted challengers top the pool up, and
-each domain is split into training tasks and held-out tasks.
-
-The LLM challenger is :mod:`agents.challenge`'s: the model explores a domain's tools on a fresh
-world (for ``challenger_explore_turns`` calls), writes a Code-as-Task, and the filter keeps it only
-if its verifier accepts the solution and rejects every failure case. A small model keeps few or none, so each domain is topped up from its
-scripted challenger (``envs.<domain>.challenger.make_tasks``), and how many of each kind made it
-into the pool is reported.
+"""The run's tasks, apart from how the LLM challenger writes them (:mod:`train.challenger`): the
+scripted challengers' tasks that top a pool up, a given pool's tasks, which tasks a run keeps
+(:class:`Selection`), how a domain's tasks were made (:class:`DomainMix`), and the split into
+training and held-out tasks.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,18 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from tqdm import tqdm
 
-from agents.challenge import Funnel
-from agents.policy import ModelPolicy
-from agents.rollout import make_vector_env, play
 from envs.cat import CodeAsTask
 from envs.pool import load_pool
 from envs.prompt_tools import ListedTools
-from envs.registry import CHALLENGER_ID, env_class
-
-log = logging.getLogger(__name__)
-
+from envs.registry import env_class
 
 class EmptyPoolError(ValueError):
     """A domain without tasks; the message says which and how to make some (exit code 2)."""
@@ -41,8 +29,11 @@ class DomainMix:
     """How a domain's tasks were made."""
 
     llm: int = 0
+    """Tasks the LLM challenger wrote and the filter kept."""
     scripted: int = 0
     proposals: int = 0
+    new: int = 0
+    """Of the LLM's tasks, those that copy no demonstration."""
     funnel: dict[str, Any] = field(default_factory=dict)
     example: str = ""
     """The start of the model's first proposal, to see what it writes."""
@@ -74,27 +65,6 @@ class Selection:
                 and (not listed or all(a.name in listed for a in task.solution.actions)))
 
 
-def llm_tasks(challenger: ModelPolicy, domain: str, proposals: int, explore_turns: int, seed: int,
-              model_name: str) -> tuple[list[CodeAsTask], Funnel, str]:
-    """The tasks the model writes as challenger in ``proposals`` tries (played together in one vector
-    env of the challenger's episode, sharing the domain's prompt), its funnel, and the start of its
-    first proposal (to see what it writes)."""
-    funnel = Funnel()
-    if proposals == 0:
-        return [], funnel, ""
-    envs = make_vector_env(CHALLENGER_ID, proposals, domain=domain, explore_turns=explore_turns,
-                           challenger=f"llm:{model_name}")
-    try:
-        episodes = play(envs, challenger, proposals, seed=seed)
-    finally:
-        envs.close()
-    for episode in episodes:
-        funnel.add(episode.final_info)
-    kept = [CodeAsTask.from_json(e.final_info["task"]) for e in episodes if "task" in e.final_info]
-    first = next((m["content"] for m in episodes[0].messages[::-1] if m["role"] == "assistant"), "")
-    return kept, funnel, first[:400]
-
-
 def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list[CodeAsTask]:
     """``n`` tasks from the domain's scripted challenger that fit the selection."""
     if n == 0:
@@ -110,24 +80,6 @@ def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list
         if len(tasks) >= n or asked >= 64 * n:
             return tasks[:n]
         asked *= 2
-
-
-def write_tasks(challenger: ModelPolicy, domains: Sequence[str], counts: dict[str, int], proposals: int,
-                explore_turns: int, selection: Selection, seed: int,
-                model_name: str) -> tuple[list[CodeAsTask], dict[str, DomainMix]]:
-    """Each domain's tasks: the LLM challenger's kept ones, topped up with scripted ones."""
-    tasks: list[CodeAsTask] = []
-    mix: dict[str, DomainMix] = {}
-    for domain in tqdm(domains, desc="challenger", unit="domain"):
-        kept, funnel, example = llm_tasks(challenger, domain, proposals, explore_turns, seed, model_name)
-        kept = [t for t in kept if selection.fits(t)][:counts.get(domain, 0)]
-        topped = scripted_tasks(domain, seed, counts.get(domain, 0) - len(kept), selection)
-        mix[domain] = DomainMix(llm=len(kept), scripted=len(topped), proposals=proposals, funnel=funnel.to_json(),
-                                example=example)
-        log.info("%s: the model kept %d of %d proposals; %d scripted tasks top it up", domain, len(kept),
-                 proposals, len(topped))
-        tasks += kept + topped
-    return tasks, mix
 
 
 def pool_tasks(path: str, domains: Sequence[str], selection: Selection) -> list[CodeAsTask]:
@@ -148,15 +100,20 @@ def pool_tasks(path: str, domains: Sequence[str], selection: Selection) -> list[
 
 def split(tasks: Sequence[CodeAsTask], domains: Sequence[str], heldout: dict[str, int],
           seed: int) -> dict[str, dict[str, list[str]]]:
-    """Per domain, task ids for training and held out (shuffled by ``seed``; at least one trains);
-    a domain without tasks raises :class:`EmptyPoolError` saying how to make some."""
+    """Per domain, task ids for training and held out (shuffled by ``seed``; at least one trains). The
+    held-out tasks are scripted ones when the domain has enough: the LLM's tasks are for training,
+    and held-out success is measured on tasks no challenger wrote. A domain without tasks raises
+    :class:`EmptyPoolError` saying how to make some."""
     result = {}
     for domain in domains:
         ids = sorted({t.id for t in tasks if t.domain == domain})
-        random.Random(f"{seed}-{domain}").shuffle(ids)
-        n_heldout = min(heldout.get(domain, 0), max(len(ids) - 1, 0))
-        result[domain] = {"train": ids[n_heldout:], "heldout": ids[:n_heldout]}
         if not ids:
             raise EmptyPoolError(f"the pool has no {domain} tasks: make some with `python -m agents.challenge "
                                  f"--domain {domain} --n 64 --out POOL` (or leave `pool` empty and the run writes them)")
+        written = {t.id for t in tasks if t.domain == domain and is_llm(t)}
+        random.Random(f"{seed}-{domain}").shuffle(ids)
+        n_heldout = min(heldout.get(domain, 0), max(len(ids) - 1, 0))
+        candidates = [i for i in ids if i not in written] + [i for i in ids if i in written]
+        held = set(candidates[:n_heldout])
+        result[domain] = {"train": [i for i in ids if i not in held], "heldout": [i for i in ids if i in held]}
     return result

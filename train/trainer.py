@@ -1,14 +1,15 @@
-"""The self-challenging loop, top to bottom: tasks, base score, warm start, score, RL, score.
+"""The executor's training, stage by stage: base score, warm start, score, RL, score.
 
-1. **Tasks**: the model writes tasks as challenger; scripted challengers top each domain up; each
-   domain is split into training and held-out tasks (:mod:`train.tasks`). The main process writes
-   them; every process reads them.
-2. **Base score**: held-out success of the base model (greedy, one episode per task).
-3. **Warm start**: fine-tuning on the training tasks' example solutions, played through the env
+1. **Base score**: held-out success of the base model (greedy, one episode per task), with the
+   same function ``python -m eval.heldout`` uses.
+2. **Warm start**: fine-tuning on the training tasks' example solutions, played through the env
    and rendered as the policy's own episodes (:mod:`train.demos`); then the held-out score again.
-4. **RL**: each step samples tasks from the training split, plays ``group_size`` episodes of each,
+3. **RL**: each step samples tasks from the training split, plays ``group_size`` episodes of each,
    turns rewards into advantages and updates the LoRA adapter (:mod:`train.losses`); then the
    held-out score a third time.
+
+:mod:`train.run` runs these after the challenger's stages (:mod:`train.challenger`), which write
+the tasks. Episodes play in each domain's Gymnasium vector env (:func:`agents.rollout.play`).
 
 Processes: under ``accelerate launch --num_processes N`` every process holds the model and plays
 its contiguous share of each step's episodes; rewards are gathered so that advantages (and the
@@ -23,46 +24,38 @@ resumed run plays the same episodes an uninterrupted one would have.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from gymnasium.vector import VectorEnv
 from peft import PeftModel
 from tqdm import tqdm
 
-from agents.models import LoraSettings, load_policy
-from agents.decoding import SamplingSettings
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play_tasks
 from envs.cat import CodeAsTask
-from envs.pool import append_pool, load_pool
 from envs.prompt_tools import listed_tools
 from envs.records import read_jsonl
-from envs.registry import DOMAINS, env_id
+from envs.registry import env_id
 from eval import heldout
-from train import losses, plots
-from train.config import ConfigError, TrainConfig
+from train import losses
+from train.config import TrainConfig
 from train.demos import demonstration, solution_actions, transcript_actions
-from train.rundir import RunDir, RunState, write_atomic
+from train.rundir import RunDir, RunState
 from train.scoring import score, shared_prefix_length
-from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, make_env, pool_tasks, split, write_tasks
+from train.tasks import EmptyPoolError, make_env
 
 log = logging.getLogger(__name__)
-
-STAGES = ("eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl", "done")
-EVAL_NAMES = {"eval_base": "base", "eval_warm_start": "warm_start", "eval_rl": "rl"}
-
 
 # ---------------------------------------------------------------------------- the pieces a step uses
 
@@ -219,9 +212,9 @@ class UpdateSums:
 
 
 def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequence[Trajectory],
-           advantages: Sequence[float], algorithm: losses.Algorithm) -> dict[str, float]:
+           advantages: Sequence[float], algorithm: losses.Algorithm, temperature: float = 1.0) -> dict[str, float]:
     """One optimizer step on this process's ``trajectories`` (all processes call it together), with
-    ``algorithm``'s per-token objective.
+    ``algorithm``'s per-token objective; ``temperature`` is the one the episodes were sampled at.
 
     The per-token losses are summed and divided by the loss tokens of the whole batch across
     processes; the gradients are then summed across processes, clipped and applied.
@@ -235,7 +228,7 @@ def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequenc
     sums = {f.name: torch.zeros((), device=device) for f in fields(UpdateSums)}
     # policy-gradient losses score the distribution the tokens were drawn from (logits / temperature,
     # unscaled for greedy rollouts); fine-tuning scores the model itself
-    temperature = config.temperature or 1.0 if algorithm.scores_sampled_distribution else 1.0
+    temperature = temperature or 1.0 if algorithm.scores_sampled_distribution else 1.0
     optimizer.zero_grad(set_to_none=False)
     policy.train()
     pad = ctx.chat.tokenizer.pad_token_id or 0
@@ -313,16 +306,18 @@ def evaluate(ctx: Context, name: str, step: int) -> dict[str, dict[str, float]]:
     return result
 
 
-def demonstrations(ctx: Context, tasks: Sequence[CodeAsTask], actions: Sequence[Sequence[str]]) -> list[Trajectory]:
-    """Each task's actions played through its env; only demonstrations that solve their task."""
+def demonstrations(ctx: Context, tasks: Sequence[CodeAsTask], actions: Sequence[Sequence[str]],
+                   verified: bool = True) -> list[Trajectory]:
+    """Each task's actions played through its env; only demonstrations that solve their task
+    (all of them when not ``verified``)."""
     demos = []
     for task, acts in zip(tasks, actions):
         env = make_env(task.domain, task, max(ctx.config.max_turns, len(acts)), ctx.config.prompt_tools)
-        demo = demonstration(env, ctx.chat, task, acts)
+        demo = demonstration(env, ctx.chat, acts, {"task_id": task.id})
         env.close()
-        if demo.reward > 0:
+        if demo.reward > 0 or not verified:
             demos.append(demo)
-    log.info("%d of %d demonstrations solve their task", len(demos), len(tasks))
+    log.info("%d of %d demonstrations solve their task", sum(d.reward > 0 for d in demos), len(tasks))
     return demos
 
 
@@ -339,28 +334,36 @@ def warm_start_plan(demos: Sequence[Trajectory], batch: int, seed: int, epoch: i
     return plan
 
 
-def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
-    """Fine-tune on the training tasks' example solutions (loss on the actions only)."""
+@dataclass(frozen=True)
+class FineTuning:
+    """A fine-tuning stage's knobs: the executor's warm start, or the challenger's."""
+
+    phase: str
+    epochs: int
+    lr: float
+    batch: int
+
+
+def fine_tune(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None, demos: Sequence[Trajectory],
+              plan: FineTuning) -> None:
+    """``plan.epochs`` epochs of fine-tuning the active adapter on ``demos`` (loss on the actions only),
+    resumable at any update."""
     config = ctx.config
-    tasks = ctx.split_tasks("train", config.warm_start_domain_list())
-    demos = demonstrations(ctx, tasks, [solution_actions(t) for t in tasks])
-    if not demos:
-        raise EmptyPoolError("no training task's example solution could be replayed for the warm start")
-    plan_size = len(warm_start_plan(demos, config.warm_start_batch, config.seed, 0))
-    total = config.warm_start_epochs * plan_size
-    optimizer = make_optimizer(ctx.policy, config.warm_start_lr, optimizer_state)
-    bar = tqdm(total=total, initial=state.phase_step, desc="warm start", unit="update",
+    plan_size = len(warm_start_plan(demos, plan.batch, config.seed, 0))
+    total = plan.epochs * plan_size
+    optimizer = make_optimizer(ctx.policy, plan.lr, optimizer_state)
+    bar = tqdm(total=total, initial=state.phase_step, desc=plan.phase.replace("_", " "), unit="update",
                disable=not ctx.accelerator.is_main_process)
     while state.phase_step < total:
         epoch, index = divmod(state.phase_step, plan_size)
-        batch = warm_start_plan(demos, config.warm_start_batch, config.seed, epoch)[index]
+        batch = warm_start_plan(demos, plan.batch, config.seed, epoch)[index]
         mine = [demos[batch[i]] for i in shard(len(batch), ctx.rank, ctx.num_processes)]
         started = time.perf_counter()
         stats = update(ctx, optimizer, mine, [0.0] * len(mine), losses.FINE_TUNING)
         seconds = time.perf_counter() - started
         state.step += 1
         state.phase_step += 1
-        ctx.run.log_metrics({"step": state.step, "phase": "warm_start", "epoch": epoch, "domain": demos[batch[0]].domain,
+        ctx.run.log_metrics({"step": state.step, "phase": plan.phase, "epoch": epoch, "domain": demos[batch[0]].domain,
                              **stats, "update_s": seconds,
                              "tokens_per_s": stats.get("loss_tokens", 0) / max(seconds, 1e-9),
                              "peak_memory_gib": peak_memory_gib(ctx.accelerator.device)})
@@ -369,6 +372,17 @@ def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | 
         if state.phase_step < total and state.phase_step % config.checkpoint_every == 0:
             ctx.run.save_checkpoint(ctx.policy, optimizer, state)
     bar.close()
+
+
+def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
+    """Fine-tune on the training tasks' example solutions (loss on the actions only)."""
+    config = ctx.config
+    tasks = ctx.split_tasks("train", config.warm_start_domain_list())
+    demos = demonstrations(ctx, tasks, [solution_actions(t) for t in tasks], config.warm_start_verified)
+    if not demos:
+        raise EmptyPoolError("no training task's example solution could be replayed for the warm start")
+    fine_tune(ctx, state, optimizer_state, demos,
+              FineTuning("warm_start", config.warm_start_epochs, config.warm_start_lr, config.warm_start_batch))
 
 
 def load_distill(ctx: Context) -> list[Trajectory]:
@@ -413,13 +427,17 @@ def recorded(ctx: Context, demos: Sequence[Trajectory]) -> StepBatch:
     return StepBatch([demos[i] for i in mine], list(range(len(demos))), mine)
 
 
-def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, step: int) -> dict[str, Any]:
+def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, step: int,
+            algorithm: losses.Algorithm | None = None, phase: str = "rl", temperature: float | None = None,
+            ) -> dict[str, Any]:
     """One RL step on ``batch``: advantages over the whole step's episodes, then one update (several
-    for algorithms that make passes). Returns the step's metrics and episode records; ``bench.train``
-    times it."""
+    for algorithms that make passes). ``algorithm``, ``temperature`` (the sampling one) and the
+    metrics' ``phase`` default to the executor's RL. Returns the step's metrics and episode records;
+    ``bench.train`` times it."""
     config = ctx.config
-    algorithm = losses.ALGORITHMS[config.algorithm]
-    records = gather_object([episode_record(t, step, "rl", ctx.rank) for t in batch.trajectories])
+    algorithm = algorithm or losses.ALGORITHMS[config.algorithm]
+    temperature = config.temperature if temperature is None else temperature
+    records = gather_object([episode_record(t, step, phase, ctx.rank) for t in batch.trajectories])
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)
     advantages, keep = algorithm.advantages(rewards, batch.groups)
     if algorithm.regularizers_keep_all and (config.kl_coef > 0 or config.entropy_coef > 0):
@@ -434,13 +452,14 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
             for m in range(config.ppo_minibatches):
                 part = [chosen[i] for i in order[m * len(order) // config.ppo_minibatches:
                                                  (m + 1) * len(order) // config.ppo_minibatches]]
-                stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm) or stats
+                stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm,
+                               temperature) or stats
     else:
-        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm)
+        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm, temperature)
     update_s = time.perf_counter() - updated
     completion = sum(r["completion_tokens"] for r in records)
     rollout_s = batch.rollout_s
-    metrics = {"step": step, "phase": "rl", "algorithm": config.algorithm,
+    metrics = {"step": step, "phase": phase, "algorithm": algorithm.name,
                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
                "success": success_by_domain(records),
                "dropped_groups": (losses.dropped_group_fraction(rewards, batch.groups)
@@ -487,153 +506,3 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
         if not last and state.phase_step % config.checkpoint_every == 0:
             ctx.run.save_checkpoint(ctx.policy, optimizer, state)
     bar.close()
-
-
-# ---------------------------------------------------------------------------- the run
-
-
-def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
-    """The run's folder, not made yet: the main process picks it (a new name, or the run to resume)
-    and checks it; every process gets the same name, or the same error."""
-    root = Path(config.runs_dir)
-    name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
-    if accelerator.is_main_process:
-        if config.resume and not config.name:
-            runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
-            name = runs[-1].name if runs else name
-        held = (root / name / "config.yaml").exists()
-        if config.resume and not held:
-            problem = ("resume", f"there is no run {root / name} to resume" if config.name else f"there is no run in {root}")
-        if not config.resume and held:
-            problem = ("name", f"{root / name} already holds a run: pass --resume to continue it, or another --name")
-    name, problem = broadcast_object_list([name, problem])
-    if problem:
-        raise ConfigError(*problem)
-    return RunDir(root / name, writer=accelerator.is_main_process)
-
-
-def open_run(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
-    """Make the run's folder and write its config: once the model has loaded, so that a run that
-    never started leaves no folder behind."""
-    if accelerator.is_main_process:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config({**config.to_dict(), "name": run.path.name, "resume": False})
-    accelerator.wait_for_everyone()
-
-
-def selection(config: TrainConfig) -> Selection:
-    return Selection(config.max_solution_actions, config.prompt_tools)
-
-
-def prepare_tasks(config: TrainConfig, run: RunDir, accelerator: Accelerator,
-                  player: ModelPolicy) -> tuple[dict[str, CodeAsTask], dict[str, dict[str, list[str]]]]:
-    """The run's pool and split: written once by the main process (challenger, or the given pool);
-    the other processes, and a resumed run, read them back."""
-    tasks: list[CodeAsTask] | None = None
-    if accelerator.is_main_process and not run.split.exists():
-        if config.pool:
-            tasks = pool_tasks(config.pool, config.domains, selection(config))
-            mix = {d: asdict(DomainMix(llm=sum(t.domain == d and is_llm(t) for t in tasks),
-                                       scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
-                   for d in config.domains}
-        else:
-            challenger = player.base(settings=replace(player.settings, temperature=config.challenger_temperature,
-                                                      max_new_tokens=config.challenger_max_new_tokens))
-            tasks, domain_mix = write_tasks(challenger, config.domains, config.tasks_per_domain,
-                                            config.challenger_proposals, config.challenger_explore_turns,
-                                            selection(config), config.seed, config.model)
-            mix = {d: asdict(m) for d, m in domain_mix.items()}
-        parts = split(tasks, config.domains, config.heldout_per_domain, config.seed)
-        run.pool.unlink(missing_ok=True)  # a pool half-written by a run killed here
-        append_pool(run.pool, tasks)
-        write_atomic(run.tasks, json.dumps(mix, indent=1))
-        write_atomic(run.split, json.dumps(parts, indent=1))  # last: its presence means the stage is done
-    accelerator.wait_for_everyone()
-    if tasks is None:
-        tasks = load_pool(run.pool)
-    return {t.id: t for t in tasks}, json.loads(run.split.read_text())
-
-
-def restore(ctx: Context) -> tuple[RunState, dict[str, Any] | None]:
-    """The state to start from: the last checkpoint's when resuming (logs cut back to its lines)."""
-    checkpoint = ctx.run.latest_checkpoint() if ctx.config.resume else None
-    if checkpoint is None:
-        ctx.run.truncate({})
-        return RunState(stage=STAGES[0]), None
-    state, optimizer_state = ctx.run.load_checkpoint(checkpoint, ctx.policy)
-    ctx.run.truncate(state.lines)
-    log.info("resuming %s at step %d (stage %s, %d updates into it)", ctx.run.path, state.step, state.stage,
-             state.phase_step)
-    return state, optimizer_state
-
-
-def next_stage(stage: str, config: TrainConfig) -> str:
-    """The stage after ``stage``, skipping the warm start or RL (and their scores) when they have no updates."""
-    skipped = set()
-    if config.warm_start_epochs == 0:
-        skipped |= {"warm_start", "eval_warm_start"}
-    if config.steps == 0:
-        skipped |= {"rl", "eval_rl"}
-    following = STAGES[STAGES.index(stage) + 1:]
-    return next(s for s in following if s not in skipped)
-
-
-def draw_plots(run: RunDir) -> list[Path]:
-    """The held-out and training curves of ``run`` (main process; others get no paths)."""
-    if not run.writer:
-        return []
-    metrics = run.read_metrics()
-    return [plots.plot_heldout(metrics, run.plots / "heldout.png"),
-            plots.plot_training(metrics, run.plots / "training.png")]
-
-
-def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunState]:
-    """Run (or resume) the whole loop; returns the run folder and its final state."""
-    for name, entry in config.extra_domains.items():
-        DOMAINS[name] = entry
-    if config.pool:  # a pool without tasks for a domain: say so before loading anything
-        pool_tasks(config.pool, config.domains, selection(config))
-    accelerator = Accelerator(cpu=config.device == "cpu")
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    run = run_folder(config, accelerator, default_name)
-
-    targets = config.lora_targets if config.lora_targets == "all-linear" else tuple(config.lora_targets.split(","))
-    policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha,
-                                                                    target_modules=targets),
-                                    device=accelerator.device)
-    for p in policy.parameters():  # the adapter trains in fp32 even on a bf16 model
-        if p.requires_grad:
-            p.data = p.data.float()
-    if config.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        policy.enable_input_require_grads()
-    open_run(run, config, accelerator)
-    player = ModelPolicy(policy, tokenizer, SamplingSettings(temperature=config.temperature,
-                                                             max_new_tokens=config.max_new_tokens,
-                                                             max_context_tokens=config.max_context_tokens or None))
-    tasks, parts = prepare_tasks(config, run, accelerator, player)
-    ctx = Context(config, accelerator, run, policy, player, tasks, parts)
-    state, optimizer_state = restore(ctx)
-
-    try:
-        while state.stage != "done":
-            stage, started = state.stage, time.perf_counter()
-            if stage in EVAL_NAMES:
-                state.evals[EVAL_NAMES[stage]] = evaluate(ctx, EVAL_NAMES[stage], state.step)
-            elif stage == "warm_start":
-                warm_start(ctx, state, optimizer_state)
-            elif stage == "rl":
-                reinforce(ctx, state, optimizer_state)
-            run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
-                             "seconds": time.perf_counter() - started})
-            optimizer_state = None
-            state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
-            run.save_checkpoint(policy, None, state)
-            draw_plots(run)
-    finally:
-        ctx.close()
-    run.save_adapter(policy)
-    accelerator.wait_for_everyone()
-    return run, state

@@ -1,0 +1,74 @@
+"""Challenger RL learns on a toy challenger task: a one-word challenger whose words stand for whole
+proposals (one new task, one copy of a demonstration, the rest unparseable) goes from about one new
+task in eight to most of its proposals, with the trainer's own challenger stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from accelerate import Accelerator
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from envs.challenger import ChallengerEnv
+from test_agents_challenge import WORLD, proposal
+from test_train_learning import bandit, config  # noqa: F401 (bandit is a fixture)
+from toy_domain import copy_task
+from train import challenger, run as runner, trainer
+from train.rundir import RunDir, RunState
+
+pytestmark = pytest.mark.slow
+
+COPIED = copy_task(id="toy-demo", instruction="Copy note k1 to 'dst' and tell me its text.")
+WORDS = {"yes": proposal(instruction="Copy note k1 to 'dst', then tell me what it says (world 3)."),
+         "no": proposal()}  # "no" writes the demonstration's task again: kept, but a copy
+
+
+class WordChallenger(ChallengerEnv):
+    """The toy domain's challenger, whose first word picks a whole proposal (anything else is taken as written)."""
+
+    def __init__(self) -> None:
+        super().__init__("toy", explore_turns=0, challenger="llm:bandit", known=[COPIED])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        return super().reset(seed=seed, options={"world": WORLD})
+
+    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if action is not None:
+            words = action.strip().lower().split()
+            action = WORDS.get(words[0] if words else "", action)
+        return super().step(action)
+
+
+def new_rate(ctx: trainer.Context, label: str) -> float:
+    challenger.evaluate(ctx, label)
+    record = [m for m in ctx.run.read_metrics() if m.get("phase") == "challenger" and m["stage"] == label][-1]
+    return record["funnel"]["new"] / record["funnel"]["proposals"]
+
+
+def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit, monkeypatch):  # noqa: F811
+    settings = config(tmp_path, model=str(bandit["model"]), domains=["toy"], challenger_domains=["toy"],
+                      challenger_proposals=16, challenger_rl_steps=12, challenger_worlds_per_step=2,
+                      challenger_group_size=8, challenger_max_new_tokens=1, challenger_temperature=1.0,
+                      challenger_rl_lr=0.02, challenger_warm_start_epochs=0, rollout_batch=16)
+    def word_challengers(ctx: trainer.Context, domain: str) -> SyncVectorEnv:
+        if domain not in ctx.envs:
+            ctx.envs[domain] = SyncVectorEnv([WordChallenger] * 16, autoreset_mode=AutoresetMode.DISABLED)
+        return ctx.envs[domain]
+
+    monkeypatch.setattr(challenger, "vector_env", word_challengers)
+    accelerator = Accelerator(cpu=True)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    player = runner.load(settings, accelerator)
+    ctx = trainer.Context(settings, accelerator, run, player.model, player, {}, {})
+    before = new_rate(ctx, "before")
+    challenger.reinforce(ctx, RunState(stage="challenger_rl"), None)
+    after = new_rate(ctx, "after")
+    ctx.close()
+    assert before < 0.3, "a random one-word challenger writes the new task about one time in eight"
+    assert after > 2 * before and after > 0.6, (before, after)
+    steps = [m for m in run.read_metrics() if m.get("phase") == "challenger_rl"]
+    assert len(steps) == 12 and all(m["algorithm"] == "grpo" for m in steps)
+    assert player.model.active_adapter == "default", "the executor's adapter is active again"

@@ -1,0 +1,216 @@
+"""The self-challenging loop, top to bottom: the challenger learns to write tasks and writes them,
+then the executor trains on them.
+
+Stages, each run once and checkpointed at its end (a killed run resumes inside the stage it was in):
+
+1. ``challenger_warm_start``: the challenger's adapter learns the task format from demonstrations
+   (:mod:`train.challenger`);
+2. ``challenger_eval``, ``challenger_rl``: its funnel on fresh worlds, then RL on its own episodes
+   (only with ``challenger_rl_steps``; the pool's proposals then measure the funnel after RL);
+3. ``tasks``: the challenger's proposals, filtered, topped up with scripted tasks and split into
+   training and held-out tasks (a given ``pool`` replaces stages 1 to 3);
+4. ``eval_base``, ``warm_start``, ``eval_warm_start``, ``rl``, ``eval_rl``: the executor
+   (:mod:`train.trainer`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from agents.decoding import SamplingSettings
+from agents.models import LoraSettings, load_policy
+from agents.policy import ModelPolicy
+from envs.pool import append_pool, load_pool
+from envs.registry import DOMAINS
+from train import challenger, plots, trainer
+from train.config import ConfigError, TrainConfig
+from train.rundir import RunDir, RunState, write_atomic
+from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
+
+log = logging.getLogger(__name__)
+
+STAGES = ("challenger_warm_start", "challenger_eval", "challenger_rl", "tasks",
+          "eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl", "done")
+EVAL_NAMES = {"eval_base": "base", "eval_warm_start": "warm_start", "eval_rl": "rl"}
+
+
+def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
+    """The run's folder, not made yet: the main process picks it (a new name, or the run to resume)
+    and checks it; every process gets the same name, or the same error."""
+    root = Path(config.runs_dir)
+    name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
+    if accelerator.is_main_process:
+        if config.resume and not config.name:
+            runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
+            name = runs[-1].name if runs else name
+        held = (root / name / "config.yaml").exists()
+        if config.resume and not held:
+            problem = ("resume", f"there is no run {root / name} to resume" if config.name else f"there is no run in {root}")
+        if not config.resume and held:
+            problem = ("name", f"{root / name} already holds a run: pass --resume to continue it, or another --name")
+    name, problem = broadcast_object_list([name, problem])
+    if problem:
+        raise ConfigError(*problem)
+    return RunDir(root / name, writer=accelerator.is_main_process)
+
+
+def open_run(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
+    """Make the run's folder and write its config: once the model has loaded, so that a run that
+    never started leaves no folder behind."""
+    if accelerator.is_main_process:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config({**config.to_dict(), "name": run.path.name, "resume": False})
+    accelerator.wait_for_everyone()
+
+
+def selection(config: TrainConfig) -> Selection:
+    return Selection(config.max_solution_actions, config.prompt_tools)
+
+
+def write_tasks(ctx: trainer.Context) -> None:
+    """The ``tasks`` stage: the run's pool (the challenger's and scripted tasks, or the given pool),
+    how each domain's were made, and the split; written by the main process, read by every one."""
+    config, run = ctx.config, ctx.run
+    if ctx.accelerator.is_main_process:
+        if config.pool:
+            tasks = pool_tasks(config.pool, config.domains, selection(config))
+            mix = {d: asdict(DomainMix(llm=sum(t.domain == d and is_llm(t) for t in tasks),
+                                       scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
+                   for d in config.domains}
+        else:
+            tasks, mix = challenger.write_tasks(ctx)
+        if config.heldout_pool:
+            held = pool_tasks(config.heldout_pool, config.domains, selection(config))
+            parts = {d: {"train": [t.id for t in tasks if t.domain == d], "heldout": [t.id for t in held if t.domain == d]}
+                     for d in config.domains}
+            tasks = tasks + held
+        else:
+            parts = split(tasks, config.domains, config.heldout_per_domain, config.seed)
+        run.pool.unlink(missing_ok=True)  # a pool half-written by a run killed here
+        append_pool(run.pool, tasks)
+        write_atomic(run.tasks, json.dumps(mix, indent=1))
+        write_atomic(run.split, json.dumps(parts, indent=1))  # last: its presence means the pool is complete
+    ctx.accelerator.wait_for_everyone()
+    read_tasks(ctx)
+
+
+def read_tasks(ctx: trainer.Context) -> None:
+    """The run's pool and split, once the ``tasks`` stage has written them."""
+    ctx.tasks = {t.id: t for t in load_pool(ctx.run.pool)}
+    ctx.split = json.loads(ctx.run.split.read_text())
+
+
+def restore(ctx: trainer.Context) -> tuple[RunState, dict[str, Any] | None]:
+    """The state to start from: the last checkpoint's when resuming (logs cut back to its lines)."""
+    checkpoint = ctx.run.latest_checkpoint() if ctx.config.resume else None
+    if checkpoint is None:
+        ctx.run.truncate({})
+        return RunState(stage=next_stage(None, ctx.config)), None
+    state, optimizer_state = ctx.run.load_checkpoint(checkpoint, ctx.policy)
+    ctx.run.truncate(state.lines)
+    log.info("resuming %s at step %d (stage %s, %d updates into it)", ctx.run.path, state.step, state.stage,
+             state.phase_step)
+    return state, optimizer_state
+
+
+def next_stage(stage: str | None, config: TrainConfig) -> str:
+    """The stage after ``stage`` (the first for ``None``), skipping those with nothing to do."""
+    skipped = set()
+    if not config.challenger_domain_list():
+        skipped |= {"challenger_warm_start", "challenger_eval", "challenger_rl"}
+    if config.challenger_warm_start_epochs == 0:
+        skipped.add("challenger_warm_start")
+    if config.challenger_rl_steps == 0:
+        skipped |= {"challenger_eval", "challenger_rl"}
+    if config.warm_start_epochs == 0:
+        skipped |= {"warm_start", "eval_warm_start"}
+    if config.steps == 0:
+        skipped |= {"rl", "eval_rl"}
+    following = STAGES[STAGES.index(stage) + 1:] if stage else STAGES
+    return next(s for s in following if s not in skipped)
+
+
+def draw_plots(run: RunDir) -> list[Path]:
+    """The held-out and training curves of ``run`` (main process; others get no paths)."""
+    if not run.writer:
+        return []
+    metrics = run.read_metrics()
+    return [plots.plot_heldout(metrics, run.plots / "heldout.png"),
+            plots.plot_training(metrics, run.plots / "training.png")]
+
+
+def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
+    """The base model with the executor's fresh LoRA adapter (and the challenger's, when the run has
+    one), both trained in fp32 even on a bf16 model; the executor's active."""
+    targets = config.lora_targets if config.lora_targets == "all-linear" else tuple(config.lora_targets.split(","))
+    lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=targets)
+    policy, tokenizer = load_policy(config.model, lora=lora, device=accelerator.device)
+    if config.challenger_domain_list():
+        policy.add_adapter(challenger.ADAPTER, lora.config())
+        policy.set_adapter("default")
+    for name, p in policy.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()
+    if config.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.enable_input_require_grads()
+    return ModelPolicy(policy, tokenizer, SamplingSettings(temperature=config.temperature,
+                                                           max_new_tokens=config.max_new_tokens,
+                                                           max_context_tokens=config.max_context_tokens or None),
+                       adapter="default")
+
+
+def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunState]:
+    """Run (or resume) the whole loop; returns the run folder and its final state."""
+    for name, entry in config.extra_domains.items():
+        DOMAINS[name] = entry
+    if config.pool:  # a pool without tasks for a domain: say so before loading anything
+        pool_tasks(config.pool, config.domains, selection(config))
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    run = run_folder(config, accelerator, default_name)
+    player = load(config, accelerator)
+    open_run(run, config, accelerator)
+    ctx = trainer.Context(config, accelerator, run, player.model, player, {}, {})
+    state, optimizer_state = restore(ctx)
+    if run.split.exists():
+        read_tasks(ctx)
+    stage_functions = {
+        "challenger_warm_start": challenger.warm_start, "challenger_rl": challenger.reinforce,
+        "warm_start": trainer.warm_start, "rl": trainer.reinforce,
+    }
+    try:
+        while state.stage != "done":
+            stage, started = state.stage, time.perf_counter()
+            if stage in EVAL_NAMES:
+                state.evals[EVAL_NAMES[stage]] = trainer.evaluate(ctx, EVAL_NAMES[stage], state.step)
+            elif stage == "challenger_eval":
+                challenger.evaluate(ctx, "warm_start")
+            elif stage == "tasks":
+                write_tasks(ctx)
+            else:
+                stage_functions[stage](ctx, state, optimizer_state)
+            run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
+                             "seconds": time.perf_counter() - started})
+            optimizer_state = None
+            state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
+            run.save_checkpoint(player.model, None, state)
+            draw_plots(run)
+    finally:
+        ctx.close()
+    run.save_adapter(player.model)
+    accelerator.wait_for_everyone()
+    return run, state
