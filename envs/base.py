@@ -53,6 +53,7 @@ NO_USER = "(No user is on this conversation: the instruction holds everything yo
 
 
 DEFAULT_POOL_SIZE = 32
+DEFAULT_MAX_ACTION_LENGTH = 65_536
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,6 +76,8 @@ class ToolEnv(gym.Env[str, str]):
     - ``tasks``: a pool path (JSONL), a list of CaTs (objects or dicts), or ``None`` for the
       domain's default pool made by its scripted challenger.
     - ``max_turns``: the episode is truncated after this many actions (default 20).
+    - ``max_action_length``: longest action read, in characters (default 65,536); a longer one is
+      refused with an error observation, unread.
     - ``sandbox``: where verifiers and code actions run (default: the shared local sandbox).
     - ``render_mode``: ``"ansi"`` returns the transcript as text.
     """
@@ -89,13 +92,15 @@ class ToolEnv(gym.Env[str, str]):
     """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
 
     def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | None = None,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, max_action_length: int = DEFAULT_MAX_ACTION_LENGTH):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        if max_action_length < 1:
+            raise ValueError(f"max_action_length must be at least 1, got {max_action_length}")
         self.observation_space = AnyText()
-        self.action_space = AnyText()
+        self.action_space = AnyText(max_action_length)
         self.render_mode = render_mode
         self.max_turns = max_turns
         self._sandbox = sandbox
@@ -103,6 +108,7 @@ class ToolEnv(gym.Env[str, str]):
         self._by_id = {t.id: t for t in self.tasks}
         extra = [finish] + ([respond] if self.conversational else [])
         self.tool_schemas = self.toolset.schemas + [tool_schema(fn) for fn in extra]
+        self.tool_names = [schema["function"]["name"] for schema in self.tool_schemas]
         self.task: CodeAsTask | None = None
         self.state: State = {}
         self.transcript: list[tuple[str, str]] = []
@@ -183,7 +189,7 @@ class ToolEnv(gym.Env[str, str]):
         self._turn += 1
         self.transcript.append(("assistant", action if isinstance(action, str) else repr(action)))
         info: dict[str, Any] = {}
-        parsed = parse_action(action)
+        parsed = parse_action(action, self.action_space.max_length)
         terminated = False
         if isinstance(parsed, Malformed):
             observation = parsed.message
@@ -227,7 +233,7 @@ class ToolEnv(gym.Env[str, str]):
                 return 'Error: respond takes one argument, "content" (a string).', False
             self._said.append(content)
             return NO_USER, False
-        problem = self.toolset.check(call.name, call.arguments)
+        problem = self.toolset.check(call.name, call.arguments, offered=self.tool_names)
         if problem:
             info["invalid_action"] = problem
             return problem, False

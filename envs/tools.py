@@ -104,10 +104,11 @@ class Toolset:
         """Each tool's parameter names in order (for code actions that pass them by position)."""
         return {n: list(s["function"]["parameters"]["properties"]) for n, s in self._by_name.items()}
 
-    def check(self, name: str, arguments: Any) -> str | None:
-        """Why the call is invalid (unknown tool, wrong arguments), or ``None``."""
+    def check(self, name: str, arguments: Any, offered: Sequence[str] = ()) -> str | None:
+        """Why the call is invalid (unknown tool, wrong arguments), or ``None``. ``offered``: every
+        tool the caller offers (its own, such as ``finish``, besides these), for the error's list."""
         if name not in self.tools:
-            return f"Error: unknown tool {name!r}. Available tools: {', '.join(self.tools)}"
+            return f"Error: unknown tool {name!r}. Available tools: {', '.join(offered or self.tools)}"
         return check_arguments(self._by_name[name], arguments)
 
     def call(self, state: State, name: str, arguments: Any) -> str:
