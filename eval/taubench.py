@@ -15,7 +15,9 @@ that is not a tool call is said to the user, as is a ``respond`` call; at most 3
 conversation still going then scores 0). Our envs' ``finish`` also ends a conversation.
 pass^k over k trials is upstream's: per task C(c, k) / C(n, k) with c successes in n trials,
 averaged over tasks. Conversations play side by side (``--batch-size``): each round, the users due
-to speak answer in one batched decode, then the agents due to act.
+to speak answer in one batched decode, then the agents due to act. The envs run their tools in
+upstream mode: malformed and failing calls are handled as upstream handles them, so that a sloppy
+agent scores as it would upstream.
 
 Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 ``tau_bench/envs/<domain>/tasks_<split>.py``, read as data without importing tau-bench, together with
@@ -48,6 +50,7 @@ from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.registry import env_class
 from envs.scripted import outcome_verifier, play
 from envs.taubench import load_golden, shared_dir
+from envs.tools import ToolMode
 from eval import report
 from eval.cli import InputError, run
 from eval.estimators import pass_hat_k
@@ -321,7 +324,8 @@ class Conversation:
 
 
 def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: str, policy: Policy, user: Policy,
-             batch_size: int = 1, max_steps: int = MAX_STEPS) -> Iterator[tuple[Any, Episode]]:
+             batch_size: int = 1, max_steps: int = MAX_STEPS, tool_mode: ToolMode = "upstream"
+             ) -> Iterator[tuple[Any, Episode]]:
     """Each job's conversation (``(key, cat)``), up to ``batch_size`` side by side
     (:func:`eval.policy.play_in_batches`): each round, the users due to speak answer in one batched
     call, then the agents due to act. Yields each ``(key, episode)`` as its conversation ends, each in
@@ -330,7 +334,7 @@ def converse(jobs: Iterable[tuple[Any, CodeAsTask]], env: type[ToolEnv], wiki: s
 
     def start(job: tuple[Any, CodeAsTask]) -> tuple[Any, Conversation]:
         key, cat = job
-        return key, Conversation.start(env(tasks=[cat], max_turns=max_steps), cat, wiki)
+        return key, Conversation.start(env(tasks=[cat], max_turns=max_steps, tool_mode=tool_mode), cat, wiki)
 
     def play_round(active: list[tuple[Any, Conversation]]) -> None:
         for turn, generate in speakers.items():
@@ -372,7 +376,7 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
 
 def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task_ids: Sequence[int] | None = None,
              out: Path | None = None, model: str = "", max_steps: int = MAX_STEPS,
-             batch_size: int = 1) -> dict[str, Any]:
+             batch_size: int = 1, tool_mode: ToolMode = "upstream") -> dict[str, Any]:
     """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
     (:func:`converse`); the summary (pass^k, average reward).
 
@@ -392,7 +396,7 @@ def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
     cats = {i: as_cat(source.tasks[i], source, cls) for i in sorted({i for i, _ in todo})}
     jobs = [((index, trial), cats[index]) for index, trial in todo]
-    episodes = converse(jobs, cls, source.wiki, policy, user, batch_size, max_steps)
+    episodes = converse(jobs, cls, source.wiki, policy, user, batch_size, max_steps, tool_mode)
     for (index, trial), episode in tqdm(episodes, total=len(jobs), desc=f"tau-bench {source.domain}", unit="episode"):
         record = {"task_index": index, "trial": trial, **asdict(episode)}
         if path:
@@ -403,6 +407,7 @@ def evaluate(source: Source, policy: Policy, user: Policy, trials: int = 1, task
     for record in chosen:
         successes.setdefault(record["task_index"], []).append(record["reward"] > 1 - 1e-6)
     summary = {"kind": "taubench", "domain": source.domain, "split": source.split, "model": model,
+               "tool_mode": tool_mode,
                "tasks": len(successes), "trials": trials, "pass^k": pass_hat(successes, trials),
                "average_reward": sum(r["reward"] for r in chosen) / len(chosen) if chosen else 0.0,
                "successes": {str(i): sum(s) for i, s in sorted(successes.items())}}
@@ -464,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         user, name = scripted_user(), args.policy
     out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
     summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size)
+    print(f"tools in {summary['tool_mode']} mode: tau-bench's own handling of malformed and failing calls")
     print(report.markdown(summary))
 
 

@@ -4,6 +4,7 @@ The actions mix prose, tool-call wrappers, real and unknown tool names, real and
 names, wrongly typed values, and the hostile shapes that once raised or took quadratic time:
 integer literals up to 100,000 digits, arrays and objects nested up to 10,000 deep, and 1 MB texts.
 
+Every env runs in strict mode, and retail and airline in upstream mode too (no argument checks).
 ``FUZZ_EXAMPLES`` sets the examples per env: 300 by default, to keep CI short; the issue's bar is
 ``FUZZ_EXAMPLES=10000 python -m pytest tests/test_step_fuzz.py`` (several minutes).
 """
@@ -75,7 +76,8 @@ def _typed_call(schema: dict[str, Any]) -> st.SearchStrategy[str]:
 
 
 def _actions(env: Any) -> st.SearchStrategy[str]:
-    argument_names = sorted({name for schema in env.tool_schemas for name in schema["function"]["parameters"]["properties"]})
+    argument_names = sorted({name for schema in env.tool_schemas
+                             for name in schema["function"]["parameters"]["properties"]})
     typed = st.sampled_from(env.tool_schemas).flatmap(_typed_call)
     calls = typed | st.builds(
         _call_text,
@@ -84,7 +86,8 @@ def _actions(env: Any) -> st.SearchStrategy[str]:
         st.booleans(),
     )
     wrapped = st.builds(lambda call, wrapper: wrapper.replace("CALL", call), calls, st.sampled_from(
-        ["CALL", "<tool_call>CALL</tool_call>", "Action: CALL", "Sure, I will do that. CALL Done.", "CALL}}", "{{CALL"]))
+        ["CALL", "<tool_call>CALL</tool_call>", "Action: CALL", "Sure, I will do that. CALL Done.", "CALL}}",
+         "{{CALL"]))
     huge = st.builds(lambda unit, size: unit * (size // len(unit)), st.sampled_from(
         ["{", "[", '{"', '{"a":', '{"a":[', "x", '"', "\\", "9", "<tool_call>", "Action: {"]),
         st.sampled_from([70_000, MEGABYTE]))
@@ -93,9 +96,13 @@ def _actions(env: Any) -> st.SearchStrategy[str]:
     return st.one_of(wrapped, wrapped, wrapped, huge, st.text(max_size=200), code)
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS.values())
-def test_fuzzed_actions_never_raise(env_id: str) -> None:
-    env = gym.make(env_id, max_turns=1_000_000).unwrapped
+ENVS = [pytest.param(env_id, "strict", id=env_id) for env_id in ENV_IDS.values()] + [
+    pytest.param(ENV_IDS[domain], "upstream", id=f"{ENV_IDS[domain]}-upstream") for domain in ("retail", "airline")]
+
+
+@pytest.mark.parametrize("env_id, tool_mode", ENVS)
+def test_fuzzed_actions_never_raise(env_id: str, tool_mode: str) -> None:
+    env = gym.make(env_id, max_turns=1_000_000, tool_mode=tool_mode).unwrapped
     limit = env.action_space.max_length
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
