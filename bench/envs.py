@@ -5,6 +5,9 @@
   does for every episode (target: at least 100x faster);
 - reward: ours (the verifier in the sandbox, on the incremental state hash) vs rehashing the whole
   database as tau-bench does at the end of every episode (target: at least 20x faster);
+- actions: hostile texts (a run of ``{``, deep nesting, a 1 MB integer…) parsed at the 64 K
+  default limit, ours vs the standard decoder tried at every ``{`` as the parser once did (target:
+  linear, not quadratic), and a 1 MB action stepped into an env (target: refused in < 100 ms);
 and tool steps per second for each domain's default tasks.
 """
 
@@ -16,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from envs.actions import parse_action
+from envs.base import DEFAULT_MAX_ACTION_LENGTH
 from envs.registry import ENV_IDS, env_class
 from envs.retail.challenger import make_tasks
 from envs.retail.env import RetailEnv
@@ -57,6 +62,48 @@ def taubench_retail(data_dir: Path) -> None:
           f"ratio {theirs / ours:8.1f}x  (target >= 20x)")
 
 
+def _decode_at_every_brace(text: str) -> object:
+    """The baseline: the first JSON object by ``json``'s decoder tried at each ``{`` in turn."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            return decoder.raw_decode(text, start)[0]
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            start = text.find("{", start + 1)
+    return None
+
+
+HOSTILE = {
+    "run of {": "{",
+    'run of {"': '{"',
+    "nested objects": '{"a":',
+    "flat object": '{"a":1,',
+}
+
+
+def actions() -> None:
+    size = DEFAULT_MAX_ACTION_LENGTH
+    for name, unit in HOSTILE.items():
+        text = unit * (size // len(unit))
+        ours = _seconds(lambda: parse_action(text), 5)
+        theirs = _seconds(lambda: _decode_at_every_brace(text), 1)
+        print(f"parse   {name:16s} {len(text) // 1024} K   ours {ours * 1e3:8.2f} ms   decoder at every {{ "
+              f"{theirs * 1e3:9.2f} ms   ratio {theirs / ours:8.1f}x")
+    for name, unit in HOSTILE.items():  # linear: doubling the text doubles the time
+        small, large = unit * (size // len(unit) // 2), unit * (size // len(unit))
+        growth = _seconds(lambda: parse_action(large), 5) / _seconds(lambda: parse_action(small), 5)
+        print(f"parse   {name:16s} time at 64 K / time at 32 K {growth:5.2f}  (linear: ~2)")
+    env = env_class("calculation")()
+    env.reset(seed=0)
+    megabyte = "{" * (1 << 20)
+    refuse = _seconds(lambda: env.step(megabyte), 20)
+    unlimited = max(_seconds(lambda: parse_action(unit * ((1 << 20) // len(unit))), 1) for unit in HOSTILE.values())
+    print(f"action  1 MB stepped: refused in {refuse * 1e6:6.1f} us (target < 100 ms); "
+          f"parsed with no limit, slowest hostile text: {unlimited * 1e3:7.1f} ms")
+    env.close()
+
+
 def tool_steps() -> None:
     for domain, env_id in ENV_IDS.items():
         try:
@@ -82,6 +129,7 @@ def main() -> None:
         print("bench.envs: tau-bench data not found (../shared/taubench or $TAUBENCH_DATA_DIR); skipping the reset/reward comparison")
     else:
         taubench_retail(data_dir / "data" / "retail")
+    actions()
     tool_steps()
 
 

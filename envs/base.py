@@ -24,7 +24,7 @@ from envs.pool import load_pool
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 from envs.spaces import AnyText
 from envs.state import State, canonical_json, fork
-from envs.tools import Toolset, tool_schema
+from envs.tools import Toolset, ToolMode, UpstreamFailure, tool_schema
 
 TaskSource = str | os.PathLike[str] | Sequence[CodeAsTask | dict[str, Any]] | None
 
@@ -53,6 +53,7 @@ NO_USER = "(No user is on this conversation: the instruction holds everything yo
 
 
 DEFAULT_POOL_SIZE = 32
+DEFAULT_MAX_ACTION_LENGTH = 65_536
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,6 +76,11 @@ class ToolEnv(gym.Env[str, str]):
     - ``tasks``: a pool path (JSONL), a list of CaTs (objects or dicts), or ``None`` for the
       domain's default pool made by its scripted challenger.
     - ``max_turns``: the episode is truncated after this many actions (default 20).
+    - ``max_action_length``: longest action read, in characters (default 65,536); a longer one is
+      refused with an error observation, unread.
+    - ``tool_mode``: ``"strict"`` (default) checks each call's arguments and undoes a call that
+      fails; ``"upstream"``, for domains that reproduce a benchmark's tools (retail and airline:
+      tau-bench's), handles calls as upstream does (see :mod:`envs.tools`).
     - ``sandbox``: where verifiers and code actions run (default: the shared local sandbox).
     - ``render_mode``: ``"ansi"`` returns the transcript as text.
     """
@@ -89,13 +95,20 @@ class ToolEnv(gym.Env[str, str]):
     """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
 
     def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | None = None,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
+                 tool_mode: ToolMode = "strict"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        if max_action_length < 1:
+            raise ValueError(f"max_action_length must be at least 1, got {max_action_length}")
+        if tool_mode not in self.toolset.modes:
+            raise ValueError(f"tool_mode must be one of {', '.join(self.toolset.modes)} for the {self.domain} env, "
+                             f"got {tool_mode!r}")
+        self.tool_mode = tool_mode
         self.observation_space = AnyText()
-        self.action_space = AnyText()
+        self.action_space = AnyText(max_action_length)
         self.render_mode = render_mode
         self.max_turns = max_turns
         self._sandbox = sandbox
@@ -103,10 +116,12 @@ class ToolEnv(gym.Env[str, str]):
         self._by_id = {t.id: t for t in self.tasks}
         extra = [finish] + ([respond] if self.conversational else [])
         self.tool_schemas = self.toolset.schemas + [tool_schema(fn) for fn in extra]
+        self.tool_names = [schema["function"]["name"] for schema in self.tool_schemas]
         self.task: CodeAsTask | None = None
         self.state: State = {}
         self.transcript: list[tuple[str, str]] = []
         self._said: list[str] = []
+        self._upstream_failure: str | None = None
         self._done = True
         self._turn = 0
 
@@ -172,6 +187,7 @@ class ToolEnv(gym.Env[str, str]):
         self.state = fork(self.base_state(self.task.world))
         self.transcript = [("user", self.task.instruction)]
         self._said = []
+        self._upstream_failure = None
         self._done = False
         self._turn = 0
         return self.task.instruction, self._info()
@@ -185,7 +201,7 @@ class ToolEnv(gym.Env[str, str]):
         self._turn += 1
         self.transcript.append(("assistant", action if isinstance(action, str) else repr(action)))
         info: dict[str, Any] = {}
-        parsed = parse_action(action)
+        parsed = parse_action(action, self.action_space.max_length)
         terminated = False
         if isinstance(parsed, Malformed):
             observation = parsed.message
@@ -229,11 +245,16 @@ class ToolEnv(gym.Env[str, str]):
                 return 'Error: respond takes one argument, "content" (a string).', False
             self._said.append(content)
             return NO_USER, False
-        problem = self.toolset.check(call.name, call.arguments)
+        problem = self.toolset.check(call.name, call.arguments, offered=self.tool_names, mode=self.tool_mode)
         if problem:
             info["invalid_action"] = problem
             return problem, False
-        return self.toolset.call(self.state, call.name, call.arguments), call.name in self.terminal_tools
+        try:
+            observation = self.toolset.call(self.state, call.name, call.arguments, self.tool_mode)
+        except UpstreamFailure as failure:
+            self._upstream_failure = info["upstream_failure"] = str(failure)
+            return f"Error: {failure}", True
+        return observation, call.name in self.terminal_tools
 
     def _run_code(self, source: str, info: dict[str, Any]) -> tuple[str, bool]:
         ended = False
@@ -270,9 +291,16 @@ class ToolEnv(gym.Env[str, str]):
         return "\n".join(self._said)
 
     def verify(self) -> RunResult:
-        """Run the task's verifier on the current state and answer."""
+        """Run the task's verifier on the current state and answer. An episode that upstream itself
+        fails on, or whose state cannot be written down (an upstream-mode tool may keep an integer
+        past Python's 4,300 digits, and upstream's own hash then fails too), scores 0."""
         assert self.task is not None
-        return self.sandbox.verify(self.task.verifier, self.state, self.answer)
+        if self._upstream_failure:
+            return RunResult("error", kind="upstream_failure", message=self._upstream_failure)
+        try:
+            return self.sandbox.verify(self.task.verifier, self.state, self.answer)
+        except ValueError as exc:
+            return RunResult("error", kind="state", message=f"the final state cannot be serialised: {exc}")
 
     def replay(self, task: CodeAsTask, attempt: Attempt) -> tuple[RunResult, list[str], list[str]]:
         """Play ``attempt`` on a fresh state of ``task``'s world and verify the end.

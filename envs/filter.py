@@ -153,18 +153,26 @@ def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m envs.filter POOL [--out KEPT]``: filter a pool file and print the report."""
+    """``python -m envs.filter POOL [--out KEPT] [--dedupe]``: filter a pool file and print the
+    report. A pool that does not load (a line that is not UTF-8 or not a CaT, a repeated task id, a
+    verifier that does not compile) is an error naming its file and line, and exit status 2."""
     import argparse
     import sys
+    from pathlib import Path
 
     from envs.pool import PoolError, append_pool, load_pool
 
-    parser = argparse.ArgumentParser(prog="python -m envs.filter", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m envs.filter", description=main.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("pool", help="a JSONL file of CaTs")
-    parser.add_argument("--out", help="append the kept tasks (stamped with their filter record) here")
+    parser.add_argument("--out", help="append the kept tasks (stamped with their filter record) here, but for "
+                                      "ids it already holds")
+    parser.add_argument("--dedupe", action="store_true",
+                        help="keep the first task of each id instead of stopping at a repeated one")
     args = parser.parse_args(argv)
     try:
-        tasks = load_pool(args.pool)
+        tasks = load_pool(args.pool, dedupe=args.dedupe)
+        held = {t.id for t in load_pool(args.out)} if args.out and Path(args.out).exists() else set()
     except (PoolError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -174,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rejected {task.id}: {v.reason}: {v.detail}")
     print(report)
     if args.out:
-        append_pool(args.out, kept)
+        new = [t for t in kept if t.id not in held]
+        append_pool(args.out, new)
+        if len(new) < len(kept):
+            print(f"{len(kept) - len(new)} kept tasks were already in {args.out}: not appended again")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 An append is one ``write`` of whole lines to a file opened with ``O_APPEND``, fsynced, so a crash
 can at worst leave a partial *last* line. Reading skips such a line with a warning; the next append
-cuts it off first. A bad line anywhere else is not a crash's doing, so it is an error naming the line.
+cuts it off first. A bad line anywhere else is not a crash's doing, so it is an error naming the line:
+that includes bytes that are not UTF-8, which are never replaced (a replaced byte inside a
+verifier's string literal would silently change what it compares).
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ class RecordsError(ValueError):
     """A bad line that is not just the truncated tail of an interrupted append."""
 
 
+def _decode(raw: bytes, path: Path, number: int, last: bool) -> str | None:
+    """``raw`` as UTF-8; ``None`` for a last line cut inside a character (a crash's doing)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if last and exc.reason == "unexpected end of data":
+            return None
+        raise RecordsError(f"{path}:{number}: not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                           "of the line (write the file as UTF-8)") from None
+
+
 def read_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """The complete lines of ``path`` with their numbers (blank lines and a partial tail left out).
 
     A last line without its newline is still returned when it parses as JSON, and dropped with a
-    warning when it does not.
+    warning when it does not. A line that is not UTF-8 is a :class:`RecordsError`.
     """
     path = Path(path)
     if not path.exists():
@@ -36,15 +49,21 @@ def read_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        text = raw.decode("utf-8", "replace")
-        if number == len(lines):  # no newline after it: perhaps an interrupted append
-            try:
-                json.loads(text)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: skipping a truncated last line", path, number)
-                continue
+        last = number == len(lines)  # no newline after it: perhaps an interrupted append
+        text = _decode(raw, path, number, last)
+        if last and (text is None or not _is_json(text)):
+            log.warning("%s:%d: skipping a truncated last line", path, number)
+            continue
         out.append((number, text))
     return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer past Python's digit limit
+        return False
+    return True
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
@@ -55,6 +74,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
             records.append(json.loads(text))
         except json.JSONDecodeError as exc:
             raise RecordsError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise RecordsError(f"{path}:{number}: not readable JSON ({exc})") from None
     return records
 
 

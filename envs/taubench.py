@@ -1,10 +1,12 @@
-"""What tau-bench compatibility needs: upstream's database hash, its golden files, and where its
-data lives.
+"""What tau-bench compatibility needs: upstream's database hash, its way of calling tools, its
+golden files, and where its data lives.
 
 tau-bench rewards an episode by comparing a hash of the whole database after the agent's actions with
 the hash after replaying the gold actions; :func:`upstream_hash` is that hash, bit for bit, so that
-rewards computed here equal upstream's. The data itself is never part of this project: it is read
-from ``../shared/taubench`` beside the repository, or from ``$TAUBENCH_DATA_DIR``.
+rewards computed here equal upstream's. Upstream-mode tool calls (:mod:`envs.tools`) are made as
+upstream's ``Env.step`` makes them (:func:`upstream_tool`, :data:`UNKNOWN_ACTION`). The data itself
+is never part of this project: it is read from ``../shared/taubench`` beside the repository, or
+from ``$TAUBENCH_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,29 @@ import gc
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 ENV_VAR = "TAUBENCH_DATA_DIR"
+
+UNKNOWN_ACTION = "Unknown action {name}"
+"""Upstream's answer to a call of a tool it does not have."""
+
+
+def upstream_tool(fn: Callable[..., Any], package: str) -> Callable[..., Any]:
+    """``fn`` under the name of upstream's copy of it: ``<package>.<name>`` holds a class
+    ``<Name>`` (``get_order_details`` -> ``GetOrderDetails``) whose static ``invoke(data, …)`` is
+    called as ``invoke(data=…, **arguments)``. Python words the error of a call that does not fit a
+    signature with the function's qualified name (and, for an argument given twice, its module),
+    so a call whose arguments fit neither ours nor upstream's gets upstream's very text. ``fn``'s
+    parameters must be upstream's, state first, named ``data``."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, "invoke", fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = "".join(word.capitalize() for word in fn.__name__.split("_")) + ".invoke"
+    copy.__module__ = f"{package}.{fn.__name__}"
+    return copy
 
 
 def _hashable(item: Any) -> Any:

@@ -16,7 +16,9 @@ call; at most 30 agent steps (a conversation still going then scores 0). Our env
 ends a conversation. pass^k over k trials is upstream's: per task C(c, k) / C(n, k) with c
 successes in n trials, averaged over tasks. Conversations play side by side in a vector env
 (``--batch-size``, :func:`agents.rollout.play`): each round, the users due to speak answer in one
-batched decode, then the agents due to act.
+batched decode, then the agents due to act. The envs run their tools in upstream mode: malformed
+and failing calls are handled as upstream handles them, so that a sloppy agent scores as it would
+upstream.
 
 Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 ``tau_bench/envs/<domain>/tasks_<split>.py``, read as data without importing tau-bench, together with
@@ -54,6 +56,7 @@ from envs.registry import env_class, env_id
 from envs.scripted import outcome_verifier
 from envs.scripted import play as replay
 from envs.taubench import load_golden, shared_dir
+from envs.tools import ToolMode
 from envs.user import SimulatedUser
 from eval import cli, report
 from eval.cli import InputError, run
@@ -219,13 +222,13 @@ def do_nothing_policy(messages: list[Message]) -> str:
 
 
 def conversations(source: Source, cats: Sequence[CodeAsTask], batch_size: int, max_steps: int = MAX_STEPS,
-                  mode: str = "sync") -> VectorEnv:
+                  mode: str = "sync", tool_mode: ToolMode = "upstream") -> VectorEnv:
     """The vector env the conversations play in: ``batch_size`` sub-envs of the domain's env holding
-    ``cats``, each with a simulated user (:class:`envs.user.SimulatedUser`, tau-bench's protocol) and
-    the wiki as the agent's system text; at most ``max_steps`` agent steps each."""
+    ``cats``, its tools in ``tool_mode``, each with a simulated user (:class:`envs.user.SimulatedUser`,
+    tau-bench's protocol) and the wiki as the agent's system text; at most ``max_steps`` agent steps each."""
     return make_vector_env(env_id(source.domain), min(batch_size, len(cats)), mode,
                            [functools.partial(SimulatedUser, policy=source.wiki)], tasks=list(cats),
-                           max_turns=max_steps)
+                           max_turns=max_steps, tool_mode=tool_mode)
 
 
 def record(task_index: int, trial: int, trajectory: Trajectory) -> dict[str, Any]:
@@ -262,7 +265,8 @@ def pass_hat(successes: dict[int, list[bool]], trials: int) -> dict[str, float]:
 
 def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, trials: int = 1,
              task_ids: Sequence[int] | None = None, out: Path | None = None, model: str = "",
-             max_steps: int = MAX_STEPS, batch_size: int = 1, mode: str = "sync", seed: int | None = None) -> dict[str, Any]:
+             max_steps: int = MAX_STEPS, batch_size: int = 1, mode: str = "sync", seed: int | None = None,
+             tool_mode: ToolMode = "upstream") -> dict[str, Any]:
     """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
     in one vector env (:func:`conversations`); the summary (pass^k, average reward).
 
@@ -282,7 +286,7 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
     cats = {i: as_cat(source.tasks[i], source, cls) for i in sorted({i for i, _ in todo})}
     if todo:
-        envs = conversations(source, list(cats.values()), batch_size, max_steps, mode)
+        envs = conversations(source, list(cats.values()), batch_size, max_steps, mode, tool_mode)
         with tqdm(total=len(todo), desc=f"tau-bench {source.domain}", unit="episode") as progress:
             def keep(job: int, trajectory: Trajectory) -> None:
                 records.append(record(*todo[job], trajectory))
@@ -299,7 +303,8 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
     for entry in chosen:
         successes.setdefault(entry["task_index"], []).append(entry["reward"] > 1 - 1e-6)
     summary = {"kind": "taubench", "domain": source.domain, "split": source.split, "model": model,
-               "tasks": len(successes), "trials": trials, "pass^k": pass_hat(successes, trials),
+               "tool_mode": tool_mode, "tasks": len(successes), "trials": trials,
+               "pass^k": pass_hat(successes, trials),
                "average_reward": sum(r["reward"] for r in chosen) / len(chosen) if chosen else 0.0,
                "successes": {str(i): sum(s) for i, s in sorted(successes.items())}}
     if out:
@@ -353,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
     summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size,
                        mode=args.vectorization, seed=args.seed)
+    print(f"tools in {summary['tool_mode']} mode: tau-bench's own handling of malformed and failing calls")
     print(report.markdown(summary))
 
 

@@ -43,3 +43,55 @@ def test_malformed_actions_explain_themselves(text, message):
 
 def test_non_text_action_is_malformed_not_an_exception():
     assert isinstance(parse_action(None), Malformed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"name": "f", "arguments": {"x": ' + "9" * 4301 + "}}", "an integer of 4,301 digits"),
+    ('{"name": "f", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + "}}", "nesting deeper than 100"),
+    ('{"name": "f", "arguments": "' + "[" * 5000 + '"}', "nesting deeper than 100"),
+    ("{" * 5000, "expecting a property name"),
+])
+def test_hostile_json_is_an_error_naming_the_problem(text, message):
+    action = parse_action(text)
+    assert isinstance(action, Malformed) and message in action.message
+
+
+def test_integers_up_to_pythons_digit_limit_and_moderate_nesting_are_read():
+    deep = "[" * 98 + "1" + "]" * 98  # 100 levels with the call and its arguments
+    action = parse_action('{"name": "f", "arguments": {"x": ' + "9" * 4300 + ', "y": ' + deep + "}}")
+    assert isinstance(action, ToolCall) and action.arguments["x"] == int("9" * 4300)
+
+
+def test_an_object_completed_inside_a_broken_one_is_the_tool_call():
+    assert parse_action('{"thought": "go", "call": {"name": "get_note", "arguments": {"key": "k1"}} oops') == CALL
+
+
+def test_a_failed_candidate_does_not_hide_a_later_tool_call():
+    assert parse_action('I will {look} it up {"a" {"name": "get_note", "arguments": {"key": "k1"}}') == CALL
+
+
+def test_an_action_over_the_length_limit_is_refused_unread():
+    action = parse_action('{"name": "get_note", "arguments": {"key": "k1"}}', max_length=10)
+    assert isinstance(action, Malformed) and "over this environment's limit of 10" in action.message
+    assert parse_action('{"name": "get_note", "arguments": {"key": "k1"}}', max_length=100) == CALL
+
+
+def test_the_env_refuses_an_action_over_its_configured_length():
+    from toy_domain import ToyEnv
+
+    env = ToyEnv(max_action_length=20)
+    env.reset(seed=0)
+    observation, _, _, _, info = env.step('{"name": "get_note", "arguments": {"key": "k1"}}')
+    assert "over this environment's limit of 20" in observation and "invalid_action" in info
+    assert env.action_space.max_length == 20
+
+
+def test_unknown_tool_error_lists_every_tool_the_env_offers():
+    import gymnasium as gym
+
+    env = gym.make("SelfChallenge-Retail-v0")
+    _, info = env.reset(seed=0)
+    observation, *_ = env.step('{"name": "refund_everything", "arguments": {}}')
+    listed = observation.split("Available tools: ")[1].split(", ")
+    assert listed == [schema["function"]["name"] for schema in info["tools"]]
+    assert {"finish", "respond"} <= set(listed)

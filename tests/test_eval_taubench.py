@@ -97,6 +97,21 @@ def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_sai
     assert episode["messages"][1]["content"] == task.instruction
 
 
+def test_a_malformed_call_scores_as_upstream_by_default_and_is_refused_in_strict_mode():
+    """Upstream writes ``"state": 123`` into the user's address, so the data no longer matches the
+    gold replay's; strict mode refuses the call and the gold actions then score 1."""
+    dev = source("retail_dev")
+    task = dev.tasks[0]
+    sloppy = call("modify_user_address", user_id=task.user_id, address1="1 Elm St", address2="", city="Austin",
+                  state=123, country="USA", zip="78701")
+    said = [call("respond", content=", ".join(task.outputs))] if task.outputs else []
+    agent = scripted([sloppy] + [call(a.name, **a.arguments) for a in task.actions] + said + [call("finish", answer="")])
+    upstream = evaluate(dev, agent, scripted_user(), task_ids=[0])
+    assert (upstream["tool_mode"], upstream["successes"]) == ("upstream", {"0": 0})
+    agent = scripted([sloppy] + [call(a.name, **a.arguments) for a in task.actions] + said + [call("finish", answer="")])
+    assert evaluate(dev, agent, scripted_user(), task_ids=[0], tool_mode="strict")["successes"] == {"0": 1}
+
+
 def test_a_conversation_still_going_at_the_step_limit_scores_0_even_with_the_right_data():
     dev = source("retail_dev")
     chatty = scripted([call(a.name, **a.arguments) for a in dev.tasks[0].actions] + ["Anything else?"])
@@ -243,6 +258,7 @@ def test_the_command_line_runs_the_gold_policy_and_prints_pass_hat_k(tmp_path, c
     assert code == 0
     out = capsys.readouterr().out
     assert "4 tasks x 1 trials" in out and "| 1 | 100.0% |" in out
+    assert "tools in upstream mode" in out
 
 
 @pytest.mark.parametrize("argv, message", [

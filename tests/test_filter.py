@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from envs.cat import Attempt, ToolCall
-from envs.filter import REASONS, filter_task, filter_tasks
-from envs.pool import append_pool
+from envs.filter import REASONS, filter_task, filter_tasks, main
+from envs.pool import append_pool, load_pool
 from toy_domain import copy_task
 
 SOUND = copy_task()
@@ -79,3 +79,29 @@ def test_command_line_filters_a_pool_and_exits_2_on_a_bad_record(tmp_path):
     done = subprocess.run([sys.executable, "-c", shim, str(pool)], capture_output=True, text=True)
     assert done.returncode == 2
     assert "pool.jsonl:3: world: is missing" in done.stderr
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    (copy_task(id="b", instruction="caf\u00e9").dumps().encode().replace("é".encode(), b"\xe9"),
+     "pool.jsonl:2: not valid UTF-8"),
+    (SOUND.dumps().encode(), "pool.jsonl:2: task id 'toy-copy' is already on line 1"),
+    (copy_task(id="b", verifier="def verify(state, answer)\n    return True\n").dumps().encode(),
+     "pool.jsonl:2: task 'b': its verifier does not compile: expected ':' (verifier line 1)"),
+], ids=["not-utf8", "repeated-id", "verifier-syntax"])
+def test_command_line_exits_2_naming_file_and_line_of_a_bad_task_file(tmp_path, capsys, bad_line, message):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [SOUND])
+    with open(pool, "ab") as f:
+        f.write(bad_line + b"\n")
+    assert main([str(pool)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_dedupe_keeps_the_first_task_of_each_id_and_never_appends_one_twice(tmp_path, capsys):
+    pool, out = tmp_path / "pool.jsonl", tmp_path / "kept.jsonl"
+    append_pool(pool, [SOUND, copy_task(instruction="a second task under the same id")])
+    assert main([str(pool), "--dedupe", "--out", str(out)]) == 0
+    assert "kept 1 of 1" in capsys.readouterr().out
+    assert main([str(pool), "--dedupe", "--out", str(out)]) == 0
+    assert "1 kept tasks were already in" in capsys.readouterr().out
+    assert [t.instruction for t in load_pool(out)] == [SOUND.instruction]

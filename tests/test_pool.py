@@ -85,3 +85,66 @@ def test_a_metrics_style_file_reads_back_and_names_a_bad_middle_line(tmp_path):
     append_jsonl(path, [{"step": 3}])
     with pytest.raises(RecordsError, match=r"metrics.jsonl:3: not valid JSON"):
         read_jsonl(path)
+
+
+# --- bad task files fail loudly, naming the file and line ------------------------------------
+
+def _pool_with(tmp_path, middle: bytes):
+    """A pool whose second line is ``middle`` between two sound tasks."""
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a")])
+    with open(pool, "ab") as f:
+        f.write(middle + b"\n")
+    append_pool(pool, [copy_task(id="c")])
+    return pool
+
+
+def test_a_line_that_is_not_utf8_is_an_error_naming_the_file_and_line(tmp_path):
+    line = copy_task(id="b", verifier="def verify(state, answer):\n    return answer == 'caf\u00e9'\n").dumps()
+    pool = _pool_with(tmp_path, line.encode("utf-8").replace("é".encode(), b"\xe9"))  # Latin-1, not UTF-8
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: not valid UTF-8: byte 0xe9"):
+        load_pool(pool)
+
+
+def test_a_last_line_cut_inside_a_character_is_a_crash_tail_not_an_error(tmp_path, caplog):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a")])
+    with open(pool, "ab") as f:
+        f.write(copy_task(id="b", instruction="caf\u00e9 " * 20).dumps().encode()[:60] + "é".encode()[:1])
+    assert [t.id for t in load_pool(pool)] == ["a"]
+    assert "truncated last line" in caplog.text
+
+
+def test_a_repeated_task_id_is_an_error_naming_both_lines_unless_deduplicated(tmp_path, caplog):
+    pool = _pool_with(tmp_path, copy_task(id="a", instruction="another task").dumps().encode())
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: task id 'a' is already on line 1"):
+        load_pool(pool)
+    tasks = load_pool(pool, dedupe=True)
+    assert [(t.id, t.instruction) for t in tasks] == [("a", copy_task().instruction), ("c", copy_task().instruction)]
+    assert "leaving out a second task 'a'" in caplog.text
+
+
+def test_a_verifier_that_does_not_compile_is_rejected_with_the_task_id_and_line(tmp_path):
+    broken = copy_task(id="b", verifier="def verify(state, answer):\n    return (answer ==\n")
+    pool = _pool_with(tmp_path, broken.dumps().encode())
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: task 'b': its verifier does not compile: .* \(verifier line 2\)"):
+        load_pool(pool)
+
+
+def test_json_past_pythons_limits_is_an_error_naming_the_line(tmp_path):
+    pool = _pool_with(tmp_path, b'{"id": "b", "domain": "toy", "world": {"n": ' + b"9" * 5000 + b"}}")
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: .*4300 digits"):
+        load_pool(pool)
+
+
+@pytest.mark.parametrize("middle, message", [
+    (copy_task(id="b", instruction="caf\u00e9").dumps().encode().replace("é".encode(), b"\xe9"), "not valid UTF-8"),
+    (copy_task(id="a").dumps().encode(), "task id 'a' is already on line 1"),
+    (copy_task(id="b", verifier="def verify(state, answer)\n    return True\n").dumps().encode(), "does not compile"),
+])
+def test_gym_make_with_a_bad_pool_file_raises_the_same_error(tmp_path, middle, message):
+    import gymnasium as gym
+
+    pool = _pool_with(tmp_path, middle)
+    with pytest.raises(PoolError, match=rf"pool.jsonl:2: .*{message}"):
+        gym.make("Toy-v0", tasks=str(pool))

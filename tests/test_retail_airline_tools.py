@@ -1,5 +1,6 @@
-"""The retail and airline tools: schemas as upstream's, generated worlds they work on, and failures
-that answer in upstream's words and leave the state untouched."""
+"""The retail and airline tools: schemas as upstream's, generated worlds they work on, failures that
+answer in upstream's words and, in strict mode, leave the state untouched; upstream mode's handling
+of malformed and failing calls (compared with tau-bench itself in test_taubench_upstream.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
 
-RETAIL = Toolset.of(retail_tools.TOOLS)
-AIRLINE = Toolset.of(airline_tools.TOOLS)
+RETAIL = Toolset.of(retail_tools.TOOLS, upstream=retail_tools.UPSTREAM_PACKAGE)
+AIRLINE = Toolset.of(airline_tools.TOOLS, upstream=airline_tools.UPSTREAM_PACKAGE)
 
 # Where our schemas cannot equal upstream's, and why (get_json_schema is the only schema source):
 # - every argument needs a docstring description, but upstream gives none to these enum arguments;
@@ -346,7 +347,7 @@ def test_failing_writes_leave_the_state_unchanged() -> None:
     assert AIRLINE.call(airline, "book_reservation", {**booking, "payment_methods": [
         {"payment_id": certificate, "amount": 1}]}) == (
         f"Error: payment amount does not add up, total price is {price}, but paid 1")
-    # the same certificate twice: upstream fails half-way with a KeyError; we fail before writing
+    # the same certificate twice: the tool fails half-way with upstream's KeyError; strict mode undoes it
     assert AIRLINE.call(airline, "book_reservation", {**booking, "payment_methods": [
         {"payment_id": certificate, "amount": price / 2}, {"payment_id": certificate, "amount": price / 2}]}) == (
         f"Error: '{certificate}'")
@@ -375,7 +376,140 @@ def test_calculate_answers_as_upstream_and_refuses_runaway_powers() -> None:
     assert RETAIL.call(state, "calculate", {"expression": "1 / 0"}) == "Error: division by zero"
     assert RETAIL.call(state, "calculate", {"expression": "import os"}) == "Error: invalid characters in expression"
     assert RETAIL.call(state, "calculate", {"expression": "2 +"}).startswith("Error: invalid syntax")
-    start = time.monotonic()
-    assert RETAIL.call(state, "calculate", {"expression": "9**9**9**9"}) == "Error: int too large to convert to float"
-    assert time.monotonic() - start < 1
+    assert RETAIL.call(state, "calculate", {"expression": "2 ** 40000 / 2 ** 39999"}) == "2.0"
+    assert RETAIL.call(state, "calculate", {"expression": "3 ** 100000 // 3 ** 99999"}) == "3.0"
+    assert RETAIL.call(state, "calculate", {"expression": "(1)(9**9**9)"}) == "Error: int too large to convert to float"
+    for runaway in ("9**9**9**9", "2 ** 10 ** 9 / 2", "-(" * 50 + "9**9**9" + ")" * 50, "(" + "2**999999*" * 20 + "1)"):
+        assert RETAIL.call(state, "calculate", {"expression": runaway}) == "Error: int too large to convert to float"
     assert AIRLINE.call(_airline(), "calculate", {"expression": "3 * (2 + 1.5)"}) == "10.5"
+
+
+# --- upstream mode -------------------------------------------------------------------------------
+
+def test_upstream_mode_writes_wrongly_typed_values_that_strict_mode_refuses() -> None:
+    strict, upstream = _retail(), _retail()
+    user_id = next(iter(strict["users"]))
+    address = {"user_id": user_id, "address1": "1 Elm St", "address2": "", "city": "Austin", "state": 123,
+               "country": "USA", "zip": "78701"}
+    assert RETAIL.call(strict, "modify_user_address", address).startswith("Error: argument 'state'")
+    assert json.loads(RETAIL.call(upstream, "modify_user_address", address, "upstream"))["address"]["state"] == 123
+    assert state_hash(strict) == state_hash(_retail()) != state_hash(upstream)
+
+
+def test_upstream_mode_answers_bad_calls_in_upstreams_words() -> None:
+    state = _retail()
+    assert RETAIL.call(state, "refund_everything", {}, "upstream") == "Unknown action refund_everything"
+    assert RETAIL.call(state, "get_order_details", {}, "upstream") == (
+        "Error: GetOrderDetails.invoke() missing 1 required positional argument: 'order_id'")
+    assert RETAIL.call(state, "get_order_details", {"order_id": "#W1", "force": True}, "upstream") == (
+        "Error: GetOrderDetails.invoke() got an unexpected keyword argument 'force'")
+    assert RETAIL.call(state, "get_order_details", {"order_id": "#W1", "data": {}}, "upstream") == (
+        "Error: tau_bench.envs.retail.tools.get_order_details.GetOrderDetails.invoke() got multiple values for "
+        "keyword argument 'data'")
+    assert RETAIL.call(state, "get_order_details", {"order_id": ["#W1"]}, "upstream") == (
+        "Error: unhashable type: 'list'")
+    order_id = next(o for o, v in state["orders"].items() if v["status"] == "pending")
+    assert RETAIL.call(state, "cancel_pending_order", {"order_id": order_id, "reason": "bored"}, "upstream") == (
+        "Error: invalid reason")
+    assert RETAIL.call(state, "cancel_pending_order", {"order_id": order_id, "reason": "bored"}).startswith(
+        "Error: argument 'reason' of cancel_pending_order must be one of")
+
+
+def _certificate_booking(state: State, amount: float) -> tuple[str, dict[str, Any], str]:
+    """A user holding a certificate worth ``amount`` and a one-way economy booking for one."""
+    user_id = next(iter(state["users"]))
+    certificate = "certificate_0000001"
+    state["users"][user_id]["payment_methods"][certificate] = {"source": "certificate", "amount": amount,
+                                                                 "id": certificate}
+    date = "2024-05-22"
+    flight = next(f for f in state["flights"].values() if f["dates"][date]["available_seats"]["economy"] >= 1)
+    booking = {
+        "user_id": user_id, "origin": flight["origin"], "destination": flight["destination"],
+        "flight_type": "one_way", "cabin": "economy",
+        "flights": [{"flight_number": flight["flight_number"], "date": date}],
+        "passengers": [{"first_name": "Ada", "last_name": "Lovelace", "dob": "1990-12-10"}],
+        "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no",
+        "payment_methods": [{"payment_id": certificate, "amount": flight["dates"][date]["prices"]["economy"]}]}
+    return user_id, booking, certificate
+
+
+def test_paying_twice_with_one_certificate_deletes_it_before_failing_in_upstream_mode_only() -> None:
+    for mode in ("strict", "upstream"):
+        state = _airline()
+        user_id, booking, certificate = _certificate_booking(state, 10_000)
+        price = booking["payment_methods"][0]["amount"]
+        booking["payment_methods"] = [{"payment_id": certificate, "amount": price / 2}] * 2
+        assert AIRLINE.call(state, "book_reservation", booking, mode) == f"Error: '{certificate}'"
+        assert (certificate in state["users"][user_id]["payment_methods"]) == (mode == "strict")
+        assert "HATHAT" not in state["reservations"]
+
+
+def test_a_fourth_booking_overwrites_the_third_upstream_and_gets_an_id_of_its_own_in_strict_mode() -> None:
+    for mode, fourth in (("upstream", "HATHAV"), ("strict", "HATHAW")):
+        state = _airline()
+        user_id, booking, _ = _certificate_booking(state, 0)
+        card = next(m for m, v in state["users"].get_readonly(user_id)["payment_methods"].items()
+                    if v["source"] == "credit_card")
+        booking["payment_methods"][0]["payment_id"] = card
+        ids = [json.loads(AIRLINE.call(state, "book_reservation", booking, mode))["reservation_id"] for _ in range(4)]
+        assert ids == ["HATHAT", "HATHAU", "HATHAV", fourth]
+        assert state["users"][user_id]["reservations"][-4:] == ids
+
+
+def test_a_fourth_certificate_ends_an_upstream_mode_episode_with_reward_0() -> None:
+    import gymnasium as gym
+
+    env = gym.make("SelfChallenge-Airline-v0", tool_mode="upstream").unwrapped
+    env.reset(seed=0)
+    user_id = next(iter(env.state["users"]))
+    send = json.dumps({"name": "send_certificate", "arguments": {"user_id": user_id, "amount": 100}})
+    for _ in range(3):
+        assert env.step(send)[0].startswith("Certificate certificate_322132")
+    observation, reward, terminated, _, info = env.step(send)
+    assert terminated and reward == 0.0 and info["verifier"]["kind"] == "upstream_failure"
+    assert "send_certificate answered None" in observation and "upstream_failure" in info
+    assert AIRLINE.call(env.state, "send_certificate", {"user_id": user_id, "amount": 1}) == (
+        "Error: too many certificates sent in this conversation")
+
+
+def test_strict_mode_undoes_a_call_that_fails_after_writing_and_upstream_mode_keeps_the_write() -> None:
+    """Baggage for a 4,300-digit count: the tool writes, then fails to print a price past Python's
+    digit limit. Upstream keeps the write (and its own hash of the data then fails)."""
+    for mode in ("strict", "upstream"):
+        state = _airline()
+        reservation_id, reservation = next(iter(state["reservations"].items()))
+        card = next(m for m, v in state["users"].get_readonly(reservation["user_id"])["payment_methods"].items()
+                    if v["source"] == "credit_card")
+        out = AIRLINE.call(state, "update_reservation_baggages", {
+            "reservation_id": reservation_id, "total_baggages": 1, "nonfree_baggages": 10 ** 4299,
+            "payment_id": card}, mode)
+        assert out.startswith("Error: Exceeds the limit (4300 digits)")
+        kept = state["reservations"].get_readonly(reservation_id)["nonfree_baggages"]
+        assert kept == (reservation["nonfree_baggages"] if mode == "strict" else 10 ** 4299)
+        if mode == "strict":
+            assert state_hash(state) == state_hash(_airline())
+
+
+@pytest.mark.parametrize("env_id, mode, message", [
+    ("SelfChallenge-Calculation-v0", "upstream", "tool_mode must be one of strict for the calculation env"),
+    ("SelfChallenge-Retail-v0", "lenient", "tool_mode must be one of strict, upstream for the retail env"),
+])
+def test_only_domains_with_an_upstream_take_upstream_mode(env_id: str, mode: str, message: str) -> None:
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, tool_mode=mode)
+
+
+def test_an_upstream_mode_state_that_cannot_be_written_down_scores_0_without_raising() -> None:
+    import gymnasium as gym
+
+    env = gym.make("SelfChallenge-Airline-v0", tool_mode="upstream").unwrapped
+    env.reset(seed=0)
+    reservation_id, reservation = next(iter(env.state["reservations"].items()))
+    card = next(m for m, v in env.state["users"].get_readonly(reservation["user_id"])["payment_methods"].items()
+                if v["source"] == "credit_card")
+    env.step(json.dumps({"name": "update_reservation_baggages", "arguments": {
+        "reservation_id": reservation_id, "total_baggages": 1, "nonfree_baggages": 10 ** 4299, "payment_id": card}}))
+    _, reward, terminated, _, info = env.step(json.dumps({"name": "finish", "arguments": {"answer": "done"}}))
+    assert terminated and reward == 0.0 and info["verifier"]["kind"] == "state"

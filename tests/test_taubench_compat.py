@@ -1,9 +1,10 @@
-"""Replaying tau-bench's gold actions through our tools reproduces upstream exactly.
+"""Replaying tau-bench's gold actions through our tools reproduces upstream exactly, in both tool modes.
 
 For every golden task (20 retail dev, 500 retail train, 10 airline test) a fresh fork of the
-domain's base world replays the gold actions; every tool output, every changed record and the final
-upstream hash must equal what upstream produced. The base is built once per domain and only forked,
-so a leak from one episode into the next would make later tasks fail.
+domain's base world replays the gold actions, once in strict mode and once in upstream mode; every
+tool output, every changed record and the final upstream hash must equal what upstream produced.
+The base is built once per domain and only forked, so a leak from one episode into the next would
+make later tasks fail.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from envs.retail import tools as retail_tools
 from envs.retail import world as retail_world
 from envs.state import State, fork, make_base, to_plain
 from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash
-from envs.tools import Toolset
+from envs.tools import Toolset, ToolMode
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = {"retail_dev": "retail", "retail_train": "retail", "airline_test_0_10": "airline"}
 GOLDEN_TASKS = 530
+MODES: tuple[ToolMode, ...] = ("strict", "upstream")
 DOMAINS: dict[str, tuple[ModuleType, ModuleType]] = {
     "retail": (retail_world, retail_tools),
     "airline": (airline_world, airline_tools),
@@ -52,7 +54,8 @@ def _base(domain: str) -> State:
 
 @functools.cache
 def _toolset(domain: str) -> Toolset:
-    return Toolset.of(DOMAINS[domain][1].TOOLS)
+    tools = DOMAINS[domain][1]
+    return Toolset.of(tools.TOOLS, upstream=tools.UPSTREAM_PACKAGE)
 
 
 def _plain(state: State) -> dict[str, Any]:
@@ -74,24 +77,32 @@ def _short(text: Any) -> str:
 
 @functools.cache
 def _replay(name: str, index: int) -> tuple[str, ...]:
-    """Every way the replay of one golden task differs from upstream (empty: it matches)."""
+    """Every way the replays of one golden task, in each tool mode, differ from upstream (empty:
+    both match)."""
     domain = GOLDEN[name]
     task = _golden(name)["tasks"][index]
-    state = fork(_base(domain))
     problems = []
-    for step, (action, expected) in enumerate(zip(task["actions"], task["tool_outputs"])):
-        if action["name"] == "respond":
-            continue
-        got = _toolset(domain).call(state, action["name"], action["arguments"])
-        if got != expected:
-            problems.append(f"action {step} {action['name']}: got {_short(got)!r}, upstream {_short(expected)!r}")
-    world = DOMAINS[domain][0]
-    changed = {table: state[table].changed() for table in world.TABLES}
-    changed = {table: records for table, records in changed.items() if records}
-    if changed != task["changed_records"]:
-        problems.append(f"changed records differ: got {_short(changed)}, upstream {_short(task['changed_records'])}")
-    if upstream_hash(_plain(state)) != task["final_data_hash"]:
-        problems.append("final upstream hash differs")
+    hashes: dict[str, str] = {}  # the full hash by a hash of the touched records (both modes mostly agree)
+    for mode in MODES:
+        state = fork(_base(domain))
+        for step, (action, expected) in enumerate(zip(task["actions"], task["tool_outputs"])):
+            if action["name"] == "respond":
+                continue
+            got = _toolset(domain).call(state, action["name"], action["arguments"], mode)
+            if got != expected:
+                problems.append(f"{mode}: action {step} {action['name']}: got {_short(got)!r}, "
+                                f"upstream {_short(expected)!r}")
+        world = DOMAINS[domain][0]
+        changed = {table: state[table].changed() for table in world.TABLES}
+        changed = {table: records for table, records in changed.items() if records}
+        if changed != task["changed_records"]:
+            problems.append(f"{mode}: changed records differ: got {_short(changed)}, "
+                            f"upstream {_short(task['changed_records'])}")
+        touched = upstream_hash({t: {k: state[t].get_readonly(k) for k in state[t].touched()} for t in world.TABLES})
+        if touched not in hashes:
+            hashes[touched] = upstream_hash(_plain(state))
+        if hashes[touched] != task["final_data_hash"]:
+            problems.append(f"{mode}: final upstream hash differs")
     return tuple(problems)
 
 

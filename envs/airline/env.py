@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from envs.airline import world as fleet
-from envs.airline.tools import TOOLS
+from envs.airline.tools import TOOLS, UPSTREAM_PACKAGE
 from envs.conversation import ConversationEnv
 from envs.tools import Toolset
 
@@ -46,10 +46,12 @@ class AirlineEnv(ConversationEnv):
     Terminates on `finish` or `transfer_to_human_agents`; truncates after `max_turns` actions.
 
     ## Arguments
-    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`.
+    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`, `max_action_length`, and
+    `tool_mode`: `"strict"` (the default, for training) or `"upstream"` (tau-bench's own handling of
+    malformed and failing calls, for scores comparable with upstream's).
     """
 
     domain: ClassVar[str] = "airline"
-    toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
+    toolset: ClassVar[Toolset] = Toolset.of(TOOLS, upstream=UPSTREAM_PACKAGE)
     policy: ClassVar[str] = POLICY
     world_module = fleet

@@ -1,12 +1,15 @@
 """tau-bench's 14 airline tools, one plain function each, over an airline state.
 
-Each tool gives the agent exactly the text upstream gives and raises where upstream raises, so that
-``Toolset.call`` turns the exception into the same ``Error: …`` observation; upstream's quirks are
-kept on purpose (e.g. ``get_reservation_details`` answers "user not found", a one-stop search
-reads the second flight's prices on the first flight's date, booking does not take seats), because
-tau-bench's gold answers depend on them. Unlike upstream, every tool checks everything before it
-writes, so a failing call leaves the state as it was. ``state`` holds the tables ``users``,
-``flights`` and ``reservations`` (copy-on-write :class:`envs.state.Table` views).
+Each tool reads, checks and writes in upstream's order, gives the agent exactly the text upstream
+gives and raises where upstream raises, so that ``Toolset.call`` turns the exception into the same
+``Error: …`` observation; upstream's quirks are kept on purpose (e.g. ``get_reservation_details``
+answers "user not found", a one-stop search reads the second flight's prices on the first flight's
+date, booking does not take seats), because tau-bench's gold answers depend on them. In upstream
+mode that holds for any arguments, and what a failing call wrote stays written (paying twice with
+one certificate deletes it, then fails); strict mode checks the arguments first, undoes a failed
+call, and departs from upstream in two places marked by :func:`envs.tools.tool_mode` (a fourth
+booking, a fourth certificate). The state, ``data`` as upstream names it, holds the tables
+``users``, ``flights`` and ``reservations`` (copy-on-write :class:`envs.state.Table` views).
 
 The docstrings are the schemas: their summaries and argument texts are upstream's, word for word.
 """
@@ -18,6 +21,10 @@ from typing import Literal
 
 from envs.retail.tools import calculate, transfer_to_human_agents  # upstream ships identical copies
 from envs.state import copy_json
+from envs.tools import tool_mode
+
+UPSTREAM_PACKAGE = "tau_bench.envs.airline.tools"
+"""Where upstream keeps these tools (for upstream mode's error texts: see :func:`envs.taubench.upstream_tool`)."""
 
 AIRPORTS = {
     "SFO": "San Francisco", "JFK": "New York", "LAX": "Los Angeles", "ORD": "Chicago", "DFW": "Dallas",
@@ -28,7 +35,8 @@ AIRPORTS = {
 """The airline's airports (IATA code -> city), a fixed list upstream; generated worlds fly only these."""
 
 NEW_RESERVATION_IDS = ("HATHAT", "HATHAU", "HATHAV", "HATHAW", "HATHAX", "HATHAY", "HATHAZ")
-"""Ids for bookings made in an episode: upstream's three, then more instead of overwriting the third."""
+"""Ids for bookings made in an episode. Upstream has the first three and gives the third again to
+every later booking, which overwrites it; strict mode goes on with the others instead."""
 
 CERTIFICATE_IDS = ("certificate_3221322", "certificate_3221323", "certificate_3221324")
 """Ids for certificates sent in an episode (upstream's: it assumes at most three per task)."""
@@ -36,27 +44,35 @@ CERTIFICATE_IDS = ("certificate_3221322", "certificate_3221323", "certificate_32
 Cabin = Literal["basic_economy", "economy", "business"]
 
 
-def _priced_segment(state: dict, flight: dict, cabin: str, passengers: int) -> dict | str:
-    """``flight`` (a copy) completed with its price and airports, or upstream's error text."""
+def _new_reservation_id(reservations: dict) -> str | None:
+    """The id of the next booking, or ``None`` when strict mode has none left."""
+    if tool_mode() == "strict":
+        return next((r for r in NEW_RESERVATION_IDS if r not in reservations), None)
+    return next((r for r in NEW_RESERVATION_IDS[:2] if r not in reservations), NEW_RESERVATION_IDS[2])
+
+
+def _price_segment(data: dict, flight: dict, cabin: str, passengers: list) -> str | None:
+    """Complete ``flight`` (the caller's copy) with its price and airports; upstream's error text
+    when it cannot be booked for ``passengers``."""
     flight_number = flight["flight_number"]
-    if flight_number not in state["flights"]:
+    if flight_number not in data["flights"]:
         return f"Error: flight {flight_number} not found"
-    flight_data = state["flights"][flight_number]
+    flight_data = data["flights"][flight_number]
     if flight["date"] not in flight_data["dates"]:
         return f"Error: flight {flight_number} not found on date {flight['date']}"
     date_data = flight_data["dates"][flight["date"]]
     if date_data["status"] != "available":
         return f"Error: flight {flight_number} not available on date {flight['date']}"
-    if date_data["available_seats"][cabin] < passengers:
+    if date_data["available_seats"][cabin] < len(passengers):
         return f"Error: not enough seats on flight {flight_number}"
     flight["price"] = date_data["prices"][cabin]
     flight["origin"] = flight_data["origin"]
     flight["destination"] = flight_data["destination"]
-    return flight
+    return None
 
 
 def book_reservation(
-    state: dict,
+    data: dict,
     user_id: str,
     origin: str,
     destination: str,
@@ -72,7 +88,7 @@ def book_reservation(
     """Book a reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         user_id: The ID of the user to book the reservation, such as 'sara_doe_496'.
         origin: The IATA code for the origin city, such as 'SFO'.
         destination: The IATA code for the destination city, such as 'JFK'.
@@ -92,43 +108,35 @@ def book_reservation(
         nonfree_baggages: The number of non-free baggage items included in the reservation.
         insurance: Whether the reservation includes travel insurance.
     """
-    reservations, users = state["reservations"], state["users"]
+    reservations, users = data["reservations"], data["users"]
     if user_id not in users:
         return "Error: user not found"
     user = users[user_id]
-    reservation_id = next((r for r in NEW_RESERVATION_IDS if r not in reservations), None)
+    reservation_id = _new_reservation_id(reservations)
     if reservation_id is None:
         return "Error: too many reservations booked in this conversation"
 
-    segments = []
+    segments = copy_json(flights)
     total_price = 0
-    for flight in copy_json(flights):
-        segment = _priced_segment(state, flight, cabin, len(passengers))
-        if isinstance(segment, str):
-            return segment
-        segments.append(segment)
-        total_price += segment["price"] * len(passengers)
+    for flight in segments:
+        problem = _price_segment(data, flight, cabin, passengers)
+        if problem:
+            return problem
+        total_price += flight["price"] * len(passengers)
     if insurance == "yes":
         total_price += 30 * len(passengers)
     total_price += 50 * nonfree_baggages
 
     methods = user["payment_methods"]
     for payment in payment_methods:
-        payment_id = payment["payment_id"]
+        payment_id, amount = payment["payment_id"], payment["amount"]
         if payment_id not in methods:
             return f"Error: payment method {payment_id} not found"
-        method = methods[payment_id]
-        if method["source"] in ["gift_card", "certificate"] and method["amount"] < payment["amount"]:
+        if methods[payment_id]["source"] in ["gift_card", "certificate"] and methods[payment_id]["amount"] < amount:
             return f"Error: not enough balance in payment method {payment_id}"
     paid = sum(payment["amount"] for payment in payment_methods)
     if paid != total_price:
         return f"Error: payment amount does not add up, total price is {total_price}, but paid {paid}"
-    used_certificates: set[str] = set()
-    for payment in payment_methods:  # upstream fails half-way on a certificate used twice
-        if payment["payment_id"] in used_certificates:
-            raise KeyError(payment["payment_id"])
-        if methods[payment["payment_id"]]["source"] == "certificate":
-            used_certificates.add(payment["payment_id"])
 
     reservation = {
         "reservation_id": reservation_id,
@@ -145,24 +153,25 @@ def book_reservation(
         "nonfree_baggages": nonfree_baggages,
         "insurance": insurance,
     }
-    for payment in payment_methods:
-        if methods[payment["payment_id"]]["source"] == "gift_card":
-            methods[payment["payment_id"]]["amount"] -= payment["amount"]
-        elif methods[payment["payment_id"]]["source"] == "certificate":
-            del methods[payment["payment_id"]]
+    for payment in payment_methods:  # a certificate paid with twice is gone the second time: KeyError
+        payment_id, amount = payment["payment_id"], payment["amount"]
+        if methods[payment_id]["source"] == "gift_card":
+            methods[payment_id]["amount"] -= amount
+        elif methods[payment_id]["source"] == "certificate":
+            del methods[payment_id]
     reservations[reservation_id] = reservation
     user["reservations"].append(reservation_id)
     return json.dumps(reservation)
 
 
-def cancel_reservation(state: dict, reservation_id: str) -> str:
+def cancel_reservation(data: dict, reservation_id: str) -> str:
     """Cancel the whole reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         reservation_id: The reservation ID, such as 'ZFA04Y'.
     """
-    reservations = state["reservations"]
+    reservations = data["reservations"]
     if reservation_id not in reservations:
         return "Error: reservation not found"
     reservation = reservations[reservation_id]
@@ -172,35 +181,35 @@ def cancel_reservation(state: dict, reservation_id: str) -> str:
     return json.dumps(reservation)
 
 
-def get_reservation_details(state: dict, reservation_id: str) -> str:
+def get_reservation_details(data: dict, reservation_id: str) -> str:
     """Get the details of a reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         reservation_id: The reservation id, such as '8JX2WO'.
     """
-    if reservation_id in state["reservations"]:
-        return json.dumps(state["reservations"][reservation_id])
+    if reservation_id in data["reservations"]:
+        return json.dumps(data["reservations"][reservation_id])
     return "Error: user not found"  # sic: upstream's text
 
 
-def get_user_details(state: dict, user_id: str) -> str:
+def get_user_details(data: dict, user_id: str) -> str:
     """Get the details of an user, including their reservations.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         user_id: The user id, such as 'sara_doe_496'.
     """
-    if user_id in state["users"]:
-        return json.dumps(state["users"][user_id])
+    if user_id in data["users"]:
+        return json.dumps(data["users"][user_id])
     return "Error: user not found"
 
 
-def list_all_airports(state: dict) -> str:
+def list_all_airports(data: dict) -> str:
     """List all airports and their cities.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
     """
     return json.dumps(AIRPORTS)
 
@@ -212,29 +221,29 @@ def _on_date(flight: dict, dates: dict) -> dict:
     return result
 
 
-def search_direct_flight(state: dict, origin: str, destination: str, date: str) -> str:
+def search_direct_flight(data: dict, origin: str, destination: str, date: str) -> str:
     """Search direct flights between two cities on a specific date.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         origin: The origin city airport in three letters, such as 'JFK'.
         destination: The destination city airport in three letters, such as 'LAX'.
         date: The date of the flight in the format 'YYYY-MM-DD', such as '2024-01-01'.
     """
     results = [
         _on_date(flight, flight["dates"][date])
-        for flight in state["flights"].values()
+        for flight in data["flights"].values()
         if flight["origin"] == origin and flight["destination"] == destination
         and date in flight["dates"] and flight["dates"][date]["status"] == "available"
     ]
     return json.dumps(results)
 
 
-def search_onestop_flight(state: dict, origin: str, destination: str, date: str) -> str:
+def search_onestop_flight(data: dict, origin: str, destination: str, date: str) -> str:
     """Search direct flights between two cities on a specific date.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         origin: The origin city airport in three letters, such as 'JFK'.
         destination: The destination city airport in three letters, such as 'LAX'.
         date: The date of the flight in the format 'YYYY-MM-DD', such as '2024-05-01'.
@@ -242,11 +251,11 @@ def search_onestop_flight(state: dict, origin: str, destination: str, date: str)
     # second legs grouped by where they leave from: the same pairs, in upstream's order, without
     # upstream's scan of every pair of flights
     second_legs: dict[str, list[dict]] = {}
-    for flight in state["flights"].values():
+    for flight in data["flights"].values():
         if flight["destination"] == destination:
             second_legs.setdefault(flight["origin"], []).append(flight)
     results = []
-    for flight1 in state["flights"].values():
+    for flight1 in data["flights"].values():
         if flight1["origin"] != origin:
             continue
         for flight2 in second_legs.get(flight1["destination"], []):
@@ -264,15 +273,15 @@ def search_onestop_flight(state: dict, origin: str, destination: str, date: str)
     return json.dumps(results)
 
 
-def send_certificate(state: dict, user_id: str, amount: float) -> str:
+def send_certificate(data: dict, user_id: str, amount: float) -> str | None:
     """Send a certificate to a user. Be careful!
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         user_id: The ID of the user to book the reservation, such as 'sara_doe_496'.
         amount: Certificate amount to send.
     """
-    users = state["users"]
+    users = data["users"]
     if user_id not in users:
         return "Error: user not found"
     user = users[user_id]
@@ -280,22 +289,24 @@ def send_certificate(state: dict, user_id: str, amount: float) -> str:
         if payment_id not in user["payment_methods"]:
             user["payment_methods"][payment_id] = {"source": "certificate", "amount": amount, "id": payment_id}
             return f"Certificate {payment_id} added to user {user_id} with amount {amount}."
-    return "Error: too many certificates sent in this conversation"  # upstream returns None here
+    if tool_mode() == "strict":
+        return "Error: too many certificates sent in this conversation"
+    return None  # upstream's answer, on which its env fails (see envs.tools.UpstreamFailure)
 
 
-def think(state: dict, thought: str) -> str:
+def think(data: dict, thought: str) -> str:
     """Use the tool to think about something. It will not obtain new information or change the database, but just append the thought to the log. Use it when complex reasoning is needed.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         thought: A thought to think about.
     """
     return ""
 
 
-def _payment_for_change(state: dict, reservation: dict, payment_id: str, price: float) -> dict | str:
+def _payment_for_change(data: dict, reservation: dict, payment_id: str, price: float) -> dict | str:
     """The user's payment method that pays ``price`` for a change, or upstream's error text."""
-    methods = state["users"][reservation["user_id"]]["payment_methods"]
+    methods = data["users"][reservation["user_id"]]["payment_methods"]
     if payment_id not in methods:
         return "Error: payment method not found"
     method = methods[payment_id]
@@ -307,24 +318,24 @@ def _payment_for_change(state: dict, reservation: dict, payment_id: str, price: 
 
 
 def update_reservation_baggages(
-    state: dict, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str
+    data: dict, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str
 ) -> str:
     """Update the baggage information of a reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         reservation_id: The reservation ID, such as 'ZFA04Y'.
         total_baggages: The updated total number of baggage items included in the reservation.
         nonfree_baggages: The updated number of non-free baggage items included in the reservation.
         payment_id: The payment id stored in user profile, such as 'credit_card_7815826',
             'gift_card_7815826', 'certificate_7815826'.
     """
-    reservations = state["reservations"]
+    reservations = data["reservations"]
     if reservation_id not in reservations:
         return "Error: reservation not found"
     reservation = reservations[reservation_id]
     total_price = 50 * max(0, nonfree_baggages - reservation["nonfree_baggages"])
-    method = _payment_for_change(state, reservation, payment_id, total_price)
+    method = _payment_for_change(data, reservation, payment_id, total_price)
     if isinstance(method, str):
         return method
 
@@ -338,12 +349,12 @@ def update_reservation_baggages(
 
 
 def update_reservation_flights(
-    state: dict, reservation_id: str, cabin: Cabin, flights: list[dict], payment_id: str
+    data: dict, reservation_id: str, cabin: Cabin, flights: list[dict], payment_id: str
 ) -> str:
     """Update the flight information of a reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         reservation_id: The reservation ID, such as 'ZFA04Y'.
         cabin: The cabin class of the reservation.
         flights: An array of objects containing details about each piece of flight in the ENTIRE
@@ -354,33 +365,30 @@ def update_reservation_flights(
         payment_id: The payment id stored in user profile, such as 'credit_card_7815826',
             'gift_card_7815826', 'certificate_7815826'.
     """
-    reservations = state["reservations"]
+    reservations = data["reservations"]
     if reservation_id not in reservations:
         return "Error: reservation not found"
     reservation = reservations[reservation_id]
-    passengers = len(reservation["passengers"])
 
-    segments = []
     total_price = 0
-    for flight in copy_json(flights):
-        # a segment already booked in the same cabin keeps the price paid for it
+    segments = copy_json(flights)
+    for flight in segments:
         kept = [f for f in reservation["flights"]
                 if f["flight_number"] == flight["flight_number"] and f["date"] == flight["date"]
                 and cabin == reservation["cabin"]]
-        if kept:
+        if kept:  # a segment already booked in the same cabin keeps the price paid for it
+            total_price += kept[0]["price"] * len(reservation["passengers"])
             flight["price"] = kept[0]["price"]
             flight["origin"] = kept[0]["origin"]
             flight["destination"] = kept[0]["destination"]
-            segment = flight
-        else:
-            segment = _priced_segment(state, flight, cabin, passengers)
-            if isinstance(segment, str):
-                return segment
-        segments.append(segment)
-        total_price += segment["price"] * passengers
-    total_price -= sum(flight["price"] for flight in reservation["flights"]) * passengers
+            continue
+        problem = _price_segment(data, flight, cabin, reservation["passengers"])
+        if problem:
+            return problem
+        total_price += flight["price"] * len(reservation["passengers"])
+    total_price -= sum(flight["price"] for flight in reservation["flights"]) * len(reservation["passengers"])
 
-    method = _payment_for_change(state, reservation, payment_id, total_price)
+    method = _payment_for_change(data, reservation, payment_id, total_price)
     if isinstance(method, str):
         return method
 
@@ -393,17 +401,17 @@ def update_reservation_flights(
     return json.dumps(reservation)
 
 
-def update_reservation_passengers(state: dict, reservation_id: str, passengers: list[dict]) -> str:
+def update_reservation_passengers(data: dict, reservation_id: str, passengers: list[dict]) -> str:
     """Update the passenger information of a reservation.
 
     Args:
-        state: The domain state (not shown to the agent).
+        data: The domain state (not shown to the agent).
         reservation_id: The reservation ID, such as 'ZFA04Y'.
         passengers: An array of objects containing details about each passenger. Each object has
             'first_name' (such as 'Noah'), 'last_name' (such as 'Brown') and 'dob' (the date of
             birth in the format 'YYYY-MM-DD', such as '1990-01-01').
     """
-    reservations = state["reservations"]
+    reservations = data["reservations"]
     if reservation_id not in reservations:
         return "Error: reservation not found"
     reservation = reservations[reservation_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from envs.retail import world as shop
-from envs.retail.tools import TOOLS
+from envs.retail.tools import TOOLS, UPSTREAM_PACKAGE
 from envs.conversation import ConversationEnv
 from envs.tools import Toolset
 
@@ -47,10 +47,12 @@ class RetailEnv(ConversationEnv):
     Terminates on `finish` or `transfer_to_human_agents`; truncates after `max_turns` actions.
 
     ## Arguments
-    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`.
+    See :class:`envs.base.ToolEnv`: `tasks`, `max_turns`, `sandbox`, `render_mode`, `max_action_length`, and
+    `tool_mode`: `"strict"` (the default, for training) or `"upstream"` (tau-bench's own handling of
+    malformed and failing calls, for scores comparable with upstream's).
     """
 
     domain: ClassVar[str] = "retail"
-    toolset: ClassVar[Toolset] = Toolset.of(TOOLS)
+    toolset: ClassVar[Toolset] = Toolset.of(TOOLS, upstream=UPSTREAM_PACKAGE)
     policy: ClassVar[str] = POLICY
     world_module = shop

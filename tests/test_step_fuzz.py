@@ -1,0 +1,132 @@
+"""``env.step`` never raises, whatever the text: hypothesis-generated actions against every domain.
+
+The actions mix prose, tool-call wrappers, real and unknown tool names, real and unknown argument
+names, wrongly typed values, and the hostile shapes that once raised or took quadratic time:
+integer literals up to 100,000 digits, arrays and objects nested up to 10,000 deep, and 1 MB texts.
+
+Every env runs in strict mode, and retail and airline in upstream mode too (no argument checks).
+``FUZZ_EXAMPLES`` sets the examples per env: 300 by default, to keep CI short; the issue's bar is
+``FUZZ_EXAMPLES=10000 python -m pytest tests/test_step_fuzz.py`` (several minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import gymnasium as gym
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from envs.actions import Malformed, parse_action
+from envs.registry import ENV_IDS
+
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+MEGABYTE = 1 << 20
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12))
+_json_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+def _nested(opening: str, depth: int, closed: bool) -> str:
+    closing = {"[": "]", '{"a":': "}", '[{"a":': "}]"}[opening]
+    return opening * depth + "0" + (closing * depth if closed else "")
+
+
+# Values as JSON text, so that they can hold what Python's json cannot write (100k-digit integers).
+_value_texts = st.one_of(
+    _json_values.map(lambda v: json.dumps(v)),
+    st.integers(4_000, 100_000).map(lambda n: "9" * n),
+    st.builds(_nested, st.sampled_from(["[", '{"a":', '[{"a":']), st.integers(90, 10_000), st.booleans()),
+    st.sampled_from(["NaN", "-Infinity", "1e999", '"\\ud800"', "-0", '"' + "\\u0000" * 3 + '"']),
+)
+
+
+def _call_text(name: str, arguments: list[tuple[str, str]], encoded: bool) -> str:
+    body = "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in arguments) + "}"
+    return f'{{"name": {json.dumps(name)}, "arguments": {json.dumps(body) if encoded else body}}}'
+
+
+_TYPED = {
+    "string": st.text(max_size=12) | st.sampled_from(["#W0000000", "credit_card_0000000", "2024-05-15", "1 + 2"]),
+    "integer": st.integers() | st.integers(-(10 ** 4299), 10 ** 4299),
+    "number": st.floats() | st.integers(),
+    "boolean": st.booleans(),
+    "object": st.dictionaries(st.text(max_size=6), _scalars, max_size=3),
+}
+
+
+def _typed_value(spec: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """A value of the type a schema asks for (its enum's values among them), so that the call
+    passes the checks and runs the tool."""
+    kind = spec.get("type", "string")
+    if kind == "array":
+        return st.lists(_typed_value(spec.get("items", {})), max_size=3)
+    values = _TYPED.get(kind, _scalars)
+    return st.sampled_from(spec["enum"]) | values if "enum" in spec else values
+
+
+def _typed_call(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    properties = schema["function"]["parameters"]["properties"]
+    arguments = st.fixed_dictionaries({}, optional={name: _typed_value(spec) for name, spec in properties.items()})
+    return arguments.map(lambda args: json.dumps({"name": schema["function"]["name"], "arguments": args}))
+
+
+def _actions(env: Any) -> st.SearchStrategy[str]:
+    argument_names = sorted({name for schema in env.tool_schemas
+                             for name in schema["function"]["parameters"]["properties"]})
+    typed = st.sampled_from(env.tool_schemas).flatmap(_typed_call)
+    calls = typed | st.builds(
+        _call_text,
+        st.sampled_from(env.tool_names + ["nope", "", "Finish", "respond"]),
+        st.lists(st.tuples(st.sampled_from(argument_names) | st.text(max_size=6), _value_texts), max_size=4),
+        st.booleans(),
+    )
+    wrapped = st.builds(lambda call, wrapper: wrapper.replace("CALL", call), calls, st.sampled_from(
+        ["CALL", "<tool_call>CALL</tool_call>", "Action: CALL", "Sure, I will do that. CALL Done.", "CALL}}",
+         "{{CALL"]))
+    huge = st.builds(lambda unit, size: unit * (size // len(unit)), st.sampled_from(
+        ["{", "[", '{"', '{"a":', '{"a":[', "x", '"', "\\", "9", "<tool_call>", "Action: {"]),
+        st.sampled_from([70_000, MEGABYTE]))
+    code = st.builds(lambda body: f"```python\n{body}\n```", st.sampled_from(
+        ["print(1)", "print(calculate('1 + 1'))", "raise SystemExit", "x = " + "[" * 5000]))
+    return st.one_of(wrapped, wrapped, wrapped, huge, st.text(max_size=200), code)
+
+
+ENVS = [pytest.param(env_id, "strict", id=env_id) for env_id in ENV_IDS.values()] + [
+    pytest.param(ENV_IDS[domain], "upstream", id=f"{ENV_IDS[domain]}-upstream") for domain in ("retail", "airline")]
+
+
+@pytest.mark.parametrize("env_id, tool_mode", ENVS)
+def test_fuzzed_actions_never_raise(env_id: str, tool_mode: str) -> None:
+    env = gym.make(env_id, max_turns=1_000_000, tool_mode=tool_mode).unwrapped
+    limit = env.action_space.max_length
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(action=_actions(env), seed=st.integers(0, 1000))
+    def step_once(action: str, seed: int) -> None:
+        env.reset(seed=seed)
+        observation, reward, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(observation)
+        assert reward in (0.0, 1.0) and isinstance(terminated, bool) and isinstance(truncated, bool)
+        if len(action) > limit:
+            assert "over this environment's limit" in observation and "invalid_action" in info
+
+    try:
+        step_once()
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("text", [
+    "{" * MEGABYTE, '{"a":' * (MEGABYTE // 5), "[" * MEGABYTE, '{"' * (MEGABYTE // 2),
+    '{"name": "f", "arguments": {"x": ' + "9" * MEGABYTE + "}}",
+    '{"name": "f", "arguments": {"x": "' + "x" * MEGABYTE,
+], ids=["braces", "nested-objects", "brackets", "open-keys", "megadigit-int", "unterminated-string"])
+def test_megabyte_texts_parse_to_an_error_without_a_size_limit(text: str) -> None:
+    action = parse_action(text)
+    assert isinstance(action, Malformed) and action.message.startswith("Error:")

@@ -1,0 +1,86 @@
+"""Toolset modes: strict checks calls and undoes a failed one whole; upstream runs them unchecked,
+in upstream's words, keeping what a failed call wrote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from envs.state import State, fork, make_base, state_hash
+from envs.tools import Toolset, UpstreamFailure, tool_mode
+
+
+def scribble(data: State, key: str, fail: bool) -> str:
+    """Write a note and count it, then perhaps fail.
+
+    Args:
+        data: The episode state.
+        key: The note's key.
+        fail: Whether to raise after writing.
+    """
+    data["notes"][key] = {"text": "scribbled"}
+    data["notes"]["k0"]["text"] += "!"
+    data["writes"] += 1
+    data["log"].append(key)
+    if fail:
+        raise KeyError(key)
+    return f"scribbled {key}"
+
+
+def mode_says(data: State) -> Any:
+    """Answer the mode of the call, and nothing in upstream mode.
+
+    Args:
+        data: The episode state.
+    """
+    return "strict" if tool_mode() == "strict" else None
+
+
+TOOLS = Toolset.of([scribble, mode_says], upstream="upstream_pkg.tools")
+
+
+def _state() -> State:
+    base = make_base({"notes": {f"k{i}": {"text": f"note {i}"} for i in range(3)}, "writes": 0, "log": []}, ("notes",))
+    return fork(base)
+
+
+def test_strict_mode_undoes_every_write_of_a_call_that_raises() -> None:
+    state = _state()
+    TOOLS.call(state, "scribble", {"key": "k1", "fail": False})
+    before = state_hash(state)
+    assert TOOLS.call(state, "scribble", {"key": "new", "fail": True}) == "Error: 'new'"
+    assert state_hash(state) == before
+    assert "new" not in state["notes"] and state["writes"] == 1 and state["log"] == ["k1"]
+    assert state["notes"]["k0"]["text"] == "note 0!"
+
+
+def test_strict_mode_keeps_the_writes_of_a_call_that_succeeds() -> None:
+    state = _state()
+    assert TOOLS.call(state, "scribble", {"key": "new", "fail": False}) == "scribbled new"
+    assert state["notes"]["new"] == {"text": "scribbled"} and state["writes"] == 1 and state["log"] == ["new"]
+
+
+def test_upstream_mode_keeps_what_a_failed_call_wrote_and_words_errors_as_upstream() -> None:
+    state = _state()
+    assert TOOLS.call(state, "scribble", {"key": "new", "fail": True}, "upstream") == "Error: 'new'"
+    assert "new" in state["notes"] and state["writes"] == 1
+    assert TOOLS.call(state, "scribble", {"key": "k1"}, "upstream") == (
+        "Error: Scribble.invoke() missing 1 required positional argument: 'fail'")
+    assert TOOLS.call(state, "scribble", {"key": 7, "fail": False, "data": 1}, "upstream") == (
+        "Error: upstream_pkg.tools.scribble.Scribble.invoke() got multiple values for keyword argument 'data'")
+    assert TOOLS.call(state, "erase", {}, "upstream") == "Unknown action erase"
+    assert TOOLS.call(state, "scribble", {"key": 7, "fail": False}).startswith("Error: argument 'key'")
+
+
+def test_a_tool_sees_the_mode_of_its_call_and_upstream_mode_fails_on_an_answer_that_is_not_text() -> None:
+    assert TOOLS.call(_state(), "mode_says", {}) == "strict"
+    with pytest.raises(UpstreamFailure, match="mode_says answered None"):
+        TOOLS.call(_state(), "mode_says", {}, "upstream")
+
+
+def test_a_toolset_without_an_upstream_has_only_strict_mode() -> None:
+    plain = Toolset.of([scribble])
+    assert plain.modes == ("strict",)
+    with pytest.raises(ValueError, match="no 'upstream' mode"):
+        plain.call(_state(), "scribble", {"key": "k", "fail": False}, "upstream")
