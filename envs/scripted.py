@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
@@ -37,6 +37,34 @@ def outcome_verifier(final_hash: str, required: tuple[str, ...] | list[str]) -> 
         f"    required = {json.dumps([o.lower() for o in required])}\n"
         f"    return state_hash() == {final_hash!r} and all(o in said for o in required)\n"
     )
+
+
+def answer_verifier(required: tuple[str, ...] | list[str]) -> str:
+    """Verifier source: the answer holds each output (tau-bench's rule); the state is not checked."""
+    return (
+        "def verify(state, answer):\n"
+        "    said = answer.lower().replace(',', '')\n"
+        f"    return all(o in said for o in {json.dumps([o.lower() for o in required])})\n"
+    )
+
+
+def as_challenger_writes(task: CodeAsTask) -> CodeAsTask | None:
+    """``task`` as an LLM challenger could write it, from what its exploration shows, or ``None``.
+
+    An outcome verifier compares the final state's hash, which no tool shows, so a challenger cannot
+    write one; a read-only task it can, judged by the answer alone (keeping the failure cases whose
+    answers miss an output, when at least :data:`MIN_FAILURES` do). Tasks of other verifiers (no
+    ``required`` in their provenance) are as they are."""
+    if "required" not in task.provenance:
+        return task
+    if not task.provenance.get("read_only"):
+        return None
+    required = task.provenance["required"]
+    failures = tuple(f for f in task.failures
+                     if not all(o.lower() in f.answer.lower().replace(",", "") for o in required))
+    if len(failures) < MIN_FAILURES:
+        return None
+    return replace(task, verifier=answer_verifier(required), failures=failures)
 
 
 def play(base: State, toolset: Toolset, attempt: Attempt) -> str:
@@ -71,7 +99,8 @@ def finish_drafts(drafts: Iterator[Draft | None], *, domain: str, world: dict[st
             instruction=draft.instruction, verifier=outcome_verifier(final, draft.required),
             solution=draft.solution, failures=failures,
             provenance={"challenger": "scripted", "family": draft.family,
-                        "difficulty": len(draft.solution.actions)},
+                        "difficulty": len(draft.solution.actions), "required": list(draft.required),
+                        "read_only": final == state_hash(base)},
         ))
         if len(tasks) == n:
             break

@@ -38,6 +38,7 @@ from envs.pool import append_pool
 from envs.challenger import PROPOSAL_WORLDS, ChallengerEnv, default_world
 from envs.prompt_tools import listed_tools
 from envs.registry import CHALLENGER_ID
+from envs.scripted import as_challenger_writes
 from train import losses
 from train.demos import challenger_actions, demonstration
 from train.rundir import RunState
@@ -63,12 +64,14 @@ def selection(ctx: Context) -> Selection:
 
 def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
     """``challenger_demos`` scripted tasks of ``domain`` that a challenger could have written: at most
-    ``challenger_explore_turns`` calls (its exploration), within the run's selection."""
+    ``challenger_explore_turns`` calls (its exploration), within the run's selection, verified by
+    what the exploration shows (:func:`envs.scripted.as_challenger_writes`)."""
     config, chosen = ctx.config, []
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
     for world in range(config.seed + 1, config.seed + DEMO_WORLDS):
-        fitting = [t for t in make_tasks(world, 4 * config.challenger_demos)
-                   if len(t.solution.actions) <= config.challenger_explore_turns and selection(ctx).fits(t)]
+        written = (as_challenger_writes(t) for t in make_tasks(world, 4 * config.challenger_demos))
+        fitting = [t for t in written if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
+                   and selection(ctx).fits(t)]
         chosen += fitting[:config.challenger_demos - len(chosen)]
         if len(chosen) == config.challenger_demos:
             break
