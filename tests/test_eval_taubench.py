@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from envs.taubench import ENV_VAR, shared_dir
 from eval import taubench
 from eval.cli import run
 from eval.policy import ContextLimitExceeded, HFPolicy, scripted
@@ -19,10 +20,11 @@ from eval.taubench import (STOP, Source, do_nothing_policy, evaluate, from_check
                            gold_policy, pass_hat, read_task_file, scripted_user)
 from test_eval_policy import counting_batches, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+SHARED = shared_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}: set "
+                                                            f"{ENV_VAR} to a folder holding its data/ and golden/")
 
 
 @functools.cache
