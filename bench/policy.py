@@ -10,7 +10,7 @@ grown in place, each turn started from the last turn's keys and values), and wit
 ``model.generate`` call per turn on the re-rendered chats (what ``HFPolicy`` did before). It prints
 the generated tokens per second of each and their ratio (target: at least 1.5x), and how many
 replies the two agree on (in fp32 greedy decoding, all of them unless a near-tie breaks
-differently). Quick: 4 chats x 3 turns, 32 new tokens; ``--full``: 8 x 4, 64 (about 20 minutes on
+differently). Quick: 2 chats x 3 turns, 32 new tokens; ``--full``: 8 x 4, 64 (about 20 minutes on
 2 CPU cores, most of it the baseline re-encoding the long prompt).
 """
 
@@ -39,7 +39,7 @@ class Sizes:
     cap: int
 
 
-QUICK, FULL = Sizes(chats=4, turns=3, cap=32), Sizes(chats=8, turns=4, cap=64)
+QUICK, FULL = Sizes(chats=2, turns=3, cap=32), Sizes(chats=8, turns=4, cap=64)
 HELPS = {"chats": "chats played side by side", "turns": "turns a chat", "cap": "new tokens a turn at most"}
 
 Generate = Callable[[list[list[Message]]], list[str]]

@@ -2,7 +2,7 @@
 
     python -m bench.rollout [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
-Plays web-browsing episodes (quick: 8 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
+Plays web-browsing episodes (quick: 4 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
 64) with the default model, greedy, then replays every turn's exact prompts through
 ``model.generate`` (left-padded batch, same token cap), and prints generated tokens per second of
 each, their ratio (target: at least 0.85x) and the share of rollout time spent outside the model
@@ -34,7 +34,7 @@ class Sizes:
     cap: int
 
 
-QUICK, FULL = Sizes(episodes=8, turns=3, cap=32), Sizes(episodes=8, turns=4, cap=64)
+QUICK, FULL = Sizes(episodes=4, turns=3, cap=32), Sizes(episodes=8, turns=4, cap=64)
 HELPS = {"episodes": "episodes played side by side", "turns": "turns an episode at most",
          "cap": "new tokens a turn at most"}
 

@@ -12,7 +12,7 @@ reward is a continuous function of the completion (distinct characters / 100), s
 has all-equal rewards and both do the full update.
 
 Each engine runs in its own process (so that peak memory is its own), one warm-up step and then
-``--steps`` timed steps (quick: 2; ``--full``: 4); rounds (quick: 1; ``--full``: 2) interleave the
+``--steps`` timed steps (quick: 1; ``--full``: 4); rounds (quick: 1; ``--full``: 2) interleave the
 engines so that a shared machine's drift hits both. Reported: median seconds a step, completion
 tokens per second end to end, peak memory (RSS on the CPU, allocated GPU memory on a GPU), and
 ours/TRL. Target: ratio >= 1.0.
@@ -46,7 +46,7 @@ class Sizes:
     steps: int
 
 
-QUICK, FULL = Sizes(rounds=1, steps=2), Sizes(rounds=2, steps=4)
+QUICK, FULL = Sizes(rounds=1, steps=1), Sizes(rounds=2, steps=4)
 HELPS = {"rounds": "passes of each engine, interleaved", "steps": "timed steps a pass (after one warm-up step)"}
 
 SHORT_POLICY = "You are a helpful assistant. Answer with a JSON tool call."
@@ -121,8 +121,7 @@ def run_ours(kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
     for step in range(steps + 1):
         batch = [t for _, _, t in items[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
         started = time.perf_counter()
-        with heartbeat(f"ours, step {step}", log):
-            metrics = rl_step(ctx, optimizer, batch, step + 1)["metrics"]
+        metrics = rl_step(ctx, optimizer, batch, step + 1)["metrics"]
         took = time.perf_counter() - started
         log.info("ours: %s took %.1f s", f"step {step} of {steps}" if step else "warm-up step", took)
         if step > 0:  # the first step warms up
@@ -175,12 +174,11 @@ def run_trl(kind: str, steps: int, model_name: str, device: str) -> dict[str, An
                       num_generations=GENERATIONS, max_completion_length=MAX_NEW_TOKENS, temperature=1.0, beta=0.0,
                       learning_rate=LR, max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to="none",
                       use_cpu=device == "cpu", bf16=device == "cuda", seed=0, shuffle_dataset=False,
-                      disable_dropout=True)
+                      disable_dropout=True, disable_tqdm=True)  # the timer logs each step
     trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=data,
                           processing_class=tokenizer, callbacks=[timer],
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
-    with heartbeat("TRL", log):
-        trainer.train()
+    trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {"times": timer.times[1:], "tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths[1:]]}
 
@@ -195,8 +193,10 @@ def peak_memory_gib(device: str) -> float:
 
 
 def measure(engine: str, kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
-    """One engine in this process; adds its peak memory."""
-    result = (run_ours if engine == "ours" else run_trl)(kind, steps, model, device)
+    """One engine in this process, logging while it loads and steps; adds its peak memory."""
+    log.info("%s: loading %s on %s", engine, model, device)
+    with heartbeat(engine, log):
+        result = (run_ours if engine == "ours" else run_trl)(kind, steps, model, device)
     result["peak_memory_gib"] = peak_memory_gib(device)
     return result
 
