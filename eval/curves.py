@@ -12,7 +12,9 @@ no series hides another:
 - every point has a marker (a one-point series still shows), and the evaluations are named on the
   x axis in plain type.
 
-The figure functions return the matplotlib ``Figure`` (tests inspect its lines); :func:`save` writes it.
+The figure functions return the matplotlib ``Figure`` (tests inspect its lines); :func:`save` writes
+it. The evals' charts (:mod:`eval.report`) are drawn and saved through the same :func:`pyplot` and
+:func:`save`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: no display, on any machine
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Metrics = Sequence[dict[str, Any]]
 Points = list[tuple[float, float]]
@@ -49,6 +48,17 @@ PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 mapping (success) gives one series per key."""
 
 MARKERS = "osD^vPX*"
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only: no display needed, on any machine),
+    imported when a figure is first drawn rather than with the module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass
@@ -131,11 +141,13 @@ def _draw(ax: Any, series: Sequence[Series]) -> None:
 
 def training_figure(metrics: Metrics) -> Figure:
     """The training curves that matter, one panel each (a blank panel saying so when there are none)."""
+    from matplotlib.ticker import MaxNLocator
+
     every = training_panels(metrics)
     panels = [p for p in every if p.drawn]
     columns = min(2, max(len(panels), 1))
     rows = max(math.ceil(len(panels) / columns), 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.6 * rows + 0.6), squeeze=False)
+    fig, axes = pyplot().subplots(rows, columns, figsize=(6.5 * columns, 3.6 * rows + 0.6), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         _draw(ax, panel.drawn)
         ax.set_title(panel.title, fontsize=11)
@@ -176,8 +188,10 @@ def heldout_series(metrics: Metrics) -> tuple[list[str], list[Series]]:
 
 def heldout_figure(metrics: Metrics) -> Figure:
     """Held-out success per domain at every evaluation (base, after warm start, during and after RL)."""
+    from matplotlib.ticker import PercentFormatter
+
     names, series = heldout_series(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) + 3), 4.2))
+    fig, ax = pyplot().subplots(figsize=(max(6.5, 1.6 * len(names) + 3), 4.2))
     _draw(ax, series)
     ax.set_xticks(range(len(names)), names, fontsize=10)
     ax.set_xlim(-0.4, max(len(names) - 0.6, 0.4))
@@ -200,6 +214,6 @@ def save(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     tmp.replace(out)
     return out

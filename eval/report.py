@@ -42,15 +42,6 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "unnamed"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, on any machine
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -81,7 +72,7 @@ def _heldout_markdown(summary: Summary) -> str:
 
 
 def _heldout_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
     bars = [(label, metric) for label in runs for metric in ("pass@1", "pass@k")]
@@ -97,8 +88,7 @@ def _heldout_chart(summary: Summary, path: Path) -> None:
     ax.set_title(f"Held-out CaTs ({summary['n']} samples a task)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 # ---------------------------------------------------------------- M3ToolEval
@@ -112,7 +102,7 @@ def _m3tooleval_markdown(summary: Summary) -> str:
 
 
 def _m3tooleval_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     names = sorted(summary["domains"], key=lambda name: (name == "all", name))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
     ax.bar(names, [summary["domains"][n]["success_rate"] for n in names])
@@ -121,8 +111,7 @@ def _m3tooleval_chart(summary: Summary, path: Path) -> None:
     ax.set_title(f"M3ToolEval: {summary['model']} ({summary['action_mode']} actions)")
     ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 # ---------------------------------------------------------------- tau-bench
@@ -136,7 +125,7 @@ def _taubench_markdown(summary: Summary) -> str:
 
 
 def _taubench_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     ks = [int(k) for k in summary["pass^k"]]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(ks, list(summary["pass^k"].values()), marker="o")
@@ -146,8 +135,7 @@ def _taubench_chart(summary: Summary, path: Path) -> None:
     ax.set_ylabel("pass^k")
     ax.set_title(f"tau-bench {summary['domain']}: {summary['model']}")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 RENDERERS: dict[str, tuple[Callable[[Summary], str], Callable[[Summary, Path], None]]] = {
@@ -240,7 +228,7 @@ def _config_section(run: RunFiles) -> str:
     return "## Config in brief\n\n" + _table(["key", "value"], rows) + "\n\nEvery key: [config.yaml](config.yaml)."
 
 
-def success_cell(success: float, n: int | None) -> str:
+def _success_cell(success: float, n: int | None) -> str:
     """A held-out rate with its 95% Wilson interval over the ``n`` tasks (when ``n`` is known)."""
     if not n:
         return _percent(success)
@@ -256,8 +244,8 @@ def _stage_section(run: RunFiles) -> str:
     rows = []
     for domain in domains:
         sizes = sorted({m["n"][domain] for m in evals if domain in m.get("n", {})})
-        cells = [success_cell(m["success"][domain], m.get("n", {}).get(domain)) if domain in m["success"] else "-"
-                 for m in evals]
+        cells = [_success_cell(m["success"][domain], m.get("n", {}).get(domain)) if domain in m.get("success", {})
+                 else "-" for m in evals]
         rows.append([domain, "/".join(map(str, sizes)) or "?"] + cells)
     header = ["domain", "held-out n"] + [f"{m.get('stage', '?')} (step {m['step']})" for m in evals]
     return ("## Held-out success per stage\n\nOne episode per held-out task at each stage; in brackets the 95% "
@@ -372,7 +360,7 @@ def example_episodes(path: Path) -> tuple[dict[str, int], dict[str, dict[str, di
         counts[record.get("phase", "?")] = counts.get(record.get("phase", "?"), 0) + 1
     for record in reversed(records):
         if str(record.get("phase", "")).startswith("eval:") and "domain" in record:
-            kind = "success" if record.get("reward", 0) > 0 else "failure"
+            kind = "success" if (record.get("reward") or 0) > 0 else "failure"
             examples.setdefault(record["domain"], {}).setdefault(kind, record)
     return counts, examples
 
