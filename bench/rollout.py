@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{ours_tokens} tokens in {ours_seconds:.1f} s = {ours:.1f} tokens/s")
     print(f"generate  same prompts and budget:       {theirs_tokens} tokens in {theirs_seconds:.1f} s = {theirs:.1f} tokens/s")
     print(f"ratio     {ours / theirs:.2f}x  (target >= 0.85x)")
-    print(f"outside the model (env steps, tokenizing, bookkeeping): {100 * outside:.1f}% of rollout time")
+    caveat = "" if args.device == "cpu" else " (host time: on a GPU the forward hooks see kernel launches, not kernels)"
+    print(f"outside the model (env steps, tokenizing, bookkeeping): {100 * outside:.1f}% of rollout time{caveat}")
 
 
 if __name__ == "__main__":
