@@ -36,16 +36,16 @@ Points = list[tuple[float, float]]
 PHASES = {"warm_start": "warm start", "rl": "RL"}
 """The phases whose step records carry training curves, and how a label names them."""
 
-PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+PANELS: tuple[tuple[str, tuple[tuple[str, str | dict[str, str]], ...]], ...] = (
     ("training episodes: reward and success", (("reward_mean", "reward (mean)"), ("success", "success"))),
     ("loss", (("loss", "loss"),)),
     ("KL and entropy", (("entropy", "entropy"), ("kl_base", "KL to base"), ("kl_rollout", "KL to rollout policy"))),
     ("gradient norm", (("grad_norm", "gradient norm"),)),
-    ("tokens/s (warm start: tokens trained; RL: tokens generated)",
-     (("tokens_per_s", "tokens/s"), ("rollout_tokens_per_s", "tokens/s in the rollout alone"))),
+    ("tokens/s", (("tokens_per_s", {"warm_start": "tokens trained/s", "rl": "tokens generated/s, whole step"}),
+                  ("rollout_tokens_per_s", "tokens generated/s, rollout alone"))),
 )
-"""The training curves that matter: (panel title, (metrics field, label) pairs); a field holding a
-mapping (success) gives one series per key."""
+"""The training curves that matter: (panel title, (metrics field, label) pairs); a label may differ
+by phase (a mapping phase -> label); a field holding a mapping (success) gives one series per key."""
 
 MARKERS = "osD^vPX*"
 
@@ -112,7 +112,8 @@ def training_panels(metrics: Metrics) -> list[Panel]:
         series: list[Series] = []
         for phase, phase_label in PHASES.items():
             records = [m for m in metrics if m.get("phase") == phase]
-            for name, label in fields:
+            for name, labels in fields:
+                label = labels if isinstance(labels, str) else labels.get(phase, name)
                 if any(isinstance(m.get(name), dict) for m in records):
                     for key in sorted({k for m in records for k in m.get(name) or {}}):
                         points = [(m["step"], m[name][key]) for m in records

