@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
 HEARTBEAT_S = 20.0
@@ -29,6 +29,20 @@ HEARTBEAT_S = 20.0
 LOG_FORMAT = {"format": "%(asctime)s %(name)s: %(message)s", "datefmt": "%H:%M:%S"}
 
 Sizes = TypeVar("Sizes")
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The sizes of a benchmark that plays episodes (chats): how many side by side, turns each, and
+    new tokens a turn at most."""
+
+    episodes: int
+    turns: int
+    cap: int
+
+
+EPISODES_HELPS = {"episodes": "episodes (chats) played side by side", "turns": "turns an episode at most",
+                  "cap": "new tokens a turn at most"}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, quick: Any, full: Any, helps: dict[str, str]) -> None:

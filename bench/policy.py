@@ -1,6 +1,6 @@
 """The evaluations' policy: :class:`eval.policy.HFPolicy` turn by turn vs re-encoding each turn with ``model.generate``.
 
-    python -m bench.policy [--device cpu|cuda] [--full] [--chats N] [--turns N] [--cap N]
+    python -m bench.policy [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
 The benchmarks' protocols hand the policy the whole chat as text every turn. ``python -m
 bench.policy`` plays retail chats (the retail policy and its 16 tool schemas as the system prompt,
@@ -20,27 +20,18 @@ import argparse
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from agents.models import load_model
-from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, heartbeat
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, heartbeat
 from eval.policy import HFPolicy, Message, system_prompt
 from envs.retail.env import RetailEnv
 
 log = logging.getLogger("bench.policy")
 
 
-@dataclass(frozen=True)
-class Sizes:
-    chats: int
-    turns: int
-    cap: int
-
-
-QUICK, FULL = Sizes(chats=2, turns=3, cap=32), Sizes(chats=8, turns=4, cap=64)
-HELPS = {"chats": "chats played side by side", "turns": "turns a chat", "cap": "new tokens a turn at most"}
+QUICK, FULL = Episodes(episodes=2, turns=3, cap=32), Episodes(episodes=8, turns=4, cap=64)
 
 Generate = Callable[[list[list[Message]]], list[str]]
 
@@ -54,9 +45,9 @@ def first_chats(n: int) -> list[list[Message]]:
             for i in range(n)]
 
 
-def play(name: str, generate: Generate, tokenizer, sizes: Sizes) -> tuple[list[list[str]], int, float]:
+def play(name: str, generate: Generate, tokenizer, sizes: Episodes) -> tuple[list[list[str]], int, float]:
     """Replies per chat, tokens generated and seconds spent in ``generate`` over ``sizes.turns`` turns."""
-    chats, replies, tokens, seconds = first_chats(sizes.chats), [[] for _ in range(sizes.chats)], 0, 0.0
+    chats, replies, tokens, seconds = first_chats(sizes.episodes), [[] for _ in range(sizes.episodes)], 0, 0.0
     for turn in range(sizes.turns):
         start = time.perf_counter()
         with heartbeat(f"{name}, turn {turn + 1} of {sizes.turns}", log):
@@ -91,7 +82,7 @@ def reencoding(policy: HFPolicy, cap: int) -> Generate:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.policy", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_arguments(parser, QUICK, FULL, HELPS)
+    add_model_arguments(parser, QUICK, FULL, EPISODES_HELPS)
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)
     log.info("loading %s on %s", args.model, args.device)
@@ -99,16 +90,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     policy = HFPolicy(model, tokenizer, max_new_tokens=sizes.cap)
     policy.batch([[{"role": "user", "content": "Hi"}]])  # warm-up
     prompt = len(policy.encode(first_chats(1)[0]))
-    log.info("%d chats x %d turns, %d-token first prompt, cap %d", sizes.chats, sizes.turns, prompt, sizes.cap)
+    log.info("%d chats x %d turns, %d-token first prompt, cap %d", sizes.episodes, sizes.turns, prompt, sizes.cap)
     ours, ours_tokens, ours_seconds = play("HFPolicy", HFPolicy(model, tokenizer, max_new_tokens=sizes.cap).batch,
                                            tokenizer, sizes)
     theirs, theirs_tokens, theirs_seconds = play("re-encoding", reencoding(policy, sizes.cap), tokenizer, sizes)
     agree = sum(a == b for mine, other in zip(ours, theirs) for a, b in zip(mine, other))
     rate, baseline = ours_tokens / ours_seconds, theirs_tokens / theirs_seconds
-    print(f"HFPolicy  {sizes.chats} chats x {sizes.turns} turns, {prompt}-token first prompt, cap {sizes.cap}, "
+    print(f"HFPolicy  {sizes.episodes} chats x {sizes.turns} turns, {prompt}-token first prompt, cap {sizes.cap}, "
           f"{args.device}: {ours_tokens} tokens in {ours_seconds:.1f} s = {rate:.1f} tokens/s")
     print(f"generate  re-encoding each turn:  {theirs_tokens} tokens in {theirs_seconds:.1f} s = {baseline:.1f} tokens/s")
-    print(f"ratio     {rate / baseline:.2f}x  (target >= 1.5x); replies that agree: {agree} of {sizes.chats * sizes.turns}")
+    print(f"ratio     {rate / baseline:.2f}x  (target >= 1.5x); replies that agree: {agree} of {sizes.episodes * sizes.turns}")
 
 
 if __name__ == "__main__":

@@ -15,28 +15,18 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from agents.models import load_model
 from agents.rollout import SamplingSettings, Trajectory, rollout
-from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, heartbeat
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, heartbeat
 from envs.web.env import WebEnv
 
 log = logging.getLogger("bench.rollout")
 
 
-@dataclass(frozen=True)
-class Sizes:
-    episodes: int
-    turns: int
-    cap: int
-
-
-QUICK, FULL = Sizes(episodes=4, turns=3, cap=32), Sizes(episodes=8, turns=4, cap=64)
-HELPS = {"episodes": "episodes played side by side", "turns": "turns an episode at most",
-         "cap": "new tokens a turn at most"}
+QUICK, FULL = Episodes(episodes=4, turns=3, cap=32), Episodes(episodes=8, turns=4, cap=64)
 
 
 class ForwardClock:
@@ -82,7 +72,7 @@ def generate_same_turns(model: torch.nn.Module, pad_id: int, eos_id: int, trajec
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rollout", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_arguments(parser, QUICK, FULL, HELPS)
+    add_model_arguments(parser, QUICK, FULL, EPISODES_HELPS)
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)
     if args.device == "cpu":

@@ -51,7 +51,7 @@ def test_bench_policy_logs_every_turn_of_both_players(tiny_model_dir, caplog, ca
 
     caplog.set_level(logging.INFO)
     started = time.time()
-    policy.main(["--model", str(tiny_model_dir), "--device", "cpu", "--chats", "2", "--turns", "2", "--cap", "3"])
+    policy.main(["--model", str(tiny_model_dir), "--device", "cpu", "--episodes", "2", "--turns", "2", "--cap", "3"])
     assert_never_silent(timestamps(caplog, started, "bench.policy"))
     for player in ("HFPolicy", "re-encoding"):
         for turn in (1, 2):
