@@ -37,8 +37,10 @@ tasks: $(INSTALLED)
 			--batch-size 4 $(if $(MODEL),--model '$(MODEL)') --out pools/$$domain.jsonl || exit $$?; \
 	done
 
+# Every benchmark in bench/, each ratio against a baseline run side by side: quick sizes by default
+# (about 13 minutes on 2 cores), FULL=1 the long versions; DEVICE=cpu|cuda for the model benchmarks.
 bench: $(BENCH_INSTALLED)
-	$(PY) -m bench
+	$(PY) -m bench $(if $(FULL),--full) $(if $(DEVICE),--device $(DEVICE))
 
 # The docker sandbox's image, built here with no registry (debootstrap + docker import); needs a
 # running Docker engine and root. Does nothing when the image exists (FORCE=1 rebuilds).

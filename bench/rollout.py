@@ -1,15 +1,20 @@
 """Rollout throughput: our batched multi-turn rollout vs plain ``model.generate`` on the same prompts.
 
-``python -m bench.rollout`` plays 8 web-browsing episodes of 4 turns with the default model (in a
-vector env, as training plays them), then
-replays every turn's exact prompts through ``model.generate`` (left-padded batch, same token cap and
-sampling), and prints generated tokens per second of each, their ratio (target: at least 0.85x) and
-the share of rollout time spent outside the model (env steps, tokenizing, bookkeeping).
+    python -m bench.rollout [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
+
+Plays web-browsing episodes (quick: 4 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
+64) with the default model, greedy, in a vector env as training plays them, then replays every turn's exact prompts through
+``model.generate`` (left-padded batch, same token cap), and prints generated tokens per second of
+each, their ratio (target: at least 0.85x) and the share of rollout time spent outside the model
+(env steps, tokenizing, bookkeeping).
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -17,9 +22,13 @@ from agents.decoding import SamplingSettings
 from agents.models import load_model
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, heartbeat
 from envs.registry import ENV_IDS
 
-EPISODES, TURNS, CAP = 8, 4, 64
+log = logging.getLogger("bench.rollout")
+
+
+QUICK, FULL = Episodes(episodes=4, turns=3, cap=32), Episodes(episodes=8, turns=4, cap=64)
 
 
 class ForwardClock:
@@ -40,47 +49,63 @@ class ForwardClock:
 
 @torch.inference_mode()
 def generate_same_turns(model: torch.nn.Module, pad_id: int, eos_id: int, trajectories: list[Trajectory],
-                        settings: SamplingSettings) -> tuple[int, float]:
+                        settings: SamplingSettings, turns: int) -> tuple[int, float]:
     """Tokens generated and seconds taken by ``model.generate`` on each turn's recorded prompts."""
     tokens, seconds = 0, 0.0
-    for turn in range(TURNS):
+    for turn in range(turns):
         prompts = [t.token_ids[:t.turn_starts[turn]] for t in trajectories if t.num_turns > turn]
         if not prompts:
             break
         width = max(map(len, prompts))
-        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
         start = time.perf_counter()
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
-                             do_sample=False, pad_token_id=pad_id)
-        seconds += time.perf_counter() - start
+        with heartbeat(f"generate, turn {turn + 1}", log):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
+                                 do_sample=False, pad_token_id=pad_id)
+        took = time.perf_counter() - start
+        seconds += took
         for row in out[:, width:].tolist():
             tokens += row.index(eos_id) + 1 if eos_id in row else len(row)
+        log.info("generate: turn %d of %d took %.1f s", turn + 1, turns, took)
     return tokens, seconds
 
 
-def main() -> None:
-    torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads thrash: a forward takes 10x longer
-    model, tokenizer = load_model()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.rollout", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(parser, QUICK, FULL, EPISODES_HELPS)
+    args = parser.parse_args(argv)
+    sizes = chosen_sizes(args, QUICK, FULL)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads thrash: a forward takes 10x longer
+    log.info("loading %s on %s", args.model, args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     clock = ForwardClock(model)
-    settings = SamplingSettings(temperature=0.0, max_new_tokens=CAP)
-    envs = make_vector_env(ENV_IDS["web"], EPISODES, max_turns=TURNS)
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=sizes.cap)
+    envs = make_vector_env(ENV_IDS["web"], sizes.episodes, max_turns=sizes.turns)
     play(envs, ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=4)), 1, seed=0)  # warm-up
     clock.seconds = 0.0
+    log.info("rollout: %d episodes x %d turns, cap %d", sizes.episodes, sizes.turns, sizes.cap)
     start = time.perf_counter()
-    trajectories = play(envs, ModelPolicy(model, tokenizer, settings), EPISODES, seed=0)
+    with heartbeat("rollout", log):
+        trajectories = play(envs, ModelPolicy(model, tokenizer, settings), sizes.episodes, seed=0)
     ours_seconds = time.perf_counter() - start
     envs.close()
+    log.info("rollout: took %.1f s", ours_seconds)
     ours_tokens = sum(sum(t.loss_mask) for t in trajectories)
     outside = (ours_seconds - clock.seconds) / ours_seconds
     theirs_tokens, theirs_seconds = generate_same_turns(model, tokenizer.pad_token_id, tokenizer.eos_token_id,
-                                                        trajectories, settings)
+                                                        trajectories, settings, sizes.turns)
     ours, theirs = ours_tokens / ours_seconds, theirs_tokens / theirs_seconds
-    print(f"rollout   {EPISODES} envs x {TURNS} turns, cap {CAP}: {ours_tokens} tokens in {ours_seconds:.1f} s = {ours:.1f} tokens/s")
+    print(f"rollout   {sizes.episodes} envs x {sizes.turns} turns, cap {sizes.cap}, {args.device}: "
+          f"{ours_tokens} tokens in {ours_seconds:.1f} s = {ours:.1f} tokens/s")
     print(f"generate  same prompts and budget:       {theirs_tokens} tokens in {theirs_seconds:.1f} s = {theirs:.1f} tokens/s")
     print(f"ratio     {ours / theirs:.2f}x  (target >= 0.85x)")
-    print(f"outside the model (env steps, tokenizing, bookkeeping): {100 * outside:.1f}% of rollout time")
+    caveat = "" if args.device == "cpu" else " (host time: on a GPU the forward hooks see kernel launches, not kernels)"
+    print(f"outside the model (env steps, tokenizing, bookkeeping): {100 * outside:.1f}% of rollout time{caveat}")
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, **LOG_FORMAT)
     main()

