@@ -86,6 +86,7 @@ def run_ours(kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
     from agents.models import LoraSettings, load_policy
     from agents.policy import ModelPolicy
     from envs.registry import DOMAINS
+    from envs.spaces import AnyText
     from train.config import TrainConfig
     from train.rundir import RunDir
     from train.trainer import Context, collect, make_optimizer, rl_step
@@ -98,6 +99,7 @@ def run_ours(kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
 
         def __init__(self, tasks: Any = None, max_turns: int = 1):
             self.task = None
+            self.observation_space, self.action_space = AnyText(), AnyText()
 
         def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
             policy, tools, self.task = by_id[(options or {}).get("task_id", items[0][2].id)]

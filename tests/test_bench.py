@@ -53,7 +53,7 @@ def test_bench_policy_logs_every_turn_of_both_players(tiny_model_dir, caplog, ca
     started = time.time()
     policy.main(["--model", str(tiny_model_dir), "--device", "cpu", "--episodes", "2", "--turns", "2", "--cap", "3"])
     assert_never_silent(timestamps(caplog, started, "bench.policy"))
-    for player in ("HFPolicy", "re-encoding"):
+    for player in ("complete", "re-encoding"):
         for turn in (1, 2):
             assert f"{player}: turn {turn} of 2 took" in caplog.text
     assert "2 chats x 2 turns" in capsys.readouterr().out
