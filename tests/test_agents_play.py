@@ -115,6 +115,8 @@ def test_a_training_run_gives_the_same_metrics_with_async_envs(tmp_path, bandit)
                                        map(json.loads, (run.path / "trajectories.jsonl").read_text().splitlines())]
     assert metrics["sync"] == metrics["async"] and metrics["sync-episodes"] == metrics["async-episodes"]
     assert len(metrics["sync"]) == 4  # base, two RL steps, after RL
+    page = (tmp_path / "async" / "runs" / "run" / "report.md").read_text()
+    assert "## Held-out success per stage" in page and "## Wall time per stage" in page and (tmp_path / "async" / "runs" / "run" / "plots" / "training.png").is_file()
 
 
 def test_the_train_command_help_lists_every_config_key_with_its_default(capsys):

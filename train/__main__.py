@@ -82,7 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str]:
     return load_config(args.config, overrides), args.config.stem
 
 
-def table(run: RunDir, state: RunState, plots: list[Path]) -> str:
+def table(run: RunDir, state: RunState, page: Path | None) -> str:
     """Held-out success per domain after each stage, with how the tasks were made: the challenger's
     funnel (proposals -> parsed -> verifier ran -> solution passed -> kept -> new) and the mix of
     LLM-written and scripted tasks (scripted ones top up what the challenger did not keep)."""
@@ -109,7 +109,8 @@ def table(run: RunDir, state: RunState, plots: list[Path]) -> str:
                          + f"   (in the pool: {written} written by the model, {mix[domain].get('new', 0)} of them new; "
                            f"{mix[domain].get('scripted', 0)} scripted)")
     lines += ["", f"run folder: {run.path}", f"adapter:    {run.adapter}"]
-    lines += [f"plot:       {p}" for p in plots]
+    if page is not None:
+        lines += [f"report:     {page} (the table with intervals, the funnel, plots, example episodes)"]
     return "\n".join(lines)
 
 
@@ -117,14 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         config, stem = parse_args(argv)
-        from train.run import draw_plots, train  # heavy imports after the arguments are checked
+        from train.run import train, write_report  # heavy imports after the arguments are checked
 
         run, state = train(config, default_name=stem)
     except (ConfigError, EmptyPoolError, ModelNotFoundError) as exc:
         log.error("%s", exc)
         return 2
     if run.writer:
-        print(table(run, state, draw_plots(run)))
+        print(table(run, state, write_report(run)))
     return 0
 
 

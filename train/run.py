@@ -33,7 +33,8 @@ from agents.models import LoraSettings, load_policy
 from agents.policy import ModelPolicy
 from envs.pool import append_pool, load_pool
 from envs.registry import DOMAINS
-from train import challenger, plots, trainer
+from eval import report
+from train import challenger, trainer
 from train.config import ConfigError, TrainConfig
 from train.rundir import RunDir, RunState, write_atomic
 from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
@@ -141,13 +142,9 @@ def next_stage(stage: str | None, config: TrainConfig) -> str:
     return next(s for s in following if s not in skipped)
 
 
-def draw_plots(run: RunDir) -> list[Path]:
-    """The held-out and training curves of ``run`` (main process; others get no paths)."""
-    if not run.writer:
-        return []
-    metrics = run.read_metrics()
-    return [plots.plot_heldout(metrics, run.plots / "heldout.png"),
-            plots.plot_training(metrics, run.plots / "training.png")]
+def write_report(run: RunDir) -> Path | None:
+    """The run's ``report.md`` and its plots, from its files (main process; others get ``None``)."""
+    return report.write_run_page(run.path) if run.writer else None
 
 
 def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
@@ -208,7 +205,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             optimizer_state = None
             state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
             run.save_checkpoint(player.model, None, state)
-            draw_plots(run)
+            write_report(run)
     finally:
         ctx.close()
     run.save_adapter(player.model)
