@@ -34,7 +34,7 @@ from agents.rollout import make_vector_env, play_tasks
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, load_pool
 from envs.prompt_tools import listed_tools
-from envs.registry import env_class, env_id
+from envs.registry import DOMAINS, env_class, env_id
 from eval import cli, report
 from eval.cli import InputError, run
 from eval.estimators import pass_at_k
@@ -161,9 +161,11 @@ def run_tasks(run_dir: Path, part: str) -> tuple[list[CodeAsTask], dict[str, Any
     if missing:
         raise InputError(f"{run_dir} is not a training run's folder (it lacks {', '.join(missing)})")
     split = json.loads(files["split.json"].read_text())
+    config = yaml.safe_load(files["config.yaml"].read_text()) or {}
+    for name, entry in (config.get("extra_domains") or {}).items():  # the run's own domains, as it trained them
+        DOMAINS.setdefault(name, entry)
     wanted = {task_id for parts in split.values() for task_id in parts[part]}
     tasks = [t for t in load_tasks(files["pool.jsonl"]) if t.id in wanted]
-    config = yaml.safe_load(files["config.yaml"].read_text()) or {}
     settings = {"model": config.get("model", DEFAULT_MODEL), "temperature": config.get("eval_temperature", 0.0),
                 "max_new_tokens": config.get("max_new_tokens", 512), "max_turns": config.get("max_turns", 20),
                 "max_context_tokens": config.get("max_context_tokens") or None,

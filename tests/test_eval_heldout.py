@@ -16,6 +16,8 @@ from eval.estimators import pass_at_k, pass_hat_k
 from eval.heldout import TaskResult, evaluate, summarize
 from agents.prompting import Message
 from test_agents_policy import counting_player
+from test_train_learning import bandit, bandit_config  # noqa: F401 (bandit is a fixture)
+from train.run import train
 from toy_domain import ToyEnv, copy_task
 
 
@@ -132,3 +134,20 @@ def test_domain_and_limit_filters_pick_the_tasks(two_domains, tmp_path):
     append_pool(path, tasks())
     assert [t.id for t in heldout.choose(heldout.load_tasks(path), ["toy2"], None, path)] == ["toy2-0", "toy2-1"]
     assert [t.id for t in heldout.choose(heldout.load_tasks(path), None, 1, path)] == ["toy-0", "toy2-0"]
+
+
+@pytest.mark.slow
+def test_a_runs_adapter_scores_its_own_held_out_split_as_the_runs_table_did(tmp_path, bandit):  # noqa: F811
+    trained_run, state = train(bandit_config(tmp_path, bandit, algorithm="grpo", steps=4, lr=0.02))
+    folder = trained_run.path
+    split = json.loads((folder / "split.json").read_text())
+    out = tmp_path / "checked"
+    assert run(heldout.main, ["--run", str(folder), "--out", str(out), "--batch-size", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    adapter = summary["runs"]["adapter"]
+    assert set(adapter["tasks"]) == set(split["bandit"]["heldout"]), "exactly the run's held-out tasks"
+    assert adapter["domains"]["bandit"]["pass@1"] == pytest.approx(state.evals["rl"]["bandit"]["success"])
+    assert summary["runs"]["base"]["domains"]["bandit"]["pass@1"] == pytest.approx(state.evals["base"]["bandit"]["success"])
+    assert run(heldout.main, ["--run", str(folder), "--split", "train", "--out", str(tmp_path / "t")]) == 0
+    trained = json.loads((tmp_path / "t" / "summary.json").read_text())["runs"]["adapter"]["tasks"]
+    assert set(trained) == set(split["bandit"]["train"])

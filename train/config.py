@@ -99,6 +99,8 @@ class TrainConfig:
                                           0.8)
     challenger_demos: int = _help("Scripted tasks per challenger domain turned into challenger demonstrations (from "
                                   "worlds the proposals and held-out tasks never use) for its warm start.", 48)
+    challenger_adapter: str = _help("A trained challenger adapter (a run's adapter/challenger folder) to start from, "
+                                    "in place of the challenger's warm start.", "")
     challenger_warm_start_epochs: int = _help("Epochs of fine-tuning the challenger's adapter on its demonstrations "
                                               "(0: no warm start).", 2)
     challenger_lr: float = _help("Learning rate of the challenger's warm start and RL.", 1e-3)

@@ -130,7 +130,7 @@ def next_stage(stage: str | None, config: TrainConfig) -> str:
     skipped = set()
     if not config.challenger_domain_list():
         skipped |= {"challenger_warm_start", "challenger_eval", "challenger_rl"}
-    if config.challenger_warm_start_epochs == 0:
+    if config.challenger_warm_start_epochs == 0 or config.challenger_adapter:
         skipped.add("challenger_warm_start")
     if config.challenger_rl_steps == 0:
         skipped |= {"challenger_eval", "challenger_rl"}
@@ -148,12 +148,16 @@ def write_report(run: RunDir) -> Path | None:
 
 
 def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
-    """The base model with the executor's fresh LoRA adapter (and the challenger's, when the run has
-    one), both trained in fp32 even on a bf16 model; the executor's active."""
+    """The base model with the executor's fresh LoRA adapter (and the challenger's, fresh or the given
+    ``challenger_adapter``, when the run has one), both trained in fp32 even on a bf16 model; the
+    executor's active."""
     targets = config.lora_targets if config.lora_targets == "all-linear" else tuple(config.lora_targets.split(","))
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=targets)
     policy, tokenizer = load_policy(config.model, lora=lora, device=accelerator.device)
-    if config.challenger_domain_list():
+    if config.challenger_adapter:
+        policy.load_adapter(config.challenger_adapter, adapter_name=challenger.ADAPTER, is_trainable=True)
+        policy.set_adapter("default")
+    elif config.challenger_domain_list():
         policy.add_adapter(challenger.ADAPTER, lora.config())
         policy.set_adapter("default")
     for name, p in policy.named_parameters():
