@@ -44,6 +44,7 @@ BENCHMARKS = (
     Benchmark("rollout", full=("--full",), on_device=True),
     Benchmark("policy", full=("--full",), on_device=True),
     Benchmark("train", full=("--full",), on_device=True),
+    Benchmark("challenger", full=("--full",), on_device=True),
 )
 
 RATIO = re.compile(r"\bratios?\b|\d\.?\d*x\b")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -189,8 +190,9 @@ class ChallengerEnv(gym.Env[str, str]):
     the ``known`` demonstrations), else ``shaping`` times the share of the stages the proposal passed
     (0 by default). ``info["stage"]`` says how far the proposal got (:data:`STAGES`),
     ``info["reason"]`` why it stopped there (``copy`` for a kept copy, with ``info["copy_of"]``),
-    ``info["task"]`` holds the kept task (its filter record stamped on it) and ``info["parsed"]`` any
-    task that parsed, kept or not (what a run without the filter would train on).
+    ``info["task"]`` holds the kept task (its filter record stamped on it), ``info["parsed"]`` any
+    task that parsed, kept or not (what a run without the filter would train on), and
+    ``info["seconds"]`` the time the episode's tool calls and its judging (parse, filter) took.
 
     ## Starting State
     A fresh copy of a world of the domain: ``options={"world": {...}}``, else the domain's default
@@ -225,6 +227,7 @@ class ChallengerEnv(gym.Env[str, str]):
         self.exploration: list[dict[str, Any]] = []
         self._turn = 0
         self._done = True
+        self.seconds = {"tools": 0.0, "filter": 0.0}
 
     def _info(self) -> dict[str, Any]:
         return {"task_id": f"challenge-{self.domain}-{self.world.get('seed', '')}", "domain": self.domain,
@@ -237,6 +240,7 @@ class ChallengerEnv(gym.Env[str, str]):
         self.world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
         self.state = fork(self.env_cls.base_state(self.world))
         self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
+        self.seconds = {"tools": 0.0, "filter": 0.0}
         return INSTRUCTION, self._info()
 
     def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -247,10 +251,12 @@ class ChallengerEnv(gym.Env[str, str]):
         self._turn += 1
         if "<instruction>" in action or self._turn > self.explore_turns:
             self.proposal, self._done = action, True
+            started = time.perf_counter()
             parsed, verdict, problem = self.judge()
+            self.seconds["filter"] += time.perf_counter() - started
             stage = stage_of(verdict)
             info = {**self._info(), "stage": stage, "reason": "unparsed" if verdict is None else verdict.reason,
-                    "detail": problem or ""}
+                    "detail": problem or "", "seconds": dict(self.seconds)}
             if parsed is not None:
                 info["parsed"] = parsed.to_json()
             task = stamp(parsed, verdict) if parsed is not None and verdict is not None and verdict.kept else None
@@ -269,7 +275,9 @@ class ChallengerEnv(gym.Env[str, str]):
         if isinstance(parsed, Malformed) or not hasattr(parsed, "name"):
             observation = parsed.message if isinstance(parsed, Malformed) else "Error: explore with JSON tool calls."
         else:
+            started = time.perf_counter()
             observation = self.env_cls.toolset.call(self.state, parsed.name, parsed.arguments)
+            self.seconds["tools"] += time.perf_counter() - started
             self.exploration.append({"call": parsed.to_json(), "output": observation[:2000]})
         if self._turn == self.explore_turns:
             observation += WRITE_NOW

@@ -82,6 +82,19 @@ def test_bench_train_logs_each_step_of_our_engine(tiny_model_dir, caplog, monkey
     assert len(result["times"]) == 1 and result["tokens"][0] > 0 and result["peak_memory_gib"] > 0
 
 
+def test_bench_challenger_prints_its_rates_and_where_its_time_goes(tiny_model_dir, caplog, capsys):
+    from bench import challenger
+
+    caplog.set_level(logging.INFO)
+    started = time.time()
+    challenger.main(["--model", str(tiny_model_dir), "--device", "cpu", "--proposals", "2", "--cap", "4"])
+    assert_never_silent(timestamps(caplog, started, "bench.challenger"))
+    out = capsys.readouterr().out
+    assert "2 proposals (calculation)" in out and "funnel 2 > 0 > 0 > 0 > 0 > 0" in out
+    assert "proposals/min" in out and "kept tasks/min" in out
+    assert "generation" in out and "tools" in out and "sandbox (parse and filter)" in out
+
+
 def test_a_long_call_logs_that_it_is_still_running(caplog):
     caplog.set_level(logging.INFO)
     log = logging.getLogger("bench.test")
