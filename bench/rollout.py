@@ -3,10 +3,11 @@
     python -m bench.rollout [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
 Plays web-browsing episodes (quick: 4 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
-64) with the default model, greedy, in a vector env as training plays them, then replays every turn's exact prompts through
-``model.generate`` (left-padded batch, same token cap), and prints generated tokens per second of
-each, their ratio (target: at least 0.85x) and the share of rollout time spent outside the model
-(env steps, tokenizing, bookkeeping).
+64) with the default model, greedy, in a vector env as training plays them, then replays every
+turn's exact prompts through ``model.generate`` (left-padded batch, same token cap), and prints
+generated tokens per second of each, their ratio (target: at least 0.85x) and the share of rollout time spent outside the model
+(env steps, tokenizing, bookkeeping); then plays them again, sync and async, and prints the share
+of the time spent in env steps with the sub-envs in this process and with one worker process each.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from gymnasium.vector import VectorEnv, VectorWrapper
 
 from agents.decoding import SamplingSettings
 from agents.models import load_model
@@ -45,6 +48,41 @@ class ForwardClock:
 
     def _end(self) -> None:
         self.seconds += time.perf_counter() - self._start
+
+
+class TimedEnvs(VectorWrapper):
+    """A vector env that adds up the seconds its steps and resets take (in its worker processes and
+    the pipes to them, when it is async)."""
+
+    def __init__(self, env: VectorEnv):
+        super().__init__(env)
+        self.seconds = 0.0
+
+    def step(self, actions: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.env.step(actions)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def reset(self, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.env.reset(**kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def env_share(model: torch.nn.Module, tokenizer: Any, settings: SamplingSettings, sizes: Episodes,
+              mode: str) -> tuple[float, list[Trajectory]]:
+    """The share of a rollout's time spent in env steps and resets, with ``mode`` vectorization."""
+    envs = TimedEnvs(make_vector_env(ENV_IDS["web"], sizes.episodes, mode, max_turns=sizes.turns))
+    started = time.perf_counter()
+    with heartbeat(f"rollout ({mode})", log):
+        played = play(envs, ModelPolicy(model, tokenizer, settings), sizes.episodes, seed=0)
+    share = envs.seconds / (time.perf_counter() - started)
+    envs.close()
+    return share, played
 
 
 @torch.inference_mode()
@@ -104,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"ratio     {ours / theirs:.2f}x  (target >= 0.85x)")
     caveat = "" if args.device == "cpu" else " (host time: on a GPU the forward hooks see kernel launches, not kernels)"
     print(f"outside the model (env steps, tokenizing, bookkeeping): {100 * outside:.1f}% of rollout time{caveat}")
+    shares = {mode: env_share(model, tokenizer, settings, sizes, mode) for mode in ("sync", "async")}
+    same = [t.token_ids for t in shares["sync"][1]] == [t.token_ids for t in shares["async"][1]]
+    print(f"env steps {100 * shares['sync'][0]:.1f}% of rollout time in this process (sync), "
+          f"{100 * shares['async'][0]:.1f}% with {sizes.episodes} worker processes (async); "
+          f"the same episodes: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

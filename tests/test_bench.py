@@ -67,7 +67,8 @@ def test_bench_rollout_logs_the_rollout_and_every_generate_turn(tiny_model_dir, 
     rollout.main(["--model", str(tiny_model_dir), "--device", "cpu", "--episodes", "2", "--turns", "2", "--cap", "3"])
     assert_never_silent(timestamps(caplog, started, "bench.rollout"))
     assert "rollout: took" in caplog.text and "generate: turn 1 of 2 took" in caplog.text
-    assert "ratio" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ratio" in out and "with 2 worker processes (async); the same episodes: yes" in out
 
 
 def test_bench_train_logs_each_step_of_our_engine(tiny_model_dir, caplog, monkeypatch):

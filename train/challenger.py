@@ -33,7 +33,7 @@ from agents.challenge import Funnel
 from agents.decoding import SamplingSettings
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
-from envs.cat import CodeAsTask
+from envs.cat import MIN_FAILURES, CodeAsTask
 from envs.pool import append_pool
 from envs.challenger import PROPOSAL_WORLDS, ChallengerEnv, default_world
 from envs.prompt_tools import listed_tools
@@ -65,12 +65,14 @@ def selection(ctx: Context) -> Selection:
 def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
     """``challenger_demos`` scripted tasks of ``domain`` that a challenger could have written: at most
     ``challenger_explore_turns`` calls (its exploration), within the run's selection, verified by
-    what the exploration shows (:func:`envs.scripted.as_challenger_writes`)."""
+    what the exploration shows (:func:`envs.scripted.as_challenger_writes`), with as many failure
+    cases as a task needs (every token of a demonstration is one the challenger learns to write)."""
     config, chosen = ctx.config, []
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
     for world in range(config.seed + 1, config.seed + DEMO_WORLDS):
         written = (as_challenger_writes(t) for t in make_tasks(world, 4 * config.challenger_demos))
-        fitting = [t for t in written if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
+        fitting = [replace(t, failures=t.failures[:MIN_FAILURES]) for t in written
+                   if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
                    and selection(ctx).fits(t)]
         chosen += fitting[:config.challenger_demos - len(chosen)]
         if len(chosen) == config.challenger_demos:

@@ -196,6 +196,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     try:
         while state.stage != "done":
             stage, started = state.stage, time.perf_counter()
+            trainer.reset_peak_memory(accelerator.device)
             if stage in EVAL_NAMES:
                 state.evals[EVAL_NAMES[stage]] = trainer.evaluate(ctx, EVAL_NAMES[stage], state.step)
             elif stage == "challenger_eval":
@@ -205,7 +206,8 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             else:
                 stage_functions[stage](ctx, state, optimizer_state)
             run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
-                             "seconds": time.perf_counter() - started})
+                             "seconds": time.perf_counter() - started,
+                             "peak_memory_gib": trainer.peak_memory_gib(accelerator.device)})
             optimizer_state = None
             state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
             run.save_checkpoint(player.model, None, state)

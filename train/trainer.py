@@ -150,10 +150,17 @@ def step_seed(config: TrainConfig, phase: str, step: int, rank: int) -> int:
 
 
 def peak_memory_gib(device: torch.device) -> float:
-    """The process's peak memory so far (the GPU's allocations on CUDA, resident memory elsewhere)."""
+    """Peak memory since the stage began (:func:`reset_peak_memory`) on CUDA, the GPU's allocations;
+    elsewhere the process's peak resident memory so far, which the OS cannot reset."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a stage's peak memory afresh (CUDA; a CPU process's peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def play(ctx: Context, tasks: Sequence[CodeAsTask], temperature: float, seed: int) -> list[Trajectory]:
