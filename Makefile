@@ -29,12 +29,14 @@ train: $(INSTALLED)
 	$(PY) -m train
 
 # The LLM challenger writes tasks for every domain into pools/<domain>.jsonl and prints each funnel.
-# MODEL (default: the embedded SmolLM2-135M-Instruct), N kept tasks wanted per domain, PROPOSALS per run.
-DOMAINS := retail airline calculation web
+# MODEL (default: the embedded SmolLM2-135M-Instruct), ADAPTER (a challenger adapter, e.g. a run's
+# adapter/challenger), N kept tasks wanted per domain, PROPOSALS per run, DOMAINS to write for.
+DOMAINS ?= retail airline calculation web
 tasks: $(INSTALLED)
 	for domain in $(DOMAINS); do \
-		$(PY) -m agents.challenge --domain $$domain --n $(or $(N),50) --max-proposals $(or $(PROPOSALS),8) \
-			--batch-size 4 $(if $(MODEL),--model '$(MODEL)') --out pools/$$domain.jsonl || exit $$?; \
+		$(PY) -m agents.challenge --domain $$domain --n $(or $(N),50) --max-proposals $(or $(PROPOSALS),32) \
+			$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
+			--out pools/$$domain.jsonl || exit $$?; \
 	done
 
 # Every benchmark in bench/, each ratio against a baseline run side by side: quick sizes by default
