@@ -34,7 +34,7 @@ train: $(INSTALLED)
 DOMAINS ?= retail airline calculation web
 tasks: $(INSTALLED)
 	for domain in $(DOMAINS); do \
-		$(PY) -m agents.challenge --domain $$domain --n $(or $(N),50) --max-proposals $(or $(PROPOSALS),32) \
+		$(PY) -m agents.challenge --domain $$domain --n $(or $(N),50) --max-proposals $(or $(PROPOSALS),16) \
 			$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
 			--out pools/$$domain.jsonl || exit $$?; \
 	done

@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), help="the domain to write tasks for")
     parser.add_argument("--out", type=Path, required=True, help="the pool (JSONL) to append kept tasks to")
     parser.add_argument("--n", type=int, default=50, help="kept tasks of this domain wanted in the pool")
-    parser.add_argument("--max-proposals", type=int, default=32, help="stop after this many proposals in this run")
+    parser.add_argument("--max-proposals", type=int, default=16, help="stop after this many proposals in this run")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local directory (default: the embedded "
                                                                "SmolLM2-135M-Instruct)")
     parser.add_argument("--adapter", help="a challenger LoRA adapter directory (peft format)")
-    parser.add_argument("--batch-size", type=int, default=8, help="challenger episodes generated together")
+    parser.add_argument("--batch-size", type=int, default=16, help="challenger episodes generated together")
     parser.add_argument("--explore-turns", type=int, default=1, help="tool calls before the task is written")
     parser.add_argument("--max-new-tokens", type=int, default=384, help="token cap of one turn")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")

@@ -161,3 +161,10 @@ def test_a_kept_copy_stops_at_kept_with_its_reason_and_earns_no_reward():
     funnel.add(info, proposal())
     assert funnel.reached["kept"] == 1 and funnel.reached["new"] == 0 and funnel.reasons == {"copy": 1}
     assert json.loads(json.dumps(funnel.to_json()))["examples"]["copy"]["detail"] == "copies demonstration toy-copy"
+
+
+def test_a_proposal_cut_by_the_context_counts_as_a_proposal_that_stopped_there():
+    funnel = Funnel()
+    funnel.add({}, "<instruction>Convert 5 USD", fallback="context_limit")
+    assert funnel.reached["proposals"] == 1 and funnel.reached["parsed"] == 0
+    assert funnel.reasons == {"context_limit": 1} and funnel.examples["context_limit"]["proposal"].startswith("<instr")
