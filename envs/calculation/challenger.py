@@ -236,13 +236,16 @@ def _money_tolerance(value: float) -> float:
     return round(max(0.011, 0.001 * abs(value)), 4)
 
 
-TOLERANCES: dict[str, Callable[[float], float]] = {
-    "money": _money_tolerance,
-    "real": lambda value: round(max(0.01, 0.001 * abs(value)), 6),
-    "decimal": lambda value: round(max(0.006, 1e-6 * abs(value)), 6),
-    "rate": lambda value: float(f"{0.001 * abs(value):.3g}"),
-    "count": lambda value: 0,
+TOLERANCES: dict[str, str] = {
+    "money": "max(0.011, 0.001 * abs({v}))",
+    "real": "max(0.01, 0.001 * abs({v}))",
+    "decimal": "max(0.006, 1e-06 * abs({v}))",
+    "rate": "0.001 * abs({v})",
+    "count": "0",
 }
+"""Each answer kind's tolerance around the expected value ``v``, as the verifier writes it: a
+formula of the value rather than its result, so that a verifier is written by copying values (as
+an LLM challenger learning from these tasks can), not by computing them."""
 
 
 _READ: dict[str, Any] = {"re": re}
@@ -255,7 +258,8 @@ def _verifier(draft: Draft, solution: Play) -> str:
         checks = [f"final_text(answer) == {_READ['final_text'](solution.answer)!r}"]
     else:
         expected = _READ["final_number"](solution.answer)
-        checks = [f"near(final_number(answer), {expected!r}, {TOLERANCES[draft.answer](expected)!r})"]
+        tolerance = TOLERANCES[draft.answer].format(v=repr(expected))
+        checks = [f"near(final_number(answer), {expected!r}, {tolerance})"]
     if draft.ledger:
         expected_entries = {e["label"]: (e["currency"], e["amount"], _money_tolerance(e["amount"]))
                             for e in solution.state["ledger"]}
