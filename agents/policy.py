@@ -103,20 +103,20 @@ class Opening:
 
 
 class Seats(Protocol):
-    """A player's seats at a batch of episodes, one :class:`Trajectory` each (``trajectories[row]``)."""
+    """A player's seats at a batch of episodes, one :class:`Trajectory` each (``trajectories[seat]``)."""
 
     trajectories: list[Trajectory]
 
-    def act(self, rows: Sequence[int]) -> list[str | None]:
-        """The next action of each of ``rows``; ``None`` for a seat whose episode no longer fits its
-        context (that seat is over)."""
+    def act(self, seats: Sequence[int]) -> list[str | None]:
+        """The next action of each of ``seats`` (indices into :attr:`trajectories`); ``None`` for a
+        seat whose episode no longer fits its context (that seat is over)."""
 
-    def observe(self, row: int, text: str, role: str, last: bool = False) -> None:
+    def observe(self, seat: int, text: str, role: str, last: bool = False) -> None:
         """What the seat's episode answered its last action: a tool's output (``role="tool"``) or the
         other party's message (``role="user"``). ``last``: the episode ended with it, so it is only
         recorded in the readable chat (the seat will not read it)."""
 
-    def end(self, row: int) -> None:
+    def end(self, seat: int) -> None:
         """The seat's episode is over; it acts no more."""
 
 
@@ -155,24 +155,24 @@ class _TextSeats:
     policy: Policy
     trajectories: list[Trajectory]
 
-    def act(self, rows: Sequence[int]) -> list[str | None]:
+    def act(self, seats: Sequence[int]) -> list[str | None]:
         actions: list[str | None] = []
-        for row in rows:
-            messages = self.trajectories[row].messages
+        for seat in seats:
+            messages = self.trajectories[seat].messages
             try:
                 action: str | None = self.policy(list(messages))
             except ContextLimitExceeded:
                 action = None
             if action is not None:
-                self.trajectories[row].turn_starts.append(0)  # no tokens: only the turn count
+                self.trajectories[seat].turn_starts.append(0)  # no tokens: only the turn count
                 messages.append({"role": "assistant", "content": action})
             actions.append(action)
         return actions
 
-    def observe(self, row: int, text: str, role: str, last: bool = False) -> None:
-        self.trajectories[row].messages.append({"role": role, "content": text})
+    def observe(self, seat: int, text: str, role: str, last: bool = False) -> None:
+        self.trajectories[seat].messages.append({"role": role, "content": text})
 
-    def end(self, row: int) -> None:
+    def end(self, seat: int) -> None:
         pass
 
 
@@ -359,10 +359,10 @@ class ModelPolicy:
 class ModelSeats:
     """A :class:`ModelPolicy`'s seats at one batch of episodes: one KV cache row each.
 
-    A row's cache holds its trajectory's tokens up to ``batch.lengths[row]``; what the trajectory
-    holds past that (the last sampled token, the turn's closing tokens, the observation) is fed when
-    the row next acts. Rows whose turn it is not are fed nothing while the others decode; rows that
-    ended leave the cache before the next act (their columns with them).
+    A seat's cache row holds its trajectory's tokens up to ``batch.lengths[row]``; what the
+    trajectory holds past that (the last sampled token, the turn's closing tokens, the observation)
+    is fed when the seat next acts. Seats whose turn it is not are fed nothing while the others
+    decode; seats that are over leave the cache before the next act (their columns with them).
     """
 
     def __init__(self, policy: ModelPolicy, trajectories: list[Trajectory], seed: int | None):
@@ -370,37 +370,33 @@ class ModelSeats:
         self.trajectories = trajectories
         self.batch = KVBatch(policy.model, policy.pad_id)
         self.generator = None if seed is None else torch.Generator(device=self.batch.device).manual_seed(seed)
-        self.rows = list(range(len(trajectories)))
-        """The cache row of each seat (``None`` once it left the cache)."""
+        self.cache_rows: list[int | None] = list(range(len(trajectories)))
+        """Each seat's row in the cache (``None`` once it left)."""
         self.over: set[int] = set()
         """Seats that ended, or whose next observation does not fit the context."""
         with policy.playing():
             self.logits = self.batch.prefill([t.token_ids for t in trajectories])
 
-    def act(self, rows: Sequence[int]) -> list[str | None]:
+    def act(self, seats: Sequence[int]) -> list[str | None]:
         policy = self.policy
         self._compact()
-        actions: list[str | None] = [None] * len(rows)
-        acting = [i for i, row in enumerate(rows) if row not in self.over]
+        actions: list[str | None] = [None] * len(seats)
+        acting = {i: self.cache_rows[seat] for i, seat in enumerate(seats) if seat not in self.over}
         if not acting:
             return actions
         with policy.playing():
-            chunks = [[] for _ in range(len(self.batch.lengths))]
             lengths = self.batch.lengths.tolist()
-            for i in acting:
-                row = self.rows[rows[i]]
-                chunks[row] = self.trajectories[rows[i]].token_ids[lengths[row]:]
+            chunks: list[list[int]] = [[] for _ in lengths]
+            for i, row in acting.items():
+                chunks[row] = self.trajectories[seats[i]].token_ids[lengths[row]:]
             fed = [row for row, chunk in enumerate(chunks) if chunk]
             if fed:
-                logits = self.batch.extend(chunks)
-                self.logits[fed] = logits[fed]
-            running = [False] * len(chunks)
-            for i in acting:
-                running[self.rows[rows[i]]] = True
+                self.logits[fed] = self.batch.extend(chunks)[fed]
+            running = [row in acting.values() for row in range(len(lengths))]
             tokens, logprobs, _ = generate_turn(self.batch, self.logits, policy.settings, policy._stop_ids,
                                                 self.generator, running=running)
-        for i in acting:
-            row, trajectory = self.rows[rows[i]], self.trajectories[rows[i]]
+        for i, row in acting.items():
+            trajectory = self.trajectories[seats[i]]
             trajectory.turn_starts.append(len(trajectory.token_ids))
             trajectory.append(tokens[row], logprobs[row])
             text_ids = tokens[row][:-1] if tokens[row] and tokens[row][-1] in policy._stop_ids else tokens[row]
@@ -408,33 +404,33 @@ class ModelSeats:
             trajectory.messages.append({"role": "assistant", "content": actions[i]})
         return actions
 
-    def observe(self, row: int, text: str, role: str, last: bool = False) -> None:
-        trajectory, chat = self.trajectories[row], self.policy.chat
+    def observe(self, seat: int, text: str, role: str, last: bool = False) -> None:
+        trajectory, chat = self.trajectories[seat], self.policy.chat
         trajectory.messages.append(chat.observation_message(text, role))
         if last:
             return
         last_turn = trajectory.token_ids[trajectory.turn_starts[-1]:] if trajectory.turn_starts else []
         added = chat.close_turn_ids(last_turn) + chat.observation_ids(text, role)
         if len(trajectory.token_ids) + len(added) + self.policy.settings.max_new_tokens > self.policy.context_limit:
-            self.over.add(row)  # no room for the observation and another turn: the seat is over
+            self.over.add(seat)  # no room for the observation and another turn: the seat is over
             return
         trajectory.append(added)
 
-    def end(self, row: int) -> None:
-        self.over.add(row)
+    def end(self, seat: int) -> None:
+        self.over.add(seat)
 
     def _compact(self) -> None:
         """Let the seats that are over leave the cache."""
-        gone = [seat for seat in self.over if self.rows[seat] is not None]
+        gone = [seat for seat in self.over if self.cache_rows[seat] is not None]
         if not gone:
             return
         for seat in gone:
-            self.rows[seat] = None
-        live = sorted((row, seat) for seat, row in enumerate(self.rows) if row is not None)
+            self.cache_rows[seat] = None
+        live = sorted((row, seat) for seat, row in enumerate(self.cache_rows) if row is not None)
         self.batch.keep([row for row, _ in live])
         self.logits = self.logits[[row for row, _ in live]]
         for new, (_, seat) in enumerate(live):
-            self.rows[seat] = new
+            self.cache_rows[seat] = new
 
 
 def load_model_policy(model: str, adapter: str | None = None, device: str | None = None,
