@@ -1,0 +1,48 @@
+"""The three training sets of ``python -m train.compare``: equal size, filtered = kept proposals,
+unfiltered = parsed proposals kept or not, scripted = the domain's scripted tasks, one held-out set
+of scripted tasks apart from all three."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from envs.calculation.challenger import make_tasks
+from envs.pool import append_pool
+from train import compare
+from train.tasks import EmptyPoolError, Selection
+
+
+def parsed_run(tmp_path: Path, stages: list[str]) -> Path:
+    """A run folder whose parsed.jsonl holds one proposal per stage given (LLM-written calculation tasks)."""
+    written = make_tasks(seed=77, n=len(stages))
+    append_pool(tmp_path / "parsed.jsonl", [
+        replace(task, id=f"calculation-llm-{i}", provenance={"challenger": "llm:m", "stage": stage, "label": "pool"})
+        for i, (task, stage) in enumerate(zip(written, stages))])
+    return tmp_path
+
+
+def test_each_arm_gets_as_many_tasks_and_the_held_out_set_is_scripted_and_apart(tmp_path):
+    stages = ["new", "kept", "lenient_verifier", "new", "solution_passed", "parsed", "new", "verifier_ran"]
+    sets, held = compare.training_sets(parsed_run(tmp_path, stages), "calculation", size=8, heldout=5, seed=0,
+                                       selection=Selection())
+    assert {arm: len(tasks) for arm, tasks in sets.items()} == {"filtered": 4, "unfiltered": 4, "scripted": 4}
+    assert all(t.provenance["stage"] in ("kept", "new") for t in sets["filtered"])
+    assert {t.id for t in sets["unfiltered"]} <= {f"calculation-llm-{i}" for i in range(8)}
+    assert all(t.provenance["challenger"] == "scripted" for t in sets["scripted"] + held) and len(held) == 5
+    assert not {t.id for t in held} & {t.id for arm in sets.values() for t in arm}
+
+
+def test_a_run_without_kept_proposals_has_nothing_to_compare(tmp_path):
+    with pytest.raises(EmptyPoolError, match="no kept calculation proposals"):
+        compare.training_sets(parsed_run(tmp_path, ["parsed", "lenient_verifier"]), "calculation", 8, 5, 0, Selection())
+
+
+def test_the_report_gives_each_arm_its_interval():
+    results = {arm: {"stage": "rl", "n": 20, "successes": k, "success": k / 20, "low": 0.1, "high": 0.5, "base": 0.0}
+               for arm, k in zip(compare.ARMS, (6, 3, 5))}
+    page = compare.markdown("calculation", dict.fromkeys(compare.ARMS, 12), results)
+    assert "| filtered | 12 | 20 | 0.0% | 30.0% (rl) | 10.0% to 50.0% |" in page
+    assert page.count("\n| ") == 4  # header, and one row per arm
