@@ -3,6 +3,7 @@ running each trajectory on its own."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -65,3 +66,21 @@ def test_shared_prefix_scores_and_gradients_equal_those_of_each_trajectory_alone
     assert shared.owner.tolist() == [0] * 4 + [1] * 7 + [2] * 2
     assert torch.allclose(shared.old_logprobs, torch.full_like(shared.old_logprobs, -0.5))
     assert (shared.entropy > 0).all()
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_micro_batches_hold_the_tokens_a_forward_pass_processes_within_the_budget(share_prefix):
+    from train.trainer import microbatches
+
+    prompt = list(range(100, 140))  # 40 tokens every trajectory shares
+    group = [Trajectory(prompt + [7] * n, [0] * 40 + [1] * n, [0.0] * (40 + n), [40], [], f"t{n}", "d")
+             for n in (10, 20, 30, 10, 20)]
+    budget = 100
+    shared = shared_prefix_length(group) if share_prefix else 0  # 39: it stops before the first scored token
+    batches = microbatches(group, budget, share_prefix)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(group)))
+    for batch in batches:
+        processed = shared + sum(len(group[i].token_ids) - shared for i in batch)
+        assert processed <= budget or len(batch) == 1, (batch, processed)
+    # shared: 39 + 11 + 21 | 39 + 31 + 11 | 39 + 21; without it every trajectory (50 to 70 tokens) alone
+    assert len(batches) == (3 if share_prefix else 5)
