@@ -100,7 +100,7 @@ def table(run: RunDir, state: RunState, page: Path | None) -> str:
             cells.append(f"{value['success'] * 100:9.1f}%" if value else f"{'-':>10s}")
         lines.append(f"{domain:12s} {made.get('llm', 0):>9d} + {made.get('scripted', 0):<8d} "
                      f"{len(parts['train']):5d} {len(parts['heldout']):8d} " + " ".join(cells))
-    funnels = {d: m["funnel"]["reached"] for d, m in mix.items() if m.get("funnel", {}).get("reached")}
+    funnels = {d: m["funnel"]["reached"] for d, m in mix.items() if m.get("proposals")}
     if funnels:
         lines += ["", "challenger funnel: proposals > parsed > verifier ran > solution passed > kept > new"]
         for domain, reached in funnels.items():

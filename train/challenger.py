@@ -220,9 +220,10 @@ def write_tasks(ctx: Context) -> tuple[list[CodeAsTask], dict[str, dict[str, Any
                                  else (Funnel(), [], ""))
         kept = [t for t in kept if selection(ctx).fits(t)][:max(wanted - heldout, 0)]
         topped = scripted_tasks(domain, config.seed, wanted - len(kept), selection(ctx))
+        written = funnel.reached["proposals"] > 0
         mix[domain] = asdict(DomainMix(llm=len(kept), scripted=len(topped), proposals=funnel.reached["proposals"],
                                        new=sum(t.provenance.get("novelty") == "new" for t in kept),
-                                       funnel=funnel.to_json(), example=example))
+                                       funnel=funnel.to_json() if written else {}, example=example))
         log.info("%s: the challenger kept %d of %d proposals; %d scripted tasks make up the rest", domain, len(kept),
                  funnel.reached["proposals"], len(topped))
         tasks += kept + topped
