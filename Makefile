@@ -9,7 +9,9 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: test train tasks bench sandbox-image eval-m3tooleval eval-taubench report clean
+comma := ,
+
+.PHONY: test train experiment tasks bench sandbox-image eval-m3tooleval eval-taubench report clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,12 @@ test: $(INSTALLED)
 
 train: $(INSTALLED)
 	$(PY) -m train
+
+# The loop for several seeds on one held-out set, each stage's held-out success with a 95% interval
+# over tasks and seeds: SEEDS (default 0,1,2), CONFIG (default train/configs/default.yaml), OUT.
+experiment: $(INSTALLED)
+	$(PY) -m train.experiment --seeds $(or $(SEEDS),0$(comma)1$(comma)2) $(if $(CONFIG),--config '$(CONFIG)') \
+		$(if $(OUT),--out '$(OUT)')
 
 # The LLM challenger writes tasks for every domain into pools/<domain>.jsonl and prints each funnel.
 # MODEL (default: the embedded SmolLM2-135M-Instruct), ADAPTER (a challenger adapter, e.g. a run's

@@ -1,0 +1,51 @@
+"""``python -m train.experiment``: the loop for several seeds on one shared held-out set, each stage's
+mean with a bootstrap interval over tasks and seeds, and RL's gain over the warm start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.models import load_tokenizer
+from test_train_support import save_model, tiny_llama
+from train import experiment
+
+
+def runs_of(table: dict[int, dict[str, list[float]]]) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
+    """Per seed, per stage: the rewards of tasks t0, t1, ... of one domain."""
+    return {seed: {stage: {"calculation": {f"t{i}": r for i, r in enumerate(rewards)}}
+                   for stage, rewards in stages.items()} for seed, stages in table.items()}
+
+
+def test_each_stage_is_the_mean_over_seeds_and_tasks_and_rl_gain_is_paired():
+    runs = runs_of({0: {"base": [0, 0, 0, 0], "warm_start": [1, 0, 0, 1], "rl": [1, 1, 0, 1]},
+                    1: {"base": [0, 0, 0, 0], "warm_start": [1, 1, 0, 0], "rl": [1, 1, 1, 0]}})
+    row = experiment.summarize(runs)["calculation"]
+    assert row["base"]["mean"] == 0 and (row["base"]["low"], row["base"]["high"]) == (0, 0)
+    assert row["warm_start"]["mean"] == pytest.approx(4 / 8) and row["rl"]["mean"] == pytest.approx(6 / 8)
+    assert row["rl_gain"]["mean"] == pytest.approx(2 / 8)
+    assert row["rl_gain"]["low"] <= 2 / 8 <= row["rl_gain"]["high"] and row["rl"]["tasks"] == 4
+    page = experiment.markdown(experiment.summarize(runs), [0, 1])
+    assert "| calculation | 4 | 0.0% [0.0, 0.0] | 50.0% [" in page and "| 25.0% [" in page
+
+
+@pytest.mark.slow
+def test_seeds_share_one_held_out_set_and_a_rerun_resumes(tmp_path: Path, capsys):
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    argv = ["--seeds", "0,1", "--out", str(tmp_path / "exp"), "--set", f"model={model}",
+            "--set", "domains=[calculation]", "--set", "challenger_proposals=0", "--set", "steps=1",
+            "--set", "tasks_per_step=2", "--set", "group_size=2", "--set", "tasks_per_domain.calculation=6",
+            "--set", "heldout_per_domain.calculation=3", "--set", "max_new_tokens=4", "--set", "warm_start_epochs=1"]
+    assert experiment.main(argv) == 0
+    summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and set(summary["table"]["calculation"]) == {"base", "warm_start", "rl", "rl_gain"}
+    held = {json.loads(line)["id"] for line in (tmp_path / "exp" / "heldout.jsonl").read_text().splitlines()}
+    for seed in (0, 1):
+        split = json.loads((tmp_path / "exp" / f"seed-{seed}" / "split.json").read_text())
+        assert set(split["calculation"]["heldout"]) == held and not held & set(split["calculation"]["train"])
+    assert (tmp_path / "exp" / "chart.png").is_file() and "| calculation | 3 |" in capsys.readouterr().out
+    assert experiment.main(argv) == 0  # both seeds are done: resumed at once, the same summary
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text()) == summary

@@ -1,0 +1,163 @@
+"""The loop for several seeds, and what it shows with 95% intervals (``python -m train.experiment``).
+
+    python -m train.experiment --seeds 0,1,2 [--config train/configs/default.yaml] [--set steps=16 ...]
+
+Runs the whole loop (:func:`train.run.train`) once per seed, each in ``<out>/seed-<s>`` (a run
+that exists is resumed, so a killed experiment continues). Every seed is scored on one held-out set:
+scripted tasks from a world no seed trains on (``<out>/heldout.jsonl``), so that a task's score can
+be compared across seeds and stages. The report (``<out>/summary.md``, ``summary.json`` and
+``chart.png``) gives each domain's held-out success after each stage as the mean over seeds and tasks
+with a 95% interval (a bootstrap over tasks and seeds, :func:`eval.estimators.bootstrap_interval`),
+and RL's gain over the warm start with the paired interval of the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from envs.pool import append_pool
+from eval import curves
+from eval.estimators import bootstrap_interval
+from train.config import ConfigError, TrainConfig, load_config, parse_value
+from train.tasks import EmptyPoolError, Selection, scripted_tasks
+
+log = logging.getLogger("train.experiment")
+
+HELDOUT_WORLD = 50_000
+"""The scripted world of the shared held-out tasks: no seed's pool or demonstrations use it."""
+STAGES = ("base", "warm_start", "rl")
+
+
+def heldout_tasks(config: TrainConfig, path: Path) -> Path:
+    """The held-out set every seed is scored on: ``heldout_per_domain`` scripted tasks a domain."""
+    if not path.is_file():
+        selection = Selection(config.max_solution_actions, config.prompt_tools)
+        append_pool(path, [t for d in config.domains
+                           for t in scripted_tasks(d, HELDOUT_WORLD, config.heldout_for(d), selection)])
+    return path
+
+
+def scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """A run's held-out rewards: stage -> domain -> task id -> reward (trajectories.jsonl)."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for line in (run / "trajectories.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        stage = record.get("phase", "").removeprefix("eval:")
+        if record.get("phase", "").startswith("eval:") and stage in STAGES:
+            found.setdefault(stage, {}).setdefault(record["domain"], {})[record["task_id"]] = record["reward"]
+    return found
+
+
+def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
+    """Per domain and stage: mean success over seeds and tasks, its 95% interval, and RL's gain over
+    the warm start with the paired interval (every seed scored the same tasks)."""
+    table: dict[str, Any] = {}
+    seeds = sorted(runs)
+    domains = sorted({d for run in runs.values() for stage in run.values() for d in stage})
+    for domain in domains:
+        row: dict[str, Any] = {}
+        for stage in STAGES:
+            if not all(domain in runs[s].get(stage, {}) for s in seeds):
+                continue
+            tasks = sorted(runs[seeds[0]][stage][domain])
+            grid = [[runs[s][stage][domain][t] for t in tasks] for s in seeds]
+            low, high = bootstrap_interval(grid)
+            row[stage] = {"mean": sum(map(sum, grid)) / (len(seeds) * len(tasks)), "low": low, "high": high,
+                          "tasks": len(tasks), "seeds": len(seeds)}
+        if "rl" in row and "warm_start" in row:
+            tasks = sorted(runs[seeds[0]]["rl"][domain])
+            gain = [[runs[s]["rl"][domain][t] - runs[s]["warm_start"][domain][t] for t in tasks] for s in seeds]
+            low, high = bootstrap_interval(gain)
+            row["rl_gain"] = {"mean": sum(map(sum, gain)) / (len(seeds) * len(tasks)), "low": low, "high": high}
+        table[domain] = row
+    return table
+
+
+def markdown(table: dict[str, Any], seeds: Sequence[int]) -> str:
+    def cell(value: dict[str, float] | None) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value['mean']:.1f}% [{100 * value['low']:.1f}, {100 * value['high']:.1f}]"
+
+    lines = [f"# Experiment: {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
+             "Held-out success, mean over seeds and tasks [95% interval, bootstrap over tasks and seeds]; "
+             "every seed scored on the same held-out tasks.", "",
+             "| domain | held-out tasks | base | warm start | RL | RL minus warm start |", "|---|---|---|---|---|---|"]
+    for domain, row in table.items():
+        tasks = next((v["tasks"] for v in row.values() if "tasks" in v), 0)
+        lines.append(f"| {domain} | {tasks} | {cell(row.get('base'))} | {cell(row.get('warm_start'))} | "
+                     f"{cell(row.get('rl'))} | {cell(row.get('rl_gain'))} |")
+    return "\n".join(lines)
+
+
+def chart(table: dict[str, Any], path: Path) -> None:
+    plt = curves.pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(table)), 4))
+    width = 0.8 / len(STAGES)
+    for k, stage in enumerate(STAGES):
+        domains = [d for d in table if stage in table[d]]
+        xs = [list(table).index(d) + (k - 1) * width for d in domains]
+        means = [100 * table[d][stage]["mean"] for d in domains]
+        errors = [[m - 100 * table[d][stage]["low"] for m, d in zip(means, domains)],
+                  [100 * table[d][stage]["high"] - m for m, d in zip(means, domains)]]
+        ax.bar(xs, means, width, yerr=errors, capsize=4, label=stage.replace("_", " "))
+    ax.set_xticks(range(len(table)), list(table))
+    ax.set_ylabel("held-out success (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    ax.set_title("held-out success per stage, 95% intervals over tasks and seeds")
+    curves.save(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser = argparse.ArgumentParser(prog="python -m train.experiment", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, help="the loop's config (default: train/configs/default.yaml)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="the experiment's folder")
+    args = parser.parse_args(argv)
+    from train.run import train
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        overrides = {key: parse_value(value) for key, _, value in (item.partition("=") for item in args.set)}
+        config = load_config(args.config, overrides)
+        if not seeds:
+            raise ConfigError("seeds", "name at least one seed")
+    except (ValueError, ConfigError) as error:
+        log.error("%s", error)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    held = heldout_tasks(config, args.out / "heldout.jsonl")
+    runs = {}
+    for seed in seeds:
+        name = f"seed-{seed}"
+        log.info("seed %d: %s", seed, args.out / name)
+        try:
+            run, _ = train(replace(config, seed=seed, name=name, runs_dir=str(args.out), heldout_pool=str(held),
+                                   resume=(args.out / name / "config.yaml").is_file(), save_trajectories=True),
+                           default_name=name)
+        except (ConfigError, EmptyPoolError) as error:
+            log.error("%s", error)
+            return 2
+        runs[seed] = scores(run.path)
+    table = summarize(runs)
+    page = markdown(table, seeds)
+    (args.out / "summary.json").write_text(json.dumps({"seeds": seeds, "table": table}, indent=1))
+    chart(table, args.out / "chart.png")
+    (args.out / "summary.md").write_text(page + "\n\n![held-out success per stage](chart.png)\n")
+    print(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
