@@ -61,8 +61,8 @@ class _Game:
     turn: str = "agent"
     user: Trajectory | None = None
     user_opening: Opening | None = None
-    rows: dict[str, int] = field(default_factory=dict)
-    """Each player's row for this game in its seats."""
+    seats: dict[str, int] = field(default_factory=dict)
+    """Each player's seat (its index in that player's seats) at this game."""
     acted: str = ""
     done: bool = False
 
@@ -87,6 +87,10 @@ def play(envs: VectorEnv, agent: Player | Policy, jobs: Sequence[dict[str, Any] 
     return played
 
 
+def _shifted(on_end: Callable[[int, Trajectory], None], offset: int, index: int, trajectory: Trajectory) -> None:
+    on_end(offset + index, trajectory)
+
+
 def _mapped(on_end: Callable[[int, Trajectory], None], indices: list[int], index: int, trajectory: Trajectory) -> None:
     on_end(indices[index], trajectory)
 
@@ -109,10 +113,6 @@ def play_tasks(envs: Mapping[str, VectorEnv], agent: Player | Policy, tasks: Seq
     return [t for t in played if t is not None]
 
 
-def _shifted(on_end: Callable[[int, Trajectory], None], offset: int, index: int, trajectory: Trajectory) -> None:
-    on_end(offset + index, trajectory)
-
-
 def _wave(envs: VectorEnv, players: dict[str, Player | None], wave: list[dict[str, Any] | None],
           seed: int | None, on_end: Callable[[int, Trajectory], None] | None) -> list[Trajectory]:
     games = [_open(i, observation, info) for i, (observation, info) in enumerate(_reset(envs, wave, seed))]
@@ -126,8 +126,8 @@ def _wave(envs: VectorEnv, players: dict[str, Player | None], wave: list[dict[st
                info: dict[str, Any]) -> None:
         game.agent.reward, game.agent.terminated, game.agent.truncated = reward, terminated, truncated
         game.agent.end_reason, game.agent.final_info, game.done = reason, info, True
-        for role, row in game.rows.items():
-            seats[role].end(row)
+        for role, seat in game.seats.items():
+            seats[role].end(seat)
         if on_end is not None:
             on_end(game.env, game.agent)
 
@@ -139,7 +139,7 @@ def _wave(envs: VectorEnv, players: dict[str, Player | None], wave: list[dict[st
                 continue
             if seats[role] is None:
                 seats[role] = _take_seats(players[role], live, role, seed)
-            for game, action in zip(due, seats[role].act([g.rows[role] for g in due]), strict=True):
+            for game, action in zip(due, seats[role].act([g.seats[role] for g in due]), strict=True):
                 if action is None:
                     finish(game, 0.0, False, True, "context_limit", {})
                 else:
@@ -159,14 +159,14 @@ def _wave(envs: VectorEnv, players: dict[str, Player | None], wave: list[dict[st
             terminated, truncated = bool(terminations[game.env]), bool(truncations[game.env])
             if terminated or truncated:
                 if following == "agent" and seats["agent"] is not None:
-                    seats["agent"].observe(game.rows["agent"], observation, role, last=True)
+                    seats["agent"].observe(game.seats["agent"], observation, role, last=True)
                 reason = info.get("end_reason") or ("terminated" if terminated else "truncated")
                 finish(game, float(rewards[game.env]), terminated, truncated, reason, info)
                 ended.append(game.env)
             elif following == "agent" and seats["agent"] is None:
                 game.opening.message = observation  # the user's opening message: the agent's first prompt
             else:
-                seats[following].observe(game.rows[following], observation, role)
+                seats[following].observe(game.seats[following], observation, role)
             game.turn = following
         if ended:
             _park(envs, ended)
@@ -189,7 +189,7 @@ def _take_seats(player: Player, games: list[_Game], role: str, seed: int | None)
     takers = [g for g in games if not g.done and (role == "agent" or g.user is not None)]
     openings = [g.opening if role == "agent" else g.user_opening for g in takers]
     for row, game in enumerate(takers):
-        game.rows[role] = row
+        game.seats[role] = row
     return player.start(openings, seed)
 
 
