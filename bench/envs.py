@@ -13,6 +13,7 @@ and tool steps per second for each domain's default tasks.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -123,8 +124,12 @@ def tool_steps() -> None:
         print(f"steps   {env_id:32s} {count / (time.perf_counter() - start):10.0f} tool steps/s")
 
 
-def main() -> None:
-    data_dir = shared_dir()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.envs", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--taubench-data", type=Path, default=shared_dir(),
+                        help="tau-bench's data (a folder holding data/retail; $TAUBENCH_DATA_DIR or ../shared/taubench)")
+    data_dir = parser.parse_args(argv).taubench_data
     if data_dir is None:
         print("bench.envs: tau-bench data not found (../shared/taubench or $TAUBENCH_DATA_DIR); skipping the reset/reward comparison")
     else:

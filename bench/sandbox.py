@@ -86,7 +86,8 @@ def rate(call: Callable[[], None], seconds: float, threads: int, min_calls: int 
 
 
 def main(argv: list[str] | None = None) -> dict[tuple[str, int], float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.sandbox", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing of one contender in one round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each rate is the best round")
     parser.add_argument("--workers", type=int, default=None, help="pool size of both sandboxes (default: theirs)")

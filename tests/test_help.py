@@ -1,0 +1,29 @@
+"""Every command line's --help names itself and shows the defaults of its options, so a user sees
+what a run will do before starting one."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+COMMANDS = {  # module -> how its usage line names it
+    "agents.challenge": "python -m agents.challenge", "envs.filter": "python -m envs.filter",
+    "eval.heldout": "python -m eval.heldout", "eval.taubench": "python -m eval.taubench",
+    "eval.m3tooleval": "python -m eval.m3tooleval", "train.__main__": "python -m train",
+    "train.compare": "python -m train.compare", "train.experiment": "python -m train.experiment",
+    "bench.__main__": "python -m bench", "bench.challenger": "python -m bench.challenger",
+    "bench.envs": "python -m bench.envs", "bench.policy": "python -m bench.policy",
+    "bench.rollout": "python -m bench.rollout", "bench.sandbox": "python -m bench.sandbox",
+    "bench.train": "python -m bench.train",
+}
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys):
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(module).main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith(f"usage: {COMMANDS[module]} ")
+    assert "default" in text, f"{module} --help shows no default"
