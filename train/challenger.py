@@ -202,6 +202,9 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
             ctx.run.log_metrics({**result["metrics"], "domain": domain,
                                  "new_rate": stages.count("new") / len(stages),
                                  "kept_rate": (stages.count("new") + stages.count("kept")) / len(stages)})
+            if config.save_trajectories:
+                ctx.run.append(ctx.run.trajectories, [{**record, "stage": stage}
+                                                      for record, stage in zip(result["records"], stages)])
             log.info("challenger RL step %d (%s): reward %.2f, new %d of %d", state.phase_step, domain,
                      result["metrics"]["reward_mean"], stages.count("new"), len(stages))
             if state.phase_step < config.challenger_rl_steps and state.phase_step % config.checkpoint_every == 0:
