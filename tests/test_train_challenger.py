@@ -47,8 +47,10 @@ def new_rate(ctx: trainer.Context, label: str) -> float:
     return record["funnel"]["new"] / record["funnel"]["proposals"]
 
 
-def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("algorithm", ["grpo", "rft"])
+def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit, monkeypatch, algorithm):  # noqa: F811
     settings = config(tmp_path, model=str(bandit["model"]), domains=["toy"], challenger_domains=["toy"],
+                      challenger_algorithm=algorithm,
                       challenger_proposals=16, challenger_rl_steps=12, challenger_worlds_per_step=2,
                       challenger_group_size=8, challenger_max_new_tokens=1, challenger_temperature=1.0,
                       challenger_rl_lr=0.02, challenger_warm_start_epochs=0, rollout_batch=16)
@@ -70,5 +72,5 @@ def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit,
     assert before < 0.3, "a random one-word challenger writes the new task about one time in eight"
     assert after > 2 * before and after > 0.6, (before, after)
     steps = [m for m in run.read_metrics() if m.get("phase") == "challenger_rl"]
-    assert len(steps) == 12 and all(m["algorithm"] == "grpo" for m in steps)
+    assert len(steps) == 12 and all(m["algorithm"] == algorithm for m in steps)
     assert player.model.active_adapter == "default", "the executor's adapter is active again"

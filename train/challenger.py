@@ -8,9 +8,10 @@ domain:
    the solution's calls as the exploration, with their real outputs, then the task in the tagged format.
 2. **Warm start**: the challenger's own LoRA adapter (:data:`ADAPTER`, beside the executor's on the
    same base model) is fine-tuned on them.
-3. **RL** (beyond the paper, whose challenger is never trained): GRPO on the challenger's episodes,
-   several on each fresh world, with reward 1 for a kept task that copies no demonstration
-   (:class:`envs.challenger.Novelty`), plus the optional shaping of ``challenger_shaping``.
+3. **RL** (beyond the paper, whose challenger is never trained): GRPO (or fine-tuning on its own
+   successes) on the challenger's episodes, several on each fresh world, with reward 1 for a kept
+   task that copies no demonstration (:class:`envs.challenger.Novelty`), plus the optional shaping of
+   ``challenger_shaping``.
 4. **Proposals**: the challenger proposes ``challenger_proposals`` tasks per domain on fresh worlds
    (the same seeds before and after RL, so the funnels compare); the filter's kept tasks go to the
    pool, scripted tasks top up the rest, and held-out tasks are scripted ones only.
@@ -186,7 +187,8 @@ def collect(ctx: Context, domain: str, step: int) -> StepBatch:
 
 
 def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
-    """``challenger_rl_steps`` GRPO steps on the challenger's own episodes, the domains in turn."""
+    """``challenger_rl_steps`` steps of ``challenger_algorithm`` on the challenger's own episodes, the
+    domains in turn."""
     config, domains = ctx.config, ctx.config.challenger_domain_list()
     ctx.policy.set_adapter(ADAPTER)
     try:
@@ -194,8 +196,8 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
         while state.phase_step < config.challenger_rl_steps:
             domain = domains[state.phase_step % len(domains)]
             batch = collect(ctx, domain, state.phase_step + 1)
-            result = rl_step(ctx, optimizer, batch, state.step + 1, losses.ALGORITHMS["grpo"], "challenger_rl",
-                             config.challenger_temperature)
+            result = rl_step(ctx, optimizer, batch, state.step + 1, losses.ALGORITHMS[config.challenger_algorithm],
+                             "challenger_rl", config.challenger_temperature)
             state.step += 1
             state.phase_step += 1
             stages = [t.final_info.get("stage", "proposals") for t in batch.trajectories]

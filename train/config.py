@@ -107,6 +107,9 @@ class TrainConfig:
     challenger_batch: int = _help("Challenger demonstrations per warm-start update.", 8)
     challenger_rl_steps: int = _help("RL steps of the challenger on its own episodes (reward 1 for a kept, new task; "
                                      "GRPO over episodes on the same world).", 0)
+    challenger_algorithm: str = _help("The challenger's RL: grpo (group-relative advantages over the episodes on one "
+                                      "world) or rft (fine-tuning on its own kept, new tasks: REINFORCE with the 0/1 "
+                                      "reward and no baseline).", "grpo")
     challenger_worlds_per_step: int = _help("Fresh worlds per challenger RL step.", 2)
     challenger_group_size: int = _help("Challenger episodes per world per RL step (the GRPO group).", 4)
     challenger_rl_lr: float = _help("Learning rate of the challenger's RL.", 2e-4)
@@ -172,7 +175,9 @@ class TrainConfig:
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.challenger_rl_steps and self.challenger_group_size < 2:
+        if self.challenger_algorithm not in ("grpo", "rft"):
+            raise ConfigError("challenger_algorithm", f"must be grpo or rft, got {self.challenger_algorithm!r}")
+        if self.challenger_rl_steps and self.challenger_algorithm == "grpo" and self.challenger_group_size < 2:
             raise ConfigError("challenger_group_size", "GRPO compares episodes on one world: needs at least 2")
         for key in ("lr", "warm_start_lr", "clip_eps", "challenger_lr", "challenger_rl_lr"):
             if not getattr(self, key) > 0:
