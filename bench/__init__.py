@@ -8,7 +8,7 @@ The model benchmarks (``bench.rollout``, ``bench.policy``, ``bench.train``) shar
 set up here: ``--device cpu|cuda`` (the model and every tensor on it; cuda when there is one),
 ``--model`` (the default model, or any model directory, e.g. a tiny random one in tests), a quick
 size by default and the long one with ``--full``, each size also settable alone. While they work
-they log a timestamped line at least every 30 seconds (:func:`heartbeat`), so that a long stage is
+they log a timestamped line at least every 30 seconds (:func:`train.progress.heartbeat`), so that a long stage is
 never mistaken for a hung one.
 """
 
@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
-
-HEARTBEAT_S = 20.0
-"""Seconds between "still running" lines: under 30, whatever the scheduling delay of a busy machine."""
 
 LOG_FORMAT = {"format": "%(asctime)s %(name)s: %(message)s", "datefmt": "%H:%M:%S"}
 
@@ -65,23 +58,3 @@ def chosen_sizes(args: argparse.Namespace, quick: Sizes, full: Sizes) -> Sizes:
     """The quick or, with ``--full``, the long sizes, with any size given on the command line."""
     given = {f.name: getattr(args, f.name) for f in fields(quick) if hasattr(args, f.name)}
     return replace(full if args.full else quick, **given)
-
-
-@contextmanager
-def heartbeat(what: str, log: logging.Logger, every: float = HEARTBEAT_S) -> Iterator[None]:
-    """Log "<what>: still running" every ``every`` seconds until the block ends: one model call on
-    a long prompt can take minutes on a CPU, and a silent benchmark looks hung."""
-    done = threading.Event()
-    started = time.perf_counter()
-
-    def beat() -> None:
-        while not done.wait(every):
-            log.info("%s: still running (%.0f s)", what, time.perf_counter() - started)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat: {what}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()

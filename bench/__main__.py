@@ -22,7 +22,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench import HEARTBEAT_S, LOG_FORMAT
+from bench import LOG_FORMAT
+from train.progress import HEARTBEAT_S
 
 log = logging.getLogger("bench")
 

@@ -23,8 +23,9 @@ from agents.decoding import SamplingSettings
 from agents.models import load_adapter, load_model
 from agents.policy import ModelPolicy
 from agents.rollout import make_vector_env, play
-from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, heartbeat
+from bench import LOG_FORMAT, add_model_arguments, chosen_sizes
 from bench.rollout import ForwardClock
+from train.progress import heartbeat
 from envs.challenger import STAGES
 from envs.registry import CHALLENGER_ID, DOMAINS
 

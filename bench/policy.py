@@ -27,7 +27,8 @@ from agents.decoding import SamplingSettings
 from agents.models import load_model
 from agents.policy import ModelPolicy
 from agents.prompting import Message, tools_in_system_prompt
-from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, heartbeat
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes
+from train.progress import heartbeat
 from envs.retail.env import RetailEnv
 
 log = logging.getLogger("bench.policy")

@@ -25,7 +25,8 @@ from agents.decoding import SamplingSettings
 from agents.models import load_model
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
-from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, heartbeat
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes
+from train.progress import heartbeat
 from envs.registry import ENV_IDS
 
 log = logging.getLogger("bench.rollout")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, heartbeat
+from bench import LOG_FORMAT, add_model_arguments, chosen_sizes
 
 log = logging.getLogger("bench.train")
 
@@ -61,7 +61,8 @@ def reward(text: str) -> float:
 
 def workload(kind: str, n: int) -> list[tuple[str, list[dict[str, Any]], Any]]:
     """``n`` (policy, tools, task) triples: the calculation domain's policy and listed tools, or a short policy."""
-    from envs.calculation.challenger import make_tasks
+    from train.progress import heartbeat
+from envs.calculation.challenger import make_tasks
     from envs.registry import env_class
     from train.config import load_config
 
