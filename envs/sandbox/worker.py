@@ -62,10 +62,6 @@ BLOCKED_OS_FUNCTIONS = (
     "execlp", "execlpe", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle",
     "posix_spawn", "posix_spawnp", "setuid", "setgid", "setsid", "setpgid", "chroot", "putenv",
 )
-# Signals that would end the worker: it ignores them (it is also PID 1 of its namespace, where the
-# kernel drops unhandled signals from inside), and each job gets the defaults back.
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                   signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF)
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 38, 22
 SECCOMP_MODE_FILTER = 2
 CAPABILITY_VERSION_3 = 0x20080522
@@ -135,9 +131,13 @@ def write_message(fd, message):
 
 # ---------------------------------------------------------------- the kernel calls Python lacks
 
-def seccomp_program(machine):
-    """A classic-BPF seccomp filter refusing REFUSED_SYSCALLS with EPERM, network sockets and
-    clones into new namespaces; None for an architecture without a table."""
+def seccomp_program(machine, stage):
+    """A classic-BPF seccomp filter, in two stages: ``worker`` (installed once, so every job
+    inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS and for network sockets, ENOSYS
+    for clone3 so that the C library falls back to clone, which the next stage can check) and
+    ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS and
+    for clone into new namespaces). Split so that a job attaches a few instructions rather than
+    the whole list. None for an architecture without a table."""
     if machine not in ARCHITECTURES:
         return None
     audit_arch, column = ARCHITECTURES[machine]
@@ -147,14 +147,18 @@ def seccomp_program(machine):
     program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
     if machine == "x86_64":
         program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]  # the x32 ABI's numbers
-    for numbers in REFUSED_SYSCALLS.values():
-        program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
-    program += [
-        (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
-        (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
-        (jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm),
-        (ret, 0, 0, allow),
-    ]
+    worker = stage == "worker"
+    for name, numbers in REFUSED_SYSCALLS.items():
+        if (name in WORLD_SYSCALLS) != worker:
+            program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
+    if worker:
+        program += [
+            (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
+            (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
+        ]
+    else:
+        program += [(jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm)]
+    program.append((ret, 0, 0, allow))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
 
@@ -164,7 +168,7 @@ class Kernel:
     job's process passes them is made here, once: every object the process touches after clone()
     costs it a copied page."""
 
-    def __init__(self, ctypes, program):
+    def __init__(self, ctypes):
         self.ctypes = ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl, self._mount, self._capset, self._syscall = libc.prctl, libc.mount, libc.capset, libc.syscall
@@ -177,12 +181,14 @@ class Kernel:
         empty = ctypes.create_string_buffer(24)  # effective, permitted, inheritable: all empty
         self._buffers = [header, empty]
         self._no_capabilities = ctypes.addressof(header), ctypes.addressof(empty)
-        self.filter = None  # the seccomp program (``struct sock_fprog``) where there is one
-        if program is not None:
-            code = ctypes.create_string_buffer(program)
-            fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code)))
-            self._buffers += [code, fprog]
-            self.filter = ctypes.addressof(fprog)
+        self.filters = {}  # each seccomp stage's ``struct sock_fprog``, where this machine has a table
+        for stage in ("worker", "job"):
+            program = seccomp_program(os.uname().machine, stage)
+            if program is not None:
+                code = ctypes.create_string_buffer(program)
+                fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code)))
+                self._buffers += [code, fprog]
+                self.filters[stage] = ctypes.addressof(fprog)
 
     def _check(self, status, what):
         if status != 0:
@@ -212,15 +218,16 @@ class Kernel:
         not 0, so no later exec brings any back)."""
         self._check(self._capset(*self._no_capabilities), "capset")
 
-    def install_filter(self):
-        self.prctl(PR_SET_NO_NEW_PRIVS, 1)
-        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filter)
+    def install_filter(self, stage):
+        if stage == "worker":
+            self.prctl(PR_SET_NO_NEW_PRIVS, 1)  # jobs inherit it
+        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filters[stage])
 
 
 def _load_kernel():
     try:
         import ctypes
-        return Kernel(ctypes, seccomp_program(os.uname().machine))
+        return Kernel(ctypes)
     except (ImportError, OSError, AttributeError, KeyError):  # KeyError: an architecture without tables
         return None
 
@@ -259,17 +266,18 @@ class Setting:
     def __init__(self, kernel, cgroup_slots, tmp_mb):
         self.kernel = kernel
         self.cgroup_slots = cgroup_slots
-        self.seccomp = kernel is not None and kernel.filter is not None
-        self.namespaces, joins = self._probe()
+        self.seccomp = kernel is not None and len(kernel.filters) == 2
+        # What a job's process writes and mounts, made here once (see Kernel).
+        uid, gid = os.geteuid(), os.getegid()
+        self._maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
+                      (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
+        self.namespaces, joins, own_proc = self._probe()
+        self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
         self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
         if not joins:
             for fd in self._cgroup_fds():
                 os.close(fd)
             self.cgroup_slots = []
-        # What a job's process writes and mounts, made here once (see Kernel).
-        uid, gid = os.geteuid(), os.getegid()
-        self._maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
-                      (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
         self.tmp_mb = tmp_mb
         self._tmp_options = b"size=%dm,mode=1777" % tmp_mb
         self._mqueue = os.path.isdir("/dev/mqueue")
@@ -278,7 +286,8 @@ class Setting:
         return [fd for slot in self.cgroup_slots for fd in slot]
 
     def _probe(self):
-        """Whether a child may have the job namespaces, and join both control groups."""
+        """Whether a child may have the job namespaces, join both control groups, and mount a
+        /proc of its own (a container's masked /proc forbids that)."""
         try:
             pid = self.kernel.clone(JOB_NAMESPACES) if self.kernel else None
         except OSError:
@@ -287,13 +296,22 @@ class Setting:
         if pid is None:
             pid = _fork()
         if pid == 0:
+            code = 0
             try:
                 for fd in self._cgroup_fds():
                     os.write(fd, b"0")
             except OSError:
-                os._exit(1)
-            os._exit(0)
-        return namespaces, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+                code |= 1
+            try:
+                if namespaces:
+                    for path, text in self._maps:
+                        _write_file(path, text)
+                    self.kernel.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:
+                code |= 2
+            os._exit(code)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return namespaces, not code & 1, namespaces and not code & 2
 
     def spawn(self):
         """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
@@ -303,7 +321,7 @@ class Setting:
     def furnish(self, slot):
         """In a new job process, before any untrusted code: join the control group of ``slot``,
         map its user, mount its own /tmp, /proc and message queues, then give up every capability
-        and install the seccomp filter. Returns how /proc came out."""
+        and install the seccomp filter."""
         kernel = self.kernel
         if kernel is not None:
             # Its /proc/self files are root's while it is non-dumpable (as the worker is); the job
@@ -315,24 +333,20 @@ class Setting:
         for fd in self._cgroup_fds():
             os.close(fd)
         _setsid()
-        proc = "shared"
         if self.namespaces:
             for path, text in self._maps:
                 _write_file(path, text)
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             kernel.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, self._tmp_options)
-            try:
+            if self.proc == "own":
                 kernel.mount(b"proc", b"/proc", b"proc", flags)
-                proc = "own"
-            except PermissionError:  # a container's masked /proc forbids another: hide the worker's
+            else:  # a container's masked /proc forbids another: hide the worker's
                 kernel.mount(b"tmpfs", b"/proc", b"tmpfs", flags | MS_RDONLY, b"size=4k,mode=555")
-                proc = "hidden"
             if self._mqueue:
                 kernel.mount(b"mqueue", b"/dev/mqueue", b"mqueue", flags)
             kernel.drop_capabilities()
         if self.seccomp:
-            kernel.install_filter()
-        return proc
+            kernel.install_filter("job")
 
 
 def _write_file(path, data):
@@ -524,6 +538,7 @@ def child_main(inp, sock, replies, output):
 
 # ---------------------------------------------------------------- the worker's side of a job
 
+BUILT = b'{"built": true}'  # a job process's first word: its world is ready
 SIGNAL_REASONS = {
     signal.SIGXCPU: ("cpu", "the CPU time limit was reached"),
     signal.SIGKILL: ("killed", "the process was killed (memory or CPU limit)"),
@@ -590,11 +605,8 @@ class Child:
                 self.sock.close()
                 for fd in (out, self.replies, _last_words):
                     os.close(fd)
-                proc = setting.furnish(slot)
-                for sig in IGNORED_SIGNALS:
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                theirs.send(json.dumps({"world": {"proc": proc}}).encode())
+                setting.furnish(slot)
+                theirs.send(BUILT)
                 child_main(inp, theirs, replies_r, self.output)
             except BaseException as exc:  # the world could not be built: the worker must hear why
                 try:
@@ -606,16 +618,15 @@ class Child:
         theirs.close()
         os.close(replies_r)
         os.set_blocking(self.replies, False)
-        self.world = None
+        self.ready = False
 
     def built(self):
-        """Wait until the job's world is built; returns how it came out."""
-        if self.world is None:
+        """Wait until the job's world is built."""
+        if not self.ready:
             message = self._next(None)
-            if "world" not in message:
+            if "built" not in message:
                 raise WorldBroken(f"the job's world could not be built: {message.get('broken', message)}")
-            self.world = message["world"]
-        return self.world
+            self.ready = True
 
     def go(self):
         """Let the job process take the next job from the worker's stdin (it waits for this, so
@@ -745,8 +756,9 @@ def main():
     # Children print through these; fds 1 and 2 point at each child's own output file.
     sys.stdout = sys.stderr = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-big write fails with an error instead
-    for sig in IGNORED_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    # No handler for SIGINT (Python's would raise KeyboardInterrupt): PID 1 of a namespace, the worker
+    # then never gets an unhandled signal from inside it, and each job starts with the defaults.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     kernel = _load_kernel()
     cgroup_slots = [[int(fd) for fd in slot.split(",")] for slot in environment.get("SANDBOX_CGROUP_FDS", "").split(";")
                     if slot]
@@ -758,6 +770,8 @@ def main():
             undumpable = True
         except OSError:
             pass
+        if setting.seccomp:
+            kernel.install_filter("worker")
     _narrow()
     # Compile once here: the compiler's lazily built tables and memory then exist before any fork,
     # and each child's first compile touches (and copies) a third of the pages it would otherwise.
@@ -766,9 +780,10 @@ def main():
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
     try:
         current = Child(inp, out, setting, 0)
+        current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
                             "namespaces": setting.namespaces, "cgroup": setting.cgroup, "tmp_mb": setting.tmp_mb,
-                            **current.built()})
+                            "proc": setting.proc})
         previous = None
         while True:
             current.go()
