@@ -610,7 +610,8 @@ def verify(state, answer):
 
 def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox) -> None:
     idle = set(sandbox.host_pids())
-    hog = threading.Thread(target=sandbox.verify, args=(HOG, {}, ""), kwargs={"limits": replace(LIMITS, wall_seconds=5.0)})
+    hog = threading.Thread(target=sandbox.verify, args=(HOG, {}, ""),
+                           kwargs={"limits": replace(LIMITS, wall_seconds=5.0)})
     hog.start()
     end, holding = time.monotonic() + 5, False
     while not holding and time.monotonic() < end:

@@ -105,9 +105,8 @@ def _limit_files(hierarchy: Hierarchy, memory_bytes: int, processes: int) -> lis
     return files
 
 
-def _remove(path: Path, patience: float = 2.0) -> None:
-    """Remove an empty group; its processes may still be on their way out (EBUSY) for a moment."""
-    end = time.monotonic() + patience
+def _remove(path: Path, until: float) -> None:
+    """Remove an empty group; its processes may still be on their way out (EBUSY) until ``until``."""
     while True:
         try:
             path.rmdir()
@@ -115,7 +114,7 @@ def _remove(path: Path, patience: float = 2.0) -> None:
         except FileNotFoundError:
             return
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > end:
+            if exc.errno != errno.EBUSY or time.monotonic() > until:
                 raise
             time.sleep(0.01)
 
@@ -155,10 +154,12 @@ class WorkerGroup:
                 for leaves in self.slots]
 
     def remove(self) -> None:
-        """Remove the leaves (once their processes are gone) and the owner's folder once empty."""
+        """Remove the leaves (once their processes are gone: two seconds at most) and the owner's
+        folder once empty."""
+        until = time.monotonic() + 2.0
         for leaf in [leaf for leaves in self.slots for leaf in leaves]:
             try:
-                _remove(leaf)
+                _remove(leaf, until)
             except OSError:
                 continue  # still busy: the next sandbox's remove_stale() takes it
         for hierarchy in self.hierarchies:
@@ -181,7 +182,7 @@ def remove_stale(hierarchies: list[Hierarchy]) -> None:
                 continue
             try:
                 for leaf in [p for p in owner.iterdir() if p.is_dir()]:
-                    _remove(leaf, patience=0)
+                    _remove(leaf, until=0)
                 owner.rmdir()
             except OSError:
                 continue

@@ -3,15 +3,15 @@
 Each pool slot is one container of the locally built image (``make sandbox-image``: a Debian root
 filesystem from ``debootstrap``, imported with ``docker import``, no registry involved) running the
 same worker program as the local backend, ``python3 -I -S -c WORKER_SOURCE``, as its PID 1. The
-container has no network, a read-only root, an IPC namespace of its own and no ``/dev/shm``,
-memory/CPU/pids limits, the user ``nobody``, no capabilities and no new privileges. Inside it, each
-job gets a world of its own from the worker (user, mount, PID and IPC namespaces, a fresh ``/tmp``;
-see :mod:`envs.sandbox.worker`). Docker's default seccomp profile refuses the ``unshare`` and
-``mount`` calls that needs, so the container runs under a profile of its own instead
-(:func:`seccomp_profile`): everything the worker's job filter refuses stays refused for the whole
-container except those two, and each job still gets the worker's full filter. The parent talks to
-the worker through the container's attached stdin/stdout (docker multiplexes stdout and stderr on
-that socket behind 8-byte headers), so a job pays no container start.
+container has no network, a read-only root, an IPC namespace of its own, no ``/dev/shm`` and an
+empty read-only ``/dev/mqueue``, memory/CPU/pids limits, the user ``nobody``, no capabilities and no
+new privileges. Inside it, each job gets a world of its own from the worker (user, mount, PID and IPC
+namespaces, a fresh ``/tmp``; see :mod:`envs.sandbox.worker`). Docker's default seccomp profile
+refuses the clone into new namespaces and the ``mount`` calls that takes, so the container runs
+under a profile of its own instead (:func:`seccomp_profile`): what the worker refuses its jobs stays
+refused for the whole container, but for those, and each job still gets the worker's filters. The
+parent talks to the worker through the container's attached stdin/stdout (docker multiplexes stdout
+and stderr on that socket behind 8-byte headers), so a job pays no container start.
 
 Containers are removed when their sandbox closes (or is collected, or the process exits), and by
 docker itself when their worker ends (it does when the parent's end of stdin closes). They carry the
@@ -85,7 +85,7 @@ def connect(image: str = IMAGE) -> Any:
 
 def seccomp_profile() -> str:
     """The containers' seccomp profile (JSON, as the engine takes it): everything allowed but what
-    the worker's job filter refuses, except the calls that build each job's world."""
+    the worker's own filter refuses (which leaves out the calls that build each job's world)."""
     refused = [name for name in REFUSED_SYSCALLS if name not in WORLD_SYSCALLS]
     return json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
                        "syscalls": [{"names": refused, "action": "SCMP_ACT_ERRNO"}]})
@@ -133,7 +133,9 @@ class ContainerWorker(Worker):
             user=NOBODY, working_dir="/tmp",
             environment={"SANDBOX_TMP_MB": str(limits.tmp_mb)},
             network_mode="none", ipc_mode="none", read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={SCRATCH_MB}m,mode=1777"},
+            # /dev/mqueue, docker's message-queue filesystem, would outlive jobs: an empty read-only one.
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={SCRATCH_MB}m,mode=1777",
+                   "/dev/mqueue": "ro,size=4k,mode=555"},
             cap_drop=["ALL"], security_opt=["no-new-privileges", f"seccomp={seccomp_profile()}"],
             mem_limit=f"{limits.memory_mb + WORKER_MB}m", memswap_limit=f"{limits.memory_mb + WORKER_MB}m",
             nano_cpus=1_000_000_000, pids_limit=limits.processes + 8,

@@ -222,5 +222,6 @@ class LocalSandbox(Sandbox):
         if not greeting.get("namespaces"):
             return f"{limit} processes and threads (RLIMIT_NPROC), shared by every job of the same user"
         group = self._group(greeting)
-        held = f"; pids.max of its {group}" if group and any("pids" in h.controllers for h in self._hierarchies) else ""
-        return f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, counted in its own user namespace{held})"
+        pids = group and any("pids" in h.controllers for h in self._hierarchies)
+        return (f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, counted in its own user "
+                f"namespace{f'; pids.max of its {group}' if pids else ''})")

@@ -11,9 +11,9 @@ call, or a record of a big state table) and waits for each reply; it ends with `
 Life of a job. Ahead of the job (while the previous job runs, so that the work overlaps it), the
 worker makes the job's process with ``clone()``: PID 1 of new user, mount, PID and IPC namespaces.
 That process joins the job's control group (where the local backend made one), maps its user,
-mounts a fresh, size-capped tmpfs on ``/tmp``, a ``/proc`` of its own (or hides the worker's, where a
-container forbids a new one) and a fresh message-queue filesystem, gives up every capability,
-installs the seccomp filter, and waits for the worker's go. Only then does it read the job from the
+mounts a fresh, size-capped tmpfs on ``/tmp`` and a ``/proc`` of its own (or hides the worker's,
+where a container forbids a new one), gives up every capability, installs the seccomp filter, and
+waits for the worker's go. Only then does it read the job from the
 worker's stdin, close that descriptor and run untrusted code. It tells the worker ``started``
 (which starts the wall clock) and at the end its verdict, over a SOCK_SEQPACKET pair, so a process
 killed mid-message can never desynchronise the parent's stream. A verdict is one byte, ``1`` or
@@ -280,7 +280,6 @@ class Setting:
             self.cgroup_slots = []
         self.tmp_mb = tmp_mb
         self._tmp_options = b"size=%dm,mode=1777" % tmp_mb
-        self._mqueue = os.path.isdir("/dev/mqueue")
 
     def _cgroup_fds(self):
         return [fd for slot in self.cgroup_slots for fd in slot]
@@ -320,8 +319,8 @@ class Setting:
 
     def furnish(self, slot):
         """In a new job process, before any untrusted code: join the control group of ``slot``,
-        map its user, mount its own /tmp, /proc and message queues, then give up every capability
-        and install the seccomp filter."""
+        map its user, mount its own /tmp and /proc, then give up every capability and install the
+        seccomp filter."""
         kernel = self.kernel
         if kernel is not None:
             # Its /proc/self files are root's while it is non-dumpable (as the worker is); the job
@@ -342,8 +341,6 @@ class Setting:
                 kernel.mount(b"proc", b"/proc", b"proc", flags)
             else:  # a container's masked /proc forbids another: hide the worker's
                 kernel.mount(b"tmpfs", b"/proc", b"tmpfs", flags | MS_RDONLY, b"size=4k,mode=555")
-            if self._mqueue:
-                kernel.mount(b"mqueue", b"/dev/mqueue", b"mqueue", flags)
             kernel.drop_capabilities()
         if self.seccomp:
             kernel.install_filter("job")
