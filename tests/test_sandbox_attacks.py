@@ -625,5 +625,22 @@ def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox)
     assert verdicts == ["ok"] * 20
 
 
+def test_a_job_cannot_read_what_an_earlier_job_printed(sandbox: Sandbox) -> None:
+    printed = f"printed-{uuid.uuid4().hex}"
+    assert sandbox.run_code(f"print({printed!r})", lambda name, arguments: "", {}).output == printed + "\n"
+    scan = f"""import os
+def verify(state, answer):
+    for fd in range(3, 256):
+        try:
+            if {printed!r}.encode() in os.pread(fd, 1 << 16, 0):
+                return True
+        except OSError:
+            pass
+    return False
+"""
+    # Every worker, twice: the next job's process is made while the one before it still runs.
+    assert [sandbox.verify(scan, {}, "").status for _ in range(2 * sandbox.size)] == ["failed"] * 2 * sandbox.size
+
+
 def test_attack_suite_is_big_enough() -> None:
     assert len(ATTACKS) >= 25

@@ -275,13 +275,13 @@ class Setting:
         self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
         self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
         if not joins:
-            for fd in self._cgroup_fds():
+            for fd in self.cgroup_fds():
                 os.close(fd)
             self.cgroup_slots = []
         self.tmp_mb = tmp_mb
         self._tmp_options = b"size=%dm,mode=1777" % tmp_mb
 
-    def _cgroup_fds(self):
+    def cgroup_fds(self):
         return [fd for slot in self.cgroup_slots for fd in slot]
 
     def _probe(self):
@@ -297,7 +297,7 @@ class Setting:
         if pid == 0:
             code = 0
             try:
-                for fd in self._cgroup_fds():
+                for fd in self.cgroup_fds():
                     os.write(fd, b"0")
             except OSError:
                 code |= 1
@@ -329,7 +329,7 @@ class Setting:
         _write_file(b"/proc/self/oom_score_adj", b"1000")  # out of memory, jobs go first, never the worker
         for fd in self.cgroup_slots[slot] if self.cgroup_slots else ():
             os.write(fd, b"0")
-        for fd in self._cgroup_fds():
+        for fd in self.cgroup_fds():
             os.close(fd)
         _setsid()
         if self.namespaces:
@@ -344,6 +344,15 @@ class Setting:
             kernel.drop_capabilities()
         if self.seccomp:
             kernel.install_filter("job")
+
+
+def _keep_only(fds):
+    """Close every descriptor above stderr but ``fds``."""
+    start = 3
+    for fd in sorted(fds):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
 
 
 def _write_file(path, data):
@@ -600,8 +609,9 @@ class Child:
         if self.pid == 0:
             try:
                 self.sock.close()
-                for fd in (out, self.replies, _last_words):
-                    os.close(fd)
+                # Nothing of the worker's may stay open here: not its own channels, and not those of
+                # the job before this one, which is still running when this process is made.
+                _keep_only([inp, theirs.fileno(), replies_r, self.output, *setting.cgroup_fds()])
                 setting.furnish(slot)
                 theirs.send(BUILT)
                 child_main(inp, theirs, replies_r, self.output)
