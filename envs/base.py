@@ -21,7 +21,7 @@ import gymnasium as gym
 from envs.actions import CodeAction, Malformed, parse_action
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.pool import load_pool
-from envs.sandbox import RunResult, Sandbox, default_sandbox
+from envs.sandbox import RunResult, Sandbox, resolve_sandbox
 from envs.spaces import AnyText
 from envs.state import State, canonical_json, fork
 from envs.tools import Toolset, ToolMode, UpstreamFailure, tool_schema
@@ -81,7 +81,9 @@ class ToolEnv(gym.Env[str, str]):
     - ``tool_mode``: ``"strict"`` (default) checks each call's arguments and undoes a call that
       fails; ``"upstream"``, for domains that reproduce a benchmark's tools (retail and airline:
       tau-bench's), handles calls as upstream does (see :mod:`envs.tools`).
-    - ``sandbox``: where verifiers and code actions run (default: the shared local sandbox).
+    - ``sandbox``: where verifiers and code actions run: ``"local"`` (the default) or ``"docker"`` for
+      the process's shared sandbox of that backend, or a :class:`~envs.sandbox.Sandbox`; anything
+      else is a ValueError.
     - ``render_mode``: ``"ansi"`` returns the transcript as text.
     """
 
@@ -94,7 +96,7 @@ class ToolEnv(gym.Env[str, str]):
     terminal_tools: ClassVar[frozenset[str]] = frozenset()
     """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
 
-    def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | None = None,
+    def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | str | None = None,
                  render_mode: str | None = None, max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
                  tool_mode: ToolMode = "strict"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -111,6 +113,7 @@ class ToolEnv(gym.Env[str, str]):
         self.action_space = AnyText(max_action_length)
         self.render_mode = render_mode
         self.max_turns = max_turns
+        resolve_sandbox(sandbox)  # a wrong choice (or a docker engine that is not there) fails here, at make
         self._sandbox = sandbox
         self.tasks = self._load_tasks(tasks)
         self._by_id = {t.id: t for t in self.tasks}
@@ -147,7 +150,7 @@ class ToolEnv(gym.Env[str, str]):
 
     @property
     def sandbox(self) -> Sandbox:
-        return self._sandbox or default_sandbox()
+        return resolve_sandbox(self._sandbox)
 
     def _load_tasks(self, tasks: TaskSource) -> list[CodeAsTask]:
         if tasks is None:

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from envs.sandbox import Limits, Sandbox, make_sandbox
+import gymnasium as gym
+
+from envs.sandbox import Limits, RunResult, Sandbox, Worker, WorkerLost, default_sandbox, make_sandbox
 from envs.state import fork, make_base, state_hash
 
 FAST = Limits(wall_seconds=2.0, cpu_seconds=1, memory_mb=128, output_bytes=4096)
@@ -42,26 +44,42 @@ def open_sandbox(backend: str, **kwargs) -> Sandbox:
     return sandbox
 
 
-def namespace_processes(worker_pid: int) -> list[int]:
-    """Every other process in the worker's PID namespace, seen from the host."""
-    own = os.readlink(f"/proc/{worker_pid}/ns/pid")
-    found = []
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children, seen from the host."""
+    children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and int(entry.name) != worker_pid:
+        if entry.name.isdigit():
             try:
-                if os.readlink(f"/proc/{entry.name}/ns/pid") == own:
-                    found.append(int(entry.name))
-            except OSError:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
+            children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (its children, theirs, …), seen from the host."""
+    children, found, todo = process_tree(), [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
     return found
 
 
 def leftover_processes(sandbox: Sandbox, timeout: float = 10.0) -> dict[int, list[int]]:
-    """Processes beyond each idle worker's one ready child, once the workers have cleaned up
-    (empty when nothing survived its job)."""
+    """Processes under each idle worker beyond its ready job processes (the next job's, and the
+    one built ahead for the job after it: at most two children, none with children of its own),
+    once the workers have cleaned up; empty when nothing survived its job."""
     end = time.monotonic() + timeout
     while True:
-        extra = {pid: others for pid in sandbox.host_pids() if len(others := namespace_processes(pid)) != 1}
+        extra = {}
+        for pid in sandbox.host_pids():
+            ready = process_tree().get(pid, [])
+            under = descendants(pid)
+            if len(ready) > 2 or len(under) > len(ready):
+                extra[pid] = under
         if not extra or time.monotonic() > end:
             return extra
         time.sleep(0.05)
@@ -189,14 +207,28 @@ def test_big_table_records_are_fetched_one_by_one(sandbox: Sandbox) -> None:
     assert sorted(served) == ["nope", "u3", "u7", "u99999"]  # the other 99,996 records stayed here
 
 
-def test_lost_worker_is_replaced(sandbox: Sandbox) -> None:
+def test_a_worker_lost_while_idle_costs_no_job(sandbox: Sandbox) -> None:
     victim = sandbox.host_pids()[0]
     os.kill(victim, signal.SIGKILL)
     source = "def verify(state, answer):\n    return True\n"
     results = [sandbox.verify(source, {}, "") for _ in range(2 * sandbox.size)]
-    assert [r.kind for r in results if r.status != "ok"] in ([], ["worker_lost"]), results
+    assert [r.status for r in results] == ["ok"] * len(results), results
     assert victim not in sandbox.host_pids()
-    assert all(sandbox.verify(source, {}, "").status == "ok" for _ in range(sandbox.size))
+
+
+def test_a_worker_killed_mid_job_costs_the_job_nothing(sandbox: Sandbox) -> None:
+    idle = set(sandbox.host_pids())
+    source = "import time\ndef verify(state, answer):\n    time.sleep(0.5)\n    return answer == 'x'\n"
+    outcome: dict[str, RunResult] = {}
+    job = threading.Thread(target=lambda: outcome.update(result=sandbox.verify(source, {}, "x")))
+    job.start()
+    end = time.monotonic() + 10
+    while not (busy := idle - set(sandbox.host_pids())) and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    os.kill(busy.pop(), signal.SIGKILL)
+    job.join()
+    assert outcome["result"].status == "ok", outcome
 
 
 def test_threads_share_the_pool(sandbox: Sandbox) -> None:
@@ -219,6 +251,108 @@ def test_nothing_outlives_a_job(sandbox: Sandbox) -> None:
     sandbox.verify("import sys, time\ndef verify(s, a):\n    if sys.modules['posix'].fork() == 0:\n"
                    "        time.sleep(1000)\n    return False\n", {}, "", limits=FAST)
     assert leftover_processes(sandbox) == {}
+
+
+def test_describe_says_what_holds_each_limit(sandbox: Sandbox) -> None:
+    described = sandbox.describe()
+    assert set(described) == {"backend", "job", "memory", "processes", "time", "files"}
+    assert described["backend"].startswith(sandbox_backend(sandbox))
+    assert f"{sandbox.limits.memory_mb} MB" in described["memory"]
+    assert f"{sandbox.limits.processes} processes" in described["processes"]
+
+
+def sandbox_backend(sandbox: Sandbox) -> str:
+    return "docker" if type(sandbox).__name__ == "DockerSandbox" else "local"
+
+
+# ---------------------------------------------------------------- infrastructure failures, scripted
+
+
+class ScriptedWorker(Worker):
+    """A worker that answers each read from its script: a message, or an exception to raise."""
+
+    def __init__(self, script: list[object]):
+        super().__init__()
+        self.script, self.host_pid, self.killed = list(script), 0, False
+        self.greeting = {"ready": 0}
+
+    def send(self, data: bytes, deadline: float) -> None:
+        pass
+
+    def _read_some(self, deadline: float) -> bytes:
+        raise AssertionError("scripted workers answer read_message directly")
+
+    def read_message(self, deadline: float) -> object:
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class ScriptedSandbox(Sandbox):
+    def __init__(self, *scripts: list[object]):
+        super().__init__(workers=1)
+        self.scripts, self.started = list(scripts), []
+
+    def _start_worker(self) -> Worker:
+        self.started.append(ScriptedWorker(self.scripts.pop(0)))
+        return self.started[-1]
+
+    def _describe_backend(self) -> str:
+        return "scripted"
+
+    _describe_memory = _describe_processes = lambda self, greeting: ""
+
+
+OK = {"result": {"status": "ok"}}
+
+
+def test_a_job_whose_worker_is_lost_runs_again_on_a_fresh_worker() -> None:
+    box = ScriptedSandbox([WorkerLost("the worker exited")], [OK])
+    assert box.verify("", {}, "").status == "ok"
+    assert [w.killed for w in box.started] == [True, False]
+
+
+def test_a_job_lost_twice_is_an_error_that_names_the_loss() -> None:
+    box = ScriptedSandbox([WorkerLost("the worker exited")], [WorkerLost("no answer before the deadline")])
+    result = box.verify("", {}, "")
+    assert (result.status, result.kind) == ("error", "worker_lost")
+    assert "no answer before the deadline" in result.message and "twice" in result.message
+
+
+def test_code_that_called_tools_is_not_run_again_when_its_worker_is_lost() -> None:
+    calls = []
+    box = ScriptedSandbox([{"request": {"op": "tool", "name": "t", "arguments": {}}}, WorkerLost("the worker exited")],
+                          [OK])
+    result = box.run_code("t()", lambda name, arguments: calls.append(name) or "", {"t": []})
+    assert (result.status, result.kind) == ("error", "worker_lost")
+    assert calls == ["t"] and len(box.started) == 1  # its tool calls are not repeated
+
+
+# ---------------------------------------------------------------- choosing a sandbox for an env
+
+
+@pytest.mark.parametrize("choice", ["dokcer", "", 3, object()])
+def test_make_refuses_an_unknown_sandbox(choice: object) -> None:
+    with pytest.raises(ValueError, match="'local' or 'docker' or a Sandbox"):
+        gym.make("Toy-v0", sandbox=choice)
+
+
+def test_make_takes_a_backend_name_or_a_sandbox() -> None:
+    assert gym.make("Toy-v0", sandbox="local").unwrapped.sandbox is default_sandbox("local")
+    assert gym.make("Toy-v0").unwrapped.sandbox is default_sandbox("local")
+    own = make_sandbox("local", workers=1)
+    assert gym.make("Toy-v0", sandbox=own).unwrapped.sandbox is own
+
+
+@pytest.mark.docker
+def test_make_takes_the_docker_backend_by_name() -> None:
+    require_docker()
+    env = gym.make("Toy-v0", sandbox="docker").unwrapped
+    assert env.sandbox is default_sandbox("docker") and sandbox_backend(env.sandbox) == "docker"
 
 
 # ---------------------------------------------------------------- the docker backend's errors

@@ -23,11 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from test_sandbox import BACKENDS, MARGIN, leftover_processes, open_sandbox
+from test_sandbox import BACKENDS, MARGIN, descendants, leftover_processes, open_sandbox
 
 from envs.sandbox import Limits, Sandbox
 
@@ -41,18 +41,20 @@ LIMITS = Limits(wall_seconds=2.0, cpu_seconds=1, memory_mb=128, processes=16, fi
 UNGUARD = "import builtins, importlib\nbuiltins.__import__ = importlib.__import__\n"
 PROBE = """import os
 def verify(state, answer):
-    here = os.getcwd()
     left = []
     for d in ('/tmp', '/dev/shm', '/dev/mqueue', '/var/tmp'):
         try:
-            names = os.listdir(d)
+            left += [os.path.join(d, n) for n in os.listdir(d)]
         except OSError:
             continue
-        left += [os.path.join(d, n) for n in names if os.path.join(d, n) != here]
     if left:
         raise AssertionError(f'left behind: {left}')
-    return True
+    with open('/tmp/probe', 'wb') as f:  # a full /tmp must not outlive its job
+        f.write(b'x' * 2**20)
+    return answer == str(state['n'] % 2)
 """
+INNOCENT_TRIES = 100
+NEED_A_CONTROL_GROUP = {"fork_memory"}  # the local backend contains these only where it has a cgroup
 
 
 @dataclass(frozen=True)
@@ -282,9 +284,15 @@ ATTACKS = [
             return ctypes.CDLL(None).ptrace(16, 1, 0, 0) == 0  # PTRACE_ATTACH
         """, unguard=True),
     attack("read_worker_memory", """
+        import os
         def verify(s, a):
-            f = open('/proc/1/mem', 'rb')
-            return True
+            for pid in {p for p in os.listdir('/proc') if p.isdigit()} - {str(os.getpid())}:
+                try:
+                    open(f'/proc/{pid}/mem', 'rb')
+                    return True
+                except OSError:
+                    pass
+            return False
         """),
     attack("forge_a_result_on_the_worker_pipes", """
         import os, json, struct
@@ -375,6 +383,123 @@ ATTACKS = [
         def verify(s, a):
             return ctypes.CDLL(None).shmget(0x5AFE, 4096, 0o1666) >= 0
         """, unguard=True),
+    # ---- one job against the next (each must leave the next job a fresh world)
+    attack("deep_tree_past_path_max", """
+        import os
+        def verify(s, a):
+            os.chdir('/tmp')
+            for _ in range(30):  # 30 levels of 200-character names: far past PATH_MAX
+                os.mkdir('d' * 200)
+                os.chdir('d' * 200)
+            open('planted', 'w').write('{MARK}')
+            return False
+        """),
+    attack("very_deep_tree", """
+        import os
+        def verify(s, a):
+            os.chdir('/tmp')
+            for _ in range(1500):
+                os.mkdir('d')
+                os.chdir('d')
+            return False
+        """),
+    attack("fill_tmp_to_the_cap_in_a_deep_tree", """
+        import os
+        def verify(s, a):
+            os.chdir('/tmp')
+            for _ in range(25):
+                os.mkdir('x' * 200)
+                os.chdir('x' * 200)
+            try:
+                for i in range(1000):
+                    with open(f'f{i}', 'wb') as f:
+                        f.write(b'x' * (4 << 20))
+            except OSError:
+                pass
+            return False
+        """),
+    attack("signal_the_serving_processes", """
+        import os, signal, sys
+        def verify(s, a):
+            posix = sys.modules['posix']
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                        signal.SIGUSR2, signal.SIGALRM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGSTOP):
+                for pid in [os.getppid(), 1, *range(2, 300)]:
+                    if pid != os.getpid():
+                        try:
+                            posix.kill(pid, sig)
+                        except OSError:
+                            pass
+            return False
+        """),
+    attack("signal_after_returning", """
+        import os, signal, sys, time
+        def verify(s, a):
+            posix = sys.modules['posix']
+            if posix.fork() == 0:
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    for pid in range(1, 300):
+                        for sig in (signal.SIGINT, signal.SIGTERM):
+                            try:
+                                posix.kill(pid, sig)
+                            except OSError:
+                                pass
+                posix._exit(0)
+            return False
+        """),
+    attack("fork_memory", """
+        import os, sys, time
+        def verify(s, a):
+            posix = sys.modules['posix']
+            read, write = os.pipe()
+            children = []
+            for i in range(28):
+                try:
+                    pid = posix.fork()
+                except OSError:
+                    break
+                if pid == 0:
+                    held = bytearray(b'x') * (48 << 20)
+                    os.write(write, bytes([i]))
+                    time.sleep(10)
+                    posix._exit(0)
+                children.append(pid)
+            os.close(write)
+            reported, end = set(), time.monotonic() + 1.5
+            os.set_blocking(read, False)
+            while time.monotonic() < end:
+                try:
+                    reported.update(os.read(read, 64))
+                except BlockingIOError:
+                    time.sleep(0.01)
+            holding = {i for i, pid in enumerate(children) if os.waitpid(pid, os.WNOHANG)[0] == 0} & reported
+            return len(holding) * 48 > 2 * {MEMORY_MB}  # the job as a whole held twice its limit at once
+        """),
+    attack("fake_bool_class", """
+        class bool:
+            def __bool__(self):
+                return True
+        def verify(s, a):
+            return bool()
+        """, statuses=("error",)),
+    attack("int_subclass_named_bool", """
+        class bool(int):
+            pass
+        def verify(s, a):
+            return bool(1)
+        """, statuses=("error",)),
+    attack("int_subclass", """
+        def verify(s, a):
+            return type('Verdict', (int,), {})(1)
+        """, statuses=("error",)),
+    attack("patched_type_check", """
+        import builtins
+        real_type = type
+        def verify(s, a):
+            builtins.type = lambda x, *rest: real_type(True) if not rest else real_type(x, *rest)
+            return 1
+        """, statuses=("error",)),
     attack("raise_own_limits", """
         import resource
         def verify(s, a):
@@ -437,7 +562,11 @@ def marked_files() -> list[str]:
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack_is_contained(sandbox: Sandbox, listener: Listener, attack: Attack) -> None:
-    source = attack.source.replace("{MARK}", MARK).replace("{PORT}", str(listener.port)).replace("{CANARY}", CANARY)
+    source = (attack.source.replace("{MARK}", MARK).replace("{PORT}", str(listener.port))
+              .replace("{CANARY}", CANARY).replace("{MEMORY_MB}", str(LIMITS.memory_mb)))
+    if attack.name in NEED_A_CONTROL_GROUP and "as a whole" not in sandbox.describe()["memory"]:
+        pytest.skip(f"memory holds per process only here: {sandbox.describe()['memory']}")
+    workers = set(sandbox.host_pids())
     start = time.monotonic()
     result = sandbox.verify(source, {}, "")
     elapsed = time.monotonic() - start
@@ -449,11 +578,68 @@ def test_attack_is_contained(sandbox: Sandbox, listener: Listener, attack: Attac
     assert listener.accepted == 0
     assert marked_files() == []
     assert leftover_processes(sandbox) == {}
-    # Every worker serves again, with nothing left in its scratch space and no stray message in
-    # its stream (a forged frame would turn these failing verifications into passes).
-    for _ in range(sandbox.size):
-        assert sandbox.verify(PROBE, {}, "").status == "ok", "scratch space not wiped"
-        assert sandbox.verify("def verify(s, a):\n    return False\n", {}, "").status == "failed"
+    assert set(sandbox.host_pids()) == workers, "a worker died: the attack, or its clean-up, killed it"
+    # The next innocent jobs run in a fresh world (nothing left in /tmp, room to write there) and
+    # get the right verdict: no stray message in a worker's stream turns a failure into a pass.
+    verdicts = [sandbox.verify(PROBE, {"n": n}, "1") for n in range(INNOCENT_TRIES)]
+    assert [(v.status, v.kind, v.message) for v in verdicts] == [
+        ("ok" if n % 2 else "failed", "", "") for n in range(INNOCENT_TRIES)]
+
+
+HOG = """import sys, time
+def verify(state, answer):
+    posix = sys.modules['posix']
+    while True:
+        try:
+            if posix.fork() == 0:
+                time.sleep(100)
+                posix._exit(0)
+        except OSError:
+            break
+    time.sleep(100)
+"""
+THREADED = """import threading
+def verify(state, answer):
+    seen = []
+    thread = threading.Thread(target=seen.append, args=(answer,))
+    thread.start()
+    thread.join()
+    return seen == [str(state['n'])]
+"""
+
+
+def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox) -> None:
+    idle = set(sandbox.host_pids())
+    hog = threading.Thread(target=sandbox.verify, args=(HOG, {}, ""),
+                           kwargs={"limits": replace(LIMITS, wall_seconds=5.0)})
+    hog.start()
+    end, holding = time.monotonic() + 5, False
+    while not holding and time.monotonic() < end:
+        busy = idle - set(sandbox.host_pids())
+        holding = any(len(descendants(pid)) >= LIMITS.processes for pid in busy)
+        time.sleep(0.02)
+    verdicts = [sandbox.verify(THREADED, {"n": n}, str(n)).status for n in range(20)]  # on the other worker
+    still_holding = hog.is_alive()
+    hog.join()
+    assert holding and still_holding, "the hog never held every slot while the others ran"
+    assert verdicts == ["ok"] * 20
+
+
+def test_a_job_cannot_read_what_an_earlier_job_printed(sandbox: Sandbox) -> None:
+    printed = f"printed-{uuid.uuid4().hex}"
+    assert sandbox.run_code(f"print({printed!r})", lambda name, arguments: "", {}).output == printed + "\n"
+    scan = f"""import os
+def verify(state, answer):
+    for fd in range(3, 256):
+        try:
+            if {printed!r}.encode() in os.pread(fd, 1 << 16, 0):
+                return True
+        except OSError:
+            pass
+    return False
+"""
+    # Every worker, twice: the next job's process is made while the one before it still runs.
+    assert [sandbox.verify(scan, {}, "").status for _ in range(2 * sandbox.size)] == ["failed"] * 2 * sandbox.size
 
 
 def test_attack_suite_is_big_enough() -> None:

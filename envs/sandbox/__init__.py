@@ -9,10 +9,11 @@ One interface, :class:`Sandbox`, with two backends that share the worker program
 - ``docker``: long-lived worker containers with no network and a read-only root
   (see :mod:`envs.sandbox.docker`).
 
-Each job runs in a fresh child of a worker with resource limits, a seccomp filter and a wall-clock
-kill, and nothing it starts or writes outlives it, so a hostile snippet ends as an ``error`` or
-``timeout`` result while the caller carries on (``tests/test_sandbox_attacks.py`` holds the attacks
-both backends are held to).
+Each job runs in a world of its own inside a worker (its own user, mount, PID and IPC namespaces,
+an empty size-capped ``/tmp``) with resource limits, a seccomp filter and a wall-clock kill, and
+nothing it starts or writes outlives it, so a hostile snippet ends as an ``error`` or ``timeout``
+result while the caller, and the next job, carry on (``tests/test_sandbox_attacks.py`` holds the
+attacks both backends are held to). :meth:`Sandbox.describe` says what applies on this machine.
 """
 
 from __future__ import annotations
@@ -43,16 +44,22 @@ Status = Literal["ok", "failed", "error", "timeout"]
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-job limits, enforced inside the sandbox."""
+    """Per-job limits, enforced inside the sandbox.
+
+    ``memory_mb`` and ``processes`` hold for the job as a whole where a control group backs them
+    (the docker backend's container; the local backend's cgroup where the machine has one), and per
+    process otherwise; ``tmp_mb`` and the control group are fixed when a worker starts, so per-call
+    limits do not change them. :meth:`Sandbox.describe` says which applies.
+    """
 
     wall_seconds: float = 3.0
-    cpu_seconds: int = 2  # then SIGXCPU, and SIGKILL a second later
-    memory_mb: int = 256  # address space
-    processes: int = 32  # RLIMIT_NPROC: the kernel counts every process and thread of the sandbox
-    #                      user on the machine (all workers, both backends), not the job's alone
+    cpu_seconds: int = 2  # per process; then SIGXCPU, and SIGKILL a second later
+    memory_mb: int = 256  # each process's address space; and the job's memory, its /tmp files included
+    processes: int = 32  # processes and threads of the job (RLIMIT_NPROC, counted in its own user namespace)
     file_mb: int = 4  # largest file a job may write
     open_files: int = 64
     output_bytes: int = 16384  # printed output kept; the rest is cut with "[output truncated]"
+    tmp_mb: int = 64  # size of each job's own empty /tmp
 
 
 @dataclass(frozen=True)
@@ -130,14 +137,30 @@ class Worker(ABC):
         return json.loads(body)
 
     def greet(self, deadline: float) -> None:
-        """Wait for the worker's first message, and warn about a weaker sandbox than expected."""
+        """Wait for the worker's first message (what isolates its jobs, kept as :attr:`greeting`),
+        and warn once about a weaker sandbox than expected."""
         ready = self.read_message(deadline)
         if "ready" not in ready:
             raise WorkerLost(f"unexpected greeting {ready!r}")
-        if not ready.get("undumpable"):
-            log.warning("the sandbox worker could not make itself non-dumpable: a job may tamper with it")
-        if not ready.get("seccomp"):
-            log.warning("the sandbox worker runs without its seccomp filter (no ctypes, or an unknown architecture)")
+        self.greeting: dict[str, Any] = ready
+        for check, warning in WEAKNESSES:
+            if not check(ready):
+                _warn_once(warning)
+
+
+WEAKNESSES: tuple[tuple[Callable[[dict[str, Any]], bool], str], ...] = (
+    (lambda g: g.get("undumpable"), "the sandbox worker could not make itself non-dumpable: a job may tamper with it"),
+    (lambda g: g.get("seccomp"), "sandbox jobs run without a seccomp filter (no ctypes, or an unknown architecture)"),
+    (lambda g: g.get("namespaces"), "user namespaces are refused here: sandbox jobs share their worker's /tmp, and "
+                                    "their process count with every job of the same user"),
+    (lambda g: g.get("cgroup") != "refused", "the sandbox worker could not join its control group: memory and "
+                                             "process limits hold per process only"),
+)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def _answer(request: Any, state: State, tools: ToolCaller | None) -> dict[str, Any]:
@@ -176,26 +199,38 @@ class Sandbox(ABC):
         self._started = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._greeting: dict[str, Any] | None = None  # the first worker's: what isolates jobs here
 
     @abstractmethod
     def _start_worker(self) -> Worker: ...
 
-    def _acquire(self) -> Worker:
+    def _acquire(self, fresh: bool = False) -> Worker:
+        """An idle worker, or a new one while the pool has room; ``fresh``: a new one in any case
+        (an idle worker retires if it must make room)."""
+        retired = None
         with self._cond:
             if self._closed:
                 raise RuntimeError("the sandbox is closed")
             while not self._idle and self._started >= self.size:
                 self._cond.wait()
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.popleft()
-            self._started += 1
+            if self._started >= self.size:
+                retired = self._idle.popleft()  # its slot passes to the fresh worker
+            else:
+                self._started += 1
+        if retired is not None:
+            retired.kill()
         try:
-            return self._start_worker()
+            worker = self._start_worker()
         except BaseException:
             with self._cond:
                 self._started -= 1
                 self._cond.notify()
             raise
+        if self._greeting is None:
+            self._greeting = worker.greeting
+        return worker
 
     def _release(self, worker: Worker | None) -> None:
         with self._cond:
@@ -221,31 +256,36 @@ class Sandbox(ABC):
             return [worker.host_pid for worker in self._idle]
 
     def _run(self, job: dict[str, Any], state: State, tools: ToolCaller | None, limits: Limits) -> RunResult:
+        """Run ``job``; if its worker is lost (something the job cannot cause: it cannot reach the
+        worker), once more on a fresh worker, unless tools it called have already changed the
+        caller's state. A job lost twice is an ``error`` of kind ``worker_lost`` saying so."""
         job["limits"] = _wire_limits(limits)
         data = frame(job)
-        for _ in range(2):
-            worker = self._acquire()
+        for attempt in range(2):
+            worker = self._acquire(fresh=attempt > 0)
             # The worker enforces the wall clock itself; this outer deadline only catches a lost worker.
             deadline = time.monotonic() + limits.wall_seconds + 10.0
+            called_tools = False
             try:
                 worker.send(data, deadline)
-            except (WorkerLost, OSError) as exc:  # it died while idle: the job never reached it
-                worker.kill()
-                self._release(None)
-                log.warning("a sandbox worker was found dead (%s); starting another", exc)
-                continue
-            try:
                 while True:
                     message = worker.read_message(deadline)
                     if "result" in message:
                         self._release(worker)
                         return RunResult.from_wire(message["result"])
-                    worker.send(frame(_answer(message["request"], state, tools)), deadline)
+                    request = message["request"]
+                    called_tools |= isinstance(request, dict) and request.get("op") == "tool"
+                    worker.send(frame(_answer(request, state, tools)), deadline)
             except (WorkerLost, OSError, ValueError) as exc:
                 worker.kill()
                 self._release(None)
-                return RunResult("error", kind="worker_lost", message=f"the sandbox worker was lost: {exc}")
-        return RunResult("error", kind="worker_lost", message="no sandbox worker would take the job")
+                lost = f"the sandbox worker was lost: {exc}"
+            if called_tools:
+                log.error("%s, after the job had called tools: not run again", lost)
+                return RunResult("error", kind="worker_lost", message=f"{lost} (after the code had called tools, "
+                                                                      "so it was not run again)")
+            log.warning("%s; %s", lost, "running the job again on a fresh worker" if attempt == 0 else "twice")
+        return RunResult("error", kind="worker_lost", message=f"{lost} (twice: the job ran on a fresh worker too)")
 
     def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None) -> RunResult:
         """Run ``verify(state, answer)`` from ``source``. Big tables are served record by record;
@@ -263,6 +303,42 @@ class Sandbox(ABC):
         job = {"kind": "code", "source": source, "tools": tool_params}
         return self._run(job, {}, tools, limits or self.limits)
 
+    def describe(self) -> dict[str, str]:
+        """What isolates a job here and how each limit holds, as this machine allows (a worker is
+        started if none has been): for logs, run reports and the tests. Keys: ``backend``, ``job``,
+        ``memory``, ``processes``, ``time``, ``files``."""
+        if self._greeting is None:
+            self._release(self._acquire())
+        greeting = self._greeting
+        assert greeting is not None
+        limits = self.limits
+        if greeting.get("namespaces"):
+            proc = PROC_VIEWS.get(greeting.get("proc"), "the worker's /proc")
+            job = (f"its own user, mount, PID and IPC namespaces: an empty {greeting.get('tmp_mb')} MB /tmp, "
+                   f"{proc}, no capabilities")
+        else:
+            job = "a child of the worker, sharing its /tmp (user namespaces are refused here)"
+        job += ", a seccomp filter" if greeting.get("seccomp") else ", no seccomp filter"
+        return {
+            "backend": self._describe_backend(),
+            "job": job,
+            "memory": self._describe_memory(greeting),
+            "processes": self._describe_processes(greeting),
+            "time": f"{limits.wall_seconds:g} s of wall-clock time for the job, {limits.cpu_seconds} CPU-seconds "
+                    "per process",
+            "files": f"files up to {limits.file_mb} MB, {limits.open_files} open files per process, "
+                     f"{limits.output_bytes} bytes of output kept",
+        }
+
+    @abstractmethod
+    def _describe_backend(self) -> str: ...
+
+    @abstractmethod
+    def _describe_memory(self, greeting: Mapping[str, Any]) -> str: ...
+
+    @abstractmethod
+    def _describe_processes(self, greeting: Mapping[str, Any]) -> str: ...
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -277,6 +353,7 @@ class Sandbox(ABC):
         self.close()
 
 
+PROC_VIEWS = {"own": "a /proc of its own", "hidden": "no /proc (the container forbids a new one)"}
 BACKENDS = ("local", "docker")
 
 
@@ -291,19 +368,33 @@ def make_sandbox(backend: str = "local", **kwargs: Any) -> Sandbox:
     raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-_default: Sandbox | None = None
-_default_pid = 0
+_defaults: dict[str, Sandbox] = {}
+_defaults_pid = 0
 _default_lock = threading.Lock()
 
 
-def default_sandbox() -> Sandbox:
-    """The process-wide local sandbox that environments use unless given one.
+def default_sandbox(backend: str = "local") -> Sandbox:
+    """The process-wide sandbox of ``backend`` that environments use unless given one.
 
     Per process: a forked child (an ``AsyncVectorEnv`` worker, say) must not talk to its parent's
     workers over inherited pipes, where the two would read each other's results, so it starts its own.
     """
-    global _default, _default_pid
+    global _defaults_pid
     with _default_lock:
-        if _default is None or _default_pid != os.getpid():
-            _default, _default_pid = make_sandbox("local"), os.getpid()
-        return _default
+        if _defaults_pid != os.getpid():
+            _defaults.clear()
+            _defaults_pid = os.getpid()
+        if backend not in _defaults:
+            _defaults[backend] = make_sandbox(backend)
+        return _defaults[backend]
+
+
+def resolve_sandbox(choice: "Sandbox | str | None") -> Sandbox:
+    """The sandbox an environment's ``sandbox=`` argument names: a :class:`Sandbox` itself, or the
+    process-wide sandbox of a backend named ``"local"`` (also ``None``) or ``"docker"``. Anything
+    else is a ValueError; a docker engine that is not there, a :class:`~envs.sandbox.docker.DockerUnavailable`."""
+    if isinstance(choice, Sandbox):
+        return choice
+    if choice is None or (isinstance(choice, str) and choice in BACKENDS):
+        return default_sandbox(choice or "local")
+    raise ValueError(f"sandbox must be {' or '.join(map(repr, BACKENDS))} or a Sandbox instance, got {choice!r}")

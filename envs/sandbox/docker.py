@@ -3,12 +3,15 @@
 Each pool slot is one container of the locally built image (``make sandbox-image``: a Debian root
 filesystem from ``debootstrap``, imported with ``docker import``, no registry involved) running the
 same worker program as the local backend, ``python3 -I -S -c WORKER_SOURCE``, as its PID 1. The
-container has no network, a read-only root, a tmpfs ``/tmp`` (the only writable place, wiped after
-every job), an IPC namespace of its own and no ``/dev/shm``, memory/CPU/pids limits, the user
-``nobody``, no capabilities and no new privileges (and the worker's own seccomp filter on top of
-docker's). The parent talks to the worker through the
-container's attached stdin/stdout (docker multiplexes stdout and stderr on that socket behind
-8-byte headers), so a job pays no container start.
+container has no network, a read-only root, an IPC namespace of its own, no ``/dev/shm`` and an
+empty read-only ``/dev/mqueue``, memory/CPU/pids limits, the user ``nobody``, no capabilities and no
+new privileges. Inside it, each job gets a world of its own from the worker (user, mount, PID and IPC
+namespaces, a fresh ``/tmp``; see :mod:`envs.sandbox.worker`). Docker's default seccomp profile
+refuses the clone into new namespaces and the ``mount`` calls that takes, so the container runs
+under a profile of its own instead (:func:`seccomp_profile`): what the worker refuses its jobs stays
+refused for the whole container, but for those, and each job still gets the worker's filters. The
+parent talks to the worker through the container's attached stdin/stdout (docker multiplexes stdout
+and stderr on that socket behind 8-byte headers), so a job pays no container start.
 
 Containers are removed when their sandbox closes (or is collected, or the process exits), and by
 docker itself when their worker ends (it does when the parent's end of stdin closes). They carry the
@@ -16,12 +19,15 @@ label ``self-challenge.sandbox`` with their owner (host and process id): any who
 are removed when the next sandbox starts. By hand:
 ``docker rm -f $(docker ps -aq --filter label=self-challenge.sandbox)``.
 
-A job's memory is bounded by the container too (the sandbox's ``Limits.memory_mb`` plus room for
-the worker and the tmpfs), so per-call limits above the sandbox's own do not raise it.
+A job's memory and processes are bounded as a whole by the container's cgroup (the sandbox's
+``Limits.memory_mb`` plus room for the worker; ``Limits.processes`` plus a few), so per-call limits
+above the sandbox's own do not raise them; out of memory, the kernel ends the job's processes
+first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -30,9 +36,11 @@ import struct
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from envs.sandbox import WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
+from envs.sandbox.worker import REFUSED_SYSCALLS, WORLD_SYSCALLS
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +49,8 @@ IMAGE = os.environ.get("SANDBOX_IMAGE", DEFAULT_IMAGE)
 LABEL = "self-challenge.sandbox"  # value: owner host/pid
 POOL_LABEL = "self-challenge.sandbox.pool"  # value: one sandbox's id
 NOBODY = "65534:65534"
-SCRATCH_MB = 64
-WORKER_MB = 64  # the worker itself, beside each job's memory limit and the tmpfs
+SCRATCH_MB = 64  # the container's own /tmp, which jobs only see where user namespaces are refused
+WORKER_MB = 64  # the worker itself, beside each job's memory limit
 STREAM_HEADER = struct.Struct(">BxxxL")  # stream (0 stdin, 1 stdout, 2 stderr), payload size
 HOW_TO_START = ("start the engine (as root: dockerd --bridge=none --iptables=false &), "
                 "or install it first (apt-get install -y docker.io)")
@@ -73,6 +81,14 @@ def connect(image: str = IMAGE) -> Any:
         build = "make sandbox-image" if image == DEFAULT_IMAGE else f"SANDBOX_IMAGE={image} make sandbox-image"
         raise DockerUnavailable(f"the sandbox image {image} is missing; build it with: {build}") from exc
     return client
+
+
+def seccomp_profile() -> str:
+    """The containers' seccomp profile (JSON, as the engine takes it): everything allowed but what
+    the worker's own filter refuses (which leaves out the calls that build each job's world)."""
+    refused = [name for name in REFUSED_SYSCALLS if name not in WORLD_SYSCALLS]
+    return json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": refused, "action": "SCMP_ACT_ERRNO"}]})
 
 
 def remove_pool(client: Any, pool: str) -> None:
@@ -115,12 +131,13 @@ class ContainerWorker(Worker):
             # this attach connection does (this process exits or dies).
             stdin_open=True, tty=False, detach=False,
             user=NOBODY, working_dir="/tmp",
-            environment={"SANDBOX_WORK_ROOT": "/tmp", "SANDBOX_SCRATCH": "/tmp:/dev/mqueue"},
+            environment={"SANDBOX_TMP_MB": str(limits.tmp_mb)},
             network_mode="none", ipc_mode="none", read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={SCRATCH_MB}m,mode=1777"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            mem_limit=f"{limits.memory_mb + SCRATCH_MB + WORKER_MB}m",
-            memswap_limit=f"{limits.memory_mb + SCRATCH_MB + WORKER_MB}m",
+            # /dev/mqueue, docker's message-queue filesystem, would outlive jobs: an empty read-only one.
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={SCRATCH_MB}m,mode=1777",
+                   "/dev/mqueue": "ro,size=4k,mode=555"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges", f"seccomp={seccomp_profile()}"],
+            mem_limit=f"{limits.memory_mb + WORKER_MB}m", memswap_limit=f"{limits.memory_mb + WORKER_MB}m",
             nano_cpus=1_000_000_000, pids_limit=limits.processes + 8,
             log_config={"type": "none"},  # the protocol's bytes are no log
             labels={LABEL: _owner(), POOL_LABEL: pool},
@@ -211,6 +228,21 @@ class DockerSandbox(Sandbox):
         worker = ContainerWorker(self._client, self.image, self.limits, self._pool)
         log.debug("sandbox container %s started", worker.container.short_id)
         return worker
+
+    def _describe_backend(self) -> str:
+        return (f"docker: a container per worker (image {self.image}) as nobody with no capabilities, no "
+                "network, a read-only root and the sandbox's own seccomp profile")
+
+    def _describe_memory(self, greeting: Mapping[str, Any]) -> str:
+        limit = self.limits.memory_mb
+        return (f"{limit} MB for the job as a whole, its processes and /tmp files (the container's memory cgroup, "
+                f"with {WORKER_MB} MB more for the worker); {limit} MB of address space per process")
+
+    def _describe_processes(self, greeting: Mapping[str, Any]) -> str:
+        limit = self.limits.processes
+        counted = "counted in its own user namespace" if greeting.get("namespaces") else "shared with the worker"
+        return (f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, {counted}; the container's "
+                f"pids limit is {limit + 8})")
 
     def close(self) -> None:
         super().close()

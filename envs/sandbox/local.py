@@ -4,15 +4,16 @@ As root, each worker starts inside ``unshare`` with new network (loopback only),
 PID namespaces. In its mount namespace it gets a root of its own, a read-only tmpfs holding
 read-only binds of ``/usr`` (and the ``/bin``, ``/lib``… links into it), a few files of ``/etc``,
 ``/dev/null`` and friends, a ``/proc`` of its PID namespace and a private ``/tmp``: the host's files
-(the project, its task pools, home directories) are out of sight, and ``/tmp`` is the one place a
-job can write. It then drops to ``nobody`` with ``setpriv`` (no capabilities, no new privileges);
-the worker itself adds its seccomp filter and makes itself non-dumpable (see
-:mod:`envs.sandbox.worker`). Its jobs' children get resource limits, a fresh working directory and a
-wall-clock kill, and the worker, PID 1 of its namespace, kills every other process in it after each
-job and empties ``/tmp``.
+(the project, its task pools, home directories) are out of sight. It then drops to ``nobody`` with
+``setpriv`` (no capabilities, no new privileges) and makes itself non-dumpable. Each job then gets a
+world of its own inside the worker (user, mount, PID and IPC namespaces, an empty size-capped
+``/tmp``, no capabilities, a seccomp filter; see :mod:`envs.sandbox.worker`), and a control group
+of the worker's where this machine has one (:mod:`envs.sandbox.cgroup`), so that its memory and
+processes are limited as a whole.
 
 Without root, the worker falls back to an unprivileged user namespace when the kernel allows one
-(no private root), and otherwise to limits alone; each fallback is logged as a warning.
+(no private root, no control group), and otherwise to limits alone; each fallback is logged as a
+warning, and :meth:`~envs.sandbox.Sandbox.describe` says what applies.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from envs.sandbox import WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
+from envs.sandbox.cgroup import Hierarchy, WorkerGroup, find, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 ETC_FILES = ("ld.so.cache", "passwd", "group", "localtime")
 DEVICES = ("null", "zero", "full", "random", "urandom")
-SCRATCH_MB = 64
+SCRATCH_MB = 64  # the worker's own /tmp, which jobs only see where user namespaces are refused
 
 # Runs as root inside the new namespaces; "$0" is the worker's source. Every mount happens in this
 # mount namespace alone (propagation is private), so the host sees none of it.
@@ -63,12 +67,21 @@ exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all --
 
 
 class ProcessWorker(Worker):
-    """A worker process, spoken to over its stdin and stdout pipes."""
+    """A worker process, spoken to over its stdin and stdout pipes; ``group`` is the control group
+    its jobs join (removed with the worker)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]):
+    def __init__(self, argv: list[str], env: dict[str, str], group: WorkerGroup | None = None):
         super().__init__()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.group = group
+        slots = group.open_procs() if group else []
+        procs = [fd for slot in slots for fd in slot]
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=procs, env=env | {"SANDBOX_CGROUP_FDS": ";".join(",".join(map(str, s)) for s in slots)})
+        finally:
+            for fd in procs:  # the worker has its own copies
+                os.close(fd)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
         self._out = self.proc.stdout.fileno()
@@ -76,9 +89,7 @@ class ProcessWorker(Worker):
         try:
             self.greet(time.monotonic() + 30)
         except WorkerLost as exc:
-            self._end()
-            assert self.proc.stderr is not None
-            said = self.proc.stderr.read(4000).decode(errors="replace").strip() or "nothing"
+            said = self._last_words()
             self.kill()
             raise WorkerLost(f"the sandbox worker did not start ({exc}); its stderr said: {said}") from None
         # Under ``unshare --fork`` the worker is unshare's one child; otherwise the process itself.
@@ -101,8 +112,14 @@ class ProcessWorker(Worker):
             raise WorkerLost("no answer before the deadline")
         chunk = os.read(self._out, 65536)
         if not chunk:
-            raise WorkerLost("the worker exited")
+            raise WorkerLost(f"the worker exited; its stderr said: {self._last_words()}")
         return chunk
+
+    def _last_words(self) -> str:
+        """What the worker wrote to stderr before it ended (it says why it could not go on)."""
+        self._end()
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read(4000).decode(errors="replace").strip() or "nothing"
 
     def _end(self) -> None:
         try:
@@ -116,6 +133,8 @@ class ProcessWorker(Worker):
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+        if self.group is not None:
+            self.group.remove()
 
 
 def _only_child(pid: int) -> int:
@@ -131,23 +150,26 @@ def _only_child(pid: int) -> int:
     raise WorkerLost(f"the worker under process {pid} has gone")
 
 
-def worker_command() -> tuple[list[str], dict[str, str]]:
+def worker_command(limits: Limits) -> tuple[list[str], dict[str, str], str]:
     """How to start a worker here (argv and environment), from the strongest isolation this
-    machine allows."""
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    machine allows, and a line saying which that is."""
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SANDBOX_TMP_MB": str(limits.tmp_mb)}
     if os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "pivot_root")) \
             and os.path.exists(SYSTEM_PYTHON):
         argv = ["unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
                 "--propagation", "private", "sh", "-c", ISOLATE, WORKER_SOURCE]
-        return argv, env | {"SANDBOX_WORK_ROOT": "/tmp", "SANDBOX_SCRATCH": "/tmp"}
+        return argv, env, ("local: worker processes as nobody on a private read-only root (system programs "
+                           "and libraries only), in their own network (none), IPC, UTS, mount and PID namespaces")
     python = os.environ.get("SANDBOX_PYTHON", "python3")
     if shutil.which("unshare") and subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"],
                                                   capture_output=True).returncode == 0:
         log.warning("not root: the local sandbox runs in a user namespace, with the host's files in view")
-        return ["unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
-                "--kill-child", "--mount-proc", python, "-I", "-S", "-c", WORKER_SOURCE], env
+        return (["unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
+                 "--kill-child", "--mount-proc", python, "-I", "-S", "-c", WORKER_SOURCE], env,
+                "local: worker processes in a user namespace of this user's, with no network but the host's "
+                "files in view (not root)")
     log.warning("no namespaces available to this user: sandboxed code runs with resource limits only")
-    return [python, "-I", "-S", "-c", WORKER_SOURCE], env
+    return [python, "-I", "-S", "-c", WORKER_SOURCE], env, "local: plain worker processes of this user (limits only)"
 
 
 class LocalSandbox(Sandbox):
@@ -155,7 +177,51 @@ class LocalSandbox(Sandbox):
 
     def __init__(self, workers: int = 2, limits: Limits = Limits()):
         super().__init__(workers, limits)
-        self._argv, self._env = worker_command()
+        self._argv, self._env, self._isolation = worker_command(limits)
+        # Control groups need root here (a delegated subtree is not looked for).
+        self._hierarchies: list[Hierarchy] = find() if os.geteuid() == 0 else []
+        self._no_group = "" if self._hierarchies else "no writable cgroup v2 or v1 memory/pids hierarchy here"
+        remove_stale(self._hierarchies)
 
     def _start_worker(self) -> Worker:
-        return ProcessWorker(self._argv, self._env)
+        group = None
+        if self._hierarchies:
+            try:
+                group = WorkerGroup(self._hierarchies, self.limits.memory_mb << 20, self.limits.processes)
+            except OSError as exc:
+                log.warning("no control group for the sandbox's jobs (%s): their limits hold per process", exc)
+                self._hierarchies, self._no_group = [], f"making one failed: {exc}"
+        try:
+            return ProcessWorker(self._argv, self._env, group)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
+
+    def _describe_backend(self) -> str:
+        return self._isolation
+
+    def _group(self, greeting: Mapping[str, Any]) -> str:
+        """Which control group holds the jobs, or why none does."""
+        if greeting.get("cgroup") == "joined" and self._hierarchies:
+            version = self._hierarchies[0].version
+            return f"cgroup v{version} ({', '.join(c for h in self._hierarchies for c in h.controllers)})"
+        return ""
+
+    def _describe_memory(self, greeting: Mapping[str, Any]) -> str:
+        limit = self.limits.memory_mb
+        group = self._group(greeting)
+        if group and any("memory" in h.controllers for h in self._hierarchies):
+            return (f"{limit} MB for the job as a whole, its processes and /tmp files ({group}); "
+                    f"{limit} MB of address space per process")
+        why = "the worker could not join it" if greeting.get("cgroup") == "refused" else self._no_group
+        return f"{limit} MB of address space per process only (RLIMIT_AS): no control group ({why})"
+
+    def _describe_processes(self, greeting: Mapping[str, Any]) -> str:
+        limit = self.limits.processes
+        if not greeting.get("namespaces"):
+            return f"{limit} processes and threads (RLIMIT_NPROC), shared by every job of the same user"
+        group = self._group(greeting)
+        pids = group and any("pids" in h.controllers for h in self._hierarchies)
+        return (f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, counted in its own user "
+                f"namespace{f'; pids.max of its {group}' if pids else ''})")

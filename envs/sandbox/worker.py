@@ -1,4 +1,4 @@
-"""The sandbox worker: a long-lived process that runs each untrusted job in a fresh, limited child.
+"""The sandbox worker: a long-lived process that runs each untrusted job in a fresh world of its own.
 
 This file runs *inside* the sandbox (as an unprivileged user, in its own network, mount, IPC and PID
 namespaces, or in a Docker container), under whatever ``python3`` is there, so it uses the standard
@@ -8,19 +8,30 @@ Protocol, on the worker's stdin/stdout: each message is a 4-byte big-endian leng
 The parent sends a job; while the job runs the worker may send requests (``{"request": …}``: a tool
 call, or a record of a big state table) and waits for each reply; it ends with ``{"result": …}``.
 
-Life of a job. The worker forks the job's child *before* the job arrives (fork, page faults and
-set-up overlap the parent's own work), and the child itself reads the job from the worker's stdin,
-closes that descriptor and only then runs untrusted code; it tells the worker ``started`` (which
-starts the wall clock) and later ``done``, over a SOCK_SEQPACKET pair, so a child killed mid-message
-can never desynchronise the parent's stream, and nothing a job writes reaches the parent unchecked.
-After the result is sent the worker kills every process the job left (as PID 1 of its namespace:
-``kill(-1)``), wipes the writable directories and forks the next child.
+Life of a job. Ahead of the job (while the previous job runs, so that the work overlaps it), the
+worker makes the job's process with ``clone()``: PID 1 of new user, mount, PID and IPC namespaces.
+That process joins the job's control group (where the local backend made one), maps its user,
+mounts a fresh, size-capped tmpfs on ``/tmp`` and a ``/proc`` of its own (or hides the worker's,
+where a container forbids a new one), gives up every capability, installs the seccomp filter, and
+waits for the worker's go. Only then does it read the job from the
+worker's stdin, close that descriptor and run untrusted code. It tells the worker ``started``
+(which starts the wall clock) and at the end its verdict, over a SOCK_SEQPACKET pair, so a process
+killed mid-message can never desynchronise the parent's stream. A verdict is one byte, ``1`` or
+``0``, chosen by ``value is True``: a verifier's result counts only when it is a real ``bool``.
+After the result is sent the worker kills the job's PID 1, and the kernel ends every process of its
+namespace with it; ``/tmp`` goes with the job's mount namespace. Nothing is wiped, so nothing a job
+leaves (a tree past ``PATH_MAX``, a full ``/tmp``) can reach the next job or break the worker.
 
-What protects the host is the operating system: the namespaces or container, the unprivileged user,
-the resource limits, a seccomp filter (no network sockets, tracing, namespaces, mounts, keyrings or
-System V IPC), a non-dumpable worker (a job of the same user cannot reach into it through /proc)
-and the clean-up after each job. The module and ``os`` blocks below are only a speed bump that gives
-naive code a clear error (``sys.modules['posix']`` and ``importlib`` get around them).
+What protects the host and the next job is the operating system: the namespaces or container, the
+unprivileged user, the resource limits (``RLIMIT_NPROC`` is counted in the job's own user namespace,
+so one job's processes never use up another's), the control group where there is one, the seccomp
+filter (no network sockets, tracing, namespaces, mounts, keyrings or System V IPC), a non-dumpable
+worker, and a job that cannot name the worker (another PID namespace) to signal or trace it. The
+module and ``os`` blocks below are only a speed bump that gives naive code a clear error
+(``sys.modules['posix']`` and ``importlib`` get around them).
+
+Where user namespaces are refused (the local backend's last fallback), jobs run in plain children
+of the worker, sharing its ``/tmp``; the worker's greeting says so.
 """
 
 import builtins
@@ -31,17 +42,17 @@ import resource
 import select
 import signal
 import socket
-import stat
 import struct
 import sys
 import time
 
 # Only these imports: every module makes each fork dearer (``tempfile``, through ``random``, even
-# runs code in every child), so directories and tracebacks are handled by hand below.
+# runs code in every child), so tracebacks are handled by hand below.
 
 MAX_MESSAGE = 65536  # one child-to-worker message (a request or a result) on the SEQPACKET pair
 MAX_TEXT = 4000  # longest message or kind a result may carry
-STATUSES = ("ok", "failed", "error", "timeout")
+VERDICTS = {b"\x01": "ok", b"\x00": "failed"}  # how a job that ran to its end says so: one byte
+ERROR_STATUSES = ("error", "timeout")  # what a job may say in JSON; ok/failed only as a verdict byte
 BLOCKED_MODULES = frozenset({
     "ctypes", "_ctypes", "cffi", "subprocess", "_posixsubprocess", "multiprocessing",
     "_multiprocessing", "pty", "socket", "_socket", "ssl", "_ssl", "mmap", "resource",
@@ -51,34 +62,37 @@ BLOCKED_OS_FUNCTIONS = (
     "execlp", "execlpe", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle",
     "posix_spawn", "posix_spawnp", "setuid", "setgid", "setsid", "setpgid", "chroot", "putenv",
 )
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 38, 22, 2
-# System calls a job never needs and that open ways around the namespaces or out of one job into
-# the next: tracing, namespaces and mounts, the kernel keyrings and System V / POSIX IPC (both
-# outlive a process), BPF, perf, userfaultfd, io_uring, modules. Per architecture: (audit arch,
-# refused, socket, clone, clone3); socket is allowed for AF_UNIX only, clone without CLONE_NEW*.
-SECCOMP_TABLES = {
-    "x86_64": (0xC000003E, (
-        101, 310, 311,  # ptrace, process_vm_readv/writev
-        272, 308, 165, 166, 155, 161,  # unshare, setns, mount, umount2, pivot_root, chroot
-        428, 429, 430, 431, 432, 433, 442,  # open_tree, move_mount, fsopen…fspick, mount_setattr
-        248, 249, 250,  # add_key, request_key, keyctl
-        29, 64, 68, 240,  # shmget, semget, msgget, mq_open
-        321, 298, 323, 425, 426, 427,  # bpf, perf_event_open, userfaultfd, io_uring_*
-        175, 313, 176, 246, 320, 163, 167, 169,  # modules, kexec, acct, swapon, reboot
-        303, 304,  # name_to_handle_at, open_by_handle_at
-    ), 41, 56, 435),
-    "aarch64": (0xC00000B7, (
-        117, 270, 271,
-        97, 268, 40, 39, 41, 51,
-        428, 429, 430, 431, 432, 433, 442,
-        217, 218, 219,
-        194, 190, 186, 180,
-        280, 241, 282, 425, 426, 427,
-        105, 273, 106, 104, 294, 89, 224, 142,
-        264, 265,
-    ), 198, 220, 435),
-}
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 38, 22
+SECCOMP_MODE_FILTER = 2
+CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x8000000, 0x10000000, 0x20000000
+JOB_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
 CLONE_NEW_FLAGS = 0x7E020080  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+# Audit architecture of each machine, and its column in the system call tables below.
+ARCHITECTURES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}
+# System calls a job never needs and that open ways around the namespaces or out of one job into
+# the next: tracing, namespaces and mounts, the kernel keyrings and System V / POSIX IPC, BPF, perf,
+# userfaultfd, io_uring, modules. Name: (x86_64 number, aarch64 number).
+REFUSED_SYSCALLS = {
+    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
+    "pivot_root": (155, 41), "chroot": (161, 51), "open_tree": (428, 428), "move_mount": (429, 429),
+    "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433),
+    "mount_setattr": (442, 442), "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    "shmget": (29, 194), "semget": (64, 190), "msgget": (68, 186), "mq_open": (240, 180),
+    "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294), "acct": (163, 89), "swapon": (167, 224),
+    "reboot": (169, 142), "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265),
+}
+# Each job's process builds its world with these (and clone into new namespaces), so a container's
+# own filter must allow them; the untrusted code never gets them.
+WORLD_SYSCALLS = ("mount",)
+# socket (allowed for AF_UNIX only), clone (allowed without CLONE_NEW*), clone3 (ENOSYS, so that the
+# C library falls back to the checked clone).
+SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
 
 WARM_UP = "def verify(state, answer):\n    return state.get('x') == [1, 2] and 'a' in answer\n"
 
@@ -115,46 +129,107 @@ def write_message(fd, message):
     write_all(fd, struct.pack(">I", len(body)) + body)
 
 
-# ---------------------------------------------------------------- the worker's lock-down
+# ---------------------------------------------------------------- the kernel calls Python lacks
 
-def _seccomp_program(table):
-    """A classic-BPF seccomp filter refusing ``table``'s system calls with EPERM (see
-    SECCOMP_TABLES); clone3 gets ENOSYS, so that the C library falls back to the checked clone."""
-    audit_arch, refused, socket_nr, clone_nr, clone3_nr = table
+def seccomp_program(machine, stage):
+    """A classic-BPF seccomp filter, in two stages: ``worker`` (installed once, so every job
+    inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS and for network sockets, ENOSYS
+    for clone3 so that the C library falls back to clone, which the next stage can check) and
+    ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS and
+    for clone into new namespaces). Split so that a job attaches a few instructions rather than
+    the whole list. None for an architecture without a table."""
+    if machine not in ARCHITECTURES:
+        return None
+    audit_arch, column = ARCHITECTURES[machine]
+    socket_nr, clone_nr, clone3_nr = SOCKET_CLONE_CLONE3[machine]
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
-    if audit_arch == 0xC000003E:
+    if machine == "x86_64":
         program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]  # the x32 ABI's numbers
-    for nr in refused:
-        program += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
-    program += [
-        (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
-        (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
-        (jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm),
-        (ret, 0, 0, allow),
-    ]
+    worker = stage == "worker"
+    for name, numbers in REFUSED_SYSCALLS.items():
+        if (name in WORLD_SYSCALLS) != worker:
+            program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
+    if worker:
+        program += [
+            (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
+            (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
+        ]
+    else:
+        program += [(jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm)]
+    program.append((ret, 0, 0, allow))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
 
-def _lock_down():
-    """Make the worker, and every child it forks, non-dumpable (a job runs as the same user, and
-    could otherwise ptrace the worker or open its /proc files: its memory, its pipes to the parent)
-    and install the seccomp filter. Needs ``ctypes``, taken out of the jobs' reach right after.
-    Returns which of the two took effect."""
+class Kernel:
+    """prctl, clone, mount and capset through ``ctypes``, which the worker takes before it is
+    blocked for jobs (a job that digs these out finds them refused by its seccomp filter). What a
+    job's process passes them is made here, once: every object the process touches after clone()
+    costs it a copied page."""
+
+    def __init__(self, ctypes):
+        self.ctypes = ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._prctl, self._mount, self._capset, self._syscall = libc.prctl, libc.mount, libc.capset, libc.syscall
+        self._syscall.argtypes, self._syscall.restype = [ctypes.c_long] * 6, ctypes.c_long
+        self._clone_nr = SOCKET_CLONE_CLONE3[os.uname().machine][1]
+        self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+        self._mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        self._capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        header = ctypes.create_string_buffer(struct.pack("=Ii", CAPABILITY_VERSION_3, 0))
+        empty = ctypes.create_string_buffer(24)  # effective, permitted, inheritable: all empty
+        self._buffers = [header, empty]
+        self._no_capabilities = ctypes.addressof(header), ctypes.addressof(empty)
+        self.filters = {}  # each seccomp stage's ``struct sock_fprog``, where this machine has a table
+        for stage in ("worker", "job"):
+            program = seccomp_program(os.uname().machine, stage)
+            if program is not None:
+                code = ctypes.create_string_buffer(program)
+                fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code)))
+                self._buffers += [code, fprog]
+                self.filters[stage] = ctypes.addressof(fprog)
+
+    def _check(self, status, what):
+        if status != 0:
+            errno = self.ctypes.get_errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    def prctl(self, option, value=0, pointer=None):
+        self._check(self._prctl(option, value, pointer, 0, 0), f"prctl({option})")
+
+    def clone(self, flags):
+        """fork() into new namespaces: the raw system call with no new stack, so the child runs on
+        from here on a copy of this process, as after fork(). One process per job instead of a
+        fork, an unshare() and a second fork (a PID namespace takes only children), at half the
+        cost. Safe here because the worker has one thread: no lock can be held across it, and the
+        C library's and Python's fork handlers have nothing to reset. Returns 0 in the child."""
+        pid = self._syscall(self._clone_nr, flags | signal.SIGCHLD, 0, 0, 0, 0)
+        if pid < 0:
+            errno = self.ctypes.get_errno()
+            raise OSError(errno, f"clone: {os.strerror(errno)}")
+        return pid
+
+    def mount(self, source, target, fstype, flags, data=None):
+        self._check(self._mount(source, target, fstype, flags, data), "mount")
+
+    def drop_capabilities(self):
+        """Empty the effective, permitted and inheritable sets (the job's uid in its namespace is
+        not 0, so no later exec brings any back)."""
+        self._check(self._capset(*self._no_capabilities), "capset")
+
+    def install_filter(self, stage):
+        if stage == "worker":
+            self.prctl(PR_SET_NO_NEW_PRIVS, 1)  # jobs inherit it
+        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filters[stage])
+
+
+def _load_kernel():
     try:
         import ctypes
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):
-        return False, False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    undumpable = prctl(PR_SET_DUMPABLE, 0, None, 0, 0) == 0
-    table = SECCOMP_TABLES.get(os.uname().machine)
-    if table is None or prctl(PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0:
-        return undumpable, False
-    program = ctypes.create_string_buffer(_seccomp_program(table))
-    fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program.raw) // 8, ctypes.addressof(program)))
-    return undumpable, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) == 0
+        return Kernel(ctypes)
+    except (ImportError, OSError, AttributeError, KeyError):  # KeyError: an architecture without tables
+        return None
 
 
 def _blocked(name):
@@ -181,7 +256,114 @@ def _narrow():
         sys.modules.pop(name, None)
 
 
-# ---------------------------------------------------------------- inside the child
+# ---------------------------------------------------------------- each job's world
+
+class Setting:
+    """How this worker builds its jobs' worlds, decided once at start-up. ``cgroup_slots``: for
+    each of the worker's two control groups (one job's, and the next one's, built ahead), a
+    ``cgroup.procs`` descriptor per hierarchy."""
+
+    def __init__(self, kernel, cgroup_slots, tmp_mb):
+        self.kernel = kernel
+        self.cgroup_slots = cgroup_slots
+        self.seccomp = kernel is not None and len(kernel.filters) == 2
+        # What a job's process writes and mounts, made here once (see Kernel).
+        uid, gid = os.geteuid(), os.getegid()
+        self._maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
+                      (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
+        self.namespaces, joins, own_proc = self._probe()
+        self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
+        self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
+        if not joins:
+            for fd in self.cgroup_fds():
+                os.close(fd)
+            self.cgroup_slots = []
+        self.tmp_mb = tmp_mb
+        self._tmp_options = b"size=%dm,mode=1777" % tmp_mb
+
+    def cgroup_fds(self):
+        return [fd for slot in self.cgroup_slots for fd in slot]
+
+    def _probe(self):
+        """Whether a child may have the job namespaces, join both control groups, and mount a
+        /proc of its own (a container's masked /proc forbids that)."""
+        try:
+            pid = self.kernel.clone(JOB_NAMESPACES) if self.kernel else None
+        except OSError:
+            pid = None
+        namespaces = pid is not None
+        if pid is None:
+            pid = _fork()
+        if pid == 0:
+            code = 0
+            try:
+                for fd in self.cgroup_fds():
+                    os.write(fd, b"0")
+            except OSError:
+                code |= 1
+            try:
+                if namespaces:
+                    for path, text in self._maps:
+                        _write_file(path, text)
+                    self.kernel.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:
+                code |= 2
+            os._exit(code)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return namespaces, not code & 1, namespaces and not code & 2
+
+    def spawn(self):
+        """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
+        them; returns its pid here, 0 in it."""
+        return self.kernel.clone(JOB_NAMESPACES) if self.namespaces else _fork()
+
+    def furnish(self, slot):
+        """In a new job process, before any untrusted code: join the control group of ``slot``,
+        map its user, mount its own /tmp and /proc, then give up every capability and install the
+        seccomp filter."""
+        kernel = self.kernel
+        if kernel is not None:
+            # Its /proc/self files are root's while it is non-dumpable (as the worker is); the job
+            # has no way to name the worker to take advantage.
+            kernel.prctl(PR_SET_DUMPABLE, 1)
+        _write_file(b"/proc/self/oom_score_adj", b"1000")  # out of memory, jobs go first, never the worker
+        for fd in self.cgroup_slots[slot] if self.cgroup_slots else ():
+            os.write(fd, b"0")
+        for fd in self.cgroup_fds():
+            os.close(fd)
+        _setsid()
+        if self.namespaces:
+            for path, text in self._maps:
+                _write_file(path, text)
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            kernel.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, self._tmp_options)
+            if self.proc == "own":
+                kernel.mount(b"proc", b"/proc", b"proc", flags)
+            else:  # a container's masked /proc forbids another: hide the worker's
+                kernel.mount(b"tmpfs", b"/proc", b"tmpfs", flags | MS_RDONLY, b"size=4k,mode=555")
+            kernel.drop_capabilities()
+        if self.seccomp:
+            kernel.install_filter("job")
+
+
+def _keep_only(fds):
+    """Close every descriptor above stderr but ``fds``."""
+    start = 3
+    for fd in sorted(fds):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
+
+
+def _write_file(path, data):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- inside the job's process
 
 def _error(kind, message):
     return {"status": "error", "kind": kind, "message": message}
@@ -196,8 +378,7 @@ def _limit(limits):
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_mb"] * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if os.getuid() != 0:  # the kernel does not enforce RLIMIT_NPROC for root
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"],) * 2)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"],) * 2)
 
 
 class Remote:
@@ -284,19 +465,19 @@ def _run_code(code, namespace, after):
         exec(code, namespace)
         return after()
     except MemoryError:
-        return {"status": "error", "kind": "memory", "message": "MemoryError: the memory limit was reached"}
+        return _error("memory", "MemoryError: the memory limit was reached")
     except BaseException as exc:  # the code's own failure is a result, not a crash
-        return {"status": "error", "kind": "exception", "message": _describe(exc)}
+        return _error("exception", _describe(exc))
 
 
 def run_child(job, remote):
-    """Run one job; returns the result dict (never raises)."""
+    """Run one job: its verdict byte when it ran to the end, else an error dict (never raises)."""
     _limit(job["limits"])
     namespace = {"__name__": "__sandbox__"}
     try:
         code = compile(job["source"], "<sandbox>", "exec")
     except SyntaxError as exc:
-        return {"status": "error", "kind": "syntax", "message": f"SyntaxError: {exc.msg} (line {exc.lineno})"}
+        return _error("syntax", f"SyntaxError: {exc.msg} (line {exc.lineno})")
     if job["kind"] == "verify":
         helpers = job.get("helpers", {})
         namespace["state_hash"] = lambda: helpers.get("state_hash")
@@ -309,51 +490,61 @@ def run_child(job, remote):
             for name in job.get("tables", []):
                 state[name] = RemoteTable(remote, name)
             value = verify(state, job["answer"])
-            if type(value).__name__ not in ("bool", "bool_"):
-                return _error("non_bool", f"verify() returned {type(value).__name__} {str(value)[:80]!r}; "
-                                          "it must return True or False")
-            return {"status": "ok" if value else "failed"}
+            # Identity with the two bool objects, i.e. ``type(value) is bool``; unlike a call to
+            # ``type`` or ``isinstance``, no verifier can rebind ``True`` and ``False``.
+            if value is True:
+                return b"\x01"
+            if value is False:
+                return b"\x00"
+            return _error("non_bool", f"verify() returned {type(value).__name__} {str(value)[:80]!r}; "
+                                      "it must return True or False")
 
         return _run_code(code, namespace, call_verify)
     for name, params in job.get("tools", {}).items():
         namespace[name] = _tool_function(remote, name, params)
-    return _run_code(code, namespace, lambda: {"status": "ok"})
+    return _run_code(code, namespace, lambda: b"\x01")
 
 
-def child_main(inp, sock, replies, output, workdir):
-    """A pre-forked child: set up its output and directory, then read the job and run it."""
+def child_main(inp, sock, replies, output):
+    """The job's process, its world furnished: set up its output, read the job and run it."""
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
-    os.chdir(workdir)
+    os.chdir("/tmp")
     gc.disable()  # no collector passes dirtying pages the child shares with the worker
     # Touch the compiler's memory now, while waiting: after a fork its first use pays page faults.
     exec(compile(WARM_UP, "<warm-up>", "exec"), {})
+    if os.read(replies, 1) != b"g":  # the worker's go: the next job on stdin is this process's
+        return
     body = read_frame(inp)
     os.close(inp)  # before any untrusted code: the parent's stream is the worker's alone
     if body is None:
+        sock.send(b'{"eof": true}')
         return
     job = json.loads(body)
     limits = job["limits"]
-    sock.send(json.dumps({"started": [limits["wall_seconds"], limits["output_bytes"]]}).encode())
+    sock.send(json.dumps({"started": [limits["wall_seconds"], limits["output_bytes"], limits["cpu_seconds"]]}).encode())
     try:
         result = run_child(job, Remote(sock, replies))
     except BaseException as exc:
-        result = {"status": "error", "kind": "exception", "message": f"sandbox: {type(exc).__name__}: {exc}"}
+        result = _error("exception", f"sandbox: {type(exc).__name__}: {exc}")
     try:
         sys.stdout.flush()
     except BaseException:
         pass
+    if result == b"\x01" or result == b"\x00":
+        sock.send(result)
+        return
     try:
         message = json.dumps({"done": result})
     except BaseException:
-        message = json.dumps({"done": {"status": "error", "kind": "exception",
-                                       "message": "the result could not be serialised"}})
+        message = json.dumps({"done": _error("exception", "the result could not be serialised")})
     sock.send(message.encode()[:MAX_MESSAGE])
 
 
 # ---------------------------------------------------------------- the worker's side of a job
 
+BUILT = b'{"built": true}'  # a job process's first word: its world is ready
 SIGNAL_REASONS = {
     signal.SIGXCPU: ("cpu", "the CPU time limit was reached"),
     signal.SIGKILL: ("killed", "the process was killed (memory or CPU limit)"),
@@ -361,76 +552,32 @@ SIGNAL_REASONS = {
 }
 
 
+class WorldBroken(RuntimeError):
+    """A job's world could not be built: the worker cannot go on, and says why before it exits."""
+
+
 def _timeout(wall):
     return {"status": "timeout", "kind": "timeout", "message": f"timed out after {wall:g} s of wall-clock time"}
 
 
 def _checked(result):
-    """A child's result as the parent may see it: it comes from untrusted code, so only a known
-    status and bounded text pass."""
-    if not isinstance(result, dict) or result.get("status") not in STATUSES:
+    """An error a job reported, as the parent may see it: it comes from untrusted code, so only an
+    error status and bounded text pass (success comes only as a verdict byte)."""
+    if not isinstance(result, dict) or result.get("status") not in ERROR_STATUSES:
         return _error("protocol", "the code sent the sandbox a malformed result")
     return {"status": result["status"], "kind": str(result.get("kind", ""))[:MAX_TEXT],
             "message": str(result.get("message", ""))[:MAX_TEXT]}
 
 
 def _read_output(fd, cap):
-    """The first ``cap`` characters the job printed, read through the worker's own descriptor of
-    the output file (the job may rename, replace or truncate the file; it cannot swap the one the
-    worker holds)."""
+    """The first ``cap`` characters the job printed (its output is a memory file that only the
+    job's descriptors and the worker's reach)."""
     try:
         data = os.pread(fd, cap + 1, 0)
     except OSError:
         return ""
     text = data[:cap].decode("utf-8", "replace")
     return text + "\n[output truncated]" if len(data) > cap else text
-
-
-def _clean_up(pgid):
-    """Kill the child and anything it started, then reap them."""
-    if os.getpid() == 1:  # init of our own PID namespace: every other process here is the job's
-        try:
-            _kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    else:  # no PID namespace (a fallback): the child's session, which setsid() escapes
-        try:
-            _killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
-
-
-def _remove(path):
-    """Delete a file or a whole tree, giving back the owner's permissions a job may have taken off
-    its own directories; never follows a symbolic link."""
-    try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)
-            return
-        os.chmod(path, 0o700)
-        with os.scandir(path) as entries:
-            for entry in entries:
-                _remove(entry.path)
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _wipe(directories):
-    """Delete whatever the job left in the worker's private writable directories, so that nothing
-    passes from one job to the next."""
-    for directory in directories:
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    _remove(entry.path)
-        except OSError:
-            pass
 
 
 def _write_all(fd, data, deadline):
@@ -447,43 +594,52 @@ def _write_all(fd, data, deadline):
     return True
 
 
-def _make_workdir():
-    """A new directory of the worker's own in the work root (``os.mkdir`` never reuses a path)."""
-    global _jobs
-    while True:
-        _jobs += 1
-        path = os.path.join(WORK_ROOT, f"job-{os.getpid()}-{_jobs}")
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-
-
-_jobs = 0
-
-
 class Child:
-    """A child forked ahead of its job, so that the fork overlaps the parent's own work."""
+    """A job's process in its world, made ahead of its job: while the previous job runs where
+    jobs get namespaces of their own (each then in the other of the worker's two control groups,
+    ``slot`` 0 or 1), else right after it. It takes the job from the worker's stdin once told to
+    (:meth:`go`)."""
 
-    def __init__(self, inp, out):
-        self.workdir = _make_workdir()
-        self.output = os.open(os.path.join(self.workdir, ".output"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    def __init__(self, inp, out, setting, slot):
+        self.slot = slot
+        self.output = os.memfd_create("job-output")
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         replies_r, self.replies = os.pipe()
-        self.pid = self.pgid = _fork()
+        self.pid = setting.spawn()
         if self.pid == 0:
             try:
-                _setsid()
                 self.sock.close()
-                os.close(out)
-                os.close(self.replies)
-                child_main(inp, theirs, replies_r, self.output, self.workdir)
+                # Nothing of the worker's may stay open here: not its own channels, and not those of
+                # the job before this one, which is still running when this process is made.
+                _keep_only([inp, theirs.fileno(), replies_r, self.output, *setting.cgroup_fds()])
+                setting.furnish(slot)
+                theirs.send(BUILT)
+                child_main(inp, theirs, replies_r, self.output)
+            except BaseException as exc:  # the world could not be built: the worker must hear why
+                try:
+                    theirs.send(json.dumps({"broken": f"{type(exc).__name__}: {exc}"}).encode())
+                except OSError:
+                    pass
             finally:
                 os._exit(0)
         theirs.close()
         os.close(replies_r)
         os.set_blocking(self.replies, False)
+        self.ready = False
+
+    def built(self):
+        """Wait until the job's world is built."""
+        if not self.ready:
+            message = self._next(None)
+            if "built" not in message:
+                raise WorldBroken(f"the job's world could not be built: {message.get('broken', message)}")
+            self.ready = True
+
+    def go(self):
+        """Let the job process take the next job from the worker's stdin (it waits for this, so
+        that a process made ahead never takes its predecessor's job)."""
+        self.built()
+        os.write(self.replies, b"g")
 
     def _next(self, deadline):
         """The child's next message; ``{}`` when it has closed its end, None at the deadline."""
@@ -493,6 +649,8 @@ class Child:
         data = self.sock.recv(MAX_MESSAGE)
         if not data:
             return {}
+        if data in VERDICTS:
+            return {"verdict": VERDICTS[data]}
         try:
             message = json.loads(data)
         except (ValueError, RecursionError):
@@ -500,12 +658,16 @@ class Child:
         return message if isinstance(message, dict) else {"done": None}
 
     def run(self, inp, out):
-        """Serve the job the child reads; None when no job came (stdin closed, or the child lost)."""
-        started = self._next(None).get("started")
-        if started is None:
+        """Serve the job the child reads; None when no job came (the parent closed stdin)."""
+        message = self._next(None)
+        if "eof" in message:
             return None
-        wall, cap = started
-        start = time.monotonic()
+        if "started" not in message:
+            ended = self._exit_status(time.monotonic() + 1.0, float("inf"), os.times())
+            why = message.get("broken") or f"{message!r}, {ended and ended['message']}"
+            raise WorldBroken(f"the job's process ended before its job came ({why})")
+        wall, cap, cpu = message["started"]
+        start, times = time.monotonic(), os.times()
         deadline = start + wall
         result = None
         while result is None:
@@ -513,7 +675,9 @@ class Child:
             if message is None:
                 result = _timeout(wall)
             elif not message:
-                result = self._exit_status(deadline) or _timeout(wall)
+                result = self._exit_status(deadline, cpu, times) or _timeout(wall)
+            elif "verdict" in message:
+                result = {"status": message["verdict"]}
             elif "done" in message:
                 result = _checked(message["done"])
             elif "request" in message:
@@ -529,9 +693,11 @@ class Child:
         result["output"] = _read_output(self.output, cap)
         return result
 
-    def _exit_status(self, deadline):
+    def _exit_status(self, deadline, cpu, times):
         """The child closed its channel without a word: wait (until the deadline; it may have
-        closed the socket and lived on) for it to end, and say how; None if it is still running."""
+        closed the socket and lived on) for it to end, and say how; None if it is still running.
+        ``times`` (``os.times()`` from before the job) tells the CPU time it used: as PID 1 of its
+        namespace it ignores the soft limit's SIGXCPU, and the hard limit's SIGKILL ends it."""
         while True:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -539,54 +705,118 @@ class Child:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.001)
+        self.pid = None  # reaped
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
+            now = os.times()
+            if now.children_user + now.children_system - times.children_user - times.children_system >= cpu:
+                sig = signal.SIGXCPU
             kind, why = SIGNAL_REASONS.get(sig, ("killed", f"killed by signal {sig}"))
             return _error(kind, why)
         return _error("exited", f"the code exited with status {os.WEXITSTATUS(status)}")
 
-    def close(self):
-        _clean_up(self.pgid)
+    def kill(self, everything):
+        """SIGKILL the job: its PID 1, which takes the job's namespace along; ``everything`` (for
+        jobs without namespaces): as PID 1 of the worker's namespace, every other process in it,
+        else the job's session (which setsid() escapes)."""
+        if everything and os.getpid() == 1:
+            targets = [(_kill, -1)]
+        else:
+            targets = [(_kill, self.pid)] + ([(_killpg, self.pid)] if everything else [])
+        for kill, target in targets:
+            try:
+                if target is not None:
+                    kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def reap(self, everything):
+        """Wait for the killed job to end, free its descriptors; ``everything``: also every orphan
+        handed to the worker (blocking as PID 1, where :meth:`kill` ended them all)."""
+        if self.pid is not None:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+        while everything:
+            try:
+                everything = os.waitpid(-1, 0 if os.getpid() == 1 else os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                break
         self.sock.close()
         os.close(self.replies)
         os.close(self.output)
-        _remove(self.workdir)
+
+
+_last_words = 2  # the worker's own stderr (why it stopped); replaced by a private copy in main()
 
 
 def main():
-    inp, out = os.dup(0), os.dup(1)
+    global _last_words
+    inp, out, _last_words = os.dup(0), os.dup(1), os.dup(2)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+    environment = dict(os.environ)
     os.environ.clear()
     # Children print through these; fds 1 and 2 point at each child's own output file.
     sys.stdout = sys.stderr = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-big write fails with an error instead
-    undumpable, filtered = _lock_down()
+    # No handler for SIGINT (Python's would raise KeyboardInterrupt): PID 1 of a namespace, the worker
+    # then never gets an unhandled signal from inside it, and each job starts with the defaults.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    kernel = _load_kernel()
+    cgroup_slots = [[int(fd) for fd in slot.split(",")] for slot in environment.get("SANDBOX_CGROUP_FDS", "").split(";")
+                    if slot]
+    setting = Setting(kernel, cgroup_slots, int(environment.get("SANDBOX_TMP_MB", "64")))
+    undumpable = False
+    if kernel is not None:
+        try:
+            kernel.prctl(PR_SET_DUMPABLE, 0)
+            undumpable = True
+        except OSError:
+            pass
+        if setting.seccomp:
+            kernel.install_filter("worker")
     _narrow()
     # Compile once here: the compiler's lazily built tables and memory then exist before any fork,
     # and each child's first compile touches (and copies) a third of the pages it would otherwise.
     for _ in range(3):
         exec(compile(WARM_UP, "<warm-up>", "exec"), {})
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
-    child = Child(inp, out)
-    write_message(out, {"ready": os.getpid(), "uid": os.getuid(), "undumpable": undumpable, "seccomp": filtered})
-    while True:
-        result = child.run(inp, out)
-        if result is not None:
-            write_message(out, {"result": result})
-        child.close()  # after answering: the clean-up overlaps the parent's own work
-        _wipe(SCRATCH)
-        if result is None:
-            return
-        child = Child(inp, out)
+    try:
+        current = Child(inp, out, setting, 0)
+        current.built()
+        write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
+                            "namespaces": setting.namespaces, "cgroup": setting.cgroup, "tmp_mb": setting.tmp_mb,
+                            "proc": setting.proc})
+        previous = None
+        while True:
+            current.go()
+            ahead = None
+            if setting.namespaces:  # the next job's world is built while this job runs
+                if previous is not None:
+                    previous.reap(everything=False)  # before its control group takes the next job
+                ahead = Child(inp, out, setting, 1 - current.slot)
+            result = current.run(inp, out)
+            if result is not None:
+                write_message(out, {"result": result})
+            current.kill(everything=ahead is None)
+            if result is None:
+                return
+            if ahead is None:
+                current.reap(everything=True)
+                ahead = Child(inp, out, setting, 0)
+            previous, current = current, ahead
+    except WorldBroken as exc:
+        os.write(_last_words, f"sandbox worker: {exc}\n".encode())
+        sys.exit(3)
+    except Exception:  # a bug of the worker's own: its parent reports these last words
+        import traceback
+        os.write(_last_words, traceback.format_exc()[-MAX_TEXT:].encode())
+        raise
 
-
-WORK_ROOT = os.environ.get("SANDBOX_WORK_ROOT") or os.environ.get("TMPDIR") or "/tmp"
-# Writable directories private to this worker (its own tmpfs), emptied after every job; the
-# fallback without namespaces shares the user's /tmp and names none.
-SCRATCH = [d for d in os.environ.get("SANDBOX_SCRATCH", "").split(":") if d and os.path.isdir(d)]
 
 if __name__ == "__main__":
     main()
