@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import LOG_FORMAT, add_model_arguments, chosen_sizes
+from train.progress import heartbeat
 
 log = logging.getLogger("bench.train")
 
@@ -61,8 +62,7 @@ def reward(text: str) -> float:
 
 def workload(kind: str, n: int) -> list[tuple[str, list[dict[str, Any]], Any]]:
     """``n`` (policy, tools, task) triples: the calculation domain's policy and listed tools, or a short policy."""
-    from train.progress import heartbeat
-from envs.calculation.challenger import make_tasks
+    from envs.calculation.challenger import make_tasks
     from envs.registry import env_class
     from train.config import load_config
 

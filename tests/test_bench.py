@@ -19,6 +19,7 @@ import bench
 from agents.models import load_tokenizer
 from bench import __main__ as bench_main
 from envs.registry import DOMAINS
+from train.progress import heartbeat
 from test_train_support import save_model, tiny_llama
 
 SILENCE_S = 30
@@ -99,7 +100,7 @@ def test_bench_challenger_prints_its_rates_and_where_its_time_goes(tiny_model_di
 def test_a_long_call_logs_that_it_is_still_running(caplog):
     caplog.set_level(logging.INFO)
     log = logging.getLogger("bench.test")
-    with bench.heartbeat("slow call", log, every=0.05):
+    with heartbeat("slow call", log, every=0.05):
         time.sleep(0.3)
     assert caplog.text.count("slow call: still running") >= 2
 

@@ -99,3 +99,27 @@ def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_pat
     assert heldout(metrics, "warm_start", "toy") > 0.8
     losses = [m["loss"] for m in metrics if m["phase"] == "warm_start"]
     assert len(losses) == 40 and losses[-1] < losses[0] / 2
+
+
+def test_every_stage_of_a_run_says_it_is_alive_while_it_works(tmp_path, bandit, caplog, monkeypatch):
+    """A stage that takes long logs "still running" lines (here every 0.05 s, as every 20 s for real)."""
+    import functools
+    import logging
+    import time
+
+    from train import progress, run as runner, trainer
+
+    slow_evaluate = trainer.evaluate
+
+    def evaluate(*args, **kwargs):
+        time.sleep(0.3)
+        return slow_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "heartbeat", functools.partial(progress.heartbeat, every=0.05))
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    caplog.set_level(logging.INFO)
+    started = time.time()
+    train(bandit_config(tmp_path, bandit, algorithm="grpo", steps=1))
+    assert "eval base: still running" in caplog.text and "eval rl: still running" in caplog.text
+    stamps = [started] + [r.created for r in caplog.records] + [time.time()]
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) < 30

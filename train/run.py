@@ -35,6 +35,7 @@ from envs.pool import append_pool, load_pool
 from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
+from train.progress import heartbeat
 from train.config import ConfigError, TrainConfig
 from train.rundir import RunDir, RunState, write_atomic
 from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
@@ -197,14 +198,15 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         while state.stage != "done":
             stage, started = state.stage, time.perf_counter()
             trainer.reset_peak_memory(accelerator.device)
-            if stage in EVAL_NAMES:
-                state.evals[EVAL_NAMES[stage]] = trainer.evaluate(ctx, EVAL_NAMES[stage], state.step)
-            elif stage == "challenger_eval":
-                challenger.evaluate(ctx, "warm_start")
-            elif stage == "tasks":
-                write_tasks(ctx)
-            else:
-                stage_functions[stage](ctx, state, optimizer_state)
+            with heartbeat(stage.replace("_", " "), log):
+                if stage in EVAL_NAMES:
+                    state.evals[EVAL_NAMES[stage]] = trainer.evaluate(ctx, EVAL_NAMES[stage], state.step)
+                elif stage == "challenger_eval":
+                    challenger.evaluate(ctx, "warm_start")
+                elif stage == "tasks":
+                    write_tasks(ctx)
+                else:
+                    stage_functions[stage](ctx, state, optimizer_state)
             run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
                              "seconds": time.perf_counter() - started,
                              "peak_memory_gib": trainer.peak_memory_gib(accelerator.device)})
