@@ -55,7 +55,8 @@ First explore: call tools to see real data. Then write ONE task in exactly this 
 {FORMAT}
 
 The verifier must accept the solution and reject each failure case (at least {MIN_FAILURES}): plausible
-mistakes such as a wrong value, a missing step or a wrong final answer."""
+mistakes such as a wrong value, a missing step or a wrong final answer. It may use state_hash(),
+final_number(answer), final_text(answer) and near(value, expected, tolerance)."""
 
 INSTRUCTION = "Explore the tools, then write your task."
 WRITE_NOW = "\n\nNow write your task in the format, with no more tool calls."

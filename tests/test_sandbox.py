@@ -374,3 +374,11 @@ def test_missing_image_says_how_to_build_it() -> None:
 
     with pytest.raises(DockerUnavailable, match="make sandbox-image"):
         connect("self-challenge-sandbox:no-such-tag")
+
+
+def test_every_verifier_gets_the_answer_readers(sandbox):
+    source = ("def verify(state, answer):\n"
+              "    return near(final_number(answer), 1234.5, 0.01) and final_text('code: abc.') == 'ABC'\n")
+    assert sandbox.verify(source, {}, "It comes to 1,234.50 EUR").status == "ok"
+    assert sandbox.verify(source, {}, "It comes to 1,234.60 EUR").status == "failed"
+    assert sandbox.verify(source, {}, "no number here").status == "failed"

@@ -26,6 +26,7 @@ from typing import Any
 from envs.calculation.tools import CODONS, TOOLSET
 from envs.calculation.world import build_world
 from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
+from envs.sandbox import VERIFIER_HELPERS
 from envs.state import State, fork, to_plain
 
 MAX_FAILURES = 4
@@ -203,34 +204,6 @@ class Draft:
 
 # ---------------------------------------------------------------- verifiers
 
-FINAL_NUMBER = r"(?<![\w.-])-?\d+(?:,\d{3})*(?:\.\d+)?"
-"""A number in an answer, not counting digits inside labels such as 'INV-1043' or 'PO7'."""
-
-_HELPERS = {
-    "final_number": f'''def final_number(text):
-    """The answer's last number (thousands separators allowed), or None."""
-    found = re.findall(r"{FINAL_NUMBER}", text)
-    return float(found[-1].replace(",", "")) if found else None
-''',
-    "final_text": '''def final_text(text):
-    """The answer after its last colon, without quotes or a final period, upper-cased."""
-    tail = text.rsplit(":", 1)[-1].strip().strip("\\"'`").rstrip(".").strip("\\"'`")
-    return " ".join(tail.split()).upper()
-''',
-    "near": '''def near(value, expected, tolerance):
-    return value is not None and abs(value - expected) <= tolerance
-''',
-    "ledger_holds": '''def ledger_holds(ledger, expected):
-    """The ledger holds exactly the expected entries: label -> (currency, amount, tolerance)."""
-    if sorted(entry["label"] for entry in ledger) != sorted(expected):
-        return False
-    return all(entry["currency"] == expected[entry["label"]][0]
-               and abs(entry["amount"] - expected[entry["label"]][1]) <= expected[entry["label"]][2]
-               for entry in ledger)
-''',
-}
-
-
 def _money_tolerance(value: float) -> float:
     """A cent, or 0.1% of large amounts: room for rounding along another chain of tools."""
     return round(max(0.011, 0.001 * abs(value)), 4)
@@ -248,8 +221,8 @@ formula of the value rather than its result, so that a verifier is written by co
 an LLM challenger learning from these tasks can), not by computing them."""
 
 
-_READ: dict[str, Any] = {"re": re}
-exec("\n".join(_HELPERS.values()), _READ)  # the same helpers, to read the solution's answer as verifiers will
+_READ: dict[str, Any] = {}
+exec(VERIFIER_HELPERS, _READ)  # the readers every verifier is given, to read the solution's answer as they will
 
 
 def _verifier(draft: Draft, solution: Play) -> str:
@@ -264,15 +237,14 @@ def _verifier(draft: Draft, solution: Play) -> str:
         expected_entries = {e["label"]: (e["currency"], e["amount"], _money_tolerance(e["amount"]))
                             for e in solution.state["ledger"]}
         checks.insert(0, f"ledger_holds(state['ledger'], {expected_entries!r})")
-    helpers = [source for name, source in _HELPERS.items() if any(f"{name}(" in check for check in checks)]
-    head = "import re\n\n\n" if any("re." in source for source in helpers) else ""
-    body = "\n            and ".join(checks)
-    return head + "\n\n".join(helpers) + f"\n\ndef verify(state, answer):\n    return ({body})\n"
+    body = checks[0] if len(checks) == 1 else "(" + "\n            and ".join(checks) + ")"
+    return f"def verify(state, answer):\n    return {body}\n"
 
 
 def _accepts(verifier: str, play: Play) -> bool:
-    """Run the challenger's own verifier in process (trusted code, written just above)."""
-    namespace: dict[str, Any] = {}
+    """Run the challenger's own verifier in process (trusted code, written just above), with the
+    readers the sandbox gives every verifier."""
+    namespace: dict[str, Any] = dict(_READ)
     exec(compile(verifier, "<verifier>", "exec"), namespace)
     return namespace["verify"](to_plain(play.state), play.answer) is True
 

@@ -38,6 +38,8 @@ from envs.state import State, Table, state_hash
 log = logging.getLogger(__name__)
 
 WORKER_SOURCE = (Path(__file__).parent / "worker.py").read_text()
+VERIFIER_HELPERS = (Path(__file__).parent / "verifier_helpers.py").read_text()
+"""The source every verifier's namespace runs first (:mod:`envs.sandbox.verifier_helpers`)."""
 
 Status = Literal["ok", "failed", "error", "timeout"]
 
@@ -289,11 +291,12 @@ class Sandbox(ABC):
 
     def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None) -> RunResult:
         """Run ``verify(state, answer)`` from ``source``. Big tables are served record by record;
-        the verifier may also call ``state_hash()`` for the canonical hash of the final state."""
+        the verifier may also call ``state_hash()`` for the canonical hash of the final state, and
+        the readers of :mod:`envs.sandbox.verifier_helpers` (``final_number``, ``near``, …)."""
         plain = {k: v for k, v in state.items() if not isinstance(v, Table)}
         job = {"kind": "verify", "source": source, "answer": answer, "state": plain,
                "tables": [k for k, v in state.items() if isinstance(v, Table)],
-               "helpers": {"state_hash": state_hash(state)}}
+               "helpers": {"state_hash": state_hash(state)}, "library": VERIFIER_HELPERS}
         return self._run(job, state, None, limits or self.limits)
 
     def run_code(self, source: str, tools: ToolCaller, tool_params: dict[str, list[str]],
