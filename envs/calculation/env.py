@@ -89,7 +89,7 @@ class CalculationEnv(ToolEnv):
     |---------------|---------------------------------|---------|------------------------------------------------------|
     | `tasks`       | path, list of CaTs, or `None`   | `None`  | The task pool; `None` uses the scripted challenger's |
     | `max_turns`   | **int**                         | `20`    | Actions before the episode is truncated              |
-    | `sandbox`     | `envs.sandbox.Sandbox` or `None`| `None`  | Where verifiers and code actions run                 |
+    | `sandbox`     | `"local"`, `"docker"`, a `Sandbox` | `"local"` | Where verifiers and code actions run           |
     | `render_mode` | `"ansi"` or `None`              | `None`  | `"ansi"` renders the transcript as text              |
 
     Make more tasks with :func:`envs.calculation.challenger.make_tasks` (``seed``, ``n``).

@@ -70,7 +70,8 @@ class WebEnv(ToolEnv):
     - ``tasks``: a pool path (JSONL), a list of CaTs, or ``None`` for 32 tasks from the scripted
       challenger on the world of seed 0.
     - ``max_turns``: the turn limit (default 20).
-    - ``sandbox``: where verifiers and code actions run (default: the shared local sandbox).
+    - ``sandbox``: where verifiers and code actions run: ``"local"`` (the default, the shared local
+      sandbox), ``"docker"`` or a :class:`envs.sandbox.Sandbox`.
     - ``render_mode``: ``"ansi"`` gives the transcript as text.
     """
 
