@@ -16,7 +16,6 @@ as the run's own held-out tasks), greedy, and the report gives each arm's held-o
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -30,7 +29,7 @@ import yaml
 
 from envs.cat import CodeAsTask
 from envs.pool import append_pool, load_pool
-from eval import curves
+from eval import cli, curves
 from eval.estimators import wilson_interval
 from train.config import ConfigError, load_config
 from train.tasks import EmptyPoolError, Selection, scripted_tasks
@@ -95,8 +94,7 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.parser("python -m train.compare", __doc__)
     parser.add_argument("--run", type=Path, required=True, help="a run whose pool the LLM challenger wrote")
     parser.add_argument("--domain", default="calculation", help="the domain to compare on")
     parser.add_argument("--size", type=int, default=32, help="training tasks per arm (fewer if an arm has fewer)")

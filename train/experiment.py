@@ -13,7 +13,6 @@ and RL's gain over the warm start with the paired interval of the difference.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.pool import append_pool
-from eval import curves
+from eval import cli, curves
 from eval.estimators import bootstrap_interval
 from train.config import ConfigError, TrainConfig, load_config, parse_value
 from train.tasks import EmptyPoolError, Selection, scripted_tasks
@@ -118,8 +117,7 @@ def chart(table: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    parser = argparse.ArgumentParser(prog="python -m train.experiment", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.parser("python -m train.experiment", __doc__)
     parser.add_argument("--config", type=Path, help="the loop's config (default: train/configs/default.yaml)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
