@@ -151,3 +151,9 @@ def test_a_runs_adapter_scores_its_own_held_out_split_as_the_runs_table_did(tmp_
     assert run(heldout.main, ["--run", str(folder), "--split", "train", "--out", str(tmp_path / "t")]) == 0
     trained = json.loads((tmp_path / "t" / "summary.json").read_text())["runs"]["adapter"]["tasks"]
     assert set(trained) == set(split["bandit"]["train"])
+
+
+def test_samples_in_an_async_vector_env_score_as_in_a_sync_one(two_domains):
+    runs = {mode: evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=3, mode=mode)
+            for mode in ("sync", "async")}
+    assert runs["sync"] == runs["async"]

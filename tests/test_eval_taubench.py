@@ -279,3 +279,15 @@ def test_without_tasks_the_command_says_where_to_get_them(caplog, monkeypatch):
     monkeypatch.delenv(taubench.ENV_VAR, raising=False)
     assert run(taubench.main, ["--policy", "gold", "--taubench-dir", ""]) == 2
     assert "--taubench-dir" in caplog.text and "--golden" in caplog.text
+
+
+def test_conversations_in_an_async_vector_env_end_as_in_a_sync_one(tmp_path):
+    dev = source("retail_dev")
+    records = {}
+    for mode in ("sync", "async"):
+        out = tmp_path / mode
+        evaluate(dev, gold_policy(dev.tasks), stopping_user([]), task_ids=[0, 1, 2, 5], out=out, batch_size=3,
+                 mode=mode)
+        records[mode] = sorted((json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()),
+                               key=lambda r: r["task_index"])
+    assert records["sync"] == records["async"] and len(records["sync"]) == 4
