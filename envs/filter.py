@@ -2,8 +2,9 @@
 
 Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
-record or verifier does not parse, the solution is infeasible, the verifier errs or hangs or returns
-a non-bool, the solution fails, a failure case is accepted.
+record or verifier does not parse, the solution is infeasible (a call is invalid, or its tool
+refuses it with an ``Error:`` text), the verifier errs or hangs or returns a non-bool, the solution
+fails, a failure case is accepted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REASONS = (
     "parse_error",          # the record does not fit the CaT format, or the verifier does not compile
     "unknown_domain",       # no environment for the task's domain
     "too_few_failures",     # fewer than MIN_FAILURES failure cases
-    "infeasible_solution",  # the solution calls an unknown tool or passes wrong arguments
+    "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, or a call errs
     "verifier_error",       # the verifier raised, or broke a resource limit
     "verifier_timeout",     # the verifier did not return in time
     "verifier_non_bool",    # the verifier returned something other than True/False
@@ -104,7 +105,11 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
     if env is None:
         env = envs[task.domain] = env_class(task.domain)(tasks=[task], sandbox=sandbox, max_turns=10_000)
 
-    result, _, problems = env.replay(task, task.solution)
+    result, observations, problems = env.replay(task, task.solution)
+    # A tool's refusal (an unknown unit, a missing order) means the solution did not do what its
+    # instruction asks, whatever its answer then claims; failure cases may fail this way.
+    problems += [f"{call.name}: {output[:200]}" for call, output in zip(task.solution.actions, observations)
+                 if output.startswith("Error:")]
     if problems:
         return verdict("infeasible_solution", "; ".join(problems))
     if problem := _verifier_problem(result):

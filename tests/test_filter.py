@@ -37,6 +37,17 @@ def test_each_unsound_task_is_rejected_for_its_reason(reason):
     assert (verdict.kept, verdict.reason) == (False, reason), verdict.detail
 
 
+def test_a_solution_whose_tool_refuses_a_call_is_infeasible_whatever_its_answer_claims():
+    refused = ToolCall("get_note", {"key": "k404"})
+    task = copy_task(id="refused", solution=Attempt((refused,) + SOUND.solution.actions, SOUND.solution.answer))
+    verdict = filter_task(task)
+    assert (verdict.kept, verdict.reason) == (False, "infeasible_solution")
+    assert "no note 'k404'" in verdict.detail
+    # The same call in a failure case is how failures often fail: the task stays sound.
+    failing = copy_task(id="refused-failure", failures=(Attempt((refused,), "none"),) + SOUND.failures)
+    assert filter_task(failing).kept
+
+
 def test_malformed_record_is_a_parse_error_naming_the_field():
     data = SOUND.to_json()
     data["failures"][0]["actions"] = "nope"

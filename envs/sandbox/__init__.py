@@ -139,8 +139,9 @@ class Worker(ABC):
         return json.loads(body)
 
     def greet(self, deadline: float) -> None:
-        """Wait for the worker's first message (what isolates its jobs, kept as :attr:`greeting`),
-        and warn once about a weaker sandbox than expected."""
+        """Send the worker the verifier helpers, wait for its first message (what isolates its jobs,
+        kept as :attr:`greeting`), and warn once about a weaker sandbox than expected."""
+        self.send(frame({"helpers": VERIFIER_HELPERS}), deadline)
         ready = self.read_message(deadline)
         if "ready" not in ready:
             raise WorkerLost(f"unexpected greeting {ready!r}")
@@ -296,7 +297,7 @@ class Sandbox(ABC):
         plain = {k: v for k, v in state.items() if not isinstance(v, Table)}
         job = {"kind": "verify", "source": source, "answer": answer, "state": plain,
                "tables": [k for k, v in state.items() if isinstance(v, Table)],
-               "helpers": {"state_hash": state_hash(state)}, "library": VERIFIER_HELPERS}
+               "helpers": {"state_hash": state_hash(state)}}
         return self._run(job, state, None, limits or self.limits)
 
     def run_code(self, source: str, tools: ToolCaller, tool_params: dict[str, list[str]],

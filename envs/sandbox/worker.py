@@ -481,7 +481,7 @@ def run_child(job, remote):
     if job["kind"] == "verify":
         helpers = job.get("helpers", {})
         try:  # the readers every verifier is given (the parent's envs/sandbox/verifier_helpers.py)
-            exec(compile(job.get("library", ""), "<verifier helpers>", "exec"), namespace)
+            exec(HELPERS, namespace)
         except BaseException as exc:
             return _error("exception", f"the verifier helpers failed: {_describe(exc)}")
         namespace["state_hash"] = lambda: helpers.get("state_hash")
@@ -752,6 +752,8 @@ class Child:
         os.close(self.output)
 
 
+HELPERS = compile("", "<verifier helpers>", "exec")
+"""The verifier helpers' code, sent by the parent when the worker starts (:func:`main`)."""
 _last_words = 2  # the worker's own stderr (why it stopped); replaced by a private copy in main()
 
 
@@ -783,6 +785,13 @@ def main():
             pass
         if setting.seccomp:
             kernel.install_filter("worker")
+    # The parent's first message: the verifier helpers, compiled once here so that every child
+    # inherits the code instead of compiling it for each job.
+    global HELPERS
+    setup = read_frame(inp)
+    if setup is None:
+        return
+    HELPERS = compile(json.loads(setup)["helpers"], "<verifier helpers>", "exec")
     _narrow()
     # Compile once here: the compiler's lazily built tables and memory then exist before any fork,
     # and each child's first compile touches (and copies) a third of the pages it would otherwise.
