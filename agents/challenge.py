@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectorization", choices=VECTORIZATION_MODES, default="sync",
                         help="episodes stepped (and judged) in this process or in worker processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and the sampler")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ..., or auto: the GPU if there is one")
     args = parser.parse_args(argv)
     if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1:
         parser.error("--n, --max-proposals and --batch-size must be positive")

@@ -69,8 +69,8 @@ def cache_dir() -> Path:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else the GPU where there is one, else the CPU."""
-    if device is not None:
+    """``device`` as given, else (``None`` or ``"auto"``) the GPU where there is one, else the CPU."""
+    if device is not None and device != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -33,9 +33,12 @@ def verifier_problem(source: str) -> str | None:
     return None
 
 
-def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: bool = False) -> list[CodeAsTask]:
+def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: bool = False,
+              compiled_only: bool = False) -> list[CodeAsTask]:
     """All tasks in ``path`` (only those of ``domain`` when given). A task id seen before is a
-    :class:`PoolError`, or with ``dedupe`` a later copy that is left out (with a warning)."""
+    :class:`PoolError`, or with ``dedupe`` a later copy that is left out (with a warning). So is a
+    verifier that does not compile, or with ``compiled_only`` its task is left out (a record of
+    proposals, such as a run's ``parsed.jsonl``, holds such tasks by design)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"task pool {path} does not exist")
@@ -59,7 +62,10 @@ def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: b
             continue
         first_line[task.id] = number
         if problem := verifier_problem(task.verifier):
-            raise PoolError(f"{path}:{number}: task {task.id!r}: its verifier does not compile: {problem}")
+            if not compiled_only:
+                raise PoolError(f"{path}:{number}: task {task.id!r}: its verifier does not compile: {problem}")
+            log.info("%s:%d: leaving out task %r: its verifier does not compile (%s)", path, number, task.id, problem)
+            continue
         if domain is None or task.domain == domain:
             tasks.append(task)
     return tasks

@@ -49,7 +49,7 @@ def add_model_flags(parser: argparse.ArgumentParser, batch: str, vectorized: boo
                         help=f"model: {DEFAULT_MODEL!r} (the embedded SmolLM2-135M-Instruct), a local directory or "
                              "a Hugging Face id in the local cache")
     parser.add_argument("--adapter", help="a LoRA adapter directory (peft format) to put on the model")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the GPU if there is one)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ..., or auto: the GPU if there is one")
     parser.add_argument("--batch-size", type=int, default=8,
                         help=f"{batch} played side by side, their turns decoded in one batched call (memory grows "
                              "with it: lower it if RAM runs out)")

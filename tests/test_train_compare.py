@@ -35,6 +35,15 @@ def test_each_arm_gets_as_many_tasks_and_the_held_out_set_is_scripted_and_apart(
     assert not {t.id for t in held} & {t.id for arm in sets.values() for t in arm}
 
 
+def test_a_proposal_whose_verifier_does_not_compile_is_left_out_of_the_unfiltered_arm(tmp_path):
+    run = parsed_run(tmp_path, ["new", "parsed", "new"])
+    broken = replace(make_tasks(seed=78, n=1)[0], id="calculation-llm-broken", verifier="def verify(state, answer):\n    return (1))\n",
+                     provenance={"challenger": "llm:m", "stage": "parse_error", "label": "pool"})
+    append_pool(run / "parsed.jsonl", [broken])
+    sets, _ = compare.training_sets(run, "calculation", size=3, heldout=2, seed=0, selection=Selection())
+    assert len(sets["unfiltered"]) == 2 and "calculation-llm-broken" not in {t.id for t in sets["unfiltered"]}
+
+
 def test_a_run_without_kept_proposals_has_nothing_to_compare(tmp_path):
     with pytest.raises(EmptyPoolError, match="no kept calculation proposals"):
         compare.training_sets(parsed_run(tmp_path, ["parsed", "lenient_verifier"]), "calculation", 8, 5, 0, Selection())

@@ -223,13 +223,17 @@ def write_tasks(ctx: Context) -> tuple[list[CodeAsTask], dict[str, dict[str, Any
         wanted, heldout = config.tasks_for(domain), config.heldout_for(domain)
         funnel, kept, example = (propose(ctx, domain, "pool") if domain in config.challenger_domain_list()
                                  else (Funnel(), [], ""))
-        kept = [t for t in kept if selection(ctx).fits(t)][:max(wanted - heldout, 0)]
+        fitting = [t for t in kept if selection(ctx).fits(t)]
+        if len(fitting) < len(kept):
+            log.info("%s: %d of the %d kept tasks use tools or calls beyond the config's prompt_tools and "
+                     "max_solution_actions, and are left out", domain, len(kept) - len(fitting), len(kept))
+        kept = fitting[:max(wanted - heldout, 0)]
         topped = scripted_tasks(domain, config.seed, wanted - len(kept), selection(ctx))
         written = funnel.reached["proposals"] > 0
         mix[domain] = asdict(DomainMix(llm=len(kept), scripted=len(topped), proposals=funnel.reached["proposals"],
                                        new=sum(t.provenance.get("novelty") == "new" for t in kept),
                                        funnel=funnel.to_json() if written else {}, example=example))
-        log.info("%s: the challenger kept %d of %d proposals; %d scripted tasks make up the rest", domain, len(kept),
+        log.info("%s: %d of %d proposals kept and used; %d scripted tasks make up the rest", domain, len(kept),
                  funnel.reached["proposals"], len(topped))
         tasks += kept + topped
     return tasks, mix

@@ -42,7 +42,9 @@ ARMS = ("filtered", "unfiltered", "scripted")
 def training_sets(run: Path, domain: str, size: int, heldout: int, seed: int,
                   selection: Selection) -> tuple[dict[str, list[CodeAsTask]], list[CodeAsTask]]:
     """Each arm's training tasks (``size`` each, or as many as the smallest arm has) and the held-out tasks."""
-    parsed = [t for t in load_pool(run / "parsed.jsonl", domain=domain) if t.provenance.get("label") == "pool"]
+    # A proposal whose verifier does not compile parsed too, but no pool can hold it: left out.
+    parsed = [t for t in load_pool(run / "parsed.jsonl", domain=domain, compiled_only=True)
+              if t.provenance.get("label") == "pool"]
     kept = [t for t in parsed if t.provenance.get("stage") in ("kept", "new")]
     scripted = scripted_tasks(domain, seed, heldout + size, selection)
     held, scripted = scripted[:heldout], scripted[heldout:]
