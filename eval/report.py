@@ -58,16 +58,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _heldout_markdown(summary: Summary) -> str:
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
-    header = ["domain", "tasks"] + [f"{label} {metric}" for label in runs for metric in ("pass@1", f"pass@{k}")]
+    metrics = ("pass@1",) if k == 1 else ("pass@1", "pass@k")  # with one sample, Pass@k is Pass@1
+    header = ["domain", "tasks"] + [f"{label} {metric.replace('@k', f'@{k}')}" for label in runs for metric in metrics]
     rows = []
     for domain in domains:
         cells = [domain, next(r["domains"][domain]["tasks"] for r in runs.values() if domain in r["domains"])]
         for result in runs.values():
             row = result["domains"].get(domain)
-            cells += [_percent(row["pass@1"]), _percent(row["pass@k"])] if row else ["", ""]
+            cells += [_percent(row[metric]) if row else "" for metric in metrics]
         rows.append(cells)
     models = ", ".join(f"{label}: `{r['model']}`" for label, r in runs.items())
-    return (f"### Held-out CaTs: Pass@1 and Pass@{k} ({summary['n']} samples a task)\n\n{models}\n\n"
+    title = "Pass@1" if k == 1 else f"Pass@1 and Pass@{k}"
+    return (f"### Held-out CaTs: {title} ({summary['n']} samples a task)\n\n{models}\n\n"
             + _table(header, rows))
 
 
@@ -75,7 +77,7 @@ def _heldout_chart(summary: Summary, path: Path) -> None:
     plt = curves.pyplot()
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
-    bars = [(label, metric) for label in runs for metric in ("pass@1", "pass@k")]
+    bars = [(label, metric) for label in runs for metric in (("pass@1",) if k == 1 else ("pass@1", "pass@k"))]
     width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(domains)), 4))
     for i, (label, metric) in enumerate(bars):

@@ -27,6 +27,7 @@ TAU = {"kind": "taubench", "domain": "retail", "split": "test", "model": "m", "t
 
 @pytest.mark.parametrize("summary, row", [
     (HELDOUT, "| retail | 10 | 10.0% | 30.0% | 40.0% | 60.0% |"),
+    ({**HELDOUT, "k": 1}, "| retail | 10 | 10.0% | 40.0% |"),  # one sample: Pass@1 alone, no copy of it
     (M3, "| web_browsing | 34 | 17 | 50.0% | 4.25 |"),
     (TAU, "| 2 | 20.0% |"),
 ])
