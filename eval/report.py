@@ -55,10 +55,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # ---------------------------------------------------------------- held-out CaTs
 
 
+def _heldout_metrics(k: int) -> tuple[str, ...]:
+    """The summary's metrics worth showing: with one sample a task, Pass@k is Pass@1 again."""
+    return ("pass@1",) if k == 1 else ("pass@1", "pass@k")
+
+
 def _heldout_markdown(summary: Summary) -> str:
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
-    metrics = ("pass@1",) if k == 1 else ("pass@1", "pass@k")  # with one sample, Pass@k is Pass@1
+    metrics = _heldout_metrics(k)
     header = ["domain", "tasks"] + [f"{label} {metric.replace('@k', f'@{k}')}" for label in runs for metric in metrics]
     rows = []
     for domain in domains:
@@ -77,7 +82,7 @@ def _heldout_chart(summary: Summary, path: Path) -> None:
     plt = curves.pyplot()
     k, runs = summary["k"], summary["runs"]
     domains = sorted({d for r in runs.values() for d in r["domains"]}, key=lambda d: (d == "all", d))
-    bars = [(label, metric) for label in runs for metric in (("pass@1",) if k == 1 else ("pass@1", "pass@k"))]
+    bars = [(label, metric) for label in runs for metric in _heldout_metrics(k)]
     width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(domains)), 4))
     for i, (label, metric) in enumerate(bars):

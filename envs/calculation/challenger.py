@@ -26,7 +26,7 @@ from typing import Any
 from envs.calculation.tools import CODONS, TOOLSET
 from envs.calculation.world import build_world
 from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
-from envs.sandbox import VERIFIER_HELPERS
+from envs.sandbox import verifier_helpers
 from envs.state import State, fork, to_plain
 
 MAX_FAILURES = 4
@@ -221,16 +221,12 @@ formula of the value rather than its result, so that a verifier is written by co
 an LLM challenger learning from these tasks can), not by computing them."""
 
 
-_READ: dict[str, Any] = {}
-exec(VERIFIER_HELPERS, _READ)  # the readers every verifier is given, to read the solution's answer as they will
-
-
 def _verifier(draft: Draft, solution: Play) -> str:
     """The verifier source: the answer check of the draft's kind, and the ledger check if asked."""
     if draft.answer == "text":
-        checks = [f"final_text(answer) == {_READ['final_text'](solution.answer)!r}"]
+        checks = [f"final_text(answer) == {verifier_helpers.final_text(solution.answer)!r}"]
     else:
-        expected = _READ["final_number"](solution.answer)
+        expected = verifier_helpers.final_number(solution.answer)
         tolerance = TOLERANCES[draft.answer].format(v=repr(expected))
         checks = [f"near(final_number(answer), {expected!r}, {tolerance})"]
     if draft.ledger:
@@ -244,7 +240,7 @@ def _verifier(draft: Draft, solution: Play) -> str:
 def _accepts(verifier: str, play: Play) -> bool:
     """Run the challenger's own verifier in process (trusted code, written just above), with the
     readers the sandbox gives every verifier."""
-    namespace: dict[str, Any] = dict(_READ)
+    namespace: dict[str, Any] = dict(vars(verifier_helpers))
     exec(compile(verifier, "<verifier>", "exec"), namespace)
     return namespace["verify"](to_plain(play.state), play.answer) is True
 
