@@ -56,7 +56,8 @@ First explore: call tools to see real data. Then write ONE task in exactly this 
 
 The verifier must accept the solution and reject each failure case (at least {MIN_FAILURES}): plausible
 mistakes such as a wrong value, a missing step or a wrong final answer. It may use state_hash(),
-final_number(answer), final_text(answer) and near(value, expected, tolerance)."""
+final_number(answer), final_text(answer), near(value, expected, tolerance), same_text(answer, expected)
+and same_numbers(answer, expected)."""
 
 INSTRUCTION = "Explore the tools, then write your task."
 WRITE_NOW = "\n\nNow write your task in the format, with no more tool calls."
@@ -75,6 +76,9 @@ _VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
 """A fact's value: a number or an id (anything with a digit), a quoted string."""
 _NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
 """A name: capitalized words (a sentence's first word aside)."""
+
+_PLACEHOLDERS = {tag: body.strip().rstrip(".?!").casefold() for tag, body in _TAG.findall(FORMAT)}
+"""Each section's placeholder in :data:`FORMAT`: a proposal that copies one has written no task."""
 
 PROPOSAL_WORLDS = 100_000
 """Proposals play on worlds of seed ``PROPOSAL_WORLDS + reset seed``; demonstrations on seeds below it."""
@@ -95,6 +99,9 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
             raise ProposalError(f"expected one <{tag}> section, found {len(parts.get(tag, []))}")
     if len(parts.get("failure", [])) < MIN_FAILURES:
         raise ProposalError(f"expected at least {MIN_FAILURES} <failure> sections, found {len(parts.get('failure', []))}")
+    for tag, bodies in parts.items():
+        if any(body.rstrip(".?!").casefold() == _PLACEHOLDERS[tag] for body in bodies):
+            raise ProposalError(f"the <{tag}> section is the format's placeholder, not a task's")
 
     def attempt(body: str, where: str) -> Any:
         try:

@@ -107,6 +107,9 @@ def test_parse_errors_say_what_is_missing():
         parse_proposal("<instruction>x</instruction>", "toy", WORLD, "t")
     with pytest.raises(ProposalError, match="failures\\[0\\].actions\\[0\\].name"):
         parse_proposal(proposal(failures=['{"actions": [{"arguments": {}}]}'] * 3), "toy", WORLD, "t")
+    with pytest.raises(ProposalError, match="<instruction> section is the format's placeholder"):
+        parse_proposal(proposal(instruction="What the user asks for, with every detail the agent needs?"),
+                       "toy", WORLD, "t")
 
 
 @pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])

@@ -382,3 +382,21 @@ def test_every_verifier_gets_the_answer_readers(sandbox):
     assert sandbox.verify(source, {}, "It comes to 1,234.50 EUR").status == "ok"
     assert sandbox.verify(source, {}, "It comes to 1,234.60 EUR").status == "failed"
     assert sandbox.verify(source, {}, "no number here").status == "failed"
+
+
+@pytest.mark.parametrize("answer, expected, same", [
+    ("yusra.ibarra@silvercrest.example", "yusra.ibarra@silvercrest.example", True),
+    ("  'Yusra.Ibarra@Silvercrest.example'. ", "yusra.ibarra@silvercrest.example", True),
+    ("yusra.wagner@silvercrest.example", "yusra.ibarra@silvercrest.example", False),
+    ("The email is yusra.ibarra@silvercrest.example", "yusra.ibarra@silvercrest.example", False),
+])
+def test_same_text_ignores_case_spacing_quotes_and_a_final_stop_only(sandbox, answer, expected, same):
+    source = f"def verify(state, answer):\n    return same_text(answer, {expected!r})\n"
+    assert sandbox.verify(source, {}, answer).status == ("ok" if same else "failed")
+
+
+@pytest.mark.parametrize("answer, same", [("$1,299.00", True), ("1299 dollars", True), ("1,298", False),
+                                          ("1299 or 12", False), ("none", False)])
+def test_same_numbers_reads_past_units_signs_and_thousands_separators(sandbox, answer, same):
+    source = "def verify(state, answer):\n    return same_numbers(answer, '1299')\n"
+    assert sandbox.verify(source, {}, answer).status == ("ok" if same else "failed")

@@ -5,17 +5,21 @@ task in eight to most of its proposals, with the trainer's own challenger stages
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from accelerate import Accelerator
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from agents.models import load_tokenizer
+from agents.prompting import ChatFormat
 from envs.challenger import ChallengerEnv
 from test_agents_challenge import WORLD, proposal
 from test_train_learning import bandit, config  # noqa: F401 (bandit is a fixture)
 from toy_domain import copy_task
 from train import challenger, run as runner, trainer
+from train.config import load_config
 from train.rundir import RunDir, RunState
 
 pytestmark = pytest.mark.slow
@@ -74,3 +78,14 @@ def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit,
     steps = [m for m in run.read_metrics() if m.get("phase") == "challenger_rl"]
     assert len(steps) == 12 and all(m["algorithm"] == algorithm for m in steps)
     assert player.model.active_adapter == "default", "the executor's adapter is active again"
+
+
+@pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])
+def test_demonstrations_give_failures_as_wrong_answers_and_the_filter_keeps_every_one(domain: str) -> None:
+    ctx = SimpleNamespace(config=load_config(None, {"challenger_demos": 3, "challenger_explore_turns": 2}),
+                          chat=ChatFormat.of(load_tokenizer()))
+    tasks, demos = challenger.demonstrations(ctx, domain)
+    assert len(tasks) == 3 and len(demos) == 3
+    assert all(len(t.solution.actions) <= 2 for t in tasks)
+    assert all(f.answer and not f.actions for t in tasks for f in t.failures)
+    assert [d.reward for d in demos] == [1.0] * 3

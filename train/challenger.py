@@ -67,12 +67,15 @@ def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
     """``challenger_demos`` scripted tasks of ``domain`` that a challenger could have written: at most
     ``challenger_explore_turns`` calls (its exploration), within the run's selection, verified by
     what the exploration shows (:func:`envs.scripted.as_challenger_writes`), with as many failure
-    cases as a task needs (every token of a demonstration is one the challenger learns to write)."""
+    cases as a task needs, each its wrong answer alone: every token of a demonstration is one the
+    challenger learns to write, and a 135M model that must write out an agent's whole wrong path runs
+    out of tokens before the task ends. (A failure that no longer fails without its calls drops its
+    demonstration in :func:`demonstrations`.)"""
     config, chosen = ctx.config, []
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
     for world in range(config.seed + 1, config.seed + DEMO_WORLDS):
         written = (as_challenger_writes(t) for t in make_tasks(world, 4 * config.challenger_demos))
-        fitting = [replace(t, failures=t.failures[:MIN_FAILURES]) for t in written
+        fitting = [replace(t, failures=tuple(replace(f, actions=()) for f in t.failures[:MIN_FAILURES])) for t in written
                    if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
                    and selection(ctx).fits(t)]
         chosen += fitting[:config.challenger_demos - len(chosen)]

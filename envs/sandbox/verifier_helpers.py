@@ -26,6 +26,21 @@ def final_text(text):
     return " ".join(tail.split()).upper()
 
 
+def same_text(answer, expected):
+    """Whether the answer says ``expected``, case, spacing, quotes and a final full stop aside."""
+    def norm(text):
+        return " ".join(text.split()).strip(" \"'`.").casefold()
+    return norm(answer) == norm(expected)
+
+
+def same_numbers(answer, expected):
+    """Whether the answer holds the same numbers as ``expected`` (units, currency signs and thousands
+    separators aside), e.g. ``same_numbers("$1,299.00", "1299")``."""
+    def numbers(text):
+        return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", re.sub(r"(?<=\d),(?=\d{3})", "", text))}
+    return numbers(answer) == numbers(expected)
+
+
 def near(value, expected, tolerance):
     """Whether ``value`` (None when the answer holds no number) is within ``tolerance`` of ``expected``."""
     return value is not None and abs(value - expected) <= tolerance

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.cat import MIN_FAILURES, Attempt, CodeAsTask, ToolCall
+from envs.sandbox import verifier_helpers
 from envs.state import State, fork
 from envs.web.env import START_URL, WebEnv
 from envs.web.tools import SEPARATOR, TOOLS, VIEW_LINES, click_url, scroll_down
@@ -495,24 +496,10 @@ def all_drafts(sitemap: SiteMap, rng: random.Random) -> list[list[Draft]]:
 def verifier_source(draft: Draft) -> str:
     """The verifier of a draft: the answer compared by value, and maybe the final page."""
     expected = draft.solution.answer
-    if draft.number:
-        lines = [f'    """Expects the number {expected} alone (currency signs, units and thousands separators aside)."""',
-                 "    import re",
-                 "",
-                 "    def numbers(text):",
-                 '        text = re.sub(r"(?<=\\d),(?=\\d{3})", "", text)',
-                 '        return {float(n) for n in re.findall(r"\\d+(?:\\.\\d+)?", text)}',
-                 "",
-                 f"    ok = numbers(answer) == numbers({expected!r})"]
-    else:
-        lines = [f'    """Expects {expected!r} (case, spacing, quotes and a final full stop aside)."""',
-                 "    def norm(text):",
-                 """        return " ".join(text.split()).strip(" \\"'`.").casefold()""",
-                 "",
-                 f"    ok = norm(answer) == norm({expected!r})"]
+    check = f"{'same_numbers' if draft.number else 'same_text'}(answer, {expected!r})"
     if draft.end_url:
-        lines.append(f'    ok = ok and state["browser"]["url"] == {draft.end_url!r}')
-    return "\n".join(["def verify(state, answer):", *lines, "    return ok", ""])
+        check += f' and state["browser"]["url"] == {draft.end_url!r}'
+    return f"def verify(state, answer):\n    return {check}\n"
 
 
 def play(base: State, actions: tuple[ToolCall, ...]) -> State | None:
@@ -528,7 +515,7 @@ def play(base: State, actions: tuple[ToolCall, ...]) -> State | None:
 def check(draft: Draft, base: State) -> tuple[str, tuple[Attempt, ...]] | None:
     """The draft's verifier and the failures it rejects, or None with too few of those."""
     source = verifier_source(draft)
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = dict(vars(verifier_helpers))
     exec(compile(source, "<verifier>", "exec"), namespace)  # our own template: no sandbox needed here
 
     def accepted(attempt: Attempt) -> bool | None:
