@@ -10,6 +10,7 @@ process, and reads the success rates from the run's metrics.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import pytest
 from agents.models import load_tokenizer
 from envs.pool import append_pool
 from test_train_support import bandit_model_dir, bandit_pool, save_model, tiny_llama, toy_answer_task
-from train.config import TrainConfig, apply
-from train.run import train
+from train.config import ConfigError, TrainConfig, apply
+from train.run import scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +124,41 @@ def test_every_stage_of_a_run_says_it_is_alive_while_it_works(tmp_path, bandit, 
     assert "eval base: still running" in caplog.text and "eval rl: still running" in caplog.text
     stamps = [started] + [r.created for r in caplog.records] + [time.time()]
     assert max(b - a for a, b in zip(stamps, stamps[1:])) < 30
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files under ``folder`` (TFRecord framing: length, crc, event, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (size,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + size])
+            at += 16 + size
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
+def test_scalars_name_each_metric_by_phase_stage_and_domain():
+    assert scalars({"step": 3, "phase": "eval", "stage": "rl", "success": {"web": 0.5, "retail": 1}, "n": {"web": 2},
+                    "seconds": 4}) == {"eval/rl/success/web": 0.5, "eval/rl/success/retail": 1.0,
+                                       "eval/rl/n/web": 2.0, "eval/rl/seconds": 4.0}
+    assert scalars({"step": 1, "phase": "rl", "domain": "bandit", "loss": -0.25, "reward_mean": 0.5, "done": True,
+                    "note": "x"}) == {"rl/bandit/loss": -0.25, "rl/bandit/reward_mean": 0.5}
+
+
+def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path, bandit):
+    run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="tensorboard"))
+    logged = tensorboard_scalars(run.path / "tensorboard")
+    rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
+    assert logged["rl/reward_mean"] == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl]
+    evals = [m for m in run.read_metrics() if m["phase"] == "eval"]
+    assert [v for _, v in logged["eval/rl/success/bandit"]] == [pytest.approx(evals[-1]["success"]["bandit"])]
+
+
+def test_report_to_names_a_known_tracker(tmp_path):
+    with pytest.raises(ConfigError, match="report_to"):
+        config(tmp_path, report_to="tensorbored")

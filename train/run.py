@@ -76,6 +76,35 @@ def open_run(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None
     accelerator.wait_for_everyone()
 
 
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record as a tracker's flat scalars, named ``phase/stage/domain/key`` (nested dicts
+    such as an evaluation's per-domain success go one level deeper): what TensorBoard plots."""
+    prefix = "/".join(str(record[k]) for k in ("phase", "stage", "domain") if k in record)
+    flat: dict[str, float] = {}
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{name}/{key}", inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+
+    for key, value in record.items():
+        if key not in ("step", "phase", "stage", "domain"):
+            add(f"{prefix}/{key}", value)
+    return flat
+
+
+def track(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
+    """Send the run's metrics to ``report_to``'s tracker as well, in ``<run>/<tracker>``."""
+    if not config.report_to:
+        return
+    accelerator.project_configuration.logging_dir = str(run.path)  # known only now; trackers start below
+    accelerator.init_trackers(config.report_to, config={k: v for k, v in config.to_dict().items()
+                                                         if isinstance(v, (int, float, str, bool))})
+    run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
+
+
 def selection(config: TrainConfig) -> Selection:
     return Selection(config.max_solution_actions, config.prompt_tools)
 
@@ -179,13 +208,15 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         DOMAINS[name] = entry
     if config.pool:  # a pool without tasks for a domain: say so before loading anything
         pool_tasks(config.pool, config.domains, selection(config))
-    accelerator = Accelerator(cpu=config.device == "cpu")
+    accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
+                              project_dir=config.runs_dir)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     run = run_folder(config, accelerator, default_name)
     player = load(config, accelerator)
     open_run(run, config, accelerator)
+    track(run, config, accelerator)
     ctx = trainer.Context(config, accelerator, run, player.model, player, {}, {})
     state, optimizer_state = restore(ctx)
     if run.split.exists():
@@ -216,6 +247,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             write_report(run)
     finally:
         ctx.close()
+        accelerator.end_training()
     run.save_adapter(player.model)
     accelerator.wait_for_everyone()
     return run, state

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ class RunDir:
         self.adapter = path / "adapter"
         self.plots = path / "plots"
         self.lines: dict[str, int] = {}
+        self.tracker: Callable[[dict[str, Any]], None] | None = None
+        """Also gets every metrics record (the config's ``report_to``); metrics.jsonl stays the record."""
 
     # ------------------------------------------------------------------ lines keyed by step
 
@@ -129,6 +132,8 @@ class RunDir:
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         self.append(self.metrics, [record])
+        if self.writer and self.tracker is not None:
+            self.tracker(record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics)
