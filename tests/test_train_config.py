@@ -10,7 +10,8 @@ import pytest
 from envs.pool import append_pool
 from test_train_support import bandit_task
 from train.__main__ import main, parse_args
-from train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config
+from train.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
+from train.run import next_stage
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -81,3 +82,18 @@ def test_a_new_run_does_not_overwrite_an_old_one_and_resume_needs_a_run(tmp_path
         assert main(common + ["--name", "missing", "--resume"]) == 2
     assert "config key 'name'" in caplog.text and "already holds a run" in caplog.text
     assert "config key 'resume'" in caplog.text and "no run" in caplog.text
+
+
+@pytest.mark.parametrize("values, stages", [
+    ({}, ["challenger_warm_start", "tasks", "eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl", "done"]),
+    ({"eval_base": False, "challenger_rl_steps": 2},
+     ["challenger_warm_start", "challenger_eval", "challenger_rl", "tasks", "warm_start", "eval_warm_start", "rl",
+      "eval_rl", "done"]),
+    ({"challenger_domains": [], "warm_start_epochs": 0, "steps": 0}, ["tasks", "eval_base", "done"]),
+])
+def test_a_run_goes_through_the_stages_its_config_asks_for(values, stages):
+    config, order, stage = load_config(DEFAULT_CONFIG, values), [], None
+    while stage != "done":
+        stage = next_stage(stage, config)
+        order.append(stage)
+    assert order == stages

@@ -66,7 +66,7 @@ def arm_result(run: Path, domain: str) -> dict[str, Any]:
     low, high = wilson_interval(wins, len(rewards))
     base = [r["reward"] for r in records if r["phase"] == "eval:base" and r["domain"] == domain]
     return {"stage": last.split(":", 1)[1], "n": len(rewards), "successes": wins, "success": wins / len(rewards),
-            "low": low, "high": high, "base": sum(r == 1.0 for r in base) / max(len(base), 1)}
+            "low": low, "high": high, **({"base": sum(r == 1.0 for r in base) / len(base)} if base else {})}
 
 
 def markdown(domain: str, sizes: dict[str, int], results: dict[str, dict[str, Any]]) -> str:
@@ -139,11 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         arm_config = replace(config, name=arm, runs_dir=str(out), resume=(out / arm / "config.yaml").exists(),
                              pool=str(pool), heldout_pool=str(heldout_pool), domains=[args.domain],
                              rl_domains=[args.domain], warm_start_domains=[args.domain],
-                             warm_start_verified=arm != "unfiltered", save_trajectories=True)
+                             warm_start_verified=arm != "unfiltered", save_trajectories=True,
+                             eval_base=arm == arms[0])  # the same model on the same tasks: measured once
         arm_config.validate()
         log.info("training an executor on the %s set (%d tasks)", arm, len(sets[arm]))
         run, _ = train(arm_config, default_name=arm)
         results[arm] = arm_result(run.path, args.domain)
+        results[arm].setdefault("base", results[arms[0]]["base"])
     (out / "summary.json").write_text(json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
     page = markdown(args.domain, sizes, results)
     chart(results, out / "chart.png")

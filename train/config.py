@@ -54,6 +54,8 @@ class TrainConfig:
     resume: bool = _help("Continue the run named `name` (the latest run when empty) from its last checkpoint.", False)
     seed: int = _help("Seeds task writing, the split, task order and every rollout's sampler.", 0)
     checkpoint_every: int = _help("Save adapter, optimizer, RNG states and data cursor every this many updates.", 1)
+    eval_base: bool = _help("Measure the base model's held-out success before any training (train.compare "
+                            "measures it once, in its first arm).", True)
     eval_every: int = _help("Also measure held-out success every this many RL steps (0: only after each stage).", 0)
     save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
     report_to: str = _help("Also send every metric to this accelerate tracker ('tensorboard': event files in "

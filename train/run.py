@@ -164,6 +164,8 @@ def next_stage(stage: str | None, config: TrainConfig) -> str:
         skipped.add("challenger_warm_start")
     if config.challenger_rl_steps == 0:
         skipped |= {"challenger_eval", "challenger_rl"}
+    if not config.eval_base:
+        skipped.add("eval_base")
     if config.warm_start_epochs == 0:
         skipped |= {"warm_start", "eval_warm_start"}
     if config.steps == 0:
