@@ -249,7 +249,8 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             write_report(run)
     finally:
         ctx.close()
-        accelerator.end_training()
+        for tracker in accelerator.trackers:  # not end_training(): it also ends the process group
+            tracker.finish()
     run.save_adapter(player.model)
     accelerator.wait_for_everyone()
     return run, state
