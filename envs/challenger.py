@@ -77,7 +77,11 @@ _VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
 _NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
 """A name: capitalized words (a sentence's first word aside)."""
 
-_PLACEHOLDERS = {tag: body.strip().rstrip(".?!").casefold() for tag, body in _TAG.findall(FORMAT)}
+def _bare(section: str) -> str:
+    return section.strip().rstrip(".?!").casefold()
+
+
+_PLACEHOLDERS = {tag: _bare(body) for tag, body in _TAG.findall(FORMAT)}
 """Each section's placeholder in :data:`FORMAT`: a proposal that copies one has written no task."""
 
 PROPOSAL_WORLDS = 100_000
@@ -100,7 +104,7 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
     if len(parts.get("failure", [])) < MIN_FAILURES:
         raise ProposalError(f"expected at least {MIN_FAILURES} <failure> sections, found {len(parts.get('failure', []))}")
     for tag, bodies in parts.items():
-        if any(body.rstrip(".?!").casefold() == _PLACEHOLDERS[tag] for body in bodies):
+        if any(_bare(body) == _PLACEHOLDERS[tag] for body in bodies):
             raise ProposalError(f"the <{tag}> section is the format's placeholder, not a task's")
 
     def attempt(body: str, where: str) -> Any:
