@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 comma := ,
 
-.PHONY: test train experiment tasks bench sandbox-image eval-m3tooleval eval-taubench report clean
+.PHONY: test train experiment tasks bench sandbox-image eval-m3tooleval eval-taubench eval-paper report clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,19 @@ eval-taubench: $(INSTALLED)
 		$(if $(TAUBENCH_DIR),--taubench-dir '$(TAUBENCH_DIR)') $(if $(GOLDEN),--golden '$(GOLDEN)') \
 		$(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(TASKS),--tasks '$(TASKS)') $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(OUT),--out '$(OUT)')
+
+# The paper's table: Pass@1 (mean of 4 samples) and Pass@4 on M3ToolEval's calculation and web-browsing
+# tasks and tau-bench's retail and airline test tasks, the paper's rows beside. ADAPTER (its run's
+# page gets the table; no ADAPTER: the base model), MODEL, LIMIT=N tasks per environment, USER_MODEL,
+# ENVIRONMENTS=calculation,web,retail,airline, M3TOOLEVAL_DIR, TAUBENCH_DIR, BATCH, MAX_NEW_TOKENS,
+# MAX_STEPS (a tau-bench conversation's, upstream 30), OUT.
+eval-paper: $(INSTALLED)
+	$(PY) -m eval.paper $(if $(MODEL),--model '$(MODEL)') $(if $(ADAPTER),--adapter '$(ADAPTER)') \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(USER_MODEL),--user-model '$(USER_MODEL)') \
+		$(if $(ENVIRONMENTS),--environments '$(ENVIRONMENTS)') $(if $(M3TOOLEVAL_DIR),--m3tooleval-dir '$(M3TOOLEVAL_DIR)') \
+		$(if $(TAUBENCH_DIR),--taubench-dir '$(TAUBENCH_DIR)') $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) \
 		$(if $(OUT),--out '$(OUT)')
 
 # A training run's page: RUN/report.md with its curves (RUN/metrics.jsonl) and every eval under RUN.

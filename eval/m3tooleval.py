@@ -370,6 +370,17 @@ def batched(policy: ModelPolicy | Policy) -> BatchPolicy:
     return generate
 
 
+def showing_turns(generate: BatchPolicy, bar: tqdm) -> BatchPolicy:
+    """``generate``, showing on ``bar`` how many episodes play and which turns they are at: a turn of a
+    batch can take a minute on a CPU, an episode ten of them."""
+    def turn(chats: list[list[Message]]) -> list[Reply]:
+        turns = [sum(m["role"] == "assistant" for m in chat) + 1 for chat in chats]
+        bar.set_postfix_str(f"{len(chats)} playing, turn {min(turns)}-{max(turns)}", refresh=True)
+        return generate(chats)
+
+    return turn
+
+
 def play_in_batches(tasks: Iterable[Any], start: Callable[[Any], Episode], play_round: Callable[[list[Episode]], None],
                     batch_size: int) -> Iterator[Episode]:
     """Episodes of ``tasks`` side by side, up to ``batch_size`` at a time: ``play_round`` advances
@@ -591,14 +602,7 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
             records.append(record)
             bar.update(1)
 
-        generate = batched(policy)
-
-        def turn(chats: list[list[Message]]) -> list[Reply]:
-            turns = [sum(m["role"] == "assistant" for m in chat) + 1 for chat in chats]
-            bar.set_postfix_str(f"{len(chats)} playing, turn {min(turns)}-{max(turns)}", refresh=True)
-            return generate(chats)
-
-        run_tasks(todo, benchmark, mode, turn, batch_size, keep, sandbox)
+        run_tasks(todo, benchmark, mode, showing_turns(batched(policy), bar), batch_size, keep, sandbox)
     summary = summarize(records, mode, model)
     report.write_eval(summary, out / benchmark.action_mode(mode).value)  # one folder, every mode: no overwrite
     return summary

@@ -145,10 +145,60 @@ def _taubench_chart(summary: Summary, path: Path) -> None:
     curves.save(fig, path)
 
 
+# ---------------------------------------------------------------- the paper's table (eval/paper.py)
+
+PAPER_HEADINGS = {"calculation": "Calculation", "web": "Web Browsing", "retail": "Retail", "airline": "Airline"}
+
+
+def _paper_markdown(summary: Summary) -> str:
+    """The paper's layout: a column per environment and the average, a row per metric, the paper's
+    published averages below ("-" where an environment was not played, or the paper's figure is not given)."""
+    played = summary["environments"]
+    k = summary["k"]
+    header = ["model", "metric", *PAPER_HEADINGS.values(), "Average"]
+    rows = [[f"`{summary['model']}`", metric,
+             *(_percent(played[name][key]) if name in played else "-" for name in PAPER_HEADINGS),
+             _percent(summary["average"][key])]
+            for metric, key in (("Pass@1", "pass@1"), (f"Pass@{k}", f"pass@{k}"))]
+    rows += [[f"{row['model']} (paper)", "Pass@1", *("-" for _ in PAPER_HEADINGS), f"{row['average_pass@1']:.1f}%"]
+             for row in summary["paper"]]
+    tasks = ", ".join(f"{PAPER_HEADINGS[name]} {row['tasks']} of {row['of']}" for name, row in played.items())
+    limit = f" (LIMIT {summary['limit']})" if summary.get("limit") else ""
+    return (f"### The paper's benchmarks: `{summary['model']}`\n\n"
+            f"Pass@1 is the mean success of {summary['samples']} samples a task at temperature "
+            f"{summary['temperature']}, Pass@{k} the chance that one of {k} succeeds; tasks{limit}: {tasks}. "
+            f"M3ToolEval in {summary['action_mode']} actions; tau-bench's user simulated by "
+            f"`{summary['user_model']}`, at most {summary['max_steps']} agent steps a conversation (upstream: 30)."
+            f"\n\n" + _table(header, rows))
+
+
+def _paper_chart(summary: Summary, path: Path) -> None:
+    plt = curves.pyplot()
+    k = summary["k"]
+    names = [n for n in PAPER_HEADINGS if n in summary["environments"]]
+    labels = [PAPER_HEADINGS[n] for n in names] + ["Average"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(labels)), 4))
+    for offset, key in ((-0.2, "pass@1"), (0.2, f"pass@{k}")):
+        values = [summary["environments"][n][key] for n in names] + [summary["average"][key]]
+        ax.bar([i + offset for i in range(len(labels))], values, width=0.4, label=key.replace("pass", "Pass"))
+    for row in summary["paper"]:
+        ax.axhline(row["average_pass@1"] / 100, linestyle="--", linewidth=0.8, color="grey")
+        ax.annotate(f"paper: {row['model']}", (len(labels) - 0.5, row["average_pass@1"] / 100), fontsize=6,
+                    ha="right", va="bottom", color="grey")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success")
+    ax.set_title(f"The paper's benchmarks: {summary['model']}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    curves.save(fig, path)
+
+
 RENDERERS: dict[str, tuple[Callable[[Summary], str], Callable[[Summary, Path], None]]] = {
     "heldout": (_heldout_markdown, _heldout_chart),
     "m3tooleval": (_m3tooleval_markdown, _m3tooleval_chart),
     "taubench": (_taubench_markdown, _taubench_chart),
+    "paper": (_paper_markdown, _paper_chart),
 }
 
 

@@ -46,7 +46,7 @@ from typing import Any
 from gymnasium.vector import VectorEnv
 from tqdm import tqdm
 
-from agents.policy import Player, Policy, Trajectory
+from agents.policy import ModelPolicy, Player, Policy, Trajectory
 from agents.prompting import Message
 from agents.rollout import make_vector_env, play
 from envs.base import ToolEnv
@@ -312,6 +312,14 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
     return summary
 
 
+def user_policy(agent: ModelPolicy, user_model: str | None, device: str, **settings: Any) -> ModelPolicy:
+    """The simulated user, sampling with ``settings``: ``user_model`` when one is named, else the agent's
+    own weights with its adapter off (one model in memory)."""
+    if user_model:
+        return cli.load_policy(argparse.Namespace(model=user_model, adapter=None, device=device), **settings)
+    return agent.base(settings=replace(agent.settings, **settings))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.parser("python -m eval.taubench", __doc__)
     parser.add_argument("--domain", default="retail", help="retail or airline")
@@ -345,12 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ids = parse_ids(args.tasks, len(source.tasks))
     if args.policy == "model":
         policy: Player | Policy = cli.load_policy(args, temperature=0.0, max_new_tokens=args.max_new_tokens)
-        user_settings = {"temperature": args.user_temperature, "max_new_tokens": args.max_new_tokens}
-        if args.user_model:
-            user: Player | Policy = cli.load_policy(argparse.Namespace(model=args.user_model, adapter=None,
-                                                                       device=args.device), **user_settings)
-        else:
-            user = policy.base(settings=replace(policy.settings, **user_settings))
+        user: Player | Policy = user_policy(policy, args.user_model, args.device, temperature=args.user_temperature,
+                                            max_new_tokens=args.max_new_tokens)
         name = cli.model_label(args)
     else:
         policy = gold_policy(source.tasks) if args.policy == "gold" else do_nothing_policy

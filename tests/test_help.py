@@ -10,7 +10,8 @@ import pytest
 COMMANDS = {  # module -> how its usage line names it
     "agents.challenge": "python -m agents.challenge", "envs.filter": "python -m envs.filter",
     "eval.heldout": "python -m eval.heldout", "eval.taubench": "python -m eval.taubench",
-    "eval.m3tooleval": "python -m eval.m3tooleval", "train.__main__": "python -m train",
+    "eval.m3tooleval": "python -m eval.m3tooleval", "eval.paper": "python -m eval.paper",
+    "train.__main__": "python -m train",
     "train.compare": "python -m train.compare", "train.experiment": "python -m train.experiment",
     "bench.__main__": "python -m bench", "bench.challenger": "python -m bench.challenger",
     "bench.envs": "python -m bench.envs", "bench.policy": "python -m bench.policy",

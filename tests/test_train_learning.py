@@ -102,6 +102,30 @@ def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_pat
     assert len(losses) == 40 and losses[-1] < losses[0] / 2
 
 
+MEASURED = ("seconds", "peak_memory_gib")
+"""Metric keys that measure the machine, not the run (with the timings, ``*_s``): the only ones two runs may
+differ in."""
+
+
+def what_was_learned(run) -> list[dict[str, Any]]:
+    return [{k: v for k, v in m.items() if k not in MEASURED and not k.endswith("_s")} for m in run.read_metrics()]
+
+
+def test_two_runs_of_one_pool_and_seed_log_identical_metrics_and_each_stage_draws_its_own_numbers(tmp_path, bandit):
+    settings = dict(steps=3, lr=0.02, eval_temperature=1.0, rl_domains=["bandit"])
+    first, _ = train(bandit_config(tmp_path / "a", bandit, **settings))
+    second, _ = train(bandit_config(tmp_path / "b", bandit, **settings))
+    learned = what_was_learned(first)
+    assert learned == what_was_learned(second)
+    assert {m["phase"] for m in learned} >= {"rl", "eval"}
+    # without the base model's evaluation, the stages after it draw the same numbers as before
+    skipped, _ = train(bandit_config(tmp_path / "c", bandit, eval_base=False, **settings))
+    assert what_was_learned(skipped) == [m for m in learned if m.get("stage") != "eval_base"
+                                         and not (m["phase"] == "eval" and m["stage"] == "base")]
+    other_seed, _ = train(bandit_config(tmp_path / "d", bandit, seed=1, **settings))
+    assert what_was_learned(other_seed) != learned
+
+
 def test_every_stage_of_a_run_says_it_is_alive_while_it_works(tmp_path, bandit, caplog, monkeypatch):
     """A stage that takes long logs "still running" lines (here every 0.05 s, as every 20 s for real)."""
     import functools

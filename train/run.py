@@ -1,7 +1,8 @@
 """The self-challenging loop, top to bottom: the challenger learns to write tasks and writes them,
 then the executor trains on them.
 
-Stages, each run once and checkpointed at its end (a killed run resumes inside the stage it was in):
+Stages, each run once, reseeded from the run's seed and its name (so that it draws the same numbers
+whichever stages ran before it) and checkpointed at its end (a killed run resumes inside the stage it was in):
 
 1. ``challenger_warm_start``: the challenger's adapter learns the task format from demonstrations
    (:mod:`train.challenger`);
@@ -17,16 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, set_seed
 
 from agents.decoding import SamplingSettings
 from agents.models import LoraSettings, load_policy
@@ -212,9 +210,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         pool_tasks(config.pool, config.domains, selection(config))
     accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
                               project_dir=config.runs_dir)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    set_seed(config.seed)
     run = run_folder(config, accelerator, default_name)
     player = load(config, accelerator)
     open_run(run, config, accelerator)
@@ -230,6 +226,8 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     try:
         while state.stage != "done":
             stage, started = state.stage, time.perf_counter()
+            if state.phase_step == 0:  # a stage resumed midway has its RNG states from the checkpoint
+                set_seed(trainer.step_seed(config, f"stage-{stage}", 0, 0))  # the same draws whatever ran before
             trainer.reset_peak_memory(accelerator.device)
             with heartbeat(stage.replace("_", " "), log):
                 if stage in EVAL_NAMES:

