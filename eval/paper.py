@@ -69,6 +69,8 @@ class Plan:
     action_mode: str = "json"
     max_steps: int = taubench.MAX_STEPS
     """A tau-bench conversation's agent steps (upstream's 30; fewer on a CPU, and the table says so)."""
+    max_new_tokens: int = m3tooleval.MAX_NEW_TOKENS
+    """A message's new tokens, agent's and user's (upstream M3ToolEval's 512); the table says it."""
 
 
 # ---------------------------------------------------------------- M3ToolEval: calculation and web browsing
@@ -160,7 +162,7 @@ def summarize(results: dict[str, Successes], plan: Plan, model: str, user_model:
                for key in ("pass@1", f"pass@{K}")}
     return {"kind": "paper", "model": model, "user_model": user_model, "temperature": plan.temperature,
             "action_mode": plan.action_mode, "samples": plan.samples, "k": K, "limit": plan.limit,
-            "max_steps": plan.max_steps,
+            "max_steps": plan.max_steps, "max_new_tokens": plan.max_new_tokens,
             "environments": environments, "average": average,
             "paper": [{"model": name, "average_pass@1": value} for name, value in PAPER_ROWS]}
 
@@ -249,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     benchmark = (m3tooleval.load_benchmark(m3tooleval.find_checkout(args.m3tooleval_dir))
                  if len(tau) < len(environments) else None)
     plan = Plan(args.samples, args.limit, args.batch_size, args.seed, args.temperature, args.action_mode,
-                args.max_steps)
+                args.max_steps, args.max_new_tokens)
     agent = cli.load_policy(args, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     user = taubench.user_policy(agent, args.user_model, args.device, temperature=1.0,
                                 max_new_tokens=args.max_new_tokens)

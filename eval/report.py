@@ -166,7 +166,8 @@ def _paper_markdown(summary: Summary) -> str:
     limit = f" (LIMIT {summary['limit']})" if summary.get("limit") else ""
     return (f"### The paper's benchmarks: `{summary['model']}`\n\n"
             f"Pass@1 is the mean success of {summary['samples']} samples a task at temperature "
-            f"{summary['temperature']}, Pass@{k} the chance that one of {k} succeeds; tasks{limit}: {tasks}. "
+            f"{summary['temperature']} (at most {summary['max_new_tokens']} new tokens a message), Pass@{k} the "
+            f"chance that one of {k} succeeds; tasks{limit}: {tasks}. "
             f"M3ToolEval in {summary['action_mode']} actions; tau-bench's user simulated by "
             f"`{summary['user_model']}`, at most {summary['max_steps']} agent steps a conversation (upstream: 30)."
             f"\n\n" + _table(header, rows))
