@@ -306,13 +306,17 @@ def _stage_section(run: RunFiles) -> str:
     domains = list(dict.fromkeys(d for m in evals for d in m.get("success", {})))
     rows = []
     for domain in domains:
-        sizes = sorted({m["n"][domain] for m in evals if domain in m.get("n", {})})
-        cells = [_success_cell(m["success"][domain], m.get("n", {}).get(domain)) if domain in m.get("success", {})
-                 else "-" for m in evals]
-        rows.append([domain, "/".join(map(str, sizes)) or "?"] + cells)
+        for label, success, n in ((domain, "success", "n"), (f"{domain}, 2+ calls", "success_multi_call", "n_multi_call")):
+            if not any(domain in m.get(success, {}) for m in evals):
+                continue
+            sizes = sorted({m[n][domain] for m in evals if domain in m.get(n, {})})
+            cells = [_success_cell(m[success][domain], m.get(n, {}).get(domain)) if domain in m.get(success, {})
+                     else "-" for m in evals]
+            rows.append([label, "/".join(map(str, sizes)) or "?"] + cells)
     header = ["domain", "held-out n"] + [f"{m.get('stage', '?')} (step {m['step']})" for m in evals]
     return ("## Held-out success per stage\n\nOne episode per held-out task at each stage; in brackets the 95% "
-            "(Wilson) interval over the held-out tasks.\n\n" + _table(header, rows))
+            "(Wilson) interval over the held-out tasks; \"2+ calls\": the held-out tasks whose example solution "
+            "makes two or more tool calls.\n\n" + _table(header, rows))
 
 
 def _funnel_table(tasks: dict[str, dict[str, Any]]) -> str:

@@ -147,6 +147,18 @@ def test_a_runs_report_holds_each_domains_heldout_success_per_stage_with_n_and_i
     assert "| web | 2 | 0.0% (0-66%) |" in table
 
 
+def test_a_runs_report_gives_the_multi_call_tasks_their_own_row(tmp_path):
+    run_dir = tiny_run(tmp_path / "run")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    evals = [i for i, line in enumerate(lines) if json.loads(line)["phase"] == "eval"]
+    last = json.loads(lines[evals[-1]])  # web's 2 held-out tasks: one of 2 calls, solved at the last stage only
+    lines[evals[-1]] = json.dumps({**last, "success_multi_call": {"web": 1.0}, "n_multi_call": {"web": 1}})
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    table = section(report.write_run_page(run_dir).read_text(), "Held-out success per stage")
+    assert "| web, 2+ calls | 1 | - | - | 100.0% (21-100%) |" in table  # 1 of 1: z²/(1 + z²) = 20.7% to 100%
+    assert "calculation, 2+ calls" not in table
+
+
 def test_a_runs_report_holds_the_task_mix_and_the_funnel_stages_present(tmp_path):
     page = report.write_run_page(tiny_run(tmp_path / "run")).read_text()
     tasks = section(page, "Tasks")

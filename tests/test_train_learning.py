@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from agents.models import load_tokenizer
+from envs.cat import Attempt, ToolCall
 from envs.pool import append_pool
 from test_train_support import bandit_model_dir, bandit_pool, save_model, tiny_llama, toy_answer_task
 from train.config import ConfigError, TrainConfig, apply
@@ -100,6 +102,23 @@ def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_pat
     assert heldout(metrics, "warm_start", "toy") > 0.8
     losses = [m["loss"] for m in metrics if m["phase"] == "warm_start"]
     assert len(losses) == 40 and losses[-1] < losses[0] / 2
+
+
+def test_held_out_success_is_also_given_on_the_tasks_of_two_or_more_calls(tmp_path):
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    twice = [replace(toy_answer_task(i), id=f"toy-twice-{i}", solution=Attempt((ToolCall("get_note", {"key": "k2"}),
+                                                                               ToolCall("get_note", {"key": "k1"})), "note 1"))
+             for i in range(6)]
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [toy_answer_task(i) for i in range(6)] + twice)
+    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy"], heldout_per_domain={"toy": 8},
+                          steps=0, max_turns=2, max_new_tokens=4))
+    held = json.loads((run.path / "split.json").read_text())["toy"]["heldout"]
+    [evaluation] = [m for m in run.read_metrics() if m["phase"] == "eval"]
+    assert evaluation["n"] == {"toy": 8}
+    assert evaluation["n_multi_call"] == {"toy": sum(i.startswith("toy-twice") for i in held)} and 0 < len(held) < 12
+    assert evaluation["success_multi_call"]["toy"] == 0.0  # a random model solves nothing
 
 
 MEASURED = ("seconds", "peak_memory_gib")

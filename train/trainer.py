@@ -293,7 +293,8 @@ def make_optimizer(policy: PeftModel, lr: float, state: dict[str, Any] | None) -
 
 def evaluate(ctx: Context, name: str, step: int) -> dict[str, dict[str, float]]:
     """Held-out success per domain: :func:`eval.heldout.score`, the command line's held-out score,
-    each process playing its share (results gathered)."""
+    each process playing its share (results gathered). The metrics also give it on the tasks whose
+    example solution makes 2 or more tool calls (``success_multi_call``), the multi-turn ones."""
     tasks = ctx.split_tasks("heldout", ctx.config.domains)
     mine = [tasks[i] for i in shard(len(tasks), ctx.rank, ctx.num_processes)]
     started = time.perf_counter()
@@ -304,9 +305,15 @@ def evaluate(ctx: Context, name: str, step: int) -> dict[str, dict[str, float]]:
     result = {d: {"success": float(np.mean([r["reward"] for r in records if r["domain"] == d])),
                   "n": sum(1 for r in records if r["domain"] == d)}
               for d in ctx.config.domains if any(r["domain"] == d for r in records)}
+    calls = {t.id: len(t.solution.actions) for t in tasks}
+    multi = {d: [r["reward"] for r in records if r["domain"] == d and calls[r["task_id"]] >= 2] for d in result}
+    multi = {d: rewards for d, rewards in multi.items() if rewards}
     ctx.run.log_metrics({"step": step, "phase": "eval", "stage": name,
                          "success": {d: v["success"] for d, v in result.items()},
-                         "n": {d: v["n"] for d, v in result.items()}, "seconds": time.perf_counter() - started})
+                         "n": {d: v["n"] for d, v in result.items()},
+                         "success_multi_call": {d: float(np.mean(rewards)) for d, rewards in multi.items()},
+                         "n_multi_call": {d: len(rewards) for d, rewards in multi.items()},
+                         "seconds": time.perf_counter() - started})
     if ctx.config.save_trajectories:
         ctx.run.append(ctx.run.trajectories, records)
     log.info("held-out success (%s): %s", name, ", ".join(f"{d} {v['success']:.2f}" for d, v in result.items()))
