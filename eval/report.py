@@ -460,7 +460,7 @@ def _episodes_section(run: RunFiles) -> str:
 
 def _evals_section(run_dir: Path) -> str:
     parts = []
-    for path in sorted(run_dir.rglob("summary.json")):
+    for path in sorted(run_dir.rglob("summary.json"), key=lambda p: (len(p.parts), p)):  # a table before its parts
         summary = json.loads(path.read_text())
         if not isinstance(summary, dict) or summary.get("kind") not in RENDERERS:
             log.warning("%s is not an eval summary written by eval/, skipped", path)
