@@ -53,8 +53,8 @@ PAPER_ROWS = (("Llama-3.1-8B-Instruct, zero-shot", 12.0), ("Llama-3.1-8B-Instruc
               ("Llama-3.1-8B-Instruct, distillation (SCA)", 32.2))
 """The paper's published average Pass@1 over the four environments, in percent, for reference."""
 
-Successes = dict[str, list[bool]]
-"""Each task's samples, success or not, in the order they ended."""
+Counts = dict[str, tuple[int, int]]
+"""Each task's samples played and how many of them succeeded."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def m3tooleval_tasks(benchmark: m3tooleval.Benchmark, environment: str, limit: i
 
 
 def play_m3tooleval(benchmark: m3tooleval.Benchmark, tasks: Sequence[Any], policy: ModelPolicy | Policy,
-                    path: Path, plan: Plan, sandbox: Sandbox | None = None) -> Successes:
+                    path: Path, plan: Plan, sandbox: Sandbox | None = None) -> Counts:
     """Play each task until ``path`` holds ``plan.samples`` episodes of it, all in one queue of
     ``plan.batch_size`` side by side; each episode is appended as it ends, with its sample index (the
     samples of a task are draws of one distribution, numbered in the order they end)."""
@@ -116,36 +116,30 @@ def play_m3tooleval(benchmark: m3tooleval.Benchmark, tasks: Sequence[Any], polic
 
             generate = m3tooleval.showing_turns(m3tooleval.batched(policy), bar)
             m3tooleval.run_tasks(todo, benchmark, plan.action_mode, generate, plan.batch_size, keep, sandbox)
-    successes: Successes = {t.name: [] for t in tasks}
-    for record in records:
-        if record["task_name"] in names and record.get("sample", 0) < plan.samples:
-            successes[record["task_name"]].append(bool(record["is_correct"]))
-    return successes
+    counted = [r for r in records if r["task_name"] in names and r.get("sample", 0) < plan.samples]
+    return {t.name: (sum(r["task_name"] == t.name for r in counted),
+                     sum(r["task_name"] == t.name and bool(r["is_correct"]) for r in counted)) for t in tasks}
 
 
 # ---------------------------------------------------------------- tau-bench: retail and airline
 
 
 def play_taubench(source: taubench.Source, policy: Player | Policy, user: Player | Policy, out: Path,
-                  plan: Plan, model: str = "") -> Successes:
+                  plan: Plan, model: str = "") -> Counts:
     """``plan.samples`` conversations of each of the first ``plan.limit`` tasks (:func:`eval.taubench.evaluate`,
     resumable in ``out``)."""
     count = len(source.tasks) if plan.limit is None else min(plan.limit, len(source.tasks))
-    taubench.evaluate(source, policy, user, plan.samples, range(count), out, model=model, max_steps=plan.max_steps,
-                      batch_size=plan.batch_size, seed=plan.seed)
-    successes: Successes = {str(i): [False] * plan.samples for i in range(count)}
-    for record in read_jsonl(out / "episodes.jsonl"):
-        if record["task_index"] < count and record["trial"] < plan.samples:
-            successes[str(record["task_index"])][record["trial"]] = record["reward"] > 1 - 1e-6
-    return successes
+    summary = taubench.evaluate(source, policy, user, plan.samples, range(count), out, model=model,
+                                max_steps=plan.max_steps, batch_size=plan.batch_size, seed=plan.seed)
+    return {task: (plan.samples, successes) for task, successes in summary["successes"].items()}
 
 
 # ---------------------------------------------------------------- the table
 
 
-def score(successes: Successes, k: int = K) -> dict[str, Any]:
+def score(counts_by_task: Counts, k: int = K) -> dict[str, Any]:
     """Pass@1 (mean success of the samples) and Pass@k of one environment, averaged over its tasks."""
-    counts = [(len(s), sum(s)) for s in successes.values()]
+    counts = list(counts_by_task.values())
     if not counts or any(n < k for n, _ in counts):
         raise ValueError(f"every task needs at least {k} samples for Pass@{k}; got {[n for n, _ in counts]}")
     return {"tasks": len(counts), "samples": counts[0][0],
@@ -153,7 +147,7 @@ def score(successes: Successes, k: int = K) -> dict[str, Any]:
             f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)}
 
 
-def summarize(results: dict[str, Successes], plan: Plan, model: str, user_model: str,
+def summarize(results: dict[str, Counts], plan: Plan, model: str, user_model: str,
               totals: dict[str, int]) -> dict[str, Any]:
     """The ``paper`` summary :mod:`eval.report` renders: each environment's scores (``totals``: how many
     test tasks it has, so a subset says so) and their average over the environments played."""
@@ -176,7 +170,7 @@ def evaluate(environments: Sequence[str], plan: Plan, out: Path, agent: ModelPol
     """Play each environment in turn (a model agent stops a turn where upstream's M3ToolEval trim is
     final), then write the table and chart to ``out``; the summary."""
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Successes] = {}
+    results: dict[str, Counts] = {}
     totals: dict[str, int] = {}
     for name in environments:
         if name in sources:

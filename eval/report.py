@@ -306,7 +306,8 @@ def _stage_section(run: RunFiles) -> str:
     domains = list(dict.fromkeys(d for m in evals for d in m.get("success", {})))
     rows = []
     for domain in domains:
-        for label, success, n in ((domain, "success", "n"), (f"{domain}, 2+ calls", "success_multi_call", "n_multi_call")):
+        for label, success, n in ((domain, "success", "n"),
+                                  (f"{domain}, 2+ calls", "success_multi_call", "n_multi_call")):
             if not any(domain in m.get(success, {}) for m in evals):
                 continue
             sizes = sorted({m[n][domain] for m in evals if domain in m.get(n, {})})

@@ -22,18 +22,18 @@ PLAN = paper.Plan(samples=4, limit=None, batch_size=3, seed=0)
 
 def test_pass_at_1_and_pass_at_4_match_a_hand_count():
     # task a: 2 of 4 -> Pass@1 1/2, Pass@4 1; task b: 0 of 4 -> 0, 0; task c: 1 of 5 -> 1/5, 1 - C(4,4)/C(5,4) = 4/5
-    successes = {"a": [True, False, False, True], "b": [False] * 4, "c": [False, False, True, False, False]}
-    scores = paper.score(successes)
+    counts = {"a": (4, 2), "b": (4, 0), "c": (5, 1)}
+    scores = paper.score(counts)
     assert scores["tasks"] == 3
     assert scores["pass@1"] == pytest.approx((1 / 2 + 0 + 1 / 5) / 3)
     assert scores["pass@4"] == pytest.approx((1 + 0 + 4 / 5) / 3)
     with pytest.raises(ValueError, match="at least 4 samples"):
-        paper.score({"a": [True, True, True]})
+        paper.score({"a": (3, 3)})
 
 
 def summary_of_hand_counts() -> dict:
-    results = {"calculation": {"a": [True, False, False, False], "b": [True] * 4},   # 5/8, Pass@4 1
-               "airline": {"0": [False] * 4, "1": [False, True, False, False]}}     # 1/8, Pass@4 1/2
+    results = {"calculation": {"a": (4, 1), "b": (4, 4)},  # 5/8, Pass@4 1
+               "airline": {"0": (4, 0), "1": (4, 1)}}      # 1/8, Pass@4 1/2
     return paper.summarize(results, PLAN, "tiny+adapter", "tiny (no adapter)", {"calculation": 62, "airline": 50})
 
 
