@@ -31,7 +31,8 @@ train: $(INSTALLED)
 	$(PY) -m train
 
 # The loop for several seeds on one held-out set, each stage's held-out success with a 95% interval
-# over tasks and seeds: SEEDS (default 0,1,2), CONFIG (default train/configs/default.yaml), OUT.
+# over tasks and seeds, and RL's curves: SEEDS (default 0,1,2), CONFIG (default
+# train/configs/experiment.yaml: every domain, 100 held-out tasks each), OUT (default runs/experiment).
 experiment: $(INSTALLED)
 	$(PY) -m train.experiment --seeds $(or $(SEEDS),0$(comma)1$(comma)2) $(if $(CONFIG),--config '$(CONFIG)') \
 		$(if $(OUT),--out '$(OUT)')

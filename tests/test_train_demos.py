@@ -83,3 +83,11 @@ def test_tasks_fit_their_domains_action_budget_and_listed_tools():
     assert Selection(prompt_tools={"toy": ["get_note", "set_note"]}).fits(task)
     assert not Selection(prompt_tools={"toy": ["get_note"]}).fits(task)
     assert Selection(prompt_tools={"calculation": ["calculate"]}).fits(task), "another domain's list does not apply"
+
+
+def test_tasks_fit_their_domains_families_and_the_llms_tasks_name_none():
+    scripted = copy_task(provenance={"challenger": "scripted", "family": "copy"})
+    assert Selection(families={"toy": ["copy", "move"]}).fits(scripted)
+    assert not Selection(families={"toy": ["move"]}).fits(scripted)
+    assert Selection(families={"calculation": ["move"]}).fits(scripted), "another domain's families do not apply"
+    assert Selection(families={"toy": ["move"]}).fits(copy_task(provenance={"challenger": "llm:tiny"}))

@@ -31,6 +31,35 @@ def test_each_stage_is_the_mean_over_seeds_and_tasks_and_rl_gain_is_paired():
     assert "| calculation | 4 | 0.0% [0.0, 0.0] | 50.0% [" in page and "| 25.0% [" in page
 
 
+def test_the_base_model_measured_by_one_seed_and_tasks_of_two_calls_get_their_own_row():
+    runs = runs_of({0: {"base": [0, 0, 1, 0], "warm_start": [1, 0, 0, 1], "rl": [1, 1, 1, 1]},
+                    1: {"warm_start": [1, 1, 0, 0], "rl": [1, 1, 0, 0]}})
+    table = experiment.summarize(runs, multi_call={"t2", "t3", "elsewhere"})
+    base = table["calculation"]["base"]
+    assert (base["mean"], base["tasks"], base["seeds"], table["calculation"]["rl"]["seeds"]) == (0.25, 4, 1, 2)
+    multi = table["calculation, 2+ calls"]
+    assert multi["warm_start"]["tasks"] == 2 and multi["warm_start"]["mean"] == pytest.approx(1 / 4)
+    assert multi["rl"]["mean"] == pytest.approx(2 / 4) and multi["rl_gain"]["mean"] == pytest.approx(1 / 4)
+    assert multi["base"]["mean"] == pytest.approx(1 / 2)
+    assert "calculation, 2+ calls" not in experiment.summarize(runs, multi_call={"t0", "t1", "t2", "t3"})
+    page = experiment.markdown(table, [0, 1])
+    assert "| calculation | 4 | 25.0% [" in page and "(1 seed) | 50.0% [" in page
+    assert "| calculation, 2+ calls | 2 | 50.0% [" in page
+
+
+def test_rl_curves_count_steps_from_rls_start_and_follow_the_domains_measured_between_steps():
+    metrics = [{"phase": "warm_start", "step": s} for s in (1, 2, 3)] + [
+        {"phase": "eval", "stage": "base", "step": 0, "success": {"calculation": 0.0, "web": 0.0}},
+        {"phase": "eval", "stage": "warm_start", "step": 3, "success": {"calculation": 0.5, "web": 0.25}},
+        {"phase": "rl", "step": 4, "reward_mean": 0.25}, {"phase": "rl", "step": 5, "reward_mean": 0.5},
+        {"phase": "eval", "stage": "rl@2", "step": 5, "success": {"calculation": 0.625}},
+        {"phase": "rl", "step": 6, "reward_mean": 0.75},
+        {"phase": "eval", "stage": "rl", "step": 6, "success": {"calculation": 0.75, "web": 0.25}}]
+    curves = experiment.rl_curves({0: metrics, 1: metrics[:3]})
+    assert curves == {0: {"reward": [[1, 0.25], [2, 0.5], [3, 0.75]],
+                          "heldout": {"calculation": [[0, 0.5], [2, 0.625], [3, 0.75]]}}}
+
+
 @pytest.mark.slow
 def test_seeds_share_one_held_out_set_and_a_rerun_resumes(tmp_path: Path, capsys):
     tokenizer = load_tokenizer()
@@ -47,5 +76,10 @@ def test_seeds_share_one_held_out_set_and_a_rerun_resumes(tmp_path: Path, capsys
         split = json.loads((tmp_path / "exp" / f"seed-{seed}" / "split.json").read_text())
         assert set(split["calculation"]["heldout"]) == held and not held & set(split["calculation"]["train"])
     assert (tmp_path / "exp" / "chart.png").is_file() and "| calculation | 3 |" in capsys.readouterr().out
+    phases = [{json.loads(line)["phase"] for line in (tmp_path / "exp" / f"seed-{seed}" / "trajectories.jsonl")
+               .read_text().splitlines()} for seed in (0, 1)]
+    assert "eval:base" in phases[0] and "eval:base" not in phases[1], "greedy: the base model is measured once"
+    assert [len(summary["rl_curves"][seed]["reward"]) for seed in ("0", "1")] == [1, 1]
+    assert (tmp_path / "exp" / "rl_curves.png").is_file()
     assert experiment.main(argv) == 0  # both seeds are done: resumed at once, the same summary
     assert json.loads((tmp_path / "exp" / "summary.json").read_text()) == summary

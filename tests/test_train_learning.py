@@ -23,6 +23,7 @@ from envs.pool import append_pool
 from test_train_support import bandit_model_dir, bandit_pool, save_model, tiny_llama, toy_answer_task
 from train.config import ConfigError, TrainConfig, apply
 from train.run import scalars, train
+from train.tasks import Selection, scripted_tasks
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,19 @@ def test_held_out_success_is_also_given_on_the_tasks_of_two_or_more_calls(tmp_pa
     assert evaluation["n"] == {"toy": 8}
     assert evaluation["n_multi_call"] == {"toy": sum(i.startswith("toy-twice") for i in held)} and 0 < len(held) < 12
     assert evaluation["success_multi_call"]["toy"] == 0.0  # a random model solves nothing
+
+
+def test_evaluations_between_rl_steps_measure_the_rl_domains_and_a_stages_end_every_domain(tmp_path):
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    pool = tmp_path / "pool.jsonl"
+    calculation = scripted_tasks("calculation", 0, 6, Selection({"calculation": 1}))
+    append_pool(pool, [toy_answer_task(i) for i in range(6)] + calculation)
+    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy", "calculation"],
+                          heldout_per_domain={"toy": 2, "calculation": 2}, rl_domains=["toy"], steps=2, eval_every=1,
+                          tasks_per_step=2, group_size=2, max_turns=1, max_new_tokens=4, eval_base=False))
+    evaluated = {m["stage"]: set(m["n"]) for m in run.read_metrics() if m["phase"] == "eval"}
+    assert evaluated == {"rl@1": {"toy"}, "rl": {"toy", "calculation"}}
 
 
 MEASURED = ("seconds", "peak_memory_gib")

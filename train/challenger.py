@@ -59,10 +59,6 @@ RL_WORLDS = 10_000
 below it, so RL never trains on the worlds it is measured on."""
 
 
-def selection(ctx: Context) -> Selection:
-    return Selection(ctx.config.max_solution_actions, ctx.config.prompt_tools)
-
-
 def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
     """``challenger_demos`` scripted tasks of ``domain`` that a challenger could have written: at most
     ``challenger_explore_turns`` calls (its exploration), within the run's selection, verified by
@@ -77,7 +73,7 @@ def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
         written = (as_challenger_writes(t) for t in make_tasks(world, 4 * config.challenger_demos))
         fitting = [replace(t, failures=tuple(replace(f, actions=()) for f in t.failures[:MIN_FAILURES])) for t in written
                    if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
-                   and selection(ctx).fits(t)]
+                   and Selection.of(ctx.config).fits(t)]
         chosen += fitting[:config.challenger_demos - len(chosen)]
         if len(chosen) == config.challenger_demos:
             break
@@ -226,12 +222,12 @@ def write_tasks(ctx: Context) -> tuple[list[CodeAsTask], dict[str, dict[str, Any
         wanted, heldout = config.tasks_for(domain), config.heldout_for(domain)
         funnel, kept, example = (propose(ctx, domain, "pool") if domain in config.challenger_domain_list()
                                  else (Funnel(), [], ""))
-        fitting = [t for t in kept if selection(ctx).fits(t)]
+        fitting = [t for t in kept if Selection.of(ctx.config).fits(t)]
         if len(fitting) < len(kept):
             log.info("%s: %d of the %d kept tasks use tools or calls beyond the config's prompt_tools and "
                      "max_solution_actions, and are left out", domain, len(kept) - len(fitting), len(kept))
         kept = fitting[:max(wanted - heldout, 0)]
-        topped = scripted_tasks(domain, config.seed, wanted - len(kept), selection(ctx))
+        topped = scripted_tasks(domain, config.seed, wanted - len(kept), Selection.of(ctx.config))
         written = funnel.reached["proposals"] > 0
         mix[domain] = asdict(DomainMix(llm=len(kept), scripted=len(topped), proposals=funnel.reached["proposals"],
                                        new=sum(t.provenance.get("novelty") == "new" for t in kept),

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.run / "config.yaml", {k: parse_value(v) for k, v in
                                                         (item.partition("=")[::2] for item in args.set)})
         sets, held = training_sets(args.run, args.domain, args.size, args.heldout, base.get("seed", 0),
-                                   Selection(config.max_solution_actions, config.prompt_tools))
+                                   Selection.of(config))
     except (ConfigError, EmptyPoolError) as error:
         log.error("%s", error)
         return 2

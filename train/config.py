@@ -56,7 +56,8 @@ class TrainConfig:
     checkpoint_every: int = _help("Save adapter, optimizer, RNG states and data cursor every this many updates.", 1)
     eval_base: bool = _help("Measure the base model's held-out success before any training (train.compare "
                             "measures it once, in its first arm).", True)
-    eval_every: int = _help("Also measure held-out success every this many RL steps (0: only after each stage).", 0)
+    eval_every: int = _help("Also measure held-out success on the RL domains every this many RL steps (0: only "
+                            "after each stage, on every domain).", 0)
     save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
     report_to: str = _help("Also send every metric to this accelerate tracker ('tensorboard': event files in "
                            "<run>/tensorboard; needs tensorboard or tensorboardX); empty: metrics.jsonl alone.", "")
@@ -93,6 +94,10 @@ class TrainConfig:
         "Per domain, the only tools the system prompt lists (finish always; a domain not named lists all). Tasks "
         "whose example solution uses another tool are left out. On CPU every rollout and update costs in "
         "proportion to the prompt: calculation's 22 tools take 2,380 tokens, two take 670.", factory=dict)
+    task_families: dict[str, list[str]] = _help(
+        "Per domain, keep only the scripted tasks of these families (their provenance's 'family', e.g. web's "
+        "'fact:page': a fact on the page of an entity the question names); the LLM's tasks name no family and "
+        "are kept. A domain not named keeps every family.", factory=dict)
     # ------------------------------------------------------------------ the challenger
     challenger_domains: list[str] = _help("Domains where the LLM challenger writes tasks (the others are scripted "
                                           "only); those among domains.", factory=lambda: ["calculation"])
@@ -220,7 +225,7 @@ class TrainConfig:
                     "challenger_domains": False}[key]
             if used and getattr(self, key) and not set(getattr(self, key)) & set(self.domains):
                 raise ConfigError(key, f"none of {getattr(self, key)} is among domains {self.domains}: set it too")
-        for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions"):
+        for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions", "task_families"):
             for domain, value in getattr(self, key).items():
                 if domain not in known:
                     raise ConfigError(f"{key}.{domain}", f"unknown domain {domain!r}")

@@ -1,6 +1,6 @@
 """The loop for several seeds, and what it shows with 95% intervals (``python -m train.experiment``).
 
-    python -m train.experiment --seeds 0,1,2 [--config train/configs/default.yaml] [--set steps=16 ...]
+    python -m train.experiment --seeds 0,1,2 [--config train/configs/experiment.yaml] [--set steps=16 ...]
 
 Runs the whole loop (:func:`train.run.train`) once per seed, each in ``<out>/seed-<s>`` (a run
 that exists is resumed, so a killed experiment continues). Every seed is scored on one held-out set:
@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from envs.pool import append_pool
+from envs.pool import append_pool, load_pool
 from eval import cli, curves
 from eval.estimators import bootstrap_interval
-from train.config import ConfigError, TrainConfig, load_config, parse_value
+from train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config, parse_value
 from train.tasks import EmptyPoolError, Selection, scripted_tasks
 
 log = logging.getLogger("train.experiment")
@@ -37,9 +37,8 @@ STAGES = ("base", "warm_start", "rl")
 def heldout_tasks(config: TrainConfig, path: Path) -> Path:
     """The held-out set every seed is scored on: ``heldout_per_domain`` scripted tasks a domain."""
     if not path.is_file():
-        selection = Selection(config.max_solution_actions, config.prompt_tools)
         append_pool(path, [t for d in config.domains
-                           for t in scripted_tasks(d, HELDOUT_WORLD, config.heldout_for(d), selection)])
+                           for t in scripted_tasks(d, HELDOUT_WORLD, config.heldout_for(d), Selection.of(config))])
     return path
 
 
@@ -54,40 +53,93 @@ def scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
-def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
+def multi_call_tasks(held: Path) -> set[str]:
+    """The held-out tasks whose example solution makes two or more tool calls."""
+    return {t.id for t in load_pool(held) if len(t.solution.actions) >= 2}
+
+
+def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]],
+              multi_call: set[str] = frozenset()) -> dict[str, Any]:
     """Per domain and stage: mean success over seeds and tasks, its 95% interval, and RL's gain over
-    the warm start with the paired interval (every seed scored the same tasks)."""
+    the warm start with the paired interval (every seed scored the same tasks). A stage some seeds did
+    not measure (the base model, measured once) is over the seeds that did. A domain with tasks of
+    two or more calls among others also gets a row for those alone ("<domain>, 2+ calls")."""
     table: dict[str, Any] = {}
-    seeds = sorted(runs)
     domains = sorted({d for run in runs.values() for stage in run.values() for d in stage})
     for domain in domains:
-        row: dict[str, Any] = {}
-        for stage in STAGES:
-            if not all(domain in runs[s].get(stage, {}) for s in seeds):
-                continue
-            tasks = sorted(runs[seeds[0]][stage][domain])
-            grid = [[runs[s][stage][domain][t] for t in tasks] for s in seeds]
-            low, high = bootstrap_interval(grid)
-            row[stage] = {"mean": sum(map(sum, grid)) / (len(seeds) * len(tasks)), "low": low, "high": high,
-                          "tasks": len(tasks), "seeds": len(seeds)}
-        if "rl" in row and "warm_start" in row:
-            tasks = sorted(runs[seeds[0]]["rl"][domain])
-            gain = [[runs[s]["rl"][domain][t] - runs[s]["warm_start"][domain][t] for t in tasks] for s in seeds]
-            low, high = bootstrap_interval(gain)
-            row["rl_gain"] = {"mean": sum(map(sum, gain)) / (len(seeds) * len(tasks)), "low": low, "high": high}
-        table[domain] = row
+        tasks = {t for run in runs.values() for stage in run.values() for t in stage.get(domain, {})}
+        table[domain] = _row(runs, domain, tasks)
+        if tasks & multi_call and tasks - multi_call:
+            table[f"{domain}, 2+ calls"] = _row(runs, domain, tasks & multi_call)
     return table
+
+
+def _row(runs: dict[int, dict[str, dict[str, dict[str, float]]]], domain: str, tasks: set[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for stage in STAGES:
+        seeds = [s for s in sorted(runs) if domain in runs[s].get(stage, {})]
+        if not seeds:
+            continue
+        asked = sorted(tasks & set(runs[seeds[0]][stage][domain]))
+        grid = [[runs[s][stage][domain][t] for t in asked] for s in seeds]
+        low, high = bootstrap_interval(grid)
+        row[stage] = {"mean": sum(map(sum, grid)) / (len(seeds) * len(asked)), "low": low, "high": high,
+                      "tasks": len(asked), "seeds": len(seeds)}
+    paired = [s for s in sorted(runs) if domain in runs[s].get("rl", {}) and domain in runs[s].get("warm_start", {})]
+    if paired:
+        asked = sorted(tasks & set(runs[paired[0]]["rl"][domain]))
+        gain = [[runs[s]["rl"][domain][t] - runs[s]["warm_start"][domain][t] for t in asked] for s in paired]
+        low, high = bootstrap_interval(gain)
+        row["rl_gain"] = {"mean": sum(map(sum, gain)) / (len(paired) * len(asked)), "low": low, "high": high}
+    return row
+
+
+def rl_curves(metrics: dict[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    """Per seed, RL's curves with steps counted from RL's start: the training reward at each step, and
+    held-out success on the RL domains at each evaluation from the warm start's on (``eval_every``
+    sets how many there are between)."""
+    found: dict[int, dict[str, Any]] = {}
+    for seed, records in metrics.items():
+        rl = [m for m in records if m.get("phase") == "rl"]
+        if not rl:
+            continue
+        start = rl[0]["step"] - 1
+        evals = [m for m in records if m.get("phase") == "eval" and m["stage"] != "base" and m["step"] >= start]
+        between = [m for m in evals if m["stage"].startswith("rl@")]
+        domains = sorted({d for m in between or evals for d in m["success"]})
+        found[seed] = {"reward": [[m["step"] - start, m["reward_mean"]] for m in rl],
+                       "heldout": {d: [[m["step"] - start, m["success"][d]] for m in evals if d in m["success"]]
+                                   for d in domains}}
+    return found
+
+
+def curve_chart(per_seed: dict[int, dict[str, Any]], path: Path) -> None:
+    """Training reward and held-out success against RL steps, a thin line per seed."""
+    plt = curves.pyplot()
+    fig, (reward, held) = plt.subplots(1, 2, figsize=(11, 4))
+    for seed, curve in per_seed.items():
+        reward.plot(*zip(*curve["reward"]), lw=1, label=f"seed {seed}")
+        for domain, points in curve["heldout"].items():
+            held.plot(*zip(*points), marker="o", lw=1, label=f"{domain}, seed {seed}")
+    reward.set(xlabel="RL step", ylabel="training reward (mean of the step's episodes)", ylim=(0, 1))
+    held.set(xlabel="RL step (0: after the warm start)", ylabel="held-out success", ylim=(0, 1))
+    for ax in (reward, held):
+        ax.legend(fontsize=7)
+    curves.save(fig, path)
 
 
 def markdown(table: dict[str, Any], seeds: Sequence[int]) -> str:
     def cell(value: dict[str, float] | None) -> str:
         if value is None:
             return "-"
-        return f"{100 * value['mean']:.1f}% [{100 * value['low']:.1f}, {100 * value['high']:.1f}]"
+        measured = value.get("seeds", len(seeds))
+        fewer = f" ({measured} seed{'s' * (measured > 1)})" if measured < len(seeds) else ""
+        return f"{100 * value['mean']:.1f}% [{100 * value['low']:.1f}, {100 * value['high']:.1f}]{fewer}"
 
     lines = [f"# Experiment: {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
              "Held-out success, mean over seeds and tasks [95% interval, bootstrap over tasks and seeds]; "
-             "every seed scored on the same held-out tasks.", "",
+             "every seed scored on the same held-out tasks. With greedy evaluation the base model is measured "
+             "once, with the first seed (its episodes do not depend on the seed).", "",
              "| domain | held-out tasks | base | warm start | RL | RL minus warm start |", "|---|---|---|---|---|---|"]
     for domain, row in table.items():
         tasks = next((v["tasks"] for v in row.values() if "tasks" in v), 0)
@@ -118,7 +170,8 @@ def chart(table: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     parser = cli.parser("python -m train.experiment", __doc__)
-    parser.add_argument("--config", type=Path, help="the loop's config (default: train/configs/default.yaml)")
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "experiment.yaml",
+                        help="the loop's config (default: train/configs/experiment.yaml, every domain trained)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="the experiment's folder")
@@ -136,23 +189,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     held = heldout_tasks(config, args.out / "heldout.jsonl")
-    runs = {}
+    runs, metrics = {}, {}
     for seed in seeds:
         name = f"seed-{seed}"
         log.info("seed %d: %s", seed, args.out / name)
         try:
             run, _ = train(replace(config, seed=seed, name=name, runs_dir=str(args.out), heldout_pool=str(held),
-                                   resume=(args.out / name / "config.yaml").is_file(), save_trajectories=True),
+                                   resume=(args.out / name / "config.yaml").is_file(), save_trajectories=True,
+                                   eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0)),
                            default_name=name)
         except (ConfigError, EmptyPoolError) as error:
             log.error("%s", error)
             return 2
-        runs[seed] = scores(run.path)
-    table = summarize(runs)
+        runs[seed], metrics[seed] = scores(run.path), run.read_metrics()
+    table, learning = summarize(runs, multi_call_tasks(held)), rl_curves(metrics)
     page = markdown(table, seeds)
-    (args.out / "summary.json").write_text(json.dumps({"seeds": seeds, "table": table}, indent=1))
+    (args.out / "summary.json").write_text(json.dumps({"seeds": seeds, "table": table, "rl_curves": learning}, indent=1))
     chart(table, args.out / "chart.png")
-    (args.out / "summary.md").write_text(page + "\n\n![held-out success per stage](chart.png)\n")
+    page += "\n\n![held-out success per stage](chart.png)\n"
+    if learning:
+        curve_chart(learning, args.out / "rl_curves.png")
+        page += "\n![training reward and held-out success against RL steps](rl_curves.png)\n"
+    (args.out / "summary.md").write_text(page)
     print(page)
     return 0
 

@@ -103,24 +103,20 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
     run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
 
 
-def selection(config: TrainConfig) -> Selection:
-    return Selection(config.max_solution_actions, config.prompt_tools)
-
-
 def write_tasks(ctx: trainer.Context) -> None:
     """The ``tasks`` stage: the run's pool (the challenger's and scripted tasks, or the given pool),
     how each domain's were made, and the split; written by the main process, read by every one."""
     config, run = ctx.config, ctx.run
     if ctx.accelerator.is_main_process:
         if config.pool:
-            tasks = pool_tasks(config.pool, config.domains, selection(config))
+            tasks = pool_tasks(config.pool, config.domains, Selection.of(config))
             mix = {d: asdict(DomainMix(llm=sum(t.domain == d and is_llm(t) for t in tasks),
                                        scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
                    for d in config.domains}
         else:
             tasks, mix = challenger.write_tasks(ctx)
         if config.heldout_pool:
-            held = pool_tasks(config.heldout_pool, config.domains, selection(config))
+            held = pool_tasks(config.heldout_pool, config.domains, Selection.of(config))
             parts = {d: {"train": [t.id for t in tasks if t.domain == d], "heldout": [t.id for t in held if t.domain == d]}
                      for d in config.domains}
             tasks = tasks + held
@@ -207,7 +203,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     for name, entry in config.extra_domains.items():
         DOMAINS[name] = entry
     if config.pool:  # a pool without tasks for a domain: say so before loading anything
-        pool_tasks(config.pool, config.domains, selection(config))
+        pool_tasks(config.pool, config.domains, Selection.of(config))
     accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
                               project_dir=config.runs_dir)
     set_seed(config.seed)

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
@@ -19,6 +19,9 @@ from envs.cat import CodeAsTask
 from envs.pool import load_pool
 from envs.prompt_tools import ListedTools
 from envs.registry import env_class
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
 
 class EmptyPoolError(ValueError):
     """A domain without tasks; the message says which and how to make some (exit code 2)."""
@@ -52,17 +55,26 @@ def is_llm(task: CodeAsTask) -> bool:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which tasks a run keeps, per domain: a budget of tool calls and the tools its prompt lists."""
+    """Which tasks a run keeps, per domain: a budget of tool calls, the tools its prompt lists and the
+    scripted families it trains on."""
 
     max_actions: dict[str, int] = field(default_factory=dict)
     prompt_tools: dict[str, list[str]] = field(default_factory=dict)
+    families: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Selection:
+        return cls(config.max_solution_actions, config.prompt_tools, config.task_families)
 
     def fits(self, task: CodeAsTask) -> bool:
-        """Whether the task's example solution stays within its domain's budget (absent or 0: none)
-        and calls only tools its domain's prompt lists (a domain not listed lists all)."""
+        """Whether the task's example solution stays within its domain's budget (absent or 0: none),
+        calls only tools its domain's prompt lists (a domain not listed lists all), and, where the
+        domain names families, comes from one of them (a task that names no family, as the LLM's, fits)."""
         budget, listed = self.max_actions.get(task.domain, 0), self.prompt_tools.get(task.domain)
+        family, wanted = task.provenance.get("family"), self.families.get(task.domain)
         return ((budget == 0 or len(task.solution.actions) <= budget)
-                and (not listed or all(a.name in listed for a in task.solution.actions)))
+                and (not listed or all(a.name in listed for a in task.solution.actions))
+                and (not wanted or family is None or family in wanted))
 
 
 def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list[CodeAsTask]:

@@ -291,11 +291,12 @@ def make_optimizer(policy: PeftModel, lr: float, state: dict[str, Any] | None) -
 # ---------------------------------------------------------------------------- stages
 
 
-def evaluate(ctx: Context, name: str, step: int) -> dict[str, dict[str, float]]:
-    """Held-out success per domain: :func:`eval.heldout.score`, the command line's held-out score,
-    each process playing its share (results gathered). The metrics also give it on the tasks whose
-    example solution makes 2 or more tool calls (``success_multi_call``), the multi-turn ones."""
-    tasks = ctx.split_tasks("heldout", ctx.config.domains)
+def evaluate(ctx: Context, name: str, step: int, domains: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+    """Held-out success per domain (``domains``, default all): :func:`eval.heldout.score`, the command
+    line's held-out score, each process playing its share (results gathered). The metrics also give it
+    on the tasks whose example solution makes 2 or more tool calls (``success_multi_call``), the
+    multi-turn ones."""
+    tasks = ctx.split_tasks("heldout", domains or ctx.config.domains)
     mine = [tasks[i] for i in shard(len(tasks), ctx.rank, ctx.num_processes)]
     started = time.perf_counter()
     played = heldout.score(ctx.vector_envs(sorted({t.domain for t in mine})), ctx.playing(ctx.config.eval_temperature),
@@ -516,7 +517,7 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
         bar.set_postfix(reward=f"{result['metrics']['reward_mean']:.2f}")
         last = state.phase_step == config.steps
         if config.eval_every and state.phase_step % config.eval_every == 0 and not last:
-            evaluate(ctx, f"rl@{state.phase_step}", state.step)
+            evaluate(ctx, f"rl@{state.phase_step}", state.step, config.rl_domain_list())  # what the steps train
         if not last and state.phase_step % config.checkpoint_every == 0:
             ctx.run.save_checkpoint(ctx.policy, optimizer, state)
     bar.close()
