@@ -68,7 +68,7 @@ def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]],
     domains = sorted({d for run in runs.values() for stage in run.values() for d in stage})
     for domain in domains:
         tasks = {t for run in runs.values() for stage in run.values() for t in stage.get(domain, {})}
-        table[domain] = _row(runs, domain, tasks)
+        table[domain] = {**_row(runs, domain, tasks), "multi_call_tasks": len(tasks & multi_call)}
         if tasks & multi_call and tasks - multi_call:
             table[f"{domain}, 2+ calls"] = _row(runs, domain, tasks & multi_call)
     return table
@@ -140,10 +140,12 @@ def markdown(table: dict[str, Any], seeds: Sequence[int]) -> str:
              "Held-out success, mean over seeds and tasks [95% interval, bootstrap over tasks and seeds]; "
              "every seed scored on the same held-out tasks. With greedy evaluation the base model is measured "
              "once, with the first seed (its episodes do not depend on the seed).", "",
-             "| domain | held-out tasks | base | warm start | RL | RL minus warm start |", "|---|---|---|---|---|---|"]
+             "| domain | held-out tasks | of 2+ calls | base | warm start | RL | RL minus warm start |",
+             "|---|---|---|---|---|---|---|"]
     for domain, row in table.items():
-        tasks = next((v["tasks"] for v in row.values() if "tasks" in v), 0)
-        lines.append(f"| {domain} | {tasks} | {cell(row.get('base'))} | {cell(row.get('warm_start'))} | "
+        tasks = next((v["tasks"] for v in row.values() if isinstance(v, dict) and "tasks" in v), 0)
+        multi = row.get("multi_call_tasks", "")
+        lines.append(f"| {domain} | {tasks} | {multi} | {cell(row.get('base'))} | {cell(row.get('warm_start'))} | "
                      f"{cell(row.get('rl'))} | {cell(row.get('rl_gain'))} |")
     return "\n".join(lines)
 
