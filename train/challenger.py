@@ -67,13 +67,13 @@ def demo_tasks(ctx: Context, domain: str) -> list[CodeAsTask]:
     challenger learns to write, and a 135M model that must write out an agent's whole wrong path runs
     out of tokens before the task ends. (A failure that no longer fails without its calls drops its
     demonstration in :func:`demonstrations`.)"""
-    config, chosen = ctx.config, []
+    config, chosen, selection = ctx.config, [], Selection.of(ctx.config)
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
     for world in range(config.seed + 1, config.seed + DEMO_WORLDS):
         written = (as_challenger_writes(t) for t in make_tasks(world, 4 * config.challenger_demos))
         fitting = [replace(t, failures=tuple(replace(f, actions=()) for f in t.failures[:MIN_FAILURES])) for t in written
                    if t is not None and len(t.solution.actions) <= config.challenger_explore_turns
-                   and Selection.of(ctx.config).fits(t)]
+                   and selection.fits(t)]
         chosen += fitting[:config.challenger_demos - len(chosen)]
         if len(chosen) == config.challenger_demos:
             break
@@ -217,17 +217,17 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
 def write_tasks(ctx: Context) -> tuple[list[CodeAsTask], dict[str, dict[str, Any]]]:
     """Each domain's tasks: the challenger's kept ones (challenger domains), then scripted ones
     for the rest, the held-out share among them; and how each domain's tasks were made."""
-    config, tasks, mix = ctx.config, [], {}
+    config, tasks, mix, selection = ctx.config, [], {}, Selection.of(ctx.config)
     for domain in config.domains:
         wanted, heldout = config.tasks_for(domain), config.heldout_for(domain)
         funnel, kept, example = (propose(ctx, domain, "pool") if domain in config.challenger_domain_list()
                                  else (Funnel(), [], ""))
-        fitting = [t for t in kept if Selection.of(ctx.config).fits(t)]
+        fitting = [t for t in kept if selection.fits(t)]
         if len(fitting) < len(kept):
             log.info("%s: %d of the %d kept tasks use tools or calls beyond the config's prompt_tools and "
                      "max_solution_actions, and are left out", domain, len(kept) - len(fitting), len(kept))
         kept = fitting[:max(wanted - heldout, 0)]
-        topped = scripted_tasks(domain, config.seed, wanted - len(kept), Selection.of(ctx.config))
+        topped = scripted_tasks(domain, config.seed, wanted - len(kept), selection)
         written = funnel.reached["proposals"] > 0
         mix[domain] = asdict(DomainMix(llm=len(kept), scripted=len(topped), proposals=funnel.reached["proposals"],
                                        new=sum(t.provenance.get("novelty") == "new" for t in kept),

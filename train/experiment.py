@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Sequence, Set as AbstractSet
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from envs.pool import append_pool, load_pool
 from eval import cli, curves
 from eval.estimators import bootstrap_interval
 from train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config, parse_value
-from train.tasks import EmptyPoolError, Selection, scripted_tasks
+from train.tasks import EmptyPoolError, Selection, is_multi_call, scripted_tasks
 
 log = logging.getLogger("train.experiment")
 
@@ -55,11 +55,11 @@ def scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
 
 def multi_call_tasks(held: Path) -> set[str]:
     """The held-out tasks whose example solution makes two or more tool calls."""
-    return {t.id for t in load_pool(held) if len(t.solution.actions) >= 2}
+    return {t.id for t in load_pool(held) if is_multi_call(t)}
 
 
 def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]],
-              multi_call: set[str] = frozenset()) -> dict[str, Any]:
+              multi_call: AbstractSet[str] = frozenset()) -> dict[str, Any]:
     """Per domain and stage: mean success over seeds and tasks, its 95% interval, and RL's gain over
     the warm start with the paired interval (every seed scored the same tasks). A stage some seeds did
     not measure (the base model, measured once) is over the seeds that did. A domain with tasks of
@@ -74,7 +74,8 @@ def summarize(runs: dict[int, dict[str, dict[str, dict[str, float]]]],
     return table
 
 
-def _row(runs: dict[int, dict[str, dict[str, dict[str, float]]]], domain: str, tasks: set[str]) -> dict[str, Any]:
+def _row(runs: dict[int, dict[str, dict[str, dict[str, float]]]], domain: str,
+         tasks: AbstractSet[str]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for stage in STAGES:
         seeds = [s for s in sorted(runs) if domain in runs[s].get(stage, {})]

@@ -77,6 +77,11 @@ class Selection:
                 and (not wanted or family is None or family in wanted))
 
 
+def is_multi_call(task: CodeAsTask) -> bool:
+    """Whether the task's example solution makes two or more tool calls (a multi-turn task)."""
+    return len(task.solution.actions) >= 2
+
+
 def scripted_tasks(domain: str, seed: int, n: int, selection: Selection) -> list[CodeAsTask]:
     """``n`` tasks from the domain's scripted challenger that fit the selection."""
     if n == 0:

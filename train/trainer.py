@@ -53,7 +53,7 @@ from train.config import TrainConfig
 from train.demos import demonstration, solution_actions, transcript_actions
 from train.rundir import RunDir, RunState
 from train.scoring import score, shared_prefix_length
-from train.tasks import EmptyPoolError, make_env
+from train.tasks import EmptyPoolError, is_multi_call, make_env
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +306,8 @@ def evaluate(ctx: Context, name: str, step: int, domains: Sequence[str] = ()) ->
     result = {d: {"success": float(np.mean([r["reward"] for r in records if r["domain"] == d])),
                   "n": sum(1 for r in records if r["domain"] == d)}
               for d in ctx.config.domains if any(r["domain"] == d for r in records)}
-    calls = {t.id: len(t.solution.actions) for t in tasks}
-    multi = {d: [r["reward"] for r in records if r["domain"] == d and calls[r["task_id"]] >= 2] for d in result}
+    multi_call = {t.id for t in tasks if is_multi_call(t)}
+    multi = {d: [r["reward"] for r in records if r["domain"] == d and r["task_id"] in multi_call] for d in result}
     multi = {d: rewards for d, rewards in multi.items() if rewards}
     ctx.run.log_metrics({"step": step, "phase": "eval", "stage": name,
                          "success": {d: v["success"] for d, v in result.items()},
