@@ -45,6 +45,7 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
     (["--set", "heldout_per_domain.web=-2"], "heldout_per_domain.web"),
     (["--prompt-tools", "{nowhere: [calculate]}"], "prompt_tools.nowhere"),
     (["--task-families", "{nowhere: [fact]}"], "task_families.nowhere"),
+    (["--set", "warm_start_tasks.calculation=0"], "warm_start_tasks.calculation"),
     (["--domains", "calculation,moon"], "domains"),
     (["--domains", "web"], "rl_domains"),
 ])

@@ -34,6 +34,13 @@ def bandit(tmp_path_factory) -> dict[str, Path]:
     return {"model": bandit_model_dir(root / "model"), "pool": bandit_pool(root / "pool.jsonl")}
 
 
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory) -> Path:
+    """A tiny random model with the default model's tokenizer (each run loads it afresh from disk)."""
+    tokenizer = load_tokenizer()
+    return save_model(tiny_llama(tokenizer), tokenizer, tmp_path_factory.mktemp("toy") / "model")
+
+
 def config(tmp_path: Path, **values: Any) -> TrainConfig:
     settings: dict[str, Any] = dict(
         runs_dir=str(tmp_path / "runs"), name="run", seed=0, lora_rank=8, lora_alpha=16, warm_start_epochs=0,
@@ -90,14 +97,12 @@ def test_distillation_learns_from_another_models_trajectories(tmp_path, bandit):
     assert all(m["reward_mean"] == 1.0 for m in metrics if m["phase"] == "rl"), "only the successes are learned from"
 
 
-def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_path):
-    tokenizer = load_tokenizer()
-    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_path, toy_model):
     pool = tmp_path / "pool.jsonl"
     append_pool(pool, [toy_answer_task(i) for i in range(10)])
-    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy"], heldout_per_domain={"toy": 4},
-                          warm_start_epochs=40, warm_start_batch=6, warm_start_lr=0.01, steps=0, max_turns=3,
-                          max_new_tokens=24))
+    run, _ = train(config(tmp_path, model=str(toy_model), pool=str(pool), domains=["toy"],
+                          heldout_per_domain={"toy": 4}, warm_start_epochs=40, warm_start_batch=6,
+                          warm_start_lr=0.01, steps=0, max_turns=3, max_new_tokens=24))
     metrics = run.read_metrics()
     assert heldout(metrics, "base", "toy") < 0.2
     assert heldout(metrics, "warm_start", "toy") > 0.8
@@ -105,16 +110,27 @@ def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_pat
     assert len(losses) == 40 and losses[-1] < losses[0] / 2
 
 
-def test_held_out_success_is_also_given_on_the_tasks_of_two_or_more_calls(tmp_path):
-    tokenizer = load_tokenizer()
-    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+def test_the_warm_start_shows_its_first_tasks_and_rl_draws_from_every_training_task(tmp_path, toy_model):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [toy_answer_task(i) for i in range(10)])
+    run, _ = train(config(tmp_path, model=str(toy_model), pool=str(pool), domains=["toy"],
+                          heldout_per_domain={"toy": 4}, warm_start_epochs=2, warm_start_batch=1,
+                          warm_start_tasks={"toy": 2}, rl_domains=["toy"], steps=3, tasks_per_step=2, group_size=2,
+                          max_turns=1, max_new_tokens=4, eval_base=False, save_trajectories=True))
+    assert sum(m["phase"] == "warm_start" for m in run.read_metrics()) == 2 * 2, "2 demonstrations, 2 epochs"
+    trained = json.loads((run.path / "split.json").read_text())["toy"]["train"]
+    played = [json.loads(line) for line in (run.path / "trajectories.jsonl").read_text().splitlines()]
+    assert len(trained) == 6 and {r["task_id"] for r in played if r["phase"] == "rl"} == set(trained)
+
+
+def test_held_out_success_is_also_given_on_the_tasks_of_two_or_more_calls(tmp_path, toy_model):
     twice = [replace(toy_answer_task(i), id=f"toy-twice-{i}", solution=Attempt((ToolCall("get_note", {"key": "k2"}),
                                                                                ToolCall("get_note", {"key": "k1"})), "note 1"))
              for i in range(6)]
     pool = tmp_path / "pool.jsonl"
     append_pool(pool, [toy_answer_task(i) for i in range(6)] + twice)
-    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy"], heldout_per_domain={"toy": 8},
-                          steps=0, max_turns=2, max_new_tokens=4))
+    run, _ = train(config(tmp_path, model=str(toy_model), pool=str(pool), domains=["toy"],
+                          heldout_per_domain={"toy": 8}, steps=0, max_turns=2, max_new_tokens=4))
     held = json.loads((run.path / "split.json").read_text())["toy"]["heldout"]
     [evaluation] = [m for m in run.read_metrics() if m["phase"] == "eval"]
     assert evaluation["n"] == {"toy": 8}
@@ -122,13 +138,11 @@ def test_held_out_success_is_also_given_on_the_tasks_of_two_or_more_calls(tmp_pa
     assert evaluation["success_multi_call"]["toy"] == 0.0  # a random model solves nothing
 
 
-def test_evaluations_between_rl_steps_measure_the_rl_domains_and_a_stages_end_every_domain(tmp_path):
-    tokenizer = load_tokenizer()
-    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+def test_evaluations_between_rl_steps_measure_the_rl_domains_and_a_stages_end_every_domain(tmp_path, toy_model):
     pool = tmp_path / "pool.jsonl"
     calculation = scripted_tasks("calculation", 0, 6, Selection({"calculation": 1}))
     append_pool(pool, [toy_answer_task(i) for i in range(6)] + calculation)
-    run, _ = train(config(tmp_path, model=str(model), pool=str(pool), domains=["toy", "calculation"],
+    run, _ = train(config(tmp_path, model=str(toy_model), pool=str(pool), domains=["toy", "calculation"],
                           heldout_per_domain={"toy": 2, "calculation": 2}, rl_domains=["toy"], steps=2, eval_every=1,
                           tasks_per_step=2, group_size=2, max_turns=1, max_new_tokens=4, eval_base=False))
     evaluated = {m["stage"]: set(m["n"]) for m in run.read_metrics() if m["phase"] == "eval"}

@@ -144,6 +144,10 @@ class TrainConfig:
     warm_start_domains: list[str] = _help("Domains whose solutions the warm start uses (those among domains; "
                                           "empty: all).",
                                           factory=list)
+    warm_start_tasks: dict[str, int] = _help(
+        "Per domain, the warm start fine-tunes on the example solutions of only the first this many training tasks; "
+        "RL still draws from all of them, so it meets tasks no demonstration showed (a domain not named: all).",
+        factory=dict)
     warm_start_lr: float = _help("Learning rate of the warm start.", 5e-4)
     warm_start_verified: bool = _help("Warm-start only on example solutions their task's verifier accepts (false: on "
                                       "all of them, as a run without the filter would).", True)
@@ -225,12 +229,16 @@ class TrainConfig:
                     "challenger_domains": False}[key]
             if used and getattr(self, key) and not set(getattr(self, key)) & set(self.domains):
                 raise ConfigError(key, f"none of {getattr(self, key)} is among domains {self.domains}: set it too")
-        for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions", "task_families"):
+        for key in ("prompt_tools", "tasks_per_domain", "heldout_per_domain", "max_solution_actions", "task_families",
+                    "warm_start_tasks"):
             for domain, value in getattr(self, key).items():
                 if domain not in known:
                     raise ConfigError(f"{key}.{domain}", f"unknown domain {domain!r}")
                 if isinstance(value, int) and value < 0:
                     raise ConfigError(f"{key}.{domain}", f"must be >= 0, got {value}")
+                if key == "warm_start_tasks" and value < 1:
+                    raise ConfigError(f"{key}.{domain}", f"must be at least 1 (leave the domain out of "
+                                                         f"warm_start_domains for none), got {value}")
 
     def tasks_for(self, domain: str) -> int:
         return self.tasks_per_domain.get(domain, 0)

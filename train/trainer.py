@@ -392,7 +392,8 @@ def fine_tune(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
 def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
     """Fine-tune on the training tasks' example solutions (loss on the actions only)."""
     config = ctx.config
-    tasks = ctx.split_tasks("train", config.warm_start_domain_list())
+    tasks = [t for d in config.warm_start_domain_list()
+             for t in ctx.split_tasks("train", [d])[:config.warm_start_tasks.get(d)]]
     demos = demonstrations(ctx, tasks, [solution_actions(t) for t in tasks], config.warm_start_verified)
     if not demos:
         raise EmptyPoolError("no training task's example solution could be replayed for the warm start")
