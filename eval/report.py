@@ -222,8 +222,8 @@ def write_eval(summary: Summary, out: Path) -> None:
 # ---------------------------------------------------------------- a training run's page
 
 CONFIG_BRIEF = ("model", "device", "domains", "pool", "tasks_per_domain", "heldout_per_domain", "challenger_proposals",
-                "warm_start_epochs", "warm_start_domains", "warm_start_tasks", "algorithm", "rl_domains", "steps", "tasks_per_step",
-                "group_size", "max_turns", "max_new_tokens", "temperature", "lr", "seed")
+                "warm_start_epochs", "warm_start_domains", "warm_start_tasks", "algorithm", "rl_domains", "steps",
+                "tasks_per_step", "group_size", "max_turns", "max_new_tokens", "temperature", "lr", "seed")
 """The config keys a reader needs to place a run (what model, which domains, how much training);
 the whole config is one link away."""
 
