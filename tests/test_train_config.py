@@ -87,11 +87,12 @@ def test_a_new_run_does_not_overwrite_an_old_one_and_resume_needs_a_run(tmp_path
 
 
 @pytest.mark.parametrize("values, stages", [
-    ({}, ["challenger_warm_start", "tasks", "eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl", "done"]),
+    ({"eval_base": True},
+     ["challenger_warm_start", "tasks", "eval_base", "warm_start", "eval_warm_start", "rl", "eval_rl", "done"]),
     ({"eval_base": False, "challenger_rl_steps": 2},
      ["challenger_warm_start", "challenger_eval", "challenger_rl", "tasks", "warm_start", "eval_warm_start", "rl",
       "eval_rl", "done"]),
-    ({"challenger_domains": [], "warm_start_epochs": 0, "steps": 0}, ["tasks", "eval_base", "done"]),
+    ({"challenger_domains": [], "warm_start_epochs": 0, "steps": 0, "eval_base": True}, ["tasks", "eval_base", "done"]),
 ])
 def test_a_run_goes_through_the_stages_its_config_asks_for(values, stages):
     config, order, stage = load_config(DEFAULT_CONFIG, values), [], None
