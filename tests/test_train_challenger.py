@@ -82,7 +82,9 @@ def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit,
 
 @pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])
 def test_demonstrations_give_failures_as_wrong_answers_and_the_filter_keeps_every_one(domain: str) -> None:
-    ctx = SimpleNamespace(config=load_config(None, {"challenger_demos": 3, "challenger_explore_turns": 2}),
+    # every tool listed, as a challenger domain's prompt needs its lookups (make train's retail lists three)
+    settings = {"challenger_demos": 3, "challenger_explore_turns": 2, "prompt_tools": {}, "task_families": {}}
+    ctx = SimpleNamespace(config=load_config(None, settings),
                           chat=ChatFormat.of(load_tokenizer()))
     tasks, demos = challenger.demonstrations(ctx, domain)
     assert len(tasks) == 3 and len(demos) == 3
