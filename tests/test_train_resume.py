@@ -33,7 +33,7 @@ def command(tmp_path: Path, name: str, model: Path, pool: Path, resume: bool = F
             "--warm-start-epochs", "0", "--algorithm", "grpo", "--steps", str(STEPS), "--tasks-per-step", "4",
             "--group-size", "4", "--lr", "0.02", "--max-turns", "1", "--max-new-tokens", "1", "--lora-rank", "8",
             "--heldout-per-domain", "{bandit: 4}", "--eval-every", "2", "--checkpoint-every", "1", "--device", "cpu",
-            "--prompt-tools", "{}", "--max-solution-actions", "{}", "--challenger-proposals", "0"]
+            "--prompt-tools", "{}", "--max-solution-actions", "{}", "--challenger-proposals", "0", "--eval-base"]
     return args + (["--resume"] if resume else [])
 
 
