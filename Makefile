@@ -32,10 +32,11 @@ train: $(INSTALLED)
 
 # The loop for several seeds on one held-out set, each stage's held-out success with a 95% interval
 # over tasks and seeds, and RL's curves: SEEDS (default 0,1,2), CONFIG (default
-# train/configs/experiment.yaml: every domain, 100 held-out tasks each), OUT (default runs/experiment).
+# train/configs/experiment.yaml: every domain, 100 held-out tasks each; train/configs/experiment_gpu.yaml
+# on one GPU), MODEL (default: the config's), OUT (default runs/experiment).
 experiment: $(INSTALLED)
 	$(PY) -m train.experiment --seeds $(or $(SEEDS),0$(comma)1$(comma)2) $(if $(CONFIG),--config '$(CONFIG)') \
-		$(if $(OUT),--out '$(OUT)')
+		$(if $(MODEL),--set model='$(MODEL)') $(if $(OUT),--out '$(OUT)')
 
 # The LLM challenger writes tasks for every domain into pools/<domain>.jsonl and prints each funnel.
 # MODEL (default: the embedded SmolLM2-135M-Instruct), ADAPTER (a challenger adapter, e.g. a run's
