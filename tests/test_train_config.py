@@ -61,6 +61,34 @@ def test_a_config_error_names_its_key():
     assert error.value.key == "group_size"
 
 
+def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):
+    (tmp_path / "parent.yaml").write_text("steps: 7\nlr: 0.5\ntasks_per_domain: {web: 3}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nlr: 0.25\n")
+    config = load_config(tmp_path / "child.yaml", {"group_size": 8})
+    assert (config.steps, config.lr, config.tasks_per_domain, config.group_size) == (7, 0.25, {"web": 3}, 8)
+
+
+def test_the_gpu_experiment_plays_the_cpu_experiments_tasks():
+    cpu, gpu = load_config(CONFIG_DIR / "experiment.yaml"), load_config(CONFIG_DIR / "experiment_gpu.yaml")
+    for key in ("domains", "tasks_per_domain", "heldout_per_domain", "prompt_tools", "task_families",
+                "warm_start_tasks", "rl_domains"):
+        assert getattr(gpu, key) == getattr(cpu, key), key
+    assert (gpu.device, cpu.device) == ("cuda", "auto")
+
+
+@pytest.mark.parametrize("files, problem", [
+    ({"a.yaml": "base: a.yaml\n"}, "based on it"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "based on it"),
+    ({"a.yaml": "base: missing.yaml\n"}, "no config file"),
+    ({"a.yaml": "base: [b.yaml]\n"}, "must name a config file"),
+])
+def test_a_bad_base_is_a_config_error(tmp_path: Path, files, problem):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        load_config(tmp_path / "a.yaml")
+
+
 def test_an_empty_pool_says_which_domain_and_how_to_fill_it(tmp_path: Path, caplog):
     pool = tmp_path / "pool.jsonl"
     append_pool(pool, [bandit_task(0)])

@@ -5,7 +5,8 @@ overridden from the command line.
 
 Values are parsed as YAML scalars (``--set domains=[calculation,web]`` gives a list) and checked
 against the field's type; an unknown key or a value of the wrong type raises :class:`ConfigError`
-naming the key, which the command line turns into exit code 2.
+naming the key, which the command line turns into exit code 2. A file may start from another with
+``base: other.yaml`` and set only what differs (``configs/experiment_gpu.yaml``).
 """
 
 from __future__ import annotations
@@ -331,9 +332,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config in ``path`` (default: ``train/configs/default.yaml``) with ``overrides`` applied, validated."""
-    path = Path(path) if path else DEFAULT_CONFIG
+def read_settings(path: Path, within: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The keys a config file sets. A file may name another as ``base`` (relative to its folder), so a
+    variant states only what it changes and cannot drift from what it varies; its keys win."""
     if not path.is_file():
         raise ConfigError("config", f"no config file {path}")
     try:
@@ -342,8 +343,21 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError("config", f"{path} is not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must hold a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError("base", f"must name a config file, got {base!r} in {path}")
+    parent = (path.parent / base).resolve()
+    if parent in within + (path.resolve(),):
+        raise ConfigError("base", f"{path} names {base}, which is based on it")
+    return read_settings(parent, within + (path.resolve(),)) | data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config in ``path`` (default: ``train/configs/default.yaml``) with ``overrides`` applied, validated."""
     values: dict[str, Any] = {}
-    apply(values, data)
+    apply(values, read_settings(Path(path) if path else DEFAULT_CONFIG))
     apply(values, overrides or {})
     config = TrainConfig(**values)
     config.validate()
