@@ -42,19 +42,26 @@ class InPlaceLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         length = self.keys.shape[-2] if self.keys.numel() else 0
         end = length + key_states.shape[-2]
-        buffer = getattr(self, "_key_buffer", None)
-        fresh = (buffer is None or buffer.shape[:2] != key_states.shape[:2] or buffer.shape[-2] < end
-                 or (length and self.keys.data_ptr() != buffer.data_ptr()))  # batch rows selected or repeated
-        if fresh:
-            shape = (*key_states.shape[:2], end + max(end // 4, 64), key_states.shape[-1])
-            keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
-            if length:
-                keys[:, :, :length], values[:, :, :length] = self.keys, self.values
-            self._key_buffer, self._value_buffer = keys, values
+        self._make_room(key_states, end, spare=max(end // 4, 64))
         self._key_buffer[:, :, length:end] = key_states
         self._value_buffer[:, :, length:end] = value_states
         self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
         return self.keys, self.values
+
+    def _make_room(self, like: torch.Tensor, end: int, spare: int) -> None:
+        """A buffer shaped like ``like`` (rows, heads) with ``end`` columns at least, holding what
+        the layer holds; a new one (``spare`` columns more) unless the current one fits."""
+        length = self.keys.shape[-2] if self.keys.numel() else 0
+        buffer = getattr(self, "_key_buffer", None)
+        if (buffer is not None and buffer.shape[:2] == like.shape[:2] and buffer.shape[-2] >= end
+                and not (length and self.keys.data_ptr() != buffer.data_ptr())):  # rows selected or repeated
+            return
+        shape = (*like.shape[:2], end + spare, like.shape[-1])
+        keys, values = like.new_empty(shape), like.new_empty(shape)
+        if length:
+            keys[:, :, :length], values[:, :, :length] = self.keys, self.values
+            self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+        self._key_buffer, self._value_buffer = keys, values
 
 
 def _full_attention(layer: Any) -> bool:
