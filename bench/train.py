@@ -150,7 +150,7 @@ def run_trl(kind: str, steps: int, model_name: str, device: str) -> dict[str, An
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.models import load_tokenizer, pick_dtype, resolve
+    from agents.models import HUB_KERNELS, load_tokenizer, pick_dtype, resolve
     from agents.prompting import ChatFormat
 
     tokenizer = load_tokenizer(model_name)
@@ -160,7 +160,8 @@ def run_trl(kind: str, steps: int, model_name: str, device: str) -> dict[str, An
                                           {"role": "user", "content": task.instruction}]}
                               for policy, tools, task in items])
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(resolve(model_name), dtype=pick_dtype(torch.device(device)))
+    model = AutoModelForCausalLM.from_pretrained(resolve(model_name), dtype=pick_dtype(torch.device(device)),
+                                                 use_kernels=HUB_KERNELS)  # the same layers as ours
 
     def reward_fn(completions: list[Any], **_: Any) -> list[float]:
         return [reward(c[-1]["content"] if isinstance(c, list) else c) for c in completions]

@@ -96,3 +96,12 @@ def test_a_saved_adapter_round_trips_through_a_local_model_directory(tmp_path):
 def test_a_missing_adapter_raises_the_clear_error(tmp_path):
     with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
         load_adapter(tiny_model(), tmp_path / "nothing here")
+
+
+def test_models_load_without_hub_kernels_which_would_be_a_download(tmp_path):
+    tokenizer = load_tokenizer()
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, _ = load_model(str(tmp_path))
+    assert model.use_kernels is False  # transformers' default since 5.2x is True
