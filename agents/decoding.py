@@ -38,6 +38,9 @@ class SamplingSettings:
     max_context_tokens: int | None = None
     """Cap on an episode's tokens (default: the model's max positions); an episode that could pass
     it in its next turn ends there, truncated, with reward 0."""
+    cuda_graphs: bool = True
+    """On a GPU, replay each turn's decode step as a CUDA graph (:meth:`agents.kvcache.KVBatch.fixed_width`);
+    off, every kernel is launched from Python each step. Same tokens either way."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -86,19 +89,20 @@ def generate_turn(batch: KVBatch, logits: torch.Tensor, settings: SamplingSettin
     running = list(running) if running is not None else [True] * rows
     feed: list[list[int]] = [[] for _ in range(rows)]
     steps = 0
-    while any(running):
-        live = [row for row in range(rows) if running[row]]
-        drawn, drawn_logp = sample(logits[live], settings, generator)
-        steps += 1
-        feed = [[] for _ in range(rows)]
-        for row, token, logp in zip(live, drawn.tolist(), drawn_logp.tolist()):
-            tokens[row].append(token)
-            logprobs[row].append(logp)
-            feed[row] = [token]
-            running[row] = token not in stop_ids and not (stop is not None and stop(tokens[row]))
-        if not any(running) or steps == settings.max_new_tokens:
-            break
-        logits = batch.extend(feed)
+    with batch.fixed_width(settings.max_new_tokens - 1, settings.cuda_graphs) as step:
+        while any(running):
+            live = [row for row in range(rows) if running[row]]
+            drawn, drawn_logp = sample(logits[live], settings, generator)
+            steps += 1
+            feed = [[] for _ in range(rows)]
+            for row, token, logp in zip(live, drawn.tolist(), drawn_logp.tolist()):
+                tokens[row].append(token)
+                logprobs[row].append(logp)
+                feed[row] = [token]
+                running[row] = token not in stop_ids and not (stop is not None and stop(tokens[row]))
+            if not any(running) or steps == settings.max_new_tokens:
+                break
+            logits = step(feed)
     return tokens, logprobs, feed
 
 

@@ -3,10 +3,14 @@ batch and resumed in another continues exactly, and the prefix store finds the l
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
 
+from agents.decoding import SamplingSettings, generate_turn
 from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
 
 
@@ -72,3 +76,59 @@ def test_the_prefix_store_gives_the_longest_shared_start_and_leaves_a_token_to_f
     [(length, kv), nothing] = cache.take([[5, 6, 7], [9]])
     assert length == 2 and kv[0][0][0, 0, 0] == 3.0 and nothing == (0, None)
     assert cache.lookup([5, 6, 7]) == (0, None)  # taken: the next batch stores its own rows
+
+
+def extending_every_step(self: KVBatch, steps: int, graphs: bool = True):
+    """What :meth:`KVBatch.fixed_width` replaced: each step one :meth:`KVBatch.extend`."""
+    yield self.extend
+
+
+@torch.inference_mode()
+def two_turns(model: LlamaForCausalLM, temperature: float) -> tuple[list, list, list[int], list]:
+    """Two turns of three left-padded rows (one idle in the first), some stopping early, sampled with a
+    seeded generator: each turn's tokens and log-probabilities, then the cache's lengths and rows."""
+    batch = KVBatch(model, pad_id=0)
+    logits = batch.prefill([[5, 6, 7, 8, 9], [5, 6, 10], [20, 21, 22, 23, 24, 25, 26]])
+    generator = torch.Generator().manual_seed(0)
+    settings = SamplingSettings(temperature=temperature, max_new_tokens=12)
+    stop_ids = frozenset([3])
+
+    def stop(tokens: list[int]) -> bool:  # rows stop after 2 to 12 tokens
+        return len(tokens) >= 2 + tokens[0] % 11
+
+    first = generate_turn(batch, logits, settings, stop_ids, generator, stop, running=[True, False, True])
+    chunks = [first[2][0] + [40, 41], [42], first[2][2] + [43, 44, 45]]  # the unfed tokens, an observation
+    logits = batch.extend(chunks)
+    second = generate_turn(batch, logits, settings, stop_ids, generator, stop)
+    kv = [batch.row(row) for row in range(3)]
+    return [first[0], second[0]], [first[1], second[1]], batch.lengths.tolist(), kv
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_fixed_width_turn_decodes_token_for_token_what_extending_every_step_did(temperature, monkeypatch):
+    model = tiny_model()
+    tokens, logprobs, lengths, kv = two_turns(model, temperature)
+    monkeypatch.setattr(KVBatch, "fixed_width", contextlib.contextmanager(extending_every_step))
+    expected_tokens, expected_logprobs, expected_lengths, expected_kv = two_turns(model, temperature)
+    assert tokens == expected_tokens and lengths == expected_lengths
+    turn_lengths = [len(row) for turn in tokens for row in turn]
+    assert 0 in turn_lengths and len(set(turn_lengths)) >= 4  # an idle row, rows stopping at different steps
+    for got, want in zip(logprobs, expected_logprobs):
+        assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(got, want))
+    for got, want in zip(kv, expected_kv):
+        assert all(torch.allclose(a, b, atol=1e-5) and torch.allclose(c, d, atol=1e-5)
+                   for (a, c), (b, d) in zip(got, want))
+
+
+@torch.inference_mode()
+def test_reserved_room_is_zeroed_so_masked_columns_cannot_poison_attention():
+    model = tiny_model()
+    batch, expected = KVBatch(model, pad_id=0), KVBatch(model, pad_id=0)
+    batch.prefill([[5, 6, 7]])
+    expected.prefill([[5, 6, 7]])
+    for layer in batch.cache.layers:  # the spare room as uninitialised memory may hold it
+        layer._key_buffer[:, :, 3:] = float("nan")
+        layer._value_buffer[:, :, 3:] = float("nan")
+    with batch.fixed_width(4) as step:
+        logits = step([[8]])
+    assert torch.allclose(logits, expected.extend([[8]]), atol=1e-5)
