@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 comma := ,
 
-.PHONY: test train experiment tasks bench sandbox-image eval-m3tooleval eval-taubench eval-paper report clean
+.PHONY: test train experiment tasks bench gpu-check sandbox-image eval-m3tooleval eval-taubench eval-paper report clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ tasks: $(INSTALLED)
 # (about 13 minutes on 2 cores), FULL=1 the long versions; DEVICE=cpu|cuda for the model benchmarks.
 bench: $(BENCH_INSTALLED)
 	$(PY) -m bench $(if $(FULL),--full) $(if $(DEVICE),--device $(DEVICE))
+
+# The GPU path in one run (bench/gpu_check.py): random-weight models of real shapes, the rollout's decode
+# step timed and profiled, a small python -m train and python -m bench, one summary in OUT (default
+# runs/gpu-check). On a CPU, tiny shapes. On a GPU machine without network: bench/gpu_check.sh (README).
+gpu-check: $(BENCH_INSTALLED)
+	$(PY) -m bench.gpu_check $(if $(DEVICE),--device $(DEVICE)) $(if $(OUT),--out '$(OUT)')
 
 # The docker sandbox's image, built here with no registry (debootstrap + docker import); needs a
 # running Docker engine and root. Does nothing when the image exists (FORCE=1 rebuilds).

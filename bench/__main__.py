@@ -1,6 +1,6 @@
 """Run every benchmark in ``bench/``, each in its own process (``python -m bench``, ``make bench``).
 
-    python -m bench [--full] [--device cpu|cuda] [--only NAME ...]
+    python -m bench [--full] [--device cpu|cuda] [--model NAME_OR_DIR] [--only NAME ...]
 
 By default each runs at its quick size, so that the whole takes about 13 minutes on 2 busy CPU
 cores with every ratio printed; ``--full`` (``make bench FULL=1``) runs the long versions (about an
@@ -36,7 +36,7 @@ class Benchmark:
     quick: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
     on_device: bool = False
-    """Takes ``--device`` (the model benchmarks)."""
+    """Takes ``--device`` and ``--model`` (the model benchmarks)."""
 
 
 BENCHMARKS = (
@@ -82,10 +82,12 @@ def relay(command: Sequence[str], what: str, heartbeat: float = HEARTBEAT_S) -> 
     return child.wait(), seen.decode("utf-8", "replace")
 
 
-def run_one(benchmark: Benchmark, full: bool, device: str | None) -> Outcome:
+def run_one(benchmark: Benchmark, full: bool, device: str | None, model: str | None) -> Outcome:
     command = [sys.executable, "-m", f"bench.{benchmark.name}", *(benchmark.full if full else benchmark.quick)]
     if benchmark.on_device and device:
         command += ["--device", device]
+    if benchmark.on_device and model:
+        command += ["--model", model]
     log.info("== bench.%s (%s)", benchmark.name, " ".join(command[3:]) or "no arguments")
     started = time.perf_counter()
     code, output = relay(command, f"bench.{benchmark.name}")
@@ -100,13 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the long version of every benchmark")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS,
                         help="device of the model benchmarks (default: cuda when there is one, else cpu)")
+    parser.add_argument("--model", default=argparse.SUPPRESS, help="model name or directory of the model "
+                        "benchmarks (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], metavar="NAME",
                         default=argparse.SUPPRESS, help=f"run only these (default: all of {', '.join(b.name for b in BENCHMARKS)})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, **LOG_FORMAT)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train/__main__.py: spinning threads thrash 2 cores
-    only, device = getattr(args, "only", None), getattr(args, "device", None)
-    outcomes = [run_one(b, args.full, device) for b in BENCHMARKS if not only or b.name in only]
+    only, device, model = (getattr(args, name, None) for name in ("only", "device", "model"))
+    outcomes = [run_one(b, args.full, device, model) for b in BENCHMARKS if not only or b.name in only]
     print(f"\n== bench summary ({'full' if args.full else 'quick'} sizes)")
     for outcome in outcomes:
         status = "" if outcome.returncode == 0 else f"  FAILED (exit code {outcome.returncode})"

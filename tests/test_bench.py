@@ -115,7 +115,16 @@ def test_python_m_bench_relays_a_child_and_says_when_it_is_silent(caplog, capfd)
 
 def test_python_m_bench_runs_every_module_of_bench():
     modules = {m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")}
-    assert {b.name for b in bench_main.BENCHMARKS} == modules
+    assert {b.name for b in bench_main.BENCHMARKS} == modules - {"gpu_check"}  # which runs python -m bench
+
+
+def test_python_m_bench_gives_the_model_and_device_to_the_model_benchmarks_alone(monkeypatch):
+    commands = []
+    monkeypatch.setattr(bench_main, "relay", lambda command, what: (commands.append(command), (0, ""))[1])
+    assert bench_main.main(["--model", "some/model", "--device", "cpu", "--only", "envs", "rollout"]) == 0
+    envs, rollout = commands
+    assert "--model" not in envs and "--device" not in envs
+    assert rollout[rollout.index("--model") + 1] == "some/model" and rollout[rollout.index("--device") + 1] == "cpu"
 
 
 @pytest.mark.parametrize("line, is_ratio", [

@@ -16,7 +16,7 @@ COMMANDS = {  # module -> how its usage line names it
     "bench.__main__": "python -m bench", "bench.challenger": "python -m bench.challenger",
     "bench.envs": "python -m bench.envs", "bench.policy": "python -m bench.policy",
     "bench.rollout": "python -m bench.rollout", "bench.sandbox": "python -m bench.sandbox",
-    "bench.train": "python -m bench.train",
+    "bench.train": "python -m bench.train", "bench.gpu_check": "python -m bench.gpu_check",
 }
 
 
