@@ -200,6 +200,15 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings = LoraSettings()) ->
     return get_peft_model(model, settings.config())
 
 
+def adapters_in_fp32(model: PeftModel) -> PeftModel:
+    """``model`` with every LoRA weight in fp32, also on a bf16 base: a small update to a bf16 weight
+    rounds away."""
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.data = parameter.data.float()
+    return model
+
+
 def load_adapter(model: PreTrainedModel, path: str | os.PathLike[str], trainable: bool = True) -> PeftModel:
     """``model`` with the adapter saved (``save_pretrained``, peft's format) at ``path``."""
     try:

@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from agents.decoding import SamplingSettings
-from agents.models import LoraSettings, load_policy
+from agents.models import LoraSettings, adapters_in_fp32, load_policy
 from agents.policy import ModelPolicy
 from envs.pool import append_pool, load_pool
 from envs.registry import DOMAINS
@@ -186,9 +186,7 @@ def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
     elif config.challenger_domain_list():
         policy.add_adapter(challenger.ADAPTER, lora.config())
         policy.set_adapter("default")
-    for name, p in policy.named_parameters():
-        if "lora_" in name:
-            p.data = p.data.float()
+    adapters_in_fp32(policy)
     if config.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.enable_input_require_grads()
