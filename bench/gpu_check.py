@@ -45,6 +45,7 @@ import torch
 
 from bench import LOG_FORMAT
 from bench.__main__ import relay
+from train.config import CONFIG_DIR
 
 log = logging.getLogger("bench.gpu_check")
 
@@ -73,7 +74,7 @@ CPU_TRAINING = ("steps=1", "tasks_per_step=2", "group_size=2", "max_new_tokens=1
 """The train phase's sizes on a CPU, before any ``--train-set``: a minute, not the GPU's many."""
 
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "gpu_check.yaml"
+TRAIN_CONFIG = CONFIG_DIR / "gpu_check.yaml"
 PROFILED_STEPS = 20
 
 
@@ -216,13 +217,9 @@ def synchronize(device: torch.device) -> None:
 
 def with_training_adapter(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with the adapter a run trains (LoRA r16 on every linear layer, fp32), as rollouts play it."""
-    from agents.models import LoraSettings, add_lora
+    from agents.models import LoraSettings, adapters_in_fp32, add_lora
 
-    policy = add_lora(model, LoraSettings(rank=16, alpha=32))
-    for name, parameter in policy.named_parameters():
-        if "lora_" in name:
-            parameter.data = parameter.data.float()
-    return policy.eval()
+    return adapters_in_fp32(add_lora(model, LoraSettings(rank=16, alpha=32))).eval()
 
 
 def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, new_tokens: int, out: Path,
@@ -233,8 +230,6 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
     from agents.policy import ModelPolicy
 
     device = next(model.parameters()).device
-    forwards = [0]
-    model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
 
     def turn(tokens: int, graphs: bool = True, profiler: Any = None) -> dict[str, float]:
         openings = calculation_openings(batch)
@@ -243,15 +238,17 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
         started = time.perf_counter()
         seats = ModelPolicy(model, tokenizer, settings).start(openings, seed=0)
         synchronize(device)
-        prefilled, forwards[0] = time.perf_counter(), 0
-        prompt = len(openings[0].trajectory.token_ids)
+        prefilled = time.perf_counter()
+        prompts = [len(o.trajectory.token_ids) for o in openings]
         with profiler or contextlib.nullcontext():
             seats.act(range(batch))
             synchronize(device)
         ended = time.perf_counter()
-        return {"prompt": prompt, "prefill_s": prefilled - started, "decode_s": ended - prefilled,
-                "steps": forwards[0], "tokens": sum(len(o.trajectory.token_ids) for o in openings) - prompt * batch,
-                "utilisation": gpu.mean(prefilled, ended), "ids": [o.trajectory.token_ids for o in openings]}
+        new = [len(o.trajectory.token_ids) - length for o, length in zip(openings, prompts)]
+        return {"prompt": max(prompts), "prefill_s": prefilled - started, "decode_s": ended - prefilled,
+                "steps": max(new) - 1,  # forward passes: the first token comes from the prefill, the last is not fed
+                "tokens": sum(new), "utilisation": gpu.mean(prefilled, ended),
+                "ids": [o.trajectory.token_ids for o in openings]}
 
     turn(4)  # warm-up: kernels picked, the allocator grown
     variants = [(" with CUDA graphs", True), (" without CUDA graphs", False)] if device.type == "cuda" else [("", True)]
@@ -264,7 +261,7 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
         played.append(timed["ids"])
         result.lines += [f"warning: {message}" for message in dict.fromkeys(warnings.messages)]
         if label == variants[0][0]:
-            result.lines.append(f"batch {batch}, prompt {timed['prompt']} tokens (prefill {timed['prefill_s']:.2f} s), "
+            result.lines.append(f"batch {batch}, prompts up to {timed['prompt']} tokens (prefill {timed['prefill_s']:.2f} s), "
                                 f"up to {new_tokens} new tokens, {next(model.parameters()).dtype}, "
                                 "LoRA r16 on every linear layer")
         utilisation = "" if timed["utilisation"] is None else f", GPU utilisation {timed['utilisation']:.0f}%"
