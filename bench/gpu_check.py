@@ -353,9 +353,12 @@ def pack(folder: Path, python_version: str, wheels: bool) -> None:
         return
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in CARRIED]
     platforms = [part for platform in PLATFORMS for part in ("--platform", platform)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "--python-version", python_version, "--implementation", "cp", *platforms,
-                    "--dest", str(folder / "wheels"), *pinned], check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                           "--python-version", python_version, "--implementation", "cp", *platforms,
+                           "--dest", str(folder / "wheels"), *pinned])
+    if done.returncode:
+        raise SystemExit(f"pip download failed (exit code {done.returncode}; its message is above): --pack fetches "
+                         f"{len(pinned)} wheels from the package index, and --no-wheels writes the tokenizer alone")
     log.info("saved %d wheels to %s: %s", len(pinned), folder / "wheels", " ".join(pinned))
 
 
