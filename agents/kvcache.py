@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,12 +214,7 @@ class KVBatch:
             return self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
                               logits_to_keep=1, **{self.cache_arg: self.cache}).logits[:, -1]
 
-        replay = forward
-        if graphs and self.device.type == "cuda":
-            try:
-                replay = _captured(forward)
-            except RuntimeError as error:  # a model whose forward pass syncs with the host cannot be captured
-                log.warning("decoding without a CUDA graph: capturing the decode step failed (%s)", error)
+        replay = _replayable(forward, self.model, self.device, graphs)
         done = 0
 
         def step(chunks: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -266,6 +262,25 @@ class KVBatch:
             return None
         real = self.mask[row].bool()
         return [(layer.keys[row][:, real].clone(), layer.values[row][:, real].clone()) for layer in self.cache.layers]
+
+
+_UNCAPTURABLE: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+"""Models whose decode step could not be captured as a CUDA graph: not tried again (nor warned of)."""
+
+
+def _replayable(forward: Callable[[], torch.Tensor], model: torch.nn.Module, device: torch.device,
+                graphs: bool) -> Callable[[], torch.Tensor]:
+    """``forward`` as a CUDA graph's replay on a GPU (``graphs``), else ``forward`` itself; a model
+    whose capture fails (a forward pass that syncs with the host) is warned of once and not tried again."""
+    if not graphs or device.type != "cuda" or model in _UNCAPTURABLE:
+        return forward
+    try:
+        return _captured(forward)
+    except RuntimeError as error:
+        _UNCAPTURABLE.add(model)
+        log.warning("decoding %s without CUDA graphs: capturing its decode step failed (%s)",
+                    type(model).__name__, error)
+        return forward
 
 
 def _captured(forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:

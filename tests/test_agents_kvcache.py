@@ -4,12 +4,14 @@ batch and resumed in another continues exactly, and the prefix store finds the l
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
 
+from agents import kvcache
 from agents.decoding import SamplingSettings, generate_turn
 from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
 
@@ -132,3 +134,22 @@ def test_reserved_room_is_zeroed_so_masked_columns_cannot_poison_attention():
     with batch.fixed_width(4) as step:
         logits = step([[8]])
     assert torch.allclose(logits, expected.extend([[8]]), atol=1e-5)
+
+
+def test_a_model_whose_decode_step_cannot_be_captured_is_warned_of_once_and_decoded_without(monkeypatch, caplog):
+    tried = []
+
+    def refuse(forward):
+        tried.append(forward)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(kvcache, "_captured", refuse)
+    model, forward, cuda = tiny_model(), (lambda: torch.zeros(1)), torch.device("cuda")  # a device object only
+    assert kvcache._replayable(forward, model, torch.device("cpu"), graphs=True) is forward
+    assert kvcache._replayable(forward, model, cuda, graphs=False) is forward
+    assert not tried
+    with caplog.at_level(logging.WARNING, logger="agents.kvcache"):
+        assert kvcache._replayable(forward, model, cuda, graphs=True) is forward
+        assert kvcache._replayable(forward, model, cuda, graphs=True) is forward
+    assert len(tried) == 1 and len(caplog.records) == 1 and "without CUDA graphs" in caplog.text
+    assert kvcache._replayable(forward, tiny_model(), cuda, graphs=True) is forward and len(tried) == 2  # per model
