@@ -250,25 +250,26 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
                 "tokens": sum(new), "utilisation": gpu.mean(prefilled, ended),
                 "ids": [o.trajectory.token_ids for o in openings]}
 
-    turn(4)  # warm-up: kernels picked, the allocator grown
+    with Collected("agents.kvcache") as warnings:  # a CUDA graph that could not be captured
+        turn(4)  # warm-up: kernels picked, the allocator grown
     variants = [(" with CUDA graphs", True), (" without CUDA graphs", False)] if device.type == "cuda" else [("", True)]
     played = []
     for label, graphs in variants:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with Collected("agents.kvcache") as warnings:
+        with warnings:
             timed = turn(new_tokens, graphs)
         played.append(timed["ids"])
-        result.lines += [f"warning: {message}" for message in dict.fromkeys(warnings.messages)]
         if label == variants[0][0]:
-            result.lines.append(f"batch {batch}, prompts up to {timed['prompt']} tokens (prefill {timed['prefill_s']:.2f} s), "
-                                f"up to {new_tokens} new tokens, {next(model.parameters()).dtype}, "
-                                "LoRA r16 on every linear layer")
+            result.lines.append(f"batch {batch}, prompts up to {timed['prompt']} tokens (prefill "
+                                f"{timed['prefill_s']:.2f} s), up to {new_tokens} new tokens, "
+                                f"{next(model.parameters()).dtype}, LoRA r16 on every linear layer")
         utilisation = "" if timed["utilisation"] is None else f", GPU utilisation {timed['utilisation']:.0f}%"
         memory = (f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "")
         result.lines.append(f"decode{label}: {timed['steps']} steps in {timed['decode_s']:.2f} s = **"
                             f"{1000 * timed['decode_s'] / max(timed['steps'], 1):.1f} ms a step**, "
                             f"{timed['tokens'] / timed['decode_s']:.0f} tokens/s{utilisation}{memory}")
+    result.lines += [f"warning: {message}" for message in dict.fromkeys(warnings.messages)]
     if len(played) > 1:
         result.lines.append(f"the same tokens with and without CUDA graphs (same seed): "
                             f"{'yes' if played[0] == played[1] else 'NO'}")
