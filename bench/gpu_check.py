@@ -228,6 +228,7 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
     tokens), timed per decode step, on a GPU with and without CUDA graphs; then 20 steps profiled."""
     from agents.decoding import SamplingSettings
     from agents.policy import ModelPolicy
+    from train.trainer import peak_memory_gib, reset_peak_memory
 
     device = next(model.parameters()).device
 
@@ -255,8 +256,7 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
     variants = [(" with CUDA graphs", True), (" without CUDA graphs", False)] if device.type == "cuda" else [("", True)]
     played = []
     for label, graphs in variants:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         with warnings:
             timed = turn(new_tokens, graphs)
         played.append(timed["ids"])
@@ -265,7 +265,7 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
                                 f"{timed['prefill_s']:.2f} s), up to {new_tokens} new tokens, "
                                 f"{next(model.parameters()).dtype}, LoRA r16 on every linear layer")
         utilisation = "" if timed["utilisation"] is None else f", GPU utilisation {timed['utilisation']:.0f}%"
-        memory = (f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "")
+        memory = f", peak {peak_memory_gib(device):.1f} GiB" if device.type == "cuda" else ""  # a CPU's can't reset
         result.lines.append(f"decode{label}: {timed['steps']} steps in {timed['decode_s']:.2f} s = **"
                             f"{1000 * timed['decode_s'] / max(timed['steps'], 1):.1f} ms a step**, "
                             f"{timed['tokens'] / timed['decode_s']:.0f} tokens/s{utilisation}{memory}")

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -194,21 +193,16 @@ def run_trl(kind: str, steps: int, model_name: str, device: str) -> dict[str, An
     return {"times": timer.times[1:], "tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths[1:]]}
 
 
-def peak_memory_gib(device: str) -> float:
-    """The process's peak memory: allocated GPU memory on a GPU, resident set size on the CPU."""
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def measure(engine: str, kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
     """One engine in this process, logging while it loads and steps; adds its peak memory."""
+    import torch
+
+    from train.trainer import peak_memory_gib
+
     log.info("%s: loading %s on %s", engine, model, device)
     with heartbeat(engine, log):
         result = (run_ours if engine == "ours" else run_trl)(kind, steps, model, device)
-    result["peak_memory_gib"] = peak_memory_gib(device)
+    result["peak_memory_gib"] = peak_memory_gib(torch.device(device))
     return result
 
 
