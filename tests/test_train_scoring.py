@@ -84,3 +84,35 @@ def test_micro_batches_hold_the_tokens_a_forward_pass_processes_within_the_budge
         assert processed <= budget or len(batch) == 1, (batch, processed)
     # shared: 39 + 11 + 21 | 39 + 31 + 11 | 39 + 21; without it every trajectory (50 to 70 tokens) alone
     assert len(batches) == (3 if share_prefix else 5)
+
+
+def test_a_head_in_chunks_gives_the_same_scores_and_gradients():
+    policy, batch = tiny_policy(), trajectories()
+    whole = score(policy, batch)
+    (whole.logprobs.sum() + whole.entropy.sum()).backward()
+    whole_grads = gradients(policy)
+    chunked = score(policy, batch, max_logits=3 * 300)  # 13 scored tokens in chunks of 3
+    (chunked.logprobs.sum() + chunked.entropy.sum()).backward()
+    assert torch.allclose(chunked.logprobs, whole.logprobs, atol=1e-6)
+    assert torch.allclose(chunked.entropy, whole.entropy, atol=1e-6)
+    for name, grad in gradients(policy).items():
+        assert torch.allclose(grad, whole_grads[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("max_logits, kept", [(3 * 300, 0), (10**9, 13)])
+def test_the_backward_pass_keeps_no_more_logits_than_the_bound(max_logits, kept):
+    """Rows of vocabulary-wide tensors autograd keeps for the backward pass: the 13 scored tokens' logits
+    when the head runs whole; none in chunks, whose logits the backward pass recomputes."""
+    policy, batch = tiny_policy(), trajectories()
+    rows: list[int] = [0]
+    weights = {p.untyped_storage().data_ptr() for p in policy.parameters()}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dim() == 2 and tensor.shape[-1] == 300 and tensor.untyped_storage().data_ptr() not in weights:
+            rows.append(tensor.shape[0])
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        scores = score(policy, batch, max_logits=max_logits)
+    scores.logprobs.sum().backward()
+    assert max(rows) == kept

@@ -8,7 +8,12 @@ Autograd carries the gradient from every row back through the repeat into the on
 the gradient is exactly that of running each trajectory on its own, at a fraction of the cost.
 
 Only positions whose next token carries loss go through the output head, so the logits tensor
-holds those positions alone rather than the whole batch times the vocabulary.
+holds those positions alone rather than the whole batch times the vocabulary. Even so it is (scored
+tokens) x (vocabulary): 16,384 tokens of a 128,256-token vocabulary (Llama 3) are 8.4 GB in fp32,
+and the log-softmax, its exponential and their gradients hold several such tensors at once. Past
+:data:`HEAD_LOGITS` logits the head runs in chunks of positions, each recomputed in the backward
+pass instead of kept (activation checkpointing), so its memory stays under that bound whatever the
+microbatch; below it (every CPU configuration) it runs in one piece, as before.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from agents.policy import Trajectory
+
+
+HEAD_LOGITS = 1 << 27
+"""Logits the output head computes at once (512 MB in fp32): a chunk of positions is this over the vocabulary."""
 
 
 @dataclass
@@ -54,12 +64,32 @@ def _parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def _head_scores(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                 temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each position's log-probability of its target, and the entropy of its distribution."""
+    logp = torch.log_softmax(head(hidden).float() / temperature, dim=-1)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def head_scores(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
+                max_logits: int = HEAD_LOGITS) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_head_scores` with at most ``max_logits`` logits alive at once: in one piece when they
+    fit, else in chunks of positions whose logits the backward pass recomputes rather than keeps."""
+    chunk = max(1, max_logits // head.weight.shape[0])
+    if len(hidden) <= chunk:
+        return _head_scores(head, hidden, targets, temperature)
+    parts = [checkpoint(_head_scores, head, h, t, temperature, use_reentrant=False)
+             for h, t in zip(hidden.split(chunk), targets.split(chunk))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def score(model: PreTrainedModel, trajectories: Sequence[Trajectory], temperature: float = 1.0,
-          share_prefix: bool = True, pad_id: int = 0) -> TokenScores:
+          share_prefix: bool = True, pad_id: int = 0, max_logits: int = HEAD_LOGITS) -> TokenScores:
     """Scores of every loss-masked token of ``trajectories`` under ``model`` (with grad when enabled).
 
     Logits are divided by ``temperature`` before the softmax (the distribution the tokens were
-    sampled from; greedy rollouts store the unscaled one, so pass 1 for them).
+    sampled from; greedy rollouts store the unscaled one, so pass 1 for them). The output head
+    holds at most ``max_logits`` logits at once (:func:`head_scores`).
     """
     decoder, head = _parts(model)
     device = head.weight.device
@@ -89,7 +119,5 @@ def score(model: PreTrainedModel, trajectories: Sequence[Trajectory], temperatur
     hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions,
                      cache=cache, use_cache=cache is not None).last_hidden_state
     selected = hidden[owner, torch.cat(cols).to(device)]
-    logp_all = torch.log_softmax(head(selected).float() / (temperature or 1.0), dim=-1)
-    logprobs = logp_all.gather(-1, torch.cat(targets).to(device)[:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logprobs, entropy = head_scores(head, selected, torch.cat(targets).to(device), temperature or 1.0, max_logits)
     return TokenScores(logprobs, entropy, torch.cat(old).to(device, torch.float32), owner)
