@@ -2,8 +2,8 @@
 
     python -m bench [--full] [--device cpu|cuda] [--model NAME_OR_DIR] [--only NAME ...]
 
-By default each runs at its quick size, so that the whole takes about 13 minutes on 2 busy CPU
-cores with every ratio printed; ``--full`` (``make bench FULL=1``) runs the long versions (about an
+By default each runs at its quick size, so that the whole takes about 8 minutes on 2 CPU cores (13 on
+a busy machine) with every ratio printed; ``--full`` (``make bench FULL=1``) runs the long versions (about an
 hour there, estimated). A benchmark's output shows as it comes; a line says it is still running
 whenever it has been silent for 20 s. At the end: each benchmark's wall time, and every ratio line
 again, in one place. The exit code is 1 when a benchmark failed (the others still run).

@@ -2,7 +2,7 @@
 
     python -m bench.rollout [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
-Plays web-browsing episodes (quick: 4 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
+Plays web-browsing episodes (quick: 8 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
 64) with the default model, greedy, in a vector env as training plays them, then replays every
 turn's exact prompts through ``model.generate`` (left-padded batch, same token cap), and prints
 generated tokens per second of each, their ratio (target: at least 0.85x) and the share of rollout time spent outside the model
@@ -32,7 +32,7 @@ from envs.registry import ENV_IDS
 log = logging.getLogger("bench.rollout")
 
 
-QUICK, FULL = Episodes(episodes=4, turns=3, cap=32), Episodes(episodes=8, turns=4, cap=64)
+QUICK, FULL = Episodes(episodes=8, turns=3, cap=32), Episodes(episodes=8, turns=4, cap=64)
 
 
 class ForwardClock:
