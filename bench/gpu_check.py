@@ -441,5 +441,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + check.summary())
     return 1 if any(p.error for p in check.phases) else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
