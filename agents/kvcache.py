@@ -10,6 +10,10 @@ Two costs dominate decoding on a CPU, and each has its remedy here:
   copying the whole cache every step. In a rollout of 32 episodes over a 1,100-token prompt that copy
   was 59% of a decode step (1.07 of 1.83 s, SmolLM2-135M on 2 cores). :class:`InPlaceLayer` writes
   new tokens into spare room instead.
+- A batch of chats that start with the same prompt (a rollout's system prompt and tool list) would
+  hold that prompt's keys and values once per row, and a decode step would read every copy.
+  :meth:`KVBatch.prefill` computes them once and keeps them once (``shared``); the model's attention
+  (:data:`agents.attention.NAME`) reads them once a step for all rows.
 - A caller that re-renders a conversation each turn as text (the benchmarks' protocols) would
   re-encode the whole conversation every turn. :class:`PrefixCache` keeps each row's keys and values
   after a call (:meth:`KVBatch.row`) and starts the next call's rows from the longest stored prefix
@@ -37,7 +41,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from agents.attention import SDPA_MASKED
+from agents.attention import NAME, SDPA_MASKED, SharedPrefix
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,9 @@ class KVBatch:
     """The KV cache of the active rows, one chat each, grown by chunks of new tokens.
 
     ``mask`` marks which cache columns hold a row's real tokens (the rest is padding);
-    ``lengths`` counts each row's real tokens, which are also its next position id.
+    ``lengths`` counts each row's real tokens, which are also its next position id. Where the rows
+    start with a prompt held once (``shared``), the cache and ``mask`` cover what follows it and
+    ``lengths`` counts it.
     """
 
     def __init__(self, model: PreTrainedModel, pad_id: int):
@@ -124,18 +130,28 @@ class KVBatch:
         self.cache.layers = [InPlaceLayer() if type(layer) is DynamicLayer else layer for layer in self.cache.layers]
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
         self.lengths = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.shared: SharedPrefix | None = None
 
     def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Encode the first prompts; their common prefix once. Returns each row's next-token logits."""
+        """Encode the first prompts; their common prefix once, and held once where the model's
+        attention can read it so (:data:`agents.attention.NAME`, every layer full attention), else
+        copied into each row. Returns each row's next-token logits."""
         shared = shared_prefix_length(prompts)
         rows = len(prompts)
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)
         self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        self.shared = None
         if rows > 1 and shared > 0:
             prefix = torch.tensor([list(prompts[0][:shared])], device=self.device)
-            self.model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{self.cache_arg: self.cache})
-            self.cache.batch_repeat_interleave(rows)
-            self.mask = torch.ones(rows, shared, dtype=torch.long, device=self.device)
+            held_once = (getattr(self.model.config, "_attn_implementation", None) == NAME
+                         and all(type(layer) is InPlaceLayer for layer in self.cache.layers))
+            cache = DynamicCache(config=self.model.config) if held_once else self.cache
+            self.model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
+            if held_once:
+                self.shared = [(layer.keys, layer.values) for layer in cache.layers]
+            else:
+                self.cache.batch_repeat_interleave(rows)
+                self.mask = torch.ones(rows, shared, dtype=torch.long, device=self.device)
             self.lengths += shared
             prompts = [p[shared:] for p in prompts]
         return self.extend(prompts)
@@ -153,6 +169,7 @@ class KVBatch:
             if kv:
                 self.mask[row, width - kv[0][0].shape[-2]:] = 1
         self.lengths = self.mask.sum(-1)
+        self.shared = None
         for index, layer in enumerate(self.cache.layers):
             sample = next(kv for kv in rows if kv)[index][0]
             keys = sample.new_zeros((len(rows), *sample.shape[:-2], width, sample.shape[-1]))
@@ -177,9 +194,14 @@ class KVBatch:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = self.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
         self.mask = torch.cat([self.mask, mask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self.cache_arg: self.cache})
+        logits = self._forward(input_ids=ids, attention_mask=self.mask, position_ids=positions)
         self.lengths += mask.sum(-1)
+        return logits
+
+    def _forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The model's next-token logits after ``inputs`` with this cache (and the shared prefix, if any)."""
+        shared = {} if self.shared is None else {"shared_prefix": self.shared}
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self.cache_arg: self.cache}, **shared)
         return out.logits[:, -1]
 
     @contextlib.contextmanager
@@ -213,8 +235,7 @@ class KVBatch:
             layer.fixed = (column, width)
 
         def forward() -> torch.Tensor:
-            return self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
-                              logits_to_keep=1, **{self.cache_arg: self.cache}).logits[:, -1]
+            return self._forward(input_ids=tokens, attention_mask=mask, position_ids=positions)
 
         replay = _replayable(forward, self.model, self.device, graphs)
         done = 0
@@ -263,7 +284,11 @@ class KVBatch:
         if not all(_full_attention(layer) for layer in self.cache.layers):
             return None
         real = self.mask[row].bool()
-        return [(layer.keys[row][:, real].clone(), layer.values[row][:, real].clone()) for layer in self.cache.layers]
+        own = [(layer.keys[row][:, real], layer.values[row][:, real]) for layer in self.cache.layers]
+        if self.shared is None:
+            return [(keys.clone(), values.clone()) for keys, values in own]
+        return [(torch.cat([shared_keys[0], keys], 1), torch.cat([shared_values[0], values], 1))
+                for (shared_keys, shared_values), (keys, values) in zip(self.shared, own)]
 
 
 _UNCAPTURABLE: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()

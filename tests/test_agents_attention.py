@@ -96,3 +96,28 @@ def test_gpus_unmasked_attention_and_decode_steps_stay_with_transformers_sdpa(mo
     mask = torch.ones(1, 1, queries, 6, dtype=torch.bool, device=where) if masked else None
     attention.grouped_sdpa(module, query, key, value, mask)
     assert len(deferred) == 1
+
+
+@pytest.mark.parametrize("queries, masked, groups, dtype", [(1, True, 3, torch.float32), (1, False, 1, torch.float32),
+                                                            (4, True, 3, torch.float32), (4, False, 1, torch.float32),
+                                                            (1, True, 3, torch.bfloat16)])
+def test_attention_after_a_shared_prefix_equals_attention_over_the_prefix_copied_into_each_row(queries, masked, groups,
+                                                                                                 dtype):
+    torch.manual_seed(0)
+    rows, kv_heads, dim, prefix, own = 3, 2, 8, 5, 6
+    module = torch.nn.Module()
+    module.layer_idx, module.num_key_value_groups, module.is_causal = 1, groups, True
+    query = torch.randn(rows, kv_heads * groups, queries, dim, dtype=dtype)
+    key, value = torch.randn(2, rows, kv_heads, own, dim, dtype=dtype)
+    layers = [(torch.zeros(1, kv_heads, prefix, dim, dtype=dtype),) * 2,  # another layer's: never read
+              tuple(torch.randn(2, 1, kv_heads, prefix, dim, dtype=dtype))]
+    causal = torch.ones(queries, own, dtype=torch.bool).tril(own - queries).expand(rows, 1, queries, own)
+    mask = causal & (torch.rand(rows, 1, 1, own) > 0.4) if masked else None  # a row may see none of its own keys
+    got, _ = attention.grouped_sdpa(module, query, key, value, mask, scaling=0.3, shared_prefix=layers)
+    copied = [torch.cat([shared.expand(rows, -1, -1, -1), mine], dim=2)
+              for shared, mine in zip(layers[1], (key, value))]
+    seen = torch.cat([torch.ones(rows, 1, queries, prefix, dtype=torch.bool), causal if mask is None else mask], -1)
+    expected, _ = sdpa_attention.sdpa_attention_forward(module, query, *copied, seen, scaling=0.3)
+    assert got.shape == expected.shape == (rows, queries, kv_heads * groups, dim)
+    tolerance = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)

@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
 
-from agents import kvcache
+from agents import attention, kvcache
 from agents.decoding import SamplingSettings, generate_turn
 from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
 
@@ -153,3 +153,33 @@ def test_a_model_whose_decode_step_cannot_be_captured_is_warned_of_once_and_deco
         assert kvcache._replayable(forward, model, cuda, graphs=True) is forward
     assert len(tried) == 1 and len(caplog.records) == 1 and "without CUDA graphs" in caplog.text
     assert kvcache._replayable(forward, tiny_model(), cuda, graphs=True) is forward and len(tried) == 2  # per model
+
+
+@torch.inference_mode()
+def test_a_prompt_every_row_shares_is_held_once_and_decodes_as_a_copy_per_row_does():
+    model = tiny_model()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 12], [5, 6, 7, 8, 9, 13, 14, 15]]  # 5 tokens shared
+
+    def play(attention_name: str) -> tuple[KVBatch, list]:
+        model.set_attn_implementation(attention_name)
+        batch = KVBatch(model, pad_id=0)
+        logits = batch.prefill(prompts)
+        outputs = [logits]
+        settings = SamplingSettings(temperature=0.0, max_new_tokens=6)
+        tokens, _, unfed = generate_turn(batch, logits, settings, frozenset({3}))
+        outputs.append(batch.extend([unfed[0] + [20, 21], unfed[1] + [22], unfed[2]]))  # a padded chunk, a row without
+        batch.keep([2, 0])
+        outputs.append(batch.extend([[23], [24, 25]]))
+        return batch, [tokens, outputs, batch.lengths.tolist(), [batch.row(row) for row in range(2)]]
+
+    copied, expected = play("sdpa")
+    shared, got = play(attention.NAME)
+    assert copied.shared is None and shared.shared is not None
+    assert shared.cache.layers[0].keys.shape[-2] == copied.cache.layers[0].keys.shape[-2] - 5  # rows hold their own
+    assert got[0] == expected[0] and got[2] == expected[2]
+    for a, b in zip(got[1], expected[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    for row, expected_row in zip(got[3], expected[3]):
+        for (keys, values), (expected_keys, expected_values) in zip(row, expected_row, strict=True):
+            torch.testing.assert_close(keys, expected_keys, rtol=0, atol=1e-5)
+            torch.testing.assert_close(values, expected_values, rtol=0, atol=1e-5)
