@@ -13,8 +13,8 @@ order of what matters most, each timed with the GPU's utilisation (nvidia-smi, s
    of the calculation domain's full system prompt (every tool listed, about 2,400 tokens), sampling up
    to ``--new-tokens`` tokens each, on the ``--decode-shape`` model with the LoRA adapter training
    puts on it: milliseconds per decode step, tokens per second, GPU utilisation and peak memory, with
-   CUDA graphs and without; then ``torch.profiler`` on 20 decode steps (``profile.txt``: the ops by
-   host time and by device time).
+   CUDA graphs and without, and with the shared system prompt copied into each row (``sdpa``); then
+   ``torch.profiler`` on 20 decode steps (``profile.txt``: the ops by host time and by device time).
 2. **train**: ``python -m train`` with ``train/configs/gpu_check.yaml`` on the ``--shape`` model:
    rollout and update tokens per second of its RL steps, each stage's seconds and peak memory.
 3. **bench**: ``python -m bench`` (every benchmark, quick sizes) on the ``--shape`` model: each ratio.
@@ -163,6 +163,7 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
     """A Llama of ``shape`` with random weights, in the device's training dtype (bf16 on a GPU)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from agents import attention
     from agents.models import pick_dtype
 
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, tie_word_embeddings=True,
@@ -176,6 +177,7 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
     finally:
         torch.set_default_dtype(default)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.set_attn_implementation(attention.NAME)  # as agents.models.load_model gives every sdpa model
     return model.eval()
 
 
@@ -253,13 +255,17 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
 
     with Collected("agents.kvcache") as warnings:  # a CUDA graph that could not be captured
         turn(4)  # warm-up: kernels picked, the allocator grown
+    ours = model.config._attn_implementation
     variants = [(" with CUDA graphs", True), (" without CUDA graphs", False)] if device.type == "cuda" else [("", True)]
+    variants.append((f"{variants[0][0]}, the prompt copied into each row (sdpa)", True))
     played = []
     for label, graphs in variants:
+        model.set_attn_implementation("sdpa" if label.endswith("(sdpa)") else ours)
         reset_peak_memory(device)
         with warnings:
             timed = turn(new_tokens, graphs)
-        played.append(timed["ids"])
+        if not label.endswith("(sdpa)"):
+            played.append(timed["ids"])
         if label == variants[0][0]:
             result.lines.append(f"batch {batch}, prompts up to {timed['prompt']} tokens (prefill "
                                 f"{timed['prefill_s']:.2f} s), up to {new_tokens} new tokens, "
@@ -269,6 +275,7 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
         result.lines.append(f"decode{label}: {timed['steps']} steps in {timed['decode_s']:.2f} s = **"
                             f"{1000 * timed['decode_s'] / max(timed['steps'], 1):.1f} ms a step**, "
                             f"{timed['tokens'] / timed['decode_s']:.0f} tokens/s{utilisation}{memory}")
+    model.set_attn_implementation(ours)
     result.lines += [f"warning: {message}" for message in dict.fromkeys(warnings.messages)]
     if len(played) > 1:
         result.lines.append(f"the same tokens with and without CUDA graphs (same seed): "
