@@ -1,4 +1,4 @@
-"""The attention our models run: transformers' ``sdpa``, minus one copy on the CPU.
+"""The attention our models run: transformers' ``sdpa``, without copies of keys and values it does not need.
 
 In a grouped-query model (SmolLM2-135M: 9 query heads over 3 key/value heads) transformers' ``sdpa``
 repeats every key and value head once per query head it serves whenever a mask is given and more than
@@ -19,7 +19,7 @@ keeps that prompt's keys and values once instead of once per row and passes them
 ``shared_prefix``. A decode step then reads them once for the whole batch, with every row's queries
 in one matmul, and its own tokens per row; the two parts share one softmax. Reading the keys and
 values is most of a decode step's attention, and at batch 8 over that prompt, 30 layers of it took
-43 ms a step with a copy per row and 23 ms shared (one thread); on a GPU at batch 32 the copies
+42 ms a step with a copy per row and 22 ms shared (one thread); on a GPU at batch 32 the copies
 would be most of a step's memory traffic. A chunk of several tokens a row (prefill, an observation)
 attends over the prefix and its own tokens put side by side for that call, with transformers' kernels.
 """
@@ -72,24 +72,20 @@ def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
 def _step_after_prefix(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                        prefix_keys: torch.Tensor, prefix_values: torch.Tensor, scaling: float | None) -> torch.Tensor:
     """One query a row over the shared prefix (read once for all rows) and the row's own keys, as
-    ``(rows, 1, heads, head_dim)``. Scores are normalised in fp32, as transformers' eager attention does."""
+    ``(rows, 1, heads, head_dim)``. The softmax runs in fp32, as in transformers' eager attention."""
     rows, heads, _, dim = query.shape
     kv_heads, prefix = key.shape[1], prefix_keys.shape[2]
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
     grouped = (query * scale).reshape(rows, kv_heads, groups, dim)  # query head h reads key/value head h // groups
     stacked = grouped.transpose(0, 1).reshape(kv_heads, rows * groups, dim)  # every row's queries, per key/value head
-    shared = torch.matmul(stacked, prefix_keys[0].transpose(1, 2)).float()
-    shared = shared.view(kv_heads, rows, groups, prefix).transpose(0, 1)
-    own = torch.matmul(grouped, key.transpose(2, 3)).float()
+    shared = torch.matmul(stacked, prefix_keys[0].transpose(1, 2)).view(kv_heads, rows, groups, prefix)
+    own = torch.matmul(grouped, key.transpose(2, 3))
     if mask is not None:
-        own = own.masked_fill(~mask, float("-inf"))
-    top = torch.maximum(shared.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
-    shared, own = (shared - top).exp(), (own - top).exp()
-    total = shared.sum(-1, keepdim=True) + own.sum(-1, keepdim=True)
-    shared, own = (shared / total).to(value.dtype), (own / total).to(value.dtype)
-    out = torch.matmul(shared.transpose(0, 1).reshape(kv_heads, rows * groups, prefix), prefix_values[0])
-    out = out.view(kv_heads, rows, groups, dim).transpose(0, 1) + torch.matmul(own, value)
+        own = own.masked_fill_(mask.logical_not(), float("-inf"))
+    probs = torch.cat([shared.transpose(0, 1), own], dim=-1).float().softmax(-1).to(value.dtype)
+    out = torch.matmul(probs[..., :prefix].transpose(0, 1).reshape(kv_heads, rows * groups, prefix), prefix_values[0])
+    out = out.view(kv_heads, rows, groups, dim).transpose(0, 1) + torch.matmul(probs[..., prefix:], value)
     return out.reshape(rows, 1, heads, dim)
 
 

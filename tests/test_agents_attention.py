@@ -1,4 +1,5 @@
-"""The attention our models run (agents.attention): transformers' sdpa, without repeated keys and values on the CPU."""
+"""The attention our models run (agents.attention): transformers' sdpa, without repeated keys and values on the CPU or a
+prefix shared by every row copied into each."""
 
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ def test_a_model_whose_decode_step_cannot_be_captured_is_warned_of_once_and_deco
 
 
 @torch.inference_mode()
-def test_a_prompt_every_row_shares_is_held_once_and_decodes_as_a_copy_per_row_does():
+def test_a_prompt_every_row_shares_is_held_once_and_decodes_as_a_copy_per_row_does(monkeypatch):
+    monkeypatch.setattr(kvcache, "HOLD_ONCE_FROM", 10)  # 2 copies of 5 tokens saved
     model = tiny_model()
     prompts = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 12], [5, 6, 7, 8, 9, 13, 14, 15]]  # 5 tokens shared
 
@@ -183,3 +184,15 @@ def test_a_prompt_every_row_shares_is_held_once_and_decodes_as_a_copy_per_row_do
         for (keys, values), (expected_keys, expected_values) in zip(row, expected_row, strict=True):
             torch.testing.assert_close(keys, expected_keys, rtol=0, atol=1e-5)
             torch.testing.assert_close(values, expected_values, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix, held_once", [(10, False), (11, True)])
+def test_a_shared_start_is_held_once_only_when_that_saves_enough_copies(monkeypatch, prefix, held_once):
+    monkeypatch.setattr(kvcache, "HOLD_ONCE_FROM", 22)
+    model = tiny_model()
+    model.set_attn_implementation(attention.NAME)
+    batch = KVBatch(model, pad_id=0)
+    with torch.inference_mode():
+        batch.prefill([list(range(5, 5 + prefix)) + [row] for row in (1, 2, 3)])  # 2 copies of the start saved
+    assert (batch.shared is not None) == held_once
+    assert batch.lengths.tolist() == [prefix + 1] * 3
