@@ -4,7 +4,7 @@
 columns that hold a row's real tokens and ``lengths`` counts them (a row's next position id), so a
 chunk of new tokens per row is fed in one forward pass and each row attends only to its own tokens.
 
-Two costs dominate decoding on a CPU, and each has its remedy here:
+Three costs dominate decoding on a CPU, and each has its remedy here:
 
 - transformers' ``DynamicLayer`` appends each decoded token's keys and values with ``torch.cat``,
   copying the whole cache every step. In a rollout of 32 episodes over a 1,100-token prompt that copy
