@@ -150,9 +150,8 @@ class KVBatch:
         self.shared = None
         if rows > 1 and shared > 0:
             prefix = torch.tensor([list(prompts[0][:shared])], device=self.device)
-            held_once = ((rows - 1) * shared >= HOLD_ONCE_FROM
-                         and getattr(self.model.config, "_attn_implementation", None) == NAME
-                         and all(type(layer) is InPlaceLayer for layer in self.cache.layers))
+            held_once = ((rows - 1) * shared >= HOLD_ONCE_FROM and self._in_place()
+                         and getattr(self.model.config, "_attn_implementation", None) == NAME)
             cache = DynamicCache(config=self.model.config) if held_once else self.cache
             self.model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
             if held_once:
@@ -206,6 +205,10 @@ class KVBatch:
         self.lengths += mask.sum(-1)
         return logits
 
+    def _in_place(self) -> bool:
+        """Whether every cache layer is an :class:`InPlaceLayer` (what fixed widths and a shared start need)."""
+        return all(type(layer) is InPlaceLayer for layer in self.cache.layers)
+
     def _forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """The model's next-token logits after ``inputs`` with this cache (and the shared prefix, if any)."""
         shared = {} if self.shared is None else {"shared_prefix": self.shared}
@@ -226,7 +229,7 @@ class KVBatch:
         prepared boolean mask (:data:`agents.attention.SDPA_MASKED`) get :meth:`extend` itself.
         """
         layers = self.cache.layers
-        if (steps < 1 or not self.mask.shape[1] or not all(type(layer) is InPlaceLayer for layer in layers)
+        if (steps < 1 or not self.mask.shape[1] or not self._in_place()
                 or getattr(self.model.config, "_attn_implementation", None) not in SDPA_MASKED):
             yield self.extend
             return

@@ -256,15 +256,16 @@ def decode(result: Phase, model: torch.nn.Module, tokenizer: Any, batch: int, ne
     with Collected("agents.kvcache") as warnings:  # a CUDA graph that could not be captured
         turn(4)  # warm-up: kernels picked, the allocator grown
     ours = model.config._attn_implementation
-    variants = [(" with CUDA graphs", True), (" without CUDA graphs", False)] if device.type == "cuda" else [("", True)]
-    variants.append((f"{variants[0][0]}, the prompt copied into each row (sdpa)", True))
+    variants = ([(" with CUDA graphs", True, ours), (" without CUDA graphs", False, ours)] if device.type == "cuda"
+                else [("", True, ours)])
+    variants.append((f"{variants[0][0]}, the prompt copied into each row (sdpa)", True, "sdpa"))
     played = []
-    for label, graphs in variants:
-        model.set_attn_implementation("sdpa" if label.endswith("(sdpa)") else ours)
+    for label, graphs, attention in variants:
+        model.set_attn_implementation(attention)
         reset_peak_memory(device)
         with warnings:
             timed = turn(new_tokens, graphs)
-        if not label.endswith("(sdpa)"):
+        if attention == ours:
             played.append(timed["ids"])
         if label == variants[0][0]:
             result.lines.append(f"batch {batch}, prompts up to {timed['prompt']} tokens (prefill "
