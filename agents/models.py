@@ -29,6 +29,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTr
                           PreTrainedTokenizerBase)
 
 from agents import attention
+from agents.packed_linear import pack_linears
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ def load_tokenizer(name: str = DEFAULT_MODEL, cache: Path | None = None) -> PreT
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                cache: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model (eval mode) and its tokenizer, on ``device`` in ``dtype`` (see :func:`pick_dtype`); a model
-    that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`."""
+    that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`, and on the CPU its linear layers
+    are :class:`agents.packed_linear.PackedLinear`."""
     device = pick_device(device)
     source = resolve(name, cache)
     tokenizer = load_tokenizer(name, cache)
@@ -197,6 +199,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         raise _not_found(name, error) from error
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(attention.NAME)
+    if device.type == "cpu":
+        pack_linears(model)
     return model.eval(), tokenizer
 
 

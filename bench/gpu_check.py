@@ -165,6 +165,7 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
 
     from agents import attention
     from agents.models import pick_dtype
+    from agents.packed_linear import pack_linears
 
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -178,6 +179,8 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
         torch.set_default_dtype(default)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.set_attn_implementation(attention.NAME)  # as agents.models.load_model gives every sdpa model
+    if device.type == "cpu":
+        pack_linears(model)  # as load_model's CPU models
     return model.eval()
 
 

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from agents import models
 from agents.models import (DEFAULT_MODEL, LoraSettings, ModelNotFoundError, add_lora, load_adapter, load_model,
                            load_policy, load_tokenizer, pick_dtype)
+from agents.packed_linear import PackedLinear
 
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
@@ -84,7 +85,8 @@ def test_a_saved_adapter_round_trips_through_a_local_model_directory(tmp_path):
                 parameter.normal_(std=0.1)
     policy.save_pretrained(tmp_path / "adapter")
     loaded, _ = load_policy(str(tmp_path / "base"), adapter=tmp_path / "adapter", device="cpu")
-    ids = torch.randint(0, 1000, (2, 12))
+    assert type(loaded.get_base_model().lm_head) is PackedLinear  # a CPU model decodes with packed weights
+    ids = torch.randint(0, 1000, (2, 12))  # 24 rows: the packed path
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, policy(input_ids=ids).logits, atol=1e-6)
         with loaded.disable_adapter():
