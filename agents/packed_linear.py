@@ -59,6 +59,10 @@ class PackedLinear(torch.nn.Linear):
         packed.weight, packed.bias = linear.weight, linear.bias
         return packed.train(linear.training)
 
+    def __getstate__(self) -> dict[str, object]:
+        """State without the packed weight (an opaque tensor that cannot be copied or saved): a copy packs anew."""
+        return {**super().__getstate__(), "_packed": None}
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         rows = input.numel() // self.in_features
         if (rows not in ROWS or torch.is_grad_enabled() or input.device.type != "cpu"

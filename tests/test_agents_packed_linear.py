@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -80,3 +82,14 @@ def test_a_packed_model_keeps_its_tied_weights_and_logits_and_takes_a_lora_adapt
     policy = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     policy(input_ids=torch.randint(0, 128, (2, 6))).logits.sum().backward()
     assert all(p.grad is not None for name, p in policy.named_parameters() if "lora_" in name)
+
+
+def test_a_layer_that_has_packed_its_weight_can_still_be_copied_and_saved(tmp_path):
+    plain, packed = layer()
+    x = torch.randn(8, 48)
+    with torch.no_grad():
+        packed(x)
+        copied = copy.deepcopy(packed)
+        torch.save(packed, tmp_path / "layer.pt")
+        loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+        assert torch.allclose(copied(x), plain(x), atol=1e-5) and torch.allclose(loaded(x), plain(x), atol=1e-5)
