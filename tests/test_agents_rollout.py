@@ -204,3 +204,11 @@ def test_sampling_follows_the_tempered_distribution():
     tokens, _ = sample(logits, SamplingSettings(temperature=1.0), torch.Generator().manual_seed(0))
     frequencies = torch.bincount(tokens, minlength=3).float() / len(tokens)
     assert torch.allclose(frequencies, torch.tensor([0.6, 0.3, 0.1]), atol=0.02)
+
+
+def test_sampling_never_draws_a_token_of_probability_zero():
+    logits = torch.tensor([[float("-inf"), 0.0, float("-inf"), 1.0, float("-inf")]]).repeat(5000, 1)
+    tokens, logprobs = sample(logits, SamplingSettings(temperature=1.0), torch.Generator().manual_seed(0))
+    assert set(tokens.tolist()) == {1, 3} and torch.isfinite(logprobs).all()
+    last_only = torch.tensor([[float("-inf")] * 4 + [0.0]]).repeat(100, 1)
+    assert sample(last_only, SamplingSettings(), torch.Generator().manual_seed(0))[0].eq(4).all()
