@@ -11,11 +11,11 @@ whole rollout from 16.2 to 12.7 s on one thread, from 8.8 to 8.2 s on two.
 :class:`PackedLinear` is an ``nn.Linear`` (the same weight and bias, the same state dict) that takes
 that path in fp32 on the CPU with autograd off (the packed op has no backward pass) for
 :data:`ROWS` rows: one to three rows are as fast unpacked, and past 32 the product is bound by
-arithmetic more than by reading (at 64 rows MKL on two threads is the faster). Its packed copy, as large as the weight, is made
-on the first such call and again whenever the weight changes (another tensor, new data, an in-place
-update): decoding holds the weights twice (SmolLM2-135M: 0.5 GB more). Results agree with
-``F.linear`` to fp32 rounding (the two libraries add in different orders), so a row's greedy tokens
-can differ at a near-tie between a packed and an unpacked run; each is deterministic.
+arithmetic more than by reading (at 64 rows MKL on two threads is the faster). Its packed copy, as
+large as the weight, is made on the first such call and again whenever the weight changes (another
+tensor, new data, an in-place update): decoding holds the weights twice (SmolLM2-135M: 0.5 GB more).
+Results agree with ``F.linear`` to fp32 rounding (the two libraries add in different orders), so a
+row's greedy tokens can differ at a near-tie between a packed and an unpacked run; each is deterministic.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class PackedLinear(torch.nn.Linear):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         rows = input.numel() // self.in_features
-        if (rows not in ROWS or torch.is_grad_enabled() or input.device.type != "cpu"
-                or input.dtype != torch.float32 or self.weight.dtype != torch.float32):
+        if (rows not in ROWS or input.shape[-1] != self.in_features or torch.is_grad_enabled()
+                or input.device.type != "cpu" or input.dtype != torch.float32 or self.weight.dtype != torch.float32):
             return super().forward(input)
         out = torch.ops.mkldnn._linear_pointwise(input.reshape(rows, self.in_features), self._packed_weight(),
                                                  self.bias, "none", [], "")

@@ -26,6 +26,12 @@ def test_a_packed_layer_gives_what_its_linear_gives_for_any_number_of_rows(rows)
     assert packed.state_dict().keys() == plain.state_dict().keys()
 
 
+def test_an_input_of_the_wrong_width_is_refused_as_by_the_plain_layer():
+    _, packed = layer()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="cannot be multiplied"):
+        packed(torch.randn(8, 96))  # as many numbers as 16 rows of 48
+
+
 def test_only_a_few_rows_without_autograd_take_the_packed_path():
     _, packed = layer()
     with torch.no_grad():
