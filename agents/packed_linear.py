@@ -5,8 +5,9 @@ reading the weights. In fp32 torch hands that product to MKL's ``sgemm``, which 
 of rows repacks the whole weight on every call and so reads it twice: on a 2-core Xeon (one thread),
 8 rows through 150 of SmolLM2-135M's 1536 x 576 matrices took 92 ms, one row 40 ms. oneDNN multiplies
 by a weight packed once ahead of time (what torch's inductor does to a frozen model): 53 ms for the 8
-rows. A web-browsing rollout's decode step at batch 8 went from 129 to 95 ms on one thread; its
-whole rollout from 16.2 to 12.7 s on one thread, from 8.8 to 8.2 s on two.
+rows. A decode step of the default model over short chats, at batch 8, 16 and 32: 118, 125 and 168
+ms unpacked, 85, 106 and 151 ms packed on one thread; 64, 72 and 94 against 56, 70 and 94 ms on two.
+A web-browsing rollout (batch 8, 3 turns) took 16.2 -> 12.7 s on one thread, 8.8 -> 8.2 s on two.
 
 :class:`PackedLinear` is an ``nn.Linear`` (the same weight and bias, the same state dict) that takes
 that path in fp32 on the CPU with autograd off (the packed op has no backward pass) for
