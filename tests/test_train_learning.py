@@ -70,16 +70,16 @@ def heldout(metrics: list[dict[str, Any]], stage: str, domain: str) -> float:
     return next(m["success"][domain] for m in metrics if m["phase"] == "eval" and m["stage"] == stage)
 
 
-@pytest.mark.parametrize("algorithm, steps, lr", [
-    ("grpo", 10, 0.02), ("rloo", 10, 0.02), ("reinforce", 10, 0.02), ("ppo", 8, 0.02), ("rft", 12, 0.02),
-])
-def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit, algorithm, steps, lr):
-    run, _ = train(bandit_config(tmp_path, bandit, algorithm=algorithm, steps=steps, lr=lr))
+@pytest.mark.parametrize("algorithm, steps", [("grpo", 10), ("rloo", 10), ("reinforce", 10), ("ppo", 8), ("rft", 12)])
+def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit, algorithm, steps):
+    """At this learning rate every algorithm learned with each of seeds 0-3; at twice it, PPO collapsed to reward 0
+    for seed 2 and GRPO dipped, so a change in the sampled stream alone could fail the test."""
+    run, _ = train(bandit_config(tmp_path, bandit, algorithm=algorithm, steps=steps, lr=0.01))
     metrics = run.read_metrics()
     rewards = rl_rewards(metrics)
     assert len(rewards) == steps
     assert rewards[0] < 0.2, "the first step samples the untrained model"
-    assert sum(rewards[-2:]) / 2 > 0.8, rewards
+    assert sum(rewards[-4:]) / 4 > 0.8, rewards
     assert heldout(metrics, "base", "bandit") < 0.2 and heldout(metrics, "rl", "bandit") > 0.8
 
 
