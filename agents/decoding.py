@@ -2,7 +2,7 @@
 
 Numerics: in fp32, a batched greedy turn matches one-row-at-a-time decoding token for token, and
 the stored log-probabilities match a fresh unpadded forward pass to about 1e-6. A model that
-:func:`agents.models.load_model` put on the CPU multiplies 4-64 rows by packed weights
+:func:`agents.models.load_model` put on the CPU multiplies 4-32 rows by packed weights
 (:mod:`agents.packed_linear`), which add in another order than a fresh pass of many tokens does: in
 8 web-browsing episodes of the default model (batch 8) its stored values differed from the unpacked
 ones by up to 3e-5, with the same greedy tokens. In bf16 (the CUDA
