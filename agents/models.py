@@ -186,9 +186,8 @@ def load_tokenizer(name: str = DEFAULT_MODEL, cache: Path | None = None) -> PreT
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                cache: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model (eval mode) and its tokenizer, on ``device`` in ``dtype`` (see :func:`pick_dtype`); a model
-    that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`, and on the CPU its linear layers
-    are :class:`agents.packed_linear.PackedLinear`."""
+    """The base model (eval mode, :func:`with_our_layers`) and its tokenizer, on ``device`` in ``dtype`` (see
+    :func:`pick_dtype`)."""
     device = pick_device(device)
     source = resolve(name, cache)
     tokenizer = load_tokenizer(name, cache)
@@ -197,11 +196,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
                                                      use_kernels=HUB_KERNELS)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
+    return with_our_layers(model, device).eval(), tokenizer
+
+
+def with_our_layers(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """``model`` (loaded or built from a config) with the layers our rollouts are measured on: a model
+    that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`, and on the CPU its
+    linear layers are :class:`agents.packed_linear.PackedLinear`."""
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(attention.NAME)
     if device.type == "cpu":
         pack_linears(model)
-    return model.eval(), tokenizer
+    return model
 
 
 def add_lora(model: PreTrainedModel, settings: LoraSettings = LoraSettings()) -> PeftModel:

@@ -163,9 +163,7 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
     """A Llama of ``shape`` with random weights, in the device's training dtype (bf16 on a GPU)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from agents import attention
-    from agents.models import pick_dtype
-    from agents.packed_linear import pack_linears
+    from agents.models import pick_dtype, with_our_layers
 
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -178,10 +176,7 @@ def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Mo
     finally:
         torch.set_default_dtype(default)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.set_attn_implementation(attention.NAME)  # as agents.models.load_model gives every sdpa model
-    if device.type == "cpu":
-        pack_linears(model)  # as load_model's CPU models
-    return model.eval()
+    return with_our_layers(model, device).eval()  # as agents.models.load_model gives its models
 
 
 def calculation_openings(batch: int) -> list[Any]:
