@@ -29,6 +29,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTr
                           PreTrainedTokenizerBase)
 
 from agents import attention
+from agents.cpu_memory import keep_freed_memory
 from agents.packed_linear import pack_linears
 
 log = logging.getLogger(__name__)
@@ -202,11 +203,13 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 def with_our_layers(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
     """``model`` (loaded or built from a config) with the layers our rollouts are measured on: a model
     that would attend with ``sdpa`` attends with :data:`agents.attention.NAME`, and on the CPU its
-    linear layers are :class:`agents.packed_linear.PackedLinear`."""
+    linear layers are :class:`agents.packed_linear.PackedLinear` and the process keeps the memory it
+    frees (:func:`agents.cpu_memory.keep_freed_memory`)."""
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(attention.NAME)
     if device.type == "cpu":
         pack_linears(model)
+        keep_freed_memory()
     return model
 
 

@@ -1,0 +1,38 @@
+"""A CPU process that keeps the memory it frees, so that using it again costs no page faults.
+
+A forward and backward pass on the CPU allocates and frees buffers of megabytes to hundreds of
+megabytes many times over (activations, the logits over the vocabulary). glibc serves each one past
+its mmap threshold (128 kB, raised as it goes to at most 32 MB) with fresh pages from the kernel and
+gives them back on ``free``, and the kernel zeroes every fresh page at its first touch. In the GRPO
+update of ``bench.train`` (16 episodes of SmolLM2-135M, two threads) that was about a million page
+faults a step, the kernel's page clearing 17% of all samples, and system time as large as user time.
+
+:func:`keep_freed_memory` tells glibc to serve every allocation from its heap (``M_MMAP_MAX`` 0) and
+never to hand the heap's top back (``M_TRIM_THRESHOLD`` -1), so freed memory is used again as it is:
+that update took 7.3 s a step instead of 10.4 s, for 2% more peak memory. The process holds on to
+its peak until it exits, as torch's caching allocator does on a GPU. Only glibc has ``mallopt``;
+elsewhere (macOS, musl) nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import platform
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+"""``mallopt`` parameters, from glibc's ``malloc.h``."""
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Keep freed memory in this process from now on (see the module docstring); whether it could."""
+    if platform.libc_ver()[0] != "glibc":
+        log.info("freed memory goes back to the system: this C library (%s) has no mallopt",
+                 platform.libc_ver()[0] or "unknown")
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
