@@ -39,5 +39,9 @@ def keep_freed_memory() -> bool:
         log.info("freed memory goes back to the system: this C library (%s) has no mallopt",
                  platform.libc_ver()[0] or "unknown")
         return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # from the C library this process already runs on
+    except (OSError, AttributeError) as error:  # a Python linked statically, say
+        log.info("freed memory goes back to the system: mallopt is out of reach (%s)", error)
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))

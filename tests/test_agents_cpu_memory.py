@@ -45,16 +45,27 @@ def test_freed_memory_is_used_again_without_page_faults():
     assert kept == "True" and faults < 100
 
 
-def test_off_glibc_nothing_changes(monkeypatch, caplog):
+@pytest.fixture
+def asked_afresh(caplog):
+    """keep_freed_memory as if not yet called in this process (it answers once), logging at INFO."""
     caplog.set_level(logging.INFO, logger="agents.cpu_memory")
+    cpu_memory.keep_freed_memory.cache_clear()
+    yield cpu_memory.keep_freed_memory
+    cpu_memory.keep_freed_memory.cache_clear()
+
+
+def test_off_glibc_nothing_changes(monkeypatch, caplog, asked_afresh):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     monkeypatch.setattr(cpu_memory.ctypes, "CDLL", None)  # calling it would raise
-    cpu_memory.keep_freed_memory.cache_clear()
-    try:
-        assert cpu_memory.keep_freed_memory() is False
-    finally:
-        cpu_memory.keep_freed_memory.cache_clear()
+    assert asked_afresh() is False
     assert "has no mallopt" in caplog.text
+
+
+def test_a_c_library_without_mallopt_changes_nothing_and_says_so(monkeypatch, caplog, asked_afresh):
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.41"))
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: object())  # no mallopt in it
+    assert asked_afresh() is False
+    assert "mallopt is out of reach" in caplog.text
 
 
 def test_a_cpu_model_keeps_freed_memory(monkeypatch):
