@@ -41,7 +41,9 @@ def launch(prefix: list[str], tmp_path: Path, name: str, model: Path, pool: Path
 
 
 def test_two_processes_split_the_rollouts_and_end_with_the_same_adapter_as_one(tmp_path):
-    model = bandit_model_dir(tmp_path / "model")
+    # unlevelled: at the levelled model's even odds the entropy bonus has next to no gradient, and Adam
+    # blows the rounding of near-zero gradients up to whole steps (entries 1.3% apart after three updates)
+    model = bandit_model_dir(tmp_path / "model", level=False)
     pool = bandit_pool(tmp_path / "pool.jsonl", n=24, words=("yes", "no", "blue", "red", "cat", "sun"))
     one = launch([sys.executable], tmp_path, "one", model, pool)
     # on CPU, accelerate starts several processes (torchrun, gloo) only with its --multi_gpu flag

@@ -1,10 +1,10 @@
 """Each algorithm learns: a tiny model goes from under 20% to over 80% success in a fixed number of steps.
 
 The RL algorithms and the offline ones play the one-word bandit (:mod:`test_train_support`): the
-right word is one of eight the tiny model says, so it starts near 1 in 8. The warm start learns the
-toy domain's read-a-note task from its example solutions: a lookup call, then the answer, which a
-random model never writes. Each test runs the real trainer loop (:func:`train.trainer.train`) in
-process, and reads the success rates from the run's metrics.
+right word is one of eight the tiny model says, a little less often than the others (8% of the
+time). The warm start learns the toy domain's read-a-note task from its example solutions: a lookup
+call, then the answer, which a random model never writes. Each test runs the real trainer loop
+(:func:`train.trainer.train`) in process, and reads the success rates from the run's metrics.
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def heldout(metrics: list[dict[str, Any]], stage: str, domain: str) -> float:
     return next(m["success"][domain] for m in metrics if m["phase"] == "eval" and m["stage"] == stage)
 
 
-@pytest.mark.parametrize("algorithm, steps", [("grpo", 10), ("rloo", 10), ("reinforce", 10), ("ppo", 8), ("rft", 12)])
-def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit, algorithm, steps):
-    """At this learning rate every algorithm learned with each of seeds 0-3; at twice it, PPO collapsed to reward 0
-    for seed 2 and GRPO dipped, so a change in the sampled stream alone could fail the test."""
-    run, _ = train(bandit_config(tmp_path, bandit, algorithm=algorithm, steps=steps, lr=0.01))
+@pytest.mark.parametrize("algorithm, steps, lr", [("grpo", 10, 0.01), ("rloo", 10, 0.01), ("reinforce", 10, 0.01),
+                                                 ("ppo", 8, 0.005), ("rft", 12, 0.01)])
+def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit, algorithm, steps, lr):
+    """Every algorithm learned with each of seeds 0-7, so the test does not hang on one seed's draws. PPO makes
+    four optimizer steps a step (2 passes x 2 minibatches): at the others' rate it collapsed to reward 0 for seed 0."""
+    run, _ = train(bandit_config(tmp_path, bandit, algorithm=algorithm, steps=steps, lr=lr))
     metrics = run.read_metrics()
     rewards = rl_rewards(metrics)
     assert len(rewards) == steps

@@ -2,13 +2,15 @@
 
 The bandit: the instruction asks for one word, and the episode's one action is rewarded 1 when it
 starts with that word. The tiny model puts all its probability on eight candidate words (one of
-them right), so a random policy succeeds about one time in eight and learning is a matter of a
-few dozen small steps, which is what the learning tests need on two CPU cores.
+them right), so the untrained policy succeeds 8% of the time and learning is a matter of a few
+dozen small steps, which is what the learning tests need on two CPU cores.
 
 The model's head sees one hidden dimension that no layer writes (its embedding is 1 everywhere and
 the layers' output projections leave it alone), so the head can give the candidates a large,
-input-independent lead; the candidates' order then depends on the other dimensions, which the
-LoRA adapter can move. Subprocess runs import this module through ``extra_domains``.
+input-independent lead, and level them: what the other dimensions give each word on the bandit's
+prompt is taken back through that one, and the right word set half a logit behind (so that greedy
+decoding says another). The order then moves with the other dimensions, which the LoRA adapter
+can change. Subprocess runs import this module through ``extra_domains``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.models import load_tokenizer
+from agents.prompting import ChatFormat
 from envs.base import ToolEnv
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.pool import append_pool
@@ -28,6 +31,8 @@ from envs.tools import Toolset
 
 WORDS = ("yes", "no", "maybe", "blue", "red", "cat", "dog", "sun")
 """The candidates: each is a single token of the SmolLM2 tokenizer at the start of a turn."""
+YES_BEHIND = 0.5
+"""How far the untrained model's logit for "yes" is behind the other words' (all level)."""
 
 
 class BanditEnv(ToolEnv):
@@ -79,16 +84,29 @@ def tiny_llama(tokenizer: Any, seed: int = 0, hidden: int = 64) -> LlamaForCausa
     return LlamaForCausalLM(config).eval()
 
 
-def bandit_model(tokenizer: Any, seed: int = 0) -> LlamaForCausalLM:
-    """A tiny model that says one of :data:`WORDS`, each about equally often (see the module docstring)."""
+def bandit_model(tokenizer: Any, seed: int = 0, level: bool = True) -> LlamaForCausalLM:
+    """A tiny model that says one of :data:`WORDS` to the bandit's instructions: each of the others one
+    time in eight, "yes" (the right one) about one in thirteen (see the module docstring). Unlevelled
+    (``level=False``), how often it says each word is left to the random weights (2% to 27%)."""
     model = tiny_llama(tokenizer, seed)
+    words = word_ids(tokenizer)
+    chat = ChatFormat.of(tokenizer)
+    prompt = torch.tensor([chat.prompt_ids(chat.first_messages(BanditEnv.policy, [], bandit_task(0).instruction), [])])
     with torch.no_grad():
         model.model.embed_tokens.weight[:, 0] = 1.0
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight[0] = 0.0
             layer.mlp.down_proj.weight[0] = 0.0
         model.lm_head.weight[:, 0] = -8.0
-        model.lm_head.weight[word_ids(tokenizer), 0] = 8.0
+        model.lm_head.weight[words, 0] = 8.0
+        if not level:
+            return model
+        # level the words: take back through dimension 0 what the other dimensions give each on this prompt,
+        # then set "yes" half a logit behind (greedy decoding says another word)
+        hidden = model.model(input_ids=prompt).last_hidden_state[0, -1]
+        lead = model.lm_head.weight[words, 1:] @ hidden[1:]
+        model.lm_head.weight[words, 0] -= (lead - lead.mean()) / hidden[0]
+        model.lm_head.weight[words[0], 0] -= YES_BEHIND / hidden[0]
     return model
 
 
@@ -98,9 +116,9 @@ def save_model(model: LlamaForCausalLM, tokenizer: Any, path: Path) -> Path:
     return path
 
 
-def bandit_model_dir(path: Path, seed: int = 0) -> Path:
+def bandit_model_dir(path: Path, seed: int = 0, level: bool = True) -> Path:
     tokenizer = load_tokenizer()
-    return save_model(bandit_model(tokenizer, seed), tokenizer, path)
+    return save_model(bandit_model(tokenizer, seed, level), tokenizer, path)
 
 
 def toy_answer_task(index: int = 0) -> CodeAsTask:
