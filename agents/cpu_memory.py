@@ -35,9 +35,9 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 @functools.cache
 def keep_freed_memory() -> bool:
     """Keep freed memory in this process from now on (see the module docstring); whether it could."""
-    if platform.libc_ver()[0] != "glibc":
-        log.info("freed memory goes back to the system: this C library (%s) has no mallopt",
-                 platform.libc_ver()[0] or "unknown")
+    libc = platform.libc_ver()[0]
+    if libc != "glibc":
+        log.info("freed memory goes back to the system: this C library (%s) has no mallopt", libc or "unknown")
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # from the C library this process already runs on

@@ -90,8 +90,6 @@ def bandit_model(tokenizer: Any, seed: int = 0, level: bool = True) -> LlamaForC
     (``level=False``), how often it says each word is left to the random weights (2% to 27%)."""
     model = tiny_llama(tokenizer, seed)
     words = word_ids(tokenizer)
-    chat = ChatFormat.of(tokenizer)
-    prompt = torch.tensor([chat.prompt_ids(chat.first_messages(BanditEnv.policy, [], bandit_task(0).instruction), [])])
     with torch.no_grad():
         model.model.embed_tokens.weight[:, 0] = 1.0
         for layer in model.model.layers:
@@ -101,9 +99,11 @@ def bandit_model(tokenizer: Any, seed: int = 0, level: bool = True) -> LlamaForC
         model.lm_head.weight[words, 0] = 8.0
         if not level:
             return model
-        # level the words: take back through dimension 0 what the other dimensions give each on this prompt,
-        # then set "yes" half a logit behind (greedy decoding says another word)
-        hidden = model.model(input_ids=prompt).last_hidden_state[0, -1]
+        # level the words: take back through dimension 0 what the other dimensions give each on the bandit's
+        # prompt, then set "yes" half a logit behind (greedy decoding says another word)
+        chat = ChatFormat.of(tokenizer)
+        prompt = chat.prompt_ids(chat.first_messages(BanditEnv.policy, [], bandit_task(0).instruction), [])
+        hidden = model.model(input_ids=torch.tensor([prompt])).last_hidden_state[0, -1]
         lead = model.lm_head.weight[words, 1:] @ hidden[1:]
         model.lm_head.weight[words, 0] -= (lead - lead.mean()) / hidden[0]
         model.lm_head.weight[words[0], 0] -= YES_BEHIND / hidden[0]
