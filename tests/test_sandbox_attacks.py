@@ -330,6 +330,37 @@ ATTACKS = [
                         pass
             return False
         """, statuses=("failed", "error")),
+    attack("request_nested_past_the_parsers_limit", """
+        import os
+        def verify(s, a):
+            body = ('{"request": ' + '[' * 980 + ']' * 980 + '}').encode()
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, body)
+                except OSError:
+                    pass
+            return False
+        """, statuses=("failed", "error")),
+    attack("forge_a_verdict_then_raise", """
+        import os
+        def verify(s, a):
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, bytes([1]))
+                except OSError:
+                    pass
+            raise ValueError('not a verdict')
+        """, statuses=("error",)),
+    attack("forge_a_verdict_then_return_a_string", """
+        import os
+        def verify(s, a):
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, bytes([1]))
+                except OSError:
+                    pass
+            return 'yes'
+        """, statuses=("error",)),
     attack("close_its_channel_and_linger", """
         import os, time
         def verify(s, a):
@@ -640,6 +671,41 @@ def verify(state, answer):
 """
     # Every worker, twice: the next job's process is made while the one before it still runs.
     assert [sandbox.verify(scan, {}, "").status for _ in range(2 * sandbox.size)] == ["failed"] * 2 * sandbox.size
+
+
+LISTEN = UNGUARD + """import os, socket, sys, time
+def verify(state, answer):
+    if sys.modules['posix'].fork() == 0:
+        os.closerange(3, 64)  # not the job's channel: the job's verdict would wait for this process to end
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind('\\0{name}')
+        server.listen(8)
+        while True:
+            server.accept()
+    time.sleep(0.05)
+    return False
+"""
+CONNECT = UNGUARD + """import socket
+def verify(state, answer):
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect('\\0{name}')
+    except OSError:
+        return False
+    return True
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nothing_of_a_job_runs_when_the_next_job_starts(backend: str) -> None:
+    """One worker, so the next job runs where the last one did, straight after it: a process the last
+    job left listening (on an abstract socket, which the worker's network namespace shares) is gone."""
+    with open_sandbox(backend, workers=1, limits=LIMITS) as sandbox:
+        reached = []
+        for attempt in range(10):
+            name = f"{MARK}-{attempt}"
+            assert sandbox.verify(LISTEN.format(name=name), {}, "").status == "failed"
+            reached.append(sandbox.verify(CONNECT.format(name=name), {}, "").status)
+    assert reached == ["failed"] * 10
 
 
 def test_attack_suite_is_big_enough() -> None:

@@ -136,7 +136,10 @@ class Worker(ABC):
             buffer += self._read_some(deadline)
         body = bytes(buffer[4:end])
         del buffer[:end]
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except RecursionError:  # the worker bounds a request's nesting: this one is not its own
+            raise ValueError("a message from the worker nests too deeply") from None
 
     def greet(self, deadline: float) -> None:
         """Send the worker the verifier helpers, wait for its first message (what isolates its jobs,
@@ -283,6 +286,10 @@ class Sandbox(ABC):
                 worker.kill()
                 self._release(None)
                 lost = f"the sandbox worker was lost: {exc}"
+            except BaseException:  # the caller's own interrupt or bug: the worker, mid-job, cannot serve again
+                worker.kill()
+                self._release(None)
+                raise
             if called_tools:
                 log.error("%s, after the job had called tools: not run again", lost)
                 return RunResult("error", kind="worker_lost", message=f"{lost} (after the code had called tools, "

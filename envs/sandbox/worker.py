@@ -51,6 +51,7 @@ import time
 
 MAX_MESSAGE = 65536  # one child-to-worker message (a request or a result) on the SEQPACKET pair
 MAX_TEXT = 4000  # longest message or kind a result may carry
+MAX_DEPTH = 64  # deepest nesting of a request passed on: the parent's JSON parser nests on its own call stack
 VERDICTS = {b"\x01": "ok", b"\x00": "failed"}  # how a job that ran to its end says so: one byte
 ERROR_STATUSES = ("error", "timeout")  # what a job may say in JSON; ok/failed only as a verdict byte
 BLOCKED_MODULES = frozenset({
@@ -538,6 +539,7 @@ def child_main(inp, sock, replies, output):
         pass
     if result == b"\x01" or result == b"\x00":
         sock.send(result)
+        sock.close()  # the end the worker waits for, ahead of this process's own
         return
     try:
         message = json.dumps({"done": result})
@@ -571,6 +573,17 @@ def _checked(result):
         return _error("protocol", "the code sent the sandbox a malformed result")
     return {"status": result["status"], "kind": str(result.get("kind", ""))[:MAX_TEXT],
             "message": str(result.get("message", ""))[:MAX_TEXT]}
+
+
+def _depth(value):
+    """How deeply ``value`` nests, counted without recursion (the code may nest its request past the limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _read_output(fd, cap):
@@ -681,14 +694,17 @@ class Child:
             elif not message:
                 result = self._exit_status(deadline, cpu, times) or _timeout(wall)
             elif "verdict" in message:
-                result = {"status": message["verdict"]}
+                result = self._last_word(message["verdict"], deadline, wall)
             elif "done" in message:
                 result = _checked(message["done"])
             elif "request" in message:
-                write_message(out, {"request": message["request"]})
-                body = read_frame(inp)
-                if body is None:
-                    sys.exit(0)
+                if _depth(message["request"]) > MAX_DEPTH:
+                    body = json.dumps({"error": "the request nests too deeply for the sandbox"}).encode()
+                else:
+                    write_message(out, {"request": message["request"]})
+                    body = read_frame(inp)
+                    if body is None:
+                        sys.exit(0)
                 if not _write_all(self.replies, struct.pack(">I", len(body)) + body, deadline):
                     result = _timeout(wall)
             else:
@@ -696,6 +712,18 @@ class Child:
         result["seconds"] = time.monotonic() - start
         result["output"] = _read_output(self.output, cap)
         return result
+
+    def _last_word(self, verdict, deadline, wall):
+        """The verdict, once the job's process has closed its channel with nothing after it. The
+        byte is written by the job's own process, so code that writes one itself decides its verdict
+        (as it could by returning it); what this keeps is the rule that an exception or a non-bool is
+        an error, since the harness's own word then follows the forged byte."""
+        after = self._next(deadline)
+        if after is None:
+            return _timeout(wall)
+        if after:
+            return _error("protocol", "the code sent the sandbox more than one result")
+        return {"status": verdict}
 
     def _exit_status(self, deadline, cpu, times):
         """The child closed its channel without a word: wait (until the deadline; it may have
@@ -806,11 +834,11 @@ def main():
                             "proc": setting.proc})
         previous = None
         while True:
+            if previous is not None:  # every process of the last job has ended before this job's code runs
+                previous.reap(everything=False)
             current.go()
             ahead = None
-            if setting.namespaces:  # the next job's world is built while this job runs
-                if previous is not None:
-                    previous.reap(everything=False)  # before its control group takes the next job
+            if setting.namespaces:  # the next job's world is built while this job runs, in the last job's group
                 ahead = Child(inp, out, setting, 1 - current.slot)
             result = current.run(inp, out)
             if result is not None:
