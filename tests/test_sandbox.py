@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -330,6 +331,31 @@ def test_code_that_called_tools_is_not_run_again_when_its_worker_is_lost() -> No
     result = box.run_code("t()", lambda name, arguments: calls.append(name) or "", {"t": []})
     assert (result.status, result.kind) == ("error", "worker_lost")
     assert calls == ["t"] and len(box.started) == 1  # its tool calls are not repeated
+
+
+def test_a_message_nested_past_the_parsers_limit_is_a_value_error_not_a_recursion_error() -> None:
+    body = b'{"request": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    class Flooding(ScriptedWorker):
+        read_message = Worker.read_message
+
+        def _read_some(self, deadline: float) -> bytes:
+            return struct.pack(">I", len(body)) + body
+
+    with pytest.raises(ValueError, match="nests too deeply"):
+        Flooding([]).read_message(0.0)
+
+
+def test_a_caller_interrupted_mid_job_kills_the_worker_and_frees_its_slot() -> None:
+    box = ScriptedSandbox([{"request": {"op": "tool", "name": "t", "arguments": {}}}], [OK])
+
+    def interrupted(name: str, arguments: dict) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        box.run_code("t()", interrupted, {"t": []})
+    assert box.started[0].killed
+    assert box.verify("", {}, "").status == "ok"  # on a fresh worker: the one-worker pool is not held
 
 
 # ---------------------------------------------------------------- choosing a sandbox for an env
