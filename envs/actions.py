@@ -1,10 +1,14 @@
 """Parsing the agent's text into one action.
 
-Accepted, in this order of precedence:
+Accepted, whichever comes first in the text:
 - a JSON tool call ``{"name": …, "arguments": {…}}`` inside ``<tool_call>…</tool_call>``;
 - a code action: a fenced ```` ```python ```` block or ``<execute>…</execute>`` (CodeAct style);
 - a JSON tool call after ``Action:``;
-- a bare JSON tool call anywhere in the text.
+- a bare JSON tool call.
+
+So a tag or ``Action:`` quoted inside a bare call's strings (``{"name": "respond", "arguments":
+{"content": "use <execute> tags"}}``) is text, not a marker. With none of the markers, the text's first
+JSON object is the call.
 
 ``arguments`` may also be a JSON-encoded string (the OpenAI wire format). Anything else parses to a
 :class:`Malformed` action whose message tells the agent what was expected.
@@ -38,7 +42,7 @@ MAX_INT_DIGITS = 4300
 _TOOL_CALL_TAG = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 _CODE_FENCE = re.compile(r"```(?:python|py)\s*\n(.*?)(?:```|$)", re.S)
 _EXECUTE_TAG = re.compile(r"<execute>(.*?)(?:</execute>|$)", re.S)
-_ACTION_PREFIX = re.compile(r"Action:\s*", re.I)
+_ACTION_PREFIX = re.compile(r"\bAction:\s*", re.I)  # a word of its own: not the end of "transaction:"
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 # A whole JSON string, its loop unrolled so that a failed match backtracks in linear time.
@@ -205,14 +209,28 @@ def _first_json_object(text: str) -> tuple[Any, str | None]:
     return None, f"invalid JSON ({furthest.problem} at column {_column(text, furthest.end)})"
 
 
-def _json_text(text: str) -> tuple[Any, str | None]:
-    """The one JSON value that ``text`` holds (whitespace around it allowed), or why it is not one."""
+def read_json(text: str) -> tuple[Any, str | None]:
+    """The one JSON value that ``text`` holds (whitespace around it allowed), or why it is not one; as
+    hostile-proof as the rest of this module (``json.loads`` is not: see above)."""
     read = _read(text, 0)
     if read.ok and _SPACE.match(text, read.end).end() != len(text):
         return None, f"extra text after the JSON value at column {_column(text, read.end)}"
     if not read.ok:
         return None, f"{read.problem} at column {_column(text, read.end)}"
     return read.value, None
+
+
+def _call_before(text: str, end: int) -> Action | None:
+    """The first complete JSON object starting before ``end`` that names a tool, as its action; it may
+    read past ``end`` (a marker there then lies inside one of its strings). Each character is read once,
+    as in :func:`_first_json_object`."""
+    candidate = _OBJECT_START.search(text, 0, end)
+    while candidate:
+        read = _read(text, candidate.start())
+        if read.ok and isinstance(read.value, dict) and isinstance(read.value.get("name"), str):
+            return _tool_call(text[candidate.start():read.end])
+        candidate = _OBJECT_START.search(text, max(read.end, candidate.start() + 1), end)
+    return None
 
 
 def _tool_call(text: str) -> Action:
@@ -223,7 +241,7 @@ def _tool_call(text: str) -> Action:
         return Malformed(f'Error: a tool call needs a string "name". {FORMAT_HINT}')
     arguments = value.get("arguments", value.get("parameters", {}))
     if isinstance(arguments, str):
-        arguments, error = _json_text(arguments) if arguments.strip() else ({}, None)
+        arguments, error = read_json(arguments) if arguments.strip() else ({}, None)
         if error:
             return Malformed(f'Error: "arguments" of {value["name"]} is a string that is not JSON ({error}). '
                              f"{FORMAT_HINT}")
@@ -241,14 +259,18 @@ def parse_action(text: str, max_length: int | None = None) -> Action:
     if max_length is not None and len(text) > max_length:
         return Malformed(f"Error: the action is {len(text):,} characters long, over this environment's limit "
                          f"of {max_length:,}. Write one shorter action.")
-    if match := _TOOL_CALL_TAG.search(text):
-        return _tool_call(match.group(1))
-    for pattern in (_CODE_FENCE, _EXECUTE_TAG):
-        if match := pattern.search(text):
-            source = match.group(1).strip()
-            return CodeAction(source) if source else Malformed(f"Error: the code block is empty. {FORMAT_HINT}")
-    if match := _ACTION_PREFIX.search(text):
-        return _tool_call(text[match.end():])
+    markers = [match for pattern in (_TOOL_CALL_TAG, _CODE_FENCE, _EXECUTE_TAG, _ACTION_PREFIX)
+               if (match := pattern.search(text))]
+    if markers:
+        first = min(markers, key=lambda match: match.start())
+        if call := _call_before(text, first.start()):
+            return call
+        if first.re is _ACTION_PREFIX:
+            return _tool_call(text[first.end():])
+        if first.re is _TOOL_CALL_TAG:
+            return _tool_call(first.group(1))
+        source = first.group(1).strip()
+        return CodeAction(source) if source else Malformed(f"Error: the code block is empty. {FORMAT_HINT}")
     if not text.strip():
         return Malformed(f"Error: the action is empty. {FORMAT_HINT}")
     return _tool_call(text)

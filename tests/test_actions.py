@@ -70,6 +70,22 @@ def test_a_failed_candidate_does_not_hide_a_later_tool_call():
     assert parse_action('I will {look} it up {"a" {"name": "get_note", "arguments": {"key": "k1"}}') == CALL
 
 
+@pytest.mark.parametrize("text, action", [
+    ('{"name": "respond", "arguments": {"content": "Your transaction: a refund"}}',
+     ToolCall("respond", {"content": "Your transaction: a refund"})),
+    ('{"name": "think", "arguments": {"thought": "use <execute> tags"}}',
+     ToolCall("think", {"thought": "use <execute> tags"})),
+    ('{"name": "finish", "arguments": {"answer": "<tool_call> Action: ```python\\nx\\n```"}}',
+     ToolCall("finish", {"answer": "<tool_call> Action: ```python\nx\n```"})),
+    ('{"name": "get_note", "arguments": {"key": "k1"}} Action: done', CALL),
+    ('The transaction: {"name": "get_note", "arguments": {"key": "k1"}}', CALL),
+    ("```python\nprint('<tool_call>')\n```", CodeAction("print('<tool_call>')")),
+    ('<execute>f({"name": "x"})</execute> {"name": "get_note"}', CodeAction('f({"name": "x"})')),
+])
+def test_the_first_action_in_the_text_counts_and_markers_inside_its_strings_are_text(text, action):
+    assert parse_action(text) == action
+
+
 def test_an_action_over_the_length_limit_is_refused_unread():
     action = parse_action('{"name": "get_note", "arguments": {"key": "k1"}}', max_length=10)
     assert isinstance(action, Malformed) and "over this environment's limit of 10" in action.message
