@@ -188,12 +188,13 @@ class ToolEnv(gym.Env[str, str]):
         else:
             self.task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         self.state = fork(self.base_state(self.task.world))
-        self.transcript = [("user", self.task.instruction)]
+        instruction = self.observation_space.fit(self.task.instruction)
+        self.transcript = [("user", instruction)]
         self._said = []
         self._upstream_failure = None
         self._done = False
         self._turn = 0
-        return self.task.instruction, self._info()
+        return instruction, self._info()
 
     def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if action is None:  # no action (a vector env's sub-env sitting out a round): no turn passes
@@ -214,7 +215,7 @@ class ToolEnv(gym.Env[str, str]):
         else:
             observation, terminated = self._call(parsed, info)
         truncated = not terminated and self._turn >= self.max_turns
-        observation = self._clip(observation)
+        observation = self.observation_space.fit(observation)
         self.transcript.append(("tool", observation))
         reward = 0.0
         if terminated or truncated:
@@ -278,13 +279,6 @@ class ToolEnv(gym.Env[str, str]):
             observation += f"\n{result.message}" if observation else result.message
             info["code_error"] = result.message
         return observation or "(no output)", ended
-
-    def _clip(self, text: str) -> str:
-        limit = self.observation_space.max_length
-        if len(text) <= limit:
-            return text
-        note = "\n[output truncated]"
-        return text[:limit - len(note)] + note
 
     # ---------------------------------------------------------------- reward
 

@@ -108,7 +108,9 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any], **dumps: 
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _drop_partial_tail(fd, path)
-        data = "".join(lines).encode("utf-8")
+        # A lone surrogate (a string from a JSON escape such as "\ud800") can only sit inside a JSON string,
+        # where its escape, written instead, reads back as itself.
+        data = "".join(lines).encode("utf-8", "backslashreplace")
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"short write to {path}: {written} of {len(data)} bytes")

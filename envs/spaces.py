@@ -3,7 +3,8 @@
 Gymnasium's ``Text`` accepts only its charset (letters and digits by default), so JSON tool calls
 fall outside it, and its shared-memory buffers store character indices, which cannot hold arbitrary
 text. :class:`AnyText` accepts every ``str`` up to ``max_length`` characters; its shared memory
-holds UTF-8 bytes and is read lazily, so ``gym.make_vec(…, vectorization_mode="async")`` works with
+holds UTF-8 bytes (a lone surrogate, which a JSON escape like ``"\\ud800"`` makes, passes through as its
+three bytes) and is read lazily, so ``gym.make_vec(…, vectorization_mode="async")`` works with
 the default ``shared_memory=True`` as it does for arrays.
 """
 
@@ -32,6 +33,16 @@ class AnyText(spaces.Text):
     def __repr__(self) -> str:
         return f"AnyText({self.max_length})"
 
+    def fit(self, text: str) -> str:
+        """``text`` as an observation of this space: valid Unicode, and cut past ``max_length`` with a note.
+        A lone surrogate (a tool echoing a JSON escape such as ``"\\ud800"`` from the agent's call) comes
+        back as that escape, since tokenizers and UTF-8 files refuse it."""
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if len(text) <= self.max_length:
+            return text
+        note = "\n[output truncated]"
+        return text[:self.max_length - len(note)] + note
+
     @property
     def slot_bytes(self) -> int:
         """Bytes one observation takes in shared memory: a length and the UTF-8 text."""
@@ -53,7 +64,7 @@ class SharedTexts(Sequence[str]):
         start = (index % self._n) * self._space.slot_bytes
         view = memoryview(self._buffer.get_obj()).cast("B")
         (size,) = struct.unpack_from("<I", view, start)
-        return bytes(view[start + 4:start + 4 + size]).decode("utf-8")
+        return bytes(view[start + 4:start + 4 + size]).decode("utf-8", "surrogatepass")
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(self._n))
@@ -77,7 +88,10 @@ def _read(space: AnyText, shared_memory: Any, n: int = 1) -> SharedTexts:
 
 @write_to_shared_memory.register(AnyText)
 def _write(space: AnyText, index: int, value: str, shared_memory: Any) -> None:
-    data = value.encode("utf-8")
+    if not space.contains(value):  # it would spill into the next env's slot
+        raise ValueError(f"the observation is not in {space!r}: {type(value).__name__} of "
+                         f"{len(value) if isinstance(value, str) else '?'} characters")
+    data = value.encode("utf-8", "surrogatepass")
     start = index * space.slot_bytes
     view = memoryview(shared_memory.get_obj()).cast("B")
     struct.pack_into("<I", view, start, len(data))

@@ -41,8 +41,13 @@ def _as_json(value: Any) -> Any:
     raise TypeError(f"state holds a non-JSON value of type {type(value).__name__}")
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as hashed: UTF-8, a lone surrogate (a tool argument may hold one) as its three bytes."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _digest(name: str, key: str, record: Any) -> int:
-    blob = canonical_json([name, key, record]).encode()
+    blob = _utf8(canonical_json([name, key, record]))
     return int.from_bytes(hashlib.sha256(blob).digest(), "big")
 
 
@@ -181,7 +186,7 @@ def state_hash(state: State) -> str:
             parts.append(f"{name}:{value.digest():064x}")
         else:
             parts.append(f"{name}={canonical_json(value)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return hashlib.sha256(_utf8("\n".join(parts))).hexdigest()
 
 
 def to_plain(state: State) -> dict[str, Any]:

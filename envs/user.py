@@ -103,6 +103,7 @@ class SimulatedUser(gym.Wrapper):
             return "", 0.0, False, False, self._info
         if self._speaker == "user":
             self._speaker = "agent"  # the message is the agent's to read, the last one included
+            action = self.observation_space.fit(action)
             if self._agent_steps and STOP in action:
                 result = self.env.unwrapped.verify()
                 info = {**self._tagged(self._info), "end_reason": "user_stop",
@@ -116,5 +117,5 @@ class SimulatedUser(gym.Wrapper):
             return observation, float(reward) if terminated else 0.0, terminated, truncated, self._tagged(info)
         if said is not None:
             self._speaker = "user"
-            return said, 0.0, False, False, self._tagged(info)
+            return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)
         return observation, 0.0, False, False, self._tagged(info)

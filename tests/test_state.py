@@ -52,3 +52,15 @@ def test_changed_reports_only_real_differences():
     s["users"]["c"] = {"n": 3}
     del s["users"]["a"]
     assert s["users"].changed() == {"a": None, "b": {"n": 7, "tags": []}, "c": {"n": 3}}
+
+
+def test_a_lone_surrogate_in_a_record_or_a_plain_value_hashes_apart_from_its_escape():
+    """A JSON escape in a tool's arguments ("\\ud800") puts a lone surrogate in the state: it hashes, as
+    something other than the six characters of its escape."""
+    hashes = set()
+    for text in ("INV-\ud800", "INV-\\ud800", "INV-x"):
+        s = fork(base())
+        s["users"]["a"]["tags"].append(text)
+        s["clock"]["label"] = text
+        hashes.add(state_hash(s))
+    assert len(hashes) == 3

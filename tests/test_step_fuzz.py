@@ -11,6 +11,7 @@ Every env runs in strict mode, and retail and airline in upstream mode too (no a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -20,8 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
 from envs.actions import Malformed, parse_action
 from envs.registry import ENV_IDS
+from envs.spaces import AnyText
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 MEGABYTE = 1 << 20
@@ -112,6 +116,7 @@ def test_fuzzed_actions_never_raise(env_id: str, tool_mode: str) -> None:
         env.reset(seed=seed)
         observation, reward, terminated, truncated, info = env.step(action)
         assert env.observation_space.contains(observation)
+        observation.encode("utf-8")  # valid Unicode: what a tokenizer or a UTF-8 file takes
         assert reward in (0.0, 1.0) and isinstance(terminated, bool) and isinstance(truncated, bool)
         if len(action) > limit:
             assert "over this environment's limit" in observation and "invalid_action" in info
@@ -130,3 +135,32 @@ def test_fuzzed_actions_never_raise(env_id: str, tool_mode: str) -> None:
 def test_megabyte_texts_parse_to_an_error_without_a_size_limit(text: str) -> None:
     action = parse_action(text)
     assert isinstance(action, Malformed) and action.message.startswith("Error:")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS.values())
+def test_a_lone_surrogate_the_agent_wrote_comes_back_as_its_escape(env_id: str) -> None:
+    """Python's "\\ud800" makes a lone surrogate, which the sandbox's error message carries back."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    observation = env.step('<execute>raise ValueError("\\ud800")</execute>')[0]
+    assert "ValueError: \\ud800" in observation and observation.encode("utf-8")
+    env.close()
+
+
+def test_any_text_passes_through_shared_memory_and_nothing_longer_is_written():
+    space = AnyText(max_length=8)
+    memory = create_shared_memory(space, n=2)
+    for index, text in enumerate(["a\ud800b", "\U0001F600" * 8]):
+        write_to_shared_memory(space, index, text, memory)
+    with pytest.raises(ValueError, match="not in AnyText"):
+        write_to_shared_memory(space, 0, "x" * 9, memory)
+    assert list(read_from_shared_memory(space, memory, n=2)) == ["a\ud800b", "\U0001F600" * 8]
+
+
+def test_an_instruction_past_the_observation_space_is_cut_at_reset() -> None:
+    env = gym.make(ENV_IDS["calculation"]).unwrapped
+    task = env.tasks[0]
+    long = dataclasses.replace(task, instruction=task.instruction + " " + "\U0001F600" * 70000)
+    observation, _ = env.reset(options={"task": long})
+    assert env.observation_space.contains(observation) and observation.endswith("[output truncated]")
+    assert observation.startswith(task.instruction)
