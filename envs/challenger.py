@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from envs.actions import Malformed, parse_action
+from envs.actions import Malformed, parse_action, read_json
 from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
 from envs.filter import Verdict, filter_task, stamp
 from envs.registry import DOMAINS, env_class
@@ -108,10 +108,10 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
             raise ProposalError(f"the <{tag}> section is the format's placeholder, not a task's")
 
     def attempt(body: str, where: str) -> Any:
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise ProposalError(f"{where} is not valid JSON ({exc.msg})") from None
+        value, error = read_json(body)
+        if error:
+            raise ProposalError(f"{where} is not valid JSON ({error})")
+        return value
 
     record = {
         "id": task_id, "domain": domain, "world": world,
@@ -261,8 +261,9 @@ class ChallengerEnv(gym.Env[str, str]):
         if self._done:
             return "Error: the episode is over; call reset() to start another.", 0.0, True, False, self._info()
         self._turn += 1
-        if "<instruction>" in action or self._turn > self.explore_turns:
-            self.proposal, self._done = action, True
+        text = action if isinstance(action, str) else repr(action)  # not text: parsed as nothing, like any junk
+        if "<instruction>" in text or self._turn > self.explore_turns:
+            self.proposal, self._done = text, True
             started = time.perf_counter()
             parsed, verdict, problem = self.judge()
             self.seconds["filter"] += time.perf_counter() - started
@@ -283,7 +284,7 @@ class ChallengerEnv(gym.Env[str, str]):
             passed = STAGES.index(stage) / (len(STAGES) - 1)
             reward = 1.0 if stage == "new" else self.shaping * passed
             return RECEIVED, reward, True, False, info
-        parsed = parse_action(action)
+        parsed = parse_action(action, self.action_space.max_length)
         if isinstance(parsed, Malformed) or not hasattr(parsed, "name"):
             observation = parsed.message if isinstance(parsed, Malformed) else "Error: explore with JSON tool calls."
         else:
@@ -293,12 +294,15 @@ class ChallengerEnv(gym.Env[str, str]):
             self.exploration.append({"call": parsed.to_json(), "output": observation[:2000]})
         if self._turn == self.explore_turns:
             observation += WRITE_NOW
-        return observation, 0.0, False, False, self._info()
+        return self.observation_space.fit(observation), 0.0, False, False, self._info()
 
     def judge(self) -> tuple[CodeAsTask | None, Verdict | None, str | None]:
         """Parse and filter the proposal: the parsed task, the filter's verdict (both ``None`` if it
         did not parse) and the problem found."""
-        digest = hashlib.sha256(self.proposal.encode()).hexdigest()[:12]
+        limit = self.action_space.max_length
+        if len(self.proposal) > limit:
+            return None, None, f"the proposal is {len(self.proposal):,} characters long, over the limit of {limit:,}"
+        digest = hashlib.sha256(self.proposal.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         provenance = {"challenger": self.challenger, "exploration": self.exploration,
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         try:

@@ -11,6 +11,7 @@ from agents.models import load_tokenizer
 from agents.prompting import ChatFormat
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.challenger import ChallengerEnv, Novelty, ProposalError, parse_proposal
+from envs.pool import append_pool, load_pool
 from toy_domain import copy_task
 from train.demos import challenger_actions, demonstration
 
@@ -100,6 +101,29 @@ def test_exploration_runs_real_tools_then_asks_for_the_task():
     _, _, done, _, _ = env.step("I am done exploring")
     assert done and env.proposal == "I am done exploring"
     assert [e["output"] for e in env.exploration] == ["note 2", "3"]
+
+
+@pytest.mark.parametrize("action, detail", [
+    (5, "one <instruction> section"), (["<instruction>"], "one <instruction> section"),
+    (proposal(solution='{"actions": [], "answer": ' + "[" * 5000 + "]" * 5000 + "}"), "nesting deeper than 100"),
+    (proposal(solution='{"actions": [], "answer": ' + "9" * 5000 + "}"), "an integer of 5,000 digits"),
+    ("<instruction>" + "x" * 70000, "over the limit of 65,536"),
+])
+def test_a_hostile_proposal_ends_unparsed_saying_why(action, detail):
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    _, reward, terminated, _, info = env.step(action)
+    assert terminated and reward == 0.0 and info["reason"] == "unparsed" and detail in info["detail"]
+
+
+def test_a_kept_task_holding_a_lone_surrogate_goes_to_the_pool_and_back(tmp_path):
+    """One in the proposal's text (any str is an action), one from a JSON escape (\\ud800) in a failure's answer."""
+    text = proposal(instruction="Copy note k1 to 'dst' and tell me its text: \ud800.",
+                    failures=FAILURES[:2] + [attempt(SET, answer="no \ud800 idea")])
+    task, _ = run(text)
+    assert task is not None and "\ud800" in task.instruction and "no \ud800 idea" in task.failures[2].answer
+    append_pool(tmp_path / "pool.jsonl", [task])
+    assert load_pool(tmp_path / "pool.jsonl") == [task]
 
 
 def test_parse_errors_say_what_is_missing():
