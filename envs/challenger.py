@@ -68,7 +68,8 @@ STAGES = ("proposals", "parsed", "verifier_ran", "solution_passed", "kept", "new
 _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not reach
     "parse_error": "verifier_ran", "too_few_failures": "parsed", "unknown_domain": "parsed",
     "infeasible_solution": "verifier_ran", "verifier_error": "verifier_ran", "verifier_timeout": "verifier_ran",
-    "verifier_non_bool": "verifier_ran", "solution_failed": "solution_passed", "lenient_verifier": "kept",
+    "verifier_non_bool": "verifier_ran", "solution_failed": "solution_passed", "verifier_flaky": "solution_passed",
+    "lenient_verifier": "kept",
 }
 
 _TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S)

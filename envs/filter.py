@@ -4,7 +4,11 @@ Each replay runs in a fresh episode of the task's world, the verifier in the san
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
 record or verifier does not parse, the solution is infeasible (a call is invalid, or its tool
 refuses it with an ``Error:`` text), the verifier errs or hangs or returns a non-bool, the solution
-fails, a failure case is accepted.
+fails, the verifier judges the solution's final state again and rejects it, a failure case is accepted.
+
+The second judgement runs on the same final state, in a new job (on a pool of several workers,
+usually another worker, whose string hashes, and so set orders, differ): a verifier that reads the
+clock, draws random numbers or depends on a set's order would give the trainer random rewards.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ REASONS = (
     "verifier_timeout",     # the verifier did not return in time
     "verifier_non_bool",    # the verifier returned something other than True/False
     "solution_failed",      # the verifier rejects the solution
+    "verifier_flaky",       # the verifier rejects the solution's final state when it judges it again
     "lenient_verifier",     # the verifier accepts a failure case
 )
 
@@ -116,6 +121,12 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
         return verdict(*problem)
     if result.status != "ok":
         return verdict("solution_failed", "the verifier rejects the example solution")
+    again = env.verify()
+    if problem := _verifier_problem(again):
+        return verdict(*problem)
+    if again.status != "ok":
+        return verdict("verifier_flaky", "the verifier accepted the example solution, then rejected the same "
+                                         "final state when run again")
     for i, failure in enumerate(task.failures):
         result, _, _ = env.replay(task, failure)
         if problem := _verifier_problem(result):

@@ -6,7 +6,11 @@ import sys
 import pytest
 
 from envs.cat import Attempt, ToolCall
+from envs.challenger import stage_of
 from envs.filter import REASONS, filter_task, filter_tasks, main
+from envs.sandbox import Limits, RunResult
+from envs.sandbox.local import LocalSandbox
+from envs.state import State
 from envs.pool import append_pool, load_pool
 from toy_domain import copy_task
 
@@ -46,6 +50,26 @@ def test_a_solution_whose_tool_refuses_a_call_is_infeasible_whatever_its_answer_
     # The same call in a failure case is how failures often fail: the task stays sound.
     failing = copy_task(id="refused-failure", failures=(Attempt((refused,), "none"),) + SOUND.failures)
     assert filter_task(failing).kept
+
+
+class SecondThoughts(LocalSandbox):
+    """Rejects on its second run whatever the verifier said: a flaky verifier, made certain."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=1)
+        self.runs = 0
+
+    def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None) -> RunResult:
+        self.runs += 1
+        result = super().verify(source, state, answer, limits=limits)
+        return RunResult("failed") if self.runs == 2 else result
+
+
+def test_a_verifier_that_changes_its_mind_on_the_same_final_state_is_flaky():
+    with SecondThoughts() as sandbox:
+        verdict = filter_task(SOUND, sandbox)
+    assert (verdict.kept, verdict.reason, sandbox.runs) == (False, "verifier_flaky", 2)
+    assert stage_of(verdict) == "verifier_ran"
 
 
 def test_malformed_record_is_a_parse_error_naming_the_field():
