@@ -79,7 +79,7 @@ def test_online_algorithm_learns_the_word_from_its_own_episodes(tmp_path, bandit
     metrics = run.read_metrics()
     rewards = rl_rewards(metrics)
     assert len(rewards) == steps
-    assert rewards[0] < 0.3, "the first step samples the untrained model (8% yes: 5 or more of 16 is 0.7% likely)"
+    assert rewards[0] < 0.2, "the first step samples the untrained model"
     assert sum(rewards[-4:]) / 4 > 0.8, rewards
     assert heldout(metrics, "base", "bandit") < 0.2 and heldout(metrics, "rl", "bandit") > 0.8
 
