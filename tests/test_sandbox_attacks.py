@@ -70,6 +70,21 @@ def attack(name: str, source: str, unguard: bool = False,
     return Attack(name, (UNGUARD if unguard else "") + textwrap.dedent(source), statuses)
 
 
+def written_everywhere(name: str, data: str, ending: str, statuses: tuple[str, ...] = ("failed", "error")) -> Attack:
+    """An attack that writes ``data`` (an expression) to every descriptor it may hold, then runs ``ending``."""
+    return attack(name, f"""
+        import os
+        def verify(s, a):
+            data = {data}
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, data)
+                except OSError:
+                    pass
+            {ending}
+        """, statuses=statuses)
+
+
 def write_to(name: str, directory: str) -> Attack:
     return attack(f"write_{name}", f"""
         def verify(s, a):
@@ -330,37 +345,10 @@ ATTACKS = [
                         pass
             return False
         """, statuses=("failed", "error")),
-    attack("request_nested_past_the_parsers_limit", """
-        import os
-        def verify(s, a):
-            body = ('{"request": ' + '[' * 980 + ']' * 980 + '}').encode()
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, body)
-                except OSError:
-                    pass
-            return False
-        """, statuses=("failed", "error")),
-    attack("forge_a_verdict_then_raise", """
-        import os
-        def verify(s, a):
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, bytes([1]))
-                except OSError:
-                    pass
-            raise ValueError('not a verdict')
-        """, statuses=("error",)),
-    attack("forge_a_verdict_then_return_a_string", """
-        import os
-        def verify(s, a):
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, bytes([1]))
-                except OSError:
-                    pass
-            return 'yes'
-        """, statuses=("error",)),
+    written_everywhere("request_nested_past_the_parsers_limit",
+                       """('{"request": ' + '[' * 980 + ']' * 980 + '}').encode()""", "return False"),
+    written_everywhere("forge_a_verdict_then_raise", "bytes([1])", "raise ValueError('not a verdict')", ("error",)),
+    written_everywhere("forge_a_verdict_then_return_a_string", "bytes([1])", "return 'yes'", ("error",)),
     attack("close_its_channel_and_linger", """
         import os, time
         def verify(s, a):
