@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -454,8 +455,13 @@ class Episode:
     @classmethod
     def start(cls, task: Any, benchmark: Benchmark, mode: str, sandbox: Sandbox | None = None,
               max_turns: int = MAX_TURNS) -> Episode:
-        """Reset ``task`` and open with its prompt, the first and only message from the user."""
+        """Open a copy of ``task`` with its prompt, the first and only message from the user. Upstream makes a
+        task's tools once, when it builds the task, and plays each task once; a copy per episode gives each
+        sample (and each action mode) tools of its own: the web tasks' browser keeps its page and history,
+        and samples side by side would drive one browser. (Tools whose state sits in a closure stay shared:
+        upstream has none.)"""
         action_mode = benchmark.action_mode(mode)
+        task = copy.deepcopy(task)
         with _quiet():
             task.reset()
             prompt = task.get_prompt(action_mode)

@@ -104,6 +104,15 @@ def test_replayed_cells_do_not_call_a_stateful_tool_again(bench):
     assert record["is_correct"]
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_each_episode_of_a_task_starts_with_tools_of_its_own(bench, batch_size):
+    """Samples of one task (eval.paper plays several) each take ticket 1 first, side by side or one after another."""
+    take = 'Action: {"tool": "take_ticket", "args": []} End Action'
+    second = task(bench, "tickets/second_ticket")
+    records = run_tasks([second, second], bench, "json", batched(scripted([take, take, "Answer: 2"])), batch_size)
+    assert [[m["content"] for m in r["messages"][2:5:2]] + [r["is_correct"]] for r in records] == [["1", "2", True]] * 2
+
+
 def test_tool_values_cross_the_sandbox_as_python_literals_and_errors_keep_their_type(bench):
     replies = [action("q, r = divide(17, 5)\nprint(type(divide(17, 5)).__name__, q, r)"), action("divide(1, 0)"),
                "Answer: 3"]
