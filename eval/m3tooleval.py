@@ -32,7 +32,9 @@ in our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools se
 callables (upstream's tool functions, on their own state: a web browser keeps its page). The shell is
 emulated there: earlier cells are replayed silently before the new one, their tool calls answered
 from a record of what the tools returned (so stateful tools are not called twice), which restores
-the variables they defined; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]``
+the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
+draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
+live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]``
 is; empty output becomes upstream's "Did you forget to print?" note; output is cut at 2000
 characters; a cell may run 30 s. Tool arguments and results cross the boundary as Python literals,
 so tuples and sets survive. Upstream's ``repl`` module (which needs IPython) is therefore never
@@ -226,7 +228,10 @@ import ast as _ast
 import builtins as _builtins
 import contextlib as _contextlib
 import io as _io
+import random as _random
 import traceback as _traceback
+
+_random.seed(0)
 
 
 def _tool(name):

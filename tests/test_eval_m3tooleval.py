@@ -113,6 +113,14 @@ def test_each_episode_of_a_task_starts_with_tools_of_its_own(bench, batch_size):
     assert [[m["content"] for m in r["messages"][2:5:2]] + [r["is_correct"]] for r in records] == [["1", "2", True]] * 2
 
 
+def test_a_replayed_cell_draws_the_random_numbers_it_drew_live(bench):
+    replies = [action("import random\nr = random.random()\nprint(r)"), action("print(r, random.random())"),
+               "Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    first, (again, after) = record["messages"][2]["content"], record["messages"][4]["content"].split()
+    assert float(first) == float(again) != float(after)
+
+
 def test_tool_values_cross_the_sandbox_as_python_literals_and_errors_keep_their_type(bench):
     replies = [action("q, r = divide(17, 5)\nprint(type(divide(17, 5)).__name__, q, r)"), action("divide(1, 0)"),
                "Answer: 3"]
