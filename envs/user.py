@@ -72,7 +72,9 @@ class SimulatedUser(gym.Wrapper):
 
     ## Episode End
     Terminated when the user stops (``info["end_reason"] == "user_stop"``) or the env terminates;
-    truncated after the env's ``max_turns`` agent steps (tau-bench: 30).
+    truncated after the env's ``max_turns`` agent steps (tau-bench: 30). A message to the user on the
+    last step still gets its answer, which may stop the conversation and score it, as upstream's user
+    answers inside the agent's step; any other answer then ends the episode, truncated.
 
     ## Arguments
     ``policy``: the agent's system text in place of the env's (tau-bench's ``wiki.md``).
@@ -83,6 +85,7 @@ class SimulatedUser(gym.Wrapper):
         self.agent_policy = policy
         self._speaker = "user"
         self._agent_steps = 0
+        self._last_word = False  # the agent's last step was a message to the user: the user's answer ends it
         self._info: dict[str, Any] = {}
 
     def _tagged(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +96,7 @@ class SimulatedUser(gym.Wrapper):
 
     def reset(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         instruction, info = self.env.reset(**kwargs)
-        self._speaker, self._agent_steps = "user", 0
+        self._speaker, self._agent_steps, self._last_word = "user", 0, False
         info = self._tagged(info)
         info.update(user_prompt=USER_PROMPT.format(instruction=instruction), greeting=GREETING)
         return instruction, info
@@ -109,10 +112,13 @@ class SimulatedUser(gym.Wrapper):
                 info = {**self._tagged(self._info), "end_reason": "user_stop",
                         "verifier": {"status": result.status, "kind": result.kind, "message": result.message}}
                 return action, 1.0 if result.status == "ok" else 0.0, True, False, info
-            return action, 0.0, False, False, self._tagged(self._info)
+            return action, 0.0, False, self._last_word, self._tagged(self._info)
         self._agent_steps += 1
         step_action, said = said_to_user(action)
         observation, reward, terminated, truncated, info = self.env.step(step_action)
+        if truncated and not terminated and said is not None:
+            self._speaker, self._last_word = "user", True
+            return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)
         if terminated or truncated:
             return observation, float(reward) if terminated else 0.0, terminated, truncated, self._tagged(info)
         if said is not None:

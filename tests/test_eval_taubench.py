@@ -122,6 +122,22 @@ def test_a_conversation_still_going_at_the_step_limit_scores_0_even_with_the_rig
     assert evaluate(dev, gold_policy(dev.tasks), scripted_user(), task_ids=[0], max_steps=4)["successes"] == {"0": 1}
 
 
+@pytest.mark.parametrize("stops, success", [(True, 1), (False, 0)])
+def test_a_message_on_the_last_step_is_answered_and_the_users_stop_scores_it(stops, success):
+    """Upstream's user answers inside the agent's step, the 30th included: a stop there scores the conversation."""
+    dev = source("retail_dev")
+    task = dev.tasks[0]
+    heard: list[str] = []
+    said = ", ".join(task.outputs) or "Done."
+    agent = scripted([call(a.name, **a.arguments) for a in task.actions] + [call("respond", content=said)])
+    user = stopping_user(heard) if stops else scripted_user()
+    if stops:
+        heard.append("(an earlier message)")  # so that the first message it hears is its second
+    summary = evaluate(dev, agent, user, task_ids=[0], max_steps=len(task.actions) + 1)
+    assert summary["successes"] == {"0": success}
+    assert heard[-1:] == ([said] if stops else [])
+
+
 def test_the_simulated_user_sees_only_its_instruction_and_speaks_after_the_agents_greeting():
     dev = source("retail_dev")
     seen = []
