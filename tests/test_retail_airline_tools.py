@@ -378,6 +378,9 @@ def test_calculate_answers_as_upstream_and_refuses_runaway_powers() -> None:
     assert RETAIL.call(state, "calculate", {"expression": "2 +"}).startswith("Error: invalid syntax")
     assert RETAIL.call(state, "calculate", {"expression": "2 ** 40000 / 2 ** 39999"}) == "2.0"
     assert RETAIL.call(state, "calculate", {"expression": "3 ** 100000 // 3 ** 99999"}) == "3.0"
+    assert RETAIL.call(state, "calculate", {"expression": "2 ** 600000 // 2 ** 599999"}) == "2.0"  # a one-bit quotient
+    assert RETAIL.call(state, "calculate", {"expression": "(2 ** 999999 + 1) // (2 ** 500000 + 1) * 0"}) == \
+        "Error: int too large to convert to float"  # half a million bits of quotient: refused, as it is slow
     assert RETAIL.call(state, "calculate", {"expression": "(1)(9**9**9)"}) == "Error: int too large to convert to float"
     for runaway in ("9**9**9**9", "2 ** 10 ** 9 / 2", "-(" * 50 + "9**9**9" + ")" * 50, "(" + "2**999999*" * 20 + "1)"):
         assert RETAIL.call(state, "calculate", {"expression": runaway}) == "Error: int too large to convert to float"

@@ -31,7 +31,8 @@ MAX_INT_BITS = 1 << 20
 MAX_BITS_BUILT = 1 << 23
 """Most bits of big-integer results one expression may build in all (a few hundred ms of work)."""
 MAX_DIVISION_WORK = 1 << 36
-"""Largest product of operand sizes, in bits, of one integer floor division (quadratic in CPython)."""
+"""Largest product of the divisor's size and the quotient's, in bits, of one integer floor division: CPython's
+long division works through that many pairs of digits (a million-bit quotient of a million-bit divisor: 1.6 s)."""
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
               ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.UAdd: operator.pos, ast.USub: operator.neg}
@@ -48,10 +49,10 @@ def _bits_built(op: ast.operator, left: Any, right: Any) -> int:
         bits = 0 if right < 0 or abs(left) < 2 else math.ceil(right * math.log2(abs(left)))
     elif isinstance(op, ast.Mult):
         bits = left.bit_length() + right.bit_length()
-    elif isinstance(op, ast.FloorDiv) and left.bit_length() * right.bit_length() <= MAX_DIVISION_WORK:
-        bits = left.bit_length()
     elif isinstance(op, ast.FloorDiv):
-        raise OverflowError(_RUNAWAY)
+        bits = max(0, left.bit_length() - right.bit_length()) + 1
+        if right.bit_length() * bits > MAX_DIVISION_WORK:
+            raise OverflowError(_RUNAWAY)
     else:
         return 0
     if bits > MAX_INT_BITS:
