@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from envs.pool import append_pool
 from test_train_support import bandit_task
 from train.__main__ import main, parse_args
 from train.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
-from train.run import next_stage
+from train.run import next_stage, resumed_config
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -27,9 +29,9 @@ def test_the_default_config_is_the_embedded_model_on_the_four_domains():
 
 
 def test_set_and_key_value_flags_override_the_file_with_typed_values():
-    config, stem = parse_args(["--set", "steps=3", "--lr", "2e-4", "--set", "tasks_per_domain.web=5",
-                               "--rl-domains", "calculation,web", "--resume"])
-    assert stem == "default"
+    config, stem, given = parse_args(["--set", "steps=3", "--lr", "2e-4", "--set", "tasks_per_domain.web=5",
+                                      "--rl-domains", "calculation,web", "--resume"])
+    assert stem == "default" and given == {"steps", "lr", "tasks_per_domain", "rl_domains", "resume"}
     assert config.steps == 3 and config.lr == 2e-4 and config.resume
     untouched = load_config().tasks_per_domain["calculation"]
     assert config.tasks_per_domain["web"] == 5 and config.tasks_per_domain["calculation"] == untouched
@@ -112,6 +114,36 @@ def test_a_new_run_does_not_overwrite_an_old_one_and_resume_needs_a_run(tmp_path
         assert main(common + ["--name", "missing", "--resume"]) == 2
     assert "config key 'name'" in caplog.text and "already holds a run" in caplog.text
     assert "config key 'resume'" in caplog.text and "no run" in caplog.text
+
+
+def saved_run(runs: Path, name: str, **values) -> None:
+    (runs / name).mkdir(parents=True)
+    config = {**load_config(DEFAULT_CONFIG, values).to_dict(), "name": name, "runs_dir": str(runs)}
+    (runs / name / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_resume_continues_a_run_with_its_own_config_and_refuses_a_key_given_another_value(tmp_path: Path):
+    runs = tmp_path / "runs"
+    saved_run(runs, "first", steps=7, lr=1e-3)
+    time.sleep(0.01)
+    saved_run(runs, "latest", steps=5)
+    for argv, name, steps in [([], "latest", 5), (["--name", "first"], "first", 7),
+                              (["--name", "first", "--steps", "7"], "first", 7)]:
+        config = resumed_config(*parse_args(["--runs-dir", str(runs), "--resume", *argv])[::2])
+        assert (config.name, config.steps, config.resume) == (name, steps, True)
+    assert resumed_config(*parse_args(["--runs-dir", str(runs), "--resume", "--name", "first"])[::2]).lr == 1e-3
+    with pytest.raises(ConfigError, match="started with steps=7, this command gives 9"):
+        resumed_config(*parse_args(["--runs-dir", str(runs), "--resume", "--name", "first", "--steps", "9"])[::2])
+    with pytest.raises(ConfigError, match="started with steps=7.*also differing: lr"):  # every key of a --config
+        resumed_config(*parse_args(["--runs-dir", str(runs), "--resume", "--name", "first", "--config",
+                                    str(DEFAULT_CONFIG)])[::2])
+
+
+def test_resuming_with_another_value_exits_2_naming_the_key(tmp_path: Path, caplog):
+    saved_run(tmp_path / "runs", "first", steps=7)
+    with caplog.at_level(logging.ERROR):
+        assert main(["--runs-dir", str(tmp_path / "runs"), "--resume", "--steps", "9"]) == 2
+    assert "config key 'steps'" in caplog.text and "--resume continues a run with its own config" in caplog.text
 
 
 @pytest.mark.parametrize("values, stages", [

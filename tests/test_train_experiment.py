@@ -84,3 +84,4 @@ def test_seeds_share_one_held_out_set_and_a_rerun_resumes(tmp_path: Path, capsys
     assert (tmp_path / "exp" / "rl_curves.png").is_file()
     assert experiment.main(argv) == 0  # both seeds are done: resumed at once, the same summary
     assert json.loads((tmp_path / "exp" / "summary.json").read_text()) == summary
+    assert experiment.main(argv + ["--set", "steps=2"]) == 2, "a seed continues only with the config it started with"

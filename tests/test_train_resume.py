@@ -54,18 +54,20 @@ def metrics(run: Path) -> list[dict]:
     return lines
 
 
-def kill_when_logged(cmd: list[str], run: Path, step: int) -> None:
-    """Start ``cmd`` and SIGKILL it as soon as a metric line of ``step`` appears."""
-    process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while not any(m.get("step") == step for m in metrics(run)):
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "the run did not reach the step in time"
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+def kill_when_logged(cmd: list[str], run: Path, step: int, sig: int = signal.SIGKILL, stderr: Path | None = None) -> int:
+    """Start ``cmd`` and send it ``sig`` as soon as a metric line of ``step`` appears; its exit code."""
+    with open(stderr or os.devnull, "w") as err:
+        process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        try:
+            while not any(m.get("step") == step for m in metrics(run)):
+                assert process.poll() is None, "the run ended before it could be killed"
+                assert time.monotonic() < deadline, "the run did not reach the step in time"
+                time.sleep(0.02)
+        finally:
+            process.send_signal(sig)
+            code = process.wait(timeout=120)
+    return code
 
 
 def finish(cmd: list[str]) -> None:
@@ -100,3 +102,14 @@ def test_a_run_killed_twice_resumes_to_the_same_steps_with_each_metric_once(tmp_
         "one complete checkpoint, no temporary folder"
     assert json.loads((checkpoints[0] / "state.json").read_text())["stage"] == "done"
     assert (run / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_ctrl_c_stops_a_run_saying_how_to_continue_it_and_resume_loses_no_step(tmp_path):
+    model = bandit_model_dir(tmp_path / "model")
+    pool = bandit_pool(tmp_path / "pool.jsonl")
+    run, err = tmp_path / "runs" / "stopped", tmp_path / "stderr.log"
+    assert kill_when_logged(command(tmp_path, "stopped", model, pool), run, step=3, sig=signal.SIGINT, stderr=err) == 130
+    said = err.read_text()
+    assert "Traceback" not in said and "--name stopped --resume" in said
+    finish(command(tmp_path, "stopped", model, pool, resume=True))
+    assert [m["step"] for m in metrics(run) if m["phase"] == "rl"] == list(range(1, STEPS + 1))

@@ -3,6 +3,7 @@
     python -m train                                       # train/configs/default.yaml
     python -m train --config train/configs/llama8b_gpu.yaml --set steps=50 --lr 2e-5
     python -m train --resume                              # continue the latest run (or --name NAME --resume)
+                                                          # with its own config (config.yaml in its folder)
     accelerate launch --num_processes 4 -m train --config train/configs/llama8b_gpu.yaml   # 4 GPUs (NCCL)
     accelerate launch --multi_gpu --num_processes 2 -m train --device cpu   # 2 CPU processes (gloo)
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Values are read as YAML (numbers, true/false, [a, b], {k: v}); a bad key "
                                             "or value exits with code 2 naming it.")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG}; with --resume, the run's own)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key; a dotted key sets one entry of a mapping (tasks_per_domain.web=8)")
     keys = parser.add_argument_group("config keys", "each overrides the config file (train/config.py, TrainConfig)")
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str]:
-    """The config (file, then ``--set`` and ``--key value`` overrides) and the config file's stem."""
+def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str, frozenset[str]]:
+    """The config (file, then ``--set`` and ``--key value`` overrides), the config file's stem, and the keys
+    the command gives (each it overrides; every key, with ``--config``)."""
     args, rest = build_parser().parse_known_args(argv)
     unknown = next((flag for flag in rest if flag.startswith("--")), rest[0] if rest else None)
     if unknown is not None:
@@ -79,7 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str]:
     for name, value in vars(args).items():
         if name.startswith("key."):
             overrides[name[4:]] = parse_value(value)
-    return load_config(args.config, overrides), args.config.stem
+    given = frozenset(FIELD_TYPES if args.config else (key.split(".")[0] for key in overrides))
+    path = args.config or DEFAULT_CONFIG
+    return load_config(path, overrides), path.stem, given
 
 
 def table(run: RunDir, state: RunState, page: Path | None) -> str:
@@ -117,13 +121,17 @@ def table(run: RunDir, state: RunState, page: Path | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        config, stem = parse_args(argv)
-        from train.run import train, write_report  # heavy imports after the arguments are checked
+        config, stem, given = parse_args(argv)
+        from train.run import resumed_config, train, write_report  # heavy imports after the arguments are checked
 
+        if config.resume:
+            config = resumed_config(config, given)
         run, state = train(config, default_name=stem)
     except (ConfigError, EmptyPoolError, ModelNotFoundError) as exc:
         log.error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # the run has said where it stopped and how to go on
+        return 130
     if run.writer:
         print(table(run, state, write_report(run)))
     return 0

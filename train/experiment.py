@@ -24,7 +24,7 @@ from typing import Any
 from envs.pool import append_pool, load_pool
 from eval import cli, curves
 from eval.estimators import bootstrap_interval
-from train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config, parse_value
+from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value
 from train.tasks import EmptyPoolError, Selection, is_multi_call, scripted_tasks
 
 log = logging.getLogger("train.experiment")
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="the experiment's folder")
     args = parser.parse_args(argv)
-    from train.run import train
+    from train.run import resumed_config, train
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -196,11 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in seeds:
         name = f"seed-{seed}"
         log.info("seed %d: %s", seed, args.out / name)
-        try:
-            run, _ = train(replace(config, seed=seed, name=name, runs_dir=str(args.out), heldout_pool=str(held),
-                                   resume=(args.out / name / "config.yaml").is_file(), save_trajectories=True,
-                                   eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0)),
-                           default_name=name)
+        seeded = replace(config, seed=seed, name=name, runs_dir=str(args.out), heldout_pool=str(held),
+                         resume=(args.out / name / "config.yaml").is_file(), save_trajectories=True,
+                         eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0))
+        try:  # a seed run already there continues only with the config it started with
+            run, _ = train(resumed_config(seeded, FIELD_TYPES) if seeded.resume else seeded, default_name=name)
         except (ConfigError, EmptyPoolError) as error:
             log.error("%s", error)
             return 2

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from collections.abc import Collection
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
 from train.progress import heartbeat
-from train.config import ConfigError, TrainConfig
+from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config
 from train.rundir import RunDir, RunState, write_atomic
 from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
 
@@ -45,6 +46,36 @@ STAGES = ("challenger_warm_start", "challenger_eval", "challenger_rl", "tasks",
 EVAL_NAMES = {"eval_base": "base", "eval_warm_start": "warm_start", "eval_rl": "rl"}
 
 
+def latest_run(root: Path) -> str | None:
+    """The name of the run in ``root`` whose config was written last: the one ``--resume`` takes without ``--name``."""
+    runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
+    return runs[-1].name if runs else None
+
+
+UNCHECKED_ON_RESUME = ("name", "resume", "runs_dir")
+"""Keys a resumed run takes from the command: where the run is, and that it resumes."""
+
+
+def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
+    """For ``--resume``: the config the run started with (its ``config.yaml``), as a run continues as it
+    started. A key the command gives another value (a ``--set``, a ``--key``, or any key of a ``--config``
+    file) is an error naming it; the same value is fine. With no run to resume, ``config`` as it is
+    (:func:`run_folder` then says so)."""
+    root = Path(config.runs_dir)
+    name = config.name or latest_run(root)
+    if name is None or not (root / name / "config.yaml").is_file():
+        return config
+    saved = load_config(root / name / "config.yaml", {key: getattr(config, key) for key in UNCHECKED_ON_RESUME})
+    changed = [key for key in FIELD_TYPES if key in given and key not in UNCHECKED_ON_RESUME
+               and getattr(config, key) != getattr(saved, key)]
+    if changed:
+        raise ConfigError(changed[0], f"{root / name} started with {changed[0]}={getattr(saved, changed[0])!r}, "
+                                      f"this command gives {getattr(config, changed[0])!r}: --resume continues a run "
+                                      "with its own config, so leave the key out (or start a new run with another "
+                                      f"--name){'; also differing: ' + ', '.join(changed[1:]) if changed[1:] else ''}")
+    return replace(saved, name=name)
+
+
 def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str) -> RunDir:
     """The run's folder, not made yet: the main process picks it (a new name, or the run to resume)
     and checks it; every process gets the same name, or the same error."""
@@ -52,8 +83,7 @@ def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str)
     name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
     if accelerator.is_main_process:
         if config.resume and not config.name:
-            runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
-            name = runs[-1].name if runs else name
+            name = latest_run(root) or name
         held = (root / name / "config.yaml").exists()
         if config.resume and not held:
             problem = ("resume", f"there is no run {root / name} to resume" if config.name else f"there is no run in {root}")
@@ -239,6 +269,11 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
             run.save_checkpoint(player.model, None, state)
             write_report(run)
+    except KeyboardInterrupt:
+        log.error("interrupted in stage %s at step %d: the run keeps what its last checkpoint holds; continue it "
+                  "with `python -m train --runs-dir %s --name %s --resume`", state.stage, state.step, run.path.parent,
+                  run.path.name)
+        raise
     finally:
         ctx.close()
         for tracker in accelerator.trackers:  # not end_training(): it also ends the process group
