@@ -8,6 +8,7 @@ to pass, and :func:`run` turns it into a logged error and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -73,6 +74,33 @@ def load_policy(args: argparse.Namespace, **settings: Any) -> ModelPolicy:
         return load_model_policy(args.model, args.adapter, device=args.device, **settings)
     except ModelNotFoundError as error:
         raise InputError(str(error)) from None
+
+
+SETTINGS = "settings.json"
+"""The file in an evaluation's output folder that says what its records are results of."""
+
+
+def claim_output(out: Path, settings: dict[str, Any]) -> None:
+    """Make ``out`` the folder of results of ``settings`` (what is evaluated and how), or check that it is: a
+    rerun resumes the records there, so one with other settings would report their results as its own. A
+    difference, or an ``out`` that cannot be a folder, is an :class:`InputError`."""
+    path = out / SETTINGS
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        held = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError) as error:
+        raise InputError(f"{out} cannot hold this evaluation's results ({error}): pass another --out") from None
+    settings = json.loads(json.dumps(settings))  # as they read back
+    if held is None:
+        path.with_suffix(".tmp").write_text(json.dumps(settings, indent=1) + "\n")
+        path.with_suffix(".tmp").replace(path)  # never half written
+        return
+    changed = sorted(key for key in settings.keys() | held.keys() if held.get(key) != settings.get(key))
+    if changed:
+        theirs = ", ".join(f"{key}={held.get(key)!r}" for key in changed)
+        ours = ", ".join(f"{key}={settings.get(key)!r}" for key in changed)
+        raise InputError(f"{out} holds results of {theirs}, and a rerun adds to them; this run has {ours}: "
+                         f"pass another --out, or move {out} away to start afresh")
 
 
 def model_label(args: argparse.Namespace) -> str:

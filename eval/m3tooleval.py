@@ -635,13 +635,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     cli.check_batch_size(args.batch_size)
     benchmark = load_benchmark(find_checkout(args.checkout))
+    name = "oracle" if args.policy == "oracle" else cli.model_label(args)
+    out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
+    cli.claim_output(out, {"evaluated": name, "adapter": args.adapter and str(Path(args.adapter).resolve())})
     if args.policy == "oracle":
         policy: ModelPolicy | Policy = oracle_policy(benchmark.tasks)
-        name = "oracle"
     else:
         policy = cli.load_policy(args, stop=trim_is_final, temperature=0.0, max_new_tokens=MAX_NEW_TOKENS)
-        name = cli.model_label(args)
-    out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
     summary = evaluate(benchmark, args.action_mode, policy, out, args.tasks, args.limit, model=name,
                        batch_size=args.batch_size)
     print(report.markdown(summary))

@@ -352,15 +352,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise InputError("no tau-bench tasks: pass --taubench-dir (or set $TAUBENCH_DIR) to a tau-bench checkout"
                          + (f", or --golden with a file of {shared / 'golden'}" if shared else ""))
     ids = parse_ids(args.tasks, len(source.tasks))
+    name = cli.model_label(args) if args.policy == "model" else args.policy
+    out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
+    cli.claim_output(out, {"evaluated": name, "adapter": args.adapter and str(Path(args.adapter).resolve()),
+                           "domain": source.domain, "split": source.split, "user_model": args.user_model,
+                           "user_temperature": args.user_temperature, "max_new_tokens": args.max_new_tokens})
     if args.policy == "model":
         policy: Player | Policy = cli.load_policy(args, temperature=0.0, max_new_tokens=args.max_new_tokens)
         user: Player | Policy = user_policy(policy, args.user_model, args.device, temperature=args.user_temperature,
                                             max_new_tokens=args.max_new_tokens)
-        name = cli.model_label(args)
     else:
         policy = gold_policy(source.tasks) if args.policy == "gold" else do_nothing_policy
-        user, name = scripted_user(), args.policy
-    out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
+        user = scripted_user()
     summary = evaluate(source, policy, user, args.trials, ids, out, model=name, batch_size=args.batch_size,
                        mode=args.vectorization, seed=args.seed)
     print(f"tools in {summary['tool_mode']} mode: tau-bench's own handling of malformed and failing calls")

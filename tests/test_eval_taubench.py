@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,17 @@ def test_the_command_line_runs_the_gold_policy_and_prints_pass_hat_k(tmp_path, c
     out = capsys.readouterr().out
     assert "4 tasks x 1 trials" in out and "| 1 | 100.0% |" in out
     assert "tools in upstream mode" in out
+
+
+def test_a_rerun_into_a_folder_of_another_policys_results_exits_2_and_the_same_one_resumes(tmp_path, caplog):
+    golden = ["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline", "--tasks", "0-1",
+              "--out", str(tmp_path)]
+    assert run(taubench.main, golden + ["--policy", "gold"]) == 0
+    with caplog.at_level(logging.ERROR):
+        assert run(taubench.main, golden + ["--policy", "nothing"]) == 2
+    assert "holds results of evaluated='gold'" in caplog.text and "evaluated='nothing'" in caplog.text
+    assert run(taubench.main, golden + ["--policy", "gold"]) == 0
+    assert run(taubench.main, golden + ["--policy", "gold", "--out", str(tmp_path / "settings.json")]) == 2
 
 
 @pytest.mark.parametrize("argv, message", [
