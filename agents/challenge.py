@@ -80,7 +80,7 @@ class Funnel:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from agents.models import DEFAULT_MODEL, ModelNotFoundError
+    from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
     from agents.policy import load_model_policy
     from agents.rollout import VECTORIZATION_MODES, make_vector_env, play
     from envs.cat import CodeAsTask
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         player = load_model_policy(args.model, args.adapter, device=args.device, temperature=args.temperature,
                                    max_new_tokens=args.max_new_tokens)
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")

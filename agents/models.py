@@ -78,11 +78,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SELF_CHALLENGE_CACHE", Path.home() / ".cache" / "self-challenge"))
 
 
+class DeviceError(ValueError):
+    """A device this machine does not have, or a name torch does not know; command lines exit with code 2."""
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else (``None`` or ``"auto"``) the GPU where there is one, else the CPU."""
-    if device is not None and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` as given, else (``None`` or ``"auto"``) the GPU where there is one, else the CPU. A CUDA
+    device where torch sees none is a :class:`DeviceError`, not a run on the CPU that the user did not ask for."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda (cuda:N for one GPU)") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r}, but torch {torch.__version__} sees no CUDA device here: use --device "
+                          "cpu, or auto (the GPU when there is one)")
+    return chosen
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:

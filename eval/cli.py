@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.models import DEFAULT_MODEL, ModelNotFoundError
+from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
 from agents.policy import ModelPolicy, load_model_policy
 from agents.rollout import VECTORIZATION_MODES
 
@@ -72,7 +72,7 @@ def load_policy(args: argparse.Namespace, **settings: Any) -> ModelPolicy:
     that cannot be loaded offline is an :class:`InputError`, saying what to install or pass."""
     try:
         return load_model_policy(args.model, args.adapter, device=args.device, **settings)
-    except ModelNotFoundError as error:
+    except (ModelNotFoundError, DeviceError) as error:
         raise InputError(str(error)) from None
 
 

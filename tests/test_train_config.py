@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from envs.pool import append_pool
@@ -55,6 +56,13 @@ def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(argv) == 2
     assert f"config key {key!r}" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the CUDA device that the test asks for")
+def test_a_device_this_machine_lacks_exits_2_before_anything_loads(tmp_path: Path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["--device", "cuda", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "sees no CUDA device here" in caplog.text and not (tmp_path / "runs").exists()
 
 
 def test_a_config_error_names_its_key():

@@ -30,7 +30,7 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from agents.models import ModelNotFoundError  # noqa: E402
+from agents.models import DeviceError, ModelNotFoundError  # noqa: E402
 from train.config import DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value  # noqa: E402
 from train.rundir import RunDir, RunState  # noqa: E402
 from envs.challenger import STAGES as FUNNEL  # noqa: E402
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.resume:
             config = resumed_config(config, given)
         run, state = train(config, default_name=stem)
-    except (ConfigError, EmptyPoolError, ModelNotFoundError) as exc:
+    except (ConfigError, EmptyPoolError, ModelNotFoundError, DeviceError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:  # the run has said where it stopped and how to go on

@@ -179,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="the experiment's folder")
     args = parser.parse_args(argv)
+    from agents.models import DeviceError, ModelNotFoundError
     from train.run import resumed_config, train
 
     try:
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0))
         try:  # a seed run already there continues only with the config it started with
             run, _ = train(resumed_config(seeded, FIELD_TYPES) if seeded.resume else seeded, default_name=name)
-        except (ConfigError, EmptyPoolError) as error:
+        except (ConfigError, EmptyPoolError, ModelNotFoundError, DeviceError) as error:
             log.error("%s", error)
             return 2
         runs[seed], metrics[seed] = scores(run.path), run.read_metrics()

@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from agents.decoding import SamplingSettings
-from agents.models import LoraSettings, adapters_in_fp32, load_policy
+from agents.models import LoraSettings, adapters_in_fp32, load_policy, pick_device
 from agents.policy import ModelPolicy
 from envs.pool import append_pool, load_pool
 from envs.registry import DOMAINS
@@ -230,6 +230,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     """Run (or resume) the whole loop; returns the run folder and its final state."""
     for name, entry in config.extra_domains.items():
         DOMAINS[name] = entry
+    pick_device(config.device)  # a device this machine lacks: say so before anything loads
     if config.pool:  # a pool without tasks for a domain: say so before loading anything
         pool_tasks(config.pool, config.domains, Selection.of(config))
     accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
