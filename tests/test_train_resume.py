@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from test_train_support import bandit_model_dir, bandit_pool
+from train.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +114,17 @@ def test_ctrl_c_stops_a_run_saying_how_to_continue_it_and_resume_loses_no_step(t
     assert "Traceback" not in said and "--name stopped --resume" in said
     finish(command(tmp_path, "stopped", model, pool, resume=True))
     assert [m["step"] for m in metrics(run) if m["phase"] == "rl"] == list(range(1, STEPS + 1))
+    (checkpoint,) = (run / "checkpoints").iterdir()
+    (checkpoint / "state.json").write_text("")  # damaged since it was written
+    damaged = subprocess.run(command(tmp_path, "stopped", model, pool, resume=True), cwd=ROOT, env=environment(),
+                             capture_output=True, text=True, timeout=600)
+    assert damaged.returncode == 2 and "cannot be read (JSONDecodeError" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+
+
+def test_resume_cuts_the_logs_back_to_the_checkpoints_lines_without_reading_past_them(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.metrics.write_bytes(b'{"step": 1}\n{"step": 2}\n{"step": 3, "cut": \x00\x00\xff')  # a crash's tail
+    run.truncate({"metrics.jsonl": 2})
+    assert run.read_metrics() == [{"step": 1}, {"step": 2}]

@@ -172,7 +172,11 @@ def restore(ctx: trainer.Context) -> tuple[RunState, dict[str, Any] | None]:
     if checkpoint is None:
         ctx.run.truncate({})
         return RunState(stage=next_stage(None, ctx.config)), None
-    state, optimizer_state = ctx.run.load_checkpoint(checkpoint, ctx.policy)
+    try:
+        state, optimizer_state = ctx.run.load_checkpoint(checkpoint, ctx.policy)
+    except Exception as error:  # written atomically, so damaged since: the run cannot go on from it
+        raise ConfigError("resume", f"the checkpoint {checkpoint} cannot be read ({type(error).__name__}: "
+                                    f"{str(error)[:300]}): start a new run with another --name") from None
     ctx.run.truncate(state.lines)
     log.info("resuming %s at step %d (stage %s, %d updates into it)", ctx.run.path, state.step, state.stage,
              state.phase_step)

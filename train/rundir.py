@@ -22,6 +22,7 @@ logged, once more: every step and every evaluation ends up logged exactly once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -144,9 +145,10 @@ class RunDir:
         if not self.writer:
             return
         for path in (self.metrics, self.trajectories):
-            if path.exists():
-                kept = read_jsonl(path)[:self.lines[path.name]]
-                write_atomic(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+            if path.exists():  # the lines as written: what came after them (cut off here) is never read
+                with open(path, "rb") as handle:
+                    kept = b"".join(itertools.islice(handle, self.lines[path.name]))
+                write_atomic(path, kept.decode("utf-8", "replace"))
 
     # ------------------------------------------------------------------ checkpoints
 
