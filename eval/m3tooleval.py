@@ -214,6 +214,9 @@ def select(tasks: Sequence[Any], pattern: str | None = None, limit: int | None =
     except re.error as error:
         raise InputError(f"--tasks {pattern!r} is not a valid regular expression: {error}") from None
     chosen = [t for t in tasks if regex is None or regex.search(t.name)]
+    if not chosen:
+        raise InputError(f"--tasks {pattern!r} matches none of the {len(tasks)} tasks (e.g. {tasks[0].name!r})"
+                         if tasks else "the checkout registers no tasks")
     return chosen if limit is None else chosen[:limit]
 
 

@@ -249,6 +249,8 @@ def parse_ids(spec: str | None, count: int) -> list[int]:
         if not match:
             raise InputError(f"--tasks {spec!r}: write indices and ranges such as 0-9,12")
         first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise InputError(f"--tasks {spec!r}: the range {first}-{last} holds no task (write it low-high)")
         ids += range(first, last + 1)
     wrong = [i for i in ids if i >= count]
     if wrong:

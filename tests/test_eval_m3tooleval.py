@@ -245,6 +245,8 @@ def test_the_command_line_model_stops_each_turn_once_its_trim_is_final(tmp_path,
 def test_task_regex_and_limit_select_the_tasks_run(bench, tmp_path):
     assert [t.name for t in select(bench.tasks, "^arithmetic/", 2)] == NAMES[:2]
     assert [t.name for t in select(bench.tasks, "ticket")] == NAMES[3:]
+    with pytest.raises(InputError, match="matches none of the 5 tasks"):
+        select(bench.tasks, "zzz")
     m3tooleval.evaluate(bench, "json", oracle_policy(bench.tasks), tmp_path, pattern="tickets", limit=1)
     records = [json.loads(line) for line in (tmp_path / "json_as_action.jsonl").read_text().splitlines()]
     assert [r["task_name"] for r in records] == ["tickets/second_ticket"]

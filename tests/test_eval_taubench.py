@@ -296,6 +296,7 @@ def test_a_rerun_into_a_folder_of_another_policys_results_exits_2_and_the_same_o
     (["--golden", "/no/such/golden.json", "--policy", "gold"], "does not exist"),
     (["--policy", "gold", "--taubench-dir", "/no/such/checkout"], "not a tau-bench checkout"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "19-20"], "only 20 tasks"),
+    (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "5-2"], "holds no task"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, caplog, monkeypatch):
     monkeypatch.delenv(taubench.ENV_VAR, raising=False)

@@ -65,6 +65,15 @@ def test_a_device_this_machine_lacks_exits_2_before_anything_loads(tmp_path: Pat
     assert "sees no CUDA device here" in caplog.text and not (tmp_path / "runs").exists()
 
 
+def test_a_runs_dir_that_is_a_file_or_a_malformed_pool_exits_2(tmp_path: Path, caplog):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "pool.jsonl").write_text('{"id": 1\n')
+    with caplog.at_level(logging.ERROR):
+        assert main(["--runs-dir", str(tmp_path / "file"), "--device", "cpu"]) == 2
+        assert main(["--pool", str(tmp_path / "pool.jsonl"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "is a file, not a folder of runs" in caplog.text and "pool.jsonl" in caplog.text
+
+
 def test_a_config_error_names_its_key():
     with pytest.raises(ConfigError) as error:
         load_config(overrides={"group_size": 1, "algorithm": "grpo"})
