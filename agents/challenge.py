@@ -126,18 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     envs = make_vector_env(CHALLENGER_ID, args.batch_size, args.vectorization, domain=args.domain,
                            explore_turns=args.explore_turns, challenger=f"llm:{name}")
     funnel, proposals, started, wanted = Funnel(), 0, time.perf_counter(), args.n - min(have, args.n)
+    interrupted = False
     with tqdm(total=args.max_proposals, desc=f"{args.domain} proposals", unit="proposal") as bar:
-        while have < args.n and proposals < args.max_proposals:
-            size = min(args.batch_size, args.max_proposals - proposals)
-            for episode in play(envs, player, size, seed=args.seed + proposals):
-                proposal = next((m["content"] for m in reversed(episode.messages) if m["role"] == "assistant"), "")
-                funnel.add(episode.final_info, proposal, episode.end_reason)
-                if "task" in episode.final_info and have < args.n:
-                    append_pool(args.out, [CodeAsTask.from_json(episode.final_info["task"])])
-                    have += 1
-            proposals += size
-            bar.update(size)
-            bar.set_postfix_str(f"parsed > ran > passed > kept > new: {funnel.postfix()}")
+        try:
+            while have < args.n and proposals < args.max_proposals:
+                size = min(args.batch_size, args.max_proposals - proposals)
+                for episode in play(envs, player, size, seed=args.seed + proposals):
+                    proposal = next((m["content"] for m in reversed(episode.messages) if m["role"] == "assistant"), "")
+                    funnel.add(episode.final_info, proposal, episode.end_reason)
+                    if "task" in episode.final_info and have < args.n:
+                        append_pool(args.out, [CodeAsTask.from_json(episode.final_info["task"])])
+                        have += 1
+                proposals += size
+                bar.update(size)
+                bar.set_postfix_str(f"parsed > ran > passed > kept > new: {funnel.postfix()}")
+        except KeyboardInterrupt:  # the kept tasks are in the pool already; the funnel so far is saved below
+            interrupted = True
     envs.close()
     minutes = (time.perf_counter() - started) / 60
     summary = {"domain": args.domain, "model": name, "proposals": proposals, "minutes": round(minutes, 2),
@@ -145,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     saved = args.out.with_name(args.out.name + ".funnel.json")
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(summary, indent=1))
-    stop = "it holds the --n wanted" if have >= args.n else f"--max-proposals {args.max_proposals} reached"
+    stop = ("interrupted (the batch under way is not counted)" if interrupted else "it holds the --n wanted"
+            if have >= args.n else f"--max-proposals {args.max_proposals} reached")
     print(f"{args.domain}: {proposals} proposals in {minutes:.1f} min, {funnel.reached['kept']} kept "
           f"({min(funnel.reached['kept'], wanted)} added); pool {args.out} holds {have} {args.domain} tasks; "
           f"stopped: {stop}")
     print(funnel.table())
     print(f"funnel and an example of each failure: {saved}")
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
 import importlib
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+import agents.policy
+import agents.rollout
+from agents import challenge
 from agents.challenge import Funnel
 from agents.models import load_tokenizer
 from agents.prompting import ChatFormat
@@ -124,6 +128,29 @@ def test_a_kept_task_holding_a_lone_surrogate_goes_to_the_pool_and_back(tmp_path
     assert task is not None and "\ud800" in task.instruction and "no \ud800 idea" in task.failures[2].answer
     append_pool(tmp_path / "pool.jsonl", [task])
     assert load_pool(tmp_path / "pool.jsonl") == [task]
+
+
+def test_ctrl_c_keeps_the_kept_tasks_and_saves_the_funnel_so_far(tmp_path, monkeypatch, capsys):
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    info = env.step(proposal())[4]
+    batches = []
+
+    def play(envs, player, n, seed=0):
+        batches.append(n)
+        if len(batches) > 1:
+            raise KeyboardInterrupt
+        return [SimpleNamespace(messages=[{"role": "assistant", "content": proposal()}], final_info=info,
+                                end_reason="terminated")]
+
+    monkeypatch.setattr(agents.rollout, "play", play)
+    monkeypatch.setattr(agents.policy, "load_model_policy", lambda *args, **kwargs: None)
+    out = tmp_path / "pool.jsonl"
+    assert challenge.main(["--domain", "toy", "--out", str(out), "--n", "3", "--batch-size", "1"]) == 130
+    assert len(load_pool(out)) == 1
+    saved = json.loads((tmp_path / "pool.jsonl.funnel.json").read_text())
+    assert saved["proposals"] == 1 and saved["reached"]["kept"] == 1
+    assert "stopped: interrupted" in capsys.readouterr().out
 
 
 def test_parse_errors_say_what_is_missing():
