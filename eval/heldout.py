@@ -208,22 +208,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         context = run_settings["max_context_tokens"]
     else:
         tasks, k, temperature, max_new_tokens, max_turns, context = load_tasks(args.pool), args.k or 4, 1.0, 512, 20, None
+    for flag in ("k", "n", "max_new_tokens", "max_turns", "limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.temperature is not None and args.temperature < 0:
+        raise InputError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
     temperature = args.temperature if args.temperature is not None else temperature
     max_new_tokens, max_turns = args.max_new_tokens or max_new_tokens, args.max_turns or max_turns
     n = args.n or k
-    if k < 1 or n < k:
+    if n < k:
         raise InputError(f"need 1 <= k <= n, got k={k}, n={n}")
     domains = [d.strip() for d in args.domains.split(",")] if args.domains else None
     tasks = choose(tasks, domains, args.limit, args.run or args.pool)
+    name = cli.model_label(args)
+    out = args.out or ((args.run / "eval" / f"heldout-{args.split}") if args.run
+                       else Path("runs/eval/heldout") / report.slug(name))
+    if out.exists() and not out.is_dir():  # said now, not after every episode has been played
+        raise InputError(f"--out {out} is a file: pass a folder")
     policy = cli.load_policy(args, temperature=temperature, max_new_tokens=max_new_tokens,
                              max_context_tokens=context)
-    name = cli.model_label(args)
     policies = {"base": (policy.base(), args.model), "adapter": (policy, name)} if args.adapter \
         else {"base": (policy, name)}
     summary = evaluate(tasks, policies, k, n, max_turns, args.seed, args.batch_size, args.vectorization, prompt_tools)
     summary.update(pool=str(args.run or args.pool), temperature=temperature)
-    out = args.out or ((args.run / "eval" / f"heldout-{args.split}") if args.run
-                       else Path("runs/eval/heldout") / report.slug(name))
     report.write_eval(summary, out)
     print(report.markdown(summary))
 

@@ -117,6 +117,10 @@ def pool(tmp_path: Path, *domains: str) -> Path:
     (["--pool", "{pool}", "--domains", "nowhere"], "unknown domain 'nowhere'"),
     (["--pool", "{pool}", "--k", "4", "--n", "2"], "k <= n"),
     (["--pool", "{pool}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--pool", "{pool}", "--limit", "0"], "--limit must be at least 1"),
+    (["--pool", "{pool}", "--max-turns", "0"], "--max-turns must be at least 1"),
+    (["--pool", "{pool}", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["--pool", "{pool}", "--out", "{pool}"], "is a file: pass a folder"),
 ])
 def test_bad_input_exits_2_before_any_model_is_loaded(tmp_path, caplog, argv, message):
     path = pool(tmp_path, "toy")
