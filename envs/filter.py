@@ -187,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the first task of each id instead of stopping at a repeated one")
     args = parser.parse_args(argv)
     try:
+        if args.out and Path(args.out).is_dir():
+            raise IsADirectoryError(f"--out {args.out} is a folder: name a JSONL file")
         tasks = load_pool(args.pool, dedupe=args.dedupe)
         held = {t.id for t in load_pool(args.out)} if args.out and Path(args.out).exists() else set()
-    except (PoolError, FileNotFoundError) as exc:
+    except (PoolError, OSError) as exc:  # a missing pool, a folder where a file belongs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kept, report, verdicts = filter_tasks(list(tasks))

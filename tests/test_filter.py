@@ -132,6 +132,15 @@ def test_command_line_exits_2_naming_file_and_line_of_a_bad_task_file(tmp_path, 
     assert message in capsys.readouterr().err
 
 
+def test_command_line_exits_2_on_a_folder_where_a_file_belongs(tmp_path, capsys):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [SOUND])
+    assert main([str(tmp_path)]) == 2
+    assert main([str(pool), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Is a directory" in err and "is a folder: name a JSONL file" in err
+
+
 def test_command_line_dedupe_keeps_the_first_task_of_each_id_and_never_appends_one_twice(tmp_path, capsys):
     pool, out = tmp_path / "pool.jsonl", tmp_path / "kept.jsonl"
     append_pool(pool, [SOUND, copy_task(instruction="a second task under the same id")])
