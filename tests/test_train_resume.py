@@ -55,10 +55,17 @@ def metrics(run: Path) -> list[dict]:
     return lines
 
 
+def interruptible() -> None:
+    """SIGINT as a terminal's Ctrl-C sends it: a command started in the background by a non-interactive shell (a CI
+    script's ``&``) inherits it ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_when_logged(cmd: list[str], run: Path, step: int, sig: int = signal.SIGKILL, stderr: Path | None = None) -> int:
     """Start ``cmd`` and send it ``sig`` as soon as a metric line of ``step`` appears; its exit code."""
     with open(stderr or os.devnull, "w") as err:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=err)
+        process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=err,
+                                   preexec_fn=interruptible)
         deadline = time.monotonic() + 300
         try:
             while not any(m.get("step") == step for m in metrics(run)):
