@@ -19,8 +19,9 @@ worker's stdin, close that descriptor and run untrusted code. It tells the worke
 killed mid-message can never desynchronise the parent's stream. A verdict is one byte, ``1`` or
 ``0``, chosen by ``value is True``: a verifier's result counts only when it is a real ``bool``.
 After the result is sent the worker kills the job's PID 1, and the kernel ends every process of its
-namespace with it; ``/tmp`` goes with the job's mount namespace. Nothing is wiped, so nothing a job
-leaves (a tree past ``PATH_MAX``, a full ``/tmp``) can reach the next job or break the worker.
+namespace with it (the worker reaps it, so all are gone, before the next job's go); ``/tmp`` goes
+with the job's mount namespace. Nothing is wiped, so nothing a job leaves (a tree past ``PATH_MAX``,
+a full ``/tmp``) can reach the next job or break the worker.
 
 What protects the host and the next job is the operating system: the namespaces or container, the
 unprivileged user, the resource limits (``RLIMIT_NPROC`` is counted in the job's own user namespace,
