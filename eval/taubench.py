@@ -15,11 +15,11 @@ the reward is computed; a message that is not a tool call is said to the user, a
 call; at most 30 agent steps (a message to the user on the 30th still gets its answer, which may stop
 and score the conversation; one still going then scores 0). Our envs' ``finish`` also ends a
 conversation (upstream answers it "Unknown action finish" and goes on). pass^k over k trials is
-upstream's: per task C(c, k) / C(n, k) with c successes in n trials, averaged over tasks. Conversations play side by side in a vector env
-(``--batch-size``, :func:`agents.rollout.play`): each round, the users due to speak answer in one
-batched decode, then the agents due to act. The envs run their tools in upstream mode: malformed
-and failing calls are handled as upstream handles them, so that a sloppy agent scores as it would
-upstream.
+upstream's: per task C(c, k) / C(n, k) with c successes in n trials, averaged over tasks.
+Conversations play side by side in a vector env (``--batch-size``, :func:`agents.rollout.play`): each
+round, the users due to speak answer in one batched decode, then the agents due to act. The envs run
+their tools in upstream mode: malformed and failing calls are handled as upstream handles them, so
+that a sloppy agent scores as it would upstream.
 
 Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 ``tau_bench/envs/<domain>/tasks_<split>.py``, read as data without importing tau-bench, together with

@@ -61,7 +61,8 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def kill_when_logged(cmd: list[str], run: Path, step: int, sig: int = signal.SIGKILL, stderr: Path | None = None) -> int:
+def kill_when_logged(cmd: list[str], run: Path, step: int, sig: int = signal.SIGKILL,
+                     stderr: Path | None = None) -> int:
     """Start ``cmd`` and send it ``sig`` as soon as a metric line of ``step`` appears; its exit code."""
     with open(stderr or os.devnull, "w") as err:
         process = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=err,
@@ -116,7 +117,8 @@ def test_ctrl_c_stops_a_run_saying_how_to_continue_it_and_resume_loses_no_step(t
     model = bandit_model_dir(tmp_path / "model")
     pool = bandit_pool(tmp_path / "pool.jsonl")
     run, err = tmp_path / "runs" / "stopped", tmp_path / "stderr.log"
-    assert kill_when_logged(command(tmp_path, "stopped", model, pool), run, step=3, sig=signal.SIGINT, stderr=err) == 130
+    stopped = kill_when_logged(command(tmp_path, "stopped", model, pool), run, step=3, sig=signal.SIGINT, stderr=err)
+    assert stopped == 130
     said = err.read_text()
     assert "Traceback" not in said and "--name stopped --resume" in said
     finish(command(tmp_path, "stopped", model, pool, resume=True))

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Values are read as YAML (numbers, true/false, [a, b], {k: v}); a bad key "
                                             "or value exits with code 2 naming it.")
-    parser.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG}; with --resume, the run's own)")
+    parser.add_argument("--config", type=Path,
+                        help=f"YAML config (default: {DEFAULT_CONFIG}; with --resume, the run's own)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key; a dotted key sets one entry of a mapping (tasks_per_domain.web=8)")
     keys = parser.add_argument_group("config keys", "each overrides the config file (train/config.py, TrainConfig)")
