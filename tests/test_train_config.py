@@ -74,6 +74,14 @@ def test_a_runs_dir_that_is_a_file_or_a_malformed_pool_exits_2(tmp_path: Path, c
     assert "is a file, not a folder of runs" in caplog.text and "pool.jsonl" in caplog.text
 
 
+def test_a_missing_distill_file_exits_2_before_anything_loads(tmp_path: Path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["--algorithm", "distill", "--distill-path", str(tmp_path / "none.jsonl"),
+                     "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "config key 'distill_path'" in caplog.text and "is not a file" in caplog.text
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_config_error_names_its_key():
     with pytest.raises(ConfigError) as error:
         load_config(overrides={"group_size": 1, "algorithm": "grpo"})

@@ -36,6 +36,7 @@ from eval import report
 from train import challenger, trainer
 from train.progress import heartbeat
 from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config
+from train.losses import ALGORITHMS
 from train.rundir import RunDir, RunState, write_atomic
 from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
 
@@ -237,6 +238,8 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     for name, entry in config.extra_domains.items():
         DOMAINS[name] = entry
     pick_device(config.device)  # a device this machine lacks: say so before anything loads
+    if config.distill_path and ALGORITHMS[config.algorithm].offline and not Path(config.distill_path).is_file():
+        raise ConfigError("distill_path", f"{config.distill_path} is not a file of trajectories (JSONL)")
     if config.pool:  # a pool without tasks for a domain: say so before loading anything
         pool_tasks(config.pool, config.domains, Selection.of(config))
     accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
