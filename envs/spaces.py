@@ -37,7 +37,8 @@ class AnyText(spaces.Text):
         """``text`` as an observation of this space: valid Unicode, and cut past ``max_length`` with a note.
         A lone surrogate (a tool echoing a JSON escape such as ``"\\ud800"`` from the agent's call) comes
         back as that escape, since tokenizers and UTF-8 files refuse it."""
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if not text.isascii():  # (a flag Python keeps on each str: free for the common case)
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         if len(text) <= self.max_length:
             return text
         note = "\n[output truncated]"
