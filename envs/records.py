@@ -1,4 +1,5 @@
-"""JSON-lines files that survive crashes: task pools, metrics, trajectories, eval outputs.
+"""Files that survive crashes: JSON lines (task pools, metrics, trajectories, eval outputs), and small files
+written whole (:func:`write_atomic`).
 
 An append is one ``write`` of whole lines to a file opened with ``O_APPEND``, fsynced, so a crash
 can at worst leave a partial *last* line. Reading skips such a line with a warning; the next append
@@ -118,3 +119,13 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any], **dumps: 
     finally:
         os.close(fd)
     return len(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: the old file or the new, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)

@@ -18,6 +18,7 @@ from typing import Any
 from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
 from agents.policy import ModelPolicy, load_model_policy
 from agents.rollout import VECTORIZATION_MODES
+from envs.records import write_atomic
 
 log = logging.getLogger("eval")
 
@@ -80,11 +81,12 @@ SETTINGS = "settings.json"
 """The file in an evaluation's output folder that says what its records are results of."""
 
 
-def claim_output(out: Path, settings: dict[str, Any]) -> None:
-    """Make ``out`` the folder of results of ``settings`` (what is evaluated and how), or check that it is: a
-    rerun resumes the records there, so one with other settings would report their results as its own. A
-    difference, or an ``out`` that cannot be a folder, is an :class:`InputError`."""
+def claim_output(out: Path, evaluated: str, adapter: str | None, **how: Any) -> None:
+    """Make ``out`` the folder of results of ``evaluated`` (with ``adapter``, and the settings ``how``), or check
+    that it is: a rerun resumes the records there, so one with other settings would report their results as its
+    own. A difference, or an ``out`` that cannot be a folder, is an :class:`InputError`."""
     path = out / SETTINGS
+    settings = {"evaluated": evaluated, "adapter": adapter and str(Path(adapter).resolve()), **how}
     try:
         out.mkdir(parents=True, exist_ok=True)
         held = json.loads(path.read_text()) if path.exists() else None
@@ -92,8 +94,7 @@ def claim_output(out: Path, settings: dict[str, Any]) -> None:
         raise InputError(f"{out} cannot hold this evaluation's results ({error}): pass another --out") from None
     settings = json.loads(json.dumps(settings))  # as they read back
     if held is None:
-        path.with_suffix(".tmp").write_text(json.dumps(settings, indent=1) + "\n")
-        path.with_suffix(".tmp").replace(path)  # never half written
+        write_atomic(path, json.dumps(settings, indent=1) + "\n")
         return
     changed = sorted(key for key in settings.keys() | held.keys() if held.get(key) != settings.get(key))
     if changed:

@@ -640,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     benchmark = load_benchmark(find_checkout(args.checkout))
     name = "oracle" if args.policy == "oracle" else cli.model_label(args)
     out = args.out or Path("runs/eval/m3tooleval") / report.slug(name)
-    cli.claim_output(out, {"evaluated": name, "adapter": args.adapter and str(Path(args.adapter).resolve())})
+    cli.claim_output(out, name, args.adapter)
     if args.policy == "oracle":
         policy: ModelPolicy | Policy = oracle_policy(benchmark.tasks)
     else:

@@ -248,9 +248,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.max_steps, args.max_new_tokens)
     model = cli.model_label(args)
     out = args.out or default_out(args.adapter, model)
-    cli.claim_output(out, {"evaluated": model, "adapter": args.adapter and str(Path(args.adapter).resolve()),
-                           "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
-                           "action_mode": args.action_mode, "max_steps": args.max_steps, "user_model": args.user_model})
+    cli.claim_output(out, model, args.adapter, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                     action_mode=args.action_mode, max_steps=args.max_steps, user_model=args.user_model)
     agent = cli.load_policy(args, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     user = taubench.user_policy(agent, args.user_model, args.device, temperature=1.0,
                                 max_new_tokens=args.max_new_tokens)

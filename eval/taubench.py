@@ -356,9 +356,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ids = parse_ids(args.tasks, len(source.tasks))
     name = cli.model_label(args) if args.policy == "model" else args.policy
     out = args.out or Path("runs/eval/taubench") / report.slug(f"{source.domain}-{source.split}-{name}")
-    cli.claim_output(out, {"evaluated": name, "adapter": args.adapter and str(Path(args.adapter).resolve()),
-                           "domain": source.domain, "split": source.split, "user_model": args.user_model,
-                           "user_temperature": args.user_temperature, "max_new_tokens": args.max_new_tokens})
+    cli.claim_output(out, name, args.adapter, domain=source.domain, split=source.split, user_model=args.user_model,
+                     user_temperature=args.user_temperature, max_new_tokens=args.max_new_tokens)
     if args.policy == "model":
         policy: Player | Policy = cli.load_policy(args, temperature=0.0, max_new_tokens=args.max_new_tokens)
         user: Player | Policy = user_policy(policy, args.user_model, args.device, temperature=args.user_temperature,

@@ -31,13 +31,14 @@ from agents.decoding import SamplingSettings
 from agents.models import LoraSettings, adapters_in_fp32, load_policy, pick_device
 from agents.policy import ModelPolicy
 from envs.pool import append_pool, load_pool
+from envs.records import write_atomic
 from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
 from train.progress import heartbeat
 from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config
 from train.losses import ALGORITHMS
-from train.rundir import RunDir, RunState, write_atomic
+from train.rundir import RunDir, RunState
 from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ import yaml
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from envs.records import append_jsonl, read_jsonl
+from envs.records import append_jsonl, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,6 @@ def _fsync_tree(root: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def rng_states() -> dict[str, Any]:
