@@ -225,9 +225,33 @@ def with_our_layers(model: PreTrainedModel, device: torch.device) -> PreTrainedM
     return model
 
 
+class LoraTargetError(ValueError):
+    """A LoRA target that names no module of the model; the trainer's command line exits with code 2."""
+
+
+def _check_lora_targets(model: PreTrainedModel, targets: str | tuple[str, ...]) -> None:
+    """Every name in ``targets`` must name a module of ``model``, as peft matches it (the module's whole
+    name, or its end after a dot). peft itself refuses only a list of which *no* name matches: a typo
+    beside a right name would train fewer layers than asked, silently. A string (``"all-linear"``, a
+    pattern) is peft's to read."""
+    if isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise LoraTargetError(f"no module of {type(model).__name__} is named {', '.join(map(repr, missing))}; "
+                              f"its linear layers are {', '.join(linear)} (or use all-linear)")
+
+
 def add_lora(model: PreTrainedModel, settings: LoraSettings = LoraSettings()) -> PeftModel:
     """``model`` with a fresh, trainable LoRA adapter (its update starts at zero)."""
-    return get_peft_model(model, settings.config())
+    _check_lora_targets(model, settings.target_modules)
+    try:
+        return get_peft_model(model, settings.config())
+    except ValueError as error:  # a module of a kind peft cannot adapt (an MLP block, say)
+        raise LoraTargetError(f"peft cannot put an adapter on {settings.target_modules}: {error}") from error
 
 
 def adapters_in_fp32(model: PeftModel) -> PeftModel:

@@ -10,7 +10,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents import models
-from agents.models import (DEFAULT_MODEL, LoraSettings, ModelNotFoundError, add_lora, load_adapter, load_model,
+from agents.models import (DEFAULT_MODEL, LoraSettings, LoraTargetError, ModelNotFoundError, add_lora, load_adapter, load_model,
                            load_policy, load_tokenizer, pick_dtype)
 from agents.packed_linear import PackedLinear
 
@@ -73,6 +73,24 @@ def test_lora_wraps_every_linear_layer_but_the_head_with_rank_32_by_default():
     assert {module.r["default"] for module in wrapped.values()} == {LoraSettings().rank} == {32}
     trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
+
+
+@pytest.mark.parametrize("targets, missing", [(("q_proj", "v_prj"), "'v_prj'"), (("",), "''"),
+                                              (("self_attn.q", "o_proj", "gate"), "'self_attn.q', 'gate'")])
+def test_a_lora_target_naming_no_module_is_refused_even_beside_one_that_does(targets, missing):
+    with pytest.raises(LoraTargetError, match=f"named {missing};.* q_proj"):
+        add_lora(tiny_model(), LoraSettings(target_modules=targets))
+
+
+def test_a_lora_target_peft_cannot_adapt_is_refused_with_peft_s_reason():
+    with pytest.raises(LoraTargetError, match="(?s)cannot put an adapter on .'mlp',.*LlamaMLP.* is not supported"):
+        add_lora(tiny_model(), LoraSettings(target_modules=("mlp",)))
+
+
+def test_lora_targets_are_matched_as_peft_matches_them_whole_or_after_a_dot():
+    policy = add_lora(tiny_model(), LoraSettings(target_modules=("self_attn.q_proj", "down_proj", "lm_head")))
+    wrapped = {name.rsplit(".", 1)[-1] for name, module in policy.named_modules() if isinstance(module, LoraLayer)}
+    assert wrapped == {"q_proj", "down_proj", "lm_head"}
 
 
 def test_a_saved_adapter_round_trips_through_a_local_model_directory(tmp_path):

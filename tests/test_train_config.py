@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from envs.pool import append_pool
-from test_train_support import bandit_task
+from agents.models import load_tokenizer
+from test_train_support import bandit_task, save_model, tiny_llama
 from train.__main__ import main, parse_args
 from train.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
 from train.run import next_stage, resumed_config
@@ -79,6 +80,16 @@ def test_a_missing_distill_file_exits_2_before_anything_loads(tmp_path: Path, ca
         assert main(["--algorithm", "distill", "--distill-path", str(tmp_path / "none.jsonl"),
                      "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "config key 'distill_path'" in caplog.text and "is not a file" in caplog.text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_lora_target_the_model_lacks_exits_2_naming_it_and_leaves_no_run(tmp_path: Path, caplog):
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--model", str(model), "--lora-targets", "q_proj,v_prj", "--device", "cpu",
+                     "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "config key 'lora_targets'" in caplog.text and "named 'v_prj'" in caplog.text
     assert not (tmp_path / "runs").exists()
 
 

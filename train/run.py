@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from agents.decoding import SamplingSettings
-from agents.models import LoraSettings, adapters_in_fp32, load_policy, pick_device
+from agents.models import LoraSettings, LoraTargetError, adapters_in_fp32, load_policy, pick_device
 from agents.policy import ModelPolicy
 from envs.pool import append_pool, load_pool
 from envs.records import write_atomic
@@ -217,7 +217,10 @@ def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
     executor's active."""
     targets = config.lora_targets if config.lora_targets == "all-linear" else tuple(config.lora_targets.split(","))
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=targets)
-    policy, tokenizer = load_policy(config.model, lora=lora, device=accelerator.device)
+    try:
+        policy, tokenizer = load_policy(config.model, lora=lora, device=accelerator.device)
+    except LoraTargetError as error:
+        raise ConfigError("lora_targets", str(error)) from None
     if config.challenger_adapter:
         policy.load_adapter(config.challenger_adapter, adapter_name=challenger.ADAPTER, is_trainable=True)
         policy.set_adapter("default")
