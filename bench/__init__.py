@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -38,9 +39,26 @@ EPISODES_HELPS = {"episodes": "episodes (chats) played side by side", "turns": "
                   "cap": "new tokens a turn at most"}
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``. Zero episodes, rounds or tokens
+    would measure nothing and then fail on an empty table; a flag's error says so first."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return whole
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, quick: Any, full: Any, helps: dict[str, str]) -> None:
     """``--device``, ``--model``, ``--full`` and one option per field of the ``quick`` sizes (a
-    dataclass; ``full`` is the long version's), each option's help from ``helps``."""
+    dataclass; ``full`` is the long version's), each option's help from ``helps``. A size is at least 1,
+    or its field's ``metadata["at_least"]``."""
     import torch
 
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
@@ -50,8 +68,22 @@ def add_model_arguments(parser: argparse.ArgumentParser, quick: Any, full: Any, 
     parser.add_argument("--full", action="store_true", help="the long version's sizes (make bench FULL=1)")
     for field in fields(quick):
         default, long = getattr(quick, field.name), getattr(full, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=argparse.SUPPRESS,
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=at_least(field.metadata.get("at_least", 1)),
+                            default=argparse.SUPPRESS,
                             help=f"{helps[field.name]} (quick: {default}, --full: {long})")
+
+
+def load_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 adapter: str | None = None) -> tuple[Any, Any]:
+    """``args.model`` (with ``adapter``) and its tokenizer on ``args.device``. A model, adapter or device that
+    cannot be had ends the command as a bad flag does: its reason, exit code 2."""
+    from agents.models import DeviceError, ModelNotFoundError, load_adapter, load_model
+
+    try:
+        model, tokenizer = load_model(args.model, device=args.device)
+        return (load_adapter(model, adapter, trainable=False) if adapter else model), tokenizer
+    except (ModelNotFoundError, DeviceError) as error:
+        parser.error(str(error))
 
 
 def chosen_sizes(args: argparse.Namespace, quick: Sizes, full: Sizes) -> Sizes:

@@ -17,13 +17,12 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agents.decoding import SamplingSettings
-from agents.models import load_adapter, load_model
 from agents.policy import ModelPolicy
 from agents.rollout import make_vector_env, play
-from bench import LOG_FORMAT, add_model_arguments, chosen_sizes
+from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, load_or_exit
 from bench.rollout import ForwardClock
 from train.progress import heartbeat
 from envs.challenger import STAGES
@@ -36,7 +35,7 @@ log = logging.getLogger("bench.challenger")
 class Proposals:
     proposals: int
     cap: int
-    explore_turns: int
+    explore_turns: int = field(metadata={"at_least": 0})
 
 
 QUICK, FULL = Proposals(proposals=8, cap=256, explore_turns=1), Proposals(proposals=32, cap=512, explore_turns=1)
@@ -54,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)
     log.info("loading %s%s on %s", args.model, f" with {args.adapter}" if args.adapter else "", args.device)
-    model, tokenizer = load_model(args.model, device=args.device)
-    if args.adapter:
-        model = load_adapter(model, args.adapter, trainable=False)
+    model, tokenizer = load_or_exit(parser, args, args.adapter)
     clock = ForwardClock(model)
     player = ModelPolicy(model, tokenizer, SamplingSettings(temperature=args.temperature, max_new_tokens=sizes.cap))
     envs = make_vector_env(CHALLENGER_ID, sizes.proposals, domain=args.domain, explore_turns=sizes.explore_turns)

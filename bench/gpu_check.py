@@ -43,9 +43,10 @@ from typing import Any
 
 import torch
 
-from bench import LOG_FORMAT
-from bench.__main__ import relay
-from train.config import CONFIG_DIR
+from bench import LOG_FORMAT, at_least
+from bench.__main__ import BENCHMARKS, relay
+from train.__main__ import parse_args
+from train.config import CONFIG_DIR, ConfigError
 
 log = logging.getLogger("bench.gpu_check")
 
@@ -389,15 +390,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the decode phase's model (default: smollm2-1.7b on cuda, tiny on the CPU)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default=argparse.SUPPRESS,
                         help="the train and bench phases' model (default: smollm2-135m on cuda, tiny on the CPU)")
-    parser.add_argument("--batch", type=int, default=argparse.SUPPRESS,
+    parser.add_argument("--batch", type=at_least(1), default=argparse.SUPPRESS,
                         help="decode: chats side by side (default: 32 on cuda, 4 on the CPU)")
-    parser.add_argument("--new-tokens", type=int, default=argparse.SUPPRESS,
+    parser.add_argument("--new-tokens", type=at_least(1), default=argparse.SUPPRESS,
                         help="decode: new tokens a chat at most (default: 256 on cuda, 16 on the CPU)")
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train: a config key over train/configs/gpu_check.yaml's (repeatable; on the CPU "
                         "after smaller sizes)")
-    parser.add_argument("--bench", nargs="+", default=argparse.SUPPRESS, metavar="NAME",
-                        help="bench: only these (default: all)")
+    parser.add_argument("--bench", nargs="+", choices=[b.name for b in BENCHMARKS], default=argparse.SUPPRESS,
+                        metavar="NAME", help="bench: only these (default: all)")
     parser.add_argument("--skip", nargs="+", choices=("decode", "train", "bench"), default=[],
                         help="phases to leave out")
     parser.add_argument("--out", type=Path, default=Path("runs/gpu-check"), help="where summary.md and the logs go")
@@ -412,9 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: torch sees no GPU here")
-    if min(getattr(args, "batch", 1), getattr(args, "new_tokens", 1)) < 1:
-        parser.error("--batch and --new-tokens must be at least 1")
     big = args.device == "cuda"
+    settings = [*(CPU_TRAINING if not big else ()), *args.train_set]
+    if "train" not in args.skip:  # a bad key must not wait for the decode phase's minutes of GPU time
+        try:
+            parse_args(["--config", str(TRAIN_CONFIG), *[part for s in settings for part in ("--set", s)]])
+        except ConfigError as error:
+            parser.error(f"--train-set: {error}")
     decode_shape = getattr(args, "decode_shape", "smollm2-1.7b" if big else "tiny")
     shape = getattr(args, "shape", "smollm2-135m" if big else "tiny")
     batch, new_tokens = getattr(args, "batch", 32 if big else 4), getattr(args, "new_tokens", 256 if big else 16)
@@ -438,7 +443,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_dir = save_model(build_model(shape, tokenizer, torch.device("cpu")), tokenizer, work / shape)
         if "train" not in args.skip:
             with check.phase(f"train, {shape} shape") as result:
-                settings = [*(CPU_TRAINING if not big else ()), *args.train_set]
                 train(result, model_dir, args.device, settings, work, args.out)
         if "bench" not in args.skip:
             with check.phase(f"bench, {shape} shape") as result:

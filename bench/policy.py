@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from agents.decoding import SamplingSettings
-from agents.models import load_model
 from agents.policy import ModelPolicy
 from agents.prompting import Message, tools_in_system_prompt
-from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, load_or_exit
 from train.progress import heartbeat
 from envs.retail.env import RetailEnv
 
@@ -89,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)
     log.info("loading %s on %s", args.model, args.device)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_or_exit(parser, args)
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=sizes.cap)
     policy = ModelPolicy(model, tokenizer, greedy)
     policy.complete([[{"role": "user", "content": "Hi"}]])  # warm-up

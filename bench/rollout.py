@@ -22,10 +22,9 @@ import torch
 from gymnasium.vector import VectorEnv, VectorWrapper
 
 from agents.decoding import SamplingSettings
-from agents.models import load_model
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
-from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes
+from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, load_or_exit
 from train.progress import heartbeat
 from envs.registry import ENV_IDS
 
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.device == "cpu":
         torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads thrash: a forward takes 10x longer
     log.info("loading %s on %s", args.model, args.device)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_or_exit(parser, args)
     clock = ForwardClock(model)
     settings = SamplingSettings(temperature=0.0, max_new_tokens=sizes.cap)
     envs = make_vector_env(ENV_IDS["web"], sizes.episodes, max_turns=sizes.turns)

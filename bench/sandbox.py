@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bench import at_least
 from envs.sandbox import Sandbox, make_sandbox
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,13 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int], float]:
     parser = argparse.ArgumentParser(prog="python -m bench.sandbox", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing of one contender in one round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each rate is the best round")
-    parser.add_argument("--workers", type=int, default=None, help="pool size of both sandboxes (default: theirs)")
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="rounds; each rate is the best round")
+    parser.add_argument("--workers", type=at_least(1), default=None,
+                        help="pool size of both sandboxes (default: theirs)")
     parser.add_argument("--no-docker", action="store_true", help="leave out the docker contenders")
     args = parser.parse_args(argv)
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be above 0, got {args.seconds}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     pool = {} if args.workers is None else {"workers": args.workers}

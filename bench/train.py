@@ -210,6 +210,18 @@ def measure(engine: str, kind: str, steps: int, model: str, device: str) -> dict
     return result
 
 
+def check_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before any engine starts: a device this machine lacks, or a model without a tokenizer to load, ends
+    the command as a bad flag does (its reason, exit code 2), not as a child's traceback."""
+    from agents.models import DeviceError, ModelNotFoundError, load_tokenizer, pick_device
+
+    try:
+        pick_device(args.device)
+        load_tokenizer(args.model)
+    except (ModelNotFoundError, DeviceError) as error:
+        parser.error(str(error))
+
+
 def in_subprocess(engine: str, kind: str, steps: int, model: str, device: str) -> dict[str, Any]:
     """One engine's pass in a child process; its progress lines (stderr) show as they come."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -217,7 +229,8 @@ def in_subprocess(engine: str, kind: str, steps: int, model: str, device: str) -
                            "--steps", str(steps), "--model", model, "--device", device],
                           stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"bench.train --engine {engine} failed (exit code {done.returncode}); its log is above")
+        log.error("bench.train --engine %s failed (exit code %d); its log is above", engine, done.returncode)
+        raise SystemExit(done.returncode)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -234,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, **LOG_FORMAT)
         print(json.dumps(measure(args.engine, args.prompts, sizes.steps, args.model, args.device)))
         return
+    check_model(parser, args)
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}
     for round_ in range(sizes.rounds):
         for engine in ("ours", "trl"):

@@ -6,6 +6,7 @@ never silent for 30 s, and ``python -m bench`` runs every module and gathers its
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pkgutil
 import sys
@@ -135,3 +136,28 @@ def test_python_m_bench_gives_the_model_and_device_to_the_model_benchmarks_alone
 ])
 def test_the_summary_picks_the_ratio_lines(line, is_ratio):
     assert bool(bench_main.RATIO.search(line)) is is_ratio
+
+
+@pytest.mark.parametrize("module, argv, problem", [
+    ("rollout", ["--episodes", "0"], "--episodes: must be at least 1, got 0"),
+    ("policy", ["--cap", "many"], "--cap: not a whole number: 'many'"),
+    ("challenger", ["--explore-turns", "-1"], "--explore-turns: must be at least 0, got -1"),
+    ("train", ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+    ("sandbox", ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+    ("sandbox", ["--seconds", "0"], "--seconds must be above 0"),
+    ("rollout", ["--model", "no/such/model", "--device", "cpu"], "cannot load model 'no/such/model'"),
+    ("policy", ["--model", "no/such/model", "--device", "cpu"], "cannot load model 'no/such/model'"),
+    ("train", ["--model", "no/such/model", "--device", "cpu"], "cannot load model 'no/such/model'"),
+])
+def test_a_bad_size_or_model_exits_2_saying_what_is_wrong_before_anything_runs(module, argv, problem, capsys):
+    main = importlib.import_module(f"bench.{module}").main
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_bench_challenger_refuses_an_adapter_it_cannot_load(tiny_model_dir, tmp_path, capsys):
+    from bench import challenger
+    with pytest.raises(SystemExit) as exit_:
+        challenger.main(["--model", str(tiny_model_dir), "--device", "cpu", "--adapter", str(tmp_path)])
+    assert exit_.value.code == 2 and "cannot load the LoRA adapter" in capsys.readouterr().err

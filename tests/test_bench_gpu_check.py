@@ -52,14 +52,28 @@ def test_the_check_runs_every_phase_on_tiny_shapes_and_prints_one_summary(pack, 
 @pytest.mark.slow
 def test_a_failing_phase_is_reported_and_the_check_exits_1(pack, tmp_path):
     out = tmp_path / "out"
-    done = run(str(pack), "--device", "cpu", "--batch", "1", "--new-tokens", "2", "--train-set", "steps=-1",
-               "--skip", "bench", "--out", str(out))
+    done = run(str(pack), "--device", "cpu", "--batch", "1", "--new-tokens", "2", "--train-set",
+               f"pool={tmp_path / 'missing.jsonl'}", "--skip", "bench", "--out", str(out))
     assert done.returncode == 1
     summary = (out / "summary.md").read_text()
     assert "ms a step" in summary  # the decode phase before it still reported
     assert re.search(r"## train, tiny shape .*\n- \*\*FAILED\*\*: RuntimeError: python -m train exited with code 2",
                      summary)
-    assert "steps" in (out / "train.log").read_text()  # train's own message names the key
+    assert "missing.jsonl" in (out / "train.log").read_text()  # train's own message names the file
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--train-set", "steps=-1"], "--train-set: config key 'steps'"),
+    (["--train-set", "stepz=1"], "--train-set: config key 'stepz': unknown key"),
+    (["--bench", "rollout", "nope"], "argument --bench: invalid choice: 'nope'"),
+    (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+])
+def test_a_bad_flag_exits_2_before_any_phase_spends_gpu_time(argv, problem, tmp_path, capsys):
+    from bench.gpu_check import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--device", "cpu", "--out", str(tmp_path / "out"), *argv])
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_script_without_a_pack_says_how_to_make_one(tmp_path):
