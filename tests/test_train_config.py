@@ -93,6 +93,28 @@ def test_a_lora_target_the_model_lacks_exits_2_naming_it_and_leaves_no_run(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("interrupted, said", [
+    ("load_policy", "interrupted while loading the model: nothing of the run was written"),
+    ("restore", "interrupted while the run was starting: the run keeps what its last checkpoint holds; continue it "
+                "with `python -m train --runs-dir {runs} --name r --resume`"),
+])
+def test_ctrl_c_before_the_first_stage_exits_130_saying_what_was_kept(interrupted, said, tmp_path, monkeypatch,
+                                                                      caplog):
+    import train.run
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.run, interrupted, ctrl_c)
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                     "--name", "r"]) == 130
+    assert said.format(runs=tmp_path / "runs") in caplog.text
+    assert (tmp_path / "runs" / "r").exists() == (interrupted == "restore")
+
+
 def test_a_config_error_names_its_key():
     with pytest.raises(ConfigError) as error:
         load_config(overrides={"group_size": 1, "algorithm": "grpo"})

@@ -250,18 +250,23 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
                               project_dir=config.runs_dir)
     set_seed(config.seed)
     run = run_folder(config, accelerator, default_name)
-    player = load(config, accelerator)
+    try:
+        player = load(config, accelerator)
+    except KeyboardInterrupt:
+        log.error("interrupted while loading the model: nothing of the run was written")
+        raise
     open_run(run, config, accelerator)
     track(run, config, accelerator)
     ctx = trainer.Context(config, accelerator, run, player.model, player, {}, {})
-    state, optimizer_state = restore(ctx)
-    if run.split.exists():
-        read_tasks(ctx)
     stage_functions = {
         "challenger_warm_start": challenger.warm_start, "challenger_rl": challenger.reinforce,
         "warm_start": trainer.warm_start, "rl": trainer.reinforce,
     }
+    state: RunState | None = None
     try:
+        state, optimizer_state = restore(ctx)
+        if run.split.exists():
+            read_tasks(ctx)
         while state.stage != "done":
             stage, started = state.stage, time.perf_counter()
             if state.phase_step == 0:  # a stage resumed midway has its RNG states from the checkpoint
@@ -284,9 +289,9 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             run.save_checkpoint(player.model, None, state)
             write_report(run)
     except KeyboardInterrupt:
-        log.error("interrupted in stage %s at step %d: the run keeps what its last checkpoint holds; continue it "
-                  "with `python -m train --runs-dir %s --name %s --resume`", state.stage, state.step, run.path.parent,
-                  run.path.name)
+        where = f"in stage {state.stage} at step {state.step}" if state else "while the run was starting"
+        log.error("interrupted %s: the run keeps what its last checkpoint holds; continue it with "
+                  "`python -m train --runs-dir %s --name %s --resume`", where, run.path.parent, run.path.name)
         raise
     finally:
         ctx.close()
