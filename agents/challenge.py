@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotFoundError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted while loading the model: nothing was written", file=sys.stderr)
+        return 130
     name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     envs = make_vector_env(CHALLENGER_ID, args.batch_size, args.vectorization, domain=args.domain,
                            explore_turns=args.explore_turns, challenger=f"llm:{name}")

@@ -28,13 +28,17 @@ class InputError(Exception):
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``main`` with logging set up; its exit code (0, or 2 on :class:`InputError`)."""
+    """Run a command's ``main`` with logging set up; its exit code (0, 2 on :class:`InputError`, 130 on Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
     except InputError as error:
         log.error("%s", error)
         return 2
+    except KeyboardInterrupt:  # each record is written whole as its episode ends: nothing half-written to report
+        log.error("interrupted: the records written so far are kept; eval.taubench, eval.m3tooleval and eval.paper "
+                  "go on from them when run again with the same --out")
+        return 130
     return 0
 
 

@@ -153,6 +153,16 @@ def test_ctrl_c_keeps_the_kept_tasks_and_saves_the_funnel_so_far(tmp_path, monke
     assert "stopped: interrupted" in capsys.readouterr().out
 
 
+def test_ctrl_c_while_the_model_loads_exits_130_having_written_nothing(tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents.policy, "load_model_policy", ctrl_c)
+    assert challenge.main(["--domain", "toy", "--out", str(tmp_path / "pool.jsonl")]) == 130
+    assert "interrupted while loading the model: nothing was written" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_parse_errors_say_what_is_missing():
     with pytest.raises(ProposalError, match="one <verifier> section"):
         parse_proposal("<instruction>x</instruction>", "toy", WORLD, "t")

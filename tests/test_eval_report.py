@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -291,3 +292,12 @@ def test_training_plot_draws_the_curves_that_matter_once_each_and_names_the_cons
 
 def test_names_become_folder_names():
     assert report.slug("HuggingFaceTB/SmolLM2-135M-Instruct+adapter 3") == "HuggingFaceTB-SmolLM2-135M-Instruct+adapter-3"
+
+
+def test_ctrl_c_in_an_evaluation_exits_130_saying_what_is_kept(caplog):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    with caplog.at_level(logging.ERROR):
+        assert run(interrupted, []) == 130
+    assert "interrupted: the records written so far are kept" in caplog.text

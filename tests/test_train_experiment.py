@@ -85,3 +85,16 @@ def test_seeds_share_one_held_out_set_and_a_rerun_resumes(tmp_path: Path, capsys
     assert experiment.main(argv) == 0  # both seeds are done: resumed at once, the same summary
     assert json.loads((tmp_path / "exp" / "summary.json").read_text()) == summary
     assert experiment.main(argv + ["--set", "steps=2"]) == 2, "a seed continues only with the config it started with"
+
+
+def test_ctrl_c_exits_130_saying_that_a_rerun_goes_on(tmp_path: Path, monkeypatch, caplog):
+    import train.run
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.run, "train", ctrl_c)
+    with caplog.at_level("ERROR"):
+        assert experiment.main(["--seeds", "0", "--out", str(tmp_path / "exp"), "--set", "domains=[calculation]",
+                                "--set", "heldout_per_domain.calculation=2"]) == 130
+    assert f"run again with the same --out ({tmp_path / 'exp'})" in caplog.text

@@ -205,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ConfigError, EmptyPoolError, ModelNotFoundError, DeviceError) as error:
             log.error("%s", error)
             return 2
+        except KeyboardInterrupt:
+            log.error("the experiment goes on from its runs when this command is run again with the same --out (%s)",
+                      args.out)
+            return 130
         runs[seed], metrics[seed] = scores(run.path), run.read_metrics()
     table, learning = summarize(runs, multi_call_tasks(held)), rl_curves(metrics)
     page = markdown(table, seeds)
