@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.challenge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), help="the domain to write tasks for")
-    parser.add_argument("--out", type=Path, required=True, help="the pool (JSONL) to append kept tasks to")
+    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS,
+                        help="the pool (JSONL) to append kept tasks to")
     parser.add_argument("--n", type=int, default=50, help="kept tasks of this domain wanted in the pool")
     parser.add_argument("--max-proposals", type=int, help=f"stop after this many proposals in this run (default: "
                         f"{PROPOSALS_PER_TASK} per task wanted, about 1.5 min each on a 2-core CPU)")

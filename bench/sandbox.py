@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int], float]:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing of one contender in one round")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="rounds; each rate is the best round")
     parser.add_argument("--workers", type=at_least(1), default=None,
-                        help="pool size of both sandboxes (default: theirs)")
+                        help="pool size of both sandboxes (None: each backend's own)")
     parser.add_argument("--no-docker", action="store_true", help="leave out the docker contenders")
     args = parser.parse_args(argv)
     if not args.seconds > 0:

@@ -42,15 +42,22 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     return 0
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in ``--help``, but for ``None``: an option whose default depends on others
+    (``--out``, ``--k``) says what it is in its own help, and "(default: None)" after that would contradict it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An evaluation command's parser: its docstring's first paragraph as description, defaults in ``--help``."""
-    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=_ShowDefaults)
 
 
-def add_model_flags(parser: argparse.ArgumentParser, batch: str, vectorized: bool = True) -> None:
+def add_model_flags(parser: argparse.ArgumentParser, batch: str, out: str, vectorized: bool = True) -> None:
     """The flags every evaluation shares: the model and adapter, where and how many play side by
-    side (``batch`` says what plays), the seed, the output folder."""
+    side (``batch`` says what plays), the seed, the output folder (``out`` says its default)."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"model: {DEFAULT_MODEL!r} (the embedded SmolLM2-135M-Instruct), a local directory or "
                              "a Hugging Face id in the local cache")
@@ -64,7 +71,7 @@ def add_model_flags(parser: argparse.ArgumentParser, batch: str, vectorized: boo
                             help="sub-envs stepped in this process (sync) or in worker processes (async); the "
                                  "episodes are the same")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampling")
-    parser.add_argument("--out", type=Path, help="output folder (default: under runs/eval/)")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: {out})")
 
 
 def check_batch_size(batch_size: int) -> None:

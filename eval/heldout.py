@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     source.add_argument("--run", type=Path, help="a training run's folder: its adapter on its own held-out split, "
                                                  "with the settings its table used (greedy by default)")
     parser.add_argument("--split", choices=("heldout", "train"), default="heldout", help="with --run: which split")
-    cli.add_model_flags(parser, "episodes")
+    cli.add_model_flags(parser, "episodes", "RUN/eval/heldout-<split> with --run, else runs/eval/heldout/<model>")
     parser.add_argument("--k", type=int, help="Pass@k's k (default 4; with --run 1: one episode per task, as "
                                               "the run's table)")
     parser.add_argument("--n", type=int, help="samples per task (default k; at least k)")

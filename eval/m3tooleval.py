@@ -17,7 +17,8 @@ chat each turn, as upstream's protocol does; upstream's prompt is its own, not o
 - a wrong answer gets upstream's "incorrect, try again" message and the episode goes on;
 - greedy decoding, 512 new tokens a turn (the model's settings here);
 - one JSONL record per task in upstream's fields, appended as it ends, so a run resumes
-  (``OUT/<action mode>.jsonl``; the mode's summary, table and chart in ``OUT/<action mode>/``).
+  (``OUT/<mode>.jsonl`` under upstream's name of the mode, ``code_as_action``, ``json_as_action`` or
+  ``text_as_action``; the mode's summary, table and chart in ``OUT/<mode>/``).
 
 Upstream plays one task at a time. Here several episodes (``--batch-size``) play side by side,
 turn-synchronously (:func:`run_tasks`): each turn, all active episodes generate in one batched
@@ -632,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="at most this many tasks (after --tasks)")
     parser.add_argument("--policy", choices=("model", "oracle"), default="model",
                         help="oracle answers each task's expected output: checks a checkout, no model needed")
-    cli.add_model_flags(parser, "episodes", vectorized=False)
+    cli.add_model_flags(parser, "episodes", "runs/eval/m3tooleval/<model>", vectorized=False)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")

@@ -226,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="cap on the tokens of one message (agent and user)")
     parser.add_argument("--max-steps", type=int, default=taubench.MAX_STEPS,
                         help="a tau-bench conversation's agent steps (upstream: 30)")
-    cli.add_model_flags(parser, "episodes", vectorized=False)
+    cli.add_model_flags(parser, "episodes", "<run>/eval/paper for an adapter inside a training run, else "
+                        "runs/eval/paper/<model>", vectorized=False)
     args = parser.parse_args(argv)
     environments = _environments(args.environments)
     if args.samples < K:

@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--taubench-dir", default=os.environ.get(ENV_VAR),
                         help=f"a tau-bench checkout (default ${ENV_VAR})")
     parser.add_argument("--golden", type=Path, help="a golden file instead of a checkout (data and wiki beside it)")
-    cli.add_model_flags(parser, "conversations")
+    cli.add_model_flags(parser, "conversations", "runs/eval/taubench/<domain>-<split>-<model>")
     parser.add_argument("--user-model", help="the simulated user's model (default: the agent's base model)")
     parser.add_argument("--policy", choices=("model", "gold", "nothing"), default="model",
                         help="gold replays each task's gold actions and nothing ends at once, both with a "

@@ -19,8 +19,6 @@ DOMAINS["toy"] = ToyEnv
 if "Toy-v0" not in gym.registry:
     gym.register(id="Toy-v0", entry_point="toy_domain:ToyEnv")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 
 @pytest.fixture
 def toy_env() -> ToyEnv:

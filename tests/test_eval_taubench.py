@@ -8,26 +8,23 @@ import functools
 import json
 import logging
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.decoding import SamplingSettings
 from agents.policy import ContextLimitExceeded, ModelPolicy, scripted
-from envs.taubench import ENV_VAR, shared_dir
 from envs.user import GREETING, STOP
 from eval import taubench
 from eval.cli import run
 from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of, gold_policy,
                            pass_hat, read_task_file, scripted_user)
 from test_agents_policy import counting_player, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
+from test_taubench_compat import SHARED, needs_shared
 
-SHARED = shared_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
 GOLDEN = ("retail_dev", "retail_train", "airline_test_0_10")
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}: set "
-                                                            f"{ENV_VAR} to a folder holding its data/ and golden/")
+pytestmark = needs_shared
 
 
 @functools.cache

@@ -28,3 +28,13 @@ def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith(f"usage: {COMMANDS[module]} ")
     assert "default" in text, f"{module} --help shows no default"
+    if module.startswith(("eval.", "train.")):  # an option without a default says in its help what it does instead
+        assert "(default: None)" not in text, f"{module} --help says (default: None)"
+
+
+def test_an_evaluations_out_help_says_where_its_results_go_by_default(capsys):
+    with pytest.raises(SystemExit):
+        importlib.import_module("eval.heldout").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--out OUT output folder (default: RUN/eval/heldout-<split> with --run, else runs/eval/heldout/<model>)" \
+        in text

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +18,8 @@ from envs.retail import world as retail_world
 from envs.state import State, fork, make_base, state_hash
 from envs.taubench import upstream_hash
 from envs.tools import Toolset, tool_schema
+from test_taubench_compat import SHARED, needs_shared
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED} (../shared/taubench)")
 
 RETAIL = Toolset.of(retail_tools.TOOLS, upstream=retail_tools.UPSTREAM_PACKAGE)
 AIRLINE = Toolset.of(airline_tools.TOOLS, upstream=airline_tools.UPSTREAM_PACKAGE)

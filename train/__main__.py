@@ -40,10 +40,6 @@ from train.tasks import EmptyPoolError  # noqa: E402
 log = logging.getLogger("train")
 
 
-def _default(spec: dataclasses.Field) -> Any:
-    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``--config``, ``--set KEY=VALUE``, and one ``--key VALUE`` flag per field of
     :class:`TrainConfig`, its help and default taken from the field."""
@@ -55,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"YAML config (default: {DEFAULT_CONFIG}; with --resume, the run's own)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key; a dotted key sets one entry of a mapping (tasks_per_domain.web=8)")
-    keys = parser.add_argument_group("config keys", "each overrides the config file (train/config.py, TrainConfig)")
+    keys = parser.add_argument_group("config keys", f"each overrides the config file (train/config.py, TrainConfig); "
+                                                    f"each default is {DEFAULT_CONFIG.name}'s, what a plain run uses")
+    defaults = load_config()
     for spec in dataclasses.fields(TrainConfig):
         flags = [f"--{spec.name.replace('_', '-')}"] + ([f"--{spec.name}"] if "_" in spec.name else [])
         kind = FIELD_TYPES[spec.name]
         keys.add_argument(*flags, dest=f"key.{spec.name}", default=argparse.SUPPRESS,
                           nargs="?" if kind is bool else None, const="true" if kind is bool else None,
                           metavar=getattr(kind, "__name__", str(kind)).upper(),
-                          help=f"{spec.metadata['help']} (default: {_default(spec)!r})".replace("%", "%%"))
+                          help=f"{spec.metadata['help']} (default: {getattr(defaults, spec.name)!r})".replace("%", "%%"))
     return parser
 
 
