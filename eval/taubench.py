@@ -14,7 +14,10 @@ first (after the agent's greeting), and ends the conversation with ``###STOP###`
 the reward is computed; a message that is not a tool call is said to the user, as is a ``respond``
 call; at most 30 agent steps (a message to the user on the 30th still gets its answer, which may stop
 and score the conversation; one still going then scores 0). Our envs' ``finish`` also ends a
-conversation (upstream answers it "Unknown action finish" and goes on). pass^k over k trials is
+conversation (upstream answers it "Unknown action finish" and goes on), and ``calculate`` refuses
+integer arithmetic past about a million bits with Python's own "int too large to convert to float"
+(``2 ** 2000000 / 2 ** 1999999``, which upstream's ``eval`` answers, and ``9 ** 9 ** 9``, on which
+it would hang; only the observation differs, since ``calculate`` writes nothing). pass^k over k trials is
 upstream's: per task C(c, k) / C(n, k) with c successes in n trials, averaged over tasks.
 Conversations play side by side in a vector env (``--batch-size``, :func:`agents.rollout.play`): each
 round, the users due to speak answer in one batched decode, then the agents due to act. The envs run
