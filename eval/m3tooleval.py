@@ -36,7 +36,7 @@ from a record of what the tools returned (so stateful tools are not called twice
 the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
 draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
 live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]``
-is; empty output becomes upstream's "Did you forget to print?" note; output is cut at 2000
+is (upstream strips the ``Out[n]:``), unless a ``;`` ends the cell; empty output becomes upstream's "Did you forget to print?" note; output is cut at 2000
 characters; a cell may run 30 s. Tool arguments and results cross the boundary as Python literals,
 so tuples and sets survive. Upstream's ``repl`` module (which needs IPython) is therefore never
 imported: a stand-in takes its place.
@@ -233,6 +233,7 @@ import builtins as _builtins
 import contextlib as _contextlib
 import io as _io
 import random as _random
+import tokenize as _tokenize
 import traceback as _traceback
 
 _random.seed(0)
@@ -259,10 +260,22 @@ def _replay(cell, namespace):
             pass
 
 
+def _quiet(cell):
+    # IPython's rule: a cell whose last token, comments and line ends aside, is ";" shows no Out.
+    try:
+        tokens = list(_tokenize.generate_tokens(_io.StringIO(cell).readline))
+    except (_tokenize.TokenError, SyntaxError):
+        return False
+    skipped = (_tokenize.ENDMARKER, _tokenize.NL, _tokenize.NEWLINE, _tokenize.COMMENT)
+    last = next((token for token in reversed(tokens) if token.type not in skipped), None)
+    return last is not None and last.type == _tokenize.OP and last.string == ";"
+
+
 def _live(cell, namespace):
     try:
         tree = _ast.parse(cell, "<cell>")
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], _ast.Expr) else None
+        shown = tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(cell)
+        last = tree.body.pop() if shown else None
         exec(compile(tree, "<cell>", "exec"), namespace)
         if last is not None:
             value = eval(compile(_ast.Expression(last.value), "<cell>", "eval"), namespace)

@@ -97,6 +97,14 @@ def test_code_actions_call_the_tools_and_later_turns_see_earlier_variables(bench
     assert record["is_correct"] and record["n_turns"] == 3
 
 
+@pytest.mark.parametrize("cell, shown", [("add(2, 3);", m3tooleval.NO_OUTPUT), ("add(2, 3);  # quiet", m3tooleval.NO_OUTPUT),
+                                         ("s = add(2, 3)\ns;\n# done\n", m3tooleval.NO_OUTPUT),
+                                         ("print('sum', add(2, 3));", "sum 5\n"), ("add(2, 3)  # ;", "5")])
+def test_a_semicolon_ending_the_cell_hides_its_last_value_as_in_ipython(bench, cell, shown):
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted([action(cell), "Answer: 42"]))
+    assert record["messages"][2]["content"] == shown
+
+
 def test_replayed_cells_do_not_call_a_stateful_tool_again(bench):
     replies = [action("first = take_ticket()\nprint(first)"), action("print(first, take_ticket())"), "Answer: 2"]
     record = run_task(task(bench, "tickets/second_ticket"), bench, "code", scripted(replies))
