@@ -35,9 +35,9 @@ emulated there: earlier cells are replayed silently before the new one, their to
 from a record of what the tools returned (so stateful tools are not called twice), which restores
 the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
 draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
-live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]``
-is (upstream strips the ``Out[n]:``), unless a ``;`` ends the cell; empty output becomes upstream's "Did you forget to print?" note; output is cut at 2000
-characters; a cell may run 30 s. Tool arguments and results cross the boundary as Python literals,
+live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]`` is (upstream
+strips the ``Out[n]:``), unless a ``;`` ends the cell; empty output becomes upstream's "Did you forget
+to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results cross the boundary as Python literals,
 so tuples and sets survive. Upstream's ``repl`` module (which needs IPython) is therefore never
 imported: a stand-in takes its place.
 

@@ -97,7 +97,8 @@ def test_code_actions_call_the_tools_and_later_turns_see_earlier_variables(bench
     assert record["is_correct"] and record["n_turns"] == 3
 
 
-@pytest.mark.parametrize("cell, shown", [("add(2, 3);", m3tooleval.NO_OUTPUT), ("add(2, 3);  # quiet", m3tooleval.NO_OUTPUT),
+@pytest.mark.parametrize("cell, shown", [("add(2, 3);", m3tooleval.NO_OUTPUT),
+                                         ("add(2, 3);  # quiet", m3tooleval.NO_OUTPUT),
                                          ("s = add(2, 3)\ns;\n# done\n", m3tooleval.NO_OUTPUT),
                                          ("print('sum', add(2, 3));", "sum 5\n"), ("add(2, 3)  # ;", "5")])
 def test_a_semicolon_ending_the_cell_hides_its_last_value_as_in_ipython(bench, cell, shown):
