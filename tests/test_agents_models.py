@@ -10,8 +10,8 @@ from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents import models
-from agents.models import (DEFAULT_MODEL, LoraSettings, LoraTargetError, ModelNotFoundError, add_lora, load_adapter, load_model,
-                           load_policy, load_tokenizer, pick_dtype)
+from agents.models import (DEFAULT_MODEL, LoraSettings, LoraTargetError, ModelNotFoundError, add_lora, load_adapter,
+                           load_model, load_policy, load_tokenizer, pick_dtype)
 from agents.packed_linear import PackedLinear
 
 

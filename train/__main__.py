@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         keys.add_argument(*flags, dest=f"key.{spec.name}", default=argparse.SUPPRESS,
                           nargs="?" if kind is bool else None, const="true" if kind is bool else None,
                           metavar=getattr(kind, "__name__", str(kind)).upper(),
-                          help=f"{spec.metadata['help']} (default: {getattr(defaults, spec.name)!r})".replace("%", "%%"))
+                          help=f"{spec.metadata['help']} (default: {getattr(defaults, spec.name)!r})"
+                          .replace("%", "%%"))
     return parser
 
 
