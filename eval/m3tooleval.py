@@ -38,8 +38,8 @@ draws what it drew live (and calls the tools it called), and the new cell goes o
 live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]`` is (upstream
 strips the ``Out[n]:``), unless a ``;`` ends the cell; empty output becomes upstream's "Did you forget
 to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results
-cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module (which needs IPython) is therefore never
-imported: a stand-in takes its place.
+cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module (which
+needs IPython) is therefore never imported: a stand-in takes its place.
 
 Upstream's tools themselves run in this process, as upstream runs them; two of them (the
 ``calculator`` of trade_calculator and web_browsing) ``eval`` the expression they are given, so run
