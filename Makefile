@@ -50,7 +50,7 @@ tasks: $(INSTALLED)
 	done
 
 # Every benchmark in bench/, each ratio against a baseline run side by side: quick sizes by default
-# (about 8 minutes on 2 cores), FULL=1 the long versions; DEVICE=cpu|cuda for the model benchmarks.
+# (about 8 minutes on 2 cores), FULL=1 the long versions; DEVICE=auto|cpu|cuda for the model benchmarks.
 bench: $(BENCH_INSTALLED)
 	$(PY) -m bench $(if $(FULL),--full) $(if $(DEVICE),--device $(DEVICE))
 

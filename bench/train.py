@@ -1,6 +1,6 @@
 """Our RL step (rollout + GRPO update) against TRL's ``GRPOTrainer``, side by side on one workload.
 
-    python -m bench.train [--device cpu|cuda] [--full] [--rounds N] [--steps N] [--prompts short|calculation]
+    python -m bench.train [--device auto|cpu|cuda] [--full] [--rounds N] [--steps N] [--prompts short|calculation]
 
 Both train the same model (the default SmolLM2-135M-Instruct, or ``--model``) with the same LoRA
 adapter (rank 16 on q/k/v/o), on the same 4 prompts x 4 generations a step, up to 64 new tokens at

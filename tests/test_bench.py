@@ -128,6 +128,24 @@ def test_python_m_bench_gives_the_model_and_device_to_the_model_benchmarks_alone
     assert rollout[rollout.index("--model") + 1] == "some/model" and rollout[rollout.index("--device") + 1] == "cpu"
 
 
+def test_device_auto_is_the_device_torch_has_as_the_hint_of_a_refused_cuda_says(monkeypatch, capsys):
+    import torch
+    from agents.models import DeviceError, pick_device
+    commands = []
+    monkeypatch.setattr(bench_main, "relay", lambda command, what: (commands.append(command), (0, ""))[1])
+    assert bench_main.main(["--device", "auto", "--only", "rollout"]) == 0
+    has = "cuda" if torch.cuda.is_available() else "cpu"
+    assert commands[0][commands[0].index("--device") + 1] == has
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="or auto"):
+        pick_device("cuda")
+    assert bench_main.main(["--device", "auto", "--only", "rollout"]) == 0
+    assert commands[1][commands[1].index("--device") + 1] == "cpu"
+    with pytest.raises(SystemExit) as exit_:
+        bench_main.main(["--device", "gpu"])
+    assert exit_.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("line, is_ratio", [
     ("ratio     3.35x  (target >= 1.5x); replies that agree: 32 of 32", True),
     ("    local / naive           12.0x (1 caller)   11.9x (2 callers)   target >= 10x", True),
