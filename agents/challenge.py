@@ -89,14 +89,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m agents.challenge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), help="the domain to write tasks for")
+    parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), default=argparse.SUPPRESS,
+                        help="the domain to write tasks for")
     parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS,
                         help="the pool (JSONL) to append kept tasks to")
     parser.add_argument("--n", type=int, default=50, help="kept tasks of this domain wanted in the pool")
-    parser.add_argument("--max-proposals", type=int, help=f"stop after this many proposals in this run (default: "
-                        f"{PROPOSALS_PER_TASK} per task wanted, about 1.5 min each on a 2-core CPU)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local directory (default: the embedded "
-                                                               "SmolLM2-135M-Instruct)")
+    parser.add_argument("--max-proposals", type=int, default=argparse.SUPPRESS,
+                        help=f"stop after this many proposals in this run (default: {PROPOSALS_PER_TASK} per task "
+                        "wanted, about 1.5 min each on a 2-core CPU)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"HF model id or local directory ({DEFAULT_MODEL!r}: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--adapter", help="a challenger LoRA adapter directory (peft format)")
     parser.add_argument("--batch-size", type=int, default=4, help="challenger episodes generated together (the "
                         "funnel and the ETA update after each batch)")
@@ -108,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and the sampler")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ..., or auto: the GPU if there is one")
     args = parser.parse_args(argv)
-    if args.max_proposals is None:
-        args.max_proposals = PROPOSALS_PER_TASK * max(args.n, 1)
+    args.max_proposals = getattr(args, "max_proposals", PROPOSALS_PER_TASK * max(args.n, 1))
     if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1:
         parser.error("--n, --max-proposals and --batch-size must be positive")
     try:

@@ -43,11 +43,13 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's default in ``--help``, but for ``None``: an option whose default depends on others
-    (``--out``, ``--k``) says what it is in its own help, and "(default: None)" after that would contradict it."""
+    """Each option's default in ``--help``, but for ``None`` or where the help already names it: an option
+    whose default depends on others (``--out``, ``--k``) says what it is in its own help, and a second
+    "(default: ...)" after that would contradict it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
+        says_it = action.default is None or "(default: " in (action.help or "")
+        return action.help if says_it else super()._get_help_string(action)
 
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:

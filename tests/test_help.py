@@ -4,6 +4,7 @@ what a run will do before starting one."""
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
@@ -30,6 +31,8 @@ def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys):
     assert "default" in text, f"{module} --help shows no default"
     if module.startswith(("eval.", "train.")):  # an option without a default says in its help what it does instead
         assert "(default: None)" not in text, f"{module} --help says (default: None)"
+    twice = re.search(r"\(default: [^()]*\) \(default: [^()]*\)", text)
+    assert not twice, f"{module} --help gives an option two defaults: {twice and twice.group()}"
 
 
 def test_an_evaluations_out_help_says_where_its_results_go_by_default(capsys):
