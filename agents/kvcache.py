@@ -330,8 +330,12 @@ def _captured(forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]
         forward()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        output = forward()
+    before = torch.cuda.current_stream()
+    try:
+        with torch.cuda.graph(graph):
+            output = forward()
+    finally:  # a failed capture leaves torch's capture stream current (its __exit__ raises before restoring it)
+        torch.cuda.set_stream(before)
 
     def replay() -> torch.Tensor:
         graph.replay()

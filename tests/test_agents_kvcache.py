@@ -155,6 +155,40 @@ def test_a_model_whose_decode_step_cannot_be_captured_is_warned_of_once_and_deco
     assert kvcache._replayable(forward, tiny_model(), cuda, graphs=True) is forward and len(tried) == 2  # per model
 
 
+def test_a_failed_capture_leaves_the_stream_that_was_current_before_it(monkeypatch):
+    """torch's graph context makes its capture stream current and, when the capture fails, raises from
+    capture_end before it restores the stream: the rest of the process would run on the capture stream."""
+
+    class Stream:
+        def __init__(self, name: str = "side"):
+            self.name = name
+
+        def wait_stream(self, other: Stream) -> None:
+            pass
+
+    current = [Stream("default")]
+
+    class Graph:  # torch.cuda.graph's order of calls, on a capture that a host sync broke
+        def __init__(self, cuda_graph):
+            pass
+
+        def __enter__(self):
+            current[0] = Stream("capture")
+
+        def __exit__(self, *exc):
+            raise RuntimeError("operation failed due to a previous error during capture")  # from capture_end
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: current.__setitem__(0, stream))
+    monkeypatch.setattr(torch.cuda, "stream", lambda _: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", Graph)
+    with pytest.raises(RuntimeError, match="during capture"):
+        kvcache._captured(lambda: torch.zeros(1))
+    assert current[0].name == "default"
+
+
 @torch.inference_mode()
 def test_a_prompt_every_row_shares_is_held_once_and_decodes_as_a_copy_per_row_does(monkeypatch):
     monkeypatch.setattr(kvcache, "HOLD_ONCE_FROM", 10)  # 2 copies of 5 tokens saved
