@@ -19,17 +19,21 @@ order of what matters most, each timed with the GPU's utilisation (nvidia-smi, s
    rollout and update tokens per second of its RL steps, each stage's seconds and peak memory.
 3. **bench**: ``python -m bench`` (every benchmark, quick sizes) on the ``--shape`` model: each ratio.
 
-A phase that fails is reported and the next still runs (exit code 1 at the end). ``--out`` gets
-``summary.md`` (what is printed at the end), ``profile.txt`` and each phase's log.
+Before any phase, a python that lacks what setup.cfg requires (the image's transformers 5.17: no pack's
+wheels) ends the check with exit code 2, and each carried package's unmet requirement heads the summary
+("unmet: ..."). A phase that fails is reported and the next still runs (exit code 1 at the end).
+``--out`` gets ``summary.md`` (what is printed at the end), ``profile.txt`` and each phase's log.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import importlib.metadata
 import json
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from bench import LOG_FORMAT, add_argument_device, at_least
 from bench.__main__ import BENCHMARKS, relay
@@ -63,11 +69,16 @@ SHAPES: dict[str, dict[str, Any]] = {
 """Llama shapes by name: SmolLM2's (vocabulary from the tokenizer, 8,192 positions, tied embeddings)."""
 
 CARRIED = ("transformers", "huggingface_hub", "httpx2", "httpcore2", "h11", "truststore", "anyio", "idna", "click",
-           "regex", "peft", "gymnasium", "farama_notifications", "trl", "datasets", "dill", "multiprocess")
+           "regex", "peft", "gymnasium", "farama_notifications", "trl", "datasets", "dill", "multiprocess", "gguf")
 """What the lending workplace's GPU image lacks, or has below what we need, carried at the versions installed
 here. Its package list (KINDS.md there) has torch 2.11, accelerate 1.15, tokenizers 0.23, pandas and pyarrow,
 but transformers 5.17 (we need 5.24) with huggingface_hub 1.33 (transformers 5.24 needs 2.4, which needs
-httpx2 and newer click, anyio and idna), peft of a version not recorded, and no gymnasium, trl or datasets."""
+httpx2 and newer click, anyio and idna), peft of a version not recorded, and no gymnasium, trl, datasets or
+gguf (setup.cfg requires it, for the embedded model's file; the check, which starts by checking setup.cfg's
+requirements, loads none)."""
+
+SETUP_CFG = Path(__file__).resolve().parents[1] / "setup.cfg"
+"""Where the project's requirements are: a GPU machine runs the check from a checkout, not installed."""
 
 CPU_TRAINING = ("steps=1", "tasks_per_step=2", "group_size=2", "max_new_tokens=16", "max_turns=1",
                 "micro_batch_tokens=4096", "tasks_per_domain={calculation: 4, web: 4}",
@@ -158,6 +169,42 @@ class Check:
                 lines.append(f"- **FAILED**: {done.error}")
             lines.append("")
         return "\n".join(lines)
+
+
+def project_requirements() -> list[Requirement]:
+    """setup.cfg's ``install_requires``: the versions the code needs."""
+    config = configparser.ConfigParser()
+    config.read(SETUP_CFG)
+    lines = (line.strip() for line in config["options"]["install_requires"].splitlines())
+    return [Requirement(line) for line in lines if line and not line.startswith("#")]
+
+
+def declared_requirements(names: Sequence[str]) -> list[Requirement]:
+    """What the installed packages ``names`` declare they need, extras aside (a package not installed
+    is left to :func:`unmet`, by its own name)."""
+    found = []
+    for name in names:
+        try:
+            lines = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            found.append(Requirement(name))
+            continue
+        found += [r for r in map(Requirement, lines) if r.marker is None or r.marker.evaluate({"extra": ""})]
+    return found
+
+
+def unmet(requirements: Sequence[Requirement]) -> list[str]:
+    """Each of ``requirements`` that this python's packages miss, with what is installed instead."""
+    problems = []
+    for requirement in requirements:
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{requirement}: not installed")
+            continue
+        if not requirement.specifier.contains(Version(installed).base_version, prereleases=True):
+            problems.append(f"{requirement}: {installed} installed")
+    return problems
 
 
 def build_model(shape: str, tokenizer: Any, device: torch.device) -> torch.nn.Module:
@@ -361,12 +408,16 @@ def pack(folder: Path, python_version: str, wheels: bool) -> None:
         return
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in CARRIED]
     platforms = [part for platform in PLATFORMS for part in ("--platform", platform)]
+    fresh = folder / "wheels.partial"
+    shutil.rmtree(fresh, ignore_errors=True)
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                            "--python-version", python_version, "--implementation", "cp", *platforms,
-                           "--dest", str(folder / "wheels"), *pinned])
+                           "--dest", str(fresh), *pinned])
     if done.returncode:
         raise SystemExit(f"pip download failed (exit code {done.returncode}; its message is above): --pack fetches "
                          f"{len(pinned)} wheels from the package index, and --no-wheels writes the tokenizer alone")
+    shutil.rmtree(folder / "wheels", ignore_errors=True)  # an earlier pack's versions beside these: pip installs none
+    fresh.rename(folder / "wheels")
     log.info("saved %d wheels to %s: %s", len(pinned), folder / "wheels", " ".join(pinned))
 
 
@@ -412,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: torch sees no GPU here")
+    missing = unmet(project_requirements())
+    if missing:  # transformers 5.17 decodes, then fails the train phase minutes later
+        parser.error(f"this python lacks what the code needs ({'; '.join(missing)}): on a GPU machine, run "
+                     "bench/gpu_check.sh with a pack that holds wheels (python -m bench.gpu_check --pack DIR)")
+    carried = [f"unmet: {line}" for line in unmet(declared_requirements(CARRIED))]
+    for line in carried:  # a phase that imports such a package may fail; the others still run
+        log.warning("%s", line)
     big = args.device == "cuda"
     settings = [*(CPU_TRAINING if not big else ()), *args.train_set]
     if "train" not in args.skip:  # a bad key must not wait for the decode phase's minutes of GPU time
@@ -428,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device)
     tokenizer = load_tokenizer(args.tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
-    check = Check(args.out, machine(device))
+    check = Check(args.out, [*machine(device), *carried])
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
         work = Path(folder)
         if "decode" not in args.skip:

@@ -76,6 +76,45 @@ def test_a_bad_flag_exits_2_before_any_phase_spends_gpu_time(argv, problem, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_python_below_setup_cfgs_requirements_exits_2_before_any_phase(monkeypatch, tmp_path, capsys):
+    from bench import gpu_check
+    setup_cfg = tmp_path / "setup.cfg"
+    setup_cfg.write_text("[options]\ninstall_requires =\n    torch>=2.6\n    transformers>=99\n")
+    monkeypatch.setattr(gpu_check, "SETUP_CFG", setup_cfg)
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--device", "cpu", "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "transformers>=99: " in error and "--pack" in error and "torch" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_carried_package_missing_is_named_at_the_top_of_the_summary(monkeypatch, tmp_path, capsys):
+    from bench import gpu_check
+    monkeypatch.setattr(gpu_check, "CARRIED", ("peft", "no-such-carried-package"))
+    assert gpu_check.main(["--device", "cpu", "--skip", "decode", "train", "bench", "--out", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    header = summary[:summary.index("unmet: ")]
+    assert header.startswith("\n# GPU check\n\nCPU; torch ") and "##" not in header
+    assert summary.count("unmet: ") == 1 and "unmet: no-such-carried-package: not installed\n" in summary
+
+
+def test_a_pack_made_again_holds_only_the_new_wheels(monkeypatch, tmp_path):
+    from bench import gpu_check
+    versions = iter(["1.0", "2.0"])
+
+    def download(command, **_):
+        dest = Path(command[command.index("--dest") + 1])
+        dest.mkdir(parents=True)
+        (dest / f"peft-{next(versions)}-py3-none-any.whl").write_bytes(b"")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", download)
+    for _ in range(2):
+        gpu_check.pack(tmp_path / "pack", "3.12", wheels=True)
+    assert sorted(p.name for p in (tmp_path / "pack" / "wheels").iterdir()) == ["peft-2.0-py3-none-any.whl"]
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["tokenizer", "wheels"]
+
+
 def test_the_script_without_a_pack_says_how_to_make_one(tmp_path):
     done = run(str(tmp_path))
     assert done.returncode == 2
