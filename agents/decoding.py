@@ -96,10 +96,12 @@ def generate_turn(batch: KVBatch, logits: torch.Tensor, settings: SamplingSettin
     with batch.fixed_width(settings.max_new_tokens - 1, settings.cuda_graphs) as step:
         while any(running):
             live = [row for row in range(rows) if running[row]]
-            drawn, drawn_logp = sample(logits[live], settings, generator)
+            drawn, drawn_logp = sample(logits if len(live) == rows else logits[live], settings, generator)
             steps += 1
             feed = [[] for _ in range(rows)]
-            for row, token, logp in zip(live, drawn.tolist(), drawn_logp.tolist()):
+            drawn_both = torch.stack([drawn.double(), drawn_logp.double()], 1).tolist()  # one wait for the GPU a step
+            for row, (token, logp) in zip(live, drawn_both):
+                token = int(token)
                 tokens[row].append(token)
                 logprobs[row].append(logp)
                 feed[row] = [token]
