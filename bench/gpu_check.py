@@ -402,6 +402,10 @@ def pack(folder: Path, python_version: str, wheels: bool) -> None:
     for ``python_version`` on x86-64 Linux (``pip download``: needs the network)."""
     from agents.models import load_tokenizer
 
+    absent = unmet([Requirement(name) for name in CARRIED]) if wheels else []
+    if absent:
+        raise SystemExit(f"--pack carries this install's versions, but it lacks {', '.join(absent)}: install the "
+                         "benchmarks' packages first (make .venv/.installed-bench, or pip install -e '.[bench]')")
     load_tokenizer().save_pretrained(folder / "tokenizer")
     log.info("saved the tokenizer to %s", folder / "tokenizer")
     if not wheels:

@@ -109,10 +109,19 @@ def test_a_pack_made_again_holds_only_the_new_wheels(monkeypatch, tmp_path):
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(gpu_check.subprocess, "run", download)
+    monkeypatch.setattr(gpu_check, "CARRIED", ("peft",))  # installed by make test too (trl only for the benchmarks)
     for _ in range(2):
         gpu_check.pack(tmp_path / "pack", "3.12", wheels=True)
     assert sorted(p.name for p in (tmp_path / "pack" / "wheels").iterdir()) == ["peft-2.0-py3-none-any.whl"]
     assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["tokenizer", "wheels"]
+
+
+def test_a_pack_from_an_install_without_a_carried_package_says_what_to_install(monkeypatch, tmp_path):
+    from bench import gpu_check
+    monkeypatch.setattr(gpu_check, "CARRIED", ("peft", "no-such-carried-package"))
+    with pytest.raises(SystemExit, match=r"lacks no-such-carried-package: not installed: install the benchmarks'"):
+        gpu_check.pack(tmp_path / "pack", "3.12", wheels=True)
+    assert not (tmp_path / "pack").exists()
 
 
 def test_the_script_without_a_pack_says_how_to_make_one(tmp_path):
