@@ -434,7 +434,6 @@ def machine(device: torch.device) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_argument_device(parser, "where the models run (auto: the GPU when there is one)")
@@ -465,8 +464,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pack:
         pack(args.pack, args.python_version, wheels=not args.no_wheels)
         return 0
-    if args.device == "cuda" and not cuda:
-        parser.error("--device cuda: torch sees no GPU here")
+    from agents.models import DeviceError, load_tokenizer, pick_device
+
+    try:
+        device = pick_device(args.device)
+    except DeviceError as error:
+        parser.error(str(error))
     missing = unmet(project_requirements())
     if missing:  # transformers 5.17 decodes, then fails the train phase minutes later
         parser.error(f"this python lacks what the code needs ({'; '.join(missing)}): on a GPU machine, run "
@@ -485,9 +488,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = getattr(args, "shape", "smollm2-135m" if big else "tiny")
     batch, new_tokens = getattr(args, "batch", 32 if big else 4), getattr(args, "new_tokens", 256 if big else 16)
 
-    from agents.models import load_tokenizer
-
-    device = torch.device(args.device)
     tokenizer = load_tokenizer(args.tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     check = Check(args.out, [*machine(device), *carried])
