@@ -1,19 +1,26 @@
 """The KV cache of growing chats: appends in place hold what ``torch.cat`` would, a row cut out of one
-batch and resumed in another continues exactly, and the prefix store finds the longest stored start."""
+batch and resumed in another continues exactly, the prefix store finds the longest stored start, and a
+fixed-width decode step decodes what extending did and exchanges nothing with the host (on the meta
+device), so that a GPU can capture it as a CUDA graph."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
 
 from agents import attention, kvcache
 from agents.decoding import SamplingSettings, generate_turn
 from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
+from agents.models import add_lora
 
 
 def test_in_place_appends_hold_what_concatenation_holds_through_row_selection_and_repeats():
@@ -187,6 +194,101 @@ def test_a_failed_capture_leaves_the_stream_that_was_current_before_it(monkeypat
     with pytest.raises(RuntimeError, match="during capture"):
         kvcache._captured(lambda: torch.zeros(1))
     assert current[0].name == "default"
+
+
+ANSWERS = {torch.ops.aten._local_scalar_dense.default: 1, torch.ops.aten.item.default: 1,
+           torch.ops.aten.is_nonzero.default: True}
+"""Ops that read one value back to the host (``.item()``, ``bool``), and what :func:`host_traffic` answers on meta."""
+READS = (*ANSWERS, torch.ops.aten.nonzero.default, torch.ops.aten.equal.default)
+"""Ops that read values back to the host (the last two, a shape or a verdict that depends on the data)."""
+COPIES = (torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default)
+
+
+class _ReadsAndHostOperands(TorchDispatchMode):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in READS:
+            self.seen.append(f"{func} reads a value back")
+            if func in ANSWERS and args[0].device.type == "meta":
+                return ANSWERS[func]
+        host = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.device.type == "cpu"]
+        if any(t.dim() or func in COPIES for t in host):  # a 0-dim operand of another op goes to the kernel as a scalar
+            self.seen.append(f"{func} takes a host tensor")
+        return func(*args, **kwargs)
+
+
+class _HostData(TorchFunctionMode):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        device = (kwargs or {}).get("device")
+        if func in (torch.tensor, torch.as_tensor) and device is not None and torch.device(device).type != "cpu":
+            self.seen.append(f"torch.{func.__name__} copies host data to {device}")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def host_traffic() -> Iterator[list[str]]:
+    """What the code run inside would exchange with the host on a device: a value read back (``.item()``,
+    ``bool``, a shape that depends on data), a tensor built from host data, a host tensor fed to an op.
+    Each waits for the GPU or copies from pageable memory, and CUDA graph capture fails on either, so
+    the decode step it captures must do none. A value read from a meta tensor (which has none) is
+    answered, so that code reading one outside the captured step can run on meta."""
+    seen: list[str] = []
+    with _HostData(seen), _ReadsAndHostOperands(seen):
+        yield seen
+
+
+@pytest.mark.parametrize("attention_name, lora", [("sdpa", False), (attention.NAME, False), (attention.NAME, True)])
+def test_a_fixed_width_step_exchanges_nothing_with_the_host_so_it_can_be_captured(monkeypatch, attention_name, lora):
+    """On the meta device (shapes without data, and a device other than the CPU, so transformers and
+    our attention take their GPU branches) every step's forward pass runs under :func:`host_traffic`:
+    what it would capture as a CUDA graph on a GPU, with and without a prompt held once, with LoRA."""
+    monkeypatch.setattr(kvcache, "HOLD_ONCE_FROM", 4)
+    captured: list[list[str]] = []
+
+    def watched(forward, model, device, graphs):
+        def run() -> torch.Tensor:
+            with host_traffic() as seen:
+                out = forward()
+            captured.append(seen)
+            return out
+        return run
+
+    monkeypatch.setattr(kvcache, "_replayable", watched)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config).eval()
+    model.set_attn_implementation(attention_name)
+    if lora:
+        model = add_lora(model)
+    with torch.inference_mode(), host_traffic():  # a prefill may read values back (it is not captured)
+        batch = KVBatch(model, pad_id=0)
+        batch.prefill([[5, 6, 7, 8, 9], [5, 6, 7, 10], [5, 6, 7, 11, 12, 13]])
+    assert (batch.shared is not None) == (attention_name == attention.NAME)
+    with torch.inference_mode(), batch.fixed_width(4) as step:
+        for chunks in ([[8], [9], [10]], [[8], [], [10]], [[8], [9], []]):
+            assert step(chunks).shape == (3, 128)
+    assert len(captured) == 3
+    assert captured == [[], [], []]
+
+
+def test_host_traffic_sees_a_read_back_a_host_operand_and_host_data_but_not_a_scalar():
+    x = torch.ones(2, 3, device="meta")
+    with host_traffic() as seen:
+        assert bool(x.sum())  # answered: meta tensors hold no value
+        x.add_(torch.ones(3))
+        x.add_(torch.tensor(1.0))  # a 0-dim operand goes to the kernel as a scalar: no copy
+        torch.tensor([1, 2], device="meta")
+    assert len(seen) == 3
+    assert "reads a value back" in seen[0] and "takes a host tensor" in seen[1] and "copies host data" in seen[2]
 
 
 @torch.inference_mode()
