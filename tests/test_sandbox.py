@@ -130,6 +130,32 @@ def test_exception_names_its_type_and_line(sandbox: Sandbox) -> None:
     assert "KeyError" in result.message and "line 3" in result.message
 
 
+def test_code_the_compiler_cannot_hold_is_a_syntax_error(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    return " + "-" * 200_000 + "1\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "syntax"), result
+    assert "cannot be compiled" in result.message
+
+
+def test_an_error_text_with_a_lone_surrogate_reaches_the_host_escaped(sandbox: Sandbox) -> None:
+    result = sandbox.verify("def verify(state, answer):\n    raise ValueError('\\ud800 boom')\n", {}, "x")
+    assert (result.status, result.kind) == ("error", "exception")
+    assert "\\ud800 boom" in result.message and result.message.encode("utf-8")
+
+
+@pytest.mark.parametrize("verdict", ['"ok"', '{"status": "ok"}', "[" * 980 + "]" * 980])
+def test_a_verdict_sent_as_json_is_a_protocol_error_and_costs_no_worker(sandbox: Sandbox, verdict: str) -> None:
+    """A verdict comes only as its byte: sent as JSON (any value, nested past what the host's parser
+    takes), it is a malformed result, not a status passed through or a lost worker."""
+    message = '{"verdict": ' + verdict + "}"
+    source = ("import os\ndef verify(state, answer):\n"
+              f"    for fd in range(3, 64):\n        try:\n            os.write(fd, {message!r}.encode())\n"
+              "        except OSError:\n            pass\n    os._exit(0)\n")
+    workers = set(sandbox.host_pids())
+    result = sandbox.verify(source, {}, "x")
+    assert (result.status, result.kind) == ("error", "protocol"), result
+    assert set(sandbox.host_pids()) == workers
+
+
 def test_state_hash_helper_matches_the_parent(sandbox: Sandbox) -> None:
     state = {"n": 1, "items": [1, 2]}
     source = f"def verify(state, answer):\n    return state_hash() == {state_hash(state)!r}\n"

@@ -480,6 +480,8 @@ def run_child(job, remote):
         code = compile(job["source"], "<sandbox>", "exec")
     except SyntaxError as exc:
         return _error("syntax", f"SyntaxError: {exc.msg} (line {exc.lineno})")
+    except (ValueError, RecursionError, MemoryError) as exc:  # a null byte; nesting past what the compiler holds
+        return _error("syntax", f"{type(exc).__name__}: the code cannot be compiled ({str(exc)[:200]})")
     if job["kind"] == "verify":
         helpers = job.get("helpers", {})
         try:  # the readers every verifier is given (the parent's envs/sandbox/verifier_helpers.py)
@@ -569,11 +571,19 @@ def _timeout(wall):
 
 def _checked(result):
     """An error a job reported, as the parent may see it: it comes from untrusted code, so only an
-    error status and bounded text pass (success comes only as a verdict byte)."""
+    error status and bounded text pass (success comes only as a verdict byte), the text as valid
+    Unicode (a lone surrogate, as from ``raise ValueError("\\ud800")``, as its escape: UTF-8 has none)."""
     if not isinstance(result, dict) or result.get("status") not in ERROR_STATUSES:
         return _error("protocol", "the code sent the sandbox a malformed result")
-    return {"status": result["status"], "kind": str(result.get("kind", ""))[:MAX_TEXT],
-            "message": str(result.get("message", ""))[:MAX_TEXT]}
+    kind, message = result.get("kind", ""), result.get("message", "")
+    if not isinstance(kind, str) or not isinstance(message, str):
+        return _error("protocol", "the code sent the sandbox a malformed result")
+    return {"status": result["status"], "kind": _valid_text(kind), "message": _valid_text(message)}
+
+
+def _valid_text(text):
+    """``text`` cut to ``MAX_TEXT`` characters, with its lone surrogates escaped."""
+    return text[:MAX_TEXT].encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_TEXT]
 
 
 def _depth(value):
@@ -673,7 +683,9 @@ class Child:
             message = json.loads(data)
         except (ValueError, RecursionError):
             return {"done": None}
-        return message if isinstance(message, dict) else {"done": None}
+        if not isinstance(message, dict) or "verdict" in message:  # a verdict comes only as its byte
+            return {"done": None}
+        return message
 
     def run(self, inp, out):
         """Serve the job the child reads; None when no job came (the parent closed stdin)."""
