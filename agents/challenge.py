@@ -69,7 +69,8 @@ class Funnel:
         lines = [f"{stage:16s} {self.reached[stage]:6d}  {100 * self.reached[stage] / total:5.1f}%" for stage in STAGES]
         for reason, count in self.reasons.most_common(top):
             example = self.examples.get(reason, {})
-            lines.append(f"  stopped: {reason} {count}" + (f" ({example['detail'][:160]})" if example.get("detail") else ""))
+            detail = example.get("detail")  # escaped: text from the model and its code
+            lines.append(f"  stopped: {reason} {count}" + (f" ({detail[:160]!r})" if detail else ""))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

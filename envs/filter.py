@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, report, verdicts = filter_tasks(list(tasks))
     for task, v in zip(tasks, verdicts):
         if not v.kept:
-            print(f"rejected {task.id}: {v.reason}: {v.detail}")
+            print(f"rejected {task.id!r}: {v.reason}: {v.detail!r}")  # escaped: text from the model and its code
     print(report)
     if args.out:
         new = [t for t in kept if t.id not in held]

@@ -99,21 +99,26 @@ def test_batch_report_counts_every_reason_and_stamps_kept_tasks():
 
 def test_command_line_filters_a_pool_and_exits_2_on_a_bad_record(tmp_path):
     pool = tmp_path / "pool.jsonl"
-    append_pool(pool, [SOUND, CASES["lenient_verifier"]])
+    # a verifier's error text that UTF-8 cannot hold (a lone surrogate) and that would draw its own report lines
+    forger = copy_task(id="forger\n", verifier="def verify(state, answer):\n"
+                                                 "    raise ValueError('\\ud800\\x1b[2J\\nkept 3 of 3')\n")
+    append_pool(pool, [SOUND, CASES["lenient_verifier"], forger])
     out = tmp_path / "kept.jsonl"
     # the toy domain is registered by tests/conftest.py; run through a small shim that does the same
     shim = ("import sys; sys.path.insert(0, 'tests'); import conftest; "
             "from envs.filter import main; raise SystemExit(main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", shim, str(pool), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "kept 1 of 2" in done.stdout and "rejected lenient: lenient_verifier" in done.stdout
+    assert "kept 1 of 3" in done.stdout and "rejected 'lenient': lenient_verifier" in done.stdout
+    assert "rejected 'forger\\n': verifier_error:" in done.stdout
+    assert "\x1b" not in done.stdout and "kept 3 of 3" not in done.stdout.splitlines()
     assert out.read_text().count("\n") == 1
     with open(pool, "a") as f:
         f.write('{"id": "x", "domain": "toy"}\n')
     append_pool(pool, [SOUND])
     done = subprocess.run([sys.executable, "-c", shim, str(pool)], capture_output=True, text=True)
     assert done.returncode == 2
-    assert "pool.jsonl:3: world: is missing" in done.stderr
+    assert "pool.jsonl:4: world: is missing" in done.stderr
 
 
 @pytest.mark.parametrize("bad_line, message", [
