@@ -175,12 +175,15 @@ class ToolEnv(gym.Env[str, str]):
     # ---------------------------------------------------------------- gymnasium API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Draw a task (``options={"task_id": …}`` picks one, ``{"task": CaT}`` brings one)."""
+        """Draw a task (``options={"task_id": …}`` picks one, ``{"task": CaT}`` brings one of this domain)."""
         super().reset(seed=seed)
         options = options or {}
         if "task" in options:
             task = options["task"]
-            self.task = task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task)
+            task = task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task)
+            if task.domain != self.domain:  # its verifier reads another world
+                raise ValueError(f"{self.domain} env got task {task.id!r} of domain {task.domain!r}")
+            self.task = task
         elif "task_id" in options:
             if options["task_id"] not in self._by_id:
                 raise KeyError(f"no task {options['task_id']!r} in this {self.domain} pool")

@@ -74,6 +74,22 @@ def test_code_action_errors_come_back_as_text(toy_env):
     assert not terminated and "code_error" in info
 
 
+@pytest.mark.parametrize("code", ["finish('note 2', answer='note 1')", "get_note('k1', key='k1')"])
+def test_code_action_giving_an_argument_twice_is_a_type_error_as_in_python(toy_env, code):
+    toy_env.reset(seed=0)
+    obs, _, terminated, _, info = toy_env.step(f"```python\n{code}\n```")
+    assert "TypeError" in obs and "multiple values for argument" in obs
+    assert not terminated and "code_error" in info
+
+
+def test_a_task_of_another_domain_is_refused_at_reset(toy_env):
+    foreign = copy_task(id="elsewhere", domain="calculation")
+    with pytest.raises(ValueError, match="of domain 'calculation'"):
+        toy_env.reset(options={"task": foreign})
+    with pytest.raises(ValueError, match="of domain 'calculation'"):
+        toy_env.reset(options={"task": foreign.to_json()})
+
+
 def test_step_after_the_end_is_an_error_observation(toy_env):
     toy_env.reset(seed=0)
     toy_env.step(FINISH)

@@ -444,6 +444,9 @@ def _tool_function(remote, name, params):
     def call(*args, **kwargs):
         if len(args) > len(params):
             raise TypeError(f"{name}() takes {len(params)} positional arguments, got {len(args)}")
+        for param in params[:len(args)]:
+            if param in kwargs:
+                raise TypeError(f"{name}() got multiple values for argument '{param}'")
         kwargs.update(zip(params, args))
         return remote.ask({"op": "tool", "name": name, "arguments": kwargs})
     call.__name__ = name
