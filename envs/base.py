@@ -222,8 +222,7 @@ class ToolEnv(gym.Env[str, str]):
         self.transcript.append(("tool", observation))
         reward = 0.0
         if terminated or truncated:
-            self._done = True
-            result = self.verify()
+            result = self.end()
             reward = 1.0 if result.status == "ok" else 0.0
             info["verifier"] = {"status": result.status, "kind": result.kind, "message": result.message}
         info.update(self._info())
@@ -302,6 +301,12 @@ class ToolEnv(gym.Env[str, str]):
         except ValueError as exc:
             return RunResult("error", kind="state", message=f"the final state cannot be serialised: {exc}")
 
+    def end(self) -> RunResult:
+        """End the episode and verify it: every later step is an error until :meth:`reset`. The env's
+        own end, a replay's, and a wrapper's (a simulated user who stops the conversation)."""
+        self._done = True
+        return self.verify()
+
     def replay(self, task: CodeAsTask, attempt: Attempt) -> tuple[RunResult, list[str], list[str]]:
         """Play ``attempt`` on a fresh state of ``task``'s world and verify the end.
 
@@ -319,5 +324,4 @@ class ToolEnv(gym.Env[str, str]):
             if ended:
                 break
         self._said.append(attempt.answer)
-        self._done = True
-        return self.verify(), observations, problems
+        return self.end(), observations, problems

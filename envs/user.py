@@ -37,8 +37,8 @@ def said_to_user(text: str) -> tuple[str, str | None]:
     """The action to step the env with, and what it says to the user (``None``: not a message).
     As upstream, a turn that holds no tool call is a message to the user."""
     parsed = parse_action(text)
-    if isinstance(parsed, Malformed):
-        return json.dumps({"name": "respond", "arguments": {"content": text}}), text
+    if isinstance(parsed, Malformed):  # unescaped: an escape a character would make a long message too long
+        return json.dumps({"name": "respond", "arguments": {"content": text}}, ensure_ascii=False), text
     if isinstance(parsed, ToolCall) and parsed.name == "respond" and isinstance(parsed.arguments.get("content"), str):
         return text, parsed.arguments["content"]
     return text, None
@@ -74,7 +74,9 @@ class SimulatedUser(gym.Wrapper):
     Terminated when the user stops (``info["end_reason"] == "user_stop"``) or the env terminates;
     truncated after the env's ``max_turns`` agent steps (tau-bench: 30). A message to the user on the
     last step still gets its answer, which may stop the conversation and score it, as upstream's user
-    answers inside the agent's step; any other answer then ends the episode, truncated.
+    answers inside the agent's step; any other answer then ends the episode, truncated. After the
+    end every step is an error observation until ``reset``, as the env's own. A message the env
+    refuses (over ``max_action_length``) comes back to the agent with the reason, not to the user.
 
     ## Arguments
     ``policy``: the agent's system text in place of the env's (tau-bench's ``wiki.md``).
@@ -108,7 +110,7 @@ class SimulatedUser(gym.Wrapper):
             self._speaker = "agent"  # the message is the agent's to read, the last one included
             action = self.observation_space.fit(action)
             if self._agent_steps and STOP in action:
-                result = self.env.unwrapped.verify()
+                result = self.env.unwrapped.end()
                 info = {**self._tagged(self._info), "end_reason": "user_stop",
                         "verifier": {"status": result.status, "kind": result.kind, "message": result.message}}
                 return action, 1.0 if result.status == "ok" else 0.0, True, False, info
@@ -116,6 +118,8 @@ class SimulatedUser(gym.Wrapper):
         self._agent_steps += 1
         step_action, said = said_to_user(action)
         observation, reward, terminated, truncated, info = self.env.step(step_action)
+        if "invalid_action" in info:
+            said = None  # refused (too long, or after the end): the agent reads why, the user hears nothing
         if truncated and not terminated and said is not None:
             self._speaker, self._last_word = "user", True
             return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)

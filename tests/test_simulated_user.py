@@ -1,0 +1,50 @@
+"""The simulated-user wrapper on its own: whose turn it is, what reaches the user, and the end."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import pytest
+
+import envs  # noqa: F401 (registers the environments)
+from envs.user import STOP, SimulatedUser
+
+
+def call(name: str, **arguments: object) -> str:
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+def conversation(**kwargs: object) -> SimulatedUser:
+    """A retail env with a user who has spoken: the agent's turn."""
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0", **kwargs).unwrapped)
+    env.reset(seed=0)
+    env.step("Hi, I need help with an order.")
+    return env
+
+
+def test_after_the_user_stops_every_step_is_over_until_reset():
+    env = conversation()
+    task = env.unwrapped.task
+    assert env.step("How can I help?")[4]["speaker"] == "user"
+    _, reward, terminated, _, info = env.step(f"Thanks. {STOP}")
+    assert terminated and info["end_reason"] == "user_stop" and reward == 0.0
+    for action in [call(a.name, **a.arguments) for a in task.solution.actions] + [call("finish", answer="")]:
+        observation, reward, terminated, _, _ = env.step(action)
+        assert "episode is over" in observation and (reward, terminated) == (0.0, True)
+    env.reset(seed=0)
+    assert env.step("Hi again.")[0] == "Hi again."
+
+
+@pytest.mark.parametrize("message, limit", [("word " * 30, 100), ("退款已处理" * 2400, None)])
+def test_a_message_is_said_to_the_user_unless_the_env_refuses_it(message, limit):
+    """A message in the action space reaches the user (its non-ASCII not escaped past the limit); one
+    the env refuses comes back to the agent with the reason, and the user hears nothing."""
+    env = conversation(**({} if limit is None else {"max_action_length": limit}))
+    observation, reward, terminated, truncated, info = env.step(message)
+    if limit is None:
+        assert observation == message and info["speaker"] == "user" and "invalid_action" not in info
+    else:
+        assert observation != message and "invalid_action" in info and info["speaker"] == "agent"
+        assert not (terminated or truncated) and reward == 0.0
+        assert env.step("Short and sweet.")[4]["speaker"] == "user"
