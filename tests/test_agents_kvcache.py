@@ -20,7 +20,7 @@ from transformers.cache_utils import DynamicLayer
 from agents import attention, kvcache
 from agents.decoding import SamplingSettings, generate_turn
 from agents.kvcache import InPlaceLayer, KVBatch, PrefixCache
-from agents.models import add_lora
+from agents.models import adapters_in_fp32, add_lora
 
 
 def test_in_place_appends_hold_what_concatenation_holds_through_row_selection_and_repeats():
@@ -249,7 +249,7 @@ def host_traffic() -> Iterator[list[str]]:
 def test_a_fixed_width_step_exchanges_nothing_with_the_host_so_it_can_be_captured(monkeypatch, attention_name, lora):
     """On the meta device (shapes without data, and a device other than the CPU, so transformers and
     our attention take their GPU branches) every step's forward pass runs under :func:`host_traffic`:
-    what it would capture as a CUDA graph on a GPU, with and without a prompt held once, with LoRA."""
+    what it would capture as a CUDA graph on a GPU, with and without a prompt held once, with LoRA in bf16."""
     monkeypatch.setattr(kvcache, "HOLD_ONCE_FROM", 4)
     captured: list[list[str]] = []
 
@@ -267,8 +267,8 @@ def test_a_fixed_width_step_exchanges_nothing_with_the_host_so_it_can_be_capture
     with torch.device("meta"):
         model = LlamaForCausalLM(config).eval()
     model.set_attn_implementation(attention_name)
-    if lora:
-        model = add_lora(model)
+    if lora:  # as the trainer's policy on a GPU: a bf16 base, its adapter in fp32
+        model = adapters_in_fp32(add_lora(model.to(torch.bfloat16)))
     with torch.inference_mode(), host_traffic():  # a prefill may read values back (it is not captured)
         batch = KVBatch(model, pad_id=0)
         batch.prefill([[5, 6, 7, 8, 9], [5, 6, 7, 10], [5, 6, 7, 11, 12, 13]])
