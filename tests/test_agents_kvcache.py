@@ -276,7 +276,6 @@ def test_a_fixed_width_step_exchanges_nothing_with_the_host_so_it_can_be_capture
     with torch.inference_mode(), batch.fixed_width(4) as step:
         for chunks in ([[8], [9], [10]], [[8], [], [10]], [[8], [9], []]):
             assert step(chunks).shape == (3, 128)
-    assert len(captured) == 3
     assert captured == [[], [], []]
 
 
