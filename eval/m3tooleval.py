@@ -36,8 +36,10 @@ from a record of what the tools returned (so stateful tools are not called twice
 the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
 draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
 live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]`` is (upstream
-strips the ``Out[n]:``), unless a ``;`` ends the cell; empty output becomes upstream's "Did you forget
-to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results
+strips the ``Out[n]:``), unless a ``;`` ends the cell, and kept as ``_``; the namespace's ``__name__`` is
+``__main__``; what a cell writes to stderr (warnings too) is not shown, as upstream's shell shows only
+stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes upstream's "Did
+you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results
 cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module (which
 needs IPython) is therefore never imported: a stand-in takes its place.
 
@@ -233,10 +235,19 @@ import builtins as _builtins
 import contextlib as _contextlib
 import io as _io
 import random as _random
+import sys as _sys
 import tokenize as _tokenize
 import traceback as _traceback
 
 _random.seed(0)
+
+
+class _Discard(_io.TextIOBase):
+    def write(self, text):
+        return len(text)
+
+
+_sys.stderr = _Discard()  # upstream's shell shows what a cell prints to stdout only (no warnings, no stderr)
 
 
 def _tool(name):
@@ -252,11 +263,25 @@ def _tool(name):
     return call
 
 
+def _run(cell, namespace):
+    # The cell's last expression, unless a ";" ends the cell, is its value: shown, and kept as ``_`` (IPython's Out).
+    tree = _ast.parse(cell, "<cell>")
+    shown = tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(cell)
+    last = tree.body.pop() if shown else None
+    exec(compile(tree, "<cell>", "exec"), namespace)
+    if last is None:
+        return None
+    value = eval(compile(_ast.Expression(last.value), "<cell>", "eval"), namespace)
+    if value is not None:
+        namespace["_"] = value
+    return value
+
+
 def _replay(cell, namespace):
     with _contextlib.redirect_stdout(_io.StringIO()):
         try:
-            exec(compile(cell, "<cell>", "exec"), namespace)
-        except Exception:
+            _run(cell, namespace)
+        except BaseException:  # SystemExit too: a shell survives it
             pass
 
 
@@ -273,15 +298,13 @@ def _quiet(cell):
 
 def _live(cell, namespace):
     try:
-        tree = _ast.parse(cell, "<cell>")
-        shown = tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(cell)
-        last = tree.body.pop() if shown else None
-        exec(compile(tree, "<cell>", "exec"), namespace)
-        if last is not None:
-            value = eval(compile(_ast.Expression(last.value), "<cell>", "eval"), namespace)
-            if value is not None:
-                print(repr(value))
-    except Exception as error:
+        value = _run(cell, namespace)
+        if value is not None:
+            print(repr(value))
+    except SystemExit as error:  # IPython's words for it
+        print("An exception has occurred, use %tb to see the full traceback.\\n")
+        print("".join(_traceback.format_exception_only(type(error), error)))
+    except BaseException as error:
         frames = [f for f in _traceback.extract_tb(error.__traceback__) if f.filename == "<cell>"]
         print("Traceback (most recent call last):")
         print("".join(_traceback.format_list(frames)), end="")
@@ -328,6 +351,7 @@ class CodeSession:
     def _program(self, source: str) -> str:
         kept = [cell.source for cell in self.cells]
         return (f"{_PRELUDE}\n_ns = {{name: _tool(name) for name in {sorted(self.tools)!r}}}\n"
+                "_ns.update(__name__='__main__', _='')\n"  # as in a fresh IPython shell
                 f"for _cell in {kept!r}:\n    _replay(_cell, _ns)\n"
                 f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n_live({source!r}, _ns)\n")
 

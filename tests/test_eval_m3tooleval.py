@@ -106,6 +106,21 @@ def test_a_semicolon_ending_the_cell_hides_its_last_value_as_in_ipython(bench, c
     assert record["messages"][2]["content"] == shown
 
 
+@pytest.mark.parametrize("cells, shown", [
+    (["raise SystemExit(3)", "print('after')"],
+     ["An exception has occurred, use %tb to see the full traceback.\n\nSystemExit: 3\n\n", "after\n"]),
+    (["import sys\nsys.stderr.write('E\\n')", "import warnings\nwarnings.warn('w')\nprint('next')"], ["2", "next\n"]),
+    (["if __name__ == '__main__':\n    print('main')", "class A:\n    pass\nA.__module__"], ["main\n", "__main__"]),
+    (["add(2, 3)", "_ * 10", "_;", "_ + 1"], ["5", "50", m3tooleval.NO_OUTPUT, "51"]),
+])
+def test_the_shell_shows_what_ipython_shows(bench, cells, shown):
+    """Observations IPython (upstream's PythonREPL, then its ``execute_action``) gives for these cells: a
+    SystemExit noted and survived (a replayed one included), stderr and warnings unseen, ``__main__``,
+    the last value kept as ``_``."""
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted([action(c) for c in cells] + ["Answer: 42"]))
+    assert [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]] == shown
+
+
 def test_replayed_cells_do_not_call_a_stateful_tool_again(bench):
     replies = [action("first = take_ticket()\nprint(first)"), action("print(first, take_ticket())"), "Answer: 2"]
     record = run_task(task(bench, "tickets/second_ticket"), bench, "code", scripted(replies))
