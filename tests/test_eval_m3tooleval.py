@@ -117,7 +117,8 @@ def test_the_shell_shows_what_ipython_shows(bench, cells, shown):
     """Observations IPython (upstream's PythonREPL, then its ``execute_action``) gives for these cells: a
     SystemExit noted and survived (a replayed one included), stderr and warnings unseen, ``__main__``,
     the last value kept as ``_``."""
-    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted([action(c) for c in cells] + ["Answer: 42"]))
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
     assert [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]] == shown
 
 
