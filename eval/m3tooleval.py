@@ -35,8 +35,9 @@ emulated there: earlier cells are replayed silently before the new one, their to
 from a record of what the tools returned (so stateful tools are not called twice), which restores
 the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
 draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
-live shell; a final bare expression is shown as its ``repr``, as IPython's ``Out[n]`` is (upstream
-strips the ``Out[n]:``), unless a ``;`` ends the cell, and kept as ``_``; the namespace's ``__name__`` is
+live shell; a final bare expression is shown as its ``repr`` after IPython's ``Out[n]:`` prompt (n
+IPython's count of the cells run), which upstream strips after cutting the output (the space after it
+stays), unless a ``;`` ends the cell, and kept as ``_``; the namespace's ``__name__`` is
 ``__main__``; what a cell writes to stderr (warnings too) is not shown, as upstream's shell shows only
 stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes upstream's "Did
 you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results
@@ -296,11 +297,12 @@ def _quiet(cell):
     return last is not None and last.type == _tokenize.OP and last.string == ";"
 
 
-def _live(cell, namespace):
+def _live(cell, namespace, count):
     try:
         value = _run(cell, namespace)
         if value is not None:
-            print(repr(value))
+            text = repr(value)
+            print(f"Out[{count}]: " + ("\\n" if "\\n" in text else "") + text)  # IPython's prompt, as it writes it
     except SystemExit as error:  # IPython's words for it
         print("An exception has occurred, use %tb to see the full traceback.\\n")
         print("".join(_traceback.format_exception_only(type(error), error)))
@@ -328,6 +330,8 @@ class CodeSession:
     tools: Mapping[str, Any]
     sandbox: Sandbox
     cells: list[_Cell] = field(default_factory=list)
+    count: int = 0
+    """Cells run (IPython's execution count: every cell but a blank one, a cell that timed out too)."""
 
     def _call(self, name: str, args: str, kwargs: str) -> dict[str, str]:
         """Run one of upstream's tools here; its value goes back as a literal, or as text."""
@@ -353,12 +357,13 @@ class CodeSession:
         return (f"{_PRELUDE}\n_ns = {{name: _tool(name) for name in {sorted(self.tools)!r}}}\n"
                 "_ns.update(__name__='__main__', _='')\n"  # as in a fresh IPython shell
                 f"for _cell in {kept!r}:\n    _replay(_cell, _ns)\n"
-                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n_live({source!r}, _ns)\n")
+                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n_live({source!r}, _ns, {self.count})\n")
 
     def run(self, source: str) -> Any:
         """Run one code action; what upstream's ``execute_action`` returns for it: the output, read
         as a Python literal where it is one (a single-tool task is checked on that value)."""
         cell = _Cell(source)
+        self.count += not source.isspace() and bool(source)
         recorded = [call for earlier in self.cells for call in earlier.calls]
         live = False
 
@@ -386,6 +391,7 @@ class CodeSession:
         output = output or NO_OUTPUT
         if len(output) > MAX_OUTPUT:
             output = output[:MAX_OUTPUT] + "...\n[Output Truncated]"
+        output = re.sub(r"Out\[\d+\]:", "", output)  # upstream's execute_action, on its shell's output
         try:
             return ast.literal_eval(output.strip())
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

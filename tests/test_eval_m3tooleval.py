@@ -112,11 +112,13 @@ def test_a_semicolon_ending_the_cell_hides_its_last_value_as_in_ipython(bench, c
     (["import sys\nsys.stderr.write('E\\n')", "import warnings\nwarnings.warn('w')\nprint('next')"], ["2", "next\n"]),
     (["if __name__ == '__main__':\n    print('main')", "class A:\n    pass\nA.__module__"], ["main\n", "__main__"]),
     (["add(2, 3)", "_ * 10", "_;", "_ + 1"], ["5", "50", m3tooleval.NO_OUTPUT, "51"]),
+    (["print('p'); 5", "print('value: Out[12]:x')"], ["p\n 5\n", "value: x\n"]),  # upstream strips "Out[n]:"
+    (["1", "'q' * 1995"], ["1", " '" + "q" * 1991 + "...\n[Output Truncated]"]),  # "Out[2]: " counts in the cut
 ])
 def test_the_shell_shows_what_ipython_shows(bench, cells, shown):
     """Observations IPython (upstream's PythonREPL, then its ``execute_action``) gives for these cells: a
     SystemExit noted and survived (a replayed one included), stderr and warnings unseen, ``__main__``,
-    the last value kept as ``_``."""
+    the last value kept as ``_``, the value's prompt stripped after the output is cut."""
     replies = [action(cell) for cell in cells] + ["Answer: 42"]
     record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
     assert [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]] == shown
