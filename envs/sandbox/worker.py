@@ -484,7 +484,8 @@ def run_child(job, remote):
     except SyntaxError as exc:
         return _error("syntax", f"SyntaxError: {exc.msg} (line {exc.lineno})")
     except (ValueError, RecursionError, MemoryError) as exc:  # a null byte; nesting past what the compiler holds
-        return _error("syntax", f"{type(exc).__name__}: the code cannot be compiled ({str(exc)[:200]})")
+        why = str(exc)[:200]
+        return _error("syntax", f"{type(exc).__name__}: the code cannot be compiled" + (f" ({why})" if why else ""))
     if job["kind"] == "verify":
         helpers = job.get("helpers", {})
         try:  # the readers every verifier is given (the parent's envs/sandbox/verifier_helpers.py)
