@@ -363,7 +363,7 @@ class CodeSession:
         """Run one code action; what upstream's ``execute_action`` returns for it: the output, read
         as a Python literal where it is one (a single-tool task is checked on that value)."""
         cell = _Cell(source)
-        self.count += not source.isspace() and bool(source)
+        self.count += bool(source.strip())
         recorded = [call for earlier in self.cells for call in earlier.calls]
         live = False
 
