@@ -31,18 +31,18 @@ Code actions. Upstream runs them in an IPython shell inside its own process, one
 namespace persists across turns. LLM-written code never runs in this process here: each action runs
 in our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools served in-process as
 callables (upstream's tool functions, on their own state: a web browser keeps its page). The shell is
-emulated there: earlier cells are replayed silently before the new one, their tool calls answered
-from a record of what the tools returned (so stateful tools are not called twice), which restores
-the variables they defined; Python's ``random`` starts from one seed in every run, so a replayed cell
-draws what it drew live (and calls the tools it called), and the new cell goes on from there as in a
-live shell; a final bare expression is shown as its ``repr`` after IPython's ``Out[n]:`` prompt (n
+emulated there (:mod:`eval.ipython_shell`: what a cell shows, laid out as IPython's pretty printer
+lays it out, and what IPython keeps of it): earlier cells are replayed silently before the new one,
+their tool calls answered from a record of what the tools returned (so stateful tools are not called
+twice), which restores the variables they defined; Python's ``random`` starts from one seed in every
+run, so a replayed cell draws what it drew live (and calls the tools it called), and the new cell
+goes on from there as in a live shell. A shown value comes after IPython's ``Out[n]:`` prompt (n
 IPython's count of the cells run), which upstream strips after cutting the output (the space after it
-stays), unless a ``;`` ends the cell, and kept as ``_``; the namespace's ``__name__`` is
-``__main__``; what a cell writes to stderr (warnings too) is not shown, as upstream's shell shows only
+stays); what a cell writes to stderr (warnings too) is not shown, as upstream's shell shows only
 stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes upstream's "Did
-you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and results
-cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module (which
-needs IPython) is therefore never imported: a stand-in takes its place.
+you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and
+results cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module
+(which needs IPython) is therefore never imported: a stand-in takes its place.
 
 Upstream's tools themselves run in this process, as upstream runs them; two of them (the
 ``calculator`` of trade_calculator and web_browsing) ``eval`` the expression they are given, so run
@@ -230,88 +230,8 @@ def domain_of(task_name: str) -> str:
 
 # ---------------------------------------------------------------- code actions in the sandbox
 
-_PRELUDE = '''\
-import ast as _ast
-import builtins as _builtins
-import contextlib as _contextlib
-import io as _io
-import random as _random
-import sys as _sys
-import tokenize as _tokenize
-import traceback as _traceback
-
-_random.seed(0)
-
-
-class _Discard(_io.TextIOBase):
-    def write(self, text):
-        return len(text)
-
-
-_sys.stderr = _Discard()  # upstream's shell shows what a cell prints to stdout only (no warnings, no stderr)
-
-
-def _tool(name):
-    def call(*args, **kwargs):
-        reply = _m3_tool(name, repr(args), repr(kwargs))
-        if "error" in reply:
-            kind = getattr(_builtins, reply["type"], None)
-            if not (isinstance(kind, type) and issubclass(kind, Exception)):
-                kind = RuntimeError
-            raise kind(reply["error"])
-        return _ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
-    call.__name__ = name
-    return call
-
-
-def _run(cell, namespace):
-    # The cell's last expression, unless a ";" ends the cell, is its value: shown, and kept as ``_`` (IPython's Out).
-    tree = _ast.parse(cell, "<cell>")
-    shown = tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(cell)
-    last = tree.body.pop() if shown else None
-    exec(compile(tree, "<cell>", "exec"), namespace)
-    if last is None:
-        return None
-    value = eval(compile(_ast.Expression(last.value), "<cell>", "eval"), namespace)
-    if value is not None:
-        namespace["_"] = value
-    return value
-
-
-def _replay(cell, namespace):
-    with _contextlib.redirect_stdout(_io.StringIO()):
-        try:
-            _run(cell, namespace)
-        except BaseException:  # SystemExit too: a shell survives it
-            pass
-
-
-def _quiet(cell):
-    # IPython's rule: a cell whose last token, comments and line ends aside, is ";" shows no Out.
-    try:
-        tokens = list(_tokenize.generate_tokens(_io.StringIO(cell).readline))
-    except (_tokenize.TokenError, SyntaxError):
-        return False
-    skipped = (_tokenize.ENDMARKER, _tokenize.NL, _tokenize.NEWLINE, _tokenize.COMMENT)
-    last = next((token for token in reversed(tokens) if token.type not in skipped), None)
-    return last is not None and last.type == _tokenize.OP and last.string == ";"
-
-
-def _live(cell, namespace, count):
-    try:
-        value = _run(cell, namespace)
-        if value is not None:
-            text = repr(value)
-            print(f"Out[{count}]: " + ("\\n" if "\\n" in text else "") + text)  # IPython's prompt, as it writes it
-    except SystemExit as error:  # IPython's words for it
-        print("An exception has occurred, use %tb to see the full traceback.\\n")
-        print("".join(_traceback.format_exception_only(type(error), error)))
-    except BaseException as error:
-        frames = [f for f in _traceback.extract_tb(error.__traceback__) if f.filename == "<cell>"]
-        print("Traceback (most recent call last):")
-        print("".join(_traceback.format_list(frames)), end="")
-        print("".join(_traceback.format_exception_only(type(error), error)), end="")
-'''
+SHELL = (Path(__file__).parent / "ipython_shell.py").read_text()
+"""The head of every code action's program: the emulated IPython shell (:mod:`eval.ipython_shell`)."""
 
 _BRIDGE = "_m3_tool"
 _LIVE = "__live__"
@@ -320,6 +240,7 @@ _LIVE = "__live__"
 @dataclass
 class _Cell:
     source: str
+    count: int
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
@@ -353,17 +274,16 @@ class CodeSession:
         return {"literal": text}
 
     def _program(self, source: str) -> str:
-        kept = [cell.source for cell in self.cells]
-        return (f"{_PRELUDE}\n_ns = {{name: _tool(name) for name in {sorted(self.tools)!r}}}\n"
-                "_ns.update(__name__='__main__', _='')\n"  # as in a fresh IPython shell
-                f"for _cell in {kept!r}:\n    _replay(_cell, _ns)\n"
-                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n_live({source!r}, _ns, {self.count})\n")
+        kept = [(cell.source, cell.count) for cell in self.cells]
+        return (f"{SHELL}\n\nshell = start({sorted(self.tools)!r})\n"
+                f"for cell, count in {kept!r}:\n    shell.replay(cell, count)\n"
+                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\nshell.live({source!r}, {self.count})\n")
 
     def run(self, source: str) -> Any:
         """Run one code action; what upstream's ``execute_action`` returns for it: the output, read
         as a Python literal where it is one (a single-tool task is checked on that value)."""
-        cell = _Cell(source)
         self.count += bool(source.strip())
+        cell = _Cell(source, self.count)
         recorded = [call for earlier in self.cells for call in earlier.calls]
         live = False
 

@@ -1,0 +1,137 @@
+"""The emulated IPython shell's display (eval.ipython_shell): values laid out as IPython's pretty
+printer lays them out. Every expected text here is what IPython 9.19 (``IPython.lib.pretty.pretty``,
+the shell's plain-text formatter) gave for the same value; the end-to-end cases run through
+M3ToolEval's code actions in the sandbox and are upstream's observations for the same cells."""
+
+from __future__ import annotations
+
+import ast
+import collections
+import re
+import types
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eval import m3tooleval
+from eval.ipython_shell import pretty
+from eval.m3tooleval import load_benchmark, run_task
+from agents.policy import scripted
+from test_eval_m3tooleval import FIXTURE, action, task
+
+
+class Vec:
+    def __repr__(self):
+        return "Vec(\n  1,\n  2)"
+
+
+class Plain:
+    pass
+
+
+class Ruler:
+    """IPython's protocol: a class lays itself out with the printer's own calls."""
+
+    def _repr_pretty_(self, p, cycle):
+        with p.group(6, "Ruler(", ")"):
+            for mark in range(0, 1500, 100):
+                if mark:
+                    p.text(",")
+                    p.breakable()
+                p.text(str(mark))
+
+
+def f(a, b=2, *c, d, **e):
+    pass
+
+
+def cycle() -> list:
+    looped: list = [1]
+    looped.append(looped)
+    return looped
+
+
+@pytest.mark.parametrize("value, shown", [
+    (list(range(30)), "[" + ",\n ".join(map(str, range(30))) + "]"),  # too long for a line: an item a line
+    ({"k" + str(i): list(range(i * 3)) for i in range(5)},
+     "{'k0': [],\n 'k1': [0, 1, 2],\n 'k2': [0, 1, 2, 3, 4, 5],\n 'k3': [0, 1, 2, 3, 4, 5, 6, 7, 8],\n"
+     " 'k4': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}"),
+    ([list(range(12))] * 3, "[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],\n [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],\n"
+                            " [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]"),  # the outer group breaks, inner ones fit
+    (("x" * 40, "y" * 40), "('" + "x" * 40 + "',\n '" + "y" * 40 + "')"),
+    ({3, 1, 2}, "{1, 2, 3}"), ({"b", 2, "a", 1}, "{1, 2, 'a', 'b'}"),  # sorted; by str where they don't compare
+    (set(), "set()"), (frozenset({2, 1}), "frozenset({1, 2})"), ((1,), "(1,)"),
+    (collections.Counter("abracadabra"), "Counter({'a': 5, 'b': 2, 'r': 2, 'c': 1, 'd': 1})"),
+    (collections.defaultdict(list, {"a": [1]}), "defaultdict(list, {'a': [1]})"),
+    (collections.deque([1, 2], maxlen=5), "deque([1, 2], maxlen=5)"),
+    (collections.OrderedDict(a=1), "OrderedDict([('a', 1)])"),
+    (types.SimpleNamespace(x=1, y="z"), "namespace(x=1, y='z')"),
+    (ValueError("bad", 3), "ValueError('bad', 3)"),
+    (re.compile(r"\d+", re.I), r"re.compile(r'\d+', re.IGNORECASE|re.UNICODE)"),
+    (int, "int"), (Plain, "test_eval_ipython_shell.Plain"),
+    (f, "<function test_eval_ipython_shell.f(a, b=2, *c, d, **e)>"), (len, "<function len(obj, /)>"),
+    (cycle(), "[1, [...]]"), ([Vec(), Vec()], "[Vec(\n   1,\n   2),\n Vec(\n   1,\n   2)]"),
+    (Ruler(), "Ruler(0,\n      " + ",\n      ".join(map(str, range(100, 1500, 100))) + ")"),
+])
+def test_values_are_laid_out_as_ipythons_pretty_printer_lays_them_out(value, shown):
+    assert pretty(value) == shown
+
+
+def test_an_object_without_a_repr_of_its_own_shows_its_class_and_address():
+    plain = Plain()
+    assert pretty(plain) == f"<test_eval_ipython_shell.Plain at 0x{id(plain):x}>"
+
+
+def test_a_container_shows_its_first_thousand_items_then_an_ellipsis():
+    assert pretty(list(range(1002))).endswith("998,\n 999,\n ...]")
+    assert pretty(set(range(1001))).endswith("999,\n ...}")
+
+
+literals = st.recursive(
+    st.integers(-999, 999) | st.text("ab'\"\\\n", max_size=5) | st.none() | st.booleans(),
+    lambda inner: (st.lists(inner, max_size=12) | st.tuples(inner, inner)
+                   | st.dictionaries(st.text("kq", max_size=3), inner, max_size=8)
+                   | st.frozensets(st.integers(0, 99), max_size=8).map(set)),
+    max_leaves=60)
+
+
+@given(literals)
+def test_a_literal_reads_back_and_fits_the_width_where_it_can(value):
+    """Whatever the layout, the text is the value's literal (upstream reads it back with
+    ``literal_eval``); a value that fits on one line is written as Python writes it; lines stay within
+    IPython's 79 characters (every item here is short)."""
+    text = pretty(value)
+    assert ast.literal_eval(text) == value
+    assert all(len(line) <= 79 for line in text.splitlines())
+    if len(repr(value)) <= 79 and not holds_a_set(value):  # (a set is shown sorted)
+        assert text == repr(value)
+
+
+def holds_a_set(value) -> bool:
+    if isinstance(value, set):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return any(holds_a_set(item) for item in items)
+
+
+@pytest.fixture(scope="module")
+def bench() -> m3tooleval.Benchmark:
+    return load_benchmark(FIXTURE)
+
+
+@pytest.mark.parametrize("cells, shown", [
+    (["list(range(1000))", "from collections import Counter\nCounter('abracadabra')", "def g(x, y=1):\n    pass\ng",
+      "class P:\n    pass\n[P, print, {3, 1}, {'k': 'v' * 70}]"],
+     [" \n[" + ",\n ".join(map(str, range(350))) + ",\n ...\n[Output Truncated]",
+      " Counter({'a': 5, 'b': 2, 'r': 2, 'c': 1, 'd': 1})\n", " <function __main__.g(x, y=1)>\n",
+      " \n[__main__.P,\n <function print(*args, sep=' ', end='\\n', file=None, flush=False)>,\n {1, 3},\n"
+      " {'k': '" + "v" * 70 + "'}]\n"]),
+    (["_ + __", "1", "2", "_ = 7", "3", "(_, __, ___, _2, Out[3])"],  # code that sets _ stops the hook writing it
+     ["", "1", "2", m3tooleval.NO_OUTPUT, "3", "(7, 1, '', 1, 2)"]),
+])
+def test_code_actions_show_what_upstreams_ipython_shell_shows(bench, cells, shown):
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    assert [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]] == shown
+
