@@ -41,9 +41,11 @@ class Discard(io.TextIOBase):
         return len(text)
 
 
-def tool(name):
+def tool(name, about):
     """One of the task's tools as a function of the cell's namespace: its calls cross to the caller
-    through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type."""
+    through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type.
+    ``about``: the real tool's ``module``, ``qualname`` and ``doc``, and the text IPython ``shows``
+    for it, all from the caller, where the tool lives."""
     def call(*args, **kwargs):
         reply = _m3_tool(name, repr(args), repr(kwargs))  # noqa: F821 (the bridge the sandbox defines)
         if "error" in reply:
@@ -53,7 +55,12 @@ def tool(name):
             raise kind(reply["error"])
         return ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
     call.__name__ = name
+    call.__module__, call.__qualname__, call.__doc__ = about["module"], about["qualname"], about["doc"]
+    STAND_INS[id(call)] = (call, about["shows"])
     return call
+
+
+STAND_INS = {}  # id -> (a tool's stand-in, what IPython shows for the real tool); held, so no id is reused
 
 
 # ---------------------------------------------------------------- layout: IPython's line breaking
@@ -250,6 +257,9 @@ def printer(value):
     ``_repr_pretty_`` method or a ``__repr__`` of its own; else the default ``<class at address>``."""
     if any(value is singleton for singleton in (None, True, False, Ellipsis, NotImplemented)):
         return show_repr
+    stand_in, shows = STAND_INS.get(id(value), (None, ""))
+    if stand_in is value:
+        return lambda value, p, cycle: p.text(shows)
     kind = attribute(value, "__class__") or type(value)
     for cls in kind.__mro__ if hasattr(kind, "__mro__") else (kind,):
         if cls in BY_TYPE:
@@ -468,12 +478,12 @@ BY_NAME = {
 
 # ---------------------------------------------------------------- cells
 
-def start(tool_names):
+def start(tools):
     """The shell as a code action's job begins: Python's ``random`` seeded alike in every job (so a
-    replayed cell draws what it drew live), stderr unseen, the tools in the namespace."""
+    replayed cell draws what it drew live), stderr unseen, the tools (name: about) in the namespace."""
     random.seed(0)
     sys.stderr = Discard()
-    return Shell({name: tool(name) for name in tool_names})
+    return Shell({name: tool(name, about) for name, about in tools.items()})
 
 
 def run(cell, namespace):

@@ -83,6 +83,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import cli, report
 from eval.cli import InputError, run
+from eval.ipython_shell import attribute, pretty
 from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, Reply
 from agents.prompting import Message
 
@@ -92,6 +93,7 @@ REPOSITORY = "https://github.com/xingyaoww/code-act.git"
 PINNED_COMMIT = "d607f56c9cfe9e8632ebaf65dcaf2b4b7fe1c6f8"
 SUBDIR = "scripts/eval/m3tooleval"
 ENV_VAR = "M3TOOLEVAL_DIR"
+PACKAGE_PREFIX = "m3tooleval_"  # a checkout's tasks package is imported as this and 12 hex digits of its path
 
 ACTION_MODES = {"code": "CODE_AS_ACTION", "json": "JSON_AS_ACTION", "text": "TEXT_AS_ACTION"}
 MAX_TURNS = 10
@@ -184,13 +186,19 @@ def _quiet() -> Iterator[None]:
             log.debug("%s", text.rstrip())
 
 
+def upstream_names(text: str) -> str:
+    """``text`` with our import name of a checkout's ``tasks`` package (:func:`load_benchmark`) as
+    upstream's own: ``tasks``."""
+    return re.sub(rf"\b{PACKAGE_PREFIX}[0-9a-f]{{12}}\b", "tasks", text)
+
+
 @functools.cache
 def load_benchmark(root: Path) -> Benchmark:
     """Import ``root/tasks`` under a name of its own (so ``tasks`` clashes with nothing and two
     checkouts can be loaded side by side) and collect the tasks it registers. Cached per folder:
     upstream's registry is a module global, and importing twice would register every task twice."""
     root = Path(root).resolve()
-    name = "m3tooleval_" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    name = PACKAGE_PREFIX + hashlib.sha256(str(root).encode()).hexdigest()[:12]
     sys.modules[f"{name}.repl"] = _repl_stand_in(f"{name}.repl")
     spec = importlib.util.spec_from_file_location(name, root / "tasks" / "__init__.py",
                                                   submodule_search_locations=[str(root / "tasks")])
@@ -273,9 +281,23 @@ class CodeSession:
             return {"text": str(value)}
         return {"literal": text}
 
+    @functools.cached_property
+    def _abouts(self) -> dict[str, dict[str, str | None]]:
+        """What the shell's stand-in for each tool says of it (:func:`eval.ipython_shell.tool`): the
+        real tool's names and text as IPython shows them, with upstream's name of its package."""
+        abouts = {}
+        for name in sorted(self.tools):
+            function = self.tools[name].function
+            qualname = attribute(function, "__qualname__")
+            about = {"module": attribute(function, "__module__"), "doc": attribute(function, "__doc__"),
+                     "qualname": qualname if isinstance(qualname, str) else name, "shows": pretty(function)}
+            abouts[name] = {key: upstream_names(value) if isinstance(value, str) else None
+                            for key, value in about.items()}
+        return abouts
+
     def _program(self, source: str) -> str:
         kept = [(cell.source, cell.count) for cell in self.cells]
-        return (f"{SHELL}\n\nshell = start({sorted(self.tools)!r})\n"
+        return (f"{SHELL}\n\nshell = start({self._abouts!r})\n"
                 f"for cell, count in {kept!r}:\n    shell.replay(cell, count)\n"
                 f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\nshell.live({source!r}, {self.count})\n")
 

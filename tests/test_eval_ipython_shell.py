@@ -135,3 +135,16 @@ def test_code_actions_show_what_upstreams_ipython_shell_shows(bench, cells, show
     record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
     assert [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]] == shown
 
+
+def test_a_tool_shows_as_upstreams_function_under_upstreams_package_name(bench):
+    """Upstream's namespace holds the tools themselves; ours, stand-ins that call them across the
+    sandbox, named and shown as the real ones (the checkout's ``tasks`` package under its own name)."""
+    cells = ["add", "print(add.__name__, add.__qualname__, add.__module__, type(add).__name__)", "add(2, 3)"]
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    assert [m["content"] for m in record["messages"][2:7:2]] == [
+        " <function tasks.arithmetic.add(a, b)>\n", "add add tasks.arithmetic function\n", "5"]
+    replies = [action("take_ticket"), "Answer: 2"]
+    record = run_task(task(bench, "tickets/second_ticket"), bench, "code", scripted(replies))
+    assert re.fullmatch(r" <bound method Dispenser.take_ticket of <tasks.tickets.Dispenser object at 0x[0-9a-f]+>>\n",
+                        record["messages"][2]["content"])
