@@ -12,7 +12,8 @@ classes and functions by their qualified names (``__main__.f(a, b=2)``); objects
 ``__repr__`` of their own as ``<__main__.A at 0x...>``; ``collections`` types as calls; at most 1,000
 items of a container. The printer here is this project's own, written to IPython's rules, and
 checked against IPython's output in the tests. A shown value is kept as ``_`` (older ones as ``__``
-and ``___``, unless the code assigned one of those itself), as ``_<n>`` and in ``Out``.
+and ``___``, unless the code assigned one of those itself), as ``_<n>`` and in ``Out``; ``display``
+prints its objects, as it does in a shell without a frontend such as upstream's.
 """
 
 from __future__ import annotations
@@ -480,10 +481,17 @@ BY_NAME = {
 
 def start(tools):
     """The shell as a code action's job begins: Python's ``random`` seeded alike in every job (so a
-    replayed cell draws what it drew live), stderr unseen, the tools (name: about) in the namespace."""
+    replayed cell draws what it drew live), stderr unseen, IPython's ``display`` a builtin, the tools
+    (name: about) in the namespace."""
     random.seed(0)
     sys.stderr = Discard()
+    builtins.display = display
     return Shell({name: tool(name, about) for name, about in tools.items()})
+
+
+def display(*objects, **options):
+    """IPython's ``display`` in a shell without a frontend, as upstream's is: it prints its objects."""
+    print(*objects)
 
 
 def run(cell, namespace):
