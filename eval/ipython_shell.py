@@ -525,7 +525,8 @@ class Shell:
         self.outputs = {}
         self.unders = ["", "", ""]  # the last three values shown, as the hook holds them
         self.put = {}  # what the hook last wrote to _, __, ___
-        namespace.update(__name__="__main__", _="", __="", ___="", Out=self.outputs, _oh=self.outputs)
+        namespace.update(__name__="__main__", __builtins__=builtins, __builtin__=builtins,  # modules, as IPython's
+                         _="", __="", ___="", Out=self.outputs, _oh=self.outputs)
 
     def keep(self, value, count):
         """IPython's ``DisplayHook.update_user_ns``: ``_``, ``__``, ``___`` move on unless the code

@@ -130,6 +130,7 @@ def bench() -> m3tooleval.Benchmark:
     (["_ + __", "1", "2", "_ = 7", "3", "(_, __, ___, _2, Out[3])"],  # code that sets _ stops the hook writing it
      ["", "1", "2", m3tooleval.NO_OUTPUT, "3", "(7, 1, '', 1, 2)"]),
     (["display('a', [1, 2], raw=True)\ndisplay()", "'display' in dir()"], ["a [1, 2]\n\n", "False"]),
+    (["print(type(__builtins__), __builtin__ is __builtins__)"], ["<class 'module'> True\n"]),
 ])
 def test_code_actions_show_what_upstreams_ipython_shell_shows(bench, cells, shown):
     replies = [action(cell) for cell in cells] + ["Answer: 42"]
