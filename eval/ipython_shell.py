@@ -14,22 +14,36 @@ items of a container. The printer here is this project's own, written to IPython
 checked against IPython's output in the tests. A shown value is kept as ``_`` (older ones as ``__``
 and ``___``, unless the code assigned one of those itself), as ``_<n>`` and in ``Out``; ``display``
 prints its objects, as it does in a shell without a frontend such as upstream's.
+
+A cell is cleaned as IPython cleans it (leading blank lines and common indentation dropped) and
+compiled under IPython's name for it, ``<ipython-input-<n>-<sha1>>``. An error is written as IPython's
+verbose traceback writes it: a rule, each exception of the chain oldest first, each frame as
+``File where:line, in function(arguments)`` with the lines around it chosen as ``stack_data`` chooses
+them (whole statements, two before and after, one for a cause; deep recursion collapsed), a tool's
+own frames as written where the tool ran. A cell that does not compile gets IPython's short form.
+What differs: %magics, !commands and ``?`` help are not run; ``In`` and ``_i`` are not kept; a
+SyntaxError raised while running (``eval('1 +')``) is written as other errors are.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import codeop
+import collections
 import contextlib
+import hashlib
 import io
+import itertools
+import linecache
 import os
 import random
 import re
 import sys
+import textwrap
 import tokenize
 import traceback
 import types
-from collections import deque
 
 WIDTH = 79  # IPython's PlainTextFormatter.max_width
 MAX_ITEMS = 1000  # and its max_seq_length: items shown of one container
@@ -46,14 +60,17 @@ def tool(name, about):
     """One of the task's tools as a function of the cell's namespace: its calls cross to the caller
     through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type.
     ``about``: the real tool's ``module``, ``qualname`` and ``doc``, and the text IPython ``shows``
-    for it, all from the caller, where the tool lives."""
+    for it, all from the caller, where the tool lives; an error's reply may hold the tool's ``frames``,
+    as IPython writes them in a traceback."""
     def call(*args, **kwargs):
         reply = _m3_tool(name, repr(args), repr(kwargs))  # noqa: F821 (the bridge the sandbox defines)
         if "error" in reply:
             kind = getattr(builtins, reply["type"], None)
             if not (isinstance(kind, type) and issubclass(kind, Exception)):
                 kind = RuntimeError
-            raise kind(reply["error"])
+            error = kind(reply["error"])
+            setattr(error, CALLER_FRAMES, reply.get("frames", []))
+            raise error
         return ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
     call.__name__ = name
     call.__module__, call.__qualname__, call.__doc__ = about["module"], about["qualname"], about["doc"]
@@ -71,7 +88,7 @@ class Group:
 
     def __init__(self, depth):
         self.depth = depth
-        self.spaces = deque()  # its spaces not yet written
+        self.spaces = collections.deque()  # its spaces not yet written
         self.broken = False
 
 
@@ -90,7 +107,7 @@ class Layout:
         self.width, self.max_items = width, max_items
         self.written = []
         self.column = 0
-        self.waiting = deque()  # texts and Spaces
+        self.waiting = collections.deque()  # texts and Spaces
         self.waiting_width = 0
         self.indentation = 0
         root = Group(0)
@@ -486,6 +503,7 @@ def start(tools):
     random.seed(0)
     sys.stderr = Discard()
     builtins.display = display
+    HIDDEN.append(getattr(builtins.__import__, "__globals__", None))  # the sandbox's import guard, if any
     return Shell({name: tool(name, about) for name, about in tools.items()})
 
 
@@ -494,13 +512,35 @@ def display(*objects, **options):
     print(*objects)
 
 
-def run(cell, namespace):
-    """Run a cell; its value (IPython shows it), or None when it has none or a ``;`` hides it."""
-    tree = ast.parse(cell, "<cell>")
-    shown = tree.body and isinstance(tree.body[-1], ast.Expr) and not quiet(cell)
+COMPILE_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_DONT_IMPLY_DEDENT | codeop.PyCF_ALLOW_INCOMPLETE_INPUT  # IPython's
+
+
+def cleaned(cell, count):
+    """The cell as IPython runs it (leading blank lines dropped, the common indentation removed, a
+    last line end) and the file name it compiles it under; its lines go to ``linecache``, as IPython
+    puts them there (tracebacks and ``inspect.getsource`` read them)."""
+    lines = (cell if cell.endswith("\n") else cell + "\n").splitlines(keepends=True)
+    first = next((index for index, line in enumerate(lines) if line and not line.isspace()), 0)
+    text = textwrap.dedent("".join(lines[first:]))
+    name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
+    linecache.cache[name] = (len(text), None, text.splitlines(keepends=True), name)
+    return text, name
+
+
+def compiled(cell, count):
+    """The cell's code, and the code of its value (None when it has none, or a ``;`` hides it)."""
+    text, name = cleaned(cell, count)
+    tree = compile(text, name, "exec", COMPILE_FLAGS)
+    shown = tree.body and isinstance(tree.body[-1], ast.Expr) and not quiet(text)
     last = tree.body.pop() if shown else None
-    exec(compile(tree, "<cell>", "exec"), namespace)
-    return None if last is None else eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace)
+    return compile(tree, name, "exec"), None if last is None else compile(ast.Expression(last.value), name, "eval")
+
+
+def run(code, namespace):
+    """Run a cell's code and return its value (IPython shows it), or None."""
+    statements, value = code
+    exec(statements, namespace)
+    return None if value is None else eval(value, namespace)
 
 
 def quiet(cell):
@@ -512,6 +552,253 @@ def quiet(cell):
     skipped = (tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)
     last = next((token for token in reversed(tokens) if token.type not in skipped), None)
     return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+# ---------------------------------------------------------------- errors: what IPython prints for them
+
+RULE_WIDTH = 75  # IPython's: the terminal's width, at most 75 (upstream's shell has no terminal)
+NUMBER_WIDTH = 7
+CAUSE = "\nThe above exception was the direct cause of the following exception:\n"
+CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n"
+HIDDEN = [globals()]  # the globals of code whose frames a traceback leaves out: this shell's, the sandbox's
+CALLER_FRAMES = "frames_in_caller"  # a tool's error carries the frames of the tool, written where it ran
+
+
+def syntax_error_text(error):
+    """IPython's form of a cell that does not compile: where, the line, a caret, the message."""
+    text = error.text if error.text is not None else ""
+    if error.lineno and error.filename:
+        text = linecache.getline(error.filename, error.lineno) or text
+    where = f"{error.filename or '<string>'}:{error.lineno}" if error.lineno else (error.filename or "<string>")
+    lines = [f"  File {where}", "    " + text.strip()]
+    if error.offset is not None:
+        indent = len(text) - len(text.lstrip())
+        lines.append("    " + "".join(c if c.isspace() else " " for c in text[indent:error.offset - 1]) + "^")
+    lines += [f"{type(error).__name__}: {error.msg}" if error.msg else type(error).__name__,
+              *getattr(error, "__notes__", []), ""]
+    return "\n".join(lines) + "\n"
+
+
+def traceback_text(error):
+    """IPython's verbose traceback (no colours) of an error a cell raised: its chain of causes,
+    oldest first, each with the frames of the cell's code and what it called, and around each
+    frame's line the statements before and after it (two, or one for a cause)."""
+    chain, links = [error], []
+    while True:
+        if error.__cause__ is not None:
+            link, error = CAUSE, error.__cause__
+        elif error.__context__ is not None and not error.__suppress_context__:
+            link, error = CONTEXT, error.__context__
+        else:
+            break
+        if any(error is earlier for earlier in chain):
+            break
+        chain.append(error)
+        links.append(link)
+    parts = ["-" * RULE_WIDTH]
+    for index in reversed(range(len(chain))):
+        parts.append(error_block(chain[index], 2 if index == 0 else 1))
+        if index:
+            parts.append(links[index - 1])
+    return "\n".join(parts) + "\n"
+
+
+def error_block(error, context):
+    name = type(error).__name__
+    try:
+        message = f"{name}: {error}"
+    except Exception:
+        message = f"{name}: <exception str() failed>"
+    return "\n".join([name + "Traceback (most recent call last)".rjust(RULE_WIDTH - len(name)),
+                      *frame_texts(error.__traceback__, context), *getattr(error, CALLER_FRAMES, []),
+                      message, *getattr(error, "__notes__", [])])
+
+
+def frame_texts(tb, context):
+    """A traceback's frames as IPython writes them, those of this shell and of the sandbox left out."""
+    frames = []
+    while tb is not None:
+        if not any(tb.tb_frame.f_globals is hidden for hidden in HIDDEN):
+            frames.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    return [frame_text(frame, lineno, context) if frame else repeated_text(lineno)
+            for frame, lineno in collapsed(frames)]
+
+
+def collapsed(frames):
+    """The frames, runs of repeated calls (deep recursion) each as one ``(None, keys)`` entry, as
+    stack_data collapses them: in a stretch of (code, line)s each seen more than three times in
+    all, only each one's first two and last places stay."""
+    keys = [(frame.f_code, lineno) for frame, lineno in frames]
+    counts = collections.Counter(keys)
+    kept = []
+    for common, stretch in itertools.groupby(keys, key=lambda key: counts[key] > 3):
+        stretch = list(stretch)
+        marks = [not common] * len(stretch)
+        for key in set(stretch) if common else ():
+            places = [index for index, other in enumerate(stretch) if other == key]
+            for index in places[:2] + places[-1:]:
+                marks[index] = True
+        kept += marks
+    result = []
+    for (frame, lineno), key, keep in zip(frames, keys, kept):
+        if keep:
+            result.append((frame, lineno))
+        elif result and result[-1][0] is None:
+            result[-1][1].append(key)
+        else:
+            result.append((None, [key]))
+    return result
+
+
+def repeated_text(keys):
+    counts = sorted(collections.Counter(keys).items(), key=lambda item: (-item[1], item[0][0].co_name))
+    said = ", ".join(f"{code.co_qualname} at line {lineno} ({count} times)" for (code, lineno), count in counts)
+    return f"    [... skipping similar frames: {said}]\n"
+
+
+def frame_text(frame, lineno, context):
+    """``File where:line[, in function(arguments)]`` and the lines around the frame's line."""
+    code = frame.f_code
+    where = code.co_filename
+    if not where.startswith("<"):
+        home = os.path.join(os.path.expanduser("~"), "")
+        where = "~" + os.sep + where[len(home):] if where.startswith(home) else where
+    head = f"File {where}:{lineno}"
+    if code.co_qualname != "<module>":
+        import inspect  # only here: each cell's job pays for what it imports
+        try:
+            arguments = inspect.formatargvalues(*inspect.getargvalues(frame), formatvalue=lambda value: "")
+        except KeyError:
+            arguments = "(***failed resolving arguments***)"
+        head += f", in {code.co_qualname}{arguments}"
+    if linecache.getlines(code.co_filename):
+        return head + "\n" + "".join(context_lines(code.co_filename, lineno, context))
+    # IPython's words where there is no source (code given to exec), in its window of 2 * context
+    # lines from the code's first, written without a line end
+    if lineno - code.co_firstlineno > 2 * context:
+        return head + "\n"
+    number = code.co_firstlineno
+    arrow_width = NUMBER_WIDTH - len(str(number))
+    mark = (arrow(arrow_width) if number == lineno else " " * arrow_width) + str(number)
+    return f"{head}\n{mark} {NO_SOURCE}"
+
+
+def arrow(width):
+    """IPython's marker of a frame's line, as wide as a line number's column leaves."""
+    return "-" * (width - 2) + "> " if width >= 2 else ">" * width
+
+
+NO_SOURCE = "'Could not get source, probably due dynamically evaluated source code.'"
+
+
+def context_lines(filename, lineno, context):
+    """stack_data's choice, as IPython asks it: the source split into pieces (a statement's lines,
+    a compound statement's header, what lies between), those of the innermost function, class or
+    module around the line; the line's piece whole, ``context`` pieces before and after it, each
+    cut to six lines with a gap; indentation they all share removed; numbered, the line marked."""
+    lines = [line.rstrip("\r\n") for line in linecache.getlines(filename)]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        tree = None
+    if tree is None:
+        pieces, scope = [range(number, number + 1) for number in range(1, len(lines) + 1)], None
+    else:
+        pieces, scope = source_pieces(tree, lines), scope_of(tree, lineno)
+    if scope is not None:
+        pieces = [piece for piece in pieces if scope.start <= piece.start and piece.stop <= scope.stop]
+    place = next((index for index, piece in enumerate(pieces) if lineno in piece), None)
+    if place is None:
+        return []
+    shown = []
+    for index in range(max(0, place - context), min(len(pieces), place + 1 + context)):
+        numbers = list(pieces[index])
+        if index != place and len(numbers) > 6:
+            numbers = numbers[:3] + [None] + numbers[-2:]
+        shown += numbers
+    texts = [lines[number - 1] for number in shown if number is not None]
+    indent = len(texts[0]) - len(textwrap.dedent("\n".join(texts)).splitlines()[0])
+    written = []
+    for number in shown:
+        if number is None:
+            written.append("   (...)")
+        elif number == lineno:
+            written.append(f"{arrow(NUMBER_WIDTH - len(str(number)))}{number} {lines[number - 1][indent:]}\n")
+        else:
+            written.append(f"{number:>{NUMBER_WIDTH}} {lines[number - 1][indent:]}\n")
+    return written
+
+
+def line_range(node):
+    """The lines a statement spans, decorators included, as a range."""
+    if not hasattr(node, "lineno"):  # a match statement's case: its pattern to its body's end
+        return range(node.pattern.lineno, node.body[-1].end_lineno + 1)
+    first = min([node.lineno] + [decorator.lineno for decorator in getattr(node, "decorator_list", [])])
+    return range(first, node.end_lineno + 1)
+
+
+def source_pieces(tree, lines):
+    """stack_data's pieces of a source: each statement (its lines), and between statements of a
+    body whatever lines lie there (a compound statement's header, ``else:``, comments); pieces
+    on one line (``a; b``) merged; blank lines at a piece's ends dropped, blank pieces too."""
+    def split(node, start, stop):
+        for _, body in ast.iter_fields(node):
+            if isinstance(body, list) and body and isinstance(body[0], STATEMENT_TYPES):
+                for span in sorted({line_range(statement) for statement in body}, key=lambda r: (r.start, r.stop)):
+                    inner = next(statement for statement in body if line_range(statement) == span)
+                    for inner_start, inner_stop in split(inner, span.start, span.stop):
+                        if start < inner_start:
+                            yield start, inner_start
+                        if inner_start < inner_stop:
+                            yield inner_start, inner_stop
+                        start = inner_stop
+        yield start, stop
+
+    merged = []
+    for start, stop in split(tree, 1, len(lines) + 1):
+        if stop <= start:
+            continue
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((start, stop))
+
+    def blank(number):
+        return 0 < number <= len(lines) and not lines[number - 1].strip()
+
+    pieces = []
+    for start, stop in merged:
+        while blank(start):
+            start += 1
+        while blank(stop - 1):
+            stop -= 1
+        if start < stop:
+            pieces.append(range(start, stop))
+    return pieces
+
+
+STATEMENT_TYPES = (ast.stmt, ast.ExceptHandler, getattr(ast, "match_case", ()))
+SCOPE_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def scope_of(tree, lineno):
+    """The lines of the innermost function or class whose body holds the innermost statement at
+    ``lineno``; None for the module's, which is all of it."""
+    scope, node = None, tree
+    while True:
+        inner = next((child for child in statements_in(node) if lineno in line_range(child)), None)
+        if inner is None:
+            return scope
+        if isinstance(node, SCOPE_TYPES):
+            scope = line_range(node)
+        node = inner
+
+
+def statements_in(node):
+    for _, body in ast.iter_fields(node):
+        if isinstance(body, list) and body and isinstance(body[0], STATEMENT_TYPES):
+            yield from body
 
 
 UNDERS = ("_", "__", "___")
@@ -545,7 +832,7 @@ class Shell:
         """An earlier cell, run again without a word, to rebuild what it left."""
         with contextlib.redirect_stdout(io.StringIO()):
             try:
-                value = run(cell, self.namespace)
+                value = run(compiled(cell, count), self.namespace)
                 if value is not None:
                     self.keep(value, count)
             except BaseException:  # SystemExit too: a shell survives it
@@ -554,7 +841,15 @@ class Shell:
     def live(self, cell, count):
         """The new cell, with what IPython prints for it."""
         try:
-            value = run(cell, self.namespace)
+            code = compiled(cell, count)
+        except SyntaxError as error:
+            print(syntax_error_text(error), end="")
+            return
+        except Exception as error:  # the compiler's own limits: too deep, too big
+            print(traceback_text(error), end="")
+            return
+        try:
+            value = run(code, self.namespace)
             if value is not None:
                 self.keep(value, count)
                 text = pretty(value)
@@ -563,7 +858,4 @@ class Shell:
             print("An exception has occurred, use %tb to see the full traceback.\n")
             print("".join(traceback.format_exception_only(type(error), error)))
         except BaseException as error:
-            frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == "<cell>"]
-            print("Traceback (most recent call last):")
-            print("".join(traceback.format_list(frames)), end="")
-            print("".join(traceback.format_exception_only(type(error), error)), end="")
+            print(traceback_text(error), end="")

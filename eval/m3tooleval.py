@@ -28,21 +28,21 @@ those of one-at-a-time runs; only their order in the file (the order tasks end) 
 padding changes the rounding, and near-tied greedy choices can break differently.)
 
 Code actions. Upstream runs them in an IPython shell inside its own process, one per task, whose
-namespace persists across turns. LLM-written code never runs in this process here: each action runs
-in our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools served in-process as
+namespace persists across turns. LLM-written code never runs in this process here: each action runs in
+our sandbox (:meth:`envs.sandbox.Sandbox.run_code`), with the task's tools served in-process as
 callables (upstream's tool functions, on their own state: a web browser keeps its page). The shell is
-emulated there (:mod:`eval.ipython_shell`: what a cell shows, laid out as IPython's pretty printer
-lays it out, and what IPython keeps of it): earlier cells are replayed silently before the new one,
-their tool calls answered from a record of what the tools returned (so stateful tools are not called
-twice), which restores the variables they defined; Python's ``random`` starts from one seed in every
-run, so a replayed cell draws what it drew live (and calls the tools it called), and the new cell
-goes on from there as in a live shell. A shown value comes after IPython's ``Out[n]:`` prompt (n
-IPython's count of the cells run), which upstream strips after cutting the output (the space after it
-stays); what a cell writes to stderr (warnings too) is not shown, as upstream's shell shows only
-stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes upstream's "Did
-you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool arguments and
-results cross the boundary as Python literals, so tuples and sets survive. Upstream's ``repl`` module
-(which needs IPython) is therefore never imported: a stand-in takes its place.
+emulated there (:mod:`eval.ipython_shell`: what a cell shows, laid out as IPython's pretty printer lays
+it out, its errors as IPython's tracebacks, and what IPython keeps of it): earlier cells are replayed
+silently before the new one, their tool calls answered from a record of what the tools returned (so
+stateful tools are not called twice), which restores the variables they defined; Python's ``random``
+starts from one seed in every run, so a replayed cell draws what it drew live (and calls the tools it
+called), and the new cell goes on from there as in a live shell. A shown value comes after IPython's
+``Out[n]:`` prompt (n IPython's count of the cells run), which upstream strips after cutting the output
+(the space after it stays); what a cell writes to stderr (warnings too) is not shown, as upstream's
+shell shows only stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes
+upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool
+arguments and results cross the boundary as Python literals, so tuples and sets survive. Upstream's
+``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its place.
 
 Upstream's tools themselves run in this process, as upstream runs them; two of them (the
 ``calculator`` of trade_calculator and web_browsing) ``eval`` the expression they are given, so run
@@ -83,7 +83,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import cli, report
 from eval.cli import InputError, run
-from eval.ipython_shell import attribute, pretty
+from eval.ipython_shell import attribute, frame_texts, pretty
 from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, Reply
 from agents.prompting import Message
 
@@ -272,8 +272,9 @@ class CodeSession:
         try:
             with _quiet():
                 value = self.tools[name].function(*positional, **keywords)
-        except Exception as error:
-            return {"error": str(error), "type": type(error).__name__}
+        except Exception as error:  # the tool's frames, from the one below this one, as IPython would show them
+            return {"error": str(error), "type": type(error).__name__,
+                    "frames": frame_texts(error.__traceback__.tb_next, context=2)}
         text = repr(value)
         try:
             ast.literal_eval(text)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import collections
+import hashlib
+import linecache
 import re
 import types
 
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eval import m3tooleval
-from eval.ipython_shell import pretty
+from eval.ipython_shell import cleaned, pretty
 from eval.m3tooleval import load_benchmark, run_task
 from agents.policy import scripted
 from test_eval_m3tooleval import FIXTURE, action, task
@@ -149,4 +151,76 @@ def test_a_tool_shows_as_upstreams_function_under_upstreams_package_name(bench):
     replies = [action("take_ticket"), "Answer: 2"]
     record = run_task(task(bench, "tickets/second_ticket"), bench, "code", scripted(replies))
     assert re.fullmatch(r" <bound method Dispenser.take_ticket of <tasks.tickets.Dispenser object at 0x[0-9a-f]+>>\n",
+                        record["messages"][2]["content"])
+
+
+RULE = "-" * 75
+
+
+def header(name: str) -> str:
+    return name + "Traceback (most recent call last)".rjust(75 - len(name))
+
+
+@pytest.mark.parametrize("cells, shown", [
+    (["x = 1\ny = 0\nx / y"],
+     [RULE, header("ZeroDivisionError"), "File <ipython-input-1-514936153616>:3", "      1 x = 1", "      2 y = 0",
+      "----> 3 x / y", "", "ZeroDivisionError: division by zero", ""]),
+    (["try:\n    1/0\nexcept ZeroDivisionError as e:\n    raise ValueError('wrapped') from e"],  # a cause: 1 around
+     [RULE, header("ZeroDivisionError"), "File <ipython-input-1-9b0644145021>:2", "      1 try:", "----> 2     1/0",
+      "      3 except ZeroDivisionError as e:", "", "ZeroDivisionError: division by zero", "",
+      "The above exception was the direct cause of the following exception:", "",
+      header("ValueError"), "File <ipython-input-1-9b0644145021>:4", "      2     1/0",
+      "      3 except ZeroDivisionError as e:", "----> 4     raise ValueError('wrapped') from e", "",
+      "ValueError: wrapped", ""]),
+    (["def f(x):\n    return 1 / x", "f(0)"],  # a function of an earlier cell, under that cell's name
+     [RULE, header("ZeroDivisionError"), "File <ipython-input-2-6bfbdbfff9c4>:1", "----> 1 f(0)", "",
+      "File <ipython-input-1-def7d6d68803>:2, in f(x)", "      1 def f(x):", "----> 2     return 1 / x", "",
+      "ZeroDivisionError: division by zero", ""]),
+    (["\n".join(f"a{i} = [\n" + f"    {i},\n" * 7 + "]" for i in range(3)) + "\nb = a0[9]"],  # long pieces cut
+     [RULE, header("IndexError"), "File <ipython-input-1-c37a79c1edd1>:28", "     10 a1 = [", "     11     1,",
+      "     12     1,", "   (...)     17     1,", "     18 ]", "     19 a2 = [", "     20     2,", "     21     2,",
+      "   (...)     26     2,", "     27 ]", "---> 28 b = a0[9]", "", "IndexError: list index out of range", ""]),
+    (["exec('1/0')"],  # no source to show
+     [RULE, header("ZeroDivisionError"), "File <ipython-input-1-b6f54f061351>:1", "----> 1 exec('1/0')", "",
+      "File <string>:1",
+      "----> 1 'Could not get source, probably due dynamically evaluated source code.'",
+      "ZeroDivisionError: division by zero", ""]),
+    (["x = ("], ["  File <ipython-input-1-f396fd8cefcf>:1", "    x = (", "         ^", "SyntaxError: incomplete input",
+                 "", ""]),
+])
+def test_errors_show_as_ipythons_verbose_traceback(bench, cells, shown):
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    assert record["messages"][2 * len(cells)]["content"] == "\n".join(shown)
+
+
+def test_a_cell_is_cleaned_and_named_as_ipython_cleans_and_names_it():
+    """Leading blank lines and the common indentation go, a line end closes it; the name holds the
+    count and the SHA-1 of the cleaned text; its lines are in ``linecache`` (tracebacks read them)."""
+    text, name = cleaned("\n \n  x = 1\n  print(x)", 3)
+    assert text == "x = 1\nprint(x)\n"
+    assert name == "<ipython-input-3-" + hashlib.sha1(text.encode()).hexdigest()[:12] + ">"
+    assert linecache.getline(name, 2) == "print(x)\n"
+
+
+def test_deep_recursion_shows_its_first_frames_a_count_and_its_last(bench):
+    replies = [action("def h():\n    h()\nh()"), "Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    frame = "File <ipython-input-1-2c32b1c436d8>:2, in h()\n      1 def h():\n----> 2     h()\n"
+    assert re.fullmatch(re.escape(RULE + "\n" + header("RecursionError") + "\nFile <ipython-input-1-2c32b1c436d8>:3\n"
+                                  "      1 def h():\n      2     h()\n----> 3 h()\n\n" + frame + "\n" + frame + "\n")
+                        + r"    \[\.\.\. skipping similar frames: h at line 2 \(\d+ times\)\]\n\n"
+                        + re.escape(frame + "\nRecursionError: maximum recursion depth exceeded\n"),
+                        record["messages"][2]["content"])
+
+
+def test_a_tools_error_shows_the_tools_own_frames(bench):
+    replies = [action("divide(1, 0)"), "Answer: 3"]
+    record = run_task(task(bench, "arithmetic/quotient"), bench, "code", scripted(replies))
+    assert re.fullmatch(re.escape(RULE + "\n" + header("ZeroDivisionError") + "\n"
+                                  "File <ipython-input-1-b4d7e8b388b7>:1\n----> 1 divide(1, 0)\n\nFile ")
+                        + r"\S*tasks/arithmetic\.py:16, in divide\(a, b\)\n"
+                        + re.escape("     14 def divide(a, b):\n     15     if b == 0:\n"
+                                    "---> 16         raise ZeroDivisionError(\"cannot divide by zero\")\n     17     "
+                                    "return divmod(a, b)\n\nZeroDivisionError: cannot divide by zero\n"),
                         record["messages"][2]["content"])

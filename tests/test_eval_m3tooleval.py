@@ -154,7 +154,7 @@ def test_tool_values_cross_the_sandbox_as_python_literals_and_errors_keep_their_
     record = run_task(task(bench, "arithmetic/quotient"), bench, "code", scripted(replies))
     assert record["messages"][2]["content"] == "tuple 3 2\n"
     assert "ZeroDivisionError: cannot divide by zero" in record["messages"][4]["content"]
-    assert "line 1" in record["messages"][4]["content"]
+    assert "----> 1 divide(1, 0)" in record["messages"][4]["content"]
 
 
 def test_a_single_tool_task_is_checked_on_the_action_result(bench):
