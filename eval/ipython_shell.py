@@ -31,6 +31,7 @@ import ast
 import builtins
 import codeop
 import collections
+import collections.abc
 import contextlib
 import hashlib
 import io
@@ -611,7 +612,20 @@ def error_block(error, context):
         message = f"{name}: <exception str() failed>"
     return "\n".join([name + "Traceback (most recent call last)".rjust(RULE_WIDTH - len(name)),
                       *frame_texts(error.__traceback__, context), *getattr(error, CALLER_FRAMES, []),
-                      message, *getattr(error, "__notes__", [])])
+                      message, *notes_of(error)])
+
+
+def notes_of(error):
+    """An exception's notes as IPython writes them: a value that is not a list of them, as its repr."""
+    notes = getattr(error, "__notes__", [])
+    if not isinstance(notes, collections.abc.Sequence) or isinstance(notes, (str, bytes)):
+        try:
+            return [repr(notes)]
+        except Exception:
+            return ["<__notes__ repr() failed>"]
+    if not all(isinstance(note, str) for note in notes):
+        raise TypeError("a note that is not text")  # IPython gives up on the traceback
+    return list(notes)
 
 
 def frame_texts(tb, context):
@@ -858,4 +872,8 @@ class Shell:
             print("An exception has occurred, use %tb to see the full traceback.\n")
             print("".join(traceback.format_exception_only(type(error), error)))
         except BaseException as error:
-            print(traceback_text(error), end="")
+            try:
+                text = traceback_text(error)
+            except Exception:
+                text = "Unexpected exception formatting exception. Falling back to standard exception\n"
+            print(text, end="")

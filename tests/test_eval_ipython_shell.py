@@ -187,6 +187,11 @@ def header(name: str) -> str:
       "ZeroDivisionError: division by zero", ""]),
     (["x = ("], ["  File <ipython-input-1-f396fd8cefcf>:1", "    x = (", "         ^", "SyntaxError: incomplete input",
                  "", ""]),
+    (["e = ValueError('a'); e.__notes__ = 5; raise e"],
+     [RULE, header("ValueError"), "File <ipython-input-1-6f45ab37e211>:1",
+      "----> 1 e = ValueError('a'); e.__notes__ = 5; raise e", "", "ValueError: a", "5", ""]),
+    (["e = ValueError('a'); e.__notes__ = ['n', 3]; raise e"],
+     ["Unexpected exception formatting exception. Falling back to standard exception", ""]),
 ])
 def test_errors_show_as_ipythons_verbose_traceback(bench, cells, shown):
     replies = [action(cell) for cell in cells] + ["Answer: 42"]
