@@ -13,7 +13,9 @@ classes and functions by their qualified names (``__main__.f(a, b=2)``); objects
 items of a container. The printer here is this project's own, written to IPython's rules, and
 checked against IPython's output in the tests. A shown value is kept as ``_`` (older ones as ``__``
 and ``___``, unless the code assigned one of those itself), as ``_<n>`` and in ``Out``; ``display``
-prints its objects, as it does in a shell without a frontend such as upstream's.
+prints its objects, as it does in a shell without a frontend such as upstream's; ``help`` is pydoc's.
+The task's tools are stand-ins that call the real ones in the caller, shown, named and helped as
+the real ones.
 
 A cell is cleaned as IPython cleans it (leading blank lines and common indentation dropped) and
 compiled under IPython's name for it, ``<ipython-input-<n>-<sha1>>``. An error is written as IPython's
@@ -60,9 +62,9 @@ class Discard(io.TextIOBase):
 def tool(name, about):
     """One of the task's tools as a function of the cell's namespace: its calls cross to the caller
     through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type.
-    ``about``: the real tool's ``module``, ``qualname`` and ``doc``, and the text IPython ``shows``
-    for it, all from the caller, where the tool lives; an error's reply may hold the tool's ``frames``,
-    as IPython writes them in a traceback."""
+    ``about``: the real tool's ``module``, ``qualname`` and ``doc``, the text IPython ``shows`` for it
+    and the text ``help`` writes of it, all from the caller, where the tool lives; an error's reply may
+    hold the tool's ``frames``, as IPython writes them in a traceback."""
     def call(*args, **kwargs):
         reply = _m3_tool(name, repr(args), repr(kwargs))  # noqa: F821 (the bridge the sandbox defines)
         if "error" in reply:
@@ -75,11 +77,17 @@ def tool(name, about):
         return ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
     call.__name__ = name
     call.__module__, call.__qualname__, call.__doc__ = about["module"], about["qualname"], about["doc"]
-    STAND_INS[id(call)] = (call, about["shows"])
+    STAND_INS[id(call)] = (call, about)
     return call
 
 
-STAND_INS = {}  # id -> (a tool's stand-in, what IPython shows for the real tool); held, so no id is reused
+STAND_INS = {}  # id -> (a tool's stand-in, what the caller said of the real tool); held, so no id is reused
+
+
+def about_stand_in(value):
+    """What the caller said of the tool ``value`` stands in for; None if it is no stand-in."""
+    stand_in, about = STAND_INS.get(id(value), (None, None))
+    return about if stand_in is value else None
 
 
 # ---------------------------------------------------------------- layout: IPython's line breaking
@@ -276,9 +284,9 @@ def printer(value):
     ``_repr_pretty_`` method or a ``__repr__`` of its own; else the default ``<class at address>``."""
     if any(value is singleton for singleton in (None, True, False, Ellipsis, NotImplemented)):
         return show_repr
-    stand_in, shows = STAND_INS.get(id(value), (None, ""))
-    if stand_in is value:
-        return lambda value, p, cycle: p.text(shows)
+    about = about_stand_in(value)
+    if about is not None:
+        return lambda value, p, cycle: p.text(about["shows"])
     kind = attribute(value, "__class__") or type(value)
     for cls in kind.__mro__ if hasattr(kind, "__mro__") else (kind,):
         if cls in BY_TYPE:
@@ -499,11 +507,11 @@ BY_NAME = {
 
 def start(tools):
     """The shell as a code action's job begins: Python's ``random`` seeded alike in every job (so a
-    replayed cell draws what it drew live), stderr unseen, IPython's ``display`` a builtin, the tools
-    (name: about) in the namespace."""
+    replayed cell draws what it drew live), stderr unseen, IPython's ``display`` and site's ``help``
+    builtins, the tools (name: about) in the namespace."""
     random.seed(0)
     sys.stderr = Discard()
-    builtins.display = display
+    builtins.display, builtins.help = display, Helper()
     HIDDEN.append(getattr(builtins.__import__, "__globals__", None))  # the sandbox's import guard, if any
     return Shell({name: tool(name, about) for name, about in tools.items()})
 
@@ -511,6 +519,22 @@ def start(tools):
 def display(*objects, **options):
     """IPython's ``display`` in a shell without a frontend, as upstream's is: it prints its objects."""
     print(*objects)
+
+
+class Helper:
+    """``help`` as upstream's shell has it (site's, through pydoc, writing to stdout); for a tool,
+    the text pydoc writes of the real one, from the caller."""
+
+    def __repr__(self):
+        return "Type help() for interactive help, or help(object) for help about object."
+
+    def __call__(self, *args, **kwargs):
+        about = about_stand_in(args[0]) if len(args) == 1 and not kwargs else None
+        if about is not None:
+            sys.stdout.write(about["help"] + "\n")  # pydoc's Helper ends with a line end of its own
+            return None
+        import pydoc  # only here: each cell's job pays for what it imports
+        return pydoc.help(*args, **kwargs)
 
 
 COMPILE_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_DONT_IMPLY_DEDENT | codeop.PyCF_ALLOW_INCOMPLETE_INPUT  # IPython's

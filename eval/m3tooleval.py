@@ -66,6 +66,7 @@ import importlib.util
 import io
 import logging
 import os
+import pydoc
 import re
 import shutil
 import subprocess
@@ -291,7 +292,8 @@ class CodeSession:
             function = self.tools[name].function
             qualname = attribute(function, "__qualname__")
             about = {"module": attribute(function, "__module__"), "doc": attribute(function, "__doc__"),
-                     "qualname": qualname if isinstance(qualname, str) else name, "shows": pretty(function)}
+                     "qualname": qualname if isinstance(qualname, str) else name, "shows": pretty(function),
+                     "help": pydoc.plain(pydoc.render_doc(function, "Help on %s:"))}
             abouts[name] = {key: upstream_names(value) if isinstance(value, str) else None
                             for key, value in about.items()}
         return abouts

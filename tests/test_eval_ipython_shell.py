@@ -229,3 +229,19 @@ def test_a_tools_error_shows_the_tools_own_frames(bench):
                                     "---> 16         raise ZeroDivisionError(\"cannot divide by zero\")\n     17     "
                                     "return divmod(a, b)\n\nZeroDivisionError: cannot divide by zero\n"),
                         record["messages"][2]["content"])
+
+
+def test_help_writes_what_pydoc_writes_a_tools_help_that_of_the_real_tool(bench):
+    """Upstream's observations for these cells (its shell, with the fixture's tools imported as ``tasks``)."""
+    cells = ["help(add)", "help", "x = help(len); print(x)"]
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    assert [m["content"] for m in record["messages"][2:7:2]] == [
+        "Help on function add in module tasks.arithmetic:\n\nadd(a, b)\n\n",
+        " Type help() for interactive help, or help(object) for help about object.\n",
+        "Help on built-in function len in module builtins:\n\nlen(obj, /)\n"
+        "    Return the number of items in a container.\n\nNone\n"]
+    record = run_task(task(bench, "tickets/second_ticket"), bench, "code",
+                      scripted([action("help(take_ticket)"), "Answer: 2"]))
+    assert record["messages"][2]["content"] == ("Help on method take_ticket in module tasks.tickets:\n\n"
+                                                "take_ticket() method of tasks.tickets.Dispenser instance\n\n")
