@@ -59,6 +59,8 @@ class Discard(io.TextIOBase):
         return len(text)
 
 
+# ---------------------------------------------------------------- the task's tools
+
 def tool(name, about):
     """One of the task's tools as a function of the cell's namespace: its calls cross to the caller
     through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type.
@@ -838,6 +840,8 @@ def statements_in(node):
         if isinstance(body, list) and body and isinstance(body[0], STATEMENT_TYPES):
             yield from body
 
+
+# ---------------------------------------------------------------- the shell: a task's namespace and its cells
 
 UNDERS = ("_", "__", "___")
 
