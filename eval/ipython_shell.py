@@ -42,6 +42,7 @@ import linecache
 import os
 import random
 import re
+import signal
 import sys
 import textwrap
 import tokenize
@@ -700,18 +701,14 @@ def repeated_text(keys):
 def frame_text(frame, lineno, context):
     """``File where:line[, in function(arguments)]`` and the lines around the frame's line."""
     code = frame.f_code
-    where = code.co_filename
-    if not where.startswith("<"):
-        home = os.path.join(os.path.expanduser("~"), "")
-        where = "~" + os.sep + where[len(home):] if where.startswith(home) else where
-    head = f"File {where}:{lineno}"
+    head = frame_head(code.co_filename, lineno)
     if code.co_qualname != "<module>":
         import inspect  # only here: each cell's job pays for what it imports
         try:
             arguments = inspect.formatargvalues(*inspect.getargvalues(frame), formatvalue=lambda value: "")
         except KeyError:
             arguments = "(***failed resolving arguments***)"
-        head += f", in {code.co_qualname}{arguments}"
+        head = frame_head(code.co_filename, lineno, code.co_qualname + arguments)
     if linecache.getlines(code.co_filename):
         return head + "\n" + "".join(context_lines(code.co_filename, lineno, context))
     # IPython's words where there is no source (code given to exec), in its window of 2 * context
@@ -722,6 +719,15 @@ def frame_text(frame, lineno, context):
     arrow_width = NUMBER_WIDTH - len(str(number))
     mark = (arrow(arrow_width) if number == lineno else " " * arrow_width) + str(number)
     return f"{head}\n{mark} {NO_SOURCE}"
+
+
+def frame_head(filename, lineno, call=None):
+    """``File where:line``, the home folder as ``~``, then ``, in function(arguments)`` if in one."""
+    where = filename
+    if not where.startswith("<"):
+        home = os.path.join(os.path.expanduser("~"), "")
+        where = "~" + os.sep + where[len(home):] if where.startswith(home) else where
+    return f"File {where}:{lineno}" + (f", in {call}" if call else "")
 
 
 def arrow(width):
@@ -880,22 +886,25 @@ class Shell:
             except BaseException:  # SystemExit too: a shell survives it
                 pass
 
-    def live(self, cell, count):
-        """The new cell, with what IPython prints for it."""
+    def live(self, cell, count, seconds, alarm_frames=()):
+        """The new cell, with what IPython prints for it; given ``seconds``, as upstream's shell gives
+        a cell, then stopped by a TimeoutError (see :class:`Alarm`). Whether that alarm went off."""
         try:
             code = compiled(cell, count)
         except SyntaxError as error:
             print(syntax_error_text(error), end="")
-            return
+            return False
         except Exception as error:  # the compiler's own limits: too deep, too big
             print(traceback_text(error), end="")
-            return
+            return False
+        alarm = Alarm(seconds, list(alarm_frames))
         try:
-            value = run(code, self.namespace)
-            if value is not None:
-                self.keep(value, count)
-                text = pretty(value)
-                print(f"Out[{count}]: " + ("\n" if "\n" in text else "") + text)  # the prompt, as IPython writes it
+            with alarm:
+                value = run(code, self.namespace)
+                if value is not None:
+                    self.keep(value, count)
+                    text = pretty(value)
+                    print(f"Out[{count}]: " + ("\n" if "\n" in text else "") + text)  # as IPython writes it
         except SystemExit as error:  # IPython's words for it
             print("An exception has occurred, use %tb to see the full traceback.\n")
             print("".join(traceback.format_exception_only(type(error), error)))
@@ -905,3 +914,25 @@ class Shell:
             except Exception:
                 text = "Unexpected exception formatting exception. Falling back to standard exception\n"
             print(text, end="")
+        return alarm.went_off
+
+
+class Alarm:
+    """Upstream's time limit on a cell: SIGALRM after ``seconds`` raises a TimeoutError in it, whose
+    traceback ends with ``frames``: upstream's handler's, written by the caller from its source."""
+
+    def __init__(self, seconds, frames):
+        self.seconds, self.frames, self.went_off = seconds, frames, False
+
+    def __enter__(self):
+        signal.signal(signal.SIGALRM, self.expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *error):
+        signal.alarm(0)
+
+    def expire(self, signum, frame):
+        self.went_off = True
+        error = TimeoutError(f"Timed out after {self.seconds} seconds.")
+        setattr(error, CALLER_FRAMES, self.frames)
+        raise error

@@ -40,7 +40,8 @@ called), and the new cell goes on from there as in a live shell. A shown value c
 ``Out[n]:`` prompt (n IPython's count of the cells run), which upstream strips after cutting the output
 (the space after it stays); what a cell writes to stderr (warnings too) is not shown, as upstream's
 shell shows only stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes
-upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s. Tool
+upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s (an
+alarm in the job, as upstream's; then a TimeoutError, and the cell is not replayed: what it set is lost). Tool
 arguments and results cross the boundary as Python literals, so tuples and sets survive. Upstream's
 ``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its place.
 
@@ -65,6 +66,7 @@ import hashlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import pydoc
 import re
@@ -72,6 +74,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -84,7 +87,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import cli, report
 from eval.cli import InputError, run
-from eval.ipython_shell import attribute, frame_texts, pretty
+from eval.ipython_shell import attribute, context_lines, frame_head, frame_texts, pretty
 from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, Reply
 from agents.prompting import Message
 
@@ -103,7 +106,9 @@ RETRY_MESSAGE = ("Your answer is incorrect. Please try again. Note that you shou
                  "(e.g., single number), without any other text.")
 NO_OUTPUT = "[Executed Successfully with No Output, Did you forget to print?]"
 MAX_OUTPUT = 2000
-CELL_SECONDS = 30
+CELL_SECONDS = 30  # upstream's time limit on a cell
+REPLAY_ALLOWANCE = 2  # a replayed cell may take this many times as long as it ran live
+BACKSTOP_SECONDS = 5  # the job's limit passes the cell's own by this much
 
 
 # ---------------------------------------------------------------- the checkout
@@ -219,6 +224,41 @@ def load_benchmark(root: Path) -> Benchmark:
     return Benchmark(root, package, tasks)
 
 
+@functools.cache
+def alarm_frames(root: Path) -> list[str]:
+    """The frame upstream's traceback of a timed-out cell ends with, as IPython writes it: the handler
+    of the alarm in the checkout's ``tasks/repl.py`` (``PythonREPL.time_limit``'s ``signal_handler``),
+    at its ``raise``; none if that file has no such handler."""
+    path = root / "tasks" / "repl.py"
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return []
+
+    def find(node: ast.AST, qualname: str) -> tuple[str, ast.FunctionDef, ast.Raise] | None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef)):
+                inner = f"{qualname}{child.name}" + (".<locals>." if isinstance(child, ast.FunctionDef) else ".")
+                raises = [s for s in child.body if isinstance(s, ast.Raise)] if child.name == "signal_handler" else []
+                if raises:
+                    return inner.removesuffix(".<locals>."), child, raises[0]
+                found = find(child, inner)
+                if found:
+                    return found
+        return None
+
+    found = find(tree, "")
+    if found is None:
+        return []
+    qualname, handler, raised = found
+    arguments = handler.args
+    names = [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs]
+    names += [f"*{arguments.vararg.arg}"] if arguments.vararg else []
+    names += [f"**{arguments.kwarg.arg}"] if arguments.kwarg else []
+    head = frame_head(str(path), raised.lineno, f"{qualname}({', '.join(names)})")
+    return [head + "\n" + "".join(context_lines(str(path), raised.lineno, context=2))]
+
+
 def select(tasks: Sequence[Any], pattern: str | None = None, limit: int | None = None) -> list[Any]:
     """Tasks whose name matches ``pattern`` (``re.search``, as upstream's filter), the first ``limit``
     of them. (Upstream counts its limit over all tasks, matching or not; here it counts the tasks run.)"""
@@ -243,13 +283,15 @@ SHELL = (Path(__file__).parent / "ipython_shell.py").read_text()
 """The head of every code action's program: the emulated IPython shell (:mod:`eval.ipython_shell`)."""
 
 _BRIDGE = "_m3_tool"
-_LIVE = "__live__"
+_LIVE = "__live__"  # the job's call between the replayed cells and the new one
+_TIMED_OUT = "__timed_out__"  # and after the new one, if its time ran out
 
 
 @dataclass
 class _Cell:
     source: str
     count: int
+    seconds: float = 0.0  # how long it ran live: its replays take about as long
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
@@ -262,6 +304,8 @@ class CodeSession:
     cells: list[_Cell] = field(default_factory=list)
     count: int = 0
     """Cells run (IPython's execution count: every cell but a blank one, a cell that timed out too)."""
+    alarm_frames: list[str] = field(default_factory=list)
+    """How a timed-out cell's traceback ends upstream (:func:`alarm_frames`)."""
 
     def _call(self, name: str, args: str, kwargs: str) -> dict[str, str]:
         """Run one of upstream's tools here; its value goes back as a literal, or as text."""
@@ -302,7 +346,9 @@ class CodeSession:
         kept = [(cell.source, cell.count) for cell in self.cells]
         return (f"{SHELL}\n\nshell = start({self._abouts!r})\n"
                 f"for cell, count in {kept!r}:\n    shell.replay(cell, count)\n"
-                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\nshell.live({source!r}, {self.count})\n")
+                f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n"
+                f"if shell.live({source!r}, {self.count}, {CELL_SECONDS}, {self.alarm_frames!r}):\n"
+                f"    {_BRIDGE}({_TIMED_OUT!r}, '()', '{{}}')\n")
 
     def run(self, source: str) -> Any:
         """Run one code action; what upstream's ``execute_action`` returns for it: the output, read
@@ -310,28 +356,36 @@ class CodeSession:
         self.count += bool(source.strip())
         cell = _Cell(source, self.count)
         recorded = [call for earlier in self.cells for call in earlier.calls]
-        live = False
+        live_since: float | None = None
+        timed_out = False
 
         def serve(_: str, arguments: dict[str, Any]) -> dict[str, str]:
-            nonlocal live
+            nonlocal live_since, timed_out
             key = (str(arguments.get("name")), str(arguments.get("args")), str(arguments.get("kwargs")))
             if key[0] == _LIVE:
-                live = True
+                live_since = time.monotonic()
                 return {"literal": "None"}
-            if not live and recorded and recorded[0][0] == key:
+            if key[0] == _TIMED_OUT:
+                timed_out = True
+                return {"literal": "None"}
+            if live_since is None and recorded and recorded[0][0] == key:
                 return recorded.pop(0)[1]
             reply = self._call(*key)
-            if live:
+            if live_since is not None:
                 cell.calls.append((key, reply))
             return reply
 
-        limits = replace(self.sandbox.limits, wall_seconds=float(CELL_SECONDS), cpu_seconds=CELL_SECONDS)
+        # The cell's own 30 s are an alarm inside the job, as upstream's; the job's limit is a backstop
+        # above them and the replays, for code no signal interrupts.
+        seconds = CELL_SECONDS + REPLAY_ALLOWANCE * sum(earlier.seconds for earlier in self.cells) + BACKSTOP_SECONDS
+        limits = replace(self.sandbox.limits, wall_seconds=seconds, cpu_seconds=math.ceil(seconds))
         result = self.sandbox.run_code(self._program(source), serve, {_BRIDGE: ["name", "args", "kwargs"]},
                                        limits=limits)
+        cell.seconds = time.monotonic() - live_since if live_since is not None else 0.0
         output = result.output
         if result.status != "ok":
             output += f"\n{result.message}" if output else result.message
-        if result.status != "timeout":
+        if result.status != "timeout" and not timed_out:
             self.cells.append(cell)
         output = output or NO_OUTPUT
         if len(output) > MAX_OUTPUT:
@@ -462,7 +516,8 @@ class Episode:
         with _quiet():
             task.reset()
             prompt = task.get_prompt(action_mode)
-        session = CodeSession(task.tools, sandbox or default_sandbox()) if mode == "code" else None
+        session = (CodeSession(task.tools, sandbox or default_sandbox(), alarm_frames=alarm_frames(benchmark.root))
+                   if mode == "code" else None)
         return cls(task, action_mode, session, max_turns, prompt, [{"role": "user", "content": prompt}])
 
     @property

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from eval import m3tooleval
 from eval.ipython_shell import cleaned, pretty
 from eval.m3tooleval import load_benchmark, run_task
+from envs.sandbox import default_sandbox
 from agents.policy import scripted
 from test_eval_m3tooleval import FIXTURE, action, task
 
@@ -243,3 +244,35 @@ def test_help_writes_what_pydoc_writes_a_tools_help_that_of_the_real_tool(bench)
                       scripted([action("help(take_ticket)"), "Answer: 2"]))
     assert record["messages"][2]["content"] == ("Help on method take_ticket in module tasks.tickets:\n\n"
                                                 "take_ticket() method of tasks.tickets.Dispenser instance\n\n")
+
+
+def test_a_cell_gets_its_seconds_as_upstreams_alarm_gives_them_and_replays_do_not_count(bench, monkeypatch):
+    monkeypatch.setattr(m3tooleval, "CELL_SECONDS", 1)
+    cells = ["import time\ntime.sleep(0.7)\nprint('slept')", "time.sleep(0.7)\nprint('again')",
+             "print('hi')\nwhile True:\n    pass", "print('after')"]
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    observations = [m["content"] for m in record["messages"][2:9:2]]
+    assert observations[:2] == ["slept\n", "again\n"]  # the first cell's replay is not taken from the second's second
+    assert observations[2].startswith("hi\n" + RULE + "\n" + header("TimeoutError") + "\nFile <ipython-input-3-")
+    assert observations[2].endswith("\n\nTimeoutError: Timed out after 1 seconds.\n")
+    assert observations[3] == "after\n"  # the cell that ran out of time is not replayed
+
+
+def test_a_timed_out_cells_traceback_ends_with_the_checkouts_alarm_handler_as_upstreams_does(tmp_path, monkeypatch):
+    """Upstream's shell raises the TimeoutError in a handler of its tasks/repl.py; its traceback shows that frame."""
+    repl = tmp_path / "tasks" / "repl.py"
+    repl.parent.mkdir()
+    repl.write_text("import signal\n\n\nclass PythonREPL:\n    def time_limit(self, seconds):\n"
+                    "        def signal_handler(signum, frame):\n"
+                    "            raise TimeoutError(f'Timed out after {seconds} seconds.')\n\n"
+                    "        signal.signal(signal.SIGALRM, signal_handler)\n")
+    handler = (f"File {repl}:7, in PythonREPL.time_limit.<locals>.signal_handler(signum, frame)\n"
+               "      6 def signal_handler(signum, frame):\n"
+               "----> 7     raise TimeoutError(f'Timed out after {seconds} seconds.')\n")
+    assert m3tooleval.alarm_frames(tmp_path) == [handler]
+    monkeypatch.setattr(m3tooleval, "CELL_SECONDS", 1)
+    session = m3tooleval.CodeSession({}, default_sandbox(), alarm_frames=[handler])
+    assert session.run("while True:\n    pass") == "\n".join(
+        [RULE, header("TimeoutError"), "File <ipython-input-1-b7133701d76c>:1", "----> 1 while True:",
+         "      2     pass", "", handler, "TimeoutError: Timed out after 1 seconds.", ""])
