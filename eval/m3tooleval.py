@@ -41,9 +41,10 @@ called), and the new cell goes on from there as in a live shell. A shown value c
 (the space after it stays); what a cell writes to stderr (warnings too) is not shown, as upstream's
 shell shows only stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes
 upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s (an
-alarm in the job, as upstream's; then a TimeoutError, and the cell is not replayed: what it set is lost). Tool
-arguments and results cross the boundary as Python literals, so tuples and sets survive. Upstream's
-``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its place.
+alarm in the job, as upstream's; then a TimeoutError, and the cell is not replayed: what it set is
+lost). Tool arguments and results cross the boundary as Python literals, so tuples and sets survive.
+Upstream's ``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its
+place.
 
 Upstream's tools themselves run in this process, as upstream runs them; two of them (the
 ``calculator`` of trade_calculator and web_browsing) ``eval`` the expression they are given, so run
@@ -239,7 +240,8 @@ def alarm_frames(root: Path) -> list[str]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef)):
                 inner = f"{qualname}{child.name}" + (".<locals>." if isinstance(child, ast.FunctionDef) else ".")
-                raises = [s for s in child.body if isinstance(s, ast.Raise)] if child.name == "signal_handler" else []
+                raises = [statement for statement in child.body if isinstance(statement, ast.Raise)
+                          if child.name == "signal_handler"]
                 if raises:
                     return inner.removesuffix(".<locals>."), child, raises[0]
                 found = find(child, inner)
