@@ -35,6 +35,7 @@ import codeop
 import collections
 import collections.abc
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -701,14 +702,15 @@ def repeated_text(keys):
 def frame_text(frame, lineno, context):
     """``File where:line[, in function(arguments)]`` and the lines around the frame's line."""
     code = frame.f_code
-    head = frame_head(code.co_filename, lineno)
+    call = None
     if code.co_qualname != "<module>":
         import inspect  # only here: each cell's job pays for what it imports
         try:
             arguments = inspect.formatargvalues(*inspect.getargvalues(frame), formatvalue=lambda value: "")
         except KeyError:
             arguments = "(***failed resolving arguments***)"
-        head = frame_head(code.co_filename, lineno, code.co_qualname + arguments)
+        call = code.co_qualname + arguments
+    head = frame_head(code.co_filename, lineno, call)
     if linecache.getlines(code.co_filename):
         return head + "\n" + "".join(context_lines(code.co_filename, lineno, context))
     # IPython's words where there is no source (code given to exec), in its window of 2 * context
@@ -743,15 +745,8 @@ def context_lines(filename, lineno, context):
     a compound statement's header, what lies between), those of the innermost function, class or
     module around the line; the line's piece whole, ``context`` pieces before and after it, each
     cut to six lines with a gap; indentation they all share removed; numbered, the line marked."""
-    lines = [line.rstrip("\r\n") for line in linecache.getlines(filename)]
-    try:
-        tree = ast.parse("\n".join(lines))
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        tree = None
-    if tree is None:
-        pieces, scope = [range(number, number + 1) for number in range(1, len(lines) + 1)], None
-    else:
-        pieces, scope = source_pieces(tree, lines), scope_of(tree, lineno)
+    lines, tree, pieces = parsed(filename)
+    scope = scope_of(tree, lineno) if tree is not None else None
     if scope is not None:
         pieces = [piece for piece in pieces if scope.start <= piece.start and piece.stop <= scope.stop]
     place = next((index for index, piece in enumerate(pieces) if lineno in piece), None)
@@ -776,6 +771,18 @@ def context_lines(filename, lineno, context):
     return written
 
 
+@functools.lru_cache(maxsize=16)
+def parsed(filename):
+    """A source's lines, its tree (None if it is not Python) and its pieces; once per file, for the
+    frames of a traceback that share one."""
+    lines = [line.rstrip("\r\n") for line in linecache.getlines(filename)]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return lines, None, [range(number, number + 1) for number in range(1, len(lines) + 1)]
+    return lines, tree, source_pieces(tree, lines)
+
+
 def line_range(node):
     """The lines a statement spans, decorators included, as a range."""
     if not hasattr(node, "lineno"):  # a match statement's case: its pattern to its body's end
@@ -789,16 +796,16 @@ def source_pieces(tree, lines):
     body whatever lines lie there (a compound statement's header, ``else:``, comments); pieces
     on one line (``a; b``) merged; blank lines at a piece's ends dropped, blank pieces too."""
     def split(node, start, stop):
-        for _, body in ast.iter_fields(node):
-            if isinstance(body, list) and body and isinstance(body[0], STATEMENT_TYPES):
-                for span in sorted({line_range(statement) for statement in body}, key=lambda r: (r.start, r.stop)):
-                    inner = next(statement for statement in body if line_range(statement) == span)
-                    for inner_start, inner_stop in split(inner, span.start, span.stop):
-                        if start < inner_start:
-                            yield start, inner_start
-                        if inner_start < inner_stop:
-                            yield inner_start, inner_stop
-                        start = inner_stop
+        first_at = {}  # statements sharing lines (a; b) count as their first
+        for statement in statements_in(node):  # body, handlers, else, finally: in source order
+            first_at.setdefault(line_range(statement), statement)
+        for span in sorted(first_at, key=lambda r: (r.start, r.stop)):
+            for inner_start, inner_stop in split(first_at[span], span.start, span.stop):
+                if start < inner_start:
+                    yield start, inner_start
+                if inner_start < inner_stop:
+                    yield inner_start, inner_stop
+                start = inner_stop
         yield start, stop
 
     merged = []
