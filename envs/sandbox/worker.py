@@ -577,12 +577,11 @@ def _checked(result):
     """An error a job reported, as the parent may see it: it comes from untrusted code, so only an
     error status and bounded text pass (success comes only as a verdict byte), the text as valid
     Unicode (a lone surrogate, as from ``raise ValueError("\\ud800")``, as its escape: UTF-8 has none)."""
-    if not isinstance(result, dict) or result.get("status") not in ERROR_STATUSES:
+    if (not isinstance(result, dict) or result.get("status") not in ERROR_STATUSES
+            or not all(isinstance(result.get(key, ""), str) for key in ("kind", "message"))):
         return _error("protocol", "the code sent the sandbox a malformed result")
-    kind, message = result.get("kind", ""), result.get("message", "")
-    if not isinstance(kind, str) or not isinstance(message, str):
-        return _error("protocol", "the code sent the sandbox a malformed result")
-    return {"status": result["status"], "kind": _valid_text(kind), "message": _valid_text(message)}
+    return {"status": result["status"], "kind": _valid_text(result.get("kind", "")),
+            "message": _valid_text(result.get("message", ""))}
 
 
 def _valid_text(text):
