@@ -52,3 +52,14 @@ def test_kl_to_base_is_zero_at_the_base_and_positive_away_from_it():
     logprobs = torch.tensor([-1.0, -2.0, -0.5])
     assert losses.kl_to_base(logprobs, logprobs).abs().max().item() == 0.0
     assert (losses.kl_to_base(logprobs, logprobs + torch.tensor([0.3, -0.3, 1.0])) > 0).all()
+
+
+@pytest.mark.parametrize("name", losses.ALGORITHMS)
+def test_every_algorithm_learns_from_the_smallest_group_its_config_accepts(name: str):
+    algorithm = losses.ALGORITHMS[name]
+    size = next(g for g in range(1, 9) if not any(key == "group_size" for key, _ in algorithm.problems(g, "x")))
+    rewards = torch.tensor([1.0, 0.0] * size)
+    advantages, keep = algorithm.advantages(rewards, [index // size for index in range(2 * size)])
+    assert keep.any()
+    if algorithm.scores_sampled_distribution:
+        assert advantages[keep].abs().min() > 0

@@ -170,7 +170,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", _grpo, _policy_gradient, min_group_size=2),
     "rloo": Algorithm("rloo", _rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
     "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, regularizers_keep_all=True),
-    "ppo": Algorithm("ppo", _grpo, _ppo, passes=True),
+    "ppo": Algorithm("ppo", _grpo, _ppo, min_group_size=2, passes=True),
     "rft": Algorithm("rft", _successes, _fine_tuning, scores_sampled_distribution=False),
     "distill": Algorithm("distill", _successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
 }
