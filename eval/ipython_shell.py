@@ -17,14 +17,16 @@ prints its objects, as it does in a shell without a frontend such as upstream's;
 The task's tools are stand-ins that call the real ones in the caller, shown, named and helped as
 the real ones.
 
-A cell is cleaned as IPython cleans it (leading blank lines and common indentation dropped) and
-compiled under IPython's name for it, ``<ipython-input-<n>-<sha1>>``. An error is written as IPython's
+A cell is cleaned as IPython cleans it (leading blank lines and common indentation dropped; a one-line
+cell naming ``exit`` or ``quit`` calls it, as IPython's autocall does), kept in ``In`` and ``_i<n>``,
+and compiled under IPython's name for it, ``<ipython-input-<n>-<sha1>>``. An error is written as IPython's
 verbose traceback writes it: a rule, each exception of the chain oldest first, each frame as
 ``File where:line, in function(arguments)`` with the lines around it chosen as ``stack_data`` chooses
 them (whole statements, two before and after, one for a cause; deep recursion collapsed), a tool's
 own frames as written where the tool ran. A cell that does not compile gets IPython's short form.
-What differs: %magics, !commands and ``?`` help are not run; ``In`` and ``_i`` are not kept; a
-SyntaxError raised while running (``eval('1 +')``) is written as other errors are.
+What differs: %magics, !commands and ``?`` help are not run (nor kept in ``In`` as IPython rewrites
+them); no ``get_ipython``; a SyntaxError raised while running (``eval('1 +')``) is written as other
+errors are.
 """
 
 from __future__ import annotations
@@ -544,21 +546,56 @@ class Helper:
 COMPILE_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_DONT_IMPLY_DEDENT | codeop.PyCF_ALLOW_INCOMPLETE_INPUT  # IPython's
 
 
-def cleaned(cell, count):
-    """The cell as IPython runs it (leading blank lines dropped, the common indentation removed, a
-    last line end) and the file name it compiles it under; its lines go to ``linecache``, as IPython
-    puts them there (tracebacks and ``inspect.getsource`` read them)."""
+def cleaned(cell):
+    """The cell as IPython's input transformers leave it: leading blank lines dropped, the common
+    indentation removed, a last line end."""
     lines = (cell if cell.endswith("\n") else cell + "\n").splitlines(keepends=True)
     first = next((index for index, line in enumerate(lines) if line and not line.isspace()), 0)
-    text = textwrap.dedent("".join(lines[first:]))
+    return textwrap.dedent("".join(lines[first:]))
+
+
+LINE_PARTS = re.compile(r"(\s*)([,;/%]|!!?|\?\??)?\s*(%{0,2}[\w.*]*)(.*?$|$)")  # IPython's split_user_input
+
+
+def autocalled(text, namespace):
+    """IPython's prefilter on a one-line cell whose first name is ``exit`` or ``quit`` (an
+    :class:`ExitAutocall`): the rest of the line becomes the call's arguments, whatever it is
+    (``exit 0`` is ``exit(0)``, ``exit = 5`` is ``exit(= 5)``), unless it already opens one."""
+    if len(text.splitlines()) != 1:
+        return text
+    _, escape, name, rest = LINE_PARTS.match(text.rstrip("\n")).groups()
+    rest = rest.lstrip()
+    if escape or not isinstance(namespace.get(name), ExitAutocall) or rest.startswith("("):
+        return text
+    return f"{name}({rest[:-1]});\n" if rest.endswith(";") else f"{name}({rest})\n"
+
+
+class ExitAutocall:
+    """``exit`` and ``quit`` as upstream's shell has them: IPython's, whose call asks a shell without
+    a terminal for an ``ask_exit`` it lacks (this frame is left out of the traceback, as IPython's is)."""
+
+    def __call__(self):
+        raise AttributeError("'InteractiveShell' object has no attribute 'ask_exit'")
+
+
+ExitAutocall.__module__ = "IPython.core.autocall"
+
+
+@functools.wraps(io.open)
+def ipython_open(file, *args, **kwargs):
+    """IPython's ``open`` in the shell's namespace: ``io.open``, but not of stdin, stdout or stderr."""
+    if file in {0, 1, 2}:
+        raise ValueError(f"IPython won't let you open fd={file} by default as it is likely to crash IPython. "
+                         "If you know what you are doing, you can use builtins' open.")
+    return io.open(file, *args, **kwargs)
+
+
+def compiled(text, count):
+    """The cell's code, and the code of its value (None when it has none, or a ``;`` hides it),
+    compiled under IPython's name for the cell; its lines go to ``linecache``, as IPython puts them
+    there (tracebacks and ``inspect.getsource`` read them)."""
     name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
     linecache.cache[name] = (len(text), None, text.splitlines(keepends=True), name)
-    return text, name
-
-
-def compiled(cell, count):
-    """The cell's code, and the code of its value (None when it has none, or a ``;`` hides it)."""
-    text, name = cleaned(cell, count)
     tree = compile(text, name, "exec", COMPILE_FLAGS)
     shown = tree.body and isinstance(tree.body[-1], ast.Expr) and not quiet(text)
     last = tree.body.pop() if shown else None
@@ -857,6 +894,7 @@ def statements_in(node):
 # ---------------------------------------------------------------- the shell: a task's namespace and its cells
 
 UNDERS = ("_", "__", "___")
+EXIT_COMMAND = re.compile(r"(exit|quit)(\s*\(.*\))?$")  # cells IPython's history does not keep
 
 
 class Shell:
@@ -867,8 +905,23 @@ class Shell:
         self.outputs = {}
         self.unders = ["", "", ""]  # the last three values shown, as the hook holds them
         self.put = {}  # what the hook last wrote to _, __, ___
+        self.inputs = [""]  # the cells as run, as IPython's history keeps them
+        self.written = ["", "", "", ""]  # IPython's _iii, _ii, _i and the cell being run, as written
         namespace.update(__name__="__main__", __builtins__=builtins, __builtin__=builtins,  # modules, as IPython's
-                         _="", __="", ___="", Out=self.outputs, _oh=self.outputs)
+                         _="", __="", ___="", Out=self.outputs, _oh=self.outputs, In=self.inputs, _ih=self.inputs,
+                         exit=ExitAutocall(), quit=ExitAutocall(), open=ipython_open)
+
+    def transformed(self, cell, count):
+        """The cell as IPython runs it, kept first as IPython's ``HistoryManager.store_inputs`` keeps
+        it: in ``In`` as run, in ``_i<count>`` as written, the cells before as ``_i``, ``_ii``,
+        ``_iii``; a blank cell and an exit command not at all."""
+        text = autocalled(cleaned(cell), self.namespace)
+        written = cell.rstrip("\n")
+        if cell.strip() and not EXIT_COMMAND.match(written.strip()):
+            self.inputs.append(text.rstrip("\n"))
+            self.written = [*self.written[1:], written]
+            self.namespace.update(zip(("_iii", "_ii", "_i", f"_i{count}"), self.written))
+        return text
 
     def keep(self, value, count):
         """IPython's ``DisplayHook.update_user_ns``: ``_``, ``__``, ``___`` move on unless the code
@@ -883,11 +936,15 @@ class Shell:
             self.namespace.update(self.put)
         self.namespace[f"_{count}"] = self.outputs[count] = value
 
-    def replay(self, cell, count):
-        """An earlier cell, run again without a word, to rebuild what it left."""
+    def replay(self, cell, count, timed_out=False):
+        """An earlier cell, run again without a word, to rebuild what it left; one whose time ran out
+        is only kept in the history (run again, it would take its time again)."""
         with contextlib.redirect_stdout(io.StringIO()):
             try:
-                value = run(compiled(cell, count), self.namespace)
+                text = self.transformed(cell, count)
+                if timed_out:
+                    return
+                value = run(compiled(text, count), self.namespace)
                 if value is not None:
                     self.keep(value, count)
             except BaseException:  # SystemExit too: a shell survives it
@@ -897,7 +954,7 @@ class Shell:
         """The new cell, with what IPython prints for it; given ``seconds``, as upstream's shell gives
         a cell, then stopped by a TimeoutError (see :class:`Alarm`). Whether that alarm went off."""
         try:
-            code = compiled(cell, count)
+            code = compiled(self.transformed(cell, count), count)
         except SyntaxError as error:
             print(syntax_error_text(error), end="")
             return False

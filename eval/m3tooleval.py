@@ -41,8 +41,9 @@ called), and the new cell goes on from there as in a live shell. A shown value c
 (the space after it stays); what a cell writes to stderr (warnings too) is not shown, as upstream's
 shell shows only stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes
 upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s (an
-alarm in the job, as upstream's; then a TimeoutError, and the cell is not replayed: what it set is
-lost). Tool arguments and results cross the boundary as Python literals, so tuples and sets survive.
+alarm in the job, as upstream's; then a TimeoutError, and the cell is kept in ``In`` but not replayed:
+what it set is lost). Tool arguments and results cross the boundary as Python literals, so tuples and
+sets survive.
 Upstream's ``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its
 place.
 
@@ -294,6 +295,7 @@ class _Cell:
     source: str
     count: int
     seconds: float = 0.0  # how long it ran live: its replays take about as long
+    timed_out: bool = False  # then replays keep it in the history without running it
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
@@ -345,9 +347,9 @@ class CodeSession:
         return abouts
 
     def _program(self, source: str) -> str:
-        kept = [(cell.source, cell.count) for cell in self.cells]
+        kept = [(cell.source, cell.count, cell.timed_out) for cell in self.cells]
         return (f"{SHELL}\n\nshell = start({self._abouts!r})\n"
-                f"for cell, count in {kept!r}:\n    shell.replay(cell, count)\n"
+                f"for cell, count, timed_out in {kept!r}:\n    shell.replay(cell, count, timed_out)\n"
                 f"{_BRIDGE}({_LIVE!r}, '()', '{{}}')\n"
                 f"if shell.live({source!r}, {self.count}, {CELL_SECONDS}, {self.alarm_frames!r}):\n"
                 f"    {_BRIDGE}({_TIMED_OUT!r}, '()', '{{}}')\n")
@@ -359,16 +361,15 @@ class CodeSession:
         cell = _Cell(source, self.count)
         recorded = [call for earlier in self.cells for call in earlier.calls]
         live_since: float | None = None
-        timed_out = False
 
         def serve(_: str, arguments: dict[str, Any]) -> dict[str, str]:
-            nonlocal live_since, timed_out
+            nonlocal live_since
             key = (str(arguments.get("name")), str(arguments.get("args")), str(arguments.get("kwargs")))
             if key[0] == _LIVE:
                 live_since = time.monotonic()
                 return {"literal": "None"}
             if key[0] == _TIMED_OUT:
-                timed_out = True
+                cell.timed_out = True
                 return {"literal": "None"}
             if live_since is None and recorded and recorded[0][0] == key:
                 return recorded.pop(0)[1]
@@ -387,8 +388,10 @@ class CodeSession:
         output = result.output
         if result.status != "ok":
             output += f"\n{result.message}" if output else result.message
-        if result.status != "timeout" and not timed_out:
-            self.cells.append(cell)
+        cell.timed_out = cell.timed_out or result.status == "timeout"
+        if cell.timed_out:  # replays only keep it in the history: none of its calls or its time
+            cell.calls, cell.seconds = [], 0.0
+        self.cells.append(cell)
         output = output or NO_OUTPUT
         if len(output) > MAX_OUTPUT:
             output = output[:MAX_OUTPUT] + "...\n[Output Truncated]"

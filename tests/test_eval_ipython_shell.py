@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eval import m3tooleval
-from eval.ipython_shell import cleaned, pretty
+from eval.ipython_shell import cleaned, compiled, pretty
 from eval.m3tooleval import load_benchmark, run_task
 from envs.sandbox import default_sandbox
 from agents.policy import scripted
@@ -201,10 +201,51 @@ def test_errors_show_as_ipythons_verbose_traceback(bench, cells, shown):
 def test_a_cell_is_cleaned_and_named_as_ipython_cleans_and_names_it():
     """Leading blank lines and the common indentation go, a line end closes it; the name holds the
     count and the SHA-1 of the cleaned text; its lines are in ``linecache`` (tracebacks read them)."""
-    text, name = cleaned("\n \n  x = 1\n  print(x)", 3)
+    text = cleaned("\n \n  x = 1\n  print(x)")
     assert text == "x = 1\nprint(x)\n"
-    assert name == "<ipython-input-3-" + hashlib.sha1(text.encode()).hexdigest()[:12] + ">"
-    assert linecache.getline(name, 2) == "print(x)\n"
+    code, _ = compiled(text, 3)
+    assert code.co_filename == "<ipython-input-3-" + hashlib.sha1(text.encode()).hexdigest()[:12] + ">"
+    assert linecache.getline(code.co_filename, 2) == "print(x)\n"
+
+
+def attribute_error(count: int, digest: str, cell: str, message: str, kind: str = "AttributeError") -> str:
+    return "\n".join([RULE, header(kind), f"File <ipython-input-{count}-{digest}>:1", f"----> 1 {cell}", "",
+                      f"{kind}: {message}", ""])
+
+
+NO_ASK_EXIT = "'InteractiveShell' object has no attribute 'ask_exit'"
+TOO_MANY = "ExitAutocall.__call__() takes 1 positional argument but 2 were given"
+
+
+@pytest.mark.parametrize("cells, shown", [
+    (["print(1)\nexit()", "exit", "quit 0", "exit = 5"],  # a one-line cell naming one calls it with the rest
+     ["1\n" + "\n".join([RULE, header("AttributeError"), "File <ipython-input-1-5a212d7ad22e>:2", "      1 print(1)",
+                          "----> 2 exit()", "", f"AttributeError: {NO_ASK_EXIT}", ""]),
+      attribute_error(2, "e828459ebe2b", "exit()", NO_ASK_EXIT),
+      attribute_error(3, "48f48f7cacf5", "quit(0)", TOO_MANY, "TypeError"),
+      "  File <ipython-input-4-71a3d7805a03>:1\n    exit(= 5)\n         ^\nSyntaxError: invalid syntax\n\n"]),
+    (["exit ()", "exit;", "exit.x", "print(quit)"],
+     [attribute_error(1, "c6b901b41404", "exit ()", NO_ASK_EXIT),
+      attribute_error(2, "ab9fda90671b", "exit();", NO_ASK_EXIT),
+      attribute_error(3, "fe5841af6c67", "exit.x", "'ExitAutocall' object has no attribute 'x'"),
+      "<IPython.core.autocall.ExitAutocall object at 0x"]),
+    (["x = 1", "quit 0", "exit()", "1/0", "(In, _i, _ii, _iii, _i1, _i2)", "In = 3\n_i = 4", "(In, _i, _ih[-1])"],
+     [m3tooleval.NO_OUTPUT, None, None, None,  # In: the cells as run, not the exit command; _i*: as written
+      (['', 'x = 1', 'quit(0)', '1/0', '(In, _i, _ii, _iii, _i1, _i2)'], '1/0', 'quit 0', 'x = 1', 'x = 1', 'quit 0'),
+      m3tooleval.NO_OUTPUT, (3, 'In = 3\n_i = 4', '(In, _i, _ih[-1])')]),  # In can be reassigned; _i cannot
+    (["open(1)", "type(open).__name__"],
+     [attribute_error(1, "ee79e62333b6", "open(1)", "IPython won't let you open fd=1 by default as it is likely to "
+                      "crash IPython. If you know what you are doing, you can use builtins' open.", "ValueError"),
+      "function"]),
+])
+def test_exit_quit_open_and_the_input_history_are_ipythons(bench, cells, shown):
+    """Upstream's observations for these cells (IPython 9.19's shell without a terminal)."""
+    replies = [action(cell) for cell in cells] + ["Answer: 42"]
+    record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
+    observations = [m["content"] for m in record["messages"][2:2 * len(cells) + 1:2]]
+    for observation, expected in zip(observations, shown):
+        if expected is not None:
+            assert observation.startswith(expected) if str(expected).endswith("0x") else observation == str(expected)
 
 
 def test_deep_recursion_shows_its_first_frames_a_count_and_its_last(bench):
@@ -249,14 +290,14 @@ def test_help_writes_what_pydoc_writes_a_tools_help_that_of_the_real_tool(bench)
 def test_a_cell_gets_its_seconds_as_upstreams_alarm_gives_them_and_replays_do_not_count(bench, monkeypatch):
     monkeypatch.setattr(m3tooleval, "CELL_SECONDS", 1)
     cells = ["import time\ntime.sleep(0.7)\nprint('slept')", "time.sleep(0.7)\nprint('again')",
-             "print('hi')\nwhile True:\n    pass", "print('after')"]
+             "print('hi')\nwhile True:\n    pass", "print('after', In[3][:11])"]
     replies = [action(cell) for cell in cells] + ["Answer: 42"]
     record = run_task(task(bench, "arithmetic/sum"), bench, "code", scripted(replies))
     observations = [m["content"] for m in record["messages"][2:9:2]]
     assert observations[:2] == ["slept\n", "again\n"]  # the first cell's replay is not taken from the second's second
     assert observations[2].startswith("hi\n" + RULE + "\n" + header("TimeoutError") + "\nFile <ipython-input-3-")
     assert observations[2].endswith("\n\nTimeoutError: Timed out after 1 seconds.\n")
-    assert observations[3] == "after\n"  # the cell that ran out of time is not replayed
+    assert observations[3] == "after print('hi')\n"  # the cell that ran out of time is not replayed, but kept in In
 
 
 def test_a_timed_out_cells_traceback_ends_with_the_checkouts_alarm_handler_as_upstreams_does(tmp_path, monkeypatch):
