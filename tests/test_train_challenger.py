@@ -91,3 +91,26 @@ def test_demonstrations_give_failures_as_wrong_answers_and_the_filter_keeps_ever
     assert all(len(t.solution.actions) <= 2 for t in tasks)
     assert all(f.answer and not f.actions for t in tasks for f in t.failures)
     assert [d.reward for d in demos] == [1.0] * 3
+
+
+def test_each_process_plays_its_own_share_of_a_challenger_step_and_says_which(monkeypatch):
+    """Advantages are taken over the whole step's episodes, gathered from every process in rank order,
+    and each process applies them to its own episodes through ``mine``: so the processes split the
+    step, each playing the worlds of its share, as one process plays them all."""
+    asked: list[list[Any]] = []
+
+    def play(env, policy, options, seed):
+        asked.append([o["world"] for o in options])
+        return [SimpleNamespace() for _ in options]
+
+    monkeypatch.setattr(challenger, "play", play)
+    monkeypatch.setattr(challenger, "vector_env", lambda ctx, domain: None)
+    monkeypatch.setattr(challenger, "player", lambda ctx: None)
+    settings = load_config(overrides={"challenger_worlds_per_step": 3, "challenger_group_size": 4})
+    alone = challenger.collect(SimpleNamespace(config=settings, rank=0, num_processes=1), "calculation", 2)
+    batches = [challenger.collect(SimpleNamespace(config=settings, rank=rank, num_processes=3), "calculation", 2)
+               for rank in range(3)]
+    assert [i for batch in batches for i in batch.mine] == list(alone.mine) == list(range(12))
+    for rank, batch in enumerate(batches, start=1):
+        assert batch.groups == alone.groups and len(batch.trajectories) == len(batch.mine) == 4
+        assert asked[rank] == [asked[0][i] for i in batch.mine]

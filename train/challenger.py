@@ -44,7 +44,7 @@ from train import losses
 from train.demos import challenger_actions, demonstration
 from train.rundir import RunState
 from train.tasks import DomainMix, Selection, scripted_tasks
-from train.trainer import Context, FineTuning, StepBatch, fine_tune, make_optimizer, rl_step, step_seed
+from train.trainer import Context, FineTuning, StepBatch, fine_tune, make_optimizer, rl_step, shard, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +174,17 @@ def evaluate(ctx: Context, label: str) -> None:
 
 
 def collect(ctx: Context, domain: str, step: int) -> StepBatch:
-    """``challenger_group_size`` episodes on each of ``challenger_worlds_per_step`` fresh worlds."""
+    """``challenger_group_size`` episodes on each of ``challenger_worlds_per_step`` fresh worlds, this
+    process playing its contiguous share."""
     config = ctx.config
     started = time.perf_counter()
     first = RL_WORLDS + (step - 1) * config.challenger_worlds_per_step
     worlds = [default_world(domain, PROPOSAL_WORLDS + first + k) for k in range(config.challenger_worlds_per_step)]
     groups = [g for g in range(len(worlds)) for _ in range(config.challenger_group_size)]
-    played = play(vector_env(ctx, domain), player(ctx), [{"world": worlds[g]} for g in groups],
+    mine = shard(len(groups), ctx.rank, ctx.num_processes)
+    played = play(vector_env(ctx, domain), player(ctx), [{"world": worlds[groups[i]]} for i in mine],
                   seed=step_seed(config, "challenger-rl", step, ctx.rank))
-    return StepBatch(played, groups, range(len(groups)), time.perf_counter() - started)
+    return StepBatch(played, groups, mine, time.perf_counter() - started)
 
 
 def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | None) -> None:
