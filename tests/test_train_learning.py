@@ -111,14 +111,18 @@ def test_warm_start_learns_the_tool_call_format_from_the_pools_solutions(tmp_pat
     assert len(losses) == 40 and losses[-1] < losses[0] / 2
 
 
-def test_the_warm_start_shows_its_first_tasks_and_rl_draws_from_every_training_task(tmp_path, toy_model):
+def test_the_warm_start_shows_its_first_tasks_and_rl_draws_from_every_training_task_with_the_kl_on_rl_only(tmp_path, toy_model):
     pool = tmp_path / "pool.jsonl"
     append_pool(pool, [toy_answer_task(i) for i in range(10)])
     run, _ = train(config(tmp_path, model=str(toy_model), pool=str(pool), domains=["toy"],
                           heldout_per_domain={"toy": 4}, warm_start_epochs=2, warm_start_batch=1,
                           warm_start_tasks={"toy": 2}, rl_domains=["toy"], steps=3, tasks_per_step=2, group_size=2,
-                          max_turns=1, max_new_tokens=4, eval_base=False, save_trajectories=True))
-    assert sum(m["phase"] == "warm_start" for m in run.read_metrics()) == 2 * 2, "2 demonstrations, 2 epochs"
+                          max_turns=1, max_new_tokens=4, eval_base=False, save_trajectories=True,
+                          algorithm="rloo", kl_coef=0.1))  # (rloo updates on every episode when a KL is on)
+    metrics = run.read_metrics()
+    assert sum(m["phase"] == "warm_start" for m in metrics) == 2 * 2, "2 demonstrations, 2 epochs"
+    weighed = [("kl_base" in m) for m in metrics if m["phase"] in ("warm_start", "rl")]
+    assert weighed == [False] * 4 + [True] * 3, "the KL to the base model weighs on RL steps, not on the warm start"
     trained = json.loads((run.path / "split.json").read_text())["toy"]["train"]
     played = [json.loads(line) for line in (run.path / "trajectories.jsonl").read_text().splitlines()]
     assert len(trained) == 6 and {r["task_id"] for r in played if r["phase"] == "rl"} == set(trained)

@@ -166,8 +166,9 @@ class TrainConfig:
     ppo_epochs: int = _help("PPO: passes over each step's episodes.", 2)
     ppo_minibatches: int = _help("PPO: optimizer steps per pass.", 2)
     clip_eps: float = _help("PPO: the probability ratio is clipped to [1 - clip_eps, 1 + clip_eps].", 0.2)
-    kl_coef: float = _help("Weight of the KL to the base model (adapter off; costs one more forward pass).", 0.0)
-    entropy_coef: float = _help("Weight of the entropy bonus.", 0.0)
+    kl_coef: float = _help("Weight of the KL to the base model in RL updates (adapter off; costs one more forward "
+                           "pass).", 0.0)
+    entropy_coef: float = _help("Weight of the entropy bonus in RL updates.", 0.0)
     max_grad_norm: float = _help("Gradients are clipped to this global norm (0: no clipping).", 1.0)
     micro_batch_tokens: int = _help("Tokens one forward/backward pass processes (memory cap): every trajectory's "
                                     "own tokens, and the prefix they share once (share_prefix) or in every row.", 4096)

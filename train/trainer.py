@@ -219,9 +219,12 @@ class UpdateSums:
 
 
 def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequence[Trajectory],
-           advantages: Sequence[float], algorithm: losses.Algorithm, temperature: float = 1.0) -> dict[str, float]:
+           advantages: Sequence[float], algorithm: losses.Algorithm, temperature: float = 1.0,
+           kl_coef: float = 0.0, entropy_coef: float = 0.0) -> dict[str, float]:
     """One optimizer step on this process's ``trajectories`` (all processes call it together), with
     ``algorithm``'s per-token objective; ``temperature`` is the one the episodes were sampled at.
+    ``kl_coef`` and ``entropy_coef`` weigh the regularisers, which are the RL steps' (fine-tuning on
+    demonstrations has none).
 
     The per-token losses are summed and divided by the loss tokens of the whole batch across
     processes; the gradients are then summed across processes, clipped and applied.
@@ -244,14 +247,14 @@ def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequenc
         scores = score(policy, group, temperature, config.share_prefix, pad)
         adv = torch.tensor([advantages[i] for i in batch], device=device, dtype=torch.float32)[scores.owner]
         per_token = algorithm.objective(scores.logprobs, scores.old_logprobs, adv, config.clip_eps)
-        if config.kl_coef > 0:
+        if kl_coef > 0:
             with torch.no_grad(), policy.disable_adapter():
                 base = score(policy, group, temperature, config.share_prefix, pad).logprobs
             kl = losses.kl_to_base(scores.logprobs, base)
-            per_token = per_token + config.kl_coef * kl
+            per_token = per_token + kl_coef * kl
             sums["kl_base"] += kl.detach().sum()
-        if config.entropy_coef > 0:
-            per_token = per_token - config.entropy_coef * scores.entropy
+        if entropy_coef > 0:
+            per_token = per_token - entropy_coef * scores.entropy
         accelerator.backward(per_token.sum() / total_tokens)
         sums["loss"] += per_token.detach().sum()
         sums["entropy"] += scores.entropy.detach().sum()
@@ -276,7 +279,7 @@ def update(ctx: Context, optimizer: torch.optim.Optimizer, trajectories: Sequenc
               "loss_tokens": int(totals.tokens)}
     if algorithm.scores_sampled_distribution:
         result["kl_rollout"] = totals.kl_rollout / tokens
-    if config.kl_coef > 0:
+    if kl_coef > 0:
         result["kl_base"] = totals.kl_base / tokens
     return result
 
@@ -469,9 +472,10 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
                 part = [chosen[i] for i in order[m * len(order) // config.ppo_minibatches:
                                                  (m + 1) * len(order) // config.ppo_minibatches]]
                 stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm,
-                               temperature) or stats
+                               temperature, config.kl_coef, config.entropy_coef) or stats
     else:
-        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm, temperature)
+        stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm, temperature,
+                       config.kl_coef, config.entropy_coef)
     update_s = time.perf_counter() - updated
     completion = sum(r["completion_tokens"] for r in records)
     rollout_s = batch.rollout_s
