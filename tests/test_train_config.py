@@ -125,10 +125,18 @@ def test_ctrl_c_before_the_first_stage_exits_130_saying_what_was_kept(interrupte
     assert (tmp_path / "runs" / "r").exists() == (interrupted == "restore")
 
 
-def test_a_config_error_names_its_key():
+@pytest.mark.parametrize("overrides, key", [
+    ({"group_size": 1, "algorithm": "grpo"}, "group_size"),
+    ({"temperature": 0.0, "algorithm": "ppo"}, "temperature"),  # greedy episodes of a task are alike
+    ({"algorithm": "reinforce", "tasks_per_step": 1, "group_size": 1}, "tasks_per_step"),  # one episode: no baseline
+    ({"challenger_rl_steps": 2, "challenger_temperature": 0.0}, "challenger_temperature"),
+])
+def test_a_config_error_names_its_key(overrides, key):
     with pytest.raises(ConfigError) as error:
-        load_config(overrides={"group_size": 1, "algorithm": "grpo"})
-    assert error.value.key == "group_size"
+        load_config(overrides=overrides)
+    assert error.value.key == key
+    if "challenger_rl_steps" not in overrides:
+        assert load_config(overrides={**overrides, "steps": 0}).steps == 0, "without RL steps, RL's needs do not apply"
 
 
 def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):

@@ -55,11 +55,24 @@ def test_kl_to_base_is_zero_at_the_base_and_positive_away_from_it():
 
 
 @pytest.mark.parametrize("name", losses.ALGORITHMS)
-def test_every_algorithm_learns_from_the_smallest_group_its_config_accepts(name: str):
+def test_every_algorithm_learns_from_the_smallest_step_its_config_accepts(name: str):
+    """The smallest group size, then the fewest tasks a step, that the config accepts for it; one
+    success among the step's episodes (in every group) must reach the update."""
     algorithm = losses.ALGORITHMS[name]
-    size = next(g for g in range(1, 9) if not any(key == "group_size" for key, _ in algorithm.problems(g, "x")))
-    rewards = torch.tensor([1.0, 0.0] * size)
-    advantages, keep = algorithm.advantages(rewards, [index // size for index in range(2 * size)])
+    size = next(g for g in range(1, 9) if not any(key == "group_size" for key, _ in algorithm.problems(g, 8, 1.0, "x")))
+    tasks = next(t for t in range(1, 9) if not algorithm.problems(size, size * t, 1.0, "x"))
+    rewards = torch.tensor([1.0 - index % 2 for index in range(size * tasks)])
+    advantages, keep = algorithm.advantages(rewards, [index // size for index in range(size * tasks)])
     assert keep.any()
     if algorithm.scores_sampled_distribution:
         assert advantages[keep].abs().min() > 0
+
+
+def test_greedy_rollouts_are_refused_where_an_algorithm_compares_a_tasks_episodes():
+    assert [name for name, algorithm in losses.ALGORITHMS.items()
+            if any(key == "temperature" for key, _ in algorithm.problems(4, 16, 0.0, "x"))] == ["grpo", "rloo", "ppo"]
+
+
+def test_fine_tuning_learns_from_successes_not_from_partial_credit():
+    _, keep = losses.ALGORITHMS["rft"].advantages(torch.tensor([1.0, 0.125, 0.0, 1.0]), [0, 0, 1, 1])
+    assert keep.tolist() == [True, False, False, True]

@@ -195,8 +195,6 @@ class TrainConfig:
                 raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
         if self.challenger_algorithm not in ("grpo", "rft"):
             raise ConfigError("challenger_algorithm", f"must be grpo or rft, got {self.challenger_algorithm!r}")
-        if self.challenger_rl_steps and self.challenger_algorithm == "grpo" and self.challenger_group_size < 2:
-            raise ConfigError("challenger_group_size", "GRPO compares episodes on one world: needs at least 2")
         for key in ("lr", "warm_start_lr", "clip_eps", "challenger_lr", "challenger_rl_lr"):
             if not getattr(self, key) > 0:
                 raise ConfigError(key, f"must be > 0, got {getattr(self, key)}")
@@ -204,8 +202,15 @@ class TrainConfig:
 
         if self.algorithm not in ALGORITHMS:
             raise ConfigError("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        for key, problem in ALGORITHMS[self.algorithm].problems(self.group_size, self.distill_path):
-            raise ConfigError(key, f"{self.algorithm} {problem}")
+        if self.steps:
+            for key, problem in ALGORITHMS[self.algorithm].problems(
+                    self.group_size, self.tasks_per_step * self.group_size, self.temperature, self.distill_path):
+                raise ConfigError(key, f"{self.algorithm} {problem}")
+        if self.challenger_rl_steps:  # (the challenger's task: a world to write tasks in)
+            for key, problem in ALGORITHMS[self.challenger_algorithm].problems(
+                    self.challenger_group_size, self.challenger_worlds_per_step * self.challenger_group_size,
+                    self.challenger_temperature, ""):
+                raise ConfigError(f"challenger_{key}", f"{self.challenger_algorithm} {problem}")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
         if self.report_to and self.report_to not in TRACKERS:

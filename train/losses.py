@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import torch
 
 EPS = 1e-6
+SUCCESS = 1.0
+"""The reward of a success (a verifier's pass, a new task kept), which fine-tuning algorithms learn
+from; partial credit (the challenger's shaping of a proposal that failed) is not one."""
 
 
 def batch_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -121,7 +124,7 @@ def _reinforce(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tens
 
 
 def _successes(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.zeros_like(rewards), rewards > 0
+    return torch.zeros_like(rewards), rewards >= SUCCESS
 
 
 def _policy_gradient(logprobs: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
@@ -145,6 +148,8 @@ class Algorithm:
     objective: Objective
     min_group_size: int = 1
     """Episodes per task it needs (baselines within a task's group need 2)."""
+    min_step_episodes: int = 1
+    """Episodes per step it needs (a baseline over the step's episodes needs 2)."""
     scores_sampled_distribution: bool = True
     """Whether the loss scores the distribution the tokens were drawn from (logits / temperature),
     as policy gradients must; fine-tuning scores the model itself."""
@@ -156,11 +161,19 @@ class Algorithm:
     """With a KL or entropy term, every episode enters the update (they give a gradient even where
     the advantage is 0)."""
 
-    def problems(self, group_size: int, distill_path: str) -> list[tuple[str, str]]:
-        """What the config must change for this algorithm: (key, problem) pairs."""
+    def problems(self, group_size: int, step_episodes: int, temperature: float,
+                 distill_path: str) -> list[tuple[str, str]]:
+        """What the config must change for this algorithm: (key, problem) pairs. ``step_episodes`` is
+        the number of episodes a step plays, ``temperature`` the one it samples them at."""
         found = []
         if group_size < self.min_group_size:
             found.append(("group_size", f"compares episodes of one task: needs at least {self.min_group_size}"))
+        elif self.min_group_size > 1 and temperature == 0:
+            found.append(("temperature", "compares episodes of one task, which greedy rollouts (0) play alike: "
+                                         "sample them (e.g. 1.0)"))
+        if step_episodes < self.min_step_episodes:
+            found.append(("tasks_per_step", f"compares the episodes of a step: needs at least {self.min_step_episodes}"
+                                            " (tasks_per_step x group_size)"))
         if self.offline and not distill_path:
             found.append(("distill_path", "needs the file of trajectories to learn from"))
         return found
@@ -169,7 +182,7 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", _grpo, _policy_gradient, min_group_size=2),
     "rloo": Algorithm("rloo", _rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
-    "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, regularizers_keep_all=True),
+    "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, min_step_episodes=2, regularizers_keep_all=True),
     "ppo": Algorithm("ppo", _grpo, _ppo, min_group_size=2, passes=True),
     "rft": Algorithm("rft", _successes, _fine_tuning, scores_sampled_distribution=False),
     "distill": Algorithm("distill", _successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
