@@ -2,14 +2,17 @@
 written whole (:func:`write_atomic`).
 
 An append is one ``write`` of whole lines to a file opened with ``O_APPEND``, fsynced, so a crash
-can at worst leave a partial *last* line. Reading skips such a line with a warning; the next append
-cuts it off first. A bad line anywhere else is not a crash's doing, so it is an error naming the line:
+can at worst leave a partial *last* line (a write that fails, on a full disk, is taken back). Reading
+skips such a line with a warning; the next append cuts it off first. A last line that is whole but
+lacks its newline (a file written by hand) is read, and the next append ends it. A bad line anywhere else is not a crash's doing, so it is an error naming the line:
 that includes bytes that are not UTF-8, which are never replaced (a replaced byte inside a
 verifier's string literal would silently change what it compares).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -80,8 +83,10 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
     return records
 
 
-def _drop_partial_tail(fd: int, path: Path) -> None:
-    """Cut off the incomplete last line an interrupted append left, so the next line starts clean."""
+def _end_last_line(fd: int, path: Path) -> None:
+    """Make the file end with a line end, so the next line starts clean: a last line without one that
+    reads as a record (:func:`read_lines` returns it) gets its newline; an incomplete one, which an
+    interrupted append left, is cut off."""
     size = end = os.fstat(fd).st_size
     if size == 0:
         return
@@ -95,6 +100,13 @@ def _drop_partial_tail(fd: int, path: Path) -> None:
             end = start + cut + 1
             break
         end = start
+    try:
+        whole = _is_json(os.pread(fd, size - end, end).decode("utf-8"))
+    except UnicodeDecodeError:
+        whole = False
+    if whole:
+        os.write(fd, b"\n")
+        return
     log.warning("%s: dropping an incomplete last line of %d bytes", path, size - end)
     os.ftruncate(fd, end)
 
@@ -108,14 +120,20 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any], **dumps: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        _drop_partial_tail(fd, path)
+        _end_last_line(fd, path)
         # A lone surrogate (a string from a JSON escape such as "\ud800") can only sit inside a JSON string,
         # where its escape, written instead, reads back as itself.
         data = "".join(lines).encode("utf-8", "backslashreplace")
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
-        os.fsync(fd)
+        before = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write to {path}: {written} of {len(data)} bytes (disk full?)")
+            os.fsync(fd)
+        except BaseException:  # a full disk, Ctrl-C: take back what got written, as far as the disk lets us
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            raise
     finally:
         os.close(fd)
     return len(lines)

@@ -29,6 +29,26 @@ def test_truncated_last_line_is_skipped_with_a_warning_and_next_append_is_clean(
     assert [t.id for t in load_pool(pool)] == ["a", "b", "d"]
 
 
+def test_a_whole_last_line_without_its_newline_is_kept_by_the_next_append(tmp_path):
+    """A pool written by hand or by another tool may end without a newline: that task loads, and stays."""
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(copy_task(id="a").dumps() + "\n" + copy_task(id="b").dumps())
+    assert [t.id for t in load_pool(pool)] == ["a", "b"]
+    append_pool(pool, [copy_task(id="c")])
+    assert [t.id for t in load_pool(pool)] == ["a", "b", "c"]
+
+
+def test_an_append_the_disk_cannot_hold_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [copy_task(id="a")])
+    before = pool.read_bytes()
+    write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: write(fd, data[:100]))  # what a full disk gives
+    with pytest.raises(OSError, match="short write"):
+        append_pool(pool, [copy_task(id="b", instruction="x" * 500)])
+    assert pool.read_bytes() == before
+
+
 def test_a_bad_line_in_the_middle_names_the_line_and_field(tmp_path):
     pool = tmp_path / "pool.jsonl"
     append_pool(pool, [copy_task(id="a")])
