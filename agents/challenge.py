@@ -6,8 +6,8 @@ The funnel counts how far proposals get, and why the others stopped::
 
     proposals -> parsed -> verifier ran -> solution passes -> kept (every failure case rejected) -> new
 
-Command line (resumable: re-running tops the pool up to ``--n`` kept tasks of that domain, and
-stops after ``--max-proposals`` proposals in any case)::
+Command line (resumable: re-running tops the pool up to ``--n`` kept tasks of that domain, going on
+from the proposals the last run made, and stops after ``--max-proposals`` proposals in any case)::
 
     python -m agents.challenge --domain retail --n 200 --model <id or path> --out pools/retail.jsonl
 
@@ -78,6 +78,18 @@ class Funnel:
                 "examples": self.examples}
 
 
+def proposals_made(saved: Path, domain: str, seed: int) -> int:
+    """How many proposals earlier runs into this pool made from ``seed`` (as its funnel file says):
+    a rerun starts after them, on worlds and draws of its own, rather than writing their tasks again."""
+    try:
+        earlier = json.loads(saved.read_text())
+        if earlier["domain"] == domain and earlier["seed"] == seed:
+            return int(earlier["first_proposal"]) + int(earlier["proposals"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no earlier run, or one from before this was saved: start at the seed
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.rollout import VECTORIZATION_MODES, make_vector_env, play
     from envs.cat import CodeAsTask
     from envs.pool import PoolError, append_pool, load_pool
+    from envs.records import write_atomic
     from envs.registry import CHALLENGER_ID
 
     parser = argparse.ArgumentParser(prog="python -m agents.challenge", description=__doc__.split("\n\n")[0],
@@ -115,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1:
         parser.error("--n, --max-proposals and --batch-size must be positive")
     try:
-        have = len(load_pool(args.out, domain=args.domain)) if args.out.exists() else 0
+        pool = load_pool(args.out) if args.out.exists() else []
     except PoolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    held, have = {task.id for task in pool}, sum(task.domain == args.domain for task in pool)
+    saved = args.out.with_name(args.out.name + ".funnel.json")
+    first = proposals_made(saved, args.domain, args.seed)
     try:
         player = load_model_policy(args.model, args.adapter, device=args.device, temperature=args.temperature,
                                    max_new_tokens=args.max_new_tokens)
@@ -131,17 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     name = args.model + (f"+{Path(args.adapter).name}" if args.adapter else "")
     envs = make_vector_env(CHALLENGER_ID, args.batch_size, args.vectorization, domain=args.domain,
                            explore_turns=args.explore_turns, challenger=f"llm:{name}")
-    funnel, proposals, started, wanted = Funnel(), 0, time.perf_counter(), args.n - min(have, args.n)
+    funnel, proposals, started, had = Funnel(), 0, time.perf_counter(), have
     interrupted = False
     with tqdm(total=args.max_proposals, desc=f"{args.domain} proposals", unit="proposal") as bar:
         try:
             while have < args.n and proposals < args.max_proposals:
                 size = min(args.batch_size, args.max_proposals - proposals)
-                for episode in play(envs, player, size, seed=args.seed + proposals):
+                for episode in play(envs, player, size, seed=args.seed + first + proposals):
                     proposal = next((m["content"] for m in reversed(episode.messages) if m["role"] == "assistant"), "")
                     funnel.add(episode.final_info, proposal, episode.end_reason)
-                    if "task" in episode.final_info and have < args.n:
-                        append_pool(args.out, [CodeAsTask.from_json(episode.final_info["task"])])
+                    task = CodeAsTask.from_json(episode.final_info["task"]) if "task" in episode.final_info else None
+                    if task is not None and task.id not in held and have < args.n:
+                        append_pool(args.out, [task])
+                        held.add(task.id)
                         have += 1
                 proposals += size
                 bar.update(size)
@@ -150,15 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = True
     envs.close()
     minutes = (time.perf_counter() - started) / 60
-    summary = {"domain": args.domain, "model": name, "proposals": proposals, "minutes": round(minutes, 2),
-               "pool": str(args.out), "pool_tasks": have, **funnel.to_json()}
-    saved = args.out.with_name(args.out.name + ".funnel.json")
+    summary = {"domain": args.domain, "model": name, "seed": args.seed, "first_proposal": first,
+               "proposals": proposals, "minutes": round(minutes, 2), "pool": str(args.out), "pool_tasks": have,
+               **funnel.to_json()}
     saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(summary, indent=1))
+    write_atomic(saved, json.dumps(summary, indent=1))
     stop = ("interrupted (the batch under way is not counted)" if interrupted else "it holds the --n wanted"
             if have >= args.n else f"--max-proposals {args.max_proposals} reached")
     print(f"{args.domain}: {proposals} proposals in {minutes:.1f} min, {funnel.reached['kept']} kept "
-          f"({min(funnel.reached['kept'], wanted)} added); pool {args.out} holds {have} {args.domain} tasks; "
+          f"({have - had} added); pool {args.out} holds {have} {args.domain} tasks; "
           f"stopped: {stop}")
     print(funnel.table())
     print(f"funnel and an example of each failure: {saved}")

@@ -153,6 +153,27 @@ def test_ctrl_c_keeps_the_kept_tasks_and_saves_the_funnel_so_far(tmp_path, monke
     assert "stopped: interrupted" in capsys.readouterr().out
 
 
+def test_a_rerun_goes_on_from_the_last_runs_proposals_and_never_appends_a_task_twice(tmp_path, monkeypatch, capsys):
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    info = env.step(proposal())[4]
+    seeds = []
+
+    def play(envs, player, n, seed=0):  # every proposal writes the same task, as a model might
+        seeds.append(seed)
+        return [SimpleNamespace(messages=[], final_info=info, end_reason="terminated")] * n
+
+    monkeypatch.setattr(agents.rollout, "play", play)
+    monkeypatch.setattr(agents.policy, "load_model_policy", lambda *args, **kwargs: None)
+    out = tmp_path / "pool.jsonl"
+    for _ in range(2):
+        assert challenge.main(["--domain", "toy", "--out", str(out), "--n", "3", "--max-proposals", "2",
+                               "--batch-size", "1"]) == 0
+    assert seeds == [0, 1, 2, 3], "the second run proposes in worlds of its own"
+    assert [task.id for task in load_pool(out)] == [info["task"]["id"]]
+    assert "(0 added)" in capsys.readouterr().out
+
+
 def test_ctrl_c_while_the_model_loads_exits_130_having_written_nothing(tmp_path, monkeypatch, capsys):
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
