@@ -34,11 +34,13 @@ def verifier_problem(source: str) -> str | None:
 
 
 def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: bool = False,
-              compiled_only: bool = False) -> list[CodeAsTask]:
+              compiled_only: bool = False, label: str | None = None) -> list[CodeAsTask]:
     """All tasks in ``path`` (only those of ``domain`` when given). A task id seen before is a
     :class:`PoolError`, or with ``dedupe`` a later copy that is left out (with a warning). So is a
     verifier that does not compile, or with ``compiled_only`` its task is left out (a record of
-    proposals, such as a run's ``parsed.jsonl``, holds such tasks by design)."""
+    proposals, such as a run's ``parsed.jsonl``, holds such tasks by design). ``label`` reads only
+    the tasks whose provenance has that label: such a record holds the proposals of several stages,
+    under their labels, and one task may stand under more than one."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"task pool {path} does not exist")
@@ -53,6 +55,8 @@ def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: b
             task = CodeAsTask.loads(line)
         except (ValueError, RecursionError) as exc:  # CatFormatError, or JSON past Python's limits
             raise PoolError(f"{path}:{number}: {exc}") from None
+        if label is not None and task.provenance.get("label") != label:
+            continue
         if task.id in first_line:
             if not dedupe:
                 raise PoolError(f"{path}:{number}: task id {task.id!r} is already on line {first_line[task.id]}; "

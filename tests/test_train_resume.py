@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from test_train_support import bandit_model_dir, bandit_pool
+from envs.records import read_jsonl
 from train.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -137,3 +138,15 @@ def test_resume_cuts_the_logs_back_to_the_checkpoints_lines_without_reading_past
     run.metrics.write_bytes(b'{"step": 1}\n{"step": 2}\n{"step": 3, "cut": \x00\x00\xff')  # a crash's tail
     run.truncate({"metrics.jsonl": 2})
     assert run.read_metrics() == [{"step": 1}, {"step": 2}]
+
+
+def test_resume_cuts_the_proposals_back_too_and_keeps_those_a_checkpoint_from_before_did_not_count(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    assert run.lines == {"metrics.jsonl": 0, "trajectories.jsonl": 0, "parsed.jsonl": 0}, "a checkpoint counts them all"
+    run.append(run.parsed, [{"id": "a"}, {"id": "b"}])
+    run.truncate({"metrics.jsonl": 0, "parsed.jsonl": 1})  # the proposals after the checkpoint are made again
+    assert read_jsonl(run.parsed) == [{"id": "a"}]
+    run.append(run.parsed, [{"id": "b"}])
+    run.truncate({"metrics.jsonl": 0})
+    assert read_jsonl(run.parsed) == [{"id": "a"}, {"id": "b"}] and run.lines["parsed.jsonl"] == 2

@@ -147,11 +147,9 @@ def propose(ctx: Context, domain: str, label: str) -> tuple[Funnel, list[CodeAsT
     for episode in episodes:
         funnel.add(episode.final_info, last_message(episode), episode.end_reason)
     kept = [CodeAsTask.from_json(e.final_info["task"]) for e in episodes if "task" in e.final_info]
-    if ctx.run.writer:
-        append_pool(ctx.run.path / "parsed.jsonl",
-                    [replace(CodeAsTask.from_json(e.final_info["parsed"]), provenance={
-                        **e.final_info["parsed"]["provenance"], "stage": e.final_info["stage"], "label": label})
-                     for e in episodes if "parsed" in e.final_info])
+    ctx.run.append(ctx.run.parsed, [{**e.final_info["parsed"], "provenance": {
+        **e.final_info["parsed"]["provenance"], "stage": e.final_info["stage"], "label": label}}
+        for e in episodes if "parsed" in e.final_info])
     ctx.run.log_metrics({"step": 0, "phase": "challenger", "stage": label, "domain": domain,
                          "funnel": funnel.to_json()["reached"], "reasons": dict(funnel.reasons),
                          "seconds": time.perf_counter() - started})

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from envs.cat import CodeAsTask
-from envs.pool import append_pool, load_pool
+from envs.pool import PoolError, append_pool, load_pool
 from eval import cli, curves
 from eval.estimators import wilson_interval
 from train.config import ConfigError, load_config
@@ -43,8 +43,7 @@ def training_sets(run: Path, domain: str, size: int, heldout: int, seed: int,
                   selection: Selection) -> tuple[dict[str, list[CodeAsTask]], list[CodeAsTask]]:
     """Each arm's training tasks (``size`` each, or as many as the smallest arm has) and the held-out tasks."""
     # A proposal whose verifier does not compile parsed too, but no pool can hold it: left out.
-    parsed = [t for t in load_pool(run / "parsed.jsonl", domain=domain, compiled_only=True)
-              if t.provenance.get("label") == "pool"]
+    parsed = load_pool(run / "parsed.jsonl", domain=domain, compiled_only=True, label="pool")
     kept = [t for t in parsed if t.provenance.get("stage") in ("kept", "new")]
     scripted = scripted_tasks(domain, seed, heldout + size, selection)
     held, scripted = scripted[:heldout], scripted[heldout:]
@@ -124,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         (item.partition("=")[::2] for item in args.set)})
         sets, held = training_sets(args.run, args.domain, args.size, args.heldout, base.get("seed", 0),
                                    Selection.of(config))
-    except (ConfigError, EmptyPoolError) as error:
+    except (ConfigError, EmptyPoolError, PoolError) as error:
         log.error("%s", error)
         return 2
     heldout_pool = out / "heldout.jsonl"

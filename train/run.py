@@ -173,8 +173,8 @@ def read_tasks(ctx: trainer.Context) -> None:
 def restore(ctx: trainer.Context) -> tuple[RunState, dict[str, Any] | None]:
     """The state to start from: the last checkpoint's when resuming (logs cut back to its lines)."""
     checkpoint = ctx.run.latest_checkpoint() if ctx.config.resume else None
-    if checkpoint is None:
-        ctx.run.truncate({})
+    if checkpoint is None:  # the logs start empty
+        ctx.run.truncate({path.name: 0 for path in ctx.run.logs})
         return RunState(stage=next_stage(None, ctx.config)), None
     try:
         state, optimizer_state = ctx.run.load_checkpoint(checkpoint, ctx.policy)

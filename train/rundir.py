@@ -15,9 +15,9 @@ runs/<name>/
 
 A checkpoint is written to a temporary folder, flushed to disk, and renamed into place: a
 checkpoint folder that exists is complete, whenever the process was killed. It records how many
-lines metrics.jsonl and trajectories.jsonl held when it was taken; resuming cuts both files back to
-those lines (dropping a half-written last line too), and the work after the checkpoint is run, and
-logged, once more: every step and every evaluation ends up logged exactly once.
+lines metrics.jsonl, trajectories.jsonl and parsed.jsonl held when it was taken; resuming cuts the
+files back to those lines (dropping a half-written last line too), and the work after the checkpoint
+is run, and logged, once more: every step, evaluation and proposal ends up logged exactly once.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import yaml
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from envs.records import append_jsonl, read_jsonl, write_atomic
+from envs.records import append_jsonl, read_jsonl, read_lines, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,12 @@ class RunDir:
         self.tasks = path / "tasks.json"
         self.metrics = path / "metrics.jsonl"
         self.trajectories = path / "trajectories.jsonl"
+        self.parsed = path / "parsed.jsonl"
+        """Every challenger proposal that parsed, with the stage it reached (:func:`train.challenger.propose`)."""
         self.checkpoints = path / "checkpoints"
         self.adapter = path / "adapter"
         self.plots = path / "plots"
-        self.lines: dict[str, int] = {}
+        self.lines: dict[str, int] = {logged.name: 0 for logged in self.logs}
         self.tracker: Callable[[dict[str, Any]], None] | None = None
         """Also gets every metrics record (the config's ``report_to``); metrics.jsonl stays the record."""
 
@@ -129,12 +131,19 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics)
 
+    @property
+    def logs(self) -> tuple[Path, ...]:
+        """The files appended to as the run goes, whose lines a checkpoint counts."""
+        return self.metrics, self.trajectories, self.parsed
+
     def truncate(self, lines: dict[str, int]) -> None:
-        """Cut metrics and trajectories back to their first ``lines[name]`` lines (resume)."""
-        self.lines = {path.name: lines.get(path.name, 0) for path in (self.metrics, self.trajectories)}
+        """Cut the logs back to their first ``lines[name]`` lines (resume); one the checkpoint does not
+        count (parsed.jsonl, by a checkpoint from before it was counted) is left as it is."""
+        self.lines = {path.name: lines[path.name] if path.name in lines else len(read_lines(path))
+                      for path in self.logs}
         if not self.writer:
             return
-        for path in (self.metrics, self.trajectories):
+        for path in self.logs:
             if path.exists():  # the lines as written: what came after them (cut off here) is never read
                 with open(path, "rb") as handle:
                     kept = b"".join(itertools.islice(handle, self.lines[path.name]))
