@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from envs.records import RecordsError, read_jsonl
+from envs.records import RecordsError, read_jsonl, write_atomic
 from eval import curves
 from eval.cli import InputError, run
 from eval.estimators import wilson_interval
@@ -213,9 +213,9 @@ def write_eval(summary: Summary, out: Path) -> None:
     if summary.get("kind") not in RENDERERS:
         raise ValueError(f"unknown summary kind {summary.get('kind')!r}; known: {', '.join(RENDERERS)}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     RENDERERS[summary["kind"]][1](summary, out / "chart.png")
-    (out / "summary.md").write_text(markdown(summary) + "\n\n![chart](chart.png)\n")
+    write_atomic(out / "summary.md", markdown(summary) + "\n\n![chart](chart.png)\n")
     log.info("wrote %s", out / "summary.md")
 
 
@@ -462,7 +462,11 @@ def _episodes_section(run: RunFiles) -> str:
 def _evals_section(run_dir: Path) -> str:
     parts = []
     for path in sorted(run_dir.rglob("summary.json"), key=lambda p: (len(p.parts), p)):  # a table before its parts
-        summary = json.loads(path.read_text())
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+            log.warning("%s cannot be read (%s), skipped", path, error)
+            continue
         if not isinstance(summary, dict) or summary.get("kind") not in RENDERERS:
             log.warning("%s is not an eval summary written by eval/, skipped", path)
             continue
@@ -486,7 +490,7 @@ def write_run_page(run_dir: Path) -> Path:
     parts = [f"# Run `{run_dir.name}`", _config_section(run), _stage_section(run), _tasks_section(run),
              _wall_time_section(run), _plots_section(run), _episodes_section(run), evals]
     page = run_dir / "report.md"
-    page.write_text("\n\n".join(p for p in parts if p) + "\n")
+    write_atomic(page, "\n\n".join(p for p in parts if p) + "\n")
     return page
 
 def main(argv: Sequence[str] | None = None) -> None:

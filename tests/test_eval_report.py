@@ -231,6 +231,18 @@ def test_a_runs_report_gathers_the_evals_written_under_it(tmp_path):
     assert "| retail | 10 | 10.0% | 30.0% | 40.0% | 60.0% |" in evals
 
 
+def test_an_eval_summary_cut_short_is_skipped_with_a_warning_and_the_others_reported(tmp_path, caplog):
+    run_dir = tiny_run(tmp_path / "run")
+    report.write_eval(HELDOUT, run_dir / "eval" / "heldout")
+    report.write_eval(M3, run_dir / "eval" / "m3tooleval")
+    summary = run_dir / "eval" / "m3tooleval" / "summary.json"
+    summary.write_text(summary.read_text()[:50])  # a process killed while writing it (before writes were atomic)
+    assert run(report.main, [str(run_dir)]) == 0
+    evals = section((run_dir / "report.md").read_text(), "Evaluations")
+    assert "eval/heldout" in evals and "eval/m3tooleval" not in evals
+    assert "eval/m3tooleval/summary.json cannot be read" in caplog.text
+
+
 def test_a_run_that_has_only_begun_gets_a_report_saying_what_is_missing(tmp_path):
     folder = tmp_path / "early"
     folder.mkdir()

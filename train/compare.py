@@ -29,6 +29,7 @@ import yaml
 
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, append_pool, load_pool
+from envs.records import write_atomic
 from eval import cli, curves
 from eval.estimators import wilson_interval
 from train.config import ConfigError, load_config
@@ -145,10 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run, _ = train(arm_config, default_name=arm)
         results[arm] = arm_result(run.path, args.domain)
         results[arm].setdefault("base", results[arms[0]]["base"])
-    (out / "summary.json").write_text(json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
+    write_atomic(out / "summary.json",
+                 json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
     page = markdown(args.domain, sizes, results)
     chart(results, out / "chart.png")
-    (out / "summary.md").write_text(page + "\n\n![chart](chart.png)\n")
+    write_atomic(out / "summary.md", page + "\n\n![chart](chart.png)\n")
     print(page)
     return 0
 

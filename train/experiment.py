@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.pool import append_pool, load_pool
+from envs.records import write_atomic
 from eval import cli, curves
 from eval.estimators import bootstrap_interval
 from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value
@@ -212,13 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs[seed], metrics[seed] = scores(run.path), run.read_metrics()
     table, learning = summarize(runs, multi_call_tasks(held)), rl_curves(metrics)
     page = markdown(table, seeds)
-    (args.out / "summary.json").write_text(json.dumps({"seeds": seeds, "table": table, "rl_curves": learning}, indent=1))
+    write_atomic(args.out / "summary.json",
+                 json.dumps({"seeds": seeds, "table": table, "rl_curves": learning}, indent=1))
     chart(table, args.out / "chart.png")
     page += "\n\n![held-out success per stage](chart.png)\n"
     if learning:
         curve_chart(learning, args.out / "rl_curves.png")
         page += "\n![training reward and held-out success against RL steps](rl_curves.png)\n"
-    (args.out / "summary.md").write_text(page)
+    write_atomic(args.out / "summary.md", page)
     print(page)
     return 0
 
