@@ -236,3 +236,28 @@ def test_a_run_goes_through_the_stages_its_config_asks_for(values, stages):
         stage = next_stage(stage, config)
         order.append(stage)
     assert order == stages
+
+
+def test_ctrl_c_while_the_run_ends_says_how_to_finish_it(tmp_path: Path, monkeypatch, caplog):
+    """Ctrl-C while the final adapter is saved: continue it with --resume; while the report is written
+    after that: the run is complete, eval.report writes it."""
+    import train.__main__
+    from train.rundir import RunDir
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    args = ["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+            "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]", "--eval-base", "false"]
+    with caplog.at_level(logging.ERROR), monkeypatch.context() as patched:
+        patched.setattr(RunDir, "save_adapter", ctrl_c)
+        assert main(args) == 130
+    assert "interrupted in stage done" in caplog.text and "--name r --resume" in caplog.text
+    assert not (tmp_path / "runs" / "r" / "adapter").exists()
+    with caplog.at_level(logging.ERROR), monkeypatch.context() as patched:
+        patched.setattr(train.__main__, "table", ctrl_c)
+        assert main(args + ["--resume"]) == 130
+    assert "interrupted while writing the report: the run is complete" in caplog.text
+    assert (tmp_path / "runs" / "r" / "adapter" / "adapter_config.json").exists()

@@ -134,7 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # the run has said where it stopped and how to go on
         return 130
     if run.writer:
-        print(table(run, state, write_report(run)))
+        try:
+            print(table(run, state, write_report(run)))
+        except KeyboardInterrupt:
+            log.error("interrupted while writing the report: the run is complete (%s); `python -m eval.report %s` "
+                      "writes its report", run.adapter, run.path)
+            return 130
     return 0
 
 

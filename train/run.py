@@ -288,6 +288,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             state.stage, state.phase_step, state.cursor = next_stage(stage, config), 0, {"epoch": 0, "index": 0}
             run.save_checkpoint(player.model, None, state)
             write_report(run)
+        run.save_adapter(player.model)
     except KeyboardInterrupt:
         where = f"in stage {state.stage} at step {state.step}" if state else "while the run was starting"
         log.error("interrupted %s: the run keeps what its last checkpoint holds; continue it with "
@@ -297,6 +298,5 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         ctx.close()
         for tracker in accelerator.trackers:  # not end_training(): it also ends the process group
             tracker.finish()
-    run.save_adapter(player.model)
     accelerator.wait_for_everyone()
     return run, state
