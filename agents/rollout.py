@@ -24,9 +24,12 @@ an async one runs env steps and verifiers in its worker processes, and gives the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +49,26 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "sync",
     with autoreset off: :func:`play` resets sub-envs itself, each with its own task."""
     if mode not in VECTORIZATION_MODES:
         raise ValueError(f"vectorization mode must be one of {VECTORIZATION_MODES}, got {mode!r}")
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
-                        vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
-                        wrappers=list(wrappers) or None, **env_kwargs)
+    with _workers_ignore_ctrl_c(mode == "async"):
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
+                            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+                            wrappers=list(wrappers) or None, **env_kwargs)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c(starting_workers: bool) -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so they ignore it for good: a terminal's Ctrl-C
+    goes to the whole process group, and a worker it stopped (while making its env, say) left the
+    main process a broken pipe instead of its own KeyboardInterrupt, which says how to resume. The
+    main process closes its workers when it stops."""
+    if not starting_workers or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass

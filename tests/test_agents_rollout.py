@@ -9,6 +9,9 @@ token cap, which exercises both ways a turn is closed.
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import time
 
 import pytest
 import torch
@@ -212,3 +215,18 @@ def test_sampling_never_draws_a_token_of_probability_zero():
     assert set(tokens.tolist()) == {1, 3} and torch.isfinite(logprobs).all()
     last_only = torch.tensor([[float("-inf")] * 4 + [0.0]]).repeat(100, 1)
     assert sample(last_only, SamplingSettings(), torch.Generator().manual_seed(0))[0].eq(4).all()
+
+
+def test_async_workers_leave_ctrl_c_to_the_main_process():
+    """A terminal's Ctrl-C reaches every process of the group: the workers ignore it (the main process
+    stops and closes them), so the main process gets its KeyboardInterrupt, not a broken pipe."""
+    envs = make_vector_env("SelfChallenge-Calculation-v0", 2, "async")
+    try:
+        for worker in envs.processes:
+            os.kill(worker.pid, signal.SIGINT)
+        time.sleep(0.5)
+        observations, _ = envs.reset(seed=0)
+        assert len(observations) == 2 and all(worker.is_alive() for worker in envs.processes)
+    finally:
+        envs.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
