@@ -13,11 +13,13 @@ clock, draws random numbers or depends on a set's order would give the trainer r
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from envs.base import ToolEnv
@@ -168,13 +170,18 @@ def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | No
     return kept, report, verdicts
 
 
+def writable(path: Path) -> bool:
+    """Whether ``path`` can be written, or made in the nearest folder above it that exists."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return os.access(existing, os.W_OK)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m envs.filter POOL [--out KEPT] [--dedupe]``: filter a pool file and print the
     report. A pool that does not load (a line that is not UTF-8 or not a CaT, a repeated task id, a
     verifier that does not compile) is an error naming its file and line, and exit status 2."""
     import argparse
     import sys
-    from pathlib import Path
 
     from envs.pool import PoolError, append_pool, load_pool
 
@@ -189,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out and Path(args.out).is_dir():
             raise IsADirectoryError(f"--out {args.out} is a folder: name a JSONL file")
+        if args.out and not writable(Path(args.out)):
+            raise PermissionError(f"--out {args.out} cannot be written here (a read-only disk, or another's file)")
         tasks = load_pool(args.pool, dedupe=args.dedupe)
         held = {t.id for t in load_pool(args.out)} if args.out and Path(args.out).exists() else set()
     except (PoolError, OSError) as exc:  # a missing pool, a folder where a file belongs
@@ -201,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         new = [t for t in kept if t.id not in held]
-        append_pool(args.out, new)
+        try:
+            append_pool(args.out, new)
+        except OSError as exc:  # a full disk: the append is taken back whole
+            print(f"error: the kept tasks were not appended to {args.out}: {exc}", file=sys.stderr)
+            return 2
         if len(new) < len(kept):
             print(f"{len(kept) - len(new)} kept tasks were already in {args.out}: not appended again")
     return 0

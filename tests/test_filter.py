@@ -1,5 +1,7 @@
 """The filter keeps exactly the sound tasks and names why it rejects the others."""
 
+import errno
+import os
 import subprocess
 import sys
 
@@ -7,6 +9,8 @@ import pytest
 
 from envs.cat import Attempt, ToolCall
 from envs.challenger import stage_of
+import envs.filter
+import envs.pool
 from envs.filter import REASONS, filter_task, filter_tasks, main
 from envs.sandbox import Limits, RunResult
 from envs.sandbox.local import LocalSandbox
@@ -144,6 +148,28 @@ def test_command_line_exits_2_on_a_folder_where_a_file_belongs(tmp_path, capsys)
     assert main([str(pool), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Is a directory" in err and "is a folder: name a JSONL file" in err
+
+
+def test_command_line_exits_2_before_filtering_when_out_cannot_be_written(tmp_path, capsys, monkeypatch):
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [SOUND])
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only disk, as access(2) says of it
+    monkeypatch.setattr(envs.filter, "filter_tasks", lambda tasks: pytest.fail("filtered for nothing"))
+    assert main([str(pool), "--out", str(tmp_path / "new" / "kept.jsonl")]) == 2
+    assert "kept.jsonl cannot be written here" in capsys.readouterr().err
+
+
+def test_command_line_exits_2_when_the_disk_cannot_hold_the_kept_tasks(tmp_path, capsys, monkeypatch):
+    pool, out = tmp_path / "pool.jsonl", tmp_path / "kept.jsonl"
+    append_pool(pool, [SOUND])
+    out.write_text("")
+
+    def full(path, tasks):
+        raise OSError(errno.ENOSPC, "No space left on device")  # the append takes back what it wrote (test_pool)
+
+    monkeypatch.setattr(envs.pool, "append_pool", full)
+    assert main([str(pool), "--out", str(out)]) == 2
+    assert "the kept tasks were not appended" in capsys.readouterr().err
 
 
 def test_command_line_dedupe_keeps_the_first_task_of_each_id_and_never_appends_one_twice(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -261,3 +262,18 @@ def test_ctrl_c_while_the_run_ends_says_how_to_finish_it(tmp_path: Path, monkeyp
         assert main(args + ["--resume"]) == 130
     assert "interrupted while writing the report: the run is complete" in caplog.text
     assert (tmp_path / "runs" / "r" / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_full_disk_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monkeypatch, caplog):
+    from train.rundir import RunDir
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    monkeypatch.setattr(RunDir, "save_checkpoint", full)
+    with caplog.at_level(logging.ERROR):
+        assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+                     "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]"]) == 2
+    assert "stopped by [Errno 28] No space left on device in stage" in caplog.text and "--name r --resume" in caplog.text

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import errno  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -38,6 +39,8 @@ from envs.pool import PoolError  # noqa: E402
 from train.tasks import EmptyPoolError  # noqa: E402
 
 log = logging.getLogger("train")
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+"""What the disk refuses (full, read-only, not ours): said in a line, exit status 2, not a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # the run has said where it stopped and how to go on
         return 130
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        log.error("%s", exc)
+        return 2
     if run.writer:
         try:
             print(table(run, state, write_report(run)))

@@ -289,10 +289,11 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
             run.save_checkpoint(player.model, None, state)
             write_report(run)
         run.save_adapter(player.model)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OSError) as error:  # Ctrl-C; a full disk, say
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {error}"
         where = f"in stage {state.stage} at step {state.step}" if state else "while the run was starting"
-        log.error("interrupted %s: the run keeps what its last checkpoint holds; continue it with "
-                  "`python -m train --runs-dir %s --name %s --resume`", where, run.path.parent, run.path.name)
+        log.error("%s %s: the run keeps what its last checkpoint holds; continue it with "
+                  "`python -m train --runs-dir %s --name %s --resume`", what, where, run.path.parent, run.path.name)
         raise
     finally:
         ctx.close()
