@@ -7,8 +7,9 @@ the stored log-probabilities match a fresh unpadded forward pass to about 1e-6. 
 8 web-browsing episodes of the default model (batch 8) its stored values differed from the unpacked
 ones by up to 3e-5, with the same greedy tokens. In bf16 (the CUDA
 default) padding and batch shape change the rounding: on an H100 the stored values differed from a
-fresh pass by up to 2e-2 and near-tied greedy choices broke differently. A trainer that needs exact
-old log-probabilities (PPO ratios) should recompute them with one forward pass.
+fresh pass by up to 2e-2 and near-tied greedy choices broke differently. PPO, which needs exact old
+log-probabilities for its ratios, recomputes them with one forward pass there
+(:func:`train.trainer.rescored`).
 """
 
 from __future__ import annotations

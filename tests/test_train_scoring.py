@@ -3,6 +3,8 @@ running each trajectory on its own."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -10,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.policy import Trajectory
 from train.scoring import score, shared_prefix_length
+from train.trainer import lower_precision, microbatches, rescored
 
 
 def tiny_policy():
@@ -116,3 +119,20 @@ def test_the_backward_pass_keeps_no_more_logits_than_the_bound(max_logits, kept)
         scores = score(policy, batch, max_logits=max_logits)
     scores.logprobs.sum().backward()
     assert max(rows) == kept
+
+
+def test_rescored_trajectories_carry_the_training_pass_log_probabilities_so_ppos_first_ratio_is_one():
+    """In bf16 the sampler's stored values differ from a training pass's; PPO rescored them first."""
+    policy, batch = tiny_policy().to(torch.bfloat16), trajectories()
+    assert lower_precision(policy) and not lower_precision(tiny_policy())
+    config = SimpleNamespace(micro_batch_tokens=40, share_prefix=True)
+    ctx = SimpleNamespace(config=config, policy=policy, chat=SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0)))
+    fresh = rescored(ctx, batch, 1.0)
+    assert [(t.token_ids, t.loss_mask) for t in fresh] == [(t.token_ids, t.loss_mask) for t in batch]
+    assert all(new == old for t, u in zip(fresh, batch) for new, old, m in zip(t.logprobs, u.logprobs, t.loss_mask)
+               if not m), "only the scored tokens' values change"
+    groups = microbatches(fresh, config.micro_batch_tokens, config.share_prefix)
+    assert len(groups) > 1
+    for group in groups:
+        scores = score(policy, [fresh[i] for i in group], 1.0, True)
+        assert torch.equal(scores.logprobs, scores.old_logprobs)
