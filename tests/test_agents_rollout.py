@@ -220,13 +220,17 @@ def test_sampling_never_draws_a_token_of_probability_zero():
 def test_async_workers_leave_ctrl_c_to_the_main_process():
     """A terminal's Ctrl-C reaches every process of the group: the workers ignore it (the main process
     stops and closes them), so the main process gets its KeyboardInterrupt, not a broken pipe."""
-    envs = make_vector_env("SelfChallenge-Calculation-v0", 2, "async")
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI's may ignore it)
     try:
-        for worker in envs.processes:
-            os.kill(worker.pid, signal.SIGINT)
-        time.sleep(0.5)
-        observations, _ = envs.reset(seed=0)
-        assert len(observations) == 2 and all(worker.is_alive() for worker in envs.processes)
+        envs = make_vector_env("SelfChallenge-Calculation-v0", 2, "async")
+        try:
+            for worker in envs.processes:
+                os.kill(worker.pid, signal.SIGINT)
+            time.sleep(0.5)
+            observations, _ = envs.reset(seed=0)
+            assert len(observations) == 2 and all(worker.is_alive() for worker in envs.processes)
+        finally:
+            envs.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the main process's own is back"
     finally:
-        envs.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, inherited)
