@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -277,3 +279,32 @@ def test_a_full_disk_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monke
         assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
                      "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]"]) == 2
     assert "stopped by [Errno 28] No space left on device in stage" in caplog.text and "--name r --resume" in caplog.text
+
+
+def test_a_ctrl_c_python_swallows_still_stops_the_run_at_its_next_checkpoint(tmp_path: Path, monkeypatch, caplog):
+    import train.trainer
+
+    evaluate = train.trainer.evaluate
+
+    def swallowing(*args, **kwargs):
+        try:  # a KeyboardInterrupt raised in a finalizer: Python prints "Exception ignored in ..." and goes on
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train.trainer, "evaluate", swallowing)
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI's may ignore it)
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name",
+                         "r", "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]",
+                         "--domains", "[calculation]", "--heldout-per-domain", "{calculation: 2}",
+                         "--max-new-tokens", "4", "--eval-base", "true"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert "interrupted in stage done at step 0" in caplog.text, "at the checkpoint after the stage it came in"
+    assert "--name r --resume" in caplog.text and not (tmp_path / "runs" / "r" / "adapter").exists()

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -237,6 +239,23 @@ def load(config: TrainConfig, accelerator: Accelerator) -> ModelPolicy:
                        adapter="default")
 
 
+def note_ctrl_c(run: RunDir) -> Callable[[], None]:
+    """Ctrl-C raises KeyboardInterrupt as ever, and also sets ``run.stop_requested``: Python drops a
+    KeyboardInterrupt raised inside a finalizer or a weakref callback ("Exception ignored in ..."),
+    and the run went on to its end. Returns what puts Python's handler back. (Where Ctrl-C is
+    ignored, as for a job started in the background, it stays ignored.)"""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler \
+            or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def pressed(signum: int, frame: Any) -> None:
+        run.stop_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, pressed)
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunState]:
     """Run (or resume) the whole loop; returns the run folder and its final state."""
     for name, entry in config.extra_domains.items():
@@ -263,6 +282,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         "warm_start": trainer.warm_start, "rl": trainer.reinforce,
     }
     state: RunState | None = None
+    restore_ctrl_c = note_ctrl_c(run)
     try:
         state, optimizer_state = restore(ctx)
         if run.split.exists():
@@ -296,6 +316,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
                   "`python -m train --runs-dir %s --name %s --resume`", what, where, run.path.parent, run.path.name)
         raise
     finally:
+        restore_ctrl_c()
         ctx.close()
         for tracker in accelerator.trackers:  # not end_training(): it also ends the process group
             tracker.finish()

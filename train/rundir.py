@@ -111,6 +111,8 @@ class RunDir:
         self.adapter = path / "adapter"
         self.plots = path / "plots"
         self.lines: dict[str, int] = {logged.name: 0 for logged in self.logs}
+        self.stop_requested = False
+        """Set by a Ctrl-C (:func:`train.run.note_ctrl_c`): the next checkpoint, once saved, stops the run."""
         self.tracker: Callable[[dict[str, Any]], None] | None = None
         """Also gets every metrics record (the config's ``report_to``); metrics.jsonl stays the record."""
 
@@ -159,9 +161,14 @@ class RunDir:
 
     def save_checkpoint(self, policy: PeftModel, optimizer: torch.optim.Optimizer | None, state: RunState) -> None:
         """Adapter, optimizer, RNG states and run state, atomically, under a name never used before
-        (a stage can end on the step of the last periodic checkpoint); then the older ones go."""
-        if not self.writer:
-            return
+        (a stage can end on the step of the last periodic checkpoint); then the older ones go. A
+        Ctrl-C the run has not stopped at (:attr:`stop_requested`) stops it here, once it is saved."""
+        if self.writer:
+            self._save_checkpoint(policy, optimizer, state)
+        if self.stop_requested:
+            raise KeyboardInterrupt
+
+    def _save_checkpoint(self, policy: PeftModel, optimizer: torch.optim.Optimizer | None, state: RunState) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         state.saves += 1
         final = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.step:06d}-{state.saves:05d}"
