@@ -311,10 +311,13 @@ class ToolEnv(gym.Env[str, str]):
         """Play ``attempt`` on a fresh state of ``task``'s world and verify the end.
 
         Returns the verifier's result, the observations, and the problems of invalid actions (an
-        unknown tool or wrong arguments): a solution with any of those is infeasible.
+        unknown tool or wrong arguments): a solution with any of those is infeasible. The answer is
+        said at the end, as an agent's ``finish`` says it, unless a call (``finish`` itself, a
+        terminal tool such as a transfer to a human) ended the episode first: played, it ends there.
         """
         self.reset(options={"task": task})
         observations, problems = [], []
+        ended = False
         for call in attempt.actions:
             info: dict[str, Any] = {}
             observation, ended = self._call(call, info)
@@ -323,5 +326,6 @@ class ToolEnv(gym.Env[str, str]):
                 problems.append(f"{call.name}: {info['invalid_action']}")
             if ended:
                 break
-        self._said.append(attempt.answer)
+        if not ended:
+            self._said.append(attempt.answer)
         return self.end(), observations, problems

@@ -16,7 +16,8 @@ from envs.sandbox import Limits, RunResult
 from envs.sandbox.local import LocalSandbox
 from envs.state import State
 from envs.pool import append_pool, load_pool
-from toy_domain import copy_task
+from toy_domain import ToyEnv, copy_task
+from train.demos import solution_actions
 
 SOUND = copy_task()
 GET = ToolCall("get_note", {"key": "k1"})
@@ -54,6 +55,24 @@ def test_a_solution_whose_tool_refuses_a_call_is_infeasible_whatever_its_answer_
     # The same call in a failure case is how failures often fail: the task stays sound.
     failing = copy_task(id="refused-failure", failures=(Attempt((refused,), "none"),) + SOUND.failures)
     assert filter_task(failing).kept
+
+
+def test_a_solution_that_finishes_among_its_calls_is_judged_on_what_finish_said_as_played():
+    """Played, the episode ends at the call that finishes it: the answer after it is never said."""
+    finish = ToolCall("finish", {"answer": "note 1"})
+    task = copy_task(id="finishes", solution=Attempt(SOUND.solution.actions + (finish,), "ignored"),
+                     verifier="def verify(state, answer):\n    return state['notes'].get('dst') == {'text': 'note 1'} "
+                              "and answer == 'note 1'\n")
+    assert filter_task(task).kept
+    env = ToyEnv(tasks=[task])
+    env.reset(options={"task": task})
+    for action in solution_actions(task):
+        _, reward, terminated, _, _ = env.step(action)
+        if terminated:
+            break
+    assert reward == 1.0
+    said_too_late = copy_task(id="late", failures=(Attempt((finish,), "note 1"),) + SOUND.failures[1:])
+    assert filter_task(said_too_late).kept, "a failure that finishes before copying the note fails, as played"
 
 
 class SecondThoughts(LocalSandbox):
