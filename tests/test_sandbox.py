@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -160,6 +162,15 @@ def test_state_hash_helper_matches_the_parent(sandbox: Sandbox) -> None:
     state = {"n": 1, "items": [1, 2]}
     source = f"def verify(state, answer):\n    return state_hash() == {state_hash(state)!r}\n"
     assert sandbox.verify(source, state, "").status == "ok"
+
+
+def test_every_worker_hashes_strings_alike_and_imports_nothing_from_its_working_directory(sandbox: Sandbox) -> None:
+    """A set of strings iterates in one order in every job: the filter's second run of a verifier on
+    the same worker could not tell a verifier that hangs on it from a sound one."""
+    seeded = subprocess.run([sys.executable, "-c", "print(hash('probe-3'))"], env={"PYTHONHASHSEED": "0"},
+                            capture_output=True, text=True).stdout.strip()  # any other seed: another number
+    source = f"import sys\ndef verify(state, answer):\n    return hash('probe-3') == {seeded} and '' not in sys.path\n"
+    assert sandbox.verify(source, {}, "").status == "ok"
 
 
 # ---------------------------------------------------------------- limits

@@ -38,6 +38,14 @@ from envs.state import State, Table, state_hash
 log = logging.getLogger(__name__)
 
 WORKER_SOURCE = (Path(__file__).parent / "worker.py").read_text()
+WORKER_FLAGS = ["-s", "-S"]
+"""How a worker's ``python`` starts it (``-c WORKER_SOURCE``): no site and no user site. Not ``-I``,
+whose ``-E`` would ignore :data:`WORKER_ENV`'s hash seed; the environment a worker gets is ours
+alone, and the worker takes the working directory off ``sys.path`` first thing, as ``-I`` does."""
+WORKER_ENV = {"PYTHONHASHSEED": "0"}
+"""One hash seed in every worker: a set of strings iterates in one order in every job, so what a
+verifier or a code action makes of one cannot depend on which worker ran it (the filter's second
+run of a verifier may land on the same worker, a replayed code cell on another)."""
 VERIFIER_HELPERS = (Path(__file__).parent / "verifier_helpers.py").read_text()
 """The source every verifier's namespace runs first (:mod:`envs.sandbox.verifier_helpers`)."""
 

@@ -2,7 +2,7 @@
 
 Each pool slot is one container of the locally built image (``make sandbox-image``: a Debian root
 filesystem from ``debootstrap``, imported with ``docker import``, no registry involved) running the
-same worker program as the local backend, ``python3 -I -S -c WORKER_SOURCE``, as its PID 1. The
+same worker program as the local backend, ``python3 -s -S -c WORKER_SOURCE``, as its PID 1. The
 container has no network, a read-only root, an IPC namespace of its own, no ``/dev/shm`` and an
 empty read-only ``/dev/mqueue``, memory/CPU/pids limits, the user ``nobody``, no capabilities and no
 new privileges. Inside it, each job gets a world of its own from the worker (user, mount, PID and IPC
@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from envs.sandbox import WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
+from envs.sandbox import WORKER_ENV, WORKER_FLAGS, WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
 from envs.sandbox.worker import REFUSED_SYSCALLS, WORLD_SYSCALLS
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,12 @@ class ContainerWorker(Worker):
     def __init__(self, client: Any, image: str, limits: Limits, pool: str):
         super().__init__()
         self.container = client.containers.create(
-            image, ["python3", "-I", "-S", "-c", WORKER_SOURCE],
+            image, ["python3", *WORKER_FLAGS, "-c", WORKER_SOURCE],
             # Not detached, docker-py sets StdinOnce: the worker's stdin closes, and it ends, when
             # this attach connection does (this process exits or dies).
             stdin_open=True, tty=False, detach=False,
             user=NOBODY, working_dir="/tmp",
-            environment={"SANDBOX_TMP_MB": str(limits.tmp_mb)},
+            environment={"SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV},
             network_mode="none", ipc_mode="none", read_only=True,
             # /dev/mqueue, docker's message-queue filesystem, would outlive jobs: an empty read-only one.
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={SCRATCH_MB}m,mode=1777",

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from envs.sandbox import WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
+from envs.sandbox import WORKER_ENV, WORKER_FLAGS, WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
 from envs.sandbox.cgroup import Hierarchy, WorkerGroup, find, remove_stale
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ rmdir /old
 mount -o remount,ro,bind /
 cd /tmp
 exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all --bounding-set=-all \\
-    --no-new-privs {SYSTEM_PYTHON} -I -S -c "$0"
+    --no-new-privs {SYSTEM_PYTHON} {' '.join(WORKER_FLAGS)} -c "$0"
 """
 
 
@@ -153,7 +153,7 @@ def _only_child(pid: int) -> int:
 def worker_command(limits: Limits) -> tuple[list[str], dict[str, str], str]:
     """How to start a worker here (argv and environment), from the strongest isolation this
     machine allows, and a line saying which that is."""
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SANDBOX_TMP_MB": str(limits.tmp_mb)}
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV}
     if os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "pivot_root")) \
             and os.path.exists(SYSTEM_PYTHON):
         argv = ["unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
@@ -165,11 +165,12 @@ def worker_command(limits: Limits) -> tuple[list[str], dict[str, str], str]:
                                                   capture_output=True).returncode == 0:
         log.warning("not root: the local sandbox runs in a user namespace, with the host's files in view")
         return (["unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
-                 "--kill-child", "--mount-proc", python, "-I", "-S", "-c", WORKER_SOURCE], env,
+                 "--kill-child", "--mount-proc", python, *WORKER_FLAGS, "-c", WORKER_SOURCE], env,
                 "local: worker processes in a user namespace of this user's, with no network but the host's "
                 "files in view (not root)")
     log.warning("no namespaces available to this user: sandboxed code runs with resource limits only")
-    return [python, "-I", "-S", "-c", WORKER_SOURCE], env, "local: plain worker processes of this user (limits only)"
+    return ([python, *WORKER_FLAGS, "-c", WORKER_SOURCE], env,
+            "local: plain worker processes of this user (limits only)")
 
 
 class LocalSandbox(Sandbox):

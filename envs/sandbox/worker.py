@@ -35,17 +35,21 @@ Where user namespaces are refused (the local backend's last fallback), jobs run 
 of the worker, sharing its ``/tmp``; the worker's greeting says so.
 """
 
-import builtins
-import gc
-import json
-import os
-import resource
-import select
-import signal
-import socket
-import struct
 import sys
-import time
+
+if sys.path and sys.path[0] == "":  # started with -c: no module is imported from the working directory
+    del sys.path[0]
+
+import builtins  # noqa: E402 (the imports come after that line)
+import gc  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
 
 # Only these imports: every module makes each fork dearer (``tempfile``, through ``random``, even
 # runs code in every child), so tracebacks are handled by hand below.
