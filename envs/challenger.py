@@ -93,11 +93,18 @@ class ProposalError(ValueError):
     """A proposal that does not fit the tagged format (it never reaches the filter)."""
 
 
+def paired_surrogates(text: str) -> str:
+    """``text`` with each high surrogate that a low one follows joined with it into the character
+    they encode, as JSON reads their escapes back (a pool writes a task's text as JSON): so a kept
+    task reads back from its pool equal. A lone surrogate stays as it is, and reads back as itself."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
 def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
                    provenance: dict[str, Any] | None = None) -> CodeAsTask:
     """The CaT in a proposal, or :class:`ProposalError` saying what is wrong with it."""
     parts: dict[str, list[str]] = {}
-    for tag, body in _TAG.findall(text):
+    for tag, body in _TAG.findall(paired_surrogates(text)):
         parts.setdefault(tag, []).append(body.strip())
     for tag in ("instruction", "verifier", "solution"):
         if len(parts.get(tag, [])) != 1:

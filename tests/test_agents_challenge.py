@@ -121,11 +121,13 @@ def test_a_hostile_proposal_ends_unparsed_saying_why(action, detail):
 
 
 def test_a_kept_task_holding_a_lone_surrogate_goes_to_the_pool_and_back(tmp_path):
-    """One in the proposal's text (any str is an action), one from a JSON escape (\\ud800) in a failure's answer."""
-    text = proposal(instruction="Copy note k1 to 'dst' and tell me its text: \ud800.",
+    """One in the proposal's text (any str is an action), one from a JSON escape (\\ud800) in a failure's answer;
+    a high and a low one side by side are the character they encode (so JSON reads them back)."""
+    text = proposal(instruction="Copy note k1 to 'dst' and tell me its text: \ud800 \ud83d\ude00.",
                     failures=FAILURES[:2] + [attempt(SET, answer="no \ud800 idea")])
     task, _ = run(text)
     assert task is not None and "\ud800" in task.instruction and "no \ud800 idea" in task.failures[2].answer
+    assert task.instruction.endswith("\ud800 \U0001f600.")
     append_pool(tmp_path / "pool.jsonl", [task])
     assert load_pool(tmp_path / "pool.jsonl") == [task]
 
