@@ -134,11 +134,18 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
         raise ProposalError(str(exc)) from None
 
 
+def as_written(value: Any) -> str:
+    """``value`` as JSON the way a model writes it: characters as they are, not ``\\u`` escapes (six
+    times as long; an answer could go over the action length limit), but a lone surrogate, which
+    no UTF-8 text (and no tokenizer) holds, as its escape, which JSON reads back as itself."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def render_proposal(task: CodeAsTask) -> str:
     """``task`` as a challenger writes it: the tagged format :func:`parse_proposal` reads back."""
     parts = [f"<instruction>{task.instruction}</instruction>", f"<verifier>\n{task.verifier.strip()}\n</verifier>",
-             f"<solution>{json.dumps(task.solution.to_json())}</solution>"]
-    parts += [f"<failure>{json.dumps(failure.to_json())}</failure>" for failure in task.failures]
+             f"<solution>{as_written(task.solution.to_json())}</solution>"]
+    parts += [f"<failure>{as_written(failure.to_json())}</failure>" for failure in task.failures]
     return "\n".join(parts)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from agents.models import load_tokenizer
 from agents.prompting import ChatFormat
+from envs.cat import Attempt
 from envs.registry import env_class
 from test_train_support import toy_answer_task
 from toy_domain import ToyEnv, copy_task
@@ -52,6 +53,18 @@ def test_a_solution_becomes_the_episode_the_policy_would_have_played(chat):
         assert between == chat.close_turn_ids(spans(demo)[turn]) + chat.observation_ids(observations[turn])
     assert sum(demo.loss_mask) == sum(len(s) for s in spans(demo))
     assert demo.token_ids[-1] == chat.turn_end_ids[0], "the episode ends on the policy's last token"
+
+
+@pytest.mark.parametrize("text", ["\u4e2d" * 12000, "note \ud800"], ids=["long-cjk", "lone-surrogate"])
+def test_a_solution_is_written_as_a_model_writes_it_whatever_its_characters(chat, text):
+    """Characters as they are (12,000 CJK ones escaped are 72,000: over the action limit), but a lone
+    surrogate, which no tokenizer takes, escaped."""
+    verifier = f"def verify(state, answer):\n    return answer == {text!r}\n"
+    task = copy_task(id="chars", verifier=verifier, solution=Attempt((), text))
+    actions = solution_actions(task)
+    assert json.loads(actions[-1])["arguments"]["answer"] == text and len(actions[-1]) < len(text) + 60
+    demo = demonstration(ToyEnv(tasks=[task]), chat, actions, {"task_id": task.id})
+    assert demo.reward == 1.0 and demo.invalid_actions == 0
 
 
 def test_a_transcript_that_does_not_solve_its_task_shows_reward_zero(chat):

@@ -13,7 +13,6 @@ from the same :class:`agents.prompting.ChatFormat` pieces. Loss falls on the ass
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,14 +21,15 @@ import gymnasium as gym
 from agents.policy import Trajectory
 from agents.prompting import ChatFormat
 from envs.cat import CodeAsTask
-from envs.challenger import render_proposal
+from envs.challenger import as_written, render_proposal
 
 
 def solution_actions(task: CodeAsTask) -> list[str]:
-    """The task's example solution as action texts: each tool call, then ``finish`` with the answer."""
+    """The task's example solution as action texts (:func:`envs.challenger.as_written`): each tool
+    call, then ``finish`` with the answer."""
     calls = [call.to_json() for call in task.solution.actions]
     calls.append({"name": "finish", "arguments": {"answer": task.solution.answer}})
-    return [json.dumps(call) for call in calls]
+    return [as_written(call) for call in calls]
 
 
 def demonstration(env: gym.Env, chat: ChatFormat, actions: Sequence[str], options: dict[str, Any]) -> Trajectory:
@@ -63,7 +63,7 @@ def demonstration(env: gym.Env, chat: ChatFormat, actions: Sequence[str], option
 def challenger_actions(task: CodeAsTask) -> list[str]:
     """How a challenger would have written ``task``: its solution's tool calls as the exploration
     (each showing the real output the task's values come from), then the task in the tagged format."""
-    return [json.dumps(call.to_json()) for call in task.solution.actions] + [render_proposal(task)]
+    return [as_written(call.to_json()) for call in task.solution.actions] + [render_proposal(task)]
 
 
 def transcript_actions(record: dict[str, Any]) -> list[str]:
