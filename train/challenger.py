@@ -35,7 +35,6 @@ from agents.decoding import SamplingSettings
 from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
 from envs.cat import MIN_FAILURES, CodeAsTask
-from envs.pool import append_pool
 from envs.challenger import PROPOSAL_WORLDS, ChallengerEnv, default_world
 from envs.prompt_tools import listed_tools
 from envs.registry import CHALLENGER_ID
