@@ -488,7 +488,7 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
     chosen = [(t, float(advantages[i])) for i, t in zip(batch.mine, batch.trajectories) if keep[i]]
     updated = time.perf_counter()
     if algorithm.passes:
-        if lower_precision(ctx.policy):  # the ratio of the first pass is then exactly 1
+        if lower_precision(ctx.policy):  # the first pass's ratio starts at 1, but for another batch shape's rounding
             chosen = list(zip(rescored(ctx, [t for t, _ in chosen], temperature), [a for _, a in chosen]))
         stats: dict[str, float] = {}
         order = list(range(len(chosen)))
