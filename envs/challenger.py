@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -100,6 +101,18 @@ def paired_surrogates(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
+def finite(value: Any) -> bool:
+    """Whether no number in ``value`` (JSON: nested lists and dicts) is NaN or infinite."""
+    stack = [value]
+    while stack:  # no recursion: JSON from a proposal nests as deep as the reader allows
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, (list, dict)):
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return True
+
+
 def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
                    provenance: dict[str, Any] | None = None) -> CodeAsTask:
     """The CaT in a proposal, or :class:`ProposalError` saying what is wrong with it."""
@@ -119,6 +132,8 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
         value, error = read_json(body)
         if error:
             raise ProposalError(f"{where} is not valid JSON ({error})")
+        if not finite(value):  # read as json.loads reads them; a task holding one is unequal to itself
+            raise ProposalError(f"{where} holds NaN or Infinity, which JSON has not")
         return value
 
     record = {

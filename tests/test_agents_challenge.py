@@ -112,6 +112,10 @@ def test_exploration_runs_real_tools_then_asks_for_the_task():
     (proposal(solution='{"actions": [], "answer": ' + "[" * 5000 + "]" * 5000 + "}"), "nesting deeper than 100"),
     (proposal(solution='{"actions": [], "answer": ' + "9" * 5000 + "}"), "an integer of 5,000 digits"),
     ("<instruction>" + "x" * 70000, "over the limit of 65,536"),
+    (proposal(failures=FAILURES[:2] + ['{"actions": [{"name": "add", "arguments": {"a": NaN, "b": 1}}], '
+                                       '"answer": "x"}']), "<failure> 2 holds NaN or Infinity"),
+    (proposal(solution='{"actions": [{"name": "add", "arguments": {"a": 1e999, "b": 1}}], "answer": "a"}'),
+     "<solution> holds NaN or Infinity"),
 ])
 def test_a_hostile_proposal_ends_unparsed_saying_why(action, detail):
     env = ChallengerEnv("toy", explore_turns=0)
