@@ -54,6 +54,7 @@ NO_USER = "(No user is on this conversation: the instruction holds everything yo
 
 DEFAULT_POOL_SIZE = 32
 DEFAULT_MAX_ACTION_LENGTH = 65_536
+DEFAULT_MAX_TURNS = 20
 
 
 @functools.lru_cache(maxsize=16)
@@ -96,7 +97,7 @@ class ToolEnv(gym.Env[str, str]):
     terminal_tools: ClassVar[frozenset[str]] = frozenset()
     """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
 
-    def __init__(self, tasks: TaskSource = None, max_turns: int = 20, sandbox: Sandbox | str | None = None,
+    def __init__(self, tasks: TaskSource = None, max_turns: int = DEFAULT_MAX_TURNS, sandbox: Sandbox | str | None = None,
                  render_mode: str | None = None, max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
                  tool_mode: ToolMode = "strict"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

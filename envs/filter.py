@@ -2,8 +2,8 @@
 
 Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
-record or verifier does not parse, the solution is infeasible (a call is invalid, or its tool
-refuses it with an ``Error:`` text), the verifier errs or hangs or returns a non-bool, the solution
+record or verifier does not parse, the solution is infeasible (a call is invalid, its tool
+refuses it with an ``Error:`` text, or playing it takes more actions than an episode allows), the verifier errs or hangs or returns a non-bool, the solution
 fails, the verifier judges the solution's final state again and rejects it, a failure case is accepted.
 
 The second judgement runs on the same final state, in a new job (on a pool of several workers,
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envs.base import ToolEnv
-from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
+from envs.base import DEFAULT_MAX_TURNS, ToolEnv
+from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (
     "parse_error",          # the record does not fit the CaT format, or the verifier does not compile
     "unknown_domain",       # no environment for the task's domain
     "too_few_failures",     # fewer than MIN_FAILURES failure cases
-    "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, or a call errs
+    "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, a call errs, or it is too long
     "verifier_error",       # the verifier raised, or broke a resource limit
     "verifier_timeout",     # the verifier did not return in time
     "verifier_non_bool",    # the verifier returned something other than True/False
@@ -88,9 +88,19 @@ def _verifier_problem(result: RunResult) -> tuple[str, str] | None:
     return None
 
 
+def turns_to_play(attempt: Attempt, env: ToolEnv) -> int:
+    """The actions an agent takes to play ``attempt`` as the replay does: its calls up to the first that
+    ends the episode, then ``finish`` with the answer if none did."""
+    for turn, call in enumerate(attempt.actions, 1):
+        if call.name == "finish" or call.name in env.terminal_tools:
+            return turn
+    return len(attempt.actions) + 1
+
+
 def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = None,
-                envs: dict[str, ToolEnv] | None = None) -> Verdict:
-    """Judge one task. ``envs`` caches an environment per domain across calls."""
+                envs: dict[str, ToolEnv] | None = None, max_turns: int = DEFAULT_MAX_TURNS) -> Verdict:
+    """Judge one task. ``envs`` caches an environment per domain across calls; ``max_turns`` is the
+    episode length the task will be played in: a solution that needs more actions cannot be played."""
     from envs.registry import DOMAINS, env_class
 
     start = time.perf_counter()
@@ -110,7 +120,10 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
     envs = {} if envs is None else envs
     env = envs.get(task.domain)
     if env is None:
-        env = envs[task.domain] = env_class(task.domain)(tasks=[task], sandbox=sandbox, max_turns=10_000)
+        env = envs[task.domain] = env_class(task.domain)(tasks=[task], sandbox=sandbox)
+    if (turns := turns_to_play(task.solution, env)) > max_turns:
+        return verdict("infeasible_solution", f"playing the solution takes {turns} actions (its calls, then finish); "
+                                              f"an episode allows {max_turns} (max_turns)")
 
     result, observations, problems = env.replay(task, task.solution)
     # A tool's refusal (an unknown unit, a missing order) means the solution did not do what its
@@ -144,8 +157,8 @@ def stamp(task: CodeAsTask, verdict: Verdict) -> CodeAsTask:
                                  "seconds": round(verdict.seconds, 4)})
 
 
-def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | None = None
-                 ) -> tuple[list[CodeAsTask], FilterReport, list[Verdict]]:
+def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | None = None,
+                 max_turns: int = DEFAULT_MAX_TURNS) -> tuple[list[CodeAsTask], FilterReport, list[Verdict]]:
     """Filter a batch: the kept tasks (stamped), the report, and each task's verdict.
 
     Tasks are judged on as many threads as the sandbox has workers, since a replay mostly waits
@@ -157,7 +170,7 @@ def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | No
     def judge(task: CodeAsTask | dict[str, Any]) -> Verdict:
         if not hasattr(local, "envs"):
             local.envs = {}
-        return filter_task(task, box, local.envs)
+        return filter_task(task, box, local.envs, max_turns)
 
     with ThreadPoolExecutor(max_workers=box.size) as pool:
         verdicts = list(pool.map(judge, tasks))
@@ -190,9 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pool", help="a JSONL file of CaTs")
     parser.add_argument("--out", help="append the kept tasks (stamped with their filter record) here, but for "
                                       "ids it already holds")
+    parser.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS,
+                        help="the episode length the tasks will be played in: a longer solution is infeasible")
     parser.add_argument("--dedupe", action="store_true",
                         help="keep the first task of each id instead of stopping at a repeated one")
     args = parser.parse_args(argv)
+    if args.max_turns < 1:
+        parser.error(f"--max-turns must be at least 1, got {args.max_turns}")
     try:
         if args.out and Path(args.out).is_dir():
             raise IsADirectoryError(f"--out {args.out} is a folder: name a JSONL file")
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PoolError, OSError) as exc:  # a missing pool, a folder where a file belongs
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    kept, report, verdicts = filter_tasks(list(tasks))
+    kept, report, verdicts = filter_tasks(list(tasks), max_turns=args.max_turns)
     for task, v in zip(tasks, verdicts):
         if not v.kept:
             print(f"rejected {task.id!r}: {v.reason}: {v.detail!r}")  # escaped: text from the model and its code

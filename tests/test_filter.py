@@ -75,6 +75,29 @@ def test_a_solution_that_finishes_among_its_calls_is_judged_on_what_finish_said_
     assert filter_task(said_too_late).kept, "a failure that finishes before copying the note fails, as played"
 
 
+def played_reward(task, max_turns: int) -> float:
+    env = ToyEnv(tasks=[task], max_turns=max_turns)
+    env.reset(options={"task": task})
+    for action in solution_actions(task):
+        _, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            return reward
+    raise AssertionError("the episode did not end")
+
+
+@pytest.mark.parametrize("finishes", [False, True])
+def test_a_solution_longer_than_an_episode_is_infeasible_exactly_where_play_truncates_it(finishes):
+    """Played, a solution takes its calls and then finish (unless a call of its own finished): one action each."""
+    finish = (ToolCall("finish", {"answer": "note 1"}),) if finishes else ()
+    limit = 3 + len(SOUND.solution.actions) + 1
+    for reads, fits in ((3, True), (4, False)):
+        task = copy_task(id=f"long{reads}", solution=Attempt((GET,) * reads + SOUND.solution.actions + finish, "note 1"))
+        verdict = filter_task(task, max_turns=limit)
+        assert verdict.kept == (played_reward(task, limit) == 1.0) == fits, verdict.detail
+    assert verdict.reason == "infeasible_solution" and f"takes {limit + 1} actions" in verdict.detail
+    assert filter_task(task, max_turns=limit + 1).kept
+
+
 class SecondThoughts(LocalSandbox):
     """Rejects on its second run whatever the verifier said: a flaky verifier, made certain."""
 
