@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from agents.models import load_tokenizer
+from envs.pool import load_pool
 from test_train_support import save_model, tiny_llama
 from train import experiment
+from train.config import TrainConfig
 
 
 def runs_of(table: dict[int, dict[str, list[float]]]) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
@@ -98,3 +100,17 @@ def test_ctrl_c_exits_130_saying_that_a_rerun_goes_on(tmp_path: Path, monkeypatc
         assert experiment.main(["--seeds", "0", "--out", str(tmp_path / "exp"), "--set", "domains=[calculation]",
                                 "--set", "heldout_per_domain.calculation=2"]) == 130
     assert f"run again with the same --out ({tmp_path / 'exp'})" in caplog.text
+
+
+def test_the_heldout_set_is_written_whole_once_and_a_killed_writes_leftover_is_replaced(tmp_path):
+    def config(n: int) -> TrainConfig:
+        return TrainConfig(domains=["calculation"], heldout_per_domain={"calculation": n})
+
+    whole = experiment.heldout_tasks(config(3), tmp_path / "elsewhere.jsonl").read_text()
+    path = tmp_path / "heldout.jsonl"
+    (tmp_path / ".heldout.jsonl.tmp").write_text(whole[:whole.index("\n") + 20])  # what a kill mid-write left
+    assert experiment.heldout_tasks(config(3), path) == path
+    first = path.read_text()
+    assert first == whole and len(load_pool(path)) == 3 and not (tmp_path / ".heldout.jsonl.tmp").exists()
+    assert experiment.heldout_tasks(config(5), path) == path
+    assert path.read_text() == first, "later runs score on the set the first wrote"

@@ -36,10 +36,16 @@ STAGES = ("base", "warm_start", "rl")
 
 
 def heldout_tasks(config: TrainConfig, path: Path) -> Path:
-    """The held-out set every seed is scored on: ``heldout_per_domain`` scripted tasks a domain."""
+    """The held-out set every seed is scored on: ``heldout_per_domain`` scripted tasks a domain.
+
+    Written once, whole (through a temporary file and a rename), and read back by every later run
+    into the same folder: a run killed while writing it leaves no short set behind."""
     if not path.is_file():
-        append_pool(path, [t for d in config.domains
-                           for t in scripted_tasks(d, HELDOUT_WORLD, config.heldout_for(d), Selection.of(config))])
+        partial = path.with_name(f".{path.name}.tmp")
+        partial.unlink(missing_ok=True)
+        append_pool(partial, [t for d in config.domains
+                              for t in scripted_tasks(d, HELDOUT_WORLD, config.heldout_for(d), Selection.of(config))])
+        partial.replace(path)
     return path
 
 
