@@ -76,3 +76,13 @@ def test_greedy_rollouts_are_refused_where_an_algorithm_compares_a_tasks_episode
 def test_fine_tuning_learns_from_successes_not_from_partial_credit():
     _, keep = losses.ALGORITHMS["rft"].advantages(torch.tensor([1.0, 0.125, 0.0, 1.0]), [0, 0, 1, 1])
     assert keep.tolist() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo", "reinforce", "ppo"])
+def test_a_graded_reward_equal_to_its_baseline_still_counts_in_the_token_mean(name: str):
+    """Every baseline algorithm keeps each episode of a group whose rewards differ, whatever its own
+    advantage: leaving out the one at 0 would weigh its group's tokens up, by algorithm."""
+    rewards = torch.tensor([1.0, 0.5, 0.0, 0.5, 0.5, 0.5])
+    advantages, keep = losses.ALGORITHMS[name].advantages(rewards, [0, 0, 0, 1, 1, 1])
+    assert advantages[1].item() == pytest.approx(0.0, abs=1e-6)
+    assert keep.tolist() == ([True] * 6 if name == "reinforce" else [True] * 3 + [False] * 3)

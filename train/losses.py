@@ -11,6 +11,8 @@ Advantages (one per episode, spread over its tokens):
 - RLOO: the return minus the mean of the *other* episodes of the same task (leave-one-out).
 - GRPO: the return normalised within its group (the G episodes of one task). A group whose rewards
   are all equal carries no signal and is dropped, and counted.
+- RLOO and REINFORCE likewise leave out the episodes of a group (REINFORCE: of a batch) whose rewards
+  are all equal, and keep every other, even one whose advantage is 0.
 - PPO uses GRPO's group-relative advantages (no value network: a 135M model has no spare capacity
   for a critic, and GRPO showed the group baseline suffices) with the clipped surrogate below.
 """
@@ -42,6 +44,17 @@ def _groups(group_ids: Sequence[int]) -> dict[int, list[int]]:
     return groups
 
 
+def varied(rewards: torch.Tensor, group_ids: Sequence[int]) -> torch.Tensor:
+    """Which episodes belong to a group whose rewards differ: a baseline within the group gives the
+    others a signal, and an episode of such a group whose advantage happens to be 0 (a graded reward
+    equal to the baseline) still counts in the per-token mean, as it does with every algorithm."""
+    keep = torch.zeros_like(rewards, dtype=torch.bool)
+    for members in _groups(group_ids).values():
+        r = rewards[members]
+        keep[members] = not bool((r == r[0]).all())
+    return keep
+
+
 def group_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO: each return normalised within its group; and which episodes are kept.
 
@@ -49,13 +62,11 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> tuple[t
     ``keep`` is False for their episodes.
     """
     advantages = torch.zeros_like(rewards)
-    keep = torch.zeros_like(rewards, dtype=torch.bool)
+    keep = varied(rewards, group_ids)
     for members in _groups(group_ids).values():
-        r = rewards[members]
-        if len(members) < 2 or bool((r == r[0]).all()):
-            continue
-        advantages[members] = (r - r.mean()) / (r.std() + EPS)
-        keep[members] = True
+        if keep[members[0]]:
+            r = rewards[members]
+            advantages[members] = (r - r.mean()) / (r.std() + EPS)
     return advantages, keep
 
 
@@ -114,13 +125,11 @@ def _grpo(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, t
 
 
 def _rloo(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    advantages = rloo_advantages(rewards, groups)
-    return advantages, advantages != 0
+    return rloo_advantages(rewards, groups), varied(rewards, groups)
 
 
 def _reinforce(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    advantages = batch_advantages(rewards)
-    return advantages, advantages != 0
+    return batch_advantages(rewards), varied(rewards, [0] * len(rewards))
 
 
 def _successes(rewards: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
