@@ -12,7 +12,9 @@ From ``c`` successes in ``n`` tries of a task:
 - :func:`wilson_interval` for a success rate over ``n`` tasks of one run (one episode each): unlike
   the normal approximation it stays inside [0, 1] and is not empty at 0 or ``n`` successes;
 - :func:`bootstrap_interval` for a mean over tasks, or over tasks and seeds (several runs scoring the
-  same tasks): a percentile bootstrap that resamples both, since a seed moves every task at once.
+  same tasks): a percentile bootstrap that resamples both, since a seed moves every task at once;
+- :func:`success_interval` for a success rate over tasks and seeds: the bootstrap where it has
+  something to resample, Wilson's where it would be a point (one run; every cell alike).
 """
 
 from __future__ import annotations
@@ -83,3 +85,17 @@ def bootstrap_interval(scores: Sequence[Sequence[float]], confidence: float = 0.
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def success_interval(scores: Sequence[Sequence[float]], confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of a success rate; ``scores[s][t]`` is task ``t``'s result in run ``s``, 0 or 1.
+
+    The bootstrap of one run resamples only its tasks, and at 0 or all successes it is the point
+    [0, 0] or [1, 1]; several runs with every cell alike give that point too. Those get Wilson's
+    interval over the tasks (runs scoring the same tasks alike add no evidence that tasks do not).
+    Scores other than 0 and 1 (partial credit) get the bootstrap."""
+    table = np.asarray(scores, dtype=float)
+    binary = table.ndim == 2 and table.size > 0 and bool(np.isin(table, (0.0, 1.0)).all())
+    if binary and (len(table) == 1 or (table == table[0, 0]).all()):
+        return wilson_interval(int(table[0].sum()), table.shape[1], confidence)
+    return bootstrap_interval(table, confidence)

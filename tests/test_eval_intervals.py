@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.estimators import bootstrap_interval, wilson_interval
+from eval.estimators import bootstrap_interval, success_interval, wilson_interval
 
 
 @pytest.mark.parametrize("successes, n, interval", [
@@ -63,3 +63,11 @@ def test_bootstrap_is_reproducible_for_a_seed():
 def test_bootstrap_refuses_ragged_or_empty_scores(scores):
     with pytest.raises(ValueError):
         bootstrap_interval(scores)
+
+
+def test_a_success_rate_gets_wilsons_interval_where_the_bootstrap_would_be_a_point():
+    assert success_interval([[0] * 100]) == wilson_interval(0, 100) and wilson_interval(0, 100)[1] > 0.03
+    assert success_interval([[1, 0, 0, 1]]) == wilson_interval(2, 4)
+    assert success_interval([[1] * 8] * 3) == wilson_interval(8, 8)
+    assert success_interval([[1, 0, 1], [0, 0, 1]]) == bootstrap_interval([[1, 0, 1], [0, 0, 1]])
+    assert success_interval([[0.5, 0.5]]) == (0.5, 0.5), "partial credit is not a count of successes"

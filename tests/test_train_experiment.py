@@ -10,6 +10,7 @@ import pytest
 
 from agents.models import load_tokenizer
 from envs.pool import load_pool
+from eval.estimators import wilson_interval
 from test_train_support import save_model, tiny_llama
 from train import experiment
 from train.config import TrainConfig
@@ -25,12 +26,13 @@ def test_each_stage_is_the_mean_over_seeds_and_tasks_and_rl_gain_is_paired():
     runs = runs_of({0: {"base": [0, 0, 0, 0], "warm_start": [1, 0, 0, 1], "rl": [1, 1, 0, 1]},
                     1: {"base": [0, 0, 0, 0], "warm_start": [1, 1, 0, 0], "rl": [1, 1, 1, 0]}})
     row = experiment.summarize(runs)["calculation"]
-    assert row["base"]["mean"] == 0 and (row["base"]["low"], row["base"]["high"]) == (0, 0)
+    # every cell 0: no resample moves, so the interval is Wilson's over the 4 tasks, not the point [0, 0]
+    assert row["base"]["mean"] == 0 and (row["base"]["low"], row["base"]["high"]) == wilson_interval(0, 4)
     assert row["warm_start"]["mean"] == pytest.approx(4 / 8) and row["rl"]["mean"] == pytest.approx(6 / 8)
     assert row["rl_gain"]["mean"] == pytest.approx(2 / 8)
     assert row["rl_gain"]["low"] <= 2 / 8 <= row["rl_gain"]["high"] and row["rl"]["tasks"] == 4
     page = experiment.markdown(experiment.summarize(runs), [0, 1])
-    assert "| calculation | 4 | 0 | 0.0% [0.0, 0.0] | 50.0% [" in page and "| 25.0% [" in page
+    assert "| calculation | 4 | 0 | 0.0% [0.0, 49.0] | 50.0% [" in page and "| 25.0% [" in page
 
 
 def test_the_base_model_measured_by_one_seed_and_tasks_of_two_calls_get_their_own_row():

@@ -7,8 +7,9 @@ that exists is resumed, so a killed experiment continues). Every seed is scored 
 scripted tasks from a world no seed trains on (``<out>/heldout.jsonl``), so that a task's score can
 be compared across seeds and stages. The report (``<out>/summary.md``, ``summary.json`` and
 ``chart.png``) gives each domain's held-out success after each stage as the mean over seeds and tasks
-with a 95% interval (a bootstrap over tasks and seeds, :func:`eval.estimators.bootstrap_interval`),
-and RL's gain over the warm start with the paired interval of the difference.
+with a 95% interval (a bootstrap over tasks and seeds, or Wilson's where that has nothing to resample:
+:func:`eval.estimators.success_interval`), and RL's gain over the warm start with the paired bootstrap
+interval of the difference.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from envs.pool import append_pool, load_pool
 from envs.records import write_atomic
 from eval import cli, curves
-from eval.estimators import bootstrap_interval
+from eval.estimators import bootstrap_interval, success_interval
 from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value
 from train.tasks import EmptyPoolError, Selection, is_multi_call, scripted_tasks
 
@@ -90,7 +91,7 @@ def _row(runs: dict[int, dict[str, dict[str, dict[str, float]]]], domain: str,
             continue
         asked = sorted(tasks & set(runs[seeds[0]][stage][domain]))
         grid = [[runs[s][stage][domain][t] for t in asked] for s in seeds]
-        low, high = bootstrap_interval(grid)
+        low, high = success_interval(grid)
         row[stage] = {"mean": sum(map(sum, grid)) / (len(seeds) * len(asked)), "low": low, "high": high,
                       "tasks": len(asked), "seeds": len(seeds)}
     paired = [s for s in sorted(runs) if domain in runs[s].get("rl", {}) and domain in runs[s].get("warm_start", {})]
@@ -126,7 +127,7 @@ def curve_chart(per_seed: dict[int, dict[str, Any]], path: Path) -> None:
     plt = curves.pyplot()
     fig, (reward, held) = plt.subplots(1, 2, figsize=(11, 4))
     for seed, curve in per_seed.items():
-        reward.plot(*zip(*curve["reward"]), lw=1, label=f"seed {seed}")
+        reward.plot(*zip(*curve["reward"]), marker="o", ms=3, lw=1, label=f"seed {seed}")
         for domain, points in curve["heldout"].items():
             held.plot(*zip(*points), marker="o", lw=1, label=f"{domain}, seed {seed}")
     reward.set(xlabel="RL step", ylabel="training reward (mean of the step's episodes)", ylim=(0, 1))
@@ -145,7 +146,8 @@ def markdown(table: dict[str, Any], seeds: Sequence[int]) -> str:
         return f"{100 * value['mean']:.1f}% [{100 * value['low']:.1f}, {100 * value['high']:.1f}]{fewer}"
 
     lines = [f"# Experiment: {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
-             "Held-out success, mean over seeds and tasks [95% interval, bootstrap over tasks and seeds]; "
+             "Held-out success, mean over seeds and tasks [95% interval, bootstrap over tasks and seeds; Wilson's "
+             "over tasks for one seed, or where every result is alike]; "
              "every seed scored on the same held-out tasks. With greedy evaluation the base model is measured "
              "once, with the first seed (its episodes do not depend on the seed).", "",
              "| domain | held-out tasks | of 2+ calls | base | warm start | RL | RL minus warm start |",
