@@ -439,22 +439,23 @@ def showing_turns(generate: BatchPolicy, bar: tqdm) -> BatchPolicy:
 
 
 def play_in_batches(tasks: Iterable[Any], start: Callable[[Any], Episode], play_round: Callable[[list[Episode]], None],
-                    batch_size: int) -> Iterator[Episode]:
+                    batch_size: int) -> Iterator[tuple[int, Episode]]:
     """Episodes of ``tasks`` side by side, up to ``batch_size`` at a time: ``play_round`` advances
     every active episode by one turn (one batched policy call); an episode that is done leaves the
-    batch, yielded as it ends, and the next task's episode takes its place."""
+    batch, yielded as it ends with its task's place in ``tasks``, and the next task's episode takes
+    its place."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    queue, none_left = iter(tasks), object()
-    active: list[Episode] = []
+    queue, none_left = enumerate(tasks), (0, object())
+    active: list[tuple[int, Episode]] = []
     while True:
-        while len(active) < batch_size and (task := next(queue, none_left)) is not none_left:
-            active.append(start(task))
+        while len(active) < batch_size and (item := next(queue, none_left)) is not none_left:
+            active.append((item[0], start(item[1])))
         if not active:
             return
-        play_round(active)
-        yield from (episode for episode in active if episode.done)
-        active = [episode for episode in active if not episode.done]
+        play_round([episode for _, episode in active])
+        yield from ((place, episode) for place, episode in active if episode.done)
+        active = [(place, episode) for place, episode in active if not episode.done]
 
 
 MARKER = re.compile(r"Answer:|Action:")
@@ -582,11 +583,12 @@ class Episode:
 
 
 def run_tasks(tasks: Iterable[Any], benchmark: Benchmark, mode: str, generate: BatchPolicy, batch_size: int = 1,
-              on_done: Callable[[dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None,
+              on_done: Callable[[int, dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None,
               max_turns: int = MAX_TURNS) -> list[dict[str, Any]]:
     """Play ``tasks`` turn-synchronously, up to ``batch_size`` episodes at a time: each turn, every
     active episode's chat goes to one ``generate`` call; an episode that ends leaves the batch and a
-    task from the queue takes its place. Each record goes to ``on_done`` as its episode ends; the
+    task from the queue takes its place. Each record goes to ``on_done`` as its episode ends, with
+    its task's place in ``tasks`` (episodes end out of order: a right answer ends one at once); the
     records are returned in the order their episodes ended."""
     def play_round(active: list[Episode]) -> None:
         replies = generate([episode.messages for episode in active])
@@ -596,11 +598,11 @@ def run_tasks(tasks: Iterable[Any], benchmark: Benchmark, mode: str, generate: B
             episode.advance(reply)
 
     records = []
-    for episode in play_in_batches(tasks, lambda task: Episode.start(task, benchmark, mode, sandbox, max_turns),
-                                   play_round, batch_size):
+    for place, episode in play_in_batches(tasks, lambda task: Episode.start(task, benchmark, mode, sandbox, max_turns),
+                                          play_round, batch_size):
         records.append(episode.record())
         if on_done is not None:
-            on_done(records[-1])
+            on_done(place, records[-1])
     return records
 
 
@@ -660,7 +662,7 @@ def evaluate(benchmark: Benchmark, mode: str, policy: Policy, out: Path, pattern
     todo = [t for t in chosen if t.name not in done]
     log.info("%d tasks selected, %d already in %s, %d to run", len(chosen), len(chosen) - len(todo), path, len(todo))
     with tqdm(total=len(todo), desc=f"M3ToolEval ({mode})", unit="task") as bar:
-        def keep(record: dict[str, Any]) -> None:
+        def keep(place: int, record: dict[str, Any]) -> None:
             append_jsonl(path, [record], default=repr)
             records.append(record)
             bar.update(1)

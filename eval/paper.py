@@ -91,31 +91,30 @@ def m3tooleval_tasks(benchmark: m3tooleval.Benchmark, environment: str, limit: i
 
 def play_m3tooleval(benchmark: m3tooleval.Benchmark, tasks: Sequence[Any], policy: ModelPolicy | Policy,
                     path: Path, plan: Plan, sandbox: Sandbox | None = None) -> Counts:
-    """Play each task until ``path`` holds ``plan.samples`` episodes of it, all in one queue of
-    ``plan.batch_size`` side by side; each episode is appended as it ends, with its sample index (the
-    samples of a task are draws of one distribution, numbered in the order they end)."""
+    """Play each task until ``path`` holds its samples 0 to ``plan.samples - 1``, all in one queue of
+    ``plan.batch_size`` side by side; each episode is appended as it ends, with its sample index.
+    Samples are numbered as they are queued, not as they end: a right answer ends an episode sooner,
+    so the first samples to end are the likelier successes, and reading fewer samples than a folder
+    holds would favour them."""
     try:
         records = read_jsonl(path)
     except RecordsError as error:
         raise InputError(f"{error}; move the file away to start afresh") from None
     names = {t.name for t in tasks}
-    counts = {t.name: 0 for t in tasks}
-    for record in records:
-        if record["task_name"] in names:
-            counts[record["task_name"]] += 1
-    todo = [t for t in tasks for _ in range(max(0, plan.samples - counts[t.name]))]
+    held = {(r["task_name"], r.get("sample", 0)) for r in records if r["task_name"] in names}
+    todo = [(t, sample) for t in tasks for sample in range(plan.samples) if (t.name, sample) not in held]
     if todo:
         torch.manual_seed(random.Random(f"{plan.seed}-{path.stem}-{len(records)}").randrange(2**31))
         with tqdm(total=len(todo), desc=f"paper: {path.stem}", unit="episode") as bar:
-            def keep(record: dict[str, Any]) -> None:
-                record["sample"] = counts[record["task_name"]]
-                counts[record["task_name"]] += 1
+            def keep(place: int, record: dict[str, Any]) -> None:
+                record["sample"] = todo[place][1]
                 append_jsonl(path, [record], default=repr)
                 records.append(record)
                 bar.update(1)
 
             generate = m3tooleval.showing_turns(m3tooleval.batched(policy), bar)
-            m3tooleval.run_tasks(todo, benchmark, plan.action_mode, generate, plan.batch_size, keep, sandbox)
+            m3tooleval.run_tasks([t for t, _ in todo], benchmark, plan.action_mode, generate, plan.batch_size, keep,
+                                 sandbox)
     counted = [r for r in records if r["task_name"] in names and r.get("sample", 0) < plan.samples]
     return {t.name: (sum(r["task_name"] == t.name for r in counted),
                      sum(r["task_name"] == t.name and bool(r["is_correct"]) for r in counted)) for t in tasks}

@@ -65,6 +65,24 @@ def test_a_subset_takes_m3toolevals_domains_in_turn():
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+def test_samples_are_numbered_as_queued_so_reading_fewer_does_not_favour_the_quick_successes(tmp_path):
+    """Of 8 samples played side by side, the last 4 queued answer right at once and end first; the
+    others are wrong until the turn limit. Reading 4 samples must take the first 4 queued."""
+    bench = load_benchmark(FIXTURE)
+    tasks = paper.m3tooleval_tasks(bench, "calculation", 1)
+    oracle, first_turns = oracle_policy(bench.tasks), []
+
+    def quick_last_half(chat: list[dict]) -> str:
+        first_turns.append(len(chat) == 1)
+        return oracle(chat) if len(chat) == 1 and sum(first_turns) > 4 else "Answer: 12345.678"
+
+    path = tmp_path / "calculation.jsonl"
+    eight = paper.play_m3tooleval(bench, tasks, quick_last_half, path, paper.Plan(samples=8, batch_size=8))
+    assert eight == {tasks[0].name: (8, 4)}
+    assert sorted(r["sample"] for r in read_jsonl(path) if r["is_correct"]) == [4, 5, 6, 7]
+    assert paper.play_m3tooleval(bench, tasks, quick_last_half, path, paper.Plan(samples=4)) == {tasks[0].name: (4, 0)}
+
+
 def test_both_benchmarks_play_every_sample_write_the_table_and_resume_without_playing_again(tmp_path):
     bench = load_benchmark(FIXTURE)
     airline = from_golden(SHARED / "golden" / "airline_test_0_10.json")
