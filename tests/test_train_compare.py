@@ -55,3 +55,25 @@ def test_the_report_gives_each_arm_its_interval():
     page = compare.markdown("calculation", dict.fromkeys(compare.ARMS, 12), results)
     assert "| filtered | 12 | 20 | 0.0% | 30.0% (rl) | 10.0% to 50.0% |" in page
     assert page.count("\n| ") == 4  # header, and one row per arm
+
+
+class Started(Exception):
+    """Raised by a stand-in for training: the comparison got as far as training an arm."""
+
+
+def test_a_rerun_into_the_same_folder_resumes_only_the_comparison_that_started_it(tmp_path, monkeypatch, caplog):
+    run = parsed_run(tmp_path, ["new", "kept", "parsed", "new", "kept", "parsed"])
+    (run / "config.yaml").write_text("domains: [calculation]\nchallenger_proposals: 0\n")
+
+    def training(config, default_name):
+        raise Started(config.name)
+
+    monkeypatch.setattr("train.run.train", training)
+    args = ["--run", str(run), "--heldout", "3", "--size", "4"]
+    with pytest.raises(Started):
+        compare.main(args)
+    for changed in (["--size", "2"], ["--heldout", "4"], ["--set", "steps=3"]):
+        assert compare.main([*args, *changed]) == 2
+    assert "size=4" in caplog.text and "size=2" in caplog.text and "pass another --out" in caplog.text
+    with pytest.raises(Started):  # the same comparison goes on
+        compare.main([*args, "--arms", "scripted"])

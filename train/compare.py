@@ -12,10 +12,15 @@ trains three executors from the same base model and config, one per training set
 All three are scored on one held-out set of scripted tasks that no challenger saw (world ``seed``,
 as the run's own held-out tasks), greedy, and the report gives each arm's held-out success with a
 95% interval (Wilson, over the held-out tasks) in ``<out>/summary.md`` with a bar chart.
+
+A rerun into the same ``--out`` resumes its arms; one with another size, held-out set, ``--set`` or
+training sets (the run's challenger wrote more since) is refused, exit 2: its arms would be
+reported with results they did not train for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -119,12 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.run / f"compare-{args.domain}"
     out.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((args.run / "config.yaml").read_text())
+    overrides = {k: parse_value(v) for k, v in (item.partition("=")[::2] for item in args.set)}
     try:
-        config = load_config(args.run / "config.yaml", {k: parse_value(v) for k, v in
-                                                        (item.partition("=")[::2] for item in args.set)})
+        config = load_config(args.run / "config.yaml", overrides)
         sets, held = training_sets(args.run, args.domain, args.size, args.heldout, base.get("seed", 0),
                                    Selection.of(config))
-    except (ConfigError, EmptyPoolError, PoolError) as error:
+        # An arm whose folder exists is resumed: only by the comparison that started it.
+        tasks = json.dumps([[t.id for t in held]] + [[t.id for t in sets[arm]] for arm in ARMS])
+        cli.claim_output(out, str(args.run.resolve()), None, domain=args.domain, set=dict(sorted(overrides.items())),
+                         size=len(sets["filtered"]), heldout=len(held),
+                         tasks=hashlib.sha256(tasks.encode()).hexdigest()[:12])
+    except (ConfigError, EmptyPoolError, PoolError, cli.InputError) as error:
         log.error("%s", error)
         return 2
     heldout_pool = out / "heldout.jsonl"
