@@ -66,6 +66,7 @@ def test_calculate_follows_precedence_and_accepts_the_usual_symbols(state):
     assert run(state, "calculate", expression="2 + 3 × 4 − 1 ÷ 4") == "13.75"
     assert run(state, "calculate", expression="2 ^ 10 + sqrt(16) + max(1, 7)") == "1035"
     assert run(state, "calculate", expression="1 / 3") == "0.333333"
+    assert run(state, "calculate", expression="round(12345, -2) + round(2.345, 2)") == "12302.35"
 
 
 @pytest.mark.parametrize("expression, error", [
@@ -75,6 +76,8 @@ def test_calculate_follows_precedence_and_accepts_the_usual_symbols(state):
     ("9 ** 9 ** 9", "Error: exponents above"),
     ("10.0 ** 300 * 10.0 ** 300", "Error: the result is too large"),
     ("1" * 600, "Error: the expression is longer than"),
+    ("round(5, -30000000)", "Error: round takes a whole number of digits"),  # 10**30000000, exactly: a minute
+    ("round(2.5, 0.5)", "Error: round takes a whole number of digits"),
 ])
 def test_calculate_refuses_bad_expressions_with_a_readable_error(state, expression, error):
     before = state_hash(state)

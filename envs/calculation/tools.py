@@ -217,7 +217,14 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _power,
 }
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": abs, "round": round, "sqrt": math.sqrt, "min": min, "max": max}
+def _round(value: float, digits: int | None = None) -> float:
+    # round(5, -10**7) computes 10**(10**7) exactly: a minute of one core for one short call
+    if digits is not None and (type(digits) is not int or abs(digits) > MAX_EXPONENT):
+        raise ValueError(f"round takes a whole number of digits from -{MAX_EXPONENT} to {MAX_EXPONENT}")
+    return round(value, digits)
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": abs, "round": _round, "sqrt": math.sqrt, "min": min, "max": max}
 
 
 def _evaluate(node: ast.AST) -> float:
