@@ -76,7 +76,9 @@ class ToolEnv(gym.Env[str, str]):
 
     - ``tasks``: a pool path (JSONL), a list of CaTs (objects or dicts), or ``None`` for the
       domain's default pool made by its scripted challenger.
-    - ``max_turns``: the episode is truncated after this many actions (default 20).
+    - ``max_turns``: the episode is truncated after this many actions (default 20), and the verifier
+      scores the state reached. Limit episodes with it, not with ``gym.make``'s ``max_episode_steps``:
+      that TimeLimit wrapper cuts an episode off from outside, where the env cannot see it, unscored.
     - ``max_action_length``: longest action read, in characters (default 65,536); a longer one is
       refused with an error observation, unread.
     - ``tool_mode``: ``"strict"`` (default) checks each call's arguments and undoes a call that
@@ -97,7 +99,8 @@ class ToolEnv(gym.Env[str, str]):
     terminal_tools: ClassVar[frozenset[str]] = frozenset()
     """Tools that end the episode in the domain itself (e.g. a transfer to a human agent)."""
 
-    def __init__(self, tasks: TaskSource = None, max_turns: int = DEFAULT_MAX_TURNS, sandbox: Sandbox | str | None = None,
+    def __init__(self, tasks: TaskSource = None, max_turns: int = DEFAULT_MAX_TURNS,
+                 sandbox: Sandbox | str | None = None,
                  render_mode: str | None = None, max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
                  tool_mode: ToolMode = "strict"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -127,6 +130,7 @@ class ToolEnv(gym.Env[str, str]):
         self._said: list[str] = []
         self._upstream_failure: str | None = None
         self._done = True
+        self._truncated = False
         self._turn = 0
 
     # ---------------------------------------------------------------- the domain's part
@@ -196,18 +200,20 @@ class ToolEnv(gym.Env[str, str]):
         self.transcript = [("user", instruction)]
         self._said = []
         self._upstream_failure = None
-        self._done = False
+        self._done = self._truncated = False
         self._turn = 0
         return instruction, self._info()
 
     def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if action is None:  # no action (a vector env's sub-env sitting out a round): no turn passes
             return "", 0.0, False, False, self._info() if self.task is not None else {}
-        if self._done:
-            return ("Error: the episode is over; call reset() to start another.", 0.0, True, False,
-                    {"invalid_action": "episode over"})
+        if self._done:  # as it ended: truncated stays truncated
+            info = {**(self._info() if self.task is not None else {}), "invalid_action": "episode over"}
+            return ("Error: the episode is over; call reset() to start another.", 0.0, not self._truncated,
+                    self._truncated, info)
         self._turn += 1
-        self.transcript.append(("assistant", action if isinstance(action, str) else repr(action)))
+        text = action if isinstance(action, str) else repr(action)
+        self.transcript.append(("assistant", self.action_space.fit(text)))  # printable, as observations are
         info: dict[str, Any] = {}
         parsed = parse_action(action, self.action_space.max_length)
         terminated = False
@@ -218,7 +224,7 @@ class ToolEnv(gym.Env[str, str]):
             observation, terminated = self._run_code(parsed.source, info)
         else:
             observation, terminated = self._call(parsed, info)
-        truncated = not terminated and self._turn >= self.max_turns
+        truncated = self._truncated = not terminated and self._turn >= self.max_turns
         observation = self.observation_space.fit(observation)
         self.transcript.append(("tool", observation))
         reward = 0.0

@@ -5,7 +5,8 @@ fall outside it, and its shared-memory buffers store character indices, which ca
 text. :class:`AnyText` accepts every ``str`` up to ``max_length`` characters; its shared memory
 holds UTF-8 bytes (a lone surrogate, which a JSON escape like ``"\\ud800"`` makes, passes through as its
 three bytes) and is read lazily, so ``gym.make_vec(…, vectorization_mode="async")`` works with
-the default ``shared_memory=True`` as it does for arrays.
+the default ``shared_memory=True`` as it does for arrays, and the batch it hands out is in the vector
+env's observation space, ``copy=False`` or not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+from gymnasium.vector.utils import batch_space, create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 
 class AnyText(spaces.Text):
@@ -59,7 +60,9 @@ class SharedTexts(Sequence[str]):
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(self._n)[index])
         if not -self._n <= index < self._n:
             raise IndexError(index)
         start = (index % self._n) * self._space.slot_bytes
@@ -75,6 +78,20 @@ class SharedTexts(Sequence[str]):
 
     def __repr__(self) -> str:
         return f"SharedTexts({tuple(self)!r})"
+
+
+class TextBatch(spaces.Tuple):
+    """A vector env's batch of texts: a tuple, or the :class:`SharedTexts` an async env with
+    ``copy=False`` hands out (Gymnasium's ``Tuple`` takes only tuples, lists and arrays)."""
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(tuple(x) if isinstance(x, SharedTexts) else x)
+
+
+@batch_space.register(AnyText)
+def _batch(space: AnyText, n: int = 1) -> TextBatch:
+    batched = batch_space.dispatch(spaces.Text)(space, n)  # Gymnasium's own, seeds and all
+    return TextBatch(batched.spaces, seed=batched.np_random)
 
 
 @create_shared_memory.register(AnyText)

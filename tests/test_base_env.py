@@ -93,8 +93,18 @@ def test_a_task_of_another_domain_is_refused_at_reset(toy_env):
 def test_step_after_the_end_is_an_error_observation(toy_env):
     toy_env.reset(seed=0)
     toy_env.step(FINISH)
-    obs, reward, terminated, _, _ = toy_env.step(FINISH)
-    assert "episode is over" in obs and reward == 0.0 and terminated
+    obs, reward, terminated, truncated, info = toy_env.step(FINISH)
+    assert "episode is over" in obs and (reward, terminated, truncated) == (0.0, True, False)
+    assert info["task_id"] == copy_task().id and info["invalid_action"] == "episode over"
+
+
+def test_step_after_a_truncation_says_truncated_again():
+    env = ToyEnv(max_turns=1)
+    env.reset(seed=0)
+    assert env.step(call("add", a=1, b=2))[2:4] == (False, True)
+    obs, reward, terminated, truncated, info = env.step(FINISH)
+    assert "episode is over" in obs and (reward, terminated, truncated) == (0.0, False, True)
+    assert info["turn"] == 1, "the step after the end takes no turn"
 
 
 def test_episodes_never_leak_writes_into_the_world_or_each_other(toy_env):
@@ -132,17 +142,21 @@ def test_render_ansi_shows_the_transcript():
     env.step(call("get_note", key="k1"))
     text = env.render()
     assert "[user] Copy note k1" in text and "[tool] note 1" in text
+    env.step(json.dumps({"name": "get_note", "arguments": {"key": "\ud800"}}, ensure_ascii=False))  # a lone surrogate
+    assert '[assistant] {"name": "get_note", "arguments": {"key": "\\ud800"}}' in env.render()
+    env.render().encode("utf-8")  # printable: the surrogate is shown as its escape
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_vector_envs_carry_any_text(mode):
-    envs = gym.make_vec("Toy-v0", num_envs=3, vectorization_mode=mode)
+@pytest.mark.parametrize("mode, copy", [("sync", True), ("async", True), ("async", False)])
+def test_vector_envs_carry_any_text(mode, copy):
+    envs = gym.make_vec("Toy-v0", num_envs=3, vectorization_mode=mode, vector_kwargs={"copy": copy})
     try:
         obs, _ = envs.reset(seed=0)
-        assert tuple(obs) == (copy_task().instruction,) * 3
+        assert tuple(obs) == (copy_task().instruction,) * 3 and envs.observation_space.contains(obs)
         actions = (call("get_note", key="k1"), call("add", a=2, b=40), 'not {json "é')
         obs, rewards, terminated, truncated, _ = envs.step(actions)
         assert obs[0] == "note 1" and obs[1] == "42" and obs[2].startswith("Error: could not parse")
+        assert obs[:2] == ("note 1", "42") and envs.observation_space.contains(obs)
         obs, rewards, terminated, _, _ = envs.step((FINISH,) * 3)
         assert list(terminated) == [True] * 3
         assert list(rewards) == [0.0, 0.0, 0.0]  # nobody wrote dst

@@ -91,7 +91,8 @@ def test_a_solution_longer_than_an_episode_is_infeasible_exactly_where_play_trun
     finish = (ToolCall("finish", {"answer": "note 1"}),) if finishes else ()
     limit = 3 + len(SOUND.solution.actions) + 1
     for reads, fits in ((3, True), (4, False)):
-        task = copy_task(id=f"long{reads}", solution=Attempt((GET,) * reads + SOUND.solution.actions + finish, "note 1"))
+        calls = (GET,) * reads + SOUND.solution.actions + finish
+        task = copy_task(id=f"long{reads}", solution=Attempt(calls, "note 1"))
         verdict = filter_task(task, max_turns=limit)
         assert verdict.kept == (played_reward(task, limit) == 1.0) == fits, verdict.detail
     assert verdict.reason == "infeasible_solution" and f"takes {limit + 1} actions" in verdict.detail
