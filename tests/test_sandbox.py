@@ -430,6 +430,35 @@ def test_missing_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch, tm
         connect()
 
 
+def test_a_forked_child_dropping_the_docker_sandbox_it_inherited_leaves_the_parents_containers(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """An async vector env's worker drops the sandbox it inherited and starts its own; the parent's
+    containers (listed by their pool's label to be removed) are the parent's to remove."""
+    pytest.importorskip("docker")
+    import envs.sandbox.docker as backend
+
+    asked = tmp_path / "asked"
+
+    class Containers:
+        def list(self, all: bool = False, filters: dict | None = None) -> list:  # noqa: A002
+            with open(asked, "a") as f:
+                f.write(f"{os.getpid()} {filters}\n")
+            return []
+
+    client = type("Client", (), {"containers": Containers()})()
+    monkeypatch.setattr(backend, "connect", lambda image=backend.IMAGE: client)
+    monkeypatch.setattr(backend, "remove_stale", lambda client: 0)
+    sandbox = backend.DockerSandbox(workers=1)
+    child = os.fork()
+    if child == 0:
+        sandbox._finalizer()  # what collecting its copy does
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert not asked.exists()
+    sandbox.close()
+    assert asked.read_text().split(" ", 1)[0] == str(os.getpid()) and sandbox._pool in asked.read_text()
+
+
 @pytest.mark.docker
 def test_missing_image_says_how_to_build_it() -> None:
     require_docker()

@@ -91,8 +91,12 @@ def seccomp_profile() -> str:
                        "syscalls": [{"names": refused, "action": "SCMP_ACT_ERRNO"}]})
 
 
-def remove_pool(client: Any, pool: str) -> None:
-    """Remove every container of one sandbox (at exit, or when it is collected unclosed)."""
+def remove_pool(client: Any, pool: str, owner: int) -> None:
+    """Remove every container of one sandbox (at exit, or when it is collected unclosed), in the
+    process ``owner`` that made it: a forked child (an async vector env's worker) that drops the copy it
+    inherited leaves its parent's containers alone."""
+    if os.getpid() != owner:
+        return
     for container in client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={pool}"}):
         try:
             container.remove(force=True)
@@ -222,7 +226,7 @@ class DockerSandbox(Sandbox):
         self._pool = uuid.uuid4().hex
         remove_stale(self._client)
         # Containers must not outlive the sandbox, even one that is never closed.
-        self._finalizer = weakref.finalize(self, remove_pool, self._client, self._pool)
+        self._finalizer = weakref.finalize(self, remove_pool, self._client, self._pool, os.getpid())
 
     def _start_worker(self) -> Worker:
         worker = ContainerWorker(self._client, self.image, self.limits, self._pool)

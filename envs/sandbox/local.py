@@ -139,14 +139,15 @@ class ProcessWorker(Worker):
 
 def _only_child(pid: int) -> int:
     """The one child of ``pid`` (found through /proc, which every Linux has)."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        return int(entry.name)
-            except (OSError, IndexError, ValueError):
-                continue
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            return int(entry.name)
+                except (OSError, IndexError, ValueError):
+                    continue
     raise WorkerLost(f"the worker under process {pid} has gone")
 
 
