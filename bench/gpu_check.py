@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     carried = [f"unmet: {line}" for line in unmet(declared_requirements(CARRIED))]
     for line in carried:  # a phase that imports such a package may fail; the others still run
         log.warning("%s", line)
-    big = args.device == "cuda"
+    big = device.type == "cuda"
     settings = [*(CPU_TRAINING if not big else ()), *args.train_set]
     if "train" not in args.skip:  # a bad key must not wait for the decode phase's minutes of GPU time
         try:
@@ -504,10 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_dir = save_model(build_model(shape, tokenizer, torch.device("cpu")), tokenizer, work / shape)
         if "train" not in args.skip:
             with check.phase(f"train, {shape} shape") as result:
-                train(result, model_dir, args.device, settings, work, args.out)
+                train(result, model_dir, device.type, settings, work, args.out)
         if "bench" not in args.skip:
             with check.phase(f"bench, {shape} shape") as result:
-                bench(result, model_dir, args.device, getattr(args, "bench", ()), args.out)
+                bench(result, model_dir, device.type, getattr(args, "bench", ()), args.out)
     check.gpu.close()
     print("\n" + check.summary())
     return 1 if any(p.error for p in check.phases) else 0

@@ -76,6 +76,28 @@ def test_a_bad_flag_exits_2_before_any_phase_spends_gpu_time(argv, problem, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv", [[], ["--device", "cuda"]])
+def test_on_a_gpu_machine_the_check_takes_the_real_shapes_whether_asked_for_cuda_or_left_to_pick(
+        argv, monkeypatch, tmp_path):
+    """The README's command passes no --device: ``auto`` finding the GPU must mean the GPU's sizes."""
+    import torch
+
+    from bench import gpu_check
+
+    built = []
+
+    def build_model(shape: str, tokenizer: object, device: torch.device) -> None:
+        built.append((shape, device.type))
+        raise RuntimeError("no GPU here")  # the phase fails; the check goes on to its summary
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("agents.models.pick_device", lambda choice=None: torch.device("cuda"))
+    monkeypatch.setattr(gpu_check, "machine", lambda device: ["a GPU"])
+    monkeypatch.setattr(gpu_check, "build_model", build_model)
+    assert gpu_check.main([*argv, "--skip", "train", "bench", "--out", str(tmp_path)]) == 1
+    assert built == [("smollm2-1.7b", "cuda")]
+
+
 def test_a_python_below_setup_cfgs_requirements_exits_2_before_any_phase(monkeypatch, tmp_path, capsys):
     from bench import gpu_check
     setup_cfg = tmp_path / "setup.cfg"
