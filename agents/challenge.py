@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.policy import load_model_policy
     from agents.rollout import VECTORIZATION_MODES, make_vector_env, play
     from envs.cat import CodeAsTask
+    from envs.filter import writable
     from envs.pool import PoolError, append_pool, load_pool
     from envs.records import write_atomic
     from envs.registry import CHALLENGER_ID
@@ -125,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, ..., or auto: the GPU if there is one")
     args = parser.parse_args(argv)
     args.max_proposals = getattr(args, "max_proposals", PROPOSALS_PER_TASK * max(args.n, 1))
-    if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1:
-        parser.error("--n, --max-proposals and --batch-size must be positive")
+    if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+        parser.error("--n, --max-proposals, --batch-size and --max-new-tokens must be positive")
+    if not (args.temperature >= 0 and args.explore_turns >= 0):
+        parser.error("--temperature and --explore-turns must be at least 0")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder: name a JSONL file")
+    if not writable(args.out):  # found before the model loads and the proposals are played
+        parser.error(f"--out {args.out} cannot be written here (a read-only disk, or another's file)")
     try:
         pool = load_pool(args.out) if args.out.exists() else []
     except PoolError as exc:
@@ -166,13 +173,21 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(f"parsed > ran > passed > kept > new: {funnel.postfix()}")
         except KeyboardInterrupt:  # the kept tasks are in the pool already; the funnel so far is saved below
             interrupted = True
+        except OSError as exc:  # a full disk: the tasks appended before stay in the pool
+            envs.close()
+            print(f"error: {exc}; the pool holds the tasks kept before it", file=sys.stderr)
+            return 2
     envs.close()
     minutes = (time.perf_counter() - started) / 60
     summary = {"domain": args.domain, "model": name, "seed": args.seed, "first_proposal": first,
                "proposals": proposals, "minutes": round(minutes, 2), "pool": str(args.out), "pool_tasks": have,
                **funnel.to_json()}
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(saved, json.dumps(summary, indent=1))
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(saved, json.dumps(summary, indent=1))
+    except OSError as exc:
+        print(f"error: the funnel was not saved ({exc}); the pool holds the tasks kept", file=sys.stderr)
+        return 2
     stop = ("interrupted (the batch under way is not counted)" if interrupted else "it holds the --n wanted"
             if have >= args.n else f"--max-proposals {args.max_proposals} reached")
     print(f"{args.domain}: {proposals} proposals in {minutes:.1f} min, {funnel.reached['kept']} kept "

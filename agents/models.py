@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel,
                           PreTrainedTokenizerBase)
 
@@ -270,6 +270,11 @@ def load_adapter(model: PreTrainedModel, path: str | os.PathLike[str], trainable
     except (OSError, ValueError) as error:
         raise ModelNotFoundError(f"cannot load the LoRA adapter at {path} ({error}); pass a directory "
                                  f"written by save_pretrained (it holds adapter_config.json)") from error
+    except RuntimeError as error:  # peft's size mismatches, one line per weight: another base model's adapter
+        base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        trained_on = f"it was trained on {base!r}; pass that model" if base else "pass the model it was trained on"
+        raise ModelNotFoundError(f"the LoRA adapter at {path} does not fit this model's shapes: {trained_on} "
+                                 f"(--model) [{str(error).splitlines()[0]}]") from error
 
 
 def load_policy(name: str = DEFAULT_MODEL, adapter: str | os.PathLike[str] | None = None,

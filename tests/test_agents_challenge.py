@@ -9,6 +9,7 @@ import pytest
 
 import agents.policy
 import agents.rollout
+import envs.pool
 from agents import challenge
 from agents.challenge import Funnel
 from agents.models import load_tokenizer
@@ -188,6 +189,35 @@ def test_ctrl_c_while_the_model_loads_exits_130_having_written_nothing(tmp_path,
     assert challenge.main(["--domain", "toy", "--out", str(tmp_path / "pool.jsonl")]) == 130
     assert "interrupted while loading the model: nothing was written" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--temperature", "-1"], "--temperature and --explore-turns must be at least 0"),
+    (["--explore-turns", "-1"], "--temperature and --explore-turns must be at least 0"),
+    (["--max-new-tokens", "0"], "must be positive"),
+    (["--out", "."], "is a folder: name a JSONL file"),
+])
+def test_bad_flags_exit_2_before_the_model_loads(flags, problem, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(agents.policy, "load_model_policy", pytest.fail)
+    with pytest.raises(SystemExit) as exit_:
+        challenge.main(["--domain", "toy", "--out", str(tmp_path / "pool.jsonl"), *flags])
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_a_disk_that_refuses_the_kept_task_exits_2_keeping_what_the_pool_held(tmp_path, monkeypatch, capsys):
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    info = env.step(proposal())[4]
+
+    def full(path, tasks):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(agents.rollout, "play", lambda envs, player, n, seed=0: [
+        SimpleNamespace(messages=[], final_info=info, end_reason="terminated")] * n)
+    monkeypatch.setattr(agents.policy, "load_model_policy", lambda *args, **kwargs: None)
+    monkeypatch.setattr(envs.pool, "append_pool", full)
+    assert challenge.main(["--domain", "toy", "--out", str(tmp_path / "pool.jsonl"), "--batch-size", "1"]) == 2
+    assert "No space left on device; the pool holds the tasks kept before it" in capsys.readouterr().err
 
 
 def test_parse_errors_say_what_is_missing():

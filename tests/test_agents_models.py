@@ -118,6 +118,17 @@ def test_a_missing_adapter_raises_the_clear_error(tmp_path):
         load_adapter(tiny_model(), tmp_path / "nothing here")
 
 
+def test_an_adapter_of_another_base_model_names_the_model_it_was_trained_on(tmp_path):
+    wider = LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    wider.name_or_path = "org/wider-model"  # as from_pretrained leaves it
+    add_lora(wider, LoraSettings()).save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ModelNotFoundError, match="does not fit this model's shapes: it was trained on "
+                                                 "'org/wider-model'; pass that model") as error:
+        load_adapter(tiny_model(), tmp_path / "adapter")
+    assert "\n" not in str(error.value), "one line, not peft's line per weight"
+
+
 def test_models_load_without_hub_kernels_which_would_be_a_download(tmp_path):
     tokenizer = load_tokenizer()
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
