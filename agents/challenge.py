@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.policy import load_model_policy
     from agents.rollout import VECTORIZATION_MODES, make_vector_env, play
     from envs.cat import CodeAsTask
-    from envs.filter import writable
+    from envs.records import writable
     from envs.pool import PoolError, append_pool, load_pool
     from envs.records import write_atomic
     from envs.registry import CHALLENGER_ID

@@ -13,7 +13,6 @@ clock, draws random numbers or depends on a set's order would give the trainer r
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -183,12 +182,6 @@ def filter_tasks(tasks: list[CodeAsTask | dict[str, Any]], sandbox: Sandbox | No
     return kept, report, verdicts
 
 
-def writable(path: Path) -> bool:
-    """Whether ``path`` can be written, or made in the nearest folder above it that exists."""
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    return os.access(existing, os.W_OK)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m envs.filter POOL [--out KEPT] [--dedupe]``: filter a pool file and print the
     report. A pool that does not load (a line that is not UTF-8 or not a CaT, a repeated task id, a
@@ -197,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from envs.pool import PoolError, append_pool, load_pool
+    from envs.records import writable
 
     parser = argparse.ArgumentParser(prog="python -m envs.filter", description=main.__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -22,6 +22,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+"""What the disk refuses (full, read-only, not ours): a command says it in a line, exit status 2, not a traceback."""
+
 
 class RecordsError(ValueError):
     """A bad line that is not just the truncated tail of an interrupted append."""
@@ -137,6 +140,13 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any], **dumps: 
     finally:
         os.close(fd)
     return len(lines)
+
+
+def writable(path: Path) -> bool:
+    """Whether ``path`` can be written, or made in the nearest folder above it that exists: a command asks
+    before its work, not when it has its results."""
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    return os.access(existing, os.W_OK)
 
 
 def write_atomic(path: Path, text: str) -> None:

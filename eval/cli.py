@@ -18,7 +18,7 @@ from typing import Any
 from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
 from agents.policy import ModelPolicy, load_model_policy
 from agents.rollout import VECTORIZATION_MODES
-from envs.records import write_atomic
+from envs.records import STORAGE_ERRORS, write_atomic
 
 log = logging.getLogger("eval")
 
@@ -28,12 +28,18 @@ class InputError(Exception):
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``main`` with logging set up; its exit code (0, 2 on :class:`InputError`, 130 on Ctrl-C)."""
+    """Run a command's ``main`` with logging set up; its exit code (0, 2 on :class:`InputError` or a write the disk
+    refuses, 130 on Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
     except InputError as error:
         log.error("%s", error)
+        return 2
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        log.error("%s; the records written before are kept", error)
         return 2
     except KeyboardInterrupt:  # each record is written whole as its episode ends: nothing half-written to report
         log.error("interrupted: the records written so far are kept; eval.taubench, eval.m3tooleval and eval.paper "
@@ -81,6 +87,14 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
 
 
+def check_sampling(**flags: float) -> None:
+    """Temperatures (``*temperature``: 0 or more) and token caps (``max_new_tokens``: 1 or more), by flag name."""
+    for name, value in flags.items():
+        least = 0 if name.endswith("temperature") else 1
+        if not value >= least:
+            raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+
+
 def load_policy(args: argparse.Namespace, **settings: Any) -> ModelPolicy:
     """The model of ``--model`` (with ``--adapter``) on ``--device``, sampling with ``settings``; one
     that cannot be loaded offline is an :class:`InputError`, saying what to install or pass."""
@@ -97,18 +111,20 @@ SETTINGS = "settings.json"
 def claim_output(out: Path, evaluated: str, adapter: str | None, **how: Any) -> None:
     """Make ``out`` the folder of results of ``evaluated`` (with ``adapter``, and the settings ``how``), or check
     that it is: a rerun resumes the records there, so one with other settings would report their results as its
-    own. A difference, or an ``out`` that cannot be a folder, is an :class:`InputError`."""
+    own. A difference, or an ``out`` that cannot be a folder, is an :class:`InputError`. A folder that holds no
+    results yet (a run that stopped before its first record: a model that did not load, say) is claimed anew."""
     path = out / SETTINGS
     settings = {"evaluated": evaluated, "adapter": adapter and str(Path(adapter).resolve()), **how}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        held = json.loads(path.read_text()) if path.exists() else None
+        results = any(entry.name != SETTINGS for entry in out.iterdir())
+        held = json.loads(path.read_text()) if path.exists() and results else None
+        settings = json.loads(json.dumps(settings))  # as they read back
+        if held is None:
+            write_atomic(path, json.dumps(settings, indent=1) + "\n")
+            return
     except (OSError, ValueError) as error:
         raise InputError(f"{out} cannot hold this evaluation's results ({error}): pass another --out") from None
-    settings = json.loads(json.dumps(settings))  # as they read back
-    if held is None:
-        write_atomic(path, json.dumps(settings, indent=1) + "\n")
-        return
     changed = sorted(key for key in settings.keys() | held.keys() if held.get(key) != settings.get(key))
     if changed:
         theirs = ", ".join(f"{key}={held.get(key)!r}" for key in changed)

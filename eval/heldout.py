@@ -34,6 +34,7 @@ from agents.rollout import make_vector_env, play_tasks
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, load_pool
 from envs.prompt_tools import listed_tools
+from envs.records import writable
 from envs.registry import DOMAINS, env_class, env_id
 from eval import cli, report
 from eval.cli import InputError, run
@@ -225,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                        else Path("runs/eval/heldout") / report.slug(name))
     if out.exists() and not out.is_dir():  # said now, not after every episode has been played
         raise InputError(f"--out {out} is a file: pass a folder")
+    if not writable(out):
+        raise InputError(f"--out {out} cannot be written here (a read-only disk, or another's folder)")
     policy = cli.load_policy(args, temperature=temperature, max_new_tokens=max_new_tokens,
                              max_context_tokens=context)
     policies = {"base": (policy.base(), args.model), "adapter": (policy, name)} if args.adapter \

@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     cli.check_batch_size(args.batch_size)
+    cli.check_sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     tau = [name for name in environments if name in taubench.DOMAINS]
     if tau and not args.taubench_dir:
         raise InputError(f"{' and '.join(tau)}: tau-bench's test tasks are needed; pass --taubench-dir (or set "

@@ -346,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.domain not in DOMAINS:
         raise InputError(f"unknown domain {args.domain!r}; tau-bench has {', '.join(DOMAINS)}")
     cli.check_batch_size(args.batch_size)
+    cli.check_sampling(max_new_tokens=args.max_new_tokens, user_temperature=args.user_temperature)
     if args.golden:
         source = from_golden(args.golden)
         if source.domain != args.domain:

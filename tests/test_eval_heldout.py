@@ -128,6 +128,13 @@ def test_bad_input_exits_2_before_any_model_is_loaded(tmp_path, caplog, argv, me
     assert message in caplog.text
 
 
+def test_an_out_the_disk_refuses_exits_2_before_any_episode(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(heldout, "writable", lambda path: path != tmp_path / "read-only")  # root writes through 555
+    monkeypatch.setattr(heldout.cli, "load_policy", pytest.fail)
+    assert run(heldout.main, ["--pool", str(pool(tmp_path, "toy")), "--out", str(tmp_path / "read-only")]) == 2
+    assert "cannot be written here" in caplog.text
+
+
 def test_a_pool_with_a_task_of_an_unknown_domain_exits_2(tmp_path, caplog):
     assert run(heldout.main, ["--pool", str(pool(tmp_path, "toy", "bakery"))]) == 2
     assert "unknown domain 'bakery'" in caplog.text

@@ -131,6 +131,8 @@ def test_an_adapter_of_a_training_run_reports_into_that_run(tmp_path):
     (["--environments", "retail", "--taubench-dir", ""], "retail: tau-bench's test tasks are needed"),
     (["--environments", "calculation", "--limit", "0"], "--limit must be at least 1"),
     (["--environments", "calculation", "--max-steps", "0"], "--max-steps must be at least 1"),
+    (["--environments", "calculation", "--temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--environments", "calculation", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, caplog):
     assert run(paper.main, argv) == 2

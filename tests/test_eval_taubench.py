@@ -4,6 +4,7 @@ the task-file reader and the command line. The reference data is read from ../sh
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 
 from agents.decoding import SamplingSettings
+from agents.models import ModelNotFoundError
 from agents.policy import ContextLimitExceeded, ModelPolicy, scripted
 from envs.user import GREETING, STOP
-from eval import taubench
+from eval import cli, taubench
 from eval.cli import run
 from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of, gold_policy,
                            pass_hat, read_task_file, scripted_user)
@@ -288,12 +290,34 @@ def test_a_rerun_into_a_folder_of_another_policys_results_exits_2_and_the_same_o
     assert run(taubench.main, golden + ["--policy", "gold", "--out", str(tmp_path / "settings.json")]) == 2
 
 
+def test_a_folder_a_failed_run_claimed_before_its_first_record_is_claimed_anew(tmp_path, caplog, monkeypatch):
+    golden = ["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline", "--tasks", "0",
+              "--out", str(tmp_path)]
+    monkeypatch.setattr(cli, "load_model_policy", lambda *args, **kwargs: (_ for _ in ()).throw(
+        ModelNotFoundError("cannot load model 'modle'")))
+    assert run(taubench.main, golden + ["--model", "modle"]) == 2  # a typo: the model never loaded
+    assert run(taubench.main, golden + ["--policy", "gold"]) == 0
+    assert json.loads((tmp_path / cli.SETTINGS).read_text())["evaluated"] == "gold"
+
+
+def test_a_disk_that_refuses_the_records_exits_2_saying_so(tmp_path, caplog, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(taubench, "append_jsonl", full)
+    golden = ["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline", "--tasks", "0"]
+    assert run(taubench.main, golden + ["--policy", "gold", "--out", str(tmp_path)]) == 2
+    assert "No space left on device; the records written before are kept" in caplog.text
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--domain", "shopping", "--policy", "gold"], "unknown domain"),
     (["--golden", "/no/such/golden.json", "--policy", "gold"], "does not exist"),
     (["--policy", "gold", "--taubench-dir", "/no/such/checkout"], "not a tau-bench checkout"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "19-20"], "only 20 tasks"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "5-2"], "holds no task"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    (["--user-temperature", "-1"], "--user-temperature must be at least 0, got -1.0"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, caplog, monkeypatch):
     monkeypatch.delenv(taubench.ENV_VAR, raising=False)

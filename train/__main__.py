@@ -24,7 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import errno  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -36,11 +35,10 @@ from train.config import DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, 
 from train.rundir import RunDir, RunState  # noqa: E402
 from envs.challenger import STAGES as FUNNEL  # noqa: E402
 from envs.pool import PoolError  # noqa: E402
+from envs.records import STORAGE_ERRORS  # noqa: E402
 from train.tasks import EmptyPoolError  # noqa: E402
 
 log = logging.getLogger("train")
-STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-"""What the disk refuses (full, read-only, not ours): said in a line, exit status 2, not a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
