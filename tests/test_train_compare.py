@@ -4,11 +4,13 @@ of scripted tasks apart from all three."""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from agents.models import ModelNotFoundError
 from envs.calculation.challenger import make_tasks
 from envs.pool import append_pool
 from train import compare
@@ -77,3 +79,29 @@ def test_a_rerun_into_the_same_folder_resumes_only_the_comparison_that_started_i
     assert "size=4" in caplog.text and "size=2" in caplog.text and "pass another --out" in caplog.text
     with pytest.raises(Started):  # the same comparison goes on
         compare.main([*args, "--arms", "scripted"])
+
+
+@pytest.mark.parametrize("flags", [["--size", "0"], ["--heldout", "-1"], ["--arms", ","]])
+def test_sizes_and_arms_that_compare_nothing_exit_2(flags, tmp_path, capsys):
+    run = parsed_run(tmp_path, ["new", "kept"])
+    (run / "config.yaml").write_text("domains: [calculation]\n")
+    with pytest.raises(SystemExit) as exit_:
+        compare.main(["--run", str(run), *flags])
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raised, code, said", [
+    (ModelNotFoundError("cannot load model '/nonexist'"), 2, "cannot load model '/nonexist'"),
+    (OSError(errno.EROFS, "Read-only file system"), 2, "goes on from its arms when this command is run again"),
+    (KeyboardInterrupt(), 130, "goes on from its arms when this same command is run again"),
+])
+def test_an_arm_that_cannot_train_ends_the_comparison_in_a_line(raised, code, said, tmp_path, monkeypatch, caplog):
+    run = parsed_run(tmp_path, ["new", "kept", "parsed"])
+    (run / "config.yaml").write_text("domains: [calculation]\nchallenger_proposals: 0\n")
+
+    def training(config, default_name):
+        raise raised
+
+    monkeypatch.setattr("train.run.train", training)
+    assert compare.main(["--run", str(run), "--heldout", "2", "--size", "2"]) == code
+    assert said in caplog.text

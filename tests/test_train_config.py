@@ -222,7 +222,7 @@ def test_resuming_with_another_value_exits_2_naming_the_key(tmp_path: Path, capl
     saved_run(tmp_path / "runs", "first", steps=7)
     with caplog.at_level(logging.ERROR):
         assert main(["--runs-dir", str(tmp_path / "runs"), "--resume", "--steps", "9"]) == 2
-    assert "config key 'steps'" in caplog.text and "--resume continues a run with its own config" in caplog.text
+    assert "config key 'steps'" in caplog.text and "a resumed run goes on with its own config" in caplog.text
 
 
 @pytest.mark.parametrize("values, stages", [

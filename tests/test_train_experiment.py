@@ -116,3 +116,29 @@ def test_the_heldout_set_is_written_whole_once_and_a_killed_writes_leftover_is_r
     assert first == whole and len(load_pool(path)) == 3 and not (tmp_path / ".heldout.jsonl.tmp").exists()
     assert experiment.heldout_tasks(config(5), path) == path
     assert path.read_text() == first, "later runs score on the set the first wrote"
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--set", "steps"], "--set needs KEY=VALUE"),
+    (["--out", "{file}"], "is a file: pass a folder"),
+])
+def test_bad_input_exits_2_in_a_line_before_any_run(flags, said, tmp_path, monkeypatch, caplog):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail("trained"))
+    argv = [flag.format(file=tmp_path / "file") for flag in flags]
+    assert experiment.main(["--seeds", "0", "--set", "domains=[calculation]", *argv]) == 2
+    assert said in caplog.text
+
+
+def test_a_pool_a_run_cannot_read_exits_2_naming_its_line(tmp_path, monkeypatch, caplog):
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    monkeypatch.setattr("train.run.train", lambda config, default_name: load_pool(config.pool))  # as a run reads it
+    assert experiment.main(["--seeds", "0", "--out", str(tmp_path / "exp"), "--set", "domains=[calculation]",
+                            "--set", "heldout_per_domain.calculation=2", "--set", f"pool={tmp_path / 'bad.jsonl'}"]) == 2
+    assert "bad.jsonl:1" in caplog.text
+
+
+def test_seeds_that_are_not_numbers_exit_2_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        experiment.main(["--seeds", "0,a"])
+    assert exit_.value.code == 2 and "--seeds takes comma-separated whole numbers, got '0,a'" in capsys.readouterr().err

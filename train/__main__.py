@@ -28,10 +28,10 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 from agents.models import DeviceError, ModelNotFoundError  # noqa: E402
-from train.config import DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value  # noqa: E402
+from train.config import (DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config,  # noqa: E402
+                          parse_overrides, parse_value)
 from train.rundir import RunDir, RunState  # noqa: E402
 from envs.challenger import STAGES as FUNNEL  # noqa: E402
 from envs.pool import PoolError  # noqa: E402
@@ -74,12 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str, frozenset[
     if unknown is not None:
         raise ConfigError(unknown.lstrip("-").split("=")[0].replace("-", "_"),
                           f"unknown key (known: {', '.join(FIELD_TYPES)})")
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(key, "--set needs KEY=VALUE")
-        overrides[key.strip()] = parse_value(value)
+    overrides = parse_overrides(args.set)
     for name, value in vars(args).items():
         if name.startswith("key."):
             overrides[name[4:]] = parse_value(value)

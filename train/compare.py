@@ -34,10 +34,10 @@ import yaml
 
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, append_pool, load_pool
-from envs.records import write_atomic
+from envs.records import STORAGE_ERRORS, write_atomic
 from eval import cli, curves
 from eval.estimators import wilson_interval
-from train.config import ConfigError, load_config
+from train.config import ConfigError, TrainConfig, load_config, parse_overrides
 from train.tasks import EmptyPoolError, Selection, scripted_tasks
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,34 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     curves.save(fig, path)
 
 
+def train_arms(arms: Sequence[str], sets: dict[str, list[CodeAsTask]], held: list[CodeAsTask], config: TrainConfig,
+               out: Path, domain: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Train and score one executor per arm, each resuming its run folder if it has one; each arm's
+    held-out result and training-set size."""
+    from train.run import train
+
+    heldout_pool = out / "heldout.jsonl"
+    heldout_pool.unlink(missing_ok=True)
+    append_pool(heldout_pool, held)
+    results, sizes = {}, {}
+    for arm in arms:
+        pool = out / f"{arm}.jsonl"
+        pool.unlink(missing_ok=True)
+        append_pool(pool, sets[arm])
+        sizes[arm] = len(sets[arm])
+        arm_config = replace(config, name=arm, runs_dir=str(out), resume=(out / arm / "config.yaml").exists(),
+                             pool=str(pool), heldout_pool=str(heldout_pool), domains=[domain],
+                             rl_domains=[domain], warm_start_domains=[domain],
+                             warm_start_verified=arm != "unfiltered", save_trajectories=True,
+                             eval_base=arm == arms[0])  # the same model on the same tasks: measured once
+        arm_config.validate()
+        log.info("training an executor on the %s set (%d tasks)", arm, len(sets[arm]))
+        run, _ = train(arm_config, default_name=arm)
+        results[arm] = arm_result(run.path, domain)
+        results[arm].setdefault("base", results[arms[0]]["base"])
+    return results, sizes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     parser = cli.parser("python -m train.compare", __doc__)
@@ -111,10 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override a key of the run's config for the executors (steps=8, say)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/compare-DOMAIN)")
     args = parser.parse_args(argv)
-    from train.config import parse_value
-    from train.run import train
+    from agents.models import DeviceError, ModelNotFoundError
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if args.size < 1 or args.heldout < 1 or not arms:
+        parser.error("--size and --heldout must be at least 1, and --arms must name at least one arm")
     if not (args.run / "parsed.jsonl").is_file() or not (args.run / "config.yaml").is_file():
         log.error("%s holds no parsed.jsonl and config.yaml: pass a run whose pool the LLM challenger wrote", args.run)
         return 2
@@ -122,10 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("unknown arms %s (known: %s)", unknown, ", ".join(ARMS))
         return 2
     out = args.out or args.run / f"compare-{args.domain}"
-    out.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((args.run / "config.yaml").read_text())
-    overrides = {k: parse_value(v) for k, v in (item.partition("=")[::2] for item in args.set)}
     try:
+        overrides = parse_overrides(args.set)
         config = load_config(args.run / "config.yaml", overrides)
         sets, held = training_sets(args.run, args.domain, args.size, args.heldout, base.get("seed", 0),
                                    Selection.of(config))
@@ -137,25 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, EmptyPoolError, PoolError, cli.InputError) as error:
         log.error("%s", error)
         return 2
-    heldout_pool = out / "heldout.jsonl"
-    heldout_pool.unlink(missing_ok=True)
-    append_pool(heldout_pool, held)
-    results, sizes = {}, {}
-    for arm in arms:
-        pool = out / f"{arm}.jsonl"
-        pool.unlink(missing_ok=True)
-        append_pool(pool, sets[arm])
-        sizes[arm] = len(sets[arm])
-        arm_config = replace(config, name=arm, runs_dir=str(out), resume=(out / arm / "config.yaml").exists(),
-                             pool=str(pool), heldout_pool=str(heldout_pool), domains=[args.domain],
-                             rl_domains=[args.domain], warm_start_domains=[args.domain],
-                             warm_start_verified=arm != "unfiltered", save_trajectories=True,
-                             eval_base=arm == arms[0])  # the same model on the same tasks: measured once
-        arm_config.validate()
-        log.info("training an executor on the %s set (%d tasks)", arm, len(sets[arm]))
-        run, _ = train(arm_config, default_name=arm)
-        results[arm] = arm_result(run.path, args.domain)
-        results[arm].setdefault("base", results[arms[0]]["base"])
+    try:
+        results, sizes = train_arms(arms, sets, held, config, out, args.domain)
+    except (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError) as error:
+        log.error("%s", error)
+        return 2
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        log.error("%s; the comparison goes on from its arms when this command is run again", error)
+        return 2
+    except KeyboardInterrupt:  # the arm's run has said where it stopped
+        log.error("the comparison goes on from its arms when this same command is run again (%s)", out)
+        return 130
     write_atomic(out / "summary.json",
                  json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
     page = markdown(args.domain, sizes, results)

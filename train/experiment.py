@@ -22,11 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from envs.pool import append_pool, load_pool
-from envs.records import write_atomic
+from envs.pool import PoolError, append_pool, load_pool
+from envs.records import STORAGE_ERRORS, write_atomic
 from eval import cli, curves
 from eval.estimators import bootstrap_interval, success_interval
-from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_value
+from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_overrides
 from train.tasks import EmptyPoolError, Selection, is_multi_call, scripted_tasks
 
 log = logging.getLogger("train.experiment")
@@ -193,15 +193,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        overrides = {key: parse_value(value) for key, _, value in (item.partition("=") for item in args.set)}
-        config = load_config(args.config, overrides)
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated whole numbers, got {args.seeds!r}")
+    try:
+        config = load_config(args.config, parse_overrides(args.set))
         if not seeds:
             raise ConfigError("seeds", "name at least one seed")
-    except (ValueError, ConfigError) as error:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError("out", f"{args.out} is a file: pass a folder")
+        args.out.mkdir(parents=True, exist_ok=True)
+        held = heldout_tasks(config, args.out / "heldout.jsonl")
+    except (ConfigError, EmptyPoolError) as error:
         log.error("%s", error)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    held = heldout_tasks(config, args.out / "heldout.jsonl")
+    except OSError as error:  # a read-only or full disk
+        log.error("%s cannot hold the experiment: %s", args.out, error)
+        return 2
     runs, metrics = {}, {}
     for seed in seeds:
         name = f"seed-{seed}"
@@ -211,8 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                          eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0))
         try:  # a seed run already there continues only with the config it started with
             run, _ = train(resumed_config(seeded, FIELD_TYPES) if seeded.resume else seeded, default_name=name)
-        except (ConfigError, EmptyPoolError, ModelNotFoundError, DeviceError) as error:
+        except (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError) as error:
             log.error("%s", error)
+            return 2
+        except OSError as error:
+            if error.errno not in STORAGE_ERRORS:
+                raise
+            log.error("%s; the experiment goes on from its runs when this command is run again", error)
             return 2
         except KeyboardInterrupt:
             log.error("the experiment goes on from its runs when this command is run again with the same --out (%s)",

@@ -74,9 +74,10 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
                and getattr(config, key) != getattr(saved, key)]
     if changed:
         raise ConfigError(changed[0], f"{root / name} started with {changed[0]}={getattr(saved, changed[0])!r}, "
-                                      f"this command gives {getattr(config, changed[0])!r}: --resume continues a run "
-                                      "with its own config, so leave the key out (or start a new run with another "
-                                      f"--name){'; also differing: ' + ', '.join(changed[1:]) if changed[1:] else ''}")
+                                      f"this command gives {getattr(config, changed[0])!r}: a resumed run goes on "
+                                      "with its own config, so leave the key out (or start afresh elsewhere: another "
+                                      "--name for python -m train, another --out for train.experiment and "
+                                      f"train.compare){'; also differing: ' + ', '.join(changed[1:]) if changed[1:] else ''}")
     return replace(saved, name=name)
 
 
