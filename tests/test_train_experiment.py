@@ -134,7 +134,8 @@ def test_a_pool_a_run_cannot_read_exits_2_naming_its_line(tmp_path, monkeypatch,
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     monkeypatch.setattr("train.run.train", lambda config, default_name: load_pool(config.pool))  # as a run reads it
     assert experiment.main(["--seeds", "0", "--out", str(tmp_path / "exp"), "--set", "domains=[calculation]",
-                            "--set", "heldout_per_domain.calculation=2", "--set", f"pool={tmp_path / 'bad.jsonl'}"]) == 2
+                            "--set", "heldout_per_domain.calculation=2",
+                            "--set", f"pool={tmp_path / 'bad.jsonl'}"]) == 2
     assert "bad.jsonl:1" in caplog.text
 
 

@@ -73,11 +73,11 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     changed = [key for key in FIELD_TYPES if key in given and key not in UNCHECKED_ON_RESUME
                and getattr(config, key) != getattr(saved, key)]
     if changed:
+        also = f"; also differing: {', '.join(changed[1:])}" if changed[1:] else ""
         raise ConfigError(changed[0], f"{root / name} started with {changed[0]}={getattr(saved, changed[0])!r}, "
                                       f"this command gives {getattr(config, changed[0])!r}: a resumed run goes on "
                                       "with its own config, so leave the key out (or start afresh elsewhere: another "
-                                      "--name for python -m train, another --out for train.experiment and "
-                                      f"train.compare){'; also differing: ' + ', '.join(changed[1:]) if changed[1:] else ''}")
+                                      f"--name for python -m train, another --out for train.experiment){also}")
     return replace(saved, name=name)
 
 
