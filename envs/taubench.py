@@ -76,8 +76,11 @@ def upstream_hash(data: Mapping[str, Any]) -> str:
 def load_golden(path: str | Path) -> dict[str, Any]:
     """A golden file: ``{"domain", "split", "initial_data_hash", "tasks": [...]}``, each task with its
     gold ``actions``, the ``tool_outputs`` upstream gave, ``changed_records`` and ``final_data_hash``."""
-    golden = json.loads(Path(path).read_text())
-    missing = {"domain", "initial_data_hash", "tasks"} - set(golden)
+    try:
+        golden = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a tau-bench golden file: not JSON ({error})") from None
+    missing = {"domain", "initial_data_hash", "tasks"} - set(golden if isinstance(golden, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a tau-bench golden file: it lacks {sorted(missing)}")
     return golden

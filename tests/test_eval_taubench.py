@@ -316,6 +316,7 @@ def test_a_disk_that_refuses_the_records_exits_2_saying_so(tmp_path, caplog, mon
     (["--policy", "gold", "--taubench-dir", "/no/such/checkout"], "not a tau-bench checkout"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "19-20"], "only 20 tasks"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "5-2"], "holds no task"),
+    (["--policy", "gold", "--golden", str(SHARED / "README.md")], "README.md is not a tau-bench golden file: not JSON"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
     (["--user-temperature", "-1"], "--user-temperature must be at least 0, got -1.0"),
 ])
