@@ -83,7 +83,8 @@ class ToolEnv(gym.Env[str, str]):
       refused with an error observation, unread.
     - ``tool_mode``: ``"strict"`` (default) checks each call's arguments and undoes a call that
       fails; ``"upstream"``, for domains that reproduce a benchmark's tools (retail and airline:
-      tau-bench's), handles calls as upstream does (see :mod:`envs.tools`).
+      tau-bench's), handles calls as upstream does (see :mod:`envs.tools`); there only ``respond`` speaks
+      to the user, read for its ``content`` alone, and ``finish``'s answer is said to no one.
     - ``sandbox``: where verifiers and code actions run: ``"local"`` (the default) or ``"docker"`` for
       the process's shared sandbox of that backend, or a :class:`~envs.sandbox.Sandbox`; anything
       else is a ValueError.
@@ -249,11 +250,19 @@ class ToolEnv(gym.Env[str, str]):
             if set(call.arguments) - {"answer"} or not isinstance(answer, (str, int, float)):
                 info["invalid_action"] = 'finish takes one argument, "answer" (a string)'
                 return 'Error: finish takes one argument, "answer" (a string).', False
-            self._said.append(str(answer))
+            if not (self.conversational and self.tool_mode == "upstream"):  # there, only respond reaches the user
+                self._said.append(str(answer))
             return "Episode finished.", True
         if call.name == "respond" and self.conversational:
             content = call.arguments.get("content")
-            if set(call.arguments) != {"content"} or not isinstance(content, str):
+            if self.tool_mode == "upstream":  # upstream's Env.step hands kwargs["content"] to its user model
+                if not isinstance(content, str):
+                    failure = (f"respond with {'no content' if content is None else type(content).__name__ + ' content'}"
+                               ": upstream's env fails on it (a KeyError, or a message no user model takes), which "
+                               "ends upstream's episode with reward 0")
+                    self._upstream_failure = info["upstream_failure"] = failure
+                    return f"Error: {failure}", True
+            elif set(call.arguments) != {"content"} or not isinstance(content, str):
                 info["invalid_action"] = 'respond takes one argument, "content" (a string)'
                 return 'Error: respond takes one argument, "content" (a string).', False
             self._said.append(content)

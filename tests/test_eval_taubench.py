@@ -114,6 +114,21 @@ def test_a_malformed_call_scores_as_upstream_by_default_and_is_refused_in_strict
     assert evaluate(dev, agent, scripted_user(), task_ids=[0], tool_mode="strict")["successes"] == {"0": 1}
 
 
+@pytest.mark.parametrize("say, success", [
+    (lambda out: [call("respond", content=out)], 1),
+    (lambda out: [call("respond", content=out, tone="warm")], 1),  # upstream reads content and nothing else
+    (lambda out: [call("finish", answer=out)], 0),  # finish ends the conversation, but reaches no user
+    (lambda out: [call("respond", text=out), call("respond", content=out)], 0),  # upstream fails: no content
+    (lambda out: [call("respond", content=42), call("respond", content=out)], 0),  # nor can its user take 42
+])
+def test_the_outputs_count_as_upstream_counts_them_only_when_a_respond_carries_them(say, success):
+    airline = source("airline_test_0_10")
+    task = airline.tasks[8]
+    agent = scripted([call(a.name, **a.arguments) for a in task.actions] + say(", ".join(task.outputs))
+                     + [call("finish", answer="")])
+    assert evaluate(airline, agent, scripted_user(), task_ids=[8])["successes"] == {"8": success}
+
+
 def test_a_conversation_still_going_at_the_step_limit_scores_0_even_with_the_right_data():
     dev = source("retail_dev")
     chatty = scripted([call(a.name, **a.arguments) for a in dev.tasks[0].actions] + ["Anything else?"])
