@@ -64,7 +64,8 @@ class SimulatedUser(gym.Wrapper):
 
     ## Rewards
     0 until the end; then, when the user stops or a terminal tool (or ``finish``) ends it, the
-    task's verifier's 1.0 or 0.0. A conversation cut at the step limit scores 0, as upstream's.
+    task's verifier's 1.0 or 0.0. A conversation cut at the step limit scores 0, as upstream's
+    (``info["verifier"]["kind"] == "step_limit"``, its message saying what the final state alone got).
 
     ## Starting State
     The wrapped env's reset; ``info["user_prompt"]`` is the user's brief (its goal inside),
@@ -123,6 +124,11 @@ class SimulatedUser(gym.Wrapper):
         if truncated and not terminated and said is not None:
             self._speaker, self._last_word = "user", True
             return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)
+        if truncated and not terminated and "verifier" in info:  # still going at the limit: 0, as upstream's
+            info["verifier"] = {"status": "failed", "kind": "step_limit",
+                                "message": f"the conversation was still going after {self._agent_steps} agent "
+                                           f"step{'s' * (self._agent_steps != 1)} (the final state alone: "
+                                           f"{info['verifier']['status']})"}
         if terminated or truncated:
             return observation, float(reward) if terminated else 0.0, terminated, truncated, self._tagged(info)
         if said is not None:

@@ -48,3 +48,13 @@ def test_a_message_is_said_to_the_user_unless_the_env_refuses_it(message, limit)
         assert observation != message and "invalid_action" in info and info["speaker"] == "agent"
         assert not (terminated or truncated) and reward == 0.0
         assert env.step("Short and sweet.")[4]["speaker"] == "user"
+
+
+def test_a_conversation_cut_at_the_step_limit_says_so_in_its_verdict():
+    env = conversation(max_turns=1)
+    task = env.unwrapped.task
+    first = task.solution.actions[0]
+    _, reward, terminated, truncated, info = env.step(call(first.name, **first.arguments))
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert info["verifier"]["kind"] == "step_limit" and info["verifier"]["status"] == "failed"
+    assert "still going after 1 agent step (the final state alone: " in info["verifier"]["message"]
