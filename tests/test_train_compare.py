@@ -92,7 +92,7 @@ def test_sizes_and_arms_that_compare_nothing_exit_2(flags, tmp_path, capsys):
 
 @pytest.mark.parametrize("raised, code, said", [
     (ModelNotFoundError("cannot load model '/nonexist'"), 2, "cannot load model '/nonexist'"),
-    (OSError(errno.EROFS, "Read-only file system"), 2, "goes on from its arms when this command is run again"),
+    (OSError(errno.EROFS, "Read-only file system"), 2, "Read-only file system; the comparison goes on from its arms"),
     (KeyboardInterrupt(), 130, "goes on from its arms when this same command is run again"),
 ])
 def test_an_arm_that_cannot_train_ends_the_comparison_in_a_line(raised, code, said, tmp_path, monkeypatch, caplog):

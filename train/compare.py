@@ -34,7 +34,7 @@ import yaml
 
 from envs.cat import CodeAsTask
 from envs.pool import PoolError, append_pool, load_pool
-from envs.records import STORAGE_ERRORS, write_atomic
+from envs.records import write_atomic
 from eval import cli, curves
 from eval.estimators import wilson_interval
 from train.config import ConfigError, TrainConfig, load_config, parse_overrides
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override a key of the run's config for the executors (steps=8, say)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/compare-DOMAIN)")
     args = parser.parse_args(argv)
-    from agents.models import DeviceError, ModelNotFoundError
+    from train.run import RUN_ERRORS, stop_code
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if args.size < 1 or args.heldout < 1 or not arms:
@@ -167,17 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         results, sizes = train_arms(arms, sets, held, config, out, args.domain)
-    except (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError) as error:
-        log.error("%s", error)
-        return 2
-    except OSError as error:
-        if error.errno not in STORAGE_ERRORS:
+    except (*RUN_ERRORS, OSError, KeyboardInterrupt) as error:
+        if (code := stop_code(error, f"the comparison goes on from its arms when this same command is run again "
+                                     f"({out})")) is None:
             raise
-        log.error("%s; the comparison goes on from its arms when this command is run again", error)
-        return 2
-    except KeyboardInterrupt:  # the arm's run has said where it stopped
-        log.error("the comparison goes on from its arms when this same command is run again (%s)", out)
-        return 130
+        return code
     write_atomic(out / "summary.json",
                  json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
     page = markdown(args.domain, sizes, results)

@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from envs.pool import PoolError, append_pool, load_pool
-from envs.records import STORAGE_ERRORS, write_atomic
+from envs.pool import append_pool, load_pool
+from envs.records import write_atomic
 from eval import cli, curves
 from eval.estimators import bootstrap_interval, success_interval
 from train.config import CONFIG_DIR, FIELD_TYPES, ConfigError, TrainConfig, load_config, parse_overrides
@@ -188,8 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="the experiment's folder")
     args = parser.parse_args(argv)
-    from agents.models import DeviceError, ModelNotFoundError
-    from train.run import resumed_config, train
+    from train.run import RUN_ERRORS, resumed_config, stop_code, train
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -218,18 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          eval_base=config.eval_base and (seed == seeds[0] or config.eval_temperature > 0))
         try:  # a seed run already there continues only with the config it started with
             run, _ = train(resumed_config(seeded, FIELD_TYPES) if seeded.resume else seeded, default_name=name)
-        except (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError) as error:
-            log.error("%s", error)
-            return 2
-        except OSError as error:
-            if error.errno not in STORAGE_ERRORS:
+        except (*RUN_ERRORS, OSError, KeyboardInterrupt) as error:
+            if (code := stop_code(error, "the experiment goes on from its runs when this command is run again with "
+                                         f"the same --out ({args.out})")) is None:
                 raise
-            log.error("%s; the experiment goes on from its runs when this command is run again", error)
-            return 2
-        except KeyboardInterrupt:
-            log.error("the experiment goes on from its runs when this command is run again with the same --out (%s)",
-                      args.out)
-            return 130
+            return code
         runs[seed], metrics[seed] = scores(run.path), run.read_metrics()
     table, learning = summarize(runs, multi_call_tasks(held)), rl_curves(metrics)
     page = markdown(table, seeds)

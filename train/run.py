@@ -30,10 +30,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from agents.decoding import SamplingSettings
-from agents.models import LoraSettings, LoraTargetError, adapters_in_fp32, load_policy, pick_device
+from agents.models import (DeviceError, LoraSettings, LoraTargetError, ModelNotFoundError, adapters_in_fp32,
+                           load_policy, pick_device)
 from agents.policy import ModelPolicy
-from envs.pool import append_pool, load_pool
-from envs.records import write_atomic
+from envs.pool import PoolError, append_pool, load_pool
+from envs.records import STORAGE_ERRORS, write_atomic
 from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
@@ -41,7 +42,7 @@ from train.progress import heartbeat
 from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config
 from train.losses import ALGORITHMS
 from train.rundir import RunDir, RunState
-from train.tasks import DomainMix, Selection, is_llm, pool_tasks, split
+from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, pool_tasks, split
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,26 @@ def latest_run(root: Path) -> str | None:
     """The name of the run in ``root`` whose config was written last: the one ``--resume`` takes without ``--name``."""
     runs = sorted((p for p in root.glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
     return runs[-1].name if runs else None
+
+
+RUN_ERRORS = (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError)
+"""What stops a run for its user to fix (a config, a pool, a model, a device)."""
+
+
+def stop_code(error: BaseException, again: str) -> int | None:
+    """The exit status of a command whose runs ``error`` stopped, said in a line: 2 for
+    :data:`RUN_ERRORS` and a write the disk refuses, 130 for Ctrl-C (each run has said where it
+    stopped), ``again`` saying how a rerun goes on; ``None`` for anything else, a bug to raise."""
+    if isinstance(error, KeyboardInterrupt):
+        log.error("%s", again)
+        return 130
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+        log.error("%s; %s", error, again)
+        return 2
+    if isinstance(error, RUN_ERRORS):
+        log.error("%s", error)
+        return 2
+    return None
 
 
 UNCHECKED_ON_RESUME = ("name", "resume", "runs_dir")
