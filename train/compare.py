@@ -100,20 +100,19 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def train_arms(arms: Sequence[str], sets: dict[str, list[CodeAsTask]], held: list[CodeAsTask], config: TrainConfig,
-               out: Path, domain: str) -> tuple[dict[str, Any], dict[str, int]]:
+               out: Path, domain: str) -> dict[str, Any]:
     """Train and score one executor per arm, each resuming its run folder if it has one; each arm's
-    held-out result and training-set size."""
+    held-out result."""
     from train.run import train
 
     heldout_pool = out / "heldout.jsonl"
     heldout_pool.unlink(missing_ok=True)
     append_pool(heldout_pool, held)
-    results, sizes = {}, {}
+    results: dict[str, Any] = {}
     for arm in arms:
         pool = out / f"{arm}.jsonl"
         pool.unlink(missing_ok=True)
         append_pool(pool, sets[arm])
-        sizes[arm] = len(sets[arm])
         arm_config = replace(config, name=arm, runs_dir=str(out), resume=(out / arm / "config.yaml").exists(),
                              pool=str(pool), heldout_pool=str(heldout_pool), domains=[domain],
                              rl_domains=[domain], warm_start_domains=[domain],
@@ -124,7 +123,7 @@ def train_arms(arms: Sequence[str], sets: dict[str, list[CodeAsTask]], held: lis
         run, _ = train(arm_config, default_name=arm)
         results[arm] = arm_result(run.path, domain)
         results[arm].setdefault("base", results[arms[0]]["base"])
-    return results, sizes
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,12 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", error)
         return 2
     try:
-        results, sizes = train_arms(arms, sets, held, config, out, args.domain)
+        results = train_arms(arms, sets, held, config, out, args.domain)
     except (*RUN_ERRORS, OSError, KeyboardInterrupt) as error:
         if (code := stop_code(error, f"the comparison goes on from its arms when this same command is run again "
                                      f"({out})")) is None:
             raise
         return code
+    sizes = {arm: len(sets[arm]) for arm in arms}
     write_atomic(out / "summary.json",
                  json.dumps({"domain": args.domain, "sizes": sizes, "results": results}, indent=1))
     page = markdown(args.domain, sizes, results)

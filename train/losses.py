@@ -82,9 +82,8 @@ def rloo_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> torch.Te
 
 def dropped_group_fraction(rewards: torch.Tensor, group_ids: Sequence[int]) -> float:
     """The fraction of groups whose rewards are all equal (no learning signal for group baselines)."""
-    groups = list(_groups(group_ids).values())
-    flat = sum(1 for members in groups if bool((rewards[members] == rewards[members[0]]).all()))
-    return flat / len(groups) if groups else 0.0
+    groups, keep = list(_groups(group_ids).values()), varied(rewards, group_ids)
+    return sum(not keep[members[0]] for members in groups) / len(groups) if groups else 0.0
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
