@@ -23,7 +23,7 @@ from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.pool import load_pool
 from envs.sandbox import RunResult, Sandbox, resolve_sandbox
 from envs.spaces import AnyText
-from envs.state import State, canonical_json, fork
+from envs.state import State, canonical_json, fork, state_hash
 from envs.tools import Toolset, ToolMode, UpstreamFailure, tool_schema
 
 TaskSource = str | os.PathLike[str] | Sequence[CodeAsTask | dict[str, Any]] | None
@@ -89,6 +89,9 @@ class ToolEnv(gym.Env[str, str]):
       the process's shared sandbox of that backend, or a :class:`~envs.sandbox.Sandbox`; anything
       else is a ValueError.
     - ``render_mode``: ``"ansi"`` returns the transcript as text.
+
+    The last step's ``info`` holds the verifier's verdict (``"verifier"``: status, kind, message) and
+    ``"final_state"``: the final state's hash (:func:`envs.state.state_hash`) and what the agent said.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
@@ -232,7 +235,7 @@ class ToolEnv(gym.Env[str, str]):
         if terminated or truncated:
             result = self.end()
             reward = 1.0 if result.status == "ok" else 0.0
-            info["verifier"] = {"status": result.status, "kind": result.kind, "message": result.message}
+            info.update(self.ending(result))
         info.update(self._info())
         return observation, reward, terminated, truncated, info
 
@@ -316,6 +319,18 @@ class ToolEnv(gym.Env[str, str]):
             return self.sandbox.verify(self.task.verifier, self.state, self.answer)
         except ValueError as exc:
             return RunResult("error", kind="state", message=f"the final state cannot be serialised: {exc}")
+
+    def ending(self, result: RunResult) -> dict[str, Any]:
+        """The info entries of an episode's last step: the verifier's verdict on ``result``, and the
+        final state's hash and what the agent said beside it, so that a task judged on both (tau-bench's
+        data and outputs) can say which one failed. The hash is ``None`` for a state that cannot be
+        written down."""
+        try:
+            digest = state_hash(self.state)
+        except ValueError:
+            digest = None
+        return {"verifier": {"status": result.status, "kind": result.kind, "message": result.message},
+                "final_state": {"hash": digest, "said": self.answer}}
 
     def end(self) -> RunResult:
         """End the episode and verify it: every later step is an error until :meth:`reset`. The env's

@@ -112,8 +112,7 @@ class SimulatedUser(gym.Wrapper):
             action = self.observation_space.fit(action)
             if self._agent_steps and STOP in action:
                 result = self.env.unwrapped.end()
-                info = {**self._tagged(self._info), "end_reason": "user_stop",
-                        "verifier": {"status": result.status, "kind": result.kind, "message": result.message}}
+                info = {**self._tagged(self._info), "end_reason": "user_stop", **self.env.unwrapped.ending(result)}
                 return action, 1.0 if result.status == "ok" else 0.0, True, False, info
             return action, 0.0, False, self._last_word, self._tagged(self._info)
         self._agent_steps += 1

@@ -128,7 +128,16 @@ def _taubench_markdown(summary: Summary) -> str:
     rows = [[k, _percent(value)] for k, value in summary["pass^k"].items()]
     return (f"### tau-bench {summary['domain']} ({summary['split']}): `{summary['model']}`, "
             f"{summary['tasks']} tasks x {summary['trials']} trials\n\n"
-            f"Average reward {summary['average_reward']:.3f}.\n\n" + _table(["k", "pass^k"], rows))
+            f"Average reward {summary['average_reward']:.3f}.{_taubench_failures(summary)}\n\n"
+            + _table(["k", "pass^k"], rows))
+
+
+def _taubench_failures(summary: Summary) -> str:
+    causes = summary.get("failures")  # summaries written before the causes were counted have none
+    if not causes or not causes["failed"]:
+        return ""
+    return (f" Of the {causes['failed']} failed conversations, {causes['data']} ended with the wrong data and "
+            f"{causes['outputs']} without a required output said.")
 
 
 def _taubench_chart(summary: Summary, path: Path) -> None:

@@ -32,6 +32,10 @@ Tasks come from a tau-bench checkout (``--taubench-dir``/``$TAUBENCH_DIR``: its
 its data and ``wiki.md``) or from a golden file (``../shared/taubench/golden/*.json``, with the data
 and wikis beside it). No task here is ever trained on.
 
+Each episode's record also says which part held, as upstream's reward info does: ``r_actions`` (the
+final data equals the gold replay's) and ``outputs`` (each required output, said or not); the summary
+counts the failed conversations by cause.
+
 ``python -m eval.taubench --domain retail --taubench-dir ~/tau-bench --trials 4`` (``make eval-taubench``).
 """
 
@@ -172,7 +176,7 @@ def as_cat(task: TauTask, source: Source, env: type[ToolEnv]) -> CodeAsTask:
         id=f"taubench-{source.domain}-{source.split}-{task.index}", domain=source.domain, world=world,
         instruction=task.instruction, verifier=outcome_verifier(final, task.outputs), solution=solution,
         failures=(), provenance={"source": "tau-bench", "split": source.split, "index": task.index,
-                                 "user_id": task.user_id})
+                                 "user_id": task.user_id, "data_hash": final, "outputs": list(task.outputs)})
 
 
 # ---------------------------------------------------------------- the simulated user
@@ -238,11 +242,29 @@ def conversations(source: Source, cats: Sequence[CodeAsTask], batch_size: int, m
                            max_turns=max_steps, tool_mode=tool_mode)
 
 
-def record(task_index: int, trial: int, trajectory: Trajectory) -> dict[str, Any]:
-    """A conversation as the agent saw it: its reward and why it ended (``user_stop``, ``terminated``
-    by a terminal tool or ``finish``, ``truncated`` at the step limit, or ``context_limit``)."""
-    return {"task_index": task_index, "trial": trial, "reward": trajectory.reward, "end_reason": trajectory.end_reason,
-            "steps": trajectory.num_turns, "messages": trajectory.messages}
+def record(task_index: int, trial: int, trajectory: Trajectory, task: CodeAsTask) -> dict[str, Any]:
+    """A conversation as the agent saw it: its reward, why it ended (``user_stop``, ``terminated``
+    by a terminal tool or ``finish``, ``truncated`` at the step limit, or ``context_limit``) and, as
+    upstream's reward info, which part of ``task`` held: ``r_actions`` (the final data equals the gold
+    actions' replay) and ``outputs`` (each required output said, under upstream's rule). A
+    conversation cut off before the env ended it (the model's context full) has neither."""
+    entry = {"task_index": task_index, "trial": trial, "reward": trajectory.reward, "end_reason": trajectory.end_reason,
+             "steps": trajectory.num_turns, "messages": trajectory.messages}
+    final = trajectory.final_info.get("final_state")
+    if final is not None:
+        said = final["said"].lower().replace(",", "")
+        entry["r_actions"] = final["hash"] == task.provenance["data_hash"]
+        entry["outputs"] = {output: output.lower() in said for output in task.provenance["outputs"]}
+    return entry
+
+
+def failure_causes(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many conversations scored 0 (``failed``), and of those how many ended with the wrong data
+    (``data``) or without a required output said (``outputs``): both when both went wrong. A record
+    without the parts (cut off at the model's context) counts as failed alone."""
+    failed = [r for r in records if r["reward"] < 1 - 1e-6]
+    return {"failed": len(failed), "data": sum(r.get("r_actions") is False for r in failed),
+            "outputs": sum(not all(r.get("outputs", {}).values()) for r in failed)}
 
 
 def parse_ids(spec: str | None, count: int) -> list[int]:
@@ -298,7 +320,8 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
         envs = conversations(source, list(cats.values()), batch_size, max_steps, mode, tool_mode)
         with tqdm(total=len(todo), desc=f"tau-bench {source.domain}", unit="episode") as progress:
             def keep(job: int, trajectory: Trajectory) -> None:
-                records.append(record(*todo[job], trajectory))
+                index, trial = todo[job]
+                records.append(record(index, trial, trajectory, cats[index]))
                 if path:
                     append_jsonl(path, [records[-1]])
                 progress.update()
@@ -315,7 +338,8 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
                "tool_mode": tool_mode, "tasks": len(successes), "trials": trials,
                "pass^k": pass_hat(successes, trials),
                "average_reward": sum(r["reward"] for r in chosen) / len(chosen) if chosen else 0.0,
-               "successes": {str(i): sum(s) for i, s in sorted(successes.items())}}
+               "successes": {str(i): sum(s) for i, s in sorted(successes.items())},
+               "failures": failure_causes(chosen)}
     if out:
         report.write_eval(summary, out)
     return summary

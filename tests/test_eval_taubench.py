@@ -82,6 +82,31 @@ def test_the_gold_actions_without_the_required_outputs_score_0():
     assert evaluate(airline, silent, scripted_user(), task_ids=[8])["successes"] == {"8": 0}
 
 
+def test_each_record_says_which_part_held_and_the_summary_counts_failures_by_cause(tmp_path):
+    """Upstream's reward info: the data against the gold replay's (``r_actions``), each required output said."""
+    airline = source("airline_test_0_10")
+    task = airline.tasks[8]
+    assert task.outputs and raw("airline_test_0_10")["tasks"][8]["final_data_hash"] != raw("airline_test_0_10")[
+        "initial_data_hash"]
+    gold = [call(a.name, **a.arguments) for a in task.actions]
+    first = task.outputs[0]
+    agents = {"gold": gold + [call("respond", content=", ".join(task.outputs)), call("finish", answer="")],
+              "silent": gold + [call("finish", answer="")],
+              "lazy": [call("respond", content=f"Your refund is {first}."), call("finish", answer="")]}
+    records = {}
+    for name, replies in agents.items():
+        summary = evaluate(airline, scripted(replies), scripted_user(), task_ids=[8], out=tmp_path / name)
+        records[name] = json.loads((tmp_path / name / "episodes.jsonl").read_text())
+        records[name]["failures"] = summary["failures"]
+    assert records["gold"]["r_actions"] and all(records["gold"]["outputs"].values())
+    assert records["gold"]["failures"] == {"failed": 0, "data": 0, "outputs": 0}
+    assert records["silent"]["r_actions"] and not any(records["silent"]["outputs"].values())
+    assert records["silent"]["failures"] == {"failed": 1, "data": 0, "outputs": 1}
+    assert not records["lazy"]["r_actions"] and records["lazy"]["outputs"] == {o: o == first for o in task.outputs}
+    assert records["lazy"]["failures"] == {"failed": 1, "data": 1, "outputs": 1}
+    assert "Of the 1 failed conversations, 1 ended with the wrong data" in (tmp_path / "lazy" / "summary.md").read_text()
+
+
 def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_said_to_the_user(tmp_path):
     airline = source("airline_test_0_10")
     task = airline.tasks[8]
