@@ -308,15 +308,16 @@ class ToolEnv(gym.Env[str, str]):
         """What the agent said: its ``respond`` messages and final answer, joined."""
         return "\n".join(self._said)
 
-    def verify(self) -> RunResult:
-        """Run the task's verifier on the current state and answer. An episode that upstream itself
+    def verify(self, elsewhere: bool = False) -> RunResult:
+        """Run the task's verifier on the current state and answer (``elsewhere``: on another sandbox
+        worker than the last job's, see :meth:`Sandbox.verify`). An episode that upstream itself
         fails on, or whose state cannot be written down (an upstream-mode tool may keep an integer
         past Python's 4,300 digits, and upstream's own hash then fails too), scores 0."""
         assert self.task is not None
         if self._upstream_failure:
             return RunResult("error", kind="upstream_failure", message=self._upstream_failure)
         try:
-            return self.sandbox.verify(self.task.verifier, self.state, self.answer)
+            return self.sandbox.verify(self.task.verifier, self.state, self.answer, elsewhere=elsewhere)
         except ValueError as exc:
             return RunResult("error", kind="state", message=f"the final state cannot be serialised: {exc}")
 
@@ -338,18 +339,21 @@ class ToolEnv(gym.Env[str, str]):
         self._done = True
         return self.verify()
 
-    def replay(self, task: CodeAsTask, attempt: Attempt) -> tuple[RunResult, list[str], list[str]]:
+    def replay(self, task: CodeAsTask, attempt: Attempt,
+               max_turns: int | None = None) -> tuple[RunResult, list[str], list[str]]:
         """Play ``attempt`` on a fresh state of ``task``'s world and verify the end.
 
         Returns the verifier's result, the observations, and the problems of invalid actions (an
         unknown tool or wrong arguments): a solution with any of those is infeasible. The answer is
         said at the end, as an agent's ``finish`` says it, unless a call (``finish`` itself, a
         terminal tool such as a transfer to a human) ended the episode first: played, it ends there.
+        With ``max_turns``, as an episode of that many actions plays it: cut after that many calls, its
+        answer unsaid.
         """
         self.reset(options={"task": task})
         observations, problems = [], []
         ended = False
-        for call in attempt.actions:
+        for call in attempt.actions[:max_turns]:
             info: dict[str, Any] = {}
             observation, ended = self._call(call, info)
             observations.append(observation)
@@ -357,6 +361,6 @@ class ToolEnv(gym.Env[str, str]):
                 problems.append(f"{call.name}: {info['invalid_action']}")
             if ended:
                 break
-        if not ended:
+        if not ended and (max_turns is None or len(attempt.actions) < max_turns):
             self._said.append(attempt.answer)
         return self.end(), observations, problems

@@ -2,17 +2,22 @@
 
 Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
-record or verifier does not parse, the solution is infeasible (a call is invalid, its tool
-refuses it with an ``Error:`` text, or playing it takes more actions than an episode allows), the verifier errs or hangs or returns a non-bool, the solution
-fails, the verifier judges the solution's final state again and rejects it, a failure case is accepted.
+record, its world or its verifier does not parse, fewer than :data:`~envs.cat.MIN_FAILURES` distinct
+failure cases, the solution is infeasible (a call is invalid, its tool refuses it with an ``Error:``
+text, or playing it takes more actions than an episode allows), the verifier errs or hangs or returns
+a non-bool, the solution fails, the verifier judges the solution's final state again and rejects it,
+the verifier accepts doing nothing (:data:`NOTHING`) or a failure case. A failure case is played as
+an episode plays it: one longer than the episode is cut off, unfinished.
 
-The second judgement runs on the same final state, in a new job (on a pool of several workers,
-usually another worker, whose string hashes, and so set orders, differ): a verifier that reads the
-clock, draws random numbers or depends on a set's order would give the trainer random rewards.
+The second judgement runs on the same final state, in a new job on another worker of the pool: a
+verifier that reads the clock, draws random numbers or reads something of its worker (an object's
+address) would give the trainer random rewards. A verifier random on the failure cases alone, each
+judged once, can still pass.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -26,16 +31,16 @@ from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (
-    "parse_error",          # the record does not fit the CaT format, or the verifier does not compile
+    "parse_error",          # the record does not fit the CaT format, its world cannot be built, or the verifier does not compile
     "unknown_domain",       # no environment for the task's domain
-    "too_few_failures",     # fewer than MIN_FAILURES failure cases
+    "too_few_failures",     # fewer than MIN_FAILURES distinct failure cases
     "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, a call errs, or it is too long
     "verifier_error",       # the verifier raised, or broke a resource limit
     "verifier_timeout",     # the verifier did not return in time
     "verifier_non_bool",    # the verifier returned something other than True/False
     "solution_failed",      # the verifier rejects the solution
     "verifier_flaky",       # the verifier rejects the solution's final state when it judges it again
-    "lenient_verifier",     # the verifier accepts a failure case
+    "lenient_verifier",     # the verifier accepts doing nothing or a failure case
 )
 
 
@@ -87,6 +92,20 @@ def _verifier_problem(result: RunResult) -> tuple[str, str] | None:
     return None
 
 
+NOTHING = Attempt((), "")
+"""An agent that does nothing and says nothing: every task's verifier must reject it."""
+
+
+def distinct_failures(task: CodeAsTask) -> list[Attempt]:
+    """``task``'s failure cases, each once and without doing nothing (:data:`NOTHING`, tried anyway):
+    what counts toward :data:`~envs.cat.MIN_FAILURES`."""
+    seen: dict[str, Attempt] = {}
+    for failure in task.failures:
+        if failure.actions or failure.answer.strip():
+            seen.setdefault(json.dumps(failure.to_json(), sort_keys=True), failure)
+    return list(seen.values())
+
+
 def turns_to_play(attempt: Attempt, env: ToolEnv) -> int:
     """The actions an agent takes to play ``attempt`` as the replay does: its calls up to the first that
     ends the episode, then ``finish`` with the answer if none did."""
@@ -114,12 +133,17 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
             return verdict("parse_error", str(exc))
     if task.domain not in DOMAINS:
         return verdict("unknown_domain", f"no environment for domain {task.domain!r}; known: {', '.join(DOMAINS)}")
-    if len(task.failures) < MIN_FAILURES:
-        return verdict("too_few_failures", f"{len(task.failures)} failure cases; at least {MIN_FAILURES} are needed")
+    if (distinct := len(distinct_failures(task))) < MIN_FAILURES:
+        return verdict("too_few_failures", f"{distinct} distinct failure cases (doing nothing aside, which the filter "
+                                           f"tries itself); at least {MIN_FAILURES} are needed")
     envs = {} if envs is None else envs
     env = envs.get(task.domain)
     if env is None:
         env = envs[task.domain] = env_class(task.domain)(tasks=[task], sandbox=sandbox)
+    try:
+        env.base_state(task.world)
+    except Exception as exc:  # a world builder reading a record's data: whatever it raises, the record is at fault
+        return verdict("parse_error", f"the world {task.world!r} cannot be built: {type(exc).__name__}: {exc}"[:500])
     if (turns := turns_to_play(task.solution, env)) > max_turns:
         return verdict("infeasible_solution", f"playing the solution takes {turns} actions (its calls, then finish); "
                                               f"an episode allows {max_turns} (max_turns)")
@@ -135,18 +159,23 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
         return verdict(*problem)
     if result.status != "ok":
         return verdict("solution_failed", "the verifier rejects the example solution")
-    again = env.verify()
+    again = env.verify(elsewhere=True)
     if problem := _verifier_problem(again):
         return verdict(*problem)
     if again.status != "ok":
         return verdict("verifier_flaky", "the verifier accepted the example solution, then rejected the same "
                                          "final state when run again")
+    # Not one of the task's own claims: a verifier that errs on it also scores it 0, as played.
+    if env.replay(task, NOTHING)[0].status == "ok":
+        return verdict("lenient_verifier", "the verifier accepts doing nothing (no call, an empty answer)")
     for i, failure in enumerate(task.failures):
-        result, _, _ = env.replay(task, failure)
+        result, _, _ = env.replay(task, failure, max_turns)
         if problem := _verifier_problem(result):
             return verdict(problem[0], f"failures[{i}]: {problem[1]}", i)
         if result.status == "ok":
-            return verdict("lenient_verifier", f"the verifier accepts failures[{i}]", i)
+            return verdict("lenient_verifier", f"the verifier accepts failures[{i}]"
+                                               + (f" (played as an episode cuts it, after {max_turns} calls)"
+                                                  if len(failure.actions) >= max_turns else ""), i)
     return verdict(None, rejected=len(task.failures))
 
 

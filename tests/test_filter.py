@@ -106,17 +106,63 @@ class SecondThoughts(LocalSandbox):
         super().__init__(workers=1)
         self.runs = 0
 
-    def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None) -> RunResult:
+    def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None,
+               elsewhere: bool = False) -> RunResult:
         self.runs += 1
-        result = super().verify(source, state, answer, limits=limits)
+        self.elsewhere.append(elsewhere)
+        result = super().verify(source, state, answer, limits=limits, elsewhere=elsewhere)
         return RunResult("failed") if self.runs == 2 else result
+
+    elsewhere: list[bool] = []
 
 
 def test_a_verifier_that_changes_its_mind_on_the_same_final_state_is_flaky():
     with SecondThoughts() as sandbox:
+        sandbox.elsewhere = []
         verdict = filter_task(SOUND, sandbox)
     assert (verdict.kept, verdict.reason, sandbox.runs) == (False, "verifier_flaky", 2)
+    assert sandbox.elsewhere == [False, True], "the second judgement asks for another worker"
     assert stage_of(verdict) == "verifier_ran"
+
+
+def test_a_verifier_that_accepts_doing_nothing_is_lenient_though_it_rejects_every_failure_case():
+    """'None of the failure cases' mistakes happened' holds for an agent that does nothing at all."""
+    source = ("def verify(state, answer):\n"
+              "    dst = state['notes'].get('dst')\n"
+              "    return not (dst is None and 'note 1' in answer) and dst != {'text': 'note 2'} "
+              "and \"don't know\" not in answer\n")
+    task = copy_task(id="none-of-the-mistakes", verifier=source)
+    verdict = filter_task(task)
+    assert (verdict.kept, verdict.reason) == (False, "lenient_verifier") and "doing nothing" in verdict.detail
+    assert played_reward(copy_task(id="idle", verifier=source, solution=Attempt((), "")), 5) == 1.0
+
+
+def test_failure_cases_count_once_each_and_doing_nothing_is_not_one_of_them():
+    first, second, _ = SOUND.failures
+    for failures, distinct in (((first,) * 3, 1), ((first, second, Attempt((), " ")), 2)):
+        verdict = filter_task(copy_task(id="padded", failures=failures))
+        assert (verdict.kept, verdict.reason) == (False, "too_few_failures")
+        assert f"{distinct} distinct" in verdict.detail
+    assert filter_task(copy_task(id="four", failures=SOUND.failures + (Attempt((), ""),))).kept
+
+
+def test_a_failure_case_longer_than_an_episode_is_judged_where_play_cuts_it():
+    """Its wrong write comes after the last turn, so played it scores 1: the verifier is lenient."""
+    wrong = Attempt(SOUND.solution.actions + (GET,) * 3 + (ToolCall("set_note", {"key": "dst", "text": "note 2"}),),
+                    "note 1")
+    source = "def verify(state, answer):\n    return state['notes'].get('dst') == {'text': 'note 1'}\n"
+    task = copy_task(id="cut", verifier=source, failures=SOUND.failures[:2] + (wrong,))
+    limit = len(wrong.actions) - 1
+    assert played_reward(copy_task(id="cut-played", verifier=source, solution=wrong), limit) == 1.0
+    verdict = filter_task(task, max_turns=limit)
+    assert (verdict.kept, verdict.reason) == (False, "lenient_verifier") and "failures[2]" in verdict.detail
+    assert filter_task(task, max_turns=limit + 2).kept, "whole, it leaves the wrong note: rejected as it should be"
+
+
+def test_a_world_that_cannot_be_built_is_a_parse_error_not_a_crash():
+    verdict = filter_task(copy_task(id="bad-world", world={"notes": "three"}))
+    assert (verdict.kept, verdict.reason) == (False, "parse_error")
+    assert "cannot be built" in verdict.detail and "ValueError" in verdict.detail
 
 
 def test_malformed_record_is_a_parse_error_naming_the_field():

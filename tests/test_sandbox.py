@@ -331,8 +331,8 @@ class ScriptedWorker(Worker):
 
 
 class ScriptedSandbox(Sandbox):
-    def __init__(self, *scripts: list[object]):
-        super().__init__(workers=1)
+    def __init__(self, *scripts: list[object], workers: int = 1):
+        super().__init__(workers=workers)
         self.scripts, self.started = list(scripts), []
 
     def _start_worker(self) -> Worker:
@@ -352,6 +352,17 @@ def test_a_job_whose_worker_is_lost_runs_again_on_a_fresh_worker() -> None:
     box = ScriptedSandbox([WorkerLost("the worker exited")], [OK])
     assert box.verify("", {}, "").status == "ok"
     assert [w.killed for w in box.started] == [True, False]
+
+
+def test_a_judgement_asked_elsewhere_runs_on_another_worker_than_the_threads_last_job() -> None:
+    box = ScriptedSandbox([OK] * 3, [OK], workers=2)
+    for elsewhere in (False, False, True, True):
+        assert box.verify("", {}, "", elsewhere=elsewhere).status == "ok"
+    first, second = box.started
+    assert (first.script, second.script) == ([], []), "an idle worker serves twice, then each takes a turn"
+    alone = ScriptedSandbox([OK, OK])
+    assert [alone.verify("", {}, "", elsewhere=e).status for e in (False, True)] == ["ok", "ok"]
+    assert len(alone.started) == 1, "a pool of one has nowhere else"
 
 
 def test_a_job_lost_twice_is_an_error_that_names_the_loss() -> None:

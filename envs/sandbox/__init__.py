@@ -214,25 +214,31 @@ class Sandbox(ABC):
         self._cond = threading.Condition()
         self._closed = False
         self._greeting: dict[str, Any] | None = None  # the first worker's: what isolates jobs here
+        self._last = threading.local()  # the worker of each thread's last job, for ``verify(elsewhere=True)``
 
     @abstractmethod
     def _start_worker(self) -> Worker: ...
 
-    def _acquire(self, fresh: bool = False) -> Worker:
+    def _acquire(self, fresh: bool = False, avoid: Worker | None = None) -> Worker:
         """An idle worker, or a new one while the pool has room; ``fresh``: a new one in any case
-        (an idle worker retires if it must make room)."""
+        (an idle worker retires if it must make room); ``avoid``: any worker but that one, when the
+        pool holds more than one (waiting for another to come free if it must)."""
         retired = None
         with self._cond:
-            if self._closed:
-                raise RuntimeError("the sandbox is closed")
-            while not self._idle and self._started >= self.size:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the sandbox is closed")
+                usable = [w for w in self._idle if w is not avoid or self.size == 1]
+                if usable and not fresh:
+                    self._idle.remove(usable[0])
+                    return usable[0]
+                if self._started < self.size:
+                    self._started += 1
+                    break
+                if self._idle and fresh:
+                    retired = self._idle.popleft()  # its slot passes to the fresh worker
+                    break
                 self._cond.wait()
-            if self._idle and not fresh:
-                return self._idle.popleft()
-            if self._started >= self.size:
-                retired = self._idle.popleft()  # its slot passes to the fresh worker
-            else:
-                self._started += 1
         if retired is not None:
             retired.kill()
         try:
@@ -269,14 +275,17 @@ class Sandbox(ABC):
         with self._cond:
             return [worker.host_pid for worker in self._idle]
 
-    def _run(self, job: dict[str, Any], state: State, tools: ToolCaller | None, limits: Limits) -> RunResult:
-        """Run ``job``; if its worker is lost (something the job cannot cause: it cannot reach the
-        worker), once more on a fresh worker, unless tools it called have already changed the
-        caller's state. A job lost twice is an ``error`` of kind ``worker_lost`` saying so."""
+    def _run(self, job: dict[str, Any], state: State, tools: ToolCaller | None, limits: Limits,
+             elsewhere: bool = False) -> RunResult:
+        """Run ``job`` (``elsewhere``: not on the worker that ran this thread's last job); if its worker
+        is lost (something the job cannot cause: it cannot reach the worker), once more on a fresh
+        worker, unless tools it called have already changed the caller's state. A job lost twice is an
+        ``error`` of kind ``worker_lost`` saying so."""
         job["limits"] = _wire_limits(limits)
         data = frame(job)
         for attempt in range(2):
-            worker = self._acquire(fresh=attempt > 0)
+            avoid = getattr(self._last, "worker", None) if elsewhere else None
+            worker = self._acquire(fresh=attempt > 0, avoid=avoid)
             # The worker enforces the wall clock itself; this outer deadline only catches a lost worker.
             deadline = time.monotonic() + limits.wall_seconds + 10.0
             called_tools = False
@@ -285,6 +294,7 @@ class Sandbox(ABC):
                 while True:
                     message = worker.read_message(deadline)
                     if "result" in message:
+                        self._last.worker = worker
                         self._release(worker)
                         return RunResult.from_wire(message["result"])
                     request = message["request"]
@@ -305,15 +315,18 @@ class Sandbox(ABC):
             log.warning("%s; %s", lost, "running the job again on a fresh worker" if attempt == 0 else "twice")
         return RunResult("error", kind="worker_lost", message=f"{lost} (twice: the job ran on a fresh worker too)")
 
-    def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None) -> RunResult:
+    def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None,
+               elsewhere: bool = False) -> RunResult:
         """Run ``verify(state, answer)`` from ``source``. Big tables are served record by record;
         the verifier may also call ``state_hash()`` for the canonical hash of the final state, and
-        the readers of :mod:`envs.sandbox.verifier_helpers` (``final_number``, ``near``, …)."""
+        the readers of :mod:`envs.sandbox.verifier_helpers` (``final_number``, ``near``, …).
+        ``elsewhere``: on another worker than this thread's last job's (a second judgement: a verifier
+        that reads something of its worker, such as an object's address, then disagrees with itself)."""
         plain = {k: v for k, v in state.items() if not isinstance(v, Table)}
         job = {"kind": "verify", "source": source, "answer": answer, "state": plain,
                "tables": [k for k, v in state.items() if isinstance(v, Table)],
                "helpers": {"state_hash": state_hash(state)}}
-        return self._run(job, state, None, limits or self.limits)
+        return self._run(job, state, None, limits or self.limits, elsewhere)
 
     def run_code(self, source: str, tools: ToolCaller, tool_params: dict[str, list[str]],
                  *, limits: Limits | None = None) -> RunResult:
