@@ -133,7 +133,8 @@ def _attempt(data: Any, where: str) -> Attempt:
         call = _expect(raw, dict, at)
         actions.append(ToolCall(
             name=_nonempty(_expect(call.get("name"), str, f"{at}.name"), f"{at}.name"),
-            arguments=_expect(call.get("arguments", {}), dict, f"{at}.arguments"),
+            # "parameters" as an agent's call may name them (envs.actions reads both)
+            arguments=_expect(call.get("arguments", call.get("parameters", {})), dict, f"{at}.arguments"),
         ))
     answer = obj.get("answer", "")
     return Attempt(tuple(actions), _expect(answer, str, f"{where}.answer") if answer is not None else "")

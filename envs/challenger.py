@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -73,17 +74,26 @@ _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not
     "lenient_verifier": "kept",
 }
 
-_TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S)
+_TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S | re.I)
+_FENCED = re.compile(r"```[\w+-]*[ \t]*\n(.*?)\n?[ \t]*```", re.S)
+"""A section written as a Markdown code block, as models often write code and JSON."""
 _VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
 """A fact's value: a number or an id (anything with a digit), a quoted string."""
 _NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
 """A name: capitalized words (a sentence's first word aside)."""
 
+
+def _section(body: str) -> str:
+    """A section's text: inside its code block if it is one, dedented (a verifier indented as a block)."""
+    fenced = _FENCED.fullmatch(body.strip())
+    return textwrap.dedent(fenced[1] if fenced else body.strip("\n")).strip()
+
+
 def _bare(section: str) -> str:
     return section.strip().rstrip(".?!").casefold()
 
 
-_PLACEHOLDERS = {tag: _bare(body) for tag, body in _TAG.findall(FORMAT)}
+_PLACEHOLDERS = {tag: _bare(_section(body)) for tag, body in _TAG.findall(FORMAT)}
 """Each section's placeholder in :data:`FORMAT`: a proposal that copies one has written no task."""
 
 PROPOSAL_WORLDS = 100_000
@@ -118,7 +128,7 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
     """The CaT in a proposal, or :class:`ProposalError` saying what is wrong with it."""
     parts: dict[str, list[str]] = {}
     for tag, body in _TAG.findall(paired_surrogates(text)):
-        parts.setdefault(tag, []).append(body.strip())
+        parts.setdefault(tag.lower(), []).append(_section(body))
     for tag in ("instruction", "verifier", "solution"):
         if len(parts.get(tag, [])) != 1:
             raise ProposalError(f"expected one <{tag}> section, found {len(parts.get(tag, []))}")
@@ -134,6 +144,9 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
             raise ProposalError(f"{where} is not valid JSON ({error})")
         if not finite(value):  # read as json.loads reads them; a task holding one is unequal to itself
             raise ProposalError(f"{where} holds NaN or Infinity, which JSON has not")
+        answer = value.get("answer") if isinstance(value, dict) else None
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):  # as finish says a number: str()
+            value["answer"] = str(answer)
         return value
 
     record = {

@@ -230,6 +230,24 @@ def test_parse_errors_say_what_is_missing():
                        "toy", WORLD, "t")
 
 
+def test_a_proposal_in_the_layouts_models_often_write_reads_as_the_plain_one():
+    """Sections in code blocks, a verifier indented as a block, capitalised tags, a number for an answer,
+    "parameters" for "arguments" (as an agent's calls may say): the same task as the plain proposal."""
+    plain = parse_proposal(proposal(), "toy", WORLD, "t")
+    indented = "\n".join("    " + line for line in GOOD_VERIFIER.splitlines())
+    numeric = json.dumps({"actions": [{"name": "get_note", "parameters": {"key": "k1"}}], "answer": 1})
+    variants = [
+        proposal(verifier=f"```python\n{GOOD_VERIFIER}\n```", solution=f"```json\n{SOLUTION}\n```"),
+        proposal(verifier=indented, failures=[f"```\n{f}```" for f in FAILURES]),
+        proposal().replace("<verifier>", "<Verifier>").replace("</verifier>", "</Verifier>").replace(
+            "<failure>", "<FAILURE>").replace("</failure>", "</FAILURE>"),
+    ]
+    for text in variants:
+        assert parse_proposal(text, "toy", WORLD, "t") == plain, text
+    odd = parse_proposal(proposal(failures=FAILURES[:2] + [numeric]), "toy", WORLD, "t")
+    assert odd.failures[2] == Attempt((ToolCall("get_note", {"key": "k1"}),), "1")
+
+
 @pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])
 def test_each_scripted_task_rendered_as_a_demonstration_parses_back_to_an_equal_task(domain):
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
