@@ -218,6 +218,16 @@ def test_resume_continues_a_run_with_its_own_config_and_refuses_a_key_given_anot
                                     str(DEFAULT_CONFIG)])[::2])
 
 
+def test_resume_checks_the_keys_given_against_the_runs_own_config_not_the_default(tmp_path: Path):
+    """``--algorithm distill`` alone is no config (no distill_path), but it is the distillation run's own value."""
+    runs = tmp_path / "runs"
+    saved_run(runs, "distilled", algorithm="distill", distill_path="teacher.jsonl")
+    config = resumed_config(*parse_args(["--runs-dir", str(runs), "--resume", "--algorithm", "distill"])[::2])
+    assert (config.name, config.algorithm, config.distill_path) == ("distilled", "distill", "teacher.jsonl")
+    with pytest.raises(ConfigError, match="distill_path"):  # with no run to resume, the keys stand alone
+        resumed_config(*parse_args(["--runs-dir", str(tmp_path / "none"), "--resume", "--algorithm", "distill"])[::2])
+
+
 def test_resuming_with_another_value_exits_2_naming_the_key(tmp_path: Path, caplog):
     saved_run(tmp_path / "runs", "first", steps=7)
     with caplog.at_level(logging.ERROR):

@@ -80,7 +80,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str, frozenset[
             overrides[name[4:]] = parse_value(value)
     given = frozenset(FIELD_TYPES if args.config else (key.split(".")[0] for key in overrides))
     path = args.config or DEFAULT_CONFIG
-    return load_config(path, overrides), path.stem, given
+    config = load_config(path, overrides, validate=False)
+    if not config.resume:  # a resumed run's keys are checked against its own config (train.run.resumed_config)
+        config.validate()
+    return config, path.stem, given
 
 
 def table(run: RunDir, state: RunState, page: Path | None) -> str:

@@ -372,11 +372,14 @@ def read_settings(path: Path, within: tuple[Path, ...] = ()) -> dict[str, Any]:
     return read_settings(parent, within + (path.resolve(),)) | data
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config in ``path`` (default: ``train/configs/default.yaml``) with ``overrides`` applied, validated."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                validate: bool = True) -> TrainConfig:
+    """The config in ``path`` (default: ``train/configs/default.yaml``) with ``overrides`` applied,
+    validated unless ``validate`` is false (a command's keys for ``--resume``, which join another config)."""
     values: dict[str, Any] = {}
     apply(values, read_settings(Path(path) if path else DEFAULT_CONFIG))
     apply(values, overrides or {})
     config = TrainConfig(**values)
-    config.validate()
+    if validate:
+        config.validate()
     return config

@@ -85,10 +85,11 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     """For ``--resume``: the config the run started with (its ``config.yaml``), as a run continues as it
     started. A key the command gives another value (a ``--set``, a ``--key``, or any key of a ``--config``
     file) is an error naming it; the same value is fine. With no run to resume, ``config`` as it is
-    (:func:`run_folder` then says so)."""
+    (:func:`run_folder` then says so), validated."""
     root = Path(config.runs_dir)
     name = config.name or latest_run(root)
     if name is None or not (root / name / "config.yaml").is_file():
+        config.validate()
         return config
     saved = load_config(root / name / "config.yaml", {key: getattr(config, key) for key in UNCHECKED_ON_RESUME})
     changed = [key for key in FIELD_TYPES if key in given and key not in UNCHECKED_ON_RESUME
