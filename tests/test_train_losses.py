@@ -18,6 +18,8 @@ def test_grpo_normalises_within_groups_and_drops_groups_whose_rewards_are_all_eq
     first = rewards[:4]
     assert torch.allclose(advantages[:4], (first - first.mean()) / (first.std() + losses.EPS))
     assert losses.dropped_group_fraction(rewards, groups) == pytest.approx(1 / 3)
+    assert losses.dropped_group_fraction(rewards, list(range(8))) == 0.0, "lone episodes have no group to drop"
+    assert losses.dropped_group_fraction(rewards, groups[:6] + [2, 3]) == pytest.approx(1 / 2)
 
 
 def test_rloo_baseline_is_the_mean_of_the_other_episodes_of_the_task():
@@ -86,3 +88,30 @@ def test_a_graded_reward_equal_to_its_baseline_still_counts_in_the_token_mean(na
     advantages, keep = losses.ALGORITHMS[name].advantages(rewards, [0, 0, 0, 1, 1, 1])
     assert advantages[1].item() == pytest.approx(0.0, abs=1e-6)
     assert keep.tolist() == ([True] * 6 if name == "reinforce" else [True] * 3 + [False] * 3)
+
+
+@pytest.mark.parametrize("name", losses.ALGORITHMS)
+def test_a_kl_or_entropy_term_reaches_every_episode_of_a_policy_gradient_step(name: str):
+    """Groups whose rewards are all equal give no advantage, but the regularisers still pull on their
+    tokens (as GRPO's paper's KL does); fine-tuning learns from successes whatever the terms."""
+    algorithm = losses.ALGORITHMS[name]
+    rewards, groups = torch.tensor([1.0, 1.0, 1.0, 1.0]), [0, 0, 1, 1]  # every task solved every time
+    _, plain = algorithm.weigh(rewards, groups)
+    _, regularized = algorithm.weigh(rewards, groups, regularized=True)
+    if algorithm.scores_sampled_distribution:
+        assert regularized.all() and not plain.any()
+    else:
+        assert plain.all() and regularized.all()
+    failed = torch.zeros(4)
+    assert algorithm.weigh(failed, groups, regularized=True)[1].all() == algorithm.scores_sampled_distribution
+
+
+def test_a_ppo_steps_metrics_cover_every_minibatch_of_every_epoch():
+    """Not the last minibatch's: per-token means weighed by tokens, the mean gradient norm, and the
+    step's own tokens (each of the 2 epochs sees them all)."""
+    from train.trainer import over_passes
+
+    parts = [{"loss": 1.0, "entropy": 2.0, "grad_norm": 1.0, "loss_tokens": 30},
+             {"loss": 3.0, "entropy": 4.0, "grad_norm": 3.0, "loss_tokens": 10}] * 2
+    assert over_passes(parts, epochs=2) == {"loss": 1.5, "entropy": 2.5, "grad_norm": 2.0, "loss_tokens": 40}
+    assert over_passes([], epochs=2) == {}

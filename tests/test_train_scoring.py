@@ -89,6 +89,22 @@ def test_micro_batches_hold_the_tokens_a_forward_pass_processes_within_the_budge
     assert len(batches) == (3 if share_prefix else 5)
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_episodes_cut_off_before_the_policy_wrote_a_token_are_left_out_and_the_rest_scores_as_alone(share_prefix):
+    """A group of one task whose prompt filled the context: identical trajectories, nothing to score."""
+    from train.trainer import microbatches
+
+    policy, batch = tiny_policy(), trajectories()
+    cut = Trajectory(list(range(10, 40)), [0] * 30, [0.0] * 30, [30], [], "t", "d")
+    mixed = [cut, batch[0], cut, batch[1], batch[2]]
+    chosen = microbatches(mixed, 10**6, share_prefix)
+    assert sorted(i for part in chosen for i in part) == [1, 3, 4]
+    for part in chosen:
+        scores = score(policy, [mixed[i] for i in part], share_prefix=share_prefix)
+        assert torch.allclose(scores.logprobs, reference(policy, [mixed[i] for i in part]), atol=1e-5)
+    assert microbatches([cut, cut], 10**6, share_prefix) == [], "a domain of them alone makes no batch"
+
+
 def test_a_head_in_chunks_gives_the_same_scores_and_gradients():
     policy, batch = tiny_policy(), trajectories()
     whole = score(policy, batch)

@@ -81,8 +81,10 @@ def rloo_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> torch.Te
 
 
 def dropped_group_fraction(rewards: torch.Tensor, group_ids: Sequence[int]) -> float:
-    """The fraction of groups whose rewards are all equal (no learning signal for group baselines)."""
-    groups, keep = list(_groups(group_ids).values()), varied(rewards, group_ids)
+    """The fraction of groups whose rewards are all equal (no learning signal for group baselines),
+    among the groups of several episodes (a lone episode has no group to compare with)."""
+    keep = varied(rewards, group_ids)
+    groups = [members for members in _groups(group_ids).values() if len(members) > 1]
     return sum(not keep[members[0]] for members in groups) / len(groups) if groups else 0.0
 
 
@@ -165,9 +167,18 @@ class Algorithm:
     """Learns from another model's trajectories (``distill_path``) instead of its own episodes."""
     passes: bool = False
     """Several optimizer passes over each step's episodes (``ppo_epochs`` x ``ppo_minibatches``)."""
-    regularizers_keep_all: bool = False
+    regularizers_keep_all: bool = True
     """With a KL or entropy term, every episode enters the update (they give a gradient even where
-    the advantage is 0)."""
+    the advantage is 0, as in GRPO's paper); fine-tuning learns from successes alone."""
+
+    def weigh(self, rewards: torch.Tensor, group_ids: Sequence[int],
+              regularized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each episode's advantage and whether it enters the update; ``regularized``: the update has a KL
+        or entropy term, which every episode of a policy gradient's step feels."""
+        advantages, keep = self.advantages(rewards, group_ids)
+        if regularized and self.regularizers_keep_all:
+            keep = torch.ones_like(keep)
+        return advantages, keep
 
     def problems(self, group_size: int, step_episodes: int, temperature: float,
                  distill_path: str) -> list[tuple[str, str]]:
@@ -189,11 +200,12 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", _grpo, _policy_gradient, min_group_size=2),
-    "rloo": Algorithm("rloo", _rloo, _policy_gradient, min_group_size=2, regularizers_keep_all=True),
-    "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, min_step_episodes=2, regularizers_keep_all=True),
+    "rloo": Algorithm("rloo", _rloo, _policy_gradient, min_group_size=2),
+    "reinforce": Algorithm("reinforce", _reinforce, _policy_gradient, min_step_episodes=2),
     "ppo": Algorithm("ppo", _grpo, _ppo, min_group_size=2, passes=True),
-    "rft": Algorithm("rft", _successes, _fine_tuning, scores_sampled_distribution=False),
-    "distill": Algorithm("distill", _successes, _fine_tuning, scores_sampled_distribution=False, offline=True),
+    "rft": Algorithm("rft", _successes, _fine_tuning, scores_sampled_distribution=False, regularizers_keep_all=False),
+    "distill": Algorithm("distill", _successes, _fine_tuning, scores_sampled_distribution=False, offline=True,
+                         regularizers_keep_all=False),
 }
 """The config's ``algorithm`` names: REINFORCE with a batch baseline, RLOO, GRPO, PPO (GRPO's
 advantages, clipped surrogate), rejection fine-tuning on the policy's own successes, and

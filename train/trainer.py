@@ -14,8 +14,9 @@ the tasks. Episodes play in each domain's Gymnasium vector env (:func:`agents.ro
 Processes: under ``accelerate launch --num_processes N`` every process holds the model and plays
 its contiguous share of each step's episodes; rewards are gathered so that advantages (and the
 loss's token count) are those of the whole batch, and the adapter's gradients are summed across
-processes with one all-reduce per update. So N processes take the same steps as one, on a batch
-split N ways. Only the main process writes the run folder.
+processes with one all-reduce per update. So N processes take the same update as one would on the
+same episodes, on a batch split N ways; sampling seeds include the process's rank, so at a temperature
+above 0 they play other episodes than one process does. Only the main process writes the run folder.
 
 Resuming: a checkpoint holds the stage, the step, the data cursor, the adapter, the optimizer and
 the RNG states (:mod:`train.rundir`); rollout seeds derive from the seed and the step, so a
@@ -186,10 +187,12 @@ def success_by_domain(records: Sequence[dict[str, Any]]) -> dict[str, float]:
 def microbatches(trajectories: Sequence[Trajectory], budget: int, share_prefix: bool) -> list[list[int]]:
     """Indices grouped by domain (one shared system prompt each), each group cut so that the tokens
     one forward pass processes stay within ``budget``: every trajectory's own tokens, and the prefix
-    the group shares once (``share_prefix``) or in every row."""
+    the group shares once (``share_prefix``) or in every row. A trajectory with no token to score (an
+    episode cut off before the policy wrote one) is in none: it has nothing to learn or rescore."""
     by_domain: dict[str, list[int]] = {}
     for i, t in enumerate(trajectories):
-        by_domain.setdefault(t.domain, []).append(i)
+        if any(t.loss_mask[1:]):  # the first token is never scored
+            by_domain.setdefault(t.domain, []).append(i)
     batches = []
     for indices in by_domain.values():
         prefix = shared_prefix_length([trajectories[i] for i in indices]) if share_prefix and len(indices) > 1 else 0
@@ -470,6 +473,18 @@ def recorded(ctx: Context, demos: Sequence[Trajectory]) -> StepBatch:
     return StepBatch([demos[i] for i in mine], list(range(len(demos))), mine)
 
 
+def over_passes(updates: Sequence[dict[str, float]], epochs: int) -> dict[str, float]:
+    """A step's metrics from its several updates (PPO's minibatches over ``epochs``): each per-token
+    mean over all of them, the mean gradient norm, and the step's own tokens (each epoch sees them all)."""
+    if not updates:
+        return {}
+    tokens = sum(u["loss_tokens"] for u in updates)
+    stats = {key: sum(u[key] * u["loss_tokens"] for u in updates) / max(tokens, 1)
+             for key in updates[0] if key not in ("grad_norm", "loss_tokens")}
+    return {**stats, "grad_norm": sum(u["grad_norm"] for u in updates) / len(updates),
+            "loss_tokens": round(tokens / epochs)}
+
+
 def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, step: int,
             algorithm: losses.Algorithm | None = None, phase: str = "rl", temperature: float | None = None,
             ) -> dict[str, Any]:
@@ -482,23 +497,22 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
     temperature = config.temperature if temperature is None else temperature
     records = gather_object([episode_record(t, step, phase, ctx.rank) for t in batch.trajectories])
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)
-    advantages, keep = algorithm.advantages(rewards, batch.groups)
-    if algorithm.regularizers_keep_all and (config.kl_coef > 0 or config.entropy_coef > 0):
-        keep = torch.ones_like(keep)
+    advantages, keep = algorithm.weigh(rewards, batch.groups, config.kl_coef > 0 or config.entropy_coef > 0)
     chosen = [(t, float(advantages[i])) for i, t in zip(batch.mine, batch.trajectories) if keep[i]]
     updated = time.perf_counter()
     if algorithm.passes:
         if lower_precision(ctx.policy):  # the first pass's ratio starts at 1, but for another batch shape's rounding
             chosen = list(zip(rescored(ctx, [t for t, _ in chosen], temperature), [a for _, a in chosen]))
-        stats: dict[str, float] = {}
+        passes: list[dict[str, float]] = []
         order = list(range(len(chosen)))
         for epoch in range(config.ppo_epochs):
             random.Random(f"{config.seed}-ppo-{step}-{epoch}-{ctx.rank}").shuffle(order)
             for m in range(config.ppo_minibatches):
                 part = [chosen[i] for i in order[m * len(order) // config.ppo_minibatches:
                                                  (m + 1) * len(order) // config.ppo_minibatches]]
-                stats = update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm,
-                               temperature, config.kl_coef, config.entropy_coef) or stats
+                passes.append(update(ctx, optimizer, [t for t, _ in part], [a for _, a in part], algorithm,
+                                     temperature, config.kl_coef, config.entropy_coef))
+        stats = over_passes([p for p in passes if p], config.ppo_epochs)
     else:
         stats = update(ctx, optimizer, [t for t, _ in chosen], [a for _, a in chosen], algorithm, temperature,
                        config.kl_coef, config.entropy_coef)
@@ -508,8 +522,7 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
     metrics = {"step": step, "phase": phase, "algorithm": algorithm.name,
                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
                "success": success_by_domain(records),
-               "dropped_groups": (losses.dropped_group_fraction(rewards, batch.groups)
-                                  if not algorithm.offline and config.group_size > 1 else 0.0),
+               "dropped_groups": losses.dropped_group_fraction(rewards, batch.groups) if not algorithm.offline else 0.0,
                "kept_episodes": int(keep.sum()), "episodes": len(records), "processes": ctx.num_processes, **stats,
                "completion_tokens": completion, "rollout_s": rollout_s, "update_s": update_s,
                "tokens_per_s": completion / max(rollout_s + update_s, 1e-9),
