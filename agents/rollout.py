@@ -204,13 +204,17 @@ def _open(index: int, observation: str, info: dict[str, Any]) -> _Game:
     return game
 
 
+USER_SEED_SHIFT = 1 << 32
+"""Added to a wave's seed for the user's seats, so that a sampling user draws apart from the agent."""
+
+
 def _take_seats(player: Player, games: list[_Game], role: str, seed: int | None) -> Seats:
     """``player``'s seats at every game still on that needs one, each game noting its row."""
     takers = [g for g in games if not g.done and (role == "agent" or g.user is not None)]
     openings = [g.opening if role == "agent" else g.user_opening for g in takers]
     for row, game in enumerate(takers):
         game.seats[role] = row
-    return player.start(openings, seed)
+    return player.start(openings, seed if seed is None or role == "agent" else seed + USER_SEED_SHIFT)
 
 
 def _reset(envs: VectorEnv, wave: list[dict[str, Any] | None], seed: int | None) -> list[tuple[str, dict[str, Any]]]:

@@ -15,7 +15,7 @@ import pytest
 
 from agents.decoding import SamplingSettings
 from agents.models import ModelNotFoundError
-from agents.policy import ContextLimitExceeded, ModelPolicy, scripted
+from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, scripted
 from envs.user import GREETING, STOP
 from eval import cli, taubench
 from eval.cli import run
@@ -105,6 +105,25 @@ def test_each_record_says_which_part_held_and_the_summary_counts_failures_by_cau
     assert not records["lazy"]["r_actions"] and records["lazy"]["outputs"] == {o: o == first for o in task.outputs}
     assert records["lazy"]["failures"] == {"failed": 1, "data": 1, "outputs": 1}
     assert "Of the 1 failed conversations, 1 ended with the wrong data" in (tmp_path / "lazy" / "summary.md").read_text()
+
+
+def test_the_user_and_the_agent_sample_from_generators_seeded_apart():
+    """Two sampling sides seeded alike would draw the same random numbers, turn by turn."""
+    seeds: dict[str, list[int | None]] = {"agent": [], "user": []}
+
+    def recording(policy, role: str) -> TextPolicy:
+        class Recording(TextPolicy):
+            def start(self, openings, seed=None):
+                seeds[role].append(seed)
+                return super().start(openings, seed)
+
+        return Recording(policy)
+
+    airline = source("airline_test_0_10")
+    evaluate(airline, recording(gold_policy(airline.tasks), "agent"), recording(scripted_user(), "user"),
+             task_ids=[8, 9], seed=5, batch_size=2)
+    assert seeds["agent"] and seeds["user"] and None not in seeds["agent"] + seeds["user"]
+    assert not set(seeds["agent"]) & set(seeds["user"])
 
 
 def test_the_user_ending_the_conversation_ends_the_episode_and_plain_text_is_said_to_the_user(tmp_path):
