@@ -2,12 +2,13 @@
 
 Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
-record, its world or its verifier does not parse, fewer than :data:`~envs.cat.MIN_FAILURES` distinct
-failure cases, the solution is infeasible (a call is invalid, its tool refuses it with an ``Error:``
-text, or playing it takes more actions than an episode allows), the verifier errs or hangs or returns
-a non-bool, the solution fails, the verifier judges the solution's final state again and rejects it,
-the verifier accepts doing nothing (:data:`NOTHING`) or a failure case. A failure case is played as
-an episode plays it: one longer than the episode is cut off, unfinished.
+record, its world or its verifier does not parse, fewer than :data:`~envs.cat.MIN_FAILURES` failure
+cases or distinct ones (doing nothing, tried on every task, counting as one), the solution is
+infeasible (a call is invalid, its tool refuses it with an ``Error:`` text, or playing it takes more
+actions than an episode allows), the verifier errs or hangs or returns a non-bool, the solution
+fails, the verifier judges the solution's final state again and rejects it, the verifier accepts
+doing nothing (:data:`NOTHING`) or a failure case. A failure case is played as an episode plays it:
+one longer than the episode is cut off, unfinished.
 
 The second judgement runs on the same final state, in a new job on another worker of the pool: a
 verifier that reads the clock, draws random numbers or reads something of its worker (an object's
@@ -33,7 +34,7 @@ from envs.sandbox import RunResult, Sandbox, default_sandbox
 REASONS = (
     "parse_error",          # the record does not fit the CaT format, its world cannot be built, or the verifier does not compile
     "unknown_domain",       # no environment for the task's domain
-    "too_few_failures",     # fewer than MIN_FAILURES distinct failure cases
+    "too_few_failures",     # fewer than MIN_FAILURES failure cases, or distinct ones with doing nothing
     "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, a call errs, or it is too long
     "verifier_error",       # the verifier raised, or broke a resource limit
     "verifier_timeout",     # the verifier did not return in time
@@ -97,8 +98,9 @@ NOTHING = Attempt((), "")
 
 
 def distinct_failures(task: CodeAsTask) -> list[Attempt]:
-    """``task``'s failure cases, each once and without doing nothing (:data:`NOTHING`, tried anyway):
-    what counts toward :data:`~envs.cat.MIN_FAILURES`."""
+    """``task``'s failure cases, each once and without doing nothing (:data:`NOTHING`): with doing
+    nothing, which the filter tries on every task, what counts toward :data:`~envs.cat.MIN_FAILURES`
+    (copies of one mistake test the verifier once)."""
     seen: dict[str, Attempt] = {}
     for failure in task.failures:
         if failure.actions or failure.answer.strip():
@@ -133,9 +135,11 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
             return verdict("parse_error", str(exc))
     if task.domain not in DOMAINS:
         return verdict("unknown_domain", f"no environment for domain {task.domain!r}; known: {', '.join(DOMAINS)}")
-    if (distinct := len(distinct_failures(task))) < MIN_FAILURES:
-        return verdict("too_few_failures", f"{distinct} distinct failure cases (doing nothing aside, which the filter "
-                                           f"tries itself); at least {MIN_FAILURES} are needed")
+    if len(task.failures) < MIN_FAILURES:
+        return verdict("too_few_failures", f"{len(task.failures)} failure cases; at least {MIN_FAILURES} are needed")
+    if (distinct := len(distinct_failures(task)) + 1) < MIN_FAILURES:
+        return verdict("too_few_failures", f"{distinct} distinct failure cases, doing nothing (which the filter tries on "
+                                           f"every task) among them; at least {MIN_FAILURES} are needed")
     envs = {} if envs is None else envs
     env = envs.get(task.domain)
     if env is None:

@@ -137,12 +137,13 @@ def test_a_verifier_that_accepts_doing_nothing_is_lenient_though_it_rejects_ever
     assert played_reward(copy_task(id="idle", verifier=source, solution=Attempt((), "")), 5) == 1.0
 
 
-def test_failure_cases_count_once_each_and_doing_nothing_is_not_one_of_them():
+def test_failure_cases_count_once_each_with_doing_nothing_which_every_task_is_tried_on():
     first, second, _ = SOUND.failures
-    for failures, distinct in (((first,) * 3, 1), ((first, second, Attempt((), " ")), 2)):
+    for failures in ((first,) * 3, (first, Attempt((), " "), first)):
         verdict = filter_task(copy_task(id="padded", failures=failures))
         assert (verdict.kept, verdict.reason) == (False, "too_few_failures")
-        assert f"{distinct} distinct" in verdict.detail
+        assert "2 distinct failure cases, doing nothing" in verdict.detail
+    assert filter_task(copy_task(id="two-and-nothing", failures=(first, second, first))).kept
     assert filter_task(copy_task(id="four", failures=SOUND.failures + (Attempt((), ""),))).kept
 
 
