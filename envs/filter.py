@@ -32,7 +32,8 @@ from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (
-    "parse_error",          # the record does not fit the CaT format, its world cannot be built, or the verifier does not compile
+    "parse_error",          # the record does not fit the CaT format, its world cannot be built, or its verifier
+                            # does not compile
     "unknown_domain",       # no environment for the task's domain
     "too_few_failures",     # fewer than MIN_FAILURES failure cases, or distinct ones with doing nothing
     "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, a call errs, or it is too long
@@ -138,8 +139,8 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
     if len(task.failures) < MIN_FAILURES:
         return verdict("too_few_failures", f"{len(task.failures)} failure cases; at least {MIN_FAILURES} are needed")
     if (distinct := len(distinct_failures(task)) + 1) < MIN_FAILURES:
-        return verdict("too_few_failures", f"{distinct} distinct failure cases, doing nothing (which the filter tries on "
-                                           f"every task) among them; at least {MIN_FAILURES} are needed")
+        return verdict("too_few_failures", f"{distinct} distinct failure cases, doing nothing (which the filter tries "
+                                           f"on every task) among them; at least {MIN_FAILURES} are needed")
     envs = {} if envs is None else envs
     env = envs.get(task.domain)
     if env is None:

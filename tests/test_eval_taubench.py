@@ -104,7 +104,8 @@ def test_each_record_says_which_part_held_and_the_summary_counts_failures_by_cau
     assert records["silent"]["failures"] == {"failed": 1, "data": 0, "outputs": 1}
     assert not records["lazy"]["r_actions"] and records["lazy"]["outputs"] == {o: o == first for o in task.outputs}
     assert records["lazy"]["failures"] == {"failed": 1, "data": 1, "outputs": 1}
-    assert "Of the 1 failed conversations, 1 ended with the wrong data" in (tmp_path / "lazy" / "summary.md").read_text()
+    page = (tmp_path / "lazy" / "summary.md").read_text()
+    assert "Of the 1 failed conversations, 1 ended with the wrong data" in page
 
 
 def test_the_user_and_the_agent_sample_from_generators_seeded_apart():
