@@ -98,15 +98,11 @@ NOTHING = Attempt((), "")
 """An agent that does nothing and says nothing: every task's verifier must reject it."""
 
 
-def distinct_failures(task: CodeAsTask) -> list[Attempt]:
-    """``task``'s failure cases, each once and without doing nothing (:data:`NOTHING`): with doing
+def distinct_failures(task: CodeAsTask) -> int:
+    """How many different failure cases ``task`` has besides doing nothing (:data:`NOTHING`): with doing
     nothing, which the filter tries on every task, what counts toward :data:`~envs.cat.MIN_FAILURES`
     (copies of one mistake test the verifier once)."""
-    seen: dict[str, Attempt] = {}
-    for failure in task.failures:
-        if failure.actions or failure.answer.strip():
-            seen.setdefault(json.dumps(failure.to_json(), sort_keys=True), failure)
-    return list(seen.values())
+    return len({json.dumps(f.to_json(), sort_keys=True) for f in task.failures if f.actions or f.answer.strip()})
 
 
 def turns_to_play(attempt: Attempt, env: ToolEnv) -> int:
@@ -138,7 +134,7 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
         return verdict("unknown_domain", f"no environment for domain {task.domain!r}; known: {', '.join(DOMAINS)}")
     if len(task.failures) < MIN_FAILURES:
         return verdict("too_few_failures", f"{len(task.failures)} failure cases; at least {MIN_FAILURES} are needed")
-    if (distinct := len(distinct_failures(task)) + 1) < MIN_FAILURES:
+    if (distinct := distinct_failures(task) + 1) < MIN_FAILURES:
         return verdict("too_few_failures", f"{distinct} distinct failure cases, doing nothing (which the filter tries "
                                            f"on every task) among them; at least {MIN_FAILURES} are needed")
     envs = {} if envs is None else envs
