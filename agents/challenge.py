@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envs.cli import ShowDefaults
 from envs.challenger import STAGES
 from envs.registry import DOMAINS
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from envs.registry import CHALLENGER_ID
 
     parser = argparse.ArgumentParser(prog="python -m agents.challenge", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), default=argparse.SUPPRESS,
                         help="the domain to write tasks for")
     parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from bench import LOG_FORMAT, add_argument_device
 from train.progress import HEARTBEAT_S
+from envs.cli import ShowDefaults
 
 log = logging.getLogger("bench")
 
@@ -98,7 +99,7 @@ def run_one(benchmark: Benchmark, full: bool, device: str | None, model: str | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("--full", action="store_true", help="the long version of every benchmark")
     add_argument_device(parser, "device of the model benchmarks (default: auto, cuda when there is one, else cpu)",
                         default=argparse.SUPPRESS)

@@ -25,6 +25,7 @@ from agents.rollout import make_vector_env, play
 from bench import LOG_FORMAT, add_model_arguments, chosen_sizes, load_or_exit
 from bench.rollout import ForwardClock
 from train.progress import heartbeat
+from envs.cli import ShowDefaults
 from envs.challenger import STAGES
 from envs.registry import CHALLENGER_ID, DOMAINS
 
@@ -45,7 +46,7 @@ HELPS = {"proposals": "challenger episodes, played side by side", "cap": "new to
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.challenger", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     add_model_arguments(parser, QUICK, FULL, HELPS)
     parser.add_argument("--adapter", help="a challenger LoRA adapter (a run's adapter/challenger folder)")
     parser.add_argument("--domain", choices=sorted(DOMAINS), default="calculation", help="the domain to write for")

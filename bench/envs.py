@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from envs.actions import parse_action
+from envs.cli import ShowDefaults
 from envs.base import DEFAULT_MAX_ACTION_LENGTH
 from envs.registry import ENV_IDS, env_class
 from envs.retail.challenger import make_tasks
@@ -126,7 +127,7 @@ def tool_steps() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.envs", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("--taubench-data", type=Path, default=shared_dir(),
                         help="tau-bench's data (a folder holding data/retail; $TAUBENCH_DATA_DIR or ../shared/taubench)")
     data_dir = parser.parse_args(argv).taubench_data

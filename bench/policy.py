@@ -28,6 +28,7 @@ from agents.policy import ModelPolicy
 from agents.prompting import Message, tools_in_system_prompt
 from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, load_or_exit
 from train.progress import heartbeat
+from envs.cli import ShowDefaults
 from envs.retail.env import RetailEnv
 
 log = logging.getLogger("bench.policy")
@@ -83,7 +84,7 @@ def reencoding(policy: ModelPolicy, cap: int) -> Generate:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.policy", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     add_model_arguments(parser, QUICK, FULL, EPISODES_HELPS)
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)

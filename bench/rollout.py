@@ -27,6 +27,7 @@ from agents.policy import ModelPolicy, Trajectory
 from agents.rollout import make_vector_env, play
 from bench import EPISODES_HELPS, LOG_FORMAT, Episodes, add_model_arguments, chosen_sizes, load_or_exit
 from train.progress import heartbeat
+from envs.cli import ShowDefaults
 from envs.registry import ENV_IDS
 
 log = logging.getLogger("bench.rollout")
@@ -112,7 +113,7 @@ def generate_same_turns(model: torch.nn.Module, pad_id: int, eos_id: int, trajec
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rollout", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     add_model_arguments(parser, QUICK, FULL, EPISODES_HELPS)
     args = parser.parse_args(argv)
     sizes = chosen_sizes(args, QUICK, FULL)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from bench import at_least
+from envs.cli import ShowDefaults
 from envs.sandbox import Sandbox, make_sandbox
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,11 @@ def rate(call: Callable[[], None], seconds: float, threads: int, min_calls: int 
 
 def main(argv: list[str] | None = None) -> dict[tuple[str, int], float]:
     parser = argparse.ArgumentParser(prog="python -m bench.sandbox", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing of one contender in one round")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="rounds; each rate is the best round")
     parser.add_argument("--workers", type=at_least(1), default=None,
-                        help="pool size of both sandboxes (None: each backend's own)")
+                        help="pool size of both sandboxes (unset: each backend's own size)")
     parser.add_argument("--no-docker", action="store_true", help="leave out the docker contenders")
     args = parser.parse_args(argv)
     if not args.seconds > 0:

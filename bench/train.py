@@ -40,6 +40,7 @@ from typing import Any
 
 from bench import LOG_FORMAT, add_model_arguments, chosen_sizes
 from train.progress import heartbeat
+from envs.cli import ShowDefaults
 
 log = logging.getLogger("bench.train")
 
@@ -236,7 +237,7 @@ def in_subprocess(engine: str, kind: str, steps: int, model: str, device: str) -
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     add_model_arguments(parser, QUICK, FULL, HELPS)
     parser.add_argument("--prompts", choices=("short", "calculation"), default="short",
                         help="a one-line system prompt, or the calculation domain's as make train shows it")

@@ -29,6 +29,7 @@ from typing import Any
 
 from envs.base import DEFAULT_MAX_TURNS, ToolEnv
 from envs.cat import MIN_FAILURES, Attempt, CatFormatError, CodeAsTask
+from envs.cli import ShowDefaults
 from envs.sandbox import RunResult, Sandbox, default_sandbox
 
 REASONS = (
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from envs.records import writable
 
     parser = argparse.ArgumentParser(prog="python -m envs.filter", description=main.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("pool", help="a JSONL file of CaTs")
     parser.add_argument("--out", help="append the kept tasks (stamped with their filter record) here, but for "
                                       "ids it already holds")

@@ -18,6 +18,7 @@ from typing import Any
 from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
 from agents.policy import ModelPolicy, load_model_policy
 from agents.rollout import VECTORIZATION_MODES
+from envs.cli import ShowDefaults
 from envs.records import STORAGE_ERRORS, write_atomic
 
 log = logging.getLogger("eval")
@@ -48,19 +49,9 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     return 0
 
 
-class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's default in ``--help``, but for ``None`` or where the help already names it: an option
-    whose default depends on others (``--out``, ``--k``) says what it is in its own help, and a second
-    "(default: ...)" after that would contradict it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        says_it = action.default is None or "(default: " in (action.help or "")
-        return action.help if says_it else super()._get_help_string(action)
-
-
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An evaluation command's parser: its docstring's first paragraph as description, defaults in ``--help``."""
-    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=_ShowDefaults)
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=ShowDefaults)
 
 
 def add_model_flags(parser: argparse.ArgumentParser, batch: str, out: str, vectorized: bool = True) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from envs.cli import ShowDefaults
 from envs.records import RecordsError, read_jsonl, write_atomic
 from eval import curves
 from eval.cli import InputError, run
@@ -504,7 +505,7 @@ def write_run_page(run_dir: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=ShowDefaults)
     parser.add_argument("run", type=Path, help="a training run's folder (runs/<name>)")
     args = parser.parse_args(argv)
     page = write_run_page(args.run)

@@ -29,8 +29,8 @@ def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith(f"usage: {COMMANDS[module]} ")
     assert "default" in text, f"{module} --help shows no default"
-    if module.startswith(("eval.", "train.")):  # an option without a default says in its help what it does instead
-        assert "(default: None)" not in text, f"{module} --help says (default: None)"
+    # an option without a default says in its help what it does instead
+    assert "(default: None)" not in text, f"{module} --help says (default: None)"
     twice = re.search(r"\(default: [^()]*\) \(default: [^()]*\)", text)
     assert not twice, f"{module} --help gives an option two defaults: {twice and twice.group()}"
 
