@@ -28,9 +28,15 @@ class InputError(Exception):
     """Input the user must fix (a missing file, an unknown name): exit code 2, with this message."""
 
 
-def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
+RESUMES = ("interrupted: the records written so far are kept; run the same command again, with the same --out, "
+           "to go on from them")
+"""What Ctrl-C says in a command that writes each episode's record as it ends and skips those on a rerun."""
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,
+        interrupted: str = RESUMES) -> int:
     """Run a command's ``main`` with logging set up; its exit code (0, 2 on :class:`InputError` or a write the disk
-    refuses, 130 on Ctrl-C)."""
+    refuses, 130 on Ctrl-C, logging ``interrupted``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
@@ -42,9 +48,8 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
             raise
         log.error("%s; the records written before are kept", error)
         return 2
-    except KeyboardInterrupt:  # each record is written whole as its episode ends: nothing half-written to report
-        log.error("interrupted: the records written so far are kept; eval.taubench, eval.m3tooleval and eval.paper "
-                  "go on from them when run again with the same --out")
+    except KeyboardInterrupt:  # files are written whole (records as episodes end): nothing half-written to report
+        log.error("%s", interrupted)
         return 130
     return 0
 

@@ -239,4 +239,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, interrupted="interrupted: nothing was written (the summary is written once every episode is "
+                                   "played); run the command again to start over"))

@@ -513,4 +513,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, interrupted="interrupted: the run is untouched; run the same command again to write its "
+                                   "report whole"))

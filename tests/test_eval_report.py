@@ -312,4 +312,7 @@ def test_ctrl_c_in_an_evaluation_exits_130_saying_what_is_kept(caplog):
 
     with caplog.at_level(logging.ERROR):
         assert run(interrupted, []) == 130
-    assert "interrupted: the records written so far are kept" in caplog.text
+        assert run(interrupted, [], interrupted="interrupted: nothing was written") == 130
+    first, second = caplog.messages
+    assert first.startswith("interrupted: the records written so far are kept; run the same command again")
+    assert second == "interrupted: nothing was written"  # a command that does not go on from its records says so
