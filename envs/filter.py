@@ -151,10 +151,10 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
                                               f"an episode allows {max_turns} (max_turns)")
 
     result, observations, problems = env.replay(task, task.solution)
-    # A tool's refusal (an unknown unit, a missing order) means the solution did not do what its
-    # instruction asks, whatever its answer then claims; failure cases may fail this way.
-    problems += [f"{call.name}: {output[:200]}" for call, output in zip(task.solution.actions, observations)
-                 if output.startswith("Error:")]
+    if not problems:  # every call valid; a tool's refusal (an unknown unit, a missing order) means the solution
+        # did not do what its instruction asks, whatever its answer then claims (failure cases may fail this way)
+        problems = [f"{call.name}: {output[:200]}" for call, output in zip(task.solution.actions, observations)
+                    if output.startswith("Error:")]
     if problems:
         return verdict("infeasible_solution", "; ".join(problems))
     if problem := _verifier_problem(result):

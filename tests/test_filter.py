@@ -46,6 +46,11 @@ def test_each_unsound_task_is_rejected_for_its_reason(reason):
     assert (verdict.kept, verdict.reason) == (False, reason), verdict.detail
 
 
+def test_an_infeasible_solution_names_each_bad_call_once():
+    verdict = filter_task(CASES["infeasible_solution"])
+    assert verdict.detail.count("get_note: ") == 1 and "unexpected argument(s) 'name'" in verdict.detail
+
+
 def test_a_solution_whose_tool_refuses_a_call_is_infeasible_whatever_its_answer_claims():
     refused = ToolCall("get_note", {"key": "k404"})
     task = copy_task(id="refused", solution=Attempt((refused,) + SOUND.solution.actions, SOUND.solution.answer))
