@@ -22,7 +22,6 @@ class CatFormatError(ValueError):
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}")
         self.field = field
-        self.problem = problem
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The RL algorithms and the offline ones play the one-word bandit (:mod:`test_trai
 right word is one of eight the tiny model says, a little less often than the others (8% of the
 time). The warm start learns the toy domain's read-a-note task from its example solutions: a lookup
 call, then the answer, which a random model never writes. Each test runs the real trainer loop
-(:func:`train.trainer.train`) in process, and reads the success rates from the run's metrics.
+(:func:`train.run.train`) in process, and reads the success rates from the run's metrics.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class RunState:
     """Where a run stands: what a checkpoint holds besides weights and RNG states."""
 
     stage: str
-    """The next stage to run (see :data:`train.trainer.STAGES`)."""
+    """The next stage to run (see :data:`train.run.STAGES`)."""
     step: int = 0
     """Updates done so far, warm start and RL together; metrics are keyed by it."""
     phase_step: int = 0
@@ -109,7 +109,6 @@ class RunDir:
         """Every challenger proposal that parsed, with the stage it reached (:func:`train.challenger.propose`)."""
         self.checkpoints = path / "checkpoints"
         self.adapter = path / "adapter"
-        self.plots = path / "plots"
         self.lines: dict[str, int] = {logged.name: 0 for logged in self.logs}
         self.stop_requested = False
         """Set by a Ctrl-C (:func:`train.run.note_ctrl_c`): the next checkpoint, once saved, stops the run."""

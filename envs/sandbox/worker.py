@@ -635,7 +635,7 @@ class Child:
     ``slot`` 0 or 1), else right after it. It takes the job from the worker's stdin once told to
     (:meth:`go`)."""
 
-    def __init__(self, inp, out, setting, slot):
+    def __init__(self, inp, setting, slot):
         self.slot = slot
         self.output = os.memfd_create("job-output")
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -847,7 +847,7 @@ def main():
         exec(compile(WARM_UP, "<warm-up>", "exec"), {})
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
     try:
-        current = Child(inp, out, setting, 0)
+        current = Child(inp, setting, 0)
         current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
                             "namespaces": setting.namespaces, "cgroup": setting.cgroup, "tmp_mb": setting.tmp_mb,
@@ -859,7 +859,7 @@ def main():
             current.go()
             ahead = None
             if setting.namespaces:  # the next job's world is built while this job runs, in the last job's group
-                ahead = Child(inp, out, setting, 1 - current.slot)
+                ahead = Child(inp, setting, 1 - current.slot)
             result = current.run(inp, out)
             if result is not None:
                 write_message(out, {"result": result})
@@ -868,7 +868,7 @@ def main():
                 return
             if ahead is None:
                 current.reap(everything=True)
-                ahead = Child(inp, out, setting, 0)
+                ahead = Child(inp, setting, 0)
             previous, current = current, ahead
     except WorldBroken as exc:
         os.write(_last_words, f"sandbox worker: {exc}\n".encode())

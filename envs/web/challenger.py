@@ -42,7 +42,6 @@ MAX_FAILURES = 4
 """Failure cases kept per task (at least ``MIN_FAILURES``): enough variety, little filter time."""
 
 LINK = re.compile(r"\[([^\]]+)\]\((/[^)]*)\)")
-FACT = re.compile(r"^([A-Z][A-Za-z ]*): (.+)$")
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?(?: [A-Za-z]+)?")
 """A value that is one number, maybe with a unit ("390 g", "13.3 inches"): asked for as a number."""
