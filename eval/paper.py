@@ -19,8 +19,8 @@ paper's published averages beside for reference (Llama-3.1-8B-Instruct, a far la
 N), for a CPU. Episodes of one environment play side by side (``--batch-size``), and every episode is
 appended to ``OUT/<environment>.jsonl`` (tau-bench: ``OUT/<environment>/episodes.jsonl``) as it ends:
 a killed run resumes where it stopped. The table and its chart go to ``OUT`` (``summary.md``,
-``chart.png``); with an adapter of a training run, ``OUT`` defaults to ``<run>/eval/paper``, so the
-run's page (``make report``) shows them.
+``chart.png``); with an adapter of a training run, ``OUT`` defaults to ``<run>/eval/paper``, and the
+run's page (``RUN/report.md``) is written again with them.
 """
 
 from __future__ import annotations
@@ -190,11 +190,11 @@ def evaluate(environments: Sequence[str], plan: Plan, out: Path, agent: ModelPol
 
 
 def default_out(adapter: str | None, label: str) -> Path:
-    """``<run>/eval/paper`` for an adapter inside a training run (a folder above it has
-    ``metrics.jsonl``), so that the run's page shows the table; else ``runs/eval/paper/<label>``."""
+    """``<run>/eval/paper`` for an adapter inside a training run, so that the run's page shows the
+    table; else ``runs/eval/paper/<label>``."""
     if adapter:
         for folder in Path(adapter).resolve().parents:
-            if (folder / "metrics.jsonl").is_file():
+            if report.is_run(folder):
                 return folder / "eval" / "paper"
     return Path("runs/eval/paper") / report.slug(label)
 

@@ -219,7 +219,8 @@ def markdown(summary: Summary) -> str:
 
 
 def write_eval(summary: Summary, out: Path) -> None:
-    """``summary.json``, ``summary.md`` (the table and the chart) and ``chart.png`` in ``out``."""
+    """``summary.json``, ``summary.md`` (the table and the chart) and ``chart.png`` in ``out``; an eval
+    written under a training run's ``eval/`` folder also goes on the run's page at once."""
     if summary.get("kind") not in RENDERERS:
         raise ValueError(f"unknown summary kind {summary.get('kind')!r}; known: {', '.join(RENDERERS)}")
     out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +228,24 @@ def write_eval(summary: Summary, out: Path) -> None:
     RENDERERS[summary["kind"]][1](summary, out / "chart.png")
     write_atomic(out / "summary.md", markdown(summary) + "\n\n![chart](chart.png)\n")
     log.info("wrote %s", out / "summary.md")
+    if (run_dir := _run_above(out)) is not None:
+        try:
+            log.info("added it to %s", write_run_page(run_dir))
+        except (InputError, RecordsError) as error:  # the eval stands on its own; the page says why it cannot
+            log.warning("the run's page was not updated (%s); `python -m eval.report %s` rebuilds it", error, run_dir)
+
+
+def _run_above(out: Path) -> Path | None:
+    """The training run ``out`` is an eval folder of (``RUN/eval/<name>``, or deeper), if any."""
+    for folder in out.resolve().parents:
+        if folder.name == "eval":
+            return folder.parent if is_run(folder.parent) else None
+    return None
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a training run's (train/rundir.py writes these first)."""
+    return (folder / "config.yaml").is_file() or (folder / "metrics.jsonl").is_file()
 
 
 # ---------------------------------------------------------------- a training run's page
@@ -502,6 +521,7 @@ def write_run_page(run_dir: Path) -> Path:
     page = run_dir / "report.md"
     write_atomic(page, "\n\n".join(p for p in parts if p) + "\n")
     return page
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0],

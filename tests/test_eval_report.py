@@ -231,6 +231,22 @@ def test_a_runs_report_gathers_the_evals_written_under_it(tmp_path):
     assert "| retail | 10 | 10.0% | 30.0% | 40.0% | 60.0% |" in evals
 
 
+def test_an_eval_written_under_a_run_goes_on_its_page_at_once(tmp_path):
+    run_dir = tiny_run(tmp_path / "run")
+    report.write_eval(M3, run_dir / "eval" / "m3tooleval" / "code")  # eval.m3tooleval: a folder a mode
+    assert "![chart](eval/m3tooleval/code/chart.png)" in section((run_dir / "report.md").read_text(), "Evaluations")
+    report.write_eval(HELDOUT, tmp_path / "eval" / "heldout")  # an eval folder, but not a run's
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_a_run_page_that_cannot_be_written_leaves_the_eval_written_and_says_why(tmp_path, caplog):
+    run_dir = tiny_run(tmp_path / "run")
+    (run_dir / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 1}\n')  # damaged mid-file
+    report.write_eval(HELDOUT, run_dir / "eval" / "heldout")
+    assert (run_dir / "eval" / "heldout" / "summary.md").is_file() and not (run_dir / "report.md").exists()
+    assert "the run's page was not updated" in caplog.text and f"python -m eval.report {run_dir}" in caplog.text
+
+
 def test_an_eval_summary_cut_short_is_skipped_with_a_warning_and_the_others_reported(tmp_path, caplog):
     run_dir = tiny_run(tmp_path / "run")
     report.write_eval(HELDOUT, run_dir / "eval" / "heldout")
