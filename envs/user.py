@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.actions import Malformed, parse_action
+from envs.actions import CodeAction, Malformed, parse_action
 from envs.cat import ToolCall
 
 STOP = "###STOP###"
@@ -35,9 +35,10 @@ How to talk:
 
 def said_to_user(text: str) -> tuple[str, str | None]:
     """The action to step the env with, and what it says to the user (``None``: not a message).
-    As upstream, a turn that holds no tool call is a message to the user."""
+    As upstream, a turn that holds no tool call is a message to the user: code too (a ```python block),
+    which upstream's agents cannot run."""
     parsed = parse_action(text)
-    if isinstance(parsed, Malformed):  # unescaped: an escape a character would make a long message too long
+    if isinstance(parsed, (Malformed, CodeAction)):  # unescaped: escapes would make a long message too long
         return json.dumps({"name": "respond", "arguments": {"content": text}}, ensure_ascii=False), text
     if isinstance(parsed, ToolCall) and parsed.name == "respond" and isinstance(parsed.arguments.get("content"), str):
         return text, parsed.arguments["content"]

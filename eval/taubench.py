@@ -11,8 +11,8 @@ An episode follows upstream's protocol (``tau_bench/envs/base.py``, ``agents/too
 kept by :class:`envs.user.SimulatedUser`: the agent's system text is the domain's wiki (rendered
 with the tools as training renders them); the simulated user sees only its instruction, speaks
 first (after the agent's greeting), and ends the conversation with ``###STOP###``, which is when
-the reward is computed; a message that is not a tool call is said to the user, as is a ``respond``
-call; at most 30 agent steps (a message to the user on the 30th still gets its answer, which may stop
+the reward is computed; a message that is not a tool call (code included, which upstream's agents
+cannot run) is said to the user, as is a ``respond`` call; at most 30 agent steps (a message to the user on the 30th still gets its answer, which may stop
 and score the conversation; one still going then scores 0). Only a ``respond`` (or plain text) reaches the
 user and counts for the required outputs; as upstream, a ``respond`` is read for its ``content`` alone,
 and one without text content ends the episode with 0, where upstream's step fails. Our envs'

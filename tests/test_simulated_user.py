@@ -50,6 +50,16 @@ def test_a_message_is_said_to_the_user_unless_the_env_refuses_it(message, limit)
         assert env.step("Short and sweet.")[4]["speaker"] == "user"
 
 
+def test_code_is_a_message_to_the_user_as_upstream_where_agents_cannot_run_it():
+    env = conversation()
+    task = env.unwrapped.task
+    first = task.solution.actions[0]
+    message = f"I would run this:\n```python\n{first.name}(**{first.arguments!r})\n```"
+    observation, _, _, _, info = env.step(message)
+    assert observation == message and info["speaker"] == "user" and "invalid_action" not in info
+    assert env.unwrapped.answer == message  # said, and counted for the required outputs
+
+
 def test_a_conversation_cut_at_the_step_limit_says_so_in_its_verdict():
     env = conversation(max_turns=1)
     task = env.unwrapped.task
