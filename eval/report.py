@@ -231,7 +231,7 @@ def write_eval(summary: Summary, out: Path) -> None:
     if (run_dir := _run_above(out)) is not None:
         try:
             log.info("added it to %s", write_run_page(run_dir))
-        except (InputError, RecordsError) as error:  # the eval stands on its own; the page says why it cannot
+        except (InputError, RecordsError) as error:  # the eval stands on its own: say why its page is stale
             log.warning("the run's page was not updated (%s); `python -m eval.report %s` rebuilds it", error, run_dir)
 
 
