@@ -42,7 +42,7 @@ class Benchmark:
 
 BENCHMARKS = (
     Benchmark("envs"),
-    # Best of 3 rounds: best of 2 gave local/naive 13.1-19.5x over five runs of one tree, best of 3 16.8-18.7x.
+    # Best of 3 rounds: this 2-core machine swings the ratio 12-20x from run to run (fork-heavy work).
     Benchmark("sandbox", quick=("--seconds", "1.5", "--rounds", "3")),
     Benchmark("rollout", full=("--full",), on_device=True),
     Benchmark("policy", full=("--full",), on_device=True),
