@@ -41,7 +41,7 @@ experiment: $(INSTALLED)
 # The LLM challenger writes tasks for every domain into pools/<domain>.jsonl and prints each funnel.
 # MODEL (default: the embedded SmolLM2-135M-Instruct), ADAPTER (a challenger adapter, e.g. a run's
 # adapter/challenger), N kept tasks wanted per domain (default 50), PROPOSALS at most per domain (default 16,
-# a few minutes on a CPU; agents.challenge alone allows 8 per task wanted), DOMAINS to write for.
+# about 3 minutes a domain on a CPU; agents.challenge alone allows 8 per task wanted), DOMAINS to write for.
 DOMAINS ?= retail airline calculation web
 tasks: $(INSTALLED)
 	for domain in $(DOMAINS); do \
