@@ -12,9 +12,10 @@ kept by :class:`envs.user.SimulatedUser`: the agent's system text is the domain'
 with the tools as training renders them); the simulated user sees only its instruction, speaks
 first (after the agent's greeting), and ends the conversation with ``###STOP###``, which is when
 the reward is computed; a message that is not a tool call (code included, which upstream's agents
-cannot run) is said to the user, as is a ``respond`` call; at most 30 agent steps (a message to the user on the 30th still gets its answer, which may stop
-and score the conversation; one still going then scores 0). Only a ``respond`` (or plain text) reaches the
-user and counts for the required outputs; as upstream, a ``respond`` is read for its ``content`` alone,
+cannot run) is said to the user, as is a ``respond`` call; at most 30 agent steps (a message to the
+user on the 30th still gets its answer, which may stop and score the conversation; one still going
+then scores 0). Only a ``respond`` (or plain text) reaches the user and counts for the required
+outputs; as upstream, a ``respond`` is read for its ``content`` alone,
 and one without text content ends the episode with 0, where upstream's step fails. Our envs'
 ``finish`` also ends a conversation (upstream answers it "Unknown action finish" and goes on), but
 what it says reaches no user and counts for nothing; and ``calculate`` refuses

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path,
                         help=f"YAML config (default: {DEFAULT_CONFIG}; with --resume, the run's own)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key; a dotted key sets one entry of a mapping (tasks_per_domain.web=24)")
+                        help="override a config key; a dotted key sets one entry of a mapping "
+                             "(tasks_per_domain.web=24)")
     keys = parser.add_argument_group("config keys", f"each overrides the config file (train/config.py, TrainConfig); "
                                                     f"each default is {DEFAULT_CONFIG.name}'s, what a plain run uses")
     defaults = load_config()
