@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,6 +45,13 @@ def test_ppo_clips_the_ratio_only_where_it_would_gain_from_moving_further():
     assert loss.tolist() == pytest.approx([-1.2, 1.5, -0.5, 0.8])
 
 
+def test_ppo_weighs_the_ratio_by_the_advantage_not_by_its_sign():
+    """Advantages of magnitude 1 hide a surrogate that divides by them; real ones never have it."""
+    new = torch.log(torch.tensor([1.5, 0.5, 1.1]))
+    loss = losses.ppo_loss(new, torch.zeros(3), torch.tensor([2.0, -0.5, 3.0]), clip_eps=0.2)
+    assert loss.tolist() == pytest.approx([-2.4, 0.4, -3.3])  # 1.2 x 2 (clipped), 0.8 x -0.5 (unclipped), 1.1 x 3
+
+
 def test_policy_gradient_and_fine_tuning_losses_weigh_log_probabilities():
     logprobs = torch.tensor([-1.0, -2.0], requires_grad=True)
     losses.policy_gradient_loss(logprobs, torch.tensor([2.0, -1.0])).sum().backward()
@@ -54,6 +63,16 @@ def test_kl_to_base_is_zero_at_the_base_and_positive_away_from_it():
     logprobs = torch.tensor([-1.0, -2.0, -0.5])
     assert losses.kl_to_base(logprobs, logprobs).abs().max().item() == 0.0
     assert (losses.kl_to_base(logprobs, logprobs + torch.tensor([0.3, -0.3, 1.0])) > 0).all()
+
+
+def test_kl_to_base_estimates_kl_of_the_policy_from_the_base_not_the_reverse():
+    """k3 with r = base / policy: r - 1 - log r, whose gradient pulls the policy towards the base. Both
+    directions are zero at the base and positive elsewhere; only the values tell them apart."""
+    logprobs = torch.tensor([-0.1, -2.0], requires_grad=True)
+    kl = losses.kl_to_base(logprobs, torch.tensor([-1.0, -1.0]))
+    kl.sum().backward()
+    assert kl.tolist() == pytest.approx([math.exp(-0.9) + 0.9 - 1, math.exp(1.0) - 1.0 - 1])
+    assert logprobs.grad.tolist() == pytest.approx([1 - math.exp(-0.9), 1 - math.exp(1.0)])
 
 
 @pytest.mark.parametrize("name", losses.ALGORITHMS)
@@ -115,3 +134,28 @@ def test_a_ppo_steps_metrics_cover_every_minibatch_of_every_epoch():
              {"loss": 3.0, "entropy": 4.0, "grad_norm": 3.0, "loss_tokens": 10}] * 2
     assert over_passes(parts, epochs=2) == {"loss": 1.5, "entropy": 2.5, "grad_norm": 2.0, "loss_tokens": 40}
     assert over_passes([], epochs=2) == {}
+
+
+@pytest.mark.parametrize("name, updates, per_pass", [("ppo", 6, 3), ("grpo", 1, 1)])
+def test_ppo_makes_ppo_epochs_times_ppo_minibatches_updates_each_pass_over_every_kept_episode(
+        monkeypatch, name: str, updates: int, per_pass: int):
+    """Made as one plain update, PPO's ratio would stay 1 and its clip never act: GRPO by another name."""
+    from types import SimpleNamespace
+
+    from agents.policy import Trajectory
+    from train import trainer
+    from train.config import TrainConfig
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(trainer, "update", lambda ctx, optimizer, trajectories, *rest: seen.append(
+        [t.task_id for t in trajectories]) or {})
+    policy = torch.nn.Linear(2, 2)
+    policy.get_output_embeddings = lambda: policy  # fp32: no rescoring before the passes
+    ctx = SimpleNamespace(config=TrainConfig(algorithm=name, ppo_epochs=2, ppo_minibatches=3), policy=policy,
+                          rank=0, num_processes=1, accelerator=SimpleNamespace(device=torch.device("cpu")))
+    episodes = [Trajectory([1, 2], [0, 1], [0.0, -1.0], [1], [], f"t{i // 3}-{i}", "d", reward=float(i % 3 == 0))
+                for i in range(6)]
+    trainer.rl_step(ctx, None, trainer.StepBatch(episodes, [i // 3 for i in range(6)], range(6), 0.0), step=1)
+    assert len(seen) == updates
+    for first in range(0, updates, per_pass):
+        assert sorted(sum(seen[first:first + per_pass], [])) == sorted(t.task_id for t in episodes)
