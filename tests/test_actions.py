@@ -1,6 +1,6 @@
 import pytest
 
-from envs.actions import CodeAction, Malformed, parse_action
+from envs.actions import CodeAction, Malformed, parse_action, read_json
 from envs.cat import ToolCall
 
 CALL = ToolCall("get_note", {"key": "k1"})
@@ -12,9 +12,21 @@ CALL = ToolCall("get_note", {"key": "k1"})
     'Thought: read it.\nAction: {"name": "get_note", "arguments": {"key": "k1"}}',
     'Sure! {"name": "get_note", "arguments": "{\\"key\\": \\"k1\\"}"} done',
     '<tool_call>{"name": "get_note", "arguments": {"key": "k1"}}',
+    '{"name":"get_note","arguments":{"key":"k1"}}',  # compact, as json.dumps(separators=(",", ":")) writes it
 ])
 def test_tool_call_formats(text):
     assert parse_action(text) == CALL
+
+
+def test_every_json_value_kind_is_read_and_arguments_null_means_none():
+    text = '{"name": "f", "arguments": {"a": true, "b": false, "c": null, "d": -1.5e2, "e": [1, {"f": "g"}]}}'
+    assert parse_action(text) == ToolCall("f", {"a": True, "b": False, "c": None, "d": -150.0, "e": [1, {"f": "g"}]})
+    assert parse_action('{"name": "list_tools", "arguments": null}') == ToolCall("list_tools", {})
+
+
+def test_read_json_reads_one_value_and_says_what_else_is_there():
+    assert read_json('  {"a": [1, "x"]}\n') == ({"a": [1, "x"]}, None)
+    assert read_json('{"a": 1} trailing') == (None, "extra text after the JSON value at column 9")
 
 
 @pytest.mark.parametrize("text, source", [
@@ -33,6 +45,11 @@ def test_code_actions(text, source):
     ('{"name": "x", "arguments": "{oops"}', "not JSON"),
     ('{"name": "x", "arguments": ', "invalid JSON"),
     ("```python\n```", "code block is empty"),
+    ('{"name": "x", "arguments": {"a": oops, "b": 5}}', "invalid JSON"),  # not the number after it
+    ('{"name": "x", "arguments": {"a": "bad\x01"}} and "ok"', "invalid JSON"),
+    ('{"name": "x", "arguments": {"a\x01": 1}}', "invalid JSON"),
+    ('{"name": "x", "arguments": {"a" 1}}', "invalid JSON"),
+    ('{"name": "x", "arguments": "{\\"a\\": 1} trailing"}', "extra text after the JSON value"),
 ])
 def test_malformed_actions_explain_themselves(text, message):
     action = parse_action(text)
