@@ -230,6 +230,19 @@ def test_parse_errors_say_what_is_missing():
                        "toy", WORLD, "t")
 
 
+def test_only_a_number_for_an_answer_is_read_as_its_text():
+    """As ``finish`` says a number; no answer is the empty one, and any other kind is an error."""
+    def answer(solution: str) -> str:
+        return parse_proposal(proposal(solution=solution), "toy", WORLD, "t").solution.answer
+
+    assert (answer('{"actions": [], "answer": 2.50}'), answer('{"actions": []}')) == ("2.5", "")
+    for solution, problem in [('{"actions": [], "answer": true}', "expected a string, got bool"),
+                              ('{"actions": [], "answer": ["yes"]}', "expected a string, got list"),
+                              ("[]", "expected an object, got list")]:
+        with pytest.raises(ProposalError, match=problem):
+            answer(solution)
+
+
 def test_a_proposal_in_the_layouts_models_often_write_reads_as_the_plain_one():
     """Sections in code blocks, a verifier indented as a block, capitalised tags, a number for an answer,
     "parameters" for "arguments" (as an agent's calls may say): the same task as the plain proposal."""
@@ -276,6 +289,10 @@ NOVEL = {  # (changes to the demonstration, whether the result is new)
     "another call": ({"solution": Attempt((ToolCall("get_note", {"key": "k1"}),), "note 1")}, True),
     "a fact that matters": ({"instruction": "Copy note k1 to the key 'dest' and tell me its text."}, True),
     "other answer only": ({"solution": Attempt(copy_task().solution.actions, "it says note 1")}, False),
+    "a name that matters": ({"instruction": "Copy note k1 to the key 'dst' for Bob Jones and tell me its text."}, True),
+    "a greeting first": ({"instruction": "Hello. Copy note k1 to the key 'dst' and tell me its text."}, False),
+    "arguments in another order": ({"solution": Attempt((ToolCall("get_note", {"key": "k1"}), ToolCall(
+        "set_note", {"text": "note 1", "key": "dst"})), "note 1")}, False),  # else a copy earns the reward
 }
 
 

@@ -105,18 +105,20 @@ def test_a_solution_longer_than_an_episode_is_infeasible_exactly_where_play_trun
 
 
 class SecondThoughts(LocalSandbox):
-    """Rejects on its second run whatever the verifier said: a flaky verifier, made certain."""
+    """Rejects on its second run whatever the verifier said (or ends it as ``second``): a flaky
+    verifier, made certain."""
 
-    def __init__(self) -> None:
+    def __init__(self, second: RunResult = RunResult("failed")) -> None:
         super().__init__(workers=1)
         self.runs = 0
+        self.second = second
 
     def verify(self, source: str, state: State, answer: str, *, limits: Limits | None = None,
                elsewhere: bool = False) -> RunResult:
         self.runs += 1
         self.elsewhere.append(elsewhere)
         result = super().verify(source, state, answer, limits=limits, elsewhere=elsewhere)
-        return RunResult("failed") if self.runs == 2 else result
+        return self.second if self.runs == 2 else result
 
     elsewhere: list[bool] = []
 
@@ -128,6 +130,15 @@ def test_a_verifier_that_changes_its_mind_on_the_same_final_state_is_flaky():
     assert (verdict.kept, verdict.reason, sandbox.runs) == (False, "verifier_flaky", 2)
     assert sandbox.elsewhere == [False, True], "the second judgement asks for another worker"
     assert stage_of(verdict) == "verifier_ran"
+
+
+@pytest.mark.parametrize("second, reason", [(RunResult("error", "boom", "exception"), "verifier_error"),
+                                            (RunResult("timeout", "too slow"), "verifier_timeout")])
+def test_a_verifier_that_fails_to_finish_only_when_run_again_is_rejected_for_it(second, reason):
+    with SecondThoughts(second) as sandbox:
+        sandbox.elsewhere = []
+        verdict = filter_task(SOUND, sandbox)
+    assert (verdict.kept, verdict.reason, sandbox.runs) == (False, reason, 2)
 
 
 def test_a_verifier_that_accepts_doing_nothing_is_lenient_though_it_rejects_every_failure_case():
@@ -144,7 +155,9 @@ def test_a_verifier_that_accepts_doing_nothing_is_lenient_though_it_rejects_ever
 
 def test_failure_cases_count_once_each_with_doing_nothing_which_every_task_is_tried_on():
     first, second, _ = SOUND.failures
-    for failures in ((first,) * 3, (first, Attempt((), " "), first)):
+    reordered = Attempt(tuple(ToolCall(c.name, dict(reversed(c.arguments.items()))) for c in second.actions),
+                        second.answer)  # the same mistake, its arguments written in another order
+    for failures in ((first,) * 3, (first, Attempt((), " "), first), (second, Attempt((), " "), reordered)):
         verdict = filter_task(copy_task(id="padded", failures=failures))
         assert (verdict.kept, verdict.reason) == (False, "too_few_failures")
         assert "2 distinct failure cases, doing nothing" in verdict.detail

@@ -168,3 +168,13 @@ def test_gym_make_with_a_bad_pool_file_raises_the_same_error(tmp_path, middle, m
     pool = _pool_with(tmp_path, middle)
     with pytest.raises(PoolError, match=rf"pool.jsonl:2: .*{message}"):
         gym.make("Toy-v0", tasks=str(pool))
+
+
+def test_label_reads_one_stages_proposals_though_an_id_recurs_across_stages(tmp_path):
+    """A run's parsed.jsonl holds several stages' proposals, one id sometimes under two labels."""
+    path = tmp_path / "parsed.jsonl"
+    append_pool(path, [copy_task(id="a", provenance={"label": "pool"}), copy_task(id="a", provenance={"label": "rl"}),
+                       copy_task(id="b", provenance={"label": "rl"}), copy_task(id="c")])
+    assert [t.id for t in load_pool(path, label="pool")] == ["a"]
+    assert [(t.id, t.provenance.get("label")) for t in load_pool(path, label="rl")] == [("a", "rl"), ("b", "rl")]
+    assert [t.id for t in load_pool(path, dedupe=True)] == ["a", "b", "c"]
