@@ -121,14 +121,14 @@ class SimulatedUser(gym.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(step_action)
         if "invalid_action" in info:
             said = None  # refused (too long, or after the end): the agent reads why, the user hears nothing
-        if truncated and not terminated and said is not None:
-            self._speaker, self._last_word = "user", True
-            return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)
         if truncated and not terminated and "verifier" in info:  # still going at the limit: 0, as upstream's
             info["verifier"] = {"status": "failed", "kind": "step_limit",
                                 "message": f"the conversation was still going after {self._agent_steps} agent "
                                            f"step{'s' * (self._agent_steps != 1)} (the final state alone: "
                                            f"{info['verifier']['status']})"}
+        if truncated and not terminated and said is not None:  # the verdict stands unless the user stops
+            self._speaker, self._last_word = "user", True
+            return self.observation_space.fit(said), 0.0, False, False, self._tagged(info)
         if terminated or truncated:
             return observation, float(reward) if terminated else 0.0, terminated, truncated, self._tagged(info)
         if said is not None:

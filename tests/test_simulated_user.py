@@ -68,3 +68,24 @@ def test_a_conversation_cut_at_the_step_limit_says_so_in_its_verdict():
     assert (reward, terminated, truncated) == (0.0, False, True)
     assert info["verifier"]["kind"] == "step_limit" and info["verifier"]["status"] == "failed"
     assert "still going after 1 agent step (the final state alone: " in info["verifier"]["message"]
+
+
+@pytest.mark.parametrize("stops", [True, False])
+def test_a_message_on_the_last_step_gets_its_answer_and_only_a_stop_scores_it(stops):
+    """The task done, the agent's last allowed step is a message: the user answers it. A stop scores
+    the task as the verifier says; any other answer ends the episode truncated, at 0, saying why."""
+    solution = conversation().unwrapped.task.solution
+    env = conversation(max_turns=len(solution.actions) + 1)
+    for action in solution.actions:
+        assert env.step(call(action.name, **action.arguments))[4]["speaker"] == "agent"
+    observation, reward, terminated, truncated, info = env.step(solution.answer)
+    assert (observation, reward, terminated, truncated) == (solution.answer, 0.0, False, False)
+    assert info["speaker"] == "user"
+    _, reward, terminated, truncated, info = env.step(f"Thanks! {STOP}" if stops else "And one more thing...")
+    if stops:
+        assert (reward, terminated, truncated, info["end_reason"]) == (1.0, True, False, "user_stop")
+        assert info["verifier"]["status"] == "ok"
+    else:
+        assert (reward, terminated, truncated) == (0.0, False, True)
+        assert info["verifier"]["kind"] == "step_limit" and info["verifier"]["status"] == "failed"
+        assert info["verifier"]["message"].endswith("(the final state alone: ok)")
