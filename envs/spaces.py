@@ -43,6 +43,8 @@ class AnyText(spaces.Text):
         if len(text) <= self.max_length:
             return text
         note = "\n[output truncated]"
+        if len(note) >= self.max_length:  # no room for the note
+            return text[:self.max_length]
         return text[:self.max_length - len(note)] + note
 
     @property

@@ -148,13 +148,27 @@ def test_a_lone_surrogate_the_agent_wrote_comes_back_as_its_escape(env_id: str) 
 
 
 def test_any_text_passes_through_shared_memory_and_nothing_longer_is_written():
+    """The longest text (in 4-byte characters) fills its slot and no more: the next slot keeps its own."""
     space = AnyText(max_length=8)
-    memory = create_shared_memory(space, n=2)
-    for index, text in enumerate(["a\ud800b", "\U0001F600" * 8]):
+    memory = create_shared_memory(space, n=3)
+    for index, text in [(1, "a\ud800b"), (2, "ok"), (0, "\U0001F600" * 8), (1, "\U0001F600" * 8)]:
         write_to_shared_memory(space, index, text, memory)
     with pytest.raises(ValueError, match="not in AnyText"):
-        write_to_shared_memory(space, 0, "x" * 9, memory)
-    assert list(read_from_shared_memory(space, memory, n=2)) == ["a\ud800b", "\U0001F600" * 8]
+        write_to_shared_memory(space, 2, "x" * 9, memory)
+    batch = read_from_shared_memory(space, memory, n=3)
+    assert list(batch) == ["\U0001F600" * 8, "\U0001F600" * 8, "ok"] and batch[-1] == "ok"
+    for outside in (3, -4):
+        with pytest.raises(IndexError):
+            batch[outside]
+
+
+@pytest.mark.parametrize("limit", [1, 5, 19, 20, 64])
+def test_a_text_past_the_space_is_cut_to_it_with_a_note_where_the_note_fits(limit: int) -> None:
+    space = AnyText(limit)
+    assert space.fit("y" * limit) == "y" * limit
+    cut = space.fit("y" * (limit + 1))
+    assert space.contains(cut) and len(cut) == limit
+    assert cut.endswith("\n[output truncated]") == (limit > len("\n[output truncated]"))
 
 
 def test_an_instruction_past_the_observation_space_is_cut_at_reset() -> None:
