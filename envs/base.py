@@ -246,6 +246,11 @@ class ToolEnv(gym.Env[str, str]):
 
     # ---------------------------------------------------------------- actions
 
+    @property
+    def _finish_is_heard(self) -> bool:
+        """Whether ``finish``'s answer counts as said: in upstream's conversations only ``respond`` reaches the user."""
+        return not (self.conversational and self.tool_mode == "upstream")
+
     def _call(self, call: ToolCall, info: dict[str, Any]) -> tuple[str, bool]:
         """One tool call on the episode's state; returns (observation, episode ended)."""
         if call.name == "finish":
@@ -253,7 +258,7 @@ class ToolEnv(gym.Env[str, str]):
             if set(call.arguments) - {"answer"} or not isinstance(answer, (str, int, float)):
                 info["invalid_action"] = 'finish takes one argument, "answer" (a string)'
                 return 'Error: finish takes one argument, "answer" (a string).', False
-            if not (self.conversational and self.tool_mode == "upstream"):  # there, only respond reaches the user
+            if self._finish_is_heard:
                 self._said.append(str(answer))
             return "Episode finished.", True
         if call.name == "respond" and self.conversational:
@@ -361,6 +366,6 @@ class ToolEnv(gym.Env[str, str]):
                 problems.append(f"{call.name}: {info['invalid_action']}")
             if ended:
                 break
-        if not ended and (max_turns is None or len(attempt.actions) < max_turns):
+        if not ended and (max_turns is None or len(attempt.actions) < max_turns) and self._finish_is_heard:
             self._said.append(attempt.answer)
         return self.end(), observations, problems

@@ -1,5 +1,6 @@
 """Retail and airline as Gymnasium environments, with their scripted challengers."""
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -104,3 +105,14 @@ def test_a_thousand_episodes_with_writes_leave_the_world_unchanged(domain):
             env.toolset.call(env.state, action.name, action.arguments)
         assert state_hash(env.state) != before
     assert state_hash(base) == before
+
+
+@pytest.mark.parametrize("mode", ["strict", "upstream"])
+def test_finish_says_its_answer_played_or_replayed_except_in_upstream_mode_where_only_respond_is_heard(mode):
+    env = gym.make(IDS["retail"], tool_mode=mode).unwrapped
+    task = env.tasks[0]
+    attempt = dataclasses.replace(task.solution, answer="the answer at the end")
+    env.replay(task, attempt)
+    replayed = env.answer
+    play(env, task, attempt)
+    assert env.answer == replayed and ("the answer at the end" in replayed) == (mode == "strict")
