@@ -8,6 +8,7 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from envs.cat import Attempt, ToolCall
 from envs.state import state_hash
 from toy_domain import ToyEnv, copy_task
 
@@ -203,3 +204,26 @@ def test_async_envs_forked_after_the_parent_used_the_sandbox_get_their_own_rewar
             envs.step((FINISH,) * 4)  # autoreset step
     finally:
         envs.close()
+
+
+@pytest.mark.parametrize("arguments", [{"answer": "note 1", "note": "x"}, {"answer": ["note 1"]}, {"answer": None}])
+def test_finish_with_other_arguments_is_refused_and_the_episode_goes_on(toy_env, arguments):
+    toy_env.reset(seed=0)
+    observation, reward, terminated, truncated, info = toy_env.step(call("finish", **arguments))
+    assert observation.startswith("Error: finish takes one argument") and "invalid_action" in info
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    toy_env.step(call("set_note", key="dst", text="note 1"))
+    assert toy_env.step(FINISH)[1:3] == (1.0, True) and toy_env.answer == "note 1"
+
+
+@pytest.mark.parametrize("max_turns, said", [(None, "the answer"), (3, "the answer"), (2, ""), (1, "")])
+def test_a_replay_says_its_answer_at_the_end_unless_its_calls_used_every_turn(toy_env, max_turns, said):
+    read = ToolCall("get_note", {"key": "k1"})
+    toy_env.replay(copy_task(), Attempt((read, read), "the answer"), max_turns)
+    assert toy_env.answer == said
+
+
+def test_a_replay_ended_by_finish_says_only_what_finish_said(toy_env):
+    finish = ToolCall("finish", {"answer": "note 1"})
+    result, observations, _ = toy_env.replay(copy_task(), Attempt((finish, ToolCall("add", {"a": 1, "b": 1})), "more"))
+    assert toy_env.answer == "note 1" and observations == ["Episode finished."] and result.status == "failed"

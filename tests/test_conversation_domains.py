@@ -116,3 +116,13 @@ def test_finish_says_its_answer_played_or_replayed_except_in_upstream_mode_where
     replayed = env.answer
     play(env, task, attempt)
     assert env.answer == replayed and ("the answer at the end" in replayed) == (mode == "strict")
+
+
+@pytest.mark.parametrize("arguments", [{"content": 5}, {"content": "Hello.", "tone": "warm"}, {}])
+def test_a_strict_respond_takes_one_text_and_a_refused_one_leaves_the_episode_going(arguments):
+    env = gym.make(IDS["retail"]).unwrapped
+    env.reset(seed=0)
+    observation, _, terminated, truncated, info = env.step(json.dumps({"name": "respond", "arguments": arguments}))
+    assert observation.startswith("Error: respond takes one argument") and "invalid_action" in info
+    assert not (terminated or truncated)
+    assert env.step(json.dumps({"name": "finish", "arguments": {"answer": "done"}}))[2] and env.answer == "done"

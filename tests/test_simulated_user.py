@@ -8,7 +8,7 @@ import gymnasium as gym
 import pytest
 
 import envs  # noqa: F401 (registers the environments)
-from envs.user import STOP, SimulatedUser
+from envs.user import GREETING, STOP, SimulatedUser
 
 
 def call(name: str, **arguments: object) -> str:
@@ -89,3 +89,11 @@ def test_a_message_on_the_last_step_gets_its_answer_and_only_a_stop_scores_it(st
         assert (reward, terminated, truncated) == (0.0, False, True)
         assert info["verifier"]["kind"] == "step_limit" and info["verifier"]["status"] == "failed"
         assert info["verifier"]["message"].endswith("(the final state alone: ok)")
+
+
+def test_the_user_is_briefed_with_the_hidden_goal_and_the_agent_reads_the_policy_it_was_given():
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0").unwrapped, policy="Our own wiki.")
+    instruction, info = env.reset(seed=0)
+    assert (info["speaker"], info["greeting"], info["policy"]) == ("user", GREETING, "Our own wiki.")
+    assert instruction == env.unwrapped.task.instruction and instruction in info["user_prompt"]
+    assert env.step("Hi, I need help.")[4]["policy"] == "Our own wiki."

@@ -1,4 +1,4 @@
-from envs.state import fork, make_base, state_hash, to_plain
+from envs.state import canonical_json, fork, make_base, state_hash, to_plain
 
 DATA = {"users": {"a": {"n": 1, "tags": ["x"]}, "b": {"n": 2, "tags": []}}, "clock": {"t": 0}}
 
@@ -64,3 +64,20 @@ def test_a_lone_surrogate_in_a_record_or_a_plain_value_hashes_apart_from_its_esc
         s["clock"]["label"] = text
         hashes.add(state_hash(s))
     assert len(hashes) == 3
+
+
+def test_a_record_added_or_deleted_and_added_again_is_in_the_table_like_any_other():
+    s = fork(base())
+    del s["users"]["a"]
+    s["users"]["a"] = {"n": 5, "tags": []}
+    s["users"]["c"] = {"n": 3, "tags": []}
+    users = {"a": {"n": 5, "tags": []}, "b": DATA["users"]["b"], "c": {"n": 3, "tags": []}}
+    assert sorted(s["users"]) == ["a", "b", "c"] and len(s["users"]) == 3 and dict(s["users"].items()) == users
+    assert to_plain(s)["users"] == users
+
+
+def test_a_table_inside_a_plain_value_writes_as_its_records():
+    s = fork(base())
+    s["users"]["c"] = {"n": 3, "tags": []}
+    plain = to_plain(s)["users"]
+    assert canonical_json({"nested": [s["users"]]}) == canonical_json({"nested": [plain]})

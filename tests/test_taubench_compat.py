@@ -24,6 +24,7 @@ from envs.airline import tools as airline_tools
 from envs.airline import world as airline_world
 from envs.retail import tools as retail_tools
 from envs.retail import world as retail_world
+from envs.registry import env_class
 from envs.state import State, fork, make_base, to_plain
 from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash
 from envs.tools import Toolset, ToolMode
@@ -117,7 +118,10 @@ def _cases() -> list[Any]:
 @needs_shared
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_loaded_data_hashes_to_upstream_initial_hash(name: str) -> None:
-    assert upstream_hash(_plain(_base(GOLDEN[name]))) == _golden(name)["initial_data_hash"]
+    domain, expected = GOLDEN[name], _golden(name)["initial_data_hash"]
+    assert upstream_hash(_plain(_base(domain))) == expected
+    world = env_class(domain).build_world({"data_dir": str(SHARED / "data" / domain)})  # an env's world on it
+    assert upstream_hash(_plain(world)) == expected
 
 
 @needs_shared

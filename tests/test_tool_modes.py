@@ -21,6 +21,7 @@ def scribble(data: State, key: str, fail: bool) -> str:
     """
     data["notes"][key] = {"text": "scribbled"}
     data["notes"]["k0"]["text"] += "!"
+    data["notes"]["k0"]["text"] += "!"  # a record fetched twice in one call is recorded once, before the first write
     data["writes"] += 1
     data["log"].append(key)
     if fail:
@@ -52,7 +53,7 @@ def test_strict_mode_undoes_every_write_of_a_call_that_raises() -> None:
     assert TOOLS.call(state, "scribble", {"key": "new", "fail": True}) == "Error: 'new'"
     assert state_hash(state) == before
     assert "new" not in state["notes"] and state["writes"] == 1 and state["log"] == ["k1"]
-    assert state["notes"]["k0"]["text"] == "note 0!"
+    assert state["notes"]["k0"]["text"] == "note 0!!"
 
 
 def test_strict_mode_keeps_the_writes_of_a_call_that_succeeds() -> None:
@@ -84,3 +85,31 @@ def test_a_toolset_without_an_upstream_has_only_strict_mode() -> None:
     assert plain.modes == ("strict",)
     with pytest.raises(ValueError, match="no 'upstream' mode"):
         plain.call(_state(), "scribble", {"key": "k", "fail": False}, "upstream")
+
+
+
+def scale(data: State, count: int, factor: float) -> str:
+    """Multiply.
+
+    Args:
+        data: The episode state.
+        count: How many.
+        factor: By how much.
+    """
+    return str(count * factor)
+
+
+@pytest.mark.parametrize("name, arguments, problem", [
+    ("scribble", None, "must be a JSON object, got NoneType"), ("scribble", ["k1", False], "must be a JSON object, got list"),
+    ("scribble", {"key": "k1", "fail": 1}, "'fail' of scribble must be of type boolean, got int"),
+    ("scale", {"count": True, "factor": 1.5}, "'count' of scale must be of type integer, got bool"),
+    ("scale", {"count": 2, "factor": False}, "'factor' of scale must be of type number, got bool"),
+    ("scale", {"count": 2, "factor": 3}, None), ("scale", {"count": 2.0, "factor": 3}, "type integer, got float"),
+])
+def test_strict_mode_refuses_arguments_of_the_wrong_shape_or_type_and_a_bool_is_no_number(name, arguments, problem):
+    tools, state = Toolset.of([scribble, scale]), _state()
+    if problem is None:
+        assert tools.check(name, arguments) is None and tools.call(state, name, arguments) == "6"
+    else:
+        assert problem in tools.check(name, arguments)
+        assert tools.call(state, name, arguments).startswith("Error:") and state["writes"] == 0
