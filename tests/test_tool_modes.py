@@ -100,7 +100,8 @@ def scale(data: State, count: int, factor: float) -> str:
 
 
 @pytest.mark.parametrize("name, arguments, problem", [
-    ("scribble", None, "must be a JSON object, got NoneType"), ("scribble", ["k1", False], "must be a JSON object, got list"),
+    ("scribble", None, "must be a JSON object, got NoneType"),
+    ("scribble", ["k1", False], "must be a JSON object, got list"),
     ("scribble", {"key": "k1", "fail": 1}, "'fail' of scribble must be of type boolean, got int"),
     ("scale", {"count": True, "factor": 1.5}, "'count' of scale must be of type integer, got bool"),
     ("scale", {"count": 2, "factor": False}, "'factor' of scale must be of type number, got bool"),
