@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.calculation.env import CalculationEnv
 from envs.calculation.challenger import FAMILIES, make_tasks
-from envs.calculation.tools import TOOLSET
+from envs.calculation.tools import MAX_EXPRESSION, TOOLSET
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.filter import filter_tasks
 from envs.sandbox import make_sandbox
@@ -69,15 +69,26 @@ def test_calculate_follows_precedence_and_accepts_the_usual_symbols(state):
     assert run(state, "calculate", expression="round(12345, -2) + round(2.345, 2)") == "12302.35"
 
 
+@pytest.mark.parametrize("expression, text", [
+    ("10 ** 15", "1000000000000000"), ("-10 ** 15 - 0.5", "-1000000000000000.5"),
+    ("123456789 * 987654321", "121932631112635269"), ("9" * 240 + " * 10", "9" * 240 + "0"),
+    ("2 ** 53 + 1", "9007199254740992"), ("10 ** 16", "1e+16"), ("-0.0000001", "0"),
+    ("1 " + "+1" * 249, "250"), ("round(1.5, 1000)", "1.5"),  # the longest expression, the most digits
+])
+def test_calculate_writes_plain_decimals_with_every_digit_of_an_integer(state, expression, text):
+    assert len(expression) <= MAX_EXPRESSION and run(state, "calculate", expression=expression) == text
+
+
 @pytest.mark.parametrize("expression, error", [
     ("1 / (3 - 3)", "Error: division by zero"),
     ("2 +* 3", "Error: could not parse the expression"),
     ("__import__('os').system('true')", "Error: unsupported element"),
     ("9 ** 9 ** 9", "Error: exponents above"),
     ("10.0 ** 300 * 10.0 ** 300", "Error: the result is too large"),
-    ("1" * 600, "Error: the expression is longer than"),
+    ("1 " + "+1" * 249 + " ", "Error: the expression is longer than 500 characters"),  # 501 characters
     ("round(5, -30000000)", "Error: round takes a whole number of digits"),  # 10**30000000, exactly: a minute
     ("round(2.5, 0.5)", "Error: round takes a whole number of digits"),
+    ("round(2.5, 1001)", "Error: round takes a whole number of digits from -1000 to 1000"),
 ])
 def test_calculate_refuses_bad_expressions_with_a_readable_error(state, expression, error):
     before = state_hash(state)

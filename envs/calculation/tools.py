@@ -36,13 +36,17 @@ _COMPLEMENT = str.maketrans("ACGT", "TGCA")
 # ---------------------------------------------------------------- formatting and lookups
 
 def _number(value: float) -> str:
-    """A result as plain text: integers without a point, others to at most 6 decimals."""
+    """A result as plain text: whole numbers without a point (an integer's every digit), others to at
+    most 6 decimals; a float from 1e16 up, where floats hold no fractions and few exact digits, as
+    Python writes it (``1e+16``)."""
+    if type(value) is int:
+        return str(value)
     if not math.isfinite(value):
         raise ValueError("the result is too large or not a number")
-    value = round(float(value), 6)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6f}".rstrip("0") if abs(value) < 1e15 else repr(value)
+    value = round(value, 6)
+    if abs(value) >= 1e16:
+        return repr(value)
+    return str(int(value)) if value.is_integer() else f"{value:.6f}".rstrip("0")
 
 
 def _money(value: float) -> str:
