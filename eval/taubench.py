@@ -299,8 +299,9 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
              task_ids: Sequence[int] | None = None, out: Path | None = None, model: str = "",
              max_steps: int = MAX_STEPS, batch_size: int = 1, mode: str = "sync", seed: int | None = None,
              tool_mode: ToolMode = "upstream") -> dict[str, Any]:
-    """Run ``trials`` conversations of each selected task (all by default), ``batch_size`` at a time
-    in one vector env (:func:`conversations`); the summary (pass^k, average reward).
+    """Run ``trials`` conversations of each selected task (all by default; a task selected twice plays
+    once), ``batch_size`` at a time in one vector env (:func:`conversations`); the summary (pass^k,
+    average reward).
 
     With ``out``, each episode is appended to ``out/episodes.jsonl`` as it ends, episodes already
     there are not run again, and the summary's markdown and chart are written beside it.
@@ -308,7 +309,7 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
     if trials < 1:
         raise InputError(f"--trials must be at least 1, got {trials}")
     cls = env_class(source.domain)
-    ids = list(task_ids) if task_ids is not None else list(range(len(source.tasks)))
+    ids = list(dict.fromkeys(task_ids)) if task_ids is not None else list(range(len(source.tasks)))
     path = out / "episodes.jsonl" if out else None
     try:
         records = read_jsonl(path) if path else []

@@ -20,7 +20,7 @@ from envs.user import GREETING, STOP
 from eval import cli, taubench
 from eval.cli import run
 from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of, gold_policy,
-                           pass_hat, read_task_file, scripted_user)
+                           parse_ids, pass_hat, read_task_file, scripted_user)
 from test_agents_policy import counting_player, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 from test_taubench_compat import SHARED, needs_shared
 
@@ -72,6 +72,13 @@ def test_doing_nothing_scores_exactly_the_tasks_whose_gold_leaves_the_data_uncha
                     if t["final_data_hash"] == golden["initial_data_hash"] and not t["required_outputs"]}
         summary = evaluate(source(name), do_nothing_policy, scripted_user())
         assert {int(i) for i, c in summary["successes"].items() if c} == expected, name
+        assert summary["average_reward"] == len(expected) / len(golden["tasks"]), name
+
+
+def test_a_task_selected_twice_plays_once_and_counts_once():
+    retail = source("retail_dev")
+    summary = evaluate(retail, gold_policy(retail.tasks), scripted_user(), task_ids=parse_ids("0-1,1,0", 20))
+    assert (summary["tasks"], summary["successes"], summary["average_reward"]) == (2, {"0": 1, "1": 1}, 1.0)
 
 
 def test_the_gold_actions_without_the_required_outputs_score_0():
