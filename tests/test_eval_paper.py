@@ -129,6 +129,8 @@ def test_an_adapter_of_a_training_run_reports_into_that_run(tmp_path):
     (["--environments", "calculation,chess"], "choose among calculation, web, retail, airline"),
     (["--samples", "2"], "--samples must be at least 4"),
     (["--environments", "retail", "--taubench-dir", ""], "retail: tau-bench's test tasks are needed"),
+    (["--environments", "calculation", "--taubench-dir", "", "--m3tooleval-dir", "/nonexistent"],
+     "/nonexistent is not M3ToolEval's folder"),  # tau-bench's tasks are needed only for its environments
     (["--environments", "calculation", "--limit", "0"], "--limit must be at least 1"),
     (["--environments", "calculation", "--max-steps", "0"], "--max-steps must be at least 1"),
     (["--environments", "calculation", "--temperature", "-1"], "--temperature must be at least 0, got -1.0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -220,11 +221,12 @@ def test_a_runs_report_shows_a_heldout_success_and_failure_per_domain_as_transcr
     assert SYSTEM_PROMPT not in episodes
 
 
-def test_a_runs_report_gathers_the_evals_written_under_it(tmp_path):
+def test_a_runs_report_gathers_the_evals_written_under_it(tmp_path, monkeypatch):
     run_dir = tiny_run(tmp_path / "run")
     for name, summary in (("heldout", HELDOUT), ("m3tooleval", M3), ("taubench-retail", TAU)):
         report.write_eval(summary, run_dir / "eval" / name)
-    assert run(report.main, [str(run_dir)]) == 0
+    monkeypatch.setattr(sys, "argv", ["python -m eval.report", str(run_dir)])  # the command line, as the shell gives it
+    assert run(report.main) == 0
     evals = section((run_dir / "report.md").read_text(), "Evaluations")
     for folder_name in ("eval/heldout", "eval/m3tooleval", "eval/taubench-retail"):
         assert f"![chart]({folder_name}/chart.png)" in evals
@@ -316,6 +318,31 @@ def test_training_plot_draws_the_curves_that_matter_once_each_and_names_the_cons
     assert not any(word in label for label in labels for word in ("processes", "episodes", "memory", "KL to rollout"))
     assert "constant, not drawn: RL: KL to rollout policy = 0" in " ".join(t.get_text() for t in fig.texts)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("losses, drawn, constant", [
+    ([0.5], [[(1, 0.5)]], []),  # one point still shows
+    ([0.5, 0.5], [], ["RL: loss"]),
+    ([0.5, float("nan"), True, 0.25], [[(1, 0.5), (4, 0.25)]], []),  # what is no number is left out
+])
+def test_a_one_point_series_is_drawn_a_constant_one_named_and_what_is_no_number_left_out(losses, drawn, constant):
+    (panel,) = curves.training_panels([{"phase": "rl", "step": i + 1, "loss": v} for i, v in enumerate(losses)])
+    assert [s.points for s in panel.drawn] == drawn and [s.label for s in panel.constant] == constant
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_the_training_figure_says_when_nothing_is_logged_and_only_then(logged):
+    fig = curves.training_figure(metrics(True) if logged else [])
+    texts = [t.get_text() for ax in fig.axes if ax.get_visible() for t in ax.texts]
+    assert (texts == ["no training steps logged yet"]) != logged and bool(fig.axes[0].get_lines()) == logged
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("content, fence", [("plain", "```"), ("x `a` then ```python\nprint(1)\n```", "````"),
+                                            ("`````", "``````")])
+def test_a_transcript_is_fenced_past_the_longest_run_of_backticks_in_it(content, fence):
+    block = report.transcript([{"role": "assistant", "content": content}])
+    assert block == f"{fence}text\n[assistant] {content}\n{fence}"
 
 
 def test_names_become_folder_names():

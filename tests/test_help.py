@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 
 import pytest
 
@@ -22,9 +23,10 @@ COMMANDS = {  # module -> how its usage line names it
 
 
 @pytest.mark.parametrize("module", sorted(COMMANDS))
-def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys):
+def test_help_names_the_command_and_the_defaults_of_its_options(module, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [COMMANDS[module], "--help"])  # main() reads the command line itself
     with pytest.raises(SystemExit) as done:
-        importlib.import_module(module).main(["--help"])
+        importlib.import_module(module).main()
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith(f"usage: {COMMANDS[module]} ")

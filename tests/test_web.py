@@ -67,6 +67,19 @@ def test_scroll_down_moves_a_window_and_stops_at_the_bottom(state: State) -> Non
     assert state_hash(state) == before and state["browser"]["top"] == VIEW_LINES
 
 
+def test_the_window_says_what_lies_above_and_below_and_scroll_up_moves_it_back_one_window(state: State) -> None:
+    url = max(state["pages"], key=lambda u: len(state["pages"].get_readonly(u)["lines"]))
+    total = len(state["pages"].get_readonly(url)["lines"])
+    assert total > 2 * VIEW_LINES
+    top = click_url(state, url)
+    assert "above" not in top and f"{total - VIEW_LINES} more lines below (scroll_down)" in top
+    scroll_down(state)
+    second = scroll_down(state)
+    assert f"Showing lines {2 * VIEW_LINES + 1}-" in second and f"{2 * VIEW_LINES} lines above (scroll_up)" in second
+    back = scroll_up(state)
+    assert f"Showing lines {VIEW_LINES + 1}-{2 * VIEW_LINES} of {total}; {VIEW_LINES} lines above (scroll_up), " in back
+
+
 def test_scroll_up_at_the_top_is_an_error_that_changes_nothing(state: State) -> None:
     before = state_hash(state)
     assert scroll_up(state).startswith("Error: already at the top")
