@@ -5,8 +5,10 @@ of scripted tasks apart from all three."""
 from __future__ import annotations
 
 import errno
+import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +16,7 @@ from agents.models import ModelNotFoundError
 from envs.calculation.challenger import make_tasks
 from envs.pool import append_pool
 from train import compare
+from train.config import load_config
 from train.tasks import EmptyPoolError, Selection
 
 
@@ -88,6 +91,76 @@ def test_sizes_and_arms_that_compare_nothing_exit_2(flags, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         compare.main(["--run", str(run), *flags])
     assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--size", "1"], ["--heldout", "1"]])
+def test_a_size_or_held_out_set_of_one_task_is_accepted(flags, tmp_path, capsys, caplog):
+    """The flags pass; the run folder (no parsed.jsonl here) is what is refused next."""
+    assert compare.main(["--run", str(tmp_path), *flags]) == 2
+    assert "must be at least 1" not in capsys.readouterr().err and "holds no parsed.jsonl" in caplog.text
+
+
+def test_a_run_folder_without_its_config_exits_2_in_a_line(tmp_path, caplog):
+    """A run whose pool is there but not its config.yaml: said in a line, not a FileNotFoundError."""
+    run = parsed_run(tmp_path, ["new", "kept"])
+    assert compare.main(["--run", str(run)]) == 2
+    assert "holds no parsed.jsonl and config.yaml" in caplog.text
+
+
+def trajectories(folder: Path, phases: dict[str, list[float]], domain: str = "calculation") -> None:
+    """A run folder's trajectories.jsonl: one episode per reward, phase by phase, in the order given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    episodes = [{"phase": phase, "domain": domain, "step": 0, "reward": reward}
+                for phase, rewards in phases.items() for reward in rewards]
+    with open(folder / "trajectories.jsonl", "a") as handle:
+        handle.writelines(json.dumps(e) + "\n" for e in episodes)
+
+
+def test_an_arms_result_is_its_last_evaluation_with_the_base_models_success(tmp_path):
+    trajectories(tmp_path, {"eval:base": [1.0, 0.0, 0.0, 0.0], "rl": [1.0, 1.0, 1.0, 1.0],
+                            "eval:rl": [1.0, 1.0, 1.0, 0.0]})
+    trajectories(tmp_path, {"eval:base": [0.0, 0.0]}, domain="web")  # another domain's episodes count for nothing
+    result = compare.arm_result(tmp_path, "calculation")
+    assert result == {"stage": "rl", "n": 4, "successes": 3, "success": 0.75, "low": pytest.approx(0.301, abs=1e-3),
+                      "high": pytest.approx(0.954, abs=1e-3), "base": 0.25}
+
+
+def training_stand_in(trained: list):
+    """A stand-in for ``train.run.train``: each arm's run folder gets a held-out evaluation (3 of 4 solved), and a
+    base one (1 of 4) only when its config asks for it; the configs it was given go into ``trained``."""
+
+    def training(config, default_name):
+        trained.append(config)
+        folder = Path(config.runs_dir) / config.name
+        trajectories(folder, {"eval:base": [1.0, 0.0, 0.0, 0.0]} if config.eval_base else {})
+        trajectories(folder, {"eval:rl": [1.0, 1.0, 1.0, 0.0]})
+        return SimpleNamespace(path=folder), None
+
+    return training
+
+
+def test_the_base_model_is_measured_once_on_the_first_arm_and_reported_for_every_arm(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr("train.run.train", training_stand_in(trained))
+    sets = {arm: make_tasks(seed=77, n=2) for arm in compare.ARMS}
+    config = load_config(None, {"domains": ["calculation"], "challenger_proposals": 0})
+    results = compare.train_arms(compare.ARMS, sets, make_tasks(seed=78, n=2), config, tmp_path, "calculation")
+    assert [(c.name, c.eval_base) for c in trained] == [("filtered", True), ("unfiltered", False), ("scripted", False)]
+    assert {arm: (r["base"], r["success"]) for arm, r in results.items()} == dict.fromkeys(compare.ARMS, (0.25, 0.75))
+
+
+def test_a_finished_comparison_writes_each_arms_result_to_its_summary_and_chart(tmp_path, monkeypatch):
+    run = parsed_run(tmp_path, ["new", "kept", "parsed", "new"])
+    (run / "config.yaml").write_text("domains: [calculation]\nchallenger_proposals: 0\n")
+    monkeypatch.setattr("train.run.train", training_stand_in([]))
+    assert compare.main(["--run", str(run), "--heldout", "2", "--size", "2", "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sizes"] == dict.fromkeys(compare.ARMS, 2)
+    assert {arm: (r["successes"], r["n"], r["base"]) for arm, r in summary["results"].items()} == \
+        dict.fromkeys(compare.ARMS, (3, 4, 0.25))
+    page = (tmp_path / "out" / "summary.md").read_text()
+    assert all(f"| {arm} | 2 | 4 | 25.0% | 75.0% (rl) | 30.1% to 95.4% |" in page for arm in compare.ARMS)
+    assert "![chart](chart.png)" in page and (tmp_path / "out" / "chart.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("raised, code, said", [

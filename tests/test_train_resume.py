@@ -20,7 +20,7 @@ import pytest
 
 from test_train_support import bandit_model_dir, bandit_pool
 from envs.records import read_jsonl
-from train.rundir import RunDir
+from train.rundir import RunDir, RunState
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +150,34 @@ def test_resume_cuts_the_proposals_back_too_and_keeps_those_a_checkpoint_from_be
     run.append(run.parsed, [{"id": "b"}])
     run.truncate({"metrics.jsonl": 0})
     assert read_jsonl(run.parsed) == [{"id": "a"}, {"id": "b"}] and run.lines["parsed.jsonl"] == 2
+
+
+def test_a_process_that_is_not_the_main_one_writes_no_metrics(tmp_path):
+    run = RunDir(tmp_path, writer=False)
+    run.append(run.metrics, [{"step": 1}])
+    assert not run.metrics.exists() and run.lines["metrics.jsonl"] == 0
+
+
+class Adapter:
+    """A stand-in for the policy: ``save_checkpoint`` only asks it to write its adapter into a folder."""
+
+    def save_pretrained(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
+    """A run killed while writing its first checkpoint leaves only the temporary folder: it starts over."""
+    run = RunDir(tmp_path)
+    (run.checkpoints / ".tmp-step-000004-00001" / "adapter").mkdir(parents=True)
+    assert run.latest_checkpoint() is None
+
+
+def test_a_new_checkpoint_replaces_the_old_one_and_is_the_one_resumed_from(tmp_path):
+    run = RunDir(tmp_path)
+    state = RunState(stage="rl", step=4)
+    run.save_checkpoint(Adapter(), None, state)
+    state.step = 8
+    run.save_checkpoint(Adapter(), None, state)
+    assert [p.name for p in run.checkpoints.iterdir()] == ["step-000008-00002"]
+    assert run.latest_checkpoint() == run.checkpoints / "step-000008-00002"
