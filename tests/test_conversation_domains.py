@@ -126,3 +126,11 @@ def test_a_strict_respond_takes_one_text_and_a_refused_one_leaves_the_episode_go
     assert observation.startswith("Error: respond takes one argument") and "invalid_action" in info
     assert not (terminated or truncated)
     assert env.step(json.dumps({"name": "finish", "arguments": {"answer": "done"}}))[2] and env.answer == "done"
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_a_world_spec_left_out_is_seed_0_with_50_users(domain):
+    cls = type(gym.make(IDS[domain]).unwrapped)
+    assert state_hash(cls.build_world({})) == state_hash(cls.build_world({"seed": 0, "users": 50}))
+    assert state_hash(cls.build_world({"users": 5})) == state_hash(cls.build_world({"seed": 0, "users": 5}))
+    assert len(cls.build_world({})["users"]) == 50
