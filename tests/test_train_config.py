@@ -53,10 +53,24 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
     assert config.rl_domains == ["calculation", "web"]
 
 
+def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_default(tmp_path):
+    small = tmp_path / "small.yaml"
+    small.write_text("steps: 1\n")
+    config = load_config(small, {"tasks_per_domain.web": 30})
+    assert config.tasks_per_domain == {**TrainConfig().tasks_per_domain, "web": 30}
+
+
 @pytest.mark.parametrize("argv, key", [
     (["--set", "stepz=3"], "stepz"),
     (["--steps", "many"], "steps"),
     (["--set", "lr=-1"], "lr"),
+    (["--set", "lr=0"], "lr"),
+    (["--set", "lr=.inf"], "lr"),
+    (["--temperature", ".nan"], "temperature"),
+    (["--temperature", "-1"], "temperature"),
+    (["--steps", "-1"], "steps"),
+    (["--lora-rank", "0"], "lora_rank"),
+    (["--group-size", "0"], "group_size"),
     (["--algorithm", "dqn"], "algorithm"),
     (["--set", "steps.x=1"], "steps.x"),
     (["--set", "heldout_per_domain.web=-2"], "heldout_per_domain.web"),

@@ -12,6 +12,7 @@ naming the key, which the command line turns into exit code 2. A file may start 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -299,19 +300,27 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             return value
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(key, f"expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):  # .nan and .inf are YAML numbers, and no setting's value
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return number
     if kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(key, f"expected a string, got {value!r}")
     raise ConfigError(key, f"unsupported type {kind}")
+
+
+def _default(key: str) -> Any:
+    spec = next(f for f in dataclasses.fields(TrainConfig) if f.name == key)
+    return spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
 
 
 def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -324,7 +333,7 @@ def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
         if sub:
             if typing.get_origin(kind) is not dict:
                 raise ConfigError(dotted, f"{key} is not a mapping, so {dotted} means nothing")
-            mapping = dict(values.get(key) or {})
+            mapping = dict(values[key] if key in values else _default(key))  # one entry changed, the rest kept
             mapping[sub] = _coerce(dotted, raw, typing.get_args(kind)[1])
             values[key] = mapping
         else:
