@@ -152,7 +152,7 @@ def writable(path: Path) -> bool:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: the old file or the new, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
+    with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

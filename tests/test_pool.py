@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import textwrap
 import pytest
 
 from envs.pool import PoolError, append_pool, load_pool
+from envs.records import append_jsonl, read_jsonl, write_atomic
 from toy_domain import copy_task
 
 
@@ -178,3 +180,26 @@ def test_label_reads_one_stages_proposals_though_an_id_recurs_across_stages(tmp_
     assert [t.id for t in load_pool(path, label="pool")] == ["a"]
     assert [(t.id, t.provenance.get("label")) for t in load_pool(path, label="rl")] == [("a", "rl"), ("b", "rl")]
     assert [t.id for t in load_pool(path, dedupe=True)] == ["a", "b", "c"]
+
+
+def test_a_missing_file_has_no_records_and_an_empty_append_makes_none(tmp_path):
+    path = tmp_path / "runs" / "a" / "metrics.jsonl"
+    assert read_jsonl(path) == [] and append_jsonl(path, []) == 0 and not (tmp_path / "runs").exists()
+    assert append_jsonl(path, [{"n": 1}]) == 1 and read_jsonl(path) == [{"n": 1}]  # its folders made as needed
+
+
+@pytest.mark.parametrize("tail", [b"5", b"[1]", b'{"a": 1}\n7', b"\xc3", b'{"a": 1}\n{"b'])
+def test_an_append_ends_a_whole_last_line_and_cuts_a_partial_one_however_short(tmp_path, tail):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(tail)
+    kept = read_jsonl(path)
+    append_jsonl(path, [{"new": True}])
+    assert read_jsonl(path) == kept + [{"new": True}]
+    assert kept == [json.loads(line) for line in tail.split(b"\n") if line in (b"5", b"[1]", b'{"a": 1}', b"7")]
+
+
+def test_write_atomic_replaces_a_file_whole_in_utf8_leaving_no_temporary_file(tmp_path):
+    path = tmp_path / "summary.md"
+    path.write_text("old")
+    write_atomic(path, "nouveau résumé ✓")
+    assert path.read_bytes() == "nouveau résumé ✓".encode() and os.listdir(tmp_path) == ["summary.md"]
