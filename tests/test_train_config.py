@@ -53,6 +53,14 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
     assert config.rl_domains == ["calculation", "web"]
 
 
+def test_a_config_file_that_holds_no_mapping_exits_2_saying_so(tmp_path, caplog):
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- steps\n- 4\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--config", str(listed)]) == 2
+    assert "must hold a mapping of keys to values" in caplog.text
+
+
 def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_default(tmp_path):
     small = tmp_path / "small.yaml"
     small.write_text("steps: 1\n")
@@ -65,6 +73,10 @@ def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_defa
     (["--steps", "many"], "steps"),
     (["--set", "lr=-1"], "lr"),
     (["--set", "lr=0"], "lr"),
+    (["--set", "lr=true"], "lr"),
+    (["--set", "steps"], "steps"),
+    (["--set", "domains=5"], "domains"),
+    (["--set", "tasks_per_domain=5"], "tasks_per_domain"),
     (["--set", "lr=.inf"], "lr"),
     (["--temperature", ".nan"], "temperature"),
     (["--temperature", "-1"], "temperature"),
