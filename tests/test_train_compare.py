@@ -15,6 +15,7 @@ import pytest
 from agents.models import ModelNotFoundError
 from envs.calculation.challenger import make_tasks
 from envs.pool import append_pool
+from envs.records import append_jsonl
 from train import compare
 from train.config import load_config
 from train.tasks import EmptyPoolError, Selection
@@ -109,11 +110,8 @@ def test_a_run_folder_without_its_config_exits_2_in_a_line(tmp_path, caplog):
 
 def trajectories(folder: Path, phases: dict[str, list[float]], domain: str = "calculation") -> None:
     """A run folder's trajectories.jsonl: one episode per reward, phase by phase, in the order given."""
-    folder.mkdir(parents=True, exist_ok=True)
-    episodes = [{"phase": phase, "domain": domain, "step": 0, "reward": reward}
-                for phase, rewards in phases.items() for reward in rewards]
-    with open(folder / "trajectories.jsonl", "a") as handle:
-        handle.writelines(json.dumps(e) + "\n" for e in episodes)
+    append_jsonl(folder / "trajectories.jsonl", [{"phase": phase, "domain": domain, "step": 0, "reward": reward}
+                                                 for phase, rewards in phases.items() for reward in rewards])
 
 
 def test_an_arms_result_is_its_last_evaluation_with_the_base_models_success(tmp_path):

@@ -318,11 +318,6 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(key, f"unsupported type {kind}")
 
 
-def _default(key: str) -> Any:
-    spec = next(f for f in dataclasses.fields(TrainConfig) if f.name == key)
-    return spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
-
-
 def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
     """Set ``settings`` (keys may be dotted: ``tasks_per_domain.web``) into ``values``, checking each."""
     for dotted, raw in settings.items():
@@ -333,7 +328,7 @@ def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
         if sub:
             if typing.get_origin(kind) is not dict:
                 raise ConfigError(dotted, f"{key} is not a mapping, so {dotted} means nothing")
-            mapping = dict(values[key] if key in values else _default(key))  # one entry changed, the rest kept
+            mapping = dict(values[key] if key in values else getattr(TrainConfig(), key))  # the rest kept
             mapping[sub] = _coerce(dotted, raw, typing.get_args(kind)[1])
             values[key] = mapping
         else:
