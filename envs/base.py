@@ -208,7 +208,10 @@ class ToolEnv(gym.Env[str, str]):
         self._turn = 0
         return instruction, self._info()
 
-    def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def step(self, action: str | ToolCall | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """One action: text (see the domain's Action Space). A :class:`~envs.cat.ToolCall` is a call a
+        wrapper has read from text its own way (:class:`envs.user.SimulatedUser`'s messages), under its
+        own length limit."""
         if action is None:  # no action (a vector env's sub-env sitting out a round): no turn passes
             return "", 0.0, False, False, self._info() if self.task is not None else {}
         if self._done:  # as it ended: truncated stays truncated
@@ -216,10 +219,13 @@ class ToolEnv(gym.Env[str, str]):
             return ("Error: the episode is over; call reset() to start another.", 0.0, not self._truncated,
                     self._truncated, info)
         self._turn += 1
-        text = action if isinstance(action, str) else repr(action)
+        if isinstance(action, ToolCall) and isinstance(action.name, str) and isinstance(action.arguments, dict):
+            parsed, text = action, json.dumps(action.to_json(), ensure_ascii=False, default=repr)
+        else:
+            parsed = parse_action(action, self.action_space.max_length)
+            text = action if isinstance(action, str) else repr(action)
         self.transcript.append(("assistant", self.action_space.fit(text)))  # printable, as observations are
         info: dict[str, Any] = {}
-        parsed = parse_action(action, self.action_space.max_length)
         terminated = False
         if isinstance(parsed, Malformed):
             observation = parsed.message

@@ -7,7 +7,6 @@ or a script in tests); this wrapper keeps the turns and the end as upstream does
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import gymnasium as gym
@@ -33,16 +32,21 @@ How to talk:
 - Once your goal is met, reply with ###STOP### alone, to end the conversation."""
 
 
-def said_to_user(text: str) -> tuple[str, str | None]:
+def said_to_user(action: Any, max_length: int) -> tuple[Any, str | None]:
     """The action to step the env with, and what it says to the user (``None``: not a message).
     As upstream, a turn that holds no tool call is a message to the user: code too (a ```python block),
-    which upstream's agents cannot run."""
-    parsed = parse_action(text)
-    if isinstance(parsed, (Malformed, CodeAction)):  # unescaped: escapes would make a long message too long
-        return json.dumps({"name": "respond", "arguments": {"content": text}}, ensure_ascii=False), text
+    which upstream's agents cannot run. Such a message goes on as the ``respond`` call it stands for,
+    already read: as JSON text its escapes would count against the env's length limit, which is the
+    message's own. An action that is not text, or is over the limit, goes on as it is, for the env
+    to refuse."""
+    if not isinstance(action, str) or len(action) > max_length:
+        return action, None
+    parsed = parse_action(action)
+    if isinstance(parsed, (Malformed, CodeAction)):
+        return ToolCall("respond", {"content": action}), action
     if isinstance(parsed, ToolCall) and parsed.name == "respond" and isinstance(parsed.arguments.get("content"), str):
-        return text, parsed.arguments["content"]
-    return text, None
+        return action, parsed.arguments["content"]
+    return action, None
 
 
 class SimulatedUser(gym.Wrapper):
@@ -57,7 +61,8 @@ class SimulatedUser(gym.Wrapper):
 
     ## Action Space
     Text: the message of whoever's turn it is (``info["speaker"]``: ``"user"`` or ``"agent"``).
-    ``None`` is no action: no turn passes.
+    ``None`` is no action: no turn passes. An agent's action that is not text is refused as the env
+    refuses it; a user's is read as its ``repr``.
 
     ## Observation Space
     Text, for whoever speaks next: the user's message (to the agent), the agent's message (to the
@@ -110,14 +115,14 @@ class SimulatedUser(gym.Wrapper):
             return "", 0.0, False, False, self._info
         if self._speaker == "user":
             self._speaker = "agent"  # the message is the agent's to read, the last one included
-            action = self.observation_space.fit(action)
+            action = self.observation_space.fit(action if isinstance(action, str) else repr(action))
             if self._agent_steps and STOP in action:
                 result = self.env.unwrapped.end()
                 info = {**self._tagged(self._info), "end_reason": "user_stop", **self.env.unwrapped.ending(result)}
                 return action, 1.0 if result.status == "ok" else 0.0, True, False, info
             return action, 0.0, False, self._last_word, self._tagged(self._info)
         self._agent_steps += 1
-        step_action, said = said_to_user(action)
+        step_action, said = said_to_user(action, self.env.action_space.max_length)
         observation, reward, terminated, truncated, info = self.env.step(step_action)
         if "invalid_action" in info:
             said = None  # refused (too long, or after the end): the agent reads why, the user hears nothing

@@ -36,18 +36,37 @@ def test_after_the_user_stops_every_step_is_over_until_reset():
     assert env.step("Hi again.")[0] == "Hi again."
 
 
-@pytest.mark.parametrize("message, limit", [("word " * 30, 100), ("退款已处理" * 2400, None)])
-def test_a_message_is_said_to_the_user_unless_the_env_refuses_it(message, limit):
-    """A message in the action space reaches the user (its non-ASCII not escaped past the limit); one
-    the env refuses comes back to the agent with the reason, and the user hears nothing."""
+@pytest.mark.parametrize("message", ["w" * 60, '"q\\\n' * 15, "退款已处理" * 12, "退款已处理" * 2400],
+                         ids=["plain", "escapes", "non-ascii", "long"])
+def test_a_message_up_to_the_limit_is_said_to_the_user_and_one_past_it_is_refused(message):
+    """The limit is the message's own length, not its length as JSON escaped inside a respond call;
+    a refused message comes back to the agent with its length, and the user hears nothing."""
+    limit = 60 if len(message) == 60 else None
     env = conversation(**({} if limit is None else {"max_action_length": limit}))
-    observation, reward, terminated, truncated, info = env.step(message)
+    observation, _, _, _, info = env.step(message)
+    assert observation == message and info["speaker"] == "user" and "invalid_action" not in info
     if limit is None:
-        assert observation == message and info["speaker"] == "user" and "invalid_action" not in info
-    else:
-        assert observation != message and "invalid_action" in info and info["speaker"] == "agent"
-        assert not (terminated or truncated) and reward == 0.0
-        assert env.step("Short and sweet.")[4]["speaker"] == "user"
+        return
+    env.step("Go on.")
+    observation, reward, terminated, truncated, info = env.step(message + "!")
+    assert "61 characters" in observation and "invalid_action" in info and info["speaker"] == "agent"
+    assert not (terminated or truncated) and reward == 0.0
+    assert env.step("Short and sweet.")[4]["speaker"] == "user"
+
+
+@pytest.mark.parametrize("action", [5, b"hi", object(), ["x"]], ids=["int", "bytes", "object", "list"])
+def test_an_agent_action_that_is_not_text_is_refused_as_the_env_refuses_it(action):
+    env = conversation()
+    observation, reward, terminated, truncated, info = env.step(action)
+    assert observation.startswith(f"Error: an action must be text, got {type(action).__name__}.")
+    assert info["speaker"] == "agent" and "invalid_action" in info
+    assert (reward, terminated, truncated) == (0.0, False, False)
+
+
+def test_a_user_message_that_is_not_text_is_read_as_its_repr():
+    env = conversation()
+    env.step("What is your order id?")
+    assert env.step(b"#W0000000")[0] == "b'#W0000000'"
 
 
 def test_code_is_a_message_to_the_user_as_upstream_where_agents_cannot_run_it():
