@@ -4,7 +4,8 @@ The actions mix prose, tool-call wrappers, real and unknown tool names, real and
 names, wrongly typed values, and the hostile shapes that once raised or took quadratic time:
 integer literals up to 100,000 digits, arrays and objects nested up to 10,000 deep, and 1 MB texts.
 
-Every env runs in strict mode, and retail and airline in upstream mode too (no argument checks).
+Every env runs in strict mode, and retail and airline in upstream mode too (no argument checks);
+conversations with a simulated user take fuzzed turns on both sides, text or not.
 ``FUZZ_EXAMPLES`` sets the examples per env: 300 by default, to keep CI short; the issue's bar is
 ``FUZZ_EXAMPLES=10000 python -m pytest tests/test_step_fuzz.py`` (several minutes).
 """
@@ -26,6 +27,7 @@ from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory
 from envs.actions import Malformed, parse_action
 from envs.registry import ENV_IDS
 from envs.spaces import AnyText
+from envs.user import STOP, SimulatedUser
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 MEGABYTE = 1 << 20
@@ -123,6 +125,36 @@ def test_fuzzed_actions_never_raise(env_id: str, tool_mode: str) -> None:
 
     try:
         step_once()
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("env_id, tool_mode", ENVS[-2:] + [pytest.param(ENV_IDS["airline"], "strict", id="airline")])
+def test_fuzzed_turns_in_a_conversation_never_raise(env_id: str, tool_mode: str) -> None:
+    """Both sides of a simulated-user conversation, whatever they say: text or not, over the limit
+    or not. A message is refused for its length only when its own text is over the limit."""
+    env = SimulatedUser(gym.make(env_id, max_turns=1_000_000, tool_mode=tool_mode, max_action_length=300).unwrapped)
+    limit = env.action_space.max_length
+    turns = _actions(env.unwrapped) | st.sampled_from([None, 5, b"bytes", ["x"], {"name": "respond"}, STOP])
+
+    @settings(max_examples=max(FUZZ_EXAMPLES // 3, 10), deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(said=st.lists(turns, min_size=1, max_size=6), seed=st.integers(0, 1000))
+    def converse(said: list[Any], seed: int) -> None:
+        env.reset(seed=seed)
+        for action in said:
+            speaker = env._speaker
+            observation, reward, terminated, truncated, info = env.step(action)
+            assert env.observation_space.contains(observation) and reward in (0.0, 1.0)
+            assert info["speaker"] in ("user", "agent")
+            observation.encode("utf-8")
+            if speaker == "agent" and isinstance(action, str) and len(action) <= limit:
+                assert "over this environment's limit" not in observation
+            if terminated or truncated:
+                break
+
+    try:
+        converse()
     finally:
         env.close()
 
