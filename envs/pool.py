@@ -76,5 +76,9 @@ def load_pool(path: str | os.PathLike[str], domain: str | None = None, dedupe: b
 
 
 def append_pool(path: str | os.PathLike[str], tasks: Iterable[CodeAsTask]) -> int:
-    """Append ``tasks`` atomically (all their lines in one write); returns how many."""
-    return append_jsonl(path, (t.to_json() for t in tasks), ensure_ascii=False, separators=(",", ":"))
+    """Append ``tasks`` atomically (all their lines in one write); returns how many. A last line that is
+    not UTF-8 (not a crash's tail) is the :class:`PoolError` loading gives."""
+    try:
+        return append_jsonl(path, (t.to_json() for t in tasks), ensure_ascii=False, separators=(",", ":"))
+    except RecordsError as exc:
+        raise PoolError(str(exc)) from None

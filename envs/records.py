@@ -4,9 +4,11 @@ written whole (:func:`write_atomic`).
 An append is one ``write`` of whole lines to a file opened with ``O_APPEND``, fsynced, so a crash
 can at worst leave a partial *last* line (a write that fails, on a full disk, is taken back). Reading
 skips such a line with a warning; the next append cuts it off first. A last line that is whole but
-lacks its newline (a file written by hand) is read, and the next append ends it. A bad line anywhere else is not a crash's doing, so it is an error naming the line:
-that includes bytes that are not UTF-8, which are never replaced (a replaced byte inside a
-verifier's string literal would silently change what it compares).
+lacks its newline (a file written by hand) is read, and the next append ends it. A bad line anywhere
+else is not a crash's doing, so it is an error naming the line, to a read and to an append alike:
+that includes bytes that are not UTF-8 (a last line's too, unless a character is cut short), which
+are never replaced (a replaced byte inside a verifier's string literal would silently change what it
+compares).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
 def _end_last_line(fd: int, path: Path) -> None:
     """Make the file end with a line end, so the next line starts clean: a last line without one that
     reads as a record (:func:`read_lines` returns it) gets its newline; an incomplete one, which an
-    interrupted append left, is cut off."""
+    interrupted append left, is cut off; one that is not UTF-8 is the :class:`RecordsError` reading gives."""
     size = end = os.fstat(fd).st_size
     if size == 0:
         return
@@ -103,11 +105,8 @@ def _end_last_line(fd: int, path: Path) -> None:
             end = start + cut + 1
             break
         end = start
-    try:
-        whole = _is_json(os.pread(fd, size - end, end).decode("utf-8"))
-    except UnicodeDecodeError:
-        whole = False
-    if whole:
+    text = _decode(os.pread(fd, size - end, end), path, os.pread(fd, end, 0).count(b"\n") + 1, last=True)
+    if text is not None and _is_json(text):
         os.write(fd, b"\n")
         return
     log.warning("%s: dropping an incomplete last line of %d bytes", path, size - end)
@@ -149,11 +148,17 @@ def writable(path: Path) -> bool:
     return os.access(existing, os.W_OK)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: the old file or the new, never half of one."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8, or bytes as they are) to ``path`` through a temporary file and a rename: the
+    old file or the new, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with open(tmp, "wb") as handle:
+        handle.write(text.encode("utf-8") if isinstance(text, str) else text)
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself, on disk
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

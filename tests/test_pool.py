@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -8,7 +9,7 @@ import textwrap
 import pytest
 
 from envs.pool import PoolError, append_pool, load_pool
-from envs.records import append_jsonl, read_jsonl, write_atomic
+from envs.records import RecordsError, append_jsonl, read_jsonl, write_atomic
 from toy_domain import copy_task
 
 
@@ -203,3 +204,33 @@ def test_write_atomic_replaces_a_file_whole_in_utf8_leaving_no_temporary_file(tm
     path.write_text("old")
     write_atomic(path, "nouveau résumé ✓")
     assert path.read_bytes() == "nouveau résumé ✓".encode() and os.listdir(tmp_path) == ["summary.md"]
+
+
+def test_a_last_line_that_is_not_utf8_is_the_same_error_to_an_append_as_to_a_read(tmp_path):
+    """Not a crash's tail (that is a character cut short): the append leaves the file for the user to mend."""
+    path = tmp_path / "log.jsonl"
+    data = b'{"a": 1}\n{"b": "\xff"}'
+    path.write_bytes(data)
+    for use, error in [(read_jsonl, RecordsError), (lambda p: append_jsonl(p, [{"new": True}]), RecordsError),
+                       (load_pool, PoolError), (lambda p: append_pool(p, [copy_task(id="z")]), PoolError)]:
+        with pytest.raises(error, match=r"log.jsonl:2: not valid UTF-8: byte 0xff at byte 8"):
+            use(path)
+    assert path.read_bytes() == data
+
+
+def test_appends_leave_no_file_open_whatever_they_meet(tmp_path):
+    path = tmp_path / "log.jsonl"
+    before = len(os.listdir("/proc/self/fd"))
+    for tail in (b"", b'{"a": 1}', b'{"b', b"\xff"):
+        path.write_bytes(tail)
+        with contextlib.suppress(RecordsError):
+            append_jsonl(path, [{"new": True}])
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_write_atomic_syncs_the_file_then_the_folder_that_holds_its_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or real_fsync(fd))
+    write_atomic(tmp_path / "summary.md", "text")
+    assert synced == [(tmp_path / "summary.md").stat().st_ino, tmp_path.stat().st_ino]

@@ -10,6 +10,7 @@ import pytest
 
 from agents.models import load_tokenizer
 from envs.pool import load_pool
+from envs.records import read_jsonl
 from eval.estimators import wilson_interval
 from test_train_support import save_model, tiny_llama
 from train import experiment
@@ -130,9 +131,11 @@ def test_bad_input_exits_2_in_a_line_before_any_run(flags, said, tmp_path, monke
     assert said in caplog.text
 
 
-def test_a_pool_a_run_cannot_read_exits_2_naming_its_line(tmp_path, monkeypatch, caplog):
-    (tmp_path / "bad.jsonl").write_text("{not json\n")
-    monkeypatch.setattr("train.run.train", lambda config, default_name: load_pool(config.pool))  # as a run reads it
+@pytest.mark.parametrize("read", [load_pool, read_jsonl], ids=["pool", "records"])
+def test_a_file_a_run_cannot_read_exits_2_naming_its_line(read, tmp_path, monkeypatch, caplog):
+    """A pool, or another of a run's records (its metrics, its proposals), with a line that is not a record."""
+    (tmp_path / "bad.jsonl").write_bytes(b"{not json\n" if read is load_pool else b'{"a": "\xff"}\n')
+    monkeypatch.setattr("train.run.train", lambda config, default_name: read(config.pool))  # as a run reads it
     assert experiment.main(["--seeds", "0", "--out", str(tmp_path / "exp"), "--set", "domains=[calculation]",
                             "--set", "heldout_per_domain.calculation=2",
                             "--set", f"pool={tmp_path / 'bad.jsonl'}"]) == 2

@@ -181,3 +181,14 @@ def test_a_new_checkpoint_replaces_the_old_one_and_is_the_one_resumed_from(tmp_p
     run.save_checkpoint(Adapter(), None, state)
     assert [p.name for p in run.checkpoints.iterdir()] == ["step-000008-00002"]
     assert run.latest_checkpoint() == run.checkpoints / "step-000008-00002"
+
+
+def test_resume_keeps_the_lines_it_keeps_byte_for_byte(tmp_path):
+    """A kept line that is not UTF-8 (an edit by hand) stays an error naming it, not a line read with its
+    bytes replaced."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    kept = b'{"step": 1, "note": "caf\xe9"}\n'
+    run.metrics.write_bytes(kept + b'{"step": 2}\n')
+    run.truncate({"metrics.jsonl": 1})
+    assert run.metrics.read_bytes() == kept

@@ -34,8 +34,7 @@ from train.config import (DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig,
                           parse_overrides, parse_value)
 from train.rundir import RunDir, RunState  # noqa: E402
 from envs.challenger import STAGES as FUNNEL  # noqa: E402
-from envs.pool import PoolError  # noqa: E402
-from envs.records import STORAGE_ERRORS  # noqa: E402
+from envs.records import STORAGE_ERRORS, RecordsError  # noqa: E402
 from train.tasks import EmptyPoolError  # noqa: E402
 
 log = logging.getLogger("train")
@@ -128,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.resume:
             config = resumed_config(config, given)
         run, state = train(config, default_name=stem)
-    except (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError) as exc:
+    except (ConfigError, EmptyPoolError, RecordsError, ModelNotFoundError, DeviceError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:  # the run has said where it stopped and how to go on

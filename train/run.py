@@ -33,8 +33,8 @@ from agents.decoding import SamplingSettings
 from agents.models import (DeviceError, LoraSettings, LoraTargetError, ModelNotFoundError, adapters_in_fp32,
                            load_policy, pick_device)
 from agents.policy import ModelPolicy
-from envs.pool import PoolError, append_pool, load_pool
-from envs.records import STORAGE_ERRORS, write_atomic
+from envs.pool import append_pool, load_pool
+from envs.records import STORAGE_ERRORS, RecordsError, write_atomic
 from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
@@ -57,8 +57,8 @@ def latest_run(root: Path) -> str | None:
     return runs[-1].name if runs else None
 
 
-RUN_ERRORS = (ConfigError, EmptyPoolError, PoolError, ModelNotFoundError, DeviceError)
-"""What stops a run for its user to fix (a config, a pool, a model, a device)."""
+RUN_ERRORS = (ConfigError, EmptyPoolError, RecordsError, ModelNotFoundError, DeviceError)
+"""What stops a run for its user to fix (a config, a pool or another records file, a model, a device)."""
 
 
 def stop_code(error: BaseException, again: str) -> int | None:

@@ -148,7 +148,7 @@ class RunDir:
             if path.exists():  # the lines as written: what came after them (cut off here) is never read
                 with open(path, "rb") as handle:
                     kept = b"".join(itertools.islice(handle, self.lines[path.name]))
-                write_atomic(path, kept.decode("utf-8", "replace"))
+                write_atomic(path, kept)  # byte for byte: a line that is not UTF-8 stays an error to read
 
     # ------------------------------------------------------------------ checkpoints
 
