@@ -214,8 +214,11 @@ class ToolEnv(gym.Env[str, str]):
         own length limit."""
         if action is None:  # no action (a vector env's sub-env sitting out a round): no turn passes
             return "", 0.0, False, False, self._info() if self.task is not None else {}
+        if self.task is None:
+            info = {"invalid_action": "no episode"}
+            return "Error: no episode has started; call reset() first.", 0.0, True, False, info
         if self._done:  # as it ended: truncated stays truncated
-            info = {**(self._info() if self.task is not None else {}), "invalid_action": "episode over"}
+            info = {**self._info(), "invalid_action": "episode over"}
             return ("Error: the episode is over; call reset() to start another.", 0.0, not self._truncated,
                     self._truncated, info)
         self._turn += 1

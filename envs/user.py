@@ -92,7 +92,7 @@ class SimulatedUser(gym.Wrapper):
     def __init__(self, env: gym.Env, policy: str | None = None):
         super().__init__(env)
         self.agent_policy = policy
-        self._speaker = "user"
+        self._speaker = "agent"  # before the first reset as after an end: the env's error, whoever speaks
         self._agent_steps = 0
         self._last_word = False  # the agent's last step was a message to the user: the user's answer ends it
         self._info: dict[str, Any] = {}

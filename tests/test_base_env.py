@@ -99,6 +99,16 @@ def test_step_after_the_end_is_an_error_observation(toy_env):
     assert info["task_id"] == copy_task().id and info["invalid_action"] == "episode over"
 
 
+def test_a_step_before_any_reset_is_an_error_observation_and_the_first_reset_plays():
+    """Outside ``gym.make``'s order check: the env itself, unwrapped."""
+    env = ToyEnv()
+    obs, reward, terminated, truncated, info = env.step(FINISH)
+    assert "no episode has started; call reset()" in obs and (reward, terminated, truncated) == (0.0, True, False)
+    assert info == {"invalid_action": "no episode"} and env.transcript == []
+    env.reset(seed=0)
+    assert "invalid_action" not in env.step(FINISH)[4]
+
+
 def test_step_after_a_truncation_says_truncated_again():
     env = ToyEnv(max_turns=1)
     env.reset(seed=0)

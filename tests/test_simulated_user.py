@@ -69,6 +69,16 @@ def test_a_user_message_that_is_not_text_is_read_as_its_repr():
     assert env.step(b"#W0000000")[0] == "b'#W0000000'"
 
 
+def test_a_turn_before_any_reset_is_the_envs_error_whoever_speaks_and_reset_starts_with_the_user():
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0").unwrapped)
+    for message in ("Hi, I need help.", "How can I help?"):
+        observation, reward, terminated, _, info = env.step(message)
+        assert "call reset()" in observation and (reward, terminated, info["speaker"]) == (0.0, True, "agent")
+    env.reset(seed=0)
+    observation, _, _, _, info = env.step("Hi, I need help.")
+    assert observation == "Hi, I need help." and info["speaker"] == "agent" and "invalid_action" not in info
+
+
 def test_code_is_a_message_to_the_user_as_upstream_where_agents_cannot_run_it():
     env = conversation()
     task = env.unwrapped.task
