@@ -92,7 +92,8 @@ def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_defa
     (["--domains", "calculation,moon"], "domains"),
     (["--domains", "web"], "rl_domains"),
 ])
-def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog):
+def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog, monkeypatch):
+    monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail(f"trained with {argv}"))
     with caplog.at_level(logging.ERROR):
         assert main(argv) == 2
     assert f"config key {key!r}" in caplog.text
