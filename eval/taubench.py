@@ -238,7 +238,7 @@ def conversations(source: Source, cats: Sequence[CodeAsTask], batch_size: int, m
     """The vector env the conversations play in: ``batch_size`` sub-envs of the domain's env holding
     ``cats``, its tools in ``tool_mode``, each with a simulated user (:class:`envs.user.SimulatedUser`,
     tau-bench's protocol) and the wiki as the agent's system text; at most ``max_steps`` agent steps each."""
-    return make_vector_env(env_id(source.domain), min(batch_size, len(cats)), mode,
+    return make_vector_env(env_id(source.domain), batch_size, mode,
                            [functools.partial(SimulatedUser, policy=source.wiki)], tasks=list(cats),
                            max_turns=max_steps, tool_mode=tool_mode)
 
@@ -319,7 +319,7 @@ def evaluate(source: Source, policy: Player | Policy, user: Player | Policy, tri
     todo = [(i, trial) for trial in range(trials) for i in ids if (i, trial) not in done]
     cats = {i: as_cat(source.tasks[i], source, cls) for i in sorted({i for i, _ in todo})}
     if todo:
-        envs = conversations(source, list(cats.values()), batch_size, max_steps, mode, tool_mode)
+        envs = conversations(source, list(cats.values()), min(batch_size, len(todo)), max_steps, mode, tool_mode)
         with tqdm(total=len(todo), desc=f"tau-bench {source.domain}", unit="episode") as progress:
             def keep(job: int, trajectory: Trajectory) -> None:
                 index, trial = todo[job]

@@ -243,6 +243,13 @@ def test_conversations_in_batches_end_as_they_would_one_at_a_time(tmp_path):
     assert max(sizes) == 3 and sizes[:2] == [3, 3]  # the users' openings, then the agents' first actions
 
 
+def test_the_trials_of_one_task_play_side_by_side(tmp_path):
+    dev, sizes = source("retail_dev"), []
+    agent = counting_player(gold_policy(dev.tasks), sizes)
+    summary = evaluate(dev, agent, scripted_user(), trials=3, task_ids=[0], out=tmp_path, batch_size=8)
+    assert summary["pass^k"]["3"] == 1.0 and max(sizes) == 3
+
+
 def test_a_model_agent_and_user_in_batches_say_what_they_say_one_conversation_at_a_time(tokenizer, tmp_path):
     dev = source("retail_dev")
     model = tiny_model(context=8192)
