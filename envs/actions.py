@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +251,15 @@ def _tool_call(text: str) -> Action:
     if not isinstance(arguments, dict):
         return Malformed(f'Error: "arguments" of {value["name"]} must be a JSON object. {FORMAT_HINT}')
     return ToolCall(value["name"], arguments)
+
+
+def shown(action: Any) -> str:
+    """An action that is not text, as a transcript shows it: its ``repr``, shortened, or its type where even
+    that fails (an integer past Python's digit limit, a ``__repr__`` that raises)."""
+    try:
+        return reprlib.repr(action)
+    except Exception:  # whatever a hostile object's __repr__ raises
+        return f"<{type(action).__name__}>"
 
 
 def parse_action(text: str, max_length: int | None = None) -> Action:

@@ -8,6 +8,7 @@ sandbox, and the verifier's reward when the episode ends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from envs.actions import CodeAction, Malformed, parse_action
+from envs.actions import Action, CodeAction, Malformed, parse_action, shown
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.pool import load_pool
 from envs.sandbox import RunResult, Sandbox, resolve_sandbox
@@ -192,14 +193,19 @@ class ToolEnv(gym.Env[str, str]):
             task = task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task)
             if task.domain != self.domain:  # its verifier reads another world
                 raise ValueError(f"{self.domain} env got task {task.id!r} of domain {task.domain!r}")
-            self.task = task
         elif "task_id" in options:
-            if options["task_id"] not in self._by_id:
-                raise KeyError(f"no task {options['task_id']!r} in this {self.domain} pool")
-            self.task = self._by_id[options["task_id"]]
+            task_id = options["task_id"]
+            if not isinstance(task_id, str) or task_id not in self._by_id:
+                raise KeyError(f"no task {task_id!r} in this {self.domain} pool")
+            task = self._by_id[task_id]
         else:
-            self.task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        self.state = fork(self.base_state(self.task.world))
+            task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        try:  # before anything changes: a reset that raises leaves the episode as it was
+            base = self.base_state(task.world)
+        except Exception as exc:  # a world builder reading a record's data: whatever it raises, the task is at fault
+            raise ValueError(f"task {task.id!r}: its world {task.world!r} cannot be built: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self.task, self.state = task, fork(base)
         instruction = self.observation_space.fit(self.task.instruction)
         self.transcript = [("user", instruction)]
         self._said = []
@@ -222,11 +228,7 @@ class ToolEnv(gym.Env[str, str]):
             return ("Error: the episode is over; call reset() to start another.", 0.0, not self._truncated,
                     self._truncated, info)
         self._turn += 1
-        if isinstance(action, ToolCall) and isinstance(action.name, str) and isinstance(action.arguments, dict):
-            parsed, text = action, json.dumps(action.to_json(), ensure_ascii=False, default=repr)
-        else:
-            parsed = parse_action(action, self.action_space.max_length)
-            text = action if isinstance(action, str) else repr(action)
+        parsed, text = self._read(action)
         self.transcript.append(("assistant", self.action_space.fit(text)))  # printable, as observations are
         info: dict[str, Any] = {}
         terminated = False
@@ -247,6 +249,15 @@ class ToolEnv(gym.Env[str, str]):
             info.update(self.ending(result))
         info.update(self._info())
         return observation, reward, terminated, truncated, info
+
+    def _read(self, action: Any) -> tuple[Action, str]:
+        """The action read, and its text for the transcript."""
+        if isinstance(action, ToolCall) and isinstance(action.name, str) and isinstance(action.arguments, dict):
+            with contextlib.suppress(ValueError, TypeError, RecursionError):  # arguments JSON cannot write
+                return action, json.dumps(action.to_json(), ensure_ascii=False)
+        if isinstance(action, str):
+            return parse_action(action, self.action_space.max_length), action
+        return parse_action(action), shown(action)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from envs.actions import Malformed, parse_action, read_json
+from envs.actions import Malformed, parse_action, read_json, shown
 from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
 from envs.filter import Verdict, filter_task, stamp
 from envs.registry import DOMAINS, env_class
@@ -277,7 +277,7 @@ class ChallengerEnv(gym.Env[str, str]):
         self.novelty, self.shaping = Novelty(known), shaping
         self.observation_space = AnyText()
         self.action_space = AnyText()
-        self.world: dict[str, Any] = {}
+        self.world: dict[str, Any] | None = None  # None until the first reset
         self.proposal = ""
         self.exploration: list[dict[str, Any]] = []
         self._turn = 0
@@ -292,19 +292,26 @@ class ChallengerEnv(gym.Env[str, str]):
         super().reset(seed=seed)
         options = options or {}
         world_seed = PROPOSAL_WORLDS + (seed if seed is not None else int(self.np_random.integers(2**30)))
-        self.world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
-        self.state = fork(self.env_cls.base_state(self.world))
+        world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
+        try:  # before anything changes: a reset that raises leaves the episode as it was
+            base = self.env_cls.base_state(world)
+        except Exception as exc:  # a world builder reading the caller's data: whatever it raises, the world is at fault
+            raise ValueError(f"the {self.domain} world {world!r} cannot be built: {type(exc).__name__}: {exc}") from exc
+        self.world, self.state = world, fork(base)
         self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
         self.seconds = {"tools": 0.0, "filter": 0.0}
         return INSTRUCTION, self._info()
 
     def step(self, action: str | None) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if action is None:
-            return "", 0.0, False, False, self._info()
+            return "", 0.0, False, False, self._info() if self.world is not None else {}
+        if self.world is None:
+            info = {"invalid_action": "no episode"}
+            return "Error: no episode has started; call reset() first.", 0.0, True, False, info
         if self._done:
             return "Error: the episode is over; call reset() to start another.", 0.0, True, False, self._info()
         self._turn += 1
-        text = action if isinstance(action, str) else repr(action)  # not text: parsed as nothing, like any junk
+        text = action if isinstance(action, str) else shown(action)  # not text: parsed as nothing, like any junk
         if "<instruction>" in text or self._turn > self.explore_turns:
             self.proposal, self._done = text, True
             started = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.actions import CodeAction, Malformed, parse_action
+from envs.actions import CodeAction, Malformed, parse_action, shown
 from envs.cat import ToolCall
 
 STOP = "###STOP###"
@@ -62,7 +62,7 @@ class SimulatedUser(gym.Wrapper):
     ## Action Space
     Text: the message of whoever's turn it is (``info["speaker"]``: ``"user"`` or ``"agent"``).
     ``None`` is no action: no turn passes. An agent's action that is not text is refused as the env
-    refuses it; a user's is read as its ``repr``.
+    refuses it; a user's is read as its ``repr`` (shortened).
 
     ## Observation Space
     Text, for whoever speaks next: the user's message (to the agent), the agent's message (to the
@@ -115,7 +115,7 @@ class SimulatedUser(gym.Wrapper):
             return "", 0.0, False, False, self._info
         if self._speaker == "user":
             self._speaker = "agent"  # the message is the agent's to read, the last one included
-            action = self.observation_space.fit(action if isinstance(action, str) else repr(action))
+            action = self.observation_space.fit(action if isinstance(action, str) else shown(action))
             if self._agent_steps and STOP in action:
                 result = self.env.unwrapped.end()
                 info = {**self._tagged(self._info), "end_reason": "user_stop", **self.env.unwrapped.ending(result)}

@@ -17,6 +17,7 @@ from agents.prompting import ChatFormat
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.challenger import ChallengerEnv, Novelty, ProposalError, parse_proposal
 from envs.pool import append_pool, load_pool
+from envs.state import state_hash
 from toy_domain import copy_task
 from train.demos import challenger_actions, demonstration
 
@@ -324,3 +325,16 @@ def test_a_proposal_cut_by_the_context_counts_as_a_proposal_that_stopped_there()
     funnel.add({}, "<instruction>Convert 5 USD", fallback="context_limit")
     assert funnel.reached["proposals"] == 1 and funnel.reached["parsed"] == 0
     assert funnel.reasons == {"context_limit": 1} and funnel.examples["context_limit"]["proposal"].startswith("<instr")
+
+
+def test_a_step_before_any_reset_says_so_and_a_reset_that_raises_changes_nothing():
+    env = ChallengerEnv("toy", explore_turns=0)
+    observation, reward, terminated, _, info = env.step(proposal())
+    assert "no episode has started" in observation and (reward, terminated) == (0.0, True)
+    assert info == {"invalid_action": "no episode"}
+    env.reset(seed=0, options={"world": WORLD})
+    before = state_hash(env.state)
+    with pytest.raises(ValueError, match=r"the toy world \{'notes': None\} cannot be built: TypeError"):
+        env.reset(options={"world": {"notes": None}})
+    assert env.world == WORLD and state_hash(env.state) == before
+    assert env.step(proposal())[4]["stage"] == "new"

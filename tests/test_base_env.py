@@ -1,6 +1,7 @@
 """The shared environment machinery, on the toy domain."""
 
 import json
+import re
 
 import gymnasium as gym
 import pytest
@@ -107,6 +108,20 @@ def test_a_step_before_any_reset_is_an_error_observation_and_the_first_reset_pla
     assert info == {"invalid_action": "no episode"} and env.transcript == []
     env.reset(seed=0)
     assert "invalid_action" not in env.step(FINISH)[4]
+
+
+@pytest.mark.parametrize("options, error, said", [
+    ({"task": copy_task(id="bad", world={"notes": None})}, ValueError, "task 'bad': its world {'notes': None} cannot be"),
+    ({"task_id": "missing"}, KeyError, "no task 'missing'"),
+    ({"task_id": ["unhashable"]}, KeyError, "no task ['unhashable']"),
+])
+def test_a_reset_that_raises_leaves_the_episode_as_it_was(toy_env, options, error, said):
+    toy_env.reset(seed=0)
+    toy_env.step(call("set_note", key="k0", text="mine"))
+    before = (toy_env.task, state_hash(toy_env.state), list(toy_env.transcript), toy_env._turn)
+    with pytest.raises(error, match=re.escape(said)):
+        toy_env.reset(options=options)
+    assert (toy_env.task, state_hash(toy_env.state), toy_env.transcript, toy_env._turn) == before
 
 
 def test_step_after_a_truncation_says_truncated_again():

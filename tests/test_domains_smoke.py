@@ -7,7 +7,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.registry import ENV_IDS
+from envs.registry import CHALLENGER_ID, ENV_IDS
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS.values())
@@ -26,4 +26,16 @@ def test_domain_env_is_checkable_and_its_default_tasks_are_sound(env_id):
             if not done:
                 _, reward, done, _, _ = raw.step(json.dumps({"name": "finish", "arguments": {"answer": attempt.answer}}))
             assert done and reward == expected, (task.id, attempt)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", [*ENV_IDS.values(), CHALLENGER_ID])
+def test_an_env_whose_first_reset_raised_plays_after_the_next(env_id):
+    """Gymnasium 1.4's passive env checker broke such an env for good (every step a TypeError)."""
+    env = gym.make(env_id, **({"domain": "calculation"} if env_id == CHALLENGER_ID else {}))
+    with pytest.raises((KeyError, ValueError)):
+        env.reset(options={"task_id": "no-such-task"} if env_id != CHALLENGER_ID else {"world": {"seed": "x"}})
+    env.reset(seed=0)
+    observation, _, _, _, _ = env.step('{"name": "nope", "arguments": {}}')
+    assert "nope" in observation
     env.close()

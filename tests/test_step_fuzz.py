@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 from envs.actions import Malformed, parse_action
-from envs.registry import ENV_IDS
+from envs.cat import ToolCall
+from envs.registry import CHALLENGER_ID, ENV_IDS
 from envs.spaces import AnyText
 from envs.user import STOP, SimulatedUser
 
@@ -157,6 +158,45 @@ def test_fuzzed_turns_in_a_conversation_never_raise(env_id: str, tool_mode: str)
         converse()
     finally:
         env.close()
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _hostile_objects() -> list[Any]:
+    """Actions that are not text, and that break what shows them: ``repr`` raises on each."""
+    circular: list[Any] = []
+    circular.append(circular)
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    return [10 ** 5000, deep, _Unprintable(), ToolCall("respond", {"content": circular}),
+            ToolCall("respond", {"content": 10 ** 5000})]
+
+
+@pytest.mark.parametrize("env_id", [*ENV_IDS.values(), CHALLENGER_ID])
+def test_an_action_that_is_not_text_is_refused_however_it_breaks_repr(env_id: str) -> None:
+    env = gym.make(env_id, **({"domain": "calculation"} if env_id == CHALLENGER_ID else {}))
+    for action in _hostile_objects():
+        env.reset(seed=0)
+        observation, reward, _, _, info = env.step(action)
+        assert env.observation_space.contains(observation) and reward == 0.0
+        if env_id != CHALLENGER_ID:
+            assert observation.startswith("Error: an action must be text") and "invalid_action" in info
+    env.close()
+
+
+def test_a_conversation_refuses_an_agents_hostile_object_and_shows_a_users_shortened():
+    env = SimulatedUser(gym.make(ENV_IDS["retail"]))
+    for action in _hostile_objects():
+        env.reset(seed=0)
+        said = env.step(action)[0]
+        assert env.observation_space.contains(said) and len(said) < 100
+        observation, _, _, _, info = env.step(action)
+        assert observation.startswith("Error: an action must be text") and info["speaker"] == "agent"
+    env.close()
 
 
 @pytest.mark.parametrize("text", [
