@@ -8,8 +8,9 @@ cannot be built (``parse_error``), the solution is infeasible (playing it takes 
 episode allows, a call is invalid, or its tool refuses it with an ``Error:`` text), the verifier
 does not compile (``parse_error``), errs, hangs or returns a non-bool, the solution fails, the
 verifier judges the solution's final state again and rejects it, the verifier accepts doing nothing
-(:data:`NOTHING`) or a failure case. A failure case is played as an episode plays it:
-one longer than the episode is cut off, unfinished.
+(:data:`NOTHING`) or a failure case, or judging the task runs past :data:`JUDGING_SECONDS`
+(``verifier_timeout``). A failure case is played as an episode plays it: one longer than the episode
+is cut off, unfinished; a copy of one played already is not played again.
 
 The second judgement runs on the same final state, in a new job on another worker of the pool: a
 verifier that reads the clock, draws random numbers or reads something of its worker (an object's
@@ -40,7 +41,7 @@ REASONS = (
     "too_few_failures",     # fewer than MIN_FAILURES failure cases, or distinct ones with doing nothing
     "infeasible_solution",  # the solution calls an unknown tool, passes wrong arguments, a call errs, or it is too long
     "verifier_error",       # the verifier raised, or broke a resource limit
-    "verifier_timeout",     # the verifier did not return in time
+    "verifier_timeout",     # the verifier did not return in time, or judging the task ran past JUDGING_SECONDS
     "verifier_non_bool",    # the verifier returned something other than True/False
     "solution_failed",      # the verifier rejects the solution
     "verifier_flaky",       # the verifier rejects the solution's final state when it judges it again
@@ -98,6 +99,10 @@ def _verifier_problem(result: RunResult) -> tuple[str, str] | None:
 
 NOTHING = Attempt((), "")
 """An agent that does nothing and says nothing: every task's verifier must reject it."""
+
+JUDGING_SECONDS = 60.0
+"""Time to judge one task: a sound one takes well under a second, but a proposal may list a thousand failure
+cases for a verifier that takes its whole time limit on each."""
 
 
 def distinct_failures(task: CodeAsTask) -> int:
@@ -171,7 +176,14 @@ def filter_task(task: CodeAsTask | dict[str, Any], sandbox: Sandbox | None = Non
     # Not one of the task's own claims: a verifier that errs on it also scores it 0, as played.
     if env.replay(task, NOTHING)[0].status == "ok":
         return verdict("lenient_verifier", "the verifier accepts doing nothing (no call, an empty answer)")
+    judged: set[str] = set()
     for i, failure in enumerate(task.failures):
+        if (copy := json.dumps(failure.to_json(), sort_keys=True)) in judged:
+            continue  # a mistake judged already: the same replay, the same verdict
+        if time.perf_counter() - start > JUDGING_SECONDS:
+            return verdict("verifier_timeout", f"judging the task ran past {JUDGING_SECONDS:g} s, with failures[{i}:] "
+                                               "still to play", i)
+        judged.add(copy)
         result, _, _ = env.replay(task, failure, max_turns)
         if problem := _verifier_problem(result):
             return verdict(problem[0], f"failures[{i}]: {problem[1]}", i)

@@ -288,3 +288,28 @@ def test_command_line_dedupe_keeps_the_first_task_of_each_id_and_never_appends_o
     assert main([str(pool), "--dedupe", "--out", str(out)]) == 0
     assert "1 kept tasks were already in" in capsys.readouterr().out
     assert [t.instruction for t in load_pool(out)] == [SOUND.instruction]
+
+
+def test_a_copy_of_a_failure_case_is_not_played_again(monkeypatch):
+    played = []
+    replay = ToyEnv.replay
+    monkeypatch.setattr(ToyEnv, "replay", lambda env, task, attempt, *rest: played.append(attempt)
+                        or replay(env, task, attempt, *rest))
+    first, second, third = SOUND.failures
+    verdict = filter_task(copy_task(id="copies", failures=(first, second, first, third, second) * 20))
+    assert verdict.kept and verdict.failures_rejected == 100
+    assert played == [SOUND.solution, envs.filter.NOTHING, first, second, third]
+
+
+def test_judging_a_task_stops_at_its_time_budget_however_many_failure_cases_it_lists(monkeypatch):
+    """A thousand failure cases for a verifier that takes most of its time limit on each would hold a
+    step for an hour."""
+    monkeypatch.setattr(envs.filter, "JUDGING_SECONDS", 1.0)
+    source = ("import time\ndef verify(state, answer):\n    time.sleep(0.2)\n"
+              "    return state['notes'].get('dst') == {'text': 'note 1'} and 'note 1' in answer\n")
+    task = copy_task(id="slow", verifier=source, failures=tuple(Attempt((), f"wrong {i}") for i in range(50)))
+    verdict = filter_task(task)
+    assert (verdict.kept, verdict.reason) == (False, "verifier_timeout") and verdict.seconds < 3
+    assert "ran past 1 s, with failures[" in verdict.detail and 0 < verdict.failures_rejected < 10
+    monkeypatch.setattr(envs.filter, "JUDGING_SECONDS", 60.0)
+    assert filter_task(copy_task(id="slow", verifier=source)).kept
