@@ -74,13 +74,31 @@ _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not
     "lenient_verifier": "kept",
 }
 
-_TAG = re.compile(r"<(instruction|verifier|solution|failure)>(.*?)</\1>", re.S | re.I)
+_OPENING = re.compile(r"<(instruction|verifier|solution|failure)>", re.I)
+_CLOSING = {tag: re.compile(f"</{tag}>", re.I) for tag in ("instruction", "verifier", "solution", "failure")}
 _FENCED = re.compile(r"```[\w+-]*[ \t]*\n(.*?)\n?[ \t]*```", re.S)
 """A section written as a Markdown code block, as models often write code and JSON."""
 _VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
 """A fact's value: a number or an id (anything with a digit), a quoted string."""
 _NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
 """A name: capitalized words (a sentence's first word aside)."""
+
+
+def _tagged(text: str) -> list[tuple[str, str]]:
+    """Each section of ``text`` (its tag, lowercased, and its body), in order: from an opening tag to the
+    first closing tag of its name. In linear time (a lazy regex rescans the rest of the text from each
+    opening tag never closed): once a name has no closing tag after one opening, it has none after any."""
+    sections, unclosed, position = [], set(), 0
+    while opening := _OPENING.search(text, position):
+        tag = opening[1].lower()
+        closing = None if tag in unclosed else _CLOSING[tag].search(text, opening.end())
+        if closing is None:
+            unclosed.add(tag)
+            position = opening.start() + 1
+            continue
+        sections.append((tag, text[opening.end():closing.start()]))
+        position = closing.end()
+    return sections
 
 
 def _section(body: str) -> str:
@@ -93,7 +111,7 @@ def _bare(section: str) -> str:
     return section.strip().rstrip(".?!").casefold()
 
 
-_PLACEHOLDERS = {tag: _bare(_section(body)) for tag, body in _TAG.findall(FORMAT)}
+_PLACEHOLDERS = {tag: _bare(_section(body)) for tag, body in _tagged(FORMAT)}
 """Each section's placeholder in :data:`FORMAT`: a proposal that copies one has written no task."""
 
 PROPOSAL_WORLDS = 100_000
@@ -127,8 +145,8 @@ def parse_proposal(text: str, domain: str, world: dict[str, Any], task_id: str,
                    provenance: dict[str, Any] | None = None) -> CodeAsTask:
     """The CaT in a proposal, or :class:`ProposalError` saying what is wrong with it."""
     parts: dict[str, list[str]] = {}
-    for tag, body in _TAG.findall(paired_surrogates(text)):
-        parts.setdefault(tag.lower(), []).append(_section(body))
+    for tag, body in _tagged(paired_surrogates(text)):
+        parts.setdefault(tag, []).append(_section(body))
     for tag in ("instruction", "verifier", "solution"):
         if len(parts.get(tag, [])) != 1:
             raise ProposalError(f"expected one <{tag}> section, found {len(parts.get(tag, []))}")

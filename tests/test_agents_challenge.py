@@ -262,6 +262,16 @@ def test_a_proposal_in_the_layouts_models_often_write_reads_as_the_plain_one():
     assert odd.failures[2] == Attempt((ToolCall("get_note", {"key": "k1"}),), "1")
 
 
+def test_a_section_runs_to_the_first_closing_tag_of_its_name_and_a_tag_never_closed_is_text():
+    """Sections hold tags as text; a megabyte of opening tags never closed, after the proposal, is read
+    once (a lazy regex rescans the rest of the text from each: minutes here)."""
+    plain = parse_proposal(proposal(), "toy", WORLD, "t")
+    assert parse_proposal(proposal() + "<failure><Instruction>" * 50_000, "toy", WORLD, "t") == plain
+    for instruction in ("Copy <failure>note</failure> k1", "Copy <failure note k1", "Copy <verifier> k1"):
+        task = parse_proposal(proposal(instruction=instruction), "toy", WORLD, "t")
+        assert (task.instruction, task.failures) == (instruction, plain.failures)
+
+
 @pytest.mark.parametrize("domain", ["calculation", "web", "retail", "airline"])
 def test_each_scripted_task_rendered_as_a_demonstration_parses_back_to_an_equal_task(domain):
     make_tasks = importlib.import_module(f"envs.{domain}.challenger").make_tasks
