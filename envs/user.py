@@ -85,6 +85,9 @@ class SimulatedUser(gym.Wrapper):
     end every step is an error observation until ``reset``, as the env's own. A message the env
     refuses (over ``max_action_length``) comes back to the agent with the reason, not to the user.
 
+    ## Rendering
+    The env's ``"ansi"`` transcript, with the user's messages in it and the user's goal first.
+
     ## Arguments
     ``policy``: the agent's system text in place of the env's (tau-bench's ``wiki.md``).
     """
@@ -106,6 +109,7 @@ class SimulatedUser(gym.Wrapper):
     def reset(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         instruction, info = self.env.reset(**kwargs)
         self._speaker, self._agent_steps, self._last_word = "user", 0, False
+        self.env.unwrapped.transcript[0] = ("user's goal", instruction)  # the user's, unseen by the agent
         info = self._tagged(info)
         info.update(user_prompt=USER_PROMPT.format(instruction=instruction), greeting=GREETING)
         return instruction, info
@@ -116,6 +120,7 @@ class SimulatedUser(gym.Wrapper):
         if self._speaker == "user":
             self._speaker = "agent"  # the message is the agent's to read, the last one included
             action = self.observation_space.fit(action if isinstance(action, str) else shown(action))
+            self.env.unwrapped.transcript.append(("user", action))
             if self._agent_steps and STOP in action:
                 result = self.env.unwrapped.end()
                 info = {**self._tagged(self._info), "end_reason": "user_stop", **self.env.unwrapped.ending(result)}
@@ -126,6 +131,8 @@ class SimulatedUser(gym.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(step_action)
         if "invalid_action" in info:
             said = None  # refused (too long, or after the end): the agent reads why, the user hears nothing
+        if said is not None:  # the user answers it: the env's note that no user listens is no one's to read
+            self.env.unwrapped.transcript.pop()
         if truncated and not terminated and "verifier" in info:  # still going at the limit: 0, as upstream's
             info["verifier"] = {"status": "failed", "kind": "step_limit",
                                 "message": f"the conversation was still going after {self._agent_steps} agent "

@@ -126,3 +126,18 @@ def test_the_user_is_briefed_with_the_hidden_goal_and_the_agent_reads_the_policy
     assert (info["speaker"], info["greeting"], info["policy"]) == ("user", GREETING, "Our own wiki.")
     assert instruction == env.unwrapped.task.instruction and instruction in info["user_prompt"]
     assert env.step("Hi, I need help.")[4]["policy"] == "Our own wiki."
+
+
+@pytest.mark.parametrize("tool_mode", ["strict", "upstream"])
+def test_render_shows_the_conversation_both_sides_had_with_the_users_goal_first(tool_mode):
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0", render_mode="ansi", tool_mode=tool_mode))
+    goal, _ = env.reset(seed=0)
+    env.step("Hi, I want to return my order.")
+    env.step(call("respond", content="Sure, what is your order id?"))
+    env.step("It is #W0000000.")
+    env.step(call("get_order_details", order_id="#W0000000"))
+    env.step("Thanks.")
+    lines = env.render().split("\n[")
+    assert lines[0] == f"[user's goal] {goal}"
+    assert [line.split("]")[0] for line in lines[1:]] == ["user", "assistant", "user", "assistant", "tool", "assistant"]
+    assert lines[3] == "user] It is #W0000000." and "No user is on this conversation" not in env.render()
