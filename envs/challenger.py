@@ -78,7 +78,8 @@ _OPENING = re.compile(r"<(instruction|verifier|solution|failure)>", re.I)
 _CLOSING = {tag: re.compile(f"</{tag}>", re.I) for tag in ("instruction", "verifier", "solution", "failure")}
 _FENCED = re.compile(r"```[\w+-]*[ \t]*\n(.*?)\n?[ \t]*```", re.S)
 """A section written as a Markdown code block, as models often write code and JSON."""
-_VALUE = re.compile(r"#?\w*\d[\w.-]*|'[^']+'|\"[^\"]+\"")
+_QUOTED = re.compile(r"'[^']+'|\"[^\"]+\"")
+_VALUE = re.compile(r"#?\w*\d[\w.-]*|" + _QUOTED.pattern)
 """A fact's value: a number or an id (anything with a digit), a quoted string."""
 _NAME = re.compile(r"\b[A-Z][A-Za-z]+(?: [A-Z][A-Za-z0-9]+)*")
 """A name: capitalized words (a sentence's first word aside)."""
@@ -199,7 +200,8 @@ def facts(instruction: str) -> frozenset[str]:
     """The facts an instruction states (numbers, ids, quoted strings, names), case aside: two
     instructions with the same facts ask the same, however they are worded."""
     found = {match.lower() for match in _VALUE.findall(instruction)}
-    for sentence in re.split(r"(?<=[.!?])\s+", instruction.strip()):
+    unquoted = _QUOTED.sub("''", instruction)  # a quoted string is one fact, whatever its case: not a name too
+    for sentence in re.split(r"(?<=[.!?])\s+", unquoted.strip()):
         rest = sentence.split(maxsplit=1)[1:]
         found |= {match.lower() for match in _NAME.findall(rest[0] if rest else "")}
     return frozenset(found)

@@ -1,6 +1,7 @@
 """The LLM challenger's parse -> filter -> pool path, on fixed model outputs (toy domain)."""
 
 import importlib
+import itertools
 import json
 from dataclasses import replace
 from types import SimpleNamespace
@@ -9,13 +10,16 @@ import pytest
 
 import agents.policy
 import agents.rollout
+import envs.challenger
 import envs.pool
 from agents import challenge
 from agents.challenge import Funnel
 from agents.models import load_tokenizer
 from agents.prompting import ChatFormat
 from envs.cat import Attempt, CodeAsTask, ToolCall
-from envs.challenger import ChallengerEnv, Novelty, ProposalError, parse_proposal
+from envs.challenger import (PROPOSAL_WORLDS, ChallengerEnv, Novelty, ProposalError, as_written, facts,
+                            parse_proposal, stage_of)
+from envs.filter import Verdict
 from envs.pool import append_pool, load_pool
 from envs.state import state_hash
 from toy_domain import copy_task
@@ -348,3 +352,135 @@ def test_a_step_before_any_reset_says_so_and_a_reset_that_raises_changes_nothing
         env.reset(options={"world": {"notes": None}})
     assert env.world == WORLD and state_hash(env.state) == before
     assert env.step(proposal())[4]["stage"] == "new"
+
+
+@pytest.mark.parametrize("reason, stage", [
+    ("parse_error", "parsed"), ("unknown_domain", "proposals"), ("too_few_failures", "proposals"),
+    ("infeasible_solution", "parsed"), ("verifier_error", "parsed"), ("verifier_timeout", "parsed"),
+    ("verifier_non_bool", "parsed"), ("solution_failed", "verifier_ran"), ("verifier_flaky", "verifier_ran"),
+    ("lenient_verifier", "solution_passed"),
+])
+def test_each_filter_reason_stops_a_proposal_at_its_stage(reason, stage):
+    assert stage_of(Verdict(kept=False, reason=reason)) == stage
+    assert stage_of(Verdict(kept=True)) == "kept" and stage_of(None) == "proposals"
+
+
+def test_a_proposal_whose_failure_cases_repeat_one_another_stops_before_parsed():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    _, reward, done, _, info = env.step(proposal(failures=[FAILURES[0]] * 3))
+    assert done and reward == 0.0
+    assert (info["stage"], info["reason"]) == ("proposals", "too_few_failures")
+
+
+def test_a_proposal_with_two_instructions_is_refused():
+    text = proposal() + "\n<instruction>And also copy note k2.</instruction>"
+    with pytest.raises(ProposalError, match="one <instruction> section, found 2"):
+        parse_proposal(text, "toy", WORLD, "t")
+
+
+def test_a_placeholder_is_recognised_whatever_its_case():
+    with pytest.raises(ProposalError, match="<instruction> section is the format's placeholder"):
+        parse_proposal(proposal(instruction="WHAT THE USER ASKS FOR, WITH EVERY DETAIL THE AGENT NEEDS."),
+                       "toy", WORLD, "t")
+
+
+@pytest.mark.parametrize("one, other", [
+    ("Copy note K1 to dst. Send it to ALICE SMITH.", "copy note k1 to dst. Send it to Alice Smith."),
+    ("Copy note k1 to the key 'Dst'.", "Copy note k1 to the key 'dst'."),  # quoted: one fact, not a name too
+])
+def test_facts_are_the_same_whatever_the_case_of_ids_names_and_quoted_strings(one, other):
+    assert facts(one) == facts(other)
+
+
+def test_a_demonstration_is_written_with_its_characters_as_they_are_and_a_lone_surrogate_escaped():
+    assert as_written({"answer": "café 5 €"}) == '{"answer": "café 5 €"}'
+    assert as_written("a \ud800 b") == '"a \\ud800 b"'
+
+
+def test_proposals_play_on_worlds_past_the_demonstrations_seeds():
+    env = ChallengerEnv("toy")
+    _, info = env.reset(seed=7)
+    assert env.world["seed"] == PROPOSAL_WORLDS + 7 and info["task_id"] == f"challenge-toy-{PROPOSAL_WORLDS + 7}"
+
+
+def test_an_unknown_domain_is_refused_naming_it():
+    with pytest.raises(ValueError, match="unknown domain 'nope'"):
+        ChallengerEnv("nope")
+
+
+def test_no_action_passes_no_turn():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    assert env.step(None)[:4] == ("", 0.0, False, False)
+    _, reward, done, _, info = env.step(proposal())
+    assert done and reward == 1.0 and info["stage"] == "new"
+
+
+def test_a_step_after_the_proposal_says_the_episode_is_over_and_keeps_the_proposal():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    env.step(proposal())
+    obs, reward, done, _, info = env.step("<instruction>another</instruction>")
+    assert obs.startswith("Error: the episode is over") and reward == 0.0 and done
+    assert env.proposal == proposal() and "stage" not in info
+
+
+def test_a_proposal_that_parsed_but_was_rejected_still_carries_the_parsed_task():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    lenient = proposal(verifier="def verify(state, answer):\n    return 'note 1' in answer")
+    *_, info = env.step(lenient)
+    assert info["reason"] == "lenient_verifier" and "task" not in info
+    assert info["parsed"]["instruction"] == "Copy note k1 to 'dst' and tell me its text."
+    env.reset(seed=0, options={"world": WORLD})
+    *_, info = env.step("<instruction>only this</instruction>")
+    assert info["reason"] == "unparsed" and "parsed" not in info
+
+
+def test_an_exploring_turn_that_is_not_a_tool_call_gets_an_error_and_the_episode_goes_on():
+    env = ChallengerEnv("toy", explore_turns=3)
+    env.reset(seed=0, options={"world": WORLD})
+    obs, reward, done, _, _ = env.step("let me think")
+    assert obs.startswith("Error") and reward == 0.0 and not done and env.exploration == []
+    obs, _, done, _, _ = env.step("```python\nprint(1)\n```")  # code: not how a challenger explores
+    assert obs.startswith("Error: explore with JSON tool calls") and not done and env.exploration == []
+
+
+def test_the_exploration_keeps_the_first_2000_characters_of_a_tool_output():
+    env = ChallengerEnv("toy", explore_turns=3)
+    env.reset(seed=0, options={"world": WORLD})
+    env.step('{"name": "set_note", "arguments": {"key": "big", "text": "' + "x" * 3000 + '"}}')
+    env.step('{"name": "get_note", "arguments": {"key": "big"}}')
+    assert env.exploration[-1]["output"] == "x" * 2000
+
+
+def test_a_proposal_exactly_at_the_length_limit_is_judged():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    text = proposal()
+    text += " " * (env.action_space.max_length - len(text))
+    *_, info = env.step(text)
+    assert info["stage"] == "new"
+
+
+def test_a_kept_task_says_in_its_provenance_whether_it_is_new_or_which_demonstration_it_copies():
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    assert env.step(proposal())[4]["task"]["provenance"]["novelty"] == "new"
+    known = [copy_task(instruction="Copy note k1 to 'dst' and tell me its text.")]
+    env = ChallengerEnv("toy", explore_turns=0, known=known)
+    env.reset(seed=0, options={"world": WORLD})
+    assert env.step(proposal())[4]["task"]["provenance"]["novelty"] == "copy of toy-copy"
+
+
+def test_the_seconds_add_up_over_an_episodes_tool_calls_and_start_again_at_reset(monkeypatch):
+    clock = itertools.count()
+    monkeypatch.setattr(envs.challenger, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    env = ChallengerEnv("toy", explore_turns=3)
+    env.reset(seed=0, options={"world": WORLD})
+    for _ in range(2):
+        env.step('{"name": "get_note", "arguments": {"key": "k2"}}')
+    assert env.seconds["tools"] == 2.0  # one tick per call
+    env.reset(seed=0, options={"world": WORLD})
+    assert env.seconds == {"tools": 0.0, "filter": 0.0}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from eval.estimators import bootstrap_interval, success_interval, wilson_interval
+from eval.estimators import bootstrap_interval, pass_at_k, pass_hat_k, success_interval, wilson_interval
 
 
 @pytest.mark.parametrize("successes, n, interval", [
@@ -71,3 +72,52 @@ def test_a_success_rate_gets_wilsons_interval_where_the_bootstrap_would_be_a_poi
     assert success_interval([[1] * 8] * 3) == wilson_interval(8, 8)
     assert success_interval([[1, 0, 1], [0, 0, 1]]) == bootstrap_interval([[1, 0, 1], [0, 0, 1]])
     assert success_interval([[0.5, 0.5]]) == (0.5, 0.5), "partial credit is not a count of successes"
+
+
+@pytest.mark.parametrize("estimator", [pass_at_k, pass_hat_k])
+@pytest.mark.parametrize("n, c, k", [(4, -1, 2), (4, 5, 2), (4, 1, 0), (3, 1, 4)])
+def test_both_estimators_refuse_impossible_counts_saying_which(estimator, n, c, k):
+    with pytest.raises(ValueError, match="successes must be|k must be"):
+        estimator(n, c, k)
+
+
+def test_wilson_interval_stays_inside_zero_and_one_and_reaches_them_at_the_ends():
+    for n in range(1, 60):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        for successes in range(n + 1):
+            low, high = wilson_interval(successes, n)
+            assert 0.0 <= low <= successes / n <= high <= 1.0
+
+
+@pytest.mark.parametrize("successes, n", [(3, 2), (-1, 4), (11, 10), (-3, 10)])
+def test_wilson_interval_refuses_impossible_counts_saying_so(successes, n):
+    with pytest.raises(ValueError, match="need 0 <= successes <= n"):
+        wilson_interval(successes, n)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, -0.5, 1.5])
+def test_a_confidence_outside_zero_and_one_is_refused(confidence):
+    for interval in (lambda: wilson_interval(5, 10, confidence), lambda: bootstrap_interval([[0, 1, 1]], confidence),
+                     lambda: success_interval([[0, 1]], confidence)):
+        with pytest.raises(ValueError, match="confidence must be between 0 and 1"):
+            interval()
+
+
+def test_bootstrap_is_reproducible_for_a_seed_and_the_seed_matters():
+    scores = np.random.default_rng(0).random((2, 40)).tolist()  # continuous: every resample's mean differs
+    assert bootstrap_interval(scores, seed=4) == bootstrap_interval(scores, seed=4)
+    assert bootstrap_interval(scores, seed=4) != bootstrap_interval(scores, seed=5)
+
+
+@pytest.mark.parametrize("scores", [[0, 1, 1], [[[0, 1]]], [[]]])
+def test_scores_not_shaped_runs_by_tasks_are_refused_saying_so(scores):
+    for interval in (bootstrap_interval, success_interval):
+        with pytest.raises(ValueError, match="one or more runs"):
+            interval(scores)
+
+
+@pytest.mark.parametrize("scores", [[[0, 1, 1, 0, 1, 0]], [[0, 1, 1, 0], [1, 0, 1, 1]], [[0.5, 0.25, 1.0, 0.0]]])
+def test_a_success_interval_narrows_with_a_lower_confidence(scores):
+    low, high = success_interval(scores, 0.5)
+    wide_low, wide_high = success_interval(scores)
+    assert high - low < wide_high - wide_low

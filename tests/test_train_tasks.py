@@ -1,0 +1,92 @@
+"""Which tasks a run trains and is held out on: the split, a pool's tasks and the scripted ones."""
+
+import pytest
+
+from envs.pool import append_pool
+from envs.prompt_tools import ListedTools
+from toy_domain import copy_task
+from train.tasks import EmptyPoolError, Selection, is_llm, is_multi_call, make_env, pool_tasks, scripted_tasks, split
+
+
+def toy(i, llm=False, domain="toy"):
+    return copy_task(id=f"{domain}-{'llm' if llm else 's'}{i}", domain=domain,
+                     provenance={"challenger": "llm:tiny" if llm else "scripted"})
+
+
+def test_split_holds_out_as_many_as_asked_and_trains_on_the_rest():
+    tasks = [toy(i) for i in range(6)]
+    parts = split(tasks, ["toy"], {"toy": 2}, seed=0)["toy"]
+    assert len(parts["heldout"]) == 2 and len(parts["train"]) == 4
+    assert sorted(parts["train"] + parts["heldout"]) == sorted(t.id for t in tasks)
+
+
+def test_split_always_keeps_one_task_for_training():
+    parts = split([toy(i) for i in range(3)], ["toy"], {"toy": 10}, seed=0)["toy"]
+    assert len(parts["train"]) == 1 and len(parts["heldout"]) == 2
+    assert split([toy(0)], ["toy"], {"toy": 1}, seed=0)["toy"] == {"train": ["toy-s0"], "heldout": []}
+
+
+def test_split_holds_out_nothing_for_a_domain_it_is_not_asked_for_and_ignores_other_domains():
+    tasks = [toy(i) for i in range(4)] + [toy(i, domain="calculation") for i in range(4)]
+    parts = split(tasks, ["toy"], {"calculation": 2}, seed=0)
+    assert list(parts) == ["toy"] and parts["toy"]["heldout"] == [] and len(parts["toy"]["train"]) == 4
+
+
+def test_split_holds_out_scripted_tasks_before_the_llms():
+    tasks = [toy(i, llm=True) for i in range(4)] + [toy(i) for i in range(3)]
+    for seed in range(5):
+        parts = split(tasks, ["toy"], {"toy": 3}, seed=seed)["toy"]
+        assert sorted(parts["heldout"]) == ["toy-s0", "toy-s1", "toy-s2"]
+    parts = split(tasks, ["toy"], {"toy": 4}, seed=0)["toy"]
+    assert {"toy-s0", "toy-s1", "toy-s2"} < set(parts["heldout"]) and len(parts["heldout"]) == 4
+
+
+def test_split_is_the_same_for_a_seed_and_shuffles_the_training_tasks():
+    tasks = [toy(i) for i in range(20)]
+    first = split(tasks, ["toy"], {"toy": 5}, seed=3)
+    assert first == split(list(reversed(tasks)), ["toy"], {"toy": 5}, seed=3)
+    assert first["toy"]["train"] != sorted(first["toy"]["train"])
+
+
+def test_split_refuses_a_domain_without_tasks():
+    with pytest.raises(EmptyPoolError, match="the pool has no calculation tasks"):
+        split([toy(0)], ["toy", "calculation"], {}, seed=0)
+
+
+def test_a_pool_gives_only_the_runs_domains_tasks_that_fit(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    long = copy_task(id="toy-long")  # two calls
+    short = copy_task(id="toy-short", solution=copy_task().failures[0])  # one call
+    append_pool(path, [long, short, toy(0, domain="calculation")])
+    assert [t.id for t in pool_tasks(str(path), ["toy"], Selection({"toy": 1}))] == ["toy-short"]
+    with pytest.raises(EmptyPoolError, match=r"no toy tasks \(2 there, none within"):
+        pool_tasks(str(path), ["toy"], Selection({"toy": 0}, prompt_tools={"toy": ["add"]}))
+    with pytest.raises(EmptyPoolError, match="there is no pool file"):
+        pool_tasks(str(tmp_path / "missing.jsonl"), ["toy"], Selection())
+    with pytest.raises(EmptyPoolError, match="there is no pool file"):
+        pool_tasks(str(tmp_path), ["toy"], Selection())
+
+
+def test_scripted_tasks_asks_for_more_until_enough_fit_and_gives_exactly_n():
+    tasks = scripted_tasks("calculation", 0, 7, Selection({"calculation": 1}))
+    assert len(tasks) == 7 and all(len(t.solution.actions) <= 1 for t in tasks)
+    assert len(scripted_tasks("calculation", 0, 5, Selection())) == 5
+
+
+def test_no_scripted_tasks_asked_needs_no_scripted_challenger():
+    assert scripted_tasks("toy", 0, 0, Selection()) == []
+    with pytest.raises(EmptyPoolError, match="no scripted challenger"):
+        scripted_tasks("toy", 0, 1, Selection())
+
+
+def test_a_task_is_multi_call_from_two_calls():
+    assert is_multi_call(copy_task()) and not is_multi_call(copy_task(solution=copy_task().failures[0]))
+
+
+def test_only_a_models_task_is_the_llms():
+    assert is_llm(copy_task(provenance={"challenger": "llm:tiny"}))
+    assert not is_llm(copy_task()) and not is_llm(copy_task(provenance={"challenger": "scripted"}))
+
+
+def test_a_domain_listing_no_prompt_tools_gets_the_plain_env():
+    assert not isinstance(make_env("toy", copy_task(), max_turns=4, prompt_tools={"toy": []}), ListedTools)
