@@ -156,7 +156,12 @@ class ToolEnv(gym.Env[str, str]):
 
     @classmethod
     def base_state(cls, world: dict[str, Any]) -> State:
-        return _cached_base(cls, canonical_json(world))
+        """The shared base state of ``world``; a ValueError naming the world if it cannot be built (a world
+        builder reads a record's data: whatever it raises, the record is at fault)."""
+        try:
+            return _cached_base(cls, canonical_json(world))
+        except Exception as exc:
+            raise ValueError(f"the {cls.domain} world {world!r} cannot be built: {type(exc).__name__}: {exc}") from exc
 
     @property
     def sandbox(self) -> Sandbox:
@@ -202,9 +207,8 @@ class ToolEnv(gym.Env[str, str]):
             task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         try:  # before anything changes: a reset that raises leaves the episode as it was
             base = self.base_state(task.world)
-        except Exception as exc:  # a world builder reading a record's data: whatever it raises, the task is at fault
-            raise ValueError(f"task {task.id!r}: its world {task.world!r} cannot be built: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"task {task.id!r}: {exc}") from exc
         self.task, self.state = task, fork(base)
         instruction = self.observation_space.fit(self.task.instruction)
         self.transcript = [("user", instruction)]

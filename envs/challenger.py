@@ -313,10 +313,7 @@ class ChallengerEnv(gym.Env[str, str]):
         options = options or {}
         world_seed = PROPOSAL_WORLDS + (seed if seed is not None else int(self.np_random.integers(2**30)))
         world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
-        try:  # before anything changes: a reset that raises leaves the episode as it was
-            base = self.env_cls.base_state(world)
-        except Exception as exc:  # a world builder reading the caller's data: whatever it raises, the world is at fault
-            raise ValueError(f"the {self.domain} world {world!r} cannot be built: {type(exc).__name__}: {exc}") from exc
+        base = self.env_cls.base_state(world)  # before anything changes: a reset that raises changes nothing
         self.world, self.state = world, fork(base)
         self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
         self.seconds = {"tools": 0.0, "filter": 0.0}

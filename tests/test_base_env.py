@@ -111,7 +111,8 @@ def test_a_step_before_any_reset_is_an_error_observation_and_the_first_reset_pla
 
 
 @pytest.mark.parametrize("options, error, said", [
-    ({"task": copy_task(id="bad", world={"notes": None})}, ValueError, "task 'bad': its world {'notes': None} cannot be"),
+    ({"task": copy_task(id="bad", world={"notes": None})}, ValueError,
+     "task 'bad': the toy world {'notes': None} cannot be"),
     ({"task_id": "missing"}, KeyError, "no task 'missing'"),
     ({"task_id": ["unhashable"]}, KeyError, "no task ['unhashable']"),
 ])
