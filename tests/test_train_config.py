@@ -169,6 +169,16 @@ def test_a_config_error_names_its_key(overrides, key):
         assert load_config(overrides={**overrides, "steps": 0}).steps == 0, "without RL steps, RL's needs do not apply"
 
 
+def test_tensorboard_without_its_package_is_a_config_error_saying_what_to_install(monkeypatch):
+    """Caught when the config loads, not after the first training step."""
+    assert load_config(overrides={"report_to": "tensorboard"}).report_to == "tensorboard"
+    monkeypatch.setattr("train.config.is_tensorboard_available", lambda: False)
+    with pytest.raises(ConfigError, match="pip install tensorboardX") as error:
+        load_config(overrides={"report_to": "tensorboard"})
+    assert error.value.key == "report_to"
+    assert load_config(overrides={"report_to": ""}).report_to == ""
+
+
 def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):
     (tmp_path / "parent.yaml").write_text("steps: 7\nlr: 0.5\ntasks_per_domain: {web: 3}\n")
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nlr: 0.25\n")

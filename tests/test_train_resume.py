@@ -192,3 +192,28 @@ def test_resume_keeps_the_lines_it_keeps_byte_for_byte(tmp_path):
     run.metrics.write_bytes(kept + b'{"step": 2}\n')
     run.truncate({"metrics.jsonl": 1})
     assert run.metrics.read_bytes() == kept
+
+
+def test_random_states_come_back_with_the_gpus_where_there_are_gpus(monkeypatch):
+    """The GPUs' generators are saved and restored beside the CPU's; a checkpoint from a machine
+    without them resumes on one with them, and the other way round."""
+    import random
+
+    import torch
+
+    from train.rundir import rng_states, set_rng_states
+    gpus = {"state": [torch.tensor([1], dtype=torch.uint8)], "set": None}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(gpus["state"]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: gpus.__setitem__("set", states))
+    saved = rng_states()
+    assert saved["cuda"] == gpus["state"]
+    drawn = random.random(), torch.rand(1)
+    set_rng_states(saved)
+    assert (random.random(), torch.rand(1)) == drawn and gpus["set"] == gpus["state"]
+    gpus["set"] = None
+    set_rng_states({key: value for key, value in saved.items() if key != "cuda"})  # saved without GPUs
+    assert gpus["set"] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    set_rng_states(saved)  # saved with GPUs, resumed without
+    assert gpus["set"] is None and "cuda" not in rng_states()

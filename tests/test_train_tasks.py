@@ -48,6 +48,17 @@ def test_split_is_the_same_for_a_seed_and_shuffles_the_training_tasks():
     assert first["toy"]["train"] != sorted(first["toy"]["train"])
 
 
+def test_a_domains_split_is_its_own_whatever_else_the_run_trains():
+    """Each domain shuffles with its own seed: adding a domain to a run keeps the others' held-out tasks,
+    and two domains of as many tasks are not held out at the same positions."""
+    tasks = [toy(i, domain=d) for d in ("toy", "calculation") for i in range(20)]
+    alone = split(tasks, ["toy"], {"toy": 5}, seed=1)["toy"]
+    both = split(tasks, ["calculation", "toy"], {"toy": 5, "calculation": 5}, seed=1)
+    assert both["toy"] == alone
+    positions = {d: [int(i.rsplit("s", 1)[1]) for i in both[d]["train"]] for d in both}
+    assert positions["toy"] != positions["calculation"]
+
+
 def test_split_refuses_a_domain_without_tasks():
     with pytest.raises(EmptyPoolError, match="the pool has no calculation tasks"):
         split([toy(0)], ["toy", "calculation"], {}, seed=0)
