@@ -331,3 +331,30 @@ def test_a_shared_start_is_held_once_only_when_that_saves_enough_copies(monkeypa
         batch.prefill([list(range(5, 5 + prefix)) + [row] for row in (1, 2, 3)])  # 2 copies of the start saved
     assert (batch.shared is not None) == held_once
     assert batch.lengths.tolist() == [prefix + 1] * 3
+
+
+def test_an_append_after_rows_are_reordered_writes_beside_the_reordered_rows_not_the_old_buffer():
+    torch.manual_seed(0)
+    plain, in_place = DynamicLayer(), InPlaceLayer()
+    for step, width in enumerate([5, 1, 2]):
+        if step == 1:
+            for layer in (plain, in_place):
+                layer.batch_select_indices(torch.tensor([2, 0, 1]))
+        keys, values = torch.randn(3, 2, width, 4), torch.randn(3, 2, width, 4)
+        expected, got = plain.update(keys, values), in_place.update(keys, values)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_keeping_rows_drops_the_columns_only_the_dropped_rows_used_and_decodes_on_exactly():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=64)).eval()
+    with torch.inference_mode():
+        batch = KVBatch(model, pad_id=0)
+        batch.prefill([[5, 6, 7, 8, 9, 10, 11, 12], [20, 21], [30, 31, 32]])
+        batch.keep([1, 2])
+        assert batch.mask.shape[1] == 3 and batch.cache.layers[0].keys.shape[-2] == 3
+        logits = batch.extend([[22], [33, 34]])
+        for row, ids in enumerate([[20, 21, 22], [30, 31, 32, 33, 34]]):
+            assert torch.allclose(logits[row], model(input_ids=torch.tensor([ids])).logits[0, -1], atol=1e-5)

@@ -11,7 +11,8 @@ from accelerate import Accelerator
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from agents.decoding import SamplingSettings
-from agents.policy import ModelPolicy, TextPolicy, Trajectory, scripted
+from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, Trajectory, scripted
+from agents.prompting import ChatFormat
 from agents.rollout import make_vector_env, play, play_tasks
 from envs.registry import CHALLENGER_ID
 from eval import heldout
@@ -126,3 +127,129 @@ def test_the_train_command_help_lists_every_config_key_with_its_default(capsys):
     for field in TrainConfig.__dataclass_fields__.values():
         assert f"--{field.name.replace('_', '-')}" in text
     assert "(default: 'sync')" in text and "(default: 64)" in text
+
+
+def toy(n: int, tasks=TASKS, cls=ToyEnv, turns: int = 2) -> SyncVectorEnv:
+    return SyncVectorEnv([lambda: cls(tasks=tasks, max_turns=turns)] * n, autoreset_mode=AutoresetMode.DISABLED)
+
+
+def episodes(trajectories):
+    return [(t.task_id, t.token_ids, t.messages) for t in trajectories]
+
+
+def test_each_wave_samples_with_the_seed_of_its_first_job(model, tokenizer):
+    """play's docstring: a wave starting at job j samples with seed + j (and resets sub-env i with seed + j + i)."""
+    player = ModelPolicy(model, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=6))
+    jobs = [{"task_id": t.id} for t in TASKS[:4]]
+    together = play(toy(2), player, jobs, seed=5)
+    apart = play(toy(2), player, jobs[:2], seed=5) + play(toy(2), player, jobs[2:], seed=7)
+    assert episodes(together) == episodes(apart)
+    for a, b in zip(together, apart):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+class OtherToy(ToyEnv):
+    domain = "toy2"
+
+
+def test_play_tasks_reports_each_end_with_the_tasks_index_in_its_list():
+    tasks = [TASKS[0], copy_task(id="other-0", domain="toy2"), TASKS[1], copy_task(id="other-1", domain="toy2")]
+    envs = {"toy": toy(2, [t for t in tasks if t.domain == "toy"]),
+            "toy2": toy(2, [t for t in tasks if t.domain == "toy2"], OtherToy)}
+    ended = {}
+    player = TextPolicy(scripted(['{"name": "finish", "arguments": {"answer": "x"}}']))
+    played = play_tasks(envs, player, tasks, on_end=lambda index, t: ended.__setitem__(index, t.task_id))
+    assert [t.task_id for t in played] == [t.id for t in tasks]
+    assert ended == {i: t.id for i, t in enumerate(tasks)}
+
+
+def test_a_seat_whose_episode_ends_is_told_so_once_and_acts_no_more():
+    """An ended episode leaves its player's batch at once (Seats.end): a model's seats free its cache row."""
+    log = []
+
+    class Recording(TextPolicy):
+        def start(self, openings, seed=None):
+            seats = super().start(openings, seed)
+            act = seats.act
+            seats.act = lambda rows: (log.append(("act", tuple(rows))), act(rows))[1]
+            seats.end = lambda seat: log.append(("end", seat))
+            return seats
+
+    envs = SyncVectorEnv([lambda n=n: ToyEnv(tasks=TASKS, max_turns=n) for n in (1, 3)],
+                         autoreset_mode=AutoresetMode.DISABLED)
+    play(envs, Recording(scripted(['{"name": "add", "arguments": {"a": 1, "b": 2}}'])), [{"task_id": TASKS[0].id}] * 2)
+    assert log == [("act", (0, 1)), ("end", 0), ("act", (1,)), ("act", (1,)), ("end", 1)]
+
+
+def test_the_agents_invalid_actions_are_counted_each_in_its_own_episode():
+    finish = '{"name": "finish", "arguments": {"answer": "x"}}'
+
+    def policy(messages):
+        said = sum(m["role"] == "assistant" for m in messages)
+        if "(0)" in messages[1]["content"] and said < 2:
+            return ['not a tool call', '{"name": "nope", "arguments": {}}'][said]
+        return '{"name": "add", "arguments": {"a": 1, "b": 2}}' if said < 2 else finish
+
+    bad, good = play(toy(2, turns=5), TextPolicy(policy), [{"task_id": t.id} for t in TASKS[:2]])
+    assert bad.num_turns == good.num_turns == 3
+    assert (bad.invalid_actions, good.invalid_actions) == (2, 0)
+
+
+def test_an_episode_cut_by_the_context_reads_nothing_after_its_last_turn():
+    def policy(messages):
+        if "(0)" in messages[1]["content"] and sum(m["role"] == "assistant" for m in messages) == 1:
+            raise ContextLimitExceeded("full")
+        return '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+
+    cut, whole = play(toy(2, turns=3), TextPolicy(policy), [{"task_id": t.id} for t in TASKS[:2]])
+    assert cut.end_reason == "context_limit" and cut.truncated and not cut.terminated
+    assert [m["role"] for m in cut.messages] == ["system", "user", "assistant", "tool"]
+    assert whole.end_reason == "truncated" and whole.num_turns == 3
+
+
+def test_a_model_trajectory_ends_at_the_policys_last_token_and_its_chat_at_the_last_observation(model, tokenizer):
+    """Trajectory's docstring: the token ids end at the policy's last token; the messages hold the last observation."""
+    player = ModelPolicy(model, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=6))
+    for trajectory in play(toy(2, turns=2), player, [{"task_id": TASKS[0].id}] * 2, seed=0):
+        assert trajectory.truncated and trajectory.loss_mask[-1] == 1
+        assert trajectory.messages[-1]["role"] != "assistant" and len(trajectory.messages) == 2 + 2 * 2
+
+
+def test_pool_draws_follow_the_seed_of_each_sub_env_and_wave():
+    """play's docstring: sub-env i of a wave starting at job j resets with seed + j + i."""
+    finish = TextPolicy(scripted(['{"name": "finish", "arguments": {"answer": "x"}}']))
+    played = play(toy(3), finish, 6, seed=3)
+    expected = [ToyEnv(tasks=TASKS).reset(seed=3 + k)[1]["task_id"] for k in range(6)]
+    assert [t.task_id for t in played] == expected and len(set(expected)) > 1
+
+
+def test_the_end_reason_says_whether_the_env_terminated_or_truncated_the_episode():
+    finish, call = '{"name": "finish", "arguments": {"answer": "x"}}', '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    (done,) = play(toy(1, turns=3), TextPolicy(scripted([finish])), [{"task_id": TASKS[0].id}])
+    (cut,) = play(toy(1, turns=2), TextPolicy(scripted([call])), [{"task_id": TASKS[0].id}])
+    assert (done.terminated, done.truncated, done.end_reason) == (True, False, "terminated")
+    assert (cut.terminated, cut.truncated, cut.end_reason) == (False, True, "truncated")
+
+
+def test_a_vector_env_that_resets_in_the_same_step_gives_the_last_steps_observation_and_info():
+    replies = ['{"name": "get_note", "arguments": {"key": "k1"}}',
+               '{"name": "set_note", "arguments": {"key": "dst", "text": "note 1"}}',
+               '{"name": "finish", "arguments": {"answer": "note 1"}}']
+    envs = SyncVectorEnv([lambda: ToyEnv(tasks=TASKS, max_turns=5)] * 2, autoreset_mode=AutoresetMode.SAME_STEP)
+    for t in play(envs, TextPolicy(scripted(replies)), [{"task_id": t.id} for t in TASKS[:3]]):
+        assert t.reward == 1.0 and t.terminated and t.num_turns == 3
+        assert t.final_info["task_id"] == t.task_id and "instruction" not in t.messages[-1]["content"].lower()
+        assert t.messages[-1]["role"] == "tool" and "Copy note" not in t.messages[-1]["content"]
+
+
+def test_a_first_prompt_must_leave_room_for_a_whole_turn_and_exactly_that_is_enough(model, tokenizer):
+    env = ToyEnv(tasks=TASKS)
+    chat = ChatFormat.of(tokenizer)
+    prompt = len(chat.prompt_ids(chat.first_messages(ToyEnv.policy, env.tool_schemas, TASKS[0].instruction),
+                                 env.tool_schemas))
+    job = [{"task_id": TASKS[0].id}]
+    with pytest.raises(ValueError, match="context limit"):
+        play(toy(1), ModelPolicy(model, tokenizer, SamplingSettings(max_new_tokens=6, max_context_tokens=prompt + 5)), job)
+    (t,) = play(toy(1), ModelPolicy(model, tokenizer, SamplingSettings(max_new_tokens=6, max_context_tokens=prompt + 6)),
+                job, seed=0)
+    assert t.num_turns == 1 and len(t.token_ids) <= prompt + 6

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from agents.models import DEFAULT_MODEL, ModelNotFoundError, add_lora, load_tokenizer
+from agents.models import DEFAULT_MODEL, LoraSettings, ModelNotFoundError, add_lora, load_tokenizer
 from eval.cli import InputError
 from agents.decoding import SamplingSettings
 from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, scripted
@@ -235,3 +235,26 @@ def test_the_adapter_and_the_base_keep_separate_caches(tokenizer):
     first = adapted(CHAT)
     with_base = base(CHAT)
     assert adapted(CHAT) == first and base(CHAT) == with_base != first
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_policy_plays_its_own_adapter_in_eval_mode_and_puts_the_model_back_as_it_was(tokenizer, training):
+    model = add_lora(tiny_model())
+    model.add_adapter("other", LoraSettings(rank=4).config())
+    model.set_adapter("default")
+    model.train(training)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append((module.active_adapter, module.training)))
+    ModelPolicy(model, tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=3), adapter="other")(CHAT)
+    assert seen and set(seen) == {("other", False)}
+    assert (model.active_adapter, model.training) == ("default", training)
+
+
+def test_a_chat_that_fills_the_context_exactly_is_reported_and_one_token_short_gets_one_token(tokenizer):
+    chat = [{"role": "user", "content": "word " * 10}]
+    n = prompt_tokens(tokenizer, chat)
+    full = ModelPolicy(tiny_model(context=n), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
+    assert isinstance(full.complete([chat])[0], ContextLimitExceeded)
+    roomy = ModelPolicy(tiny_model(context=n + 1), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
+    reply = roomy.complete([chat])[0]
+    assert isinstance(reply, str) and len(tokenizer(reply, add_special_tokens=False)["input_ids"]) <= 1

@@ -416,3 +416,14 @@ def test_conversations_in_an_async_vector_env_end_as_in_a_sync_one(tmp_path):
         records[mode] = sorted((json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()),
                                key=lambda r: r["task_index"])
     assert records["sync"] == records["async"] and len(records["sync"]) == 4
+
+
+def test_the_agent_first_reads_the_users_opening_message_not_the_users_hidden_goal(tmp_path):
+    def user(messages):
+        return "Hi, it's Ada." if len(messages) == 2 else "Bye. " + STOP
+
+    airline = source("airline_test_0_10")
+    evaluate(airline, scripted(["Hello! How can I help?", call("finish", answer="")]), user, task_ids=[8], out=tmp_path)
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text())
+    assert episode["messages"][1] == {"role": "user", "content": "Hi, it's Ada."}
+    assert airline.tasks[8].instruction not in json.dumps(episode["messages"])
