@@ -248,8 +248,11 @@ def test_a_first_prompt_must_leave_room_for_a_whole_turn_and_exactly_that_is_eno
     prompt = len(chat.prompt_ids(chat.first_messages(ToyEnv.policy, env.tool_schemas, TASKS[0].instruction),
                                  env.tool_schemas))
     job = [{"task_id": TASKS[0].id}]
+
+    def settings(context: int) -> SamplingSettings:
+        return SamplingSettings(max_new_tokens=6, max_context_tokens=context)
+
     with pytest.raises(ValueError, match="context limit"):
-        play(toy(1), ModelPolicy(model, tokenizer, SamplingSettings(max_new_tokens=6, max_context_tokens=prompt + 5)), job)
-    (t,) = play(toy(1), ModelPolicy(model, tokenizer, SamplingSettings(max_new_tokens=6, max_context_tokens=prompt + 6)),
-                job, seed=0)
+        play(toy(1), ModelPolicy(model, tokenizer, settings(prompt + 5)), job)
+    (t,) = play(toy(1), ModelPolicy(model, tokenizer, settings(prompt + 6)), job, seed=0)
     assert t.num_turns == 1 and len(t.token_ids) <= prompt + 6
