@@ -19,9 +19,19 @@ def test_grpo_normalises_within_groups_and_drops_groups_whose_rewards_are_all_eq
     assert advantages[0] > 0 > advantages[1] and advantages[1] == advantages[2] == advantages[3]
     first = rewards[:4]
     assert torch.allclose(advantages[:4], (first - first.mean()) / (first.std() + losses.EPS))
-    assert losses.dropped_group_fraction(rewards, groups) == pytest.approx(1 / 3)
-    assert losses.dropped_group_fraction(rewards, list(range(8))) == 0.0, "lone episodes have no group to drop"
-    assert losses.dropped_group_fraction(rewards, groups[:6] + [2, 3]) == pytest.approx(1 / 2)
+    assert losses.dropped_group_fraction(keep, groups) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("name, regularized, dropped", [
+    ("grpo", False, 1.0), ("rloo", False, 1.0), ("ppo", False, 1.0),  # each task's episodes alike: no signal
+    ("grpo", True, 0.0),  # every episode feels the KL or entropy term
+    ("reinforce", False, 0.0),  # the batch's baseline tells the tasks apart
+    ("rft", False, 0.5), ("rft", True, 0.5),  # the failed task's episodes teach nothing
+])
+def test_dropped_groups_counts_the_tasks_no_episode_of_which_enters_the_update(name, regularized, dropped):
+    rewards, groups = torch.tensor([1.0, 1.0, 0.0, 0.0]), [0, 0, 1, 1]
+    _, keep = losses.ALGORITHMS[name].weigh(rewards, groups, regularized)
+    assert losses.dropped_group_fraction(keep, groups) == dropped
 
 
 def test_rloo_baseline_is_the_mean_of_the_other_episodes_of_the_task():

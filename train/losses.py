@@ -80,12 +80,11 @@ def rloo_advantages(rewards: torch.Tensor, group_ids: Sequence[int]) -> torch.Te
     return advantages
 
 
-def dropped_group_fraction(rewards: torch.Tensor, group_ids: Sequence[int]) -> float:
-    """The fraction of groups whose rewards are all equal (no learning signal for group baselines),
-    among the groups of several episodes (a lone episode has no group to compare with)."""
-    keep = varied(rewards, group_ids)
-    groups = [members for members in _groups(group_ids).values() if len(members) > 1]
-    return sum(not keep[members[0]] for members in groups) / len(groups) if groups else 0.0
+def dropped_group_fraction(keep: torch.Tensor, group_ids: Sequence[int]) -> float:
+    """The fraction of groups (a task's episodes) of which no episode enters the update (``keep``, from
+    :meth:`Algorithm.weigh`): what the step learned nothing from, whichever algorithm decided it."""
+    groups = list(_groups(group_ids).values())
+    return sum(not bool(keep[members].any()) for members in groups) / len(groups) if groups else 0.0
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

@@ -522,7 +522,7 @@ def rl_step(ctx: Context, optimizer: torch.optim.Optimizer, batch: StepBatch, st
     metrics = {"step": step, "phase": phase, "algorithm": algorithm.name,
                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
                "success": success_by_domain(records),
-               "dropped_groups": losses.dropped_group_fraction(rewards, batch.groups) if not algorithm.offline else 0.0,
+               "dropped_groups": losses.dropped_group_fraction(keep, batch.groups),
                "kept_episodes": int(keep.sum()), "episodes": len(records), "processes": ctx.num_processes, **stats,
                "completion_tokens": completion, "rollout_s": rollout_s, "update_s": update_s,
                "tokens_per_s": completion / max(rollout_s + update_s, 1e-9),
