@@ -53,6 +53,15 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
     assert config.rl_domains == ["calculation", "web"]
 
 
+def test_an_empty_value_empties_a_key_a_config_file_set(tmp_path):
+    (tmp_path / "mine.yaml").write_text("pool: pools/mine.jsonl\nreport_to: tensorboard\nrl_domains: [web]\n")
+    for argv in (["--pool", "", "--report-to", "", "--rl-domains", ""],
+                 ["--set", "pool=", "--set", "report_to= ", "--set", "rl_domains="]):
+        config, _, given = parse_args(["--config", str(tmp_path / "mine.yaml"), *argv])
+        assert (config.pool, config.report_to, config.rl_domains) == ("", "", [])
+        assert {"pool", "report_to", "rl_domains"} <= given
+
+
 def test_a_config_file_that_holds_no_mapping_exits_2_saying_so(tmp_path, caplog):
     listed = tmp_path / "listed.yaml"
     listed.write_text("- steps\n- 4\n")

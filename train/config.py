@@ -336,7 +336,10 @@ def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value as YAML reads it (numbers, booleans, lists), else the text itself."""
+    """A command-line value as YAML reads it (numbers, booleans, lists), else the text itself. An empty
+    value is the empty string (YAML reads null, which no key takes): ``--pool ''`` clears a pool."""
+    if not text.strip():
+        return ""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
