@@ -100,6 +100,8 @@ def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_defa
     (["--set", "warm_start_tasks.calculation=0"], "warm_start_tasks.calculation"),
     (["--domains", "calculation,moon"], "domains"),
     (["--domains", "web"], "rl_domains"),
+    (["--steps", "true"], "steps"),  # YAML's boolean is no count
+    (["--challenger-domains", "calculation,moon"], "challenger_domains"),
 ])
 def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog, monkeypatch):
     monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail(f"trained with {argv}"))
@@ -364,3 +366,23 @@ def test_a_ctrl_c_python_swallows_still_stops_the_run_at_its_next_checkpoint(tmp
         signal.signal(signal.SIGINT, inherited)
     assert "interrupted in stage done at step 0" in caplog.text, "at the checkpoint after the stage it came in"
     assert "--name r --resume" in caplog.text and not (tmp_path / "runs" / "r" / "adapter").exists()
+
+
+@pytest.mark.parametrize("tasks_per_step, group_size", [(2, 1), (1, 2)])
+def test_reinforce_takes_any_step_of_two_episodes(tasks_per_step, group_size):
+    """Its baseline is over the step's episodes, however they split into tasks."""
+    config = load_config(overrides={"algorithm": "reinforce", "tasks_per_step": tasks_per_step,
+                                    "group_size": group_size})
+    assert (config.tasks_per_step, config.group_size) == (tasks_per_step, group_size)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"checkpoint_every": 0}, "checkpoint_every"), ({"micro_batch_tokens": 0}, "micro_batch_tokens"),
+    ({"eval_every": -1}, "eval_every"), ({"clip_eps": 0.0}, "clip_eps"),
+    ({"gradient_checkpointing": True, "share_prefix": True}, "share_prefix"),
+    ({"domains": ["web", "web"], "rl_domains": ["web"]}, "domains"),
+])
+def test_a_value_the_run_would_fail_on_later_is_a_config_error_when_it_loads(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=overrides)
+    assert error.value.key == key

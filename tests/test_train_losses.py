@@ -169,3 +169,49 @@ def test_ppo_makes_ppo_epochs_times_ppo_minibatches_updates_each_pass_over_every
     assert len(seen) == updates
     for first in range(0, updates, per_pass):
         assert sorted(sum(seen[first:first + per_pass], [])) == sorted(t.task_id for t in episodes)
+
+
+def test_each_algorithms_name_runs_its_own_advantages_and_objective():
+    rewards, groups = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0]), [0, 0, 0, 1, 1, 1]
+    assert torch.allclose(losses.ALGORITHMS["rloo"].advantages(rewards, groups)[0],
+                          losses.rloo_advantages(rewards, groups))
+    for name in ("grpo", "ppo"):
+        assert torch.allclose(losses.ALGORITHMS[name].advantages(rewards, groups)[0],
+                              losses.group_advantages(rewards, groups)[0]), name
+    new, old, adv = torch.log(torch.tensor([1.5, 0.5])), torch.zeros(2), torch.tensor([1.0, -1.0])
+    assert torch.allclose(losses.ALGORITHMS["ppo"].objective(new, old, adv, 0.2), losses.ppo_loss(new, old, adv, 0.2))
+
+
+def test_a_regularised_reinforce_step_whose_rewards_are_all_equal_has_zero_advantages_not_nan():
+    advantages, keep = losses.ALGORITHMS["reinforce"].weigh(torch.zeros(4), [0, 1, 2, 3], regularized=True)
+    assert keep.all() and advantages.tolist() == [0.0] * 4
+
+
+def test_distillation_needs_its_file_of_trajectories():
+    assert [key for key, _ in losses.ALGORITHMS["distill"].problems(2, 8, 1.0, "")] == ["distill_path"]
+    assert losses.ALGORITHMS["distill"].problems(2, 8, 1.0, "runs/teacher/trajectories.jsonl") == []
+
+
+@pytest.mark.parametrize("coefs, entered", [({}, ["t0-0", "t0-1"]), ({"entropy_coef": 0.01}, None),
+                                            ({"kl_coef": 0.05}, None)])
+def test_an_rl_step_updates_on_the_episodes_its_algorithm_keeps_and_all_of_them_under_a_regulariser(
+        monkeypatch, coefs, entered):
+    """Task t1's episodes both failed: no GRPO signal, left out, unless a KL or entropy term pulls on them too."""
+    from types import SimpleNamespace
+
+    from agents.policy import Trajectory
+    from train import trainer
+    from train.config import TrainConfig
+
+    seen: list[str] = []
+    monkeypatch.setattr(trainer, "update", lambda ctx, optimizer, trajectories, *rest: seen.extend(
+        t.task_id for t in trajectories) or {})
+    policy = torch.nn.Linear(2, 2)
+    policy.get_output_embeddings = lambda: policy
+    ctx = SimpleNamespace(config=TrainConfig(algorithm="grpo", **coefs), policy=policy, rank=0, num_processes=1,
+                          accelerator=SimpleNamespace(device=torch.device("cpu")))
+    episodes = [Trajectory([1, 2], [0, 1], [0.0, -1.0], [1], [], f"t{i // 2}-{i % 2}", "d", reward=float(i == 0))
+                for i in range(4)]
+    metrics = trainer.rl_step(ctx, None, trainer.StepBatch(episodes, [0, 0, 1, 1], range(4), 0.0), step=1)["metrics"]
+    assert seen == (entered or [t.task_id for t in episodes])
+    assert (metrics["kept_episodes"], metrics["dropped_groups"]) == (len(seen), 0.5 if entered else 0.0)

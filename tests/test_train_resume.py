@@ -152,10 +152,18 @@ def test_resume_cuts_the_proposals_back_too_and_keeps_those_a_checkpoint_from_be
     assert read_jsonl(run.parsed) == [{"id": "a"}, {"id": "b"}] and run.lines["parsed.jsonl"] == 2
 
 
-def test_a_process_that_is_not_the_main_one_writes_no_metrics(tmp_path):
+def test_a_process_that_is_not_the_main_one_writes_nothing_but_counts_the_lines_it_resumes_from(tmp_path):
+    """Only the main process writes; the others keep count, each as the checkpoint says."""
     run = RunDir(tmp_path, writer=False)
     run.append(run.metrics, [{"step": 1}])
     assert not run.metrics.exists() and run.lines["metrics.jsonl"] == 0
+    run.save_adapter(Adapter())
+    run.write_config({"steps": 1})
+    run.save_checkpoint(Adapter(), None, RunState(stage="rl", step=1))
+    assert list(tmp_path.iterdir()) == []
+    run.metrics.write_text('{"step":1}\n{"step":2}\n')
+    run.truncate({"metrics.jsonl": 1})
+    assert run.lines["metrics.jsonl"] == 1 and run.metrics.read_text() == '{"step":1}\n{"step":2}\n'
 
 
 class Adapter:
@@ -217,3 +225,49 @@ def test_random_states_come_back_with_the_gpus_where_there_are_gpus(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     set_rng_states(saved)  # saved with GPUs, resumed without
     assert gpus["set"] is None and "cuda" not in rng_states()
+
+
+def test_a_process_that_is_not_the_main_one_stops_at_a_checkpoint_after_ctrl_c_too(tmp_path):
+    """Else the main process stops and the others wait for it at the next collective, for ever."""
+    run = RunDir(tmp_path, writer=False)
+    run.stop_requested = True
+    with pytest.raises(KeyboardInterrupt):
+        run.save_checkpoint(None, None, RunState(stage="rl", step=1))
+
+
+def test_the_newest_of_two_complete_checkpoints_is_resumed_from(tmp_path):
+    """A kill after the new checkpoint's rename and before the old one is removed leaves both."""
+    run = RunDir(tmp_path)
+    for name in ("step-000004-00001", "step-000008-00002"):
+        (run.checkpoints / name).mkdir(parents=True)
+    assert run.latest_checkpoint() == run.checkpoints / "step-000008-00002"
+
+
+def test_a_resumed_run_draws_the_tasks_an_uninterrupted_one_draws(tmp_path):
+    """The data cursor goes into every checkpoint: after a kill the run plays the same tasks at each step."""
+    model, pool = bandit_model_dir(tmp_path / "model"), bandit_pool(tmp_path / "pool.jsonl")
+    kill_when_logged(command(tmp_path, "killed", model, pool), tmp_path / "runs" / "killed", step=3)
+    finish(command(tmp_path, "killed", model, pool, resume=True))
+    finish(command(tmp_path, "whole", model, pool))
+
+    def drawn(name: str) -> list[tuple[int, str]]:
+        lines = (tmp_path / "runs" / name / "trajectories.jsonl").read_text().splitlines()
+        return sorted((e["step"], e["task_id"]) for e in map(json.loads, lines) if e["phase"] == "rl")
+
+    assert drawn("killed") == drawn("whole") and len(drawn("whole")) == STEPS * 4 * 4
+
+
+def test_a_checkpoint_of_another_models_adapter_is_refused_not_half_loaded(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def lora(targets: list[str]):
+        config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1)
+        return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=targets))
+
+    run = RunDir(tmp_path)
+    run.save_checkpoint(lora(["q_proj", "v_proj"]), None, RunState(stage="rl", step=1))
+    run.load_checkpoint(run.latest_checkpoint(), lora(["q_proj", "v_proj"]))
+    with pytest.raises(RuntimeError, match="does not fit this model"):
+        run.load_checkpoint(run.latest_checkpoint(), lora(["q_proj"]))

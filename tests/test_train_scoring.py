@@ -12,7 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.policy import Trajectory
 from train.scoring import score, shared_prefix_length
-from train.trainer import lower_precision, microbatches, rescored
+from train.losses import ALGORITHMS
+from train.trainer import lower_precision, microbatches, rescored, update
 
 
 def tiny_policy():
@@ -152,3 +153,63 @@ def test_rescored_trajectories_carry_the_training_pass_log_probabilities_so_ppos
     for group in groups:
         scores = score(policy, [fresh[i] for i in group], 1.0, True)
         assert torch.equal(scores.logprobs, scores.old_logprobs)
+
+
+# ---------------------------------------------------------------------------- the update
+
+
+ADVANTAGES = [1.5, -0.5, 0.75]
+
+
+def update_context(policy, micro_batch_tokens: int = 10**6, max_grad_norm: float = 0.0) -> SimpleNamespace:
+    config = SimpleNamespace(micro_batch_tokens=micro_batch_tokens, share_prefix=True, clip_eps=0.2,
+                             max_grad_norm=max_grad_norm)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), reduce=lambda tensor, op: tensor,
+                                  backward=lambda loss: loss.backward())
+    return SimpleNamespace(config=config, accelerator=accelerator, policy=policy, num_processes=1,
+                           chat=SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0)))
+
+
+def standing_still(policy) -> torch.optim.Optimizer:
+    """An optimizer whose steps leave the weights where they are, so gradients can be compared."""
+    return torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.0)
+
+
+def test_a_policy_gradient_update_scores_the_distribution_the_episodes_were_sampled_from():
+    """Episodes sampled at temperature 0.5 are scored as log-softmax(logits / 0.5), not as the model itself."""
+    policy, batch = tiny_policy(), trajectories()
+    update(update_context(policy), standing_still(policy), batch, ADVANTAGES, ALGORITHMS["grpo"], 0.5)
+    got = gradients(policy)
+    scores = score(policy, batch, 0.5, True)
+    (-(torch.tensor(ADVANTAGES)[scores.owner] * scores.logprobs)).sum().div(scores.logprobs.numel()).backward()
+    for name, grad in gradients(policy).items():
+        assert torch.allclose(got[name], grad, atol=1e-6), name
+
+
+def test_microbatches_give_the_gradient_of_one_batch_and_one_update_does_not_add_to_the_last():
+    """Each microbatch's loss is divided by the batch's tokens, not its own, and each update starts from zero."""
+    policy, batch = tiny_policy(), trajectories()
+    optimizer = standing_still(policy)
+    update(update_context(policy), optimizer, batch, ADVANTAGES, ALGORITHMS["grpo"])
+    whole = {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+    assert len(microbatches(batch, 40, True)) > 1
+    update(update_context(policy, micro_batch_tokens=40), optimizer, batch, ADVANTAGES, ALGORITHMS["grpo"])
+    for name, grad in gradients(policy).items():
+        assert torch.allclose(whole[name], grad, atol=1e-6), name
+
+
+def test_the_entropy_bonus_lowers_the_loss_and_the_kl_term_weighs_by_its_coefficient():
+    policy, batch = tiny_policy(), trajectories()
+    zero = [0.0] * len(batch)
+    stats = update(update_context(policy), standing_still(policy), batch, zero, ALGORITHMS["grpo"], entropy_coef=0.1)
+    assert stats["loss"] == pytest.approx(-0.1 * stats["entropy"], rel=1e-5)
+    stats = update(update_context(policy), standing_still(policy), batch, zero, ALGORITHMS["grpo"], kl_coef=0.25)
+    assert stats["kl_base"] > 0 and stats["loss"] == pytest.approx(0.25 * stats["kl_base"], rel=1e-5)
+
+
+def test_max_grad_norm_zero_means_no_clipping_not_no_step():
+    policy, batch = tiny_policy(), trajectories()
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.1)
+    update(update_context(policy, max_grad_norm=0.0), optimizer, batch, ADVANTAGES, ALGORITHMS["grpo"])
+    assert all(not torch.equal(p, before[n]) for n, p in policy.named_parameters() if p.requires_grad)

@@ -101,3 +101,41 @@ def test_only_a_models_task_is_the_llms():
 
 def test_a_domain_listing_no_prompt_tools_gets_the_plain_env():
     assert not isinstance(make_env("toy", copy_task(), max_turns=4, prompt_tools={"toy": []}), ListedTools)
+
+
+def test_the_cursor_draws_every_task_once_an_epoch_in_a_new_order_each_epoch():
+    from train.trainer import Cursor
+
+    cursor = Cursor(20, seed=0)
+    first, second = cursor.take(20), cursor.take(20)
+    assert sorted(first) == sorted(second) == list(range(20)) and first != second
+
+
+def test_a_warm_start_epoch_shows_every_demonstration_once_in_batches_of_one_domain():
+    from agents.policy import Trajectory
+    from train.trainer import warm_start_plan
+
+    demos = [Trajectory([1, 2], [0, 1], [0.0, 0.0], [1], [], f"t{i}", "ab"[i % 2]) for i in range(13)]
+    plan = warm_start_plan(demos, batch=3, seed=0, epoch=0)
+    assert sorted(i for batch in plan for i in batch) == list(range(13))
+    assert all(len(batch) <= 3 and len({demos[i].domain for i in batch}) == 1 for batch in plan)
+    assert len(plan) == 5  # a: 7 demonstrations in 3 batches, b: 6 in 2
+
+
+@pytest.mark.parametrize("n, world", [(8, 2), (10, 3), (2, 4)])
+def test_the_processes_shards_cover_every_episode_once_in_order_and_differ_in_size_by_one_at_most(n, world):
+    from train.trainer import shard
+
+    shards = [shard(n, rank, world) for rank in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_a_rollouts_seed_is_the_same_on_resume_and_differs_for_each_process_step_and_phase():
+    from train.config import TrainConfig
+    from train.trainer import step_seed
+
+    config = TrainConfig(seed=7)
+    seeds = {step_seed(config, phase, step, rank) for phase in ("rl", "eval") for step in (1, 2) for rank in (0, 1)}
+    assert len(seeds) == 8 and step_seed(config, "rl", 1, 0) == step_seed(TrainConfig(seed=7), "rl", 1, 0)
+    assert step_seed(TrainConfig(seed=8), "rl", 1, 0) != step_seed(config, "rl", 1, 0)
