@@ -258,3 +258,15 @@ def test_a_chat_that_fills_the_context_exactly_is_reported_and_one_token_short_g
     roomy = ModelPolicy(tiny_model(context=n + 1), tokenizer, SamplingSettings(temperature=0.0, max_new_tokens=8))
     reply = roomy.complete([chat])[0]
     assert isinstance(reply, str) and len(tokenizer(reply, add_special_tokens=False)["input_ids"]) <= 1
+
+
+def test_a_text_players_system_prompt_lists_tools_only_where_it_has_some():
+    from agents.policy import Opening, Trajectory
+    from agents.prompting import tools_in_system_prompt
+
+    tools = [{"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {}}}]
+    openings = [Opening(Trajectory(), "Be brief.", tools, "Hi"), Opening(Trajectory(), "You are a customer.", [], "Hi")]
+    TextPolicy(scripted(["ok"])).start(openings)
+    agent, user = (o.trajectory.messages for o in openings)
+    assert agent[0]["content"] == f"Be brief.\n\n{tools_in_system_prompt(tools)}" and agent[1]["content"] == "Hi"
+    assert user[0] == {"role": "system", "content": "You are a customer."}
