@@ -661,6 +661,19 @@ def verify(state, answer):
     assert [sandbox.verify(scan, {}, "").status for _ in range(2 * sandbox.size)] == ["failed"] * 2 * sandbox.size
 
 
+
+def test_a_job_cannot_find_an_earlier_jobs_result_up_its_stack(sandbox: Sandbox) -> None:
+    """The next job's process is forked from the worker while a job runs: nothing of that job may
+    stay in the worker's frames, which code reaches by walking up from its own."""
+    printed = f"printed-{uuid.uuid4().hex}"
+    sandbox.run_code(f"print({printed!r})", lambda name, arguments: "", {})
+    walk = "import sys\nf = sys._getframe()\nwhile f is not None:\n    print(repr(f.f_locals))\n    f = f.f_back\n"
+    walked = [sandbox.run_code(walk, lambda name, arguments: "", {}, limits=replace(LIMITS, output_bytes=1 << 16))
+              for _ in range(3 * sandbox.size)]
+    assert all(r.status == "ok" and r.output.count("{") >= 2 for r in walked)  # it did read frames' locals
+    assert not any(printed in r.output for r in walked)
+
+
 LISTEN = UNGUARD + """import os, socket, sys, time
 def verify(state, answer):
     if sys.modules['posix'].fork() == 0:

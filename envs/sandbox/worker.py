@@ -805,6 +805,17 @@ HELPERS = compile("", "<verifier helpers>", "exec")
 _last_words = 2  # the worker's own stderr (why it stopped); replaced by a private copy in main()
 
 
+def _serve(child, inp, out):
+    """Serve ``child``'s job and send its result; whether a job came. The result lives in this frame
+    alone: the next job's process is forked from the worker, and code can walk up its stack to the
+    worker's frames (``sys._getframe().f_back``), where a result kept in ``main`` would still be."""
+    result = child.run(inp, out)
+    if result is None:
+        return False
+    write_message(out, {"result": result})
+    return True
+
+
 def main():
     global _last_words
     inp, out, _last_words = os.dup(0), os.dup(1), os.dup(2)
@@ -860,11 +871,9 @@ def main():
             ahead = None
             if setting.namespaces:  # the next job's world is built while this job runs, in the last job's group
                 ahead = Child(inp, setting, 1 - current.slot)
-            result = current.run(inp, out)
-            if result is not None:
-                write_message(out, {"result": result})
+            served = _serve(current, inp, out)
             current.kill(everything=ahead is None)
-            if result is None:
+            if not served:
                 return
             if ahead is None:
                 current.reap(everything=True)
