@@ -71,17 +71,30 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def pid_namespaces(pid: int) -> int:
+    """How many PID namespaces ``pid`` is in (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((len(line.split()) - 1 for line in f if line.startswith("NSpid:")), 1)
+    except OSError:
+        return 0
+
+
 def leftover_processes(sandbox: Sandbox, timeout: float = 10.0) -> dict[int, list[int]]:
-    """Processes under each idle worker beyond its ready job processes (the next job's, and the
-    one built ahead for the job after it: at most two children, none with children of its own),
-    once the workers have cleaned up; empty when nothing survived its job."""
+    """Processes under each idle worker beyond the ones it keeps: the ready job processes (the next
+    job's, and the one built ahead for the job after it: at most two, each in a PID namespace of its
+    own, or with none where jobs get no namespaces) and, where jobs get namespaces, the zygote that
+    makes them (in the worker's PID namespace); none of them with children of its own. Empty, once the
+    workers have cleaned up, when nothing survived its job."""
     end = time.monotonic() + timeout
     while True:
         extra = {}
         for pid in sandbox.host_pids():
-            ready = process_tree().get(pid, [])
+            kept = process_tree().get(pid, [])
             under = descendants(pid)
-            if len(ready) > 2 or len(under) > len(ready):
+            zygotes = [child for child in kept if pid_namespaces(child) == pid_namespaces(pid)]
+            nested = len(zygotes) < len(kept)
+            if len(kept) - len(zygotes) > 2 or len(zygotes) > (1 if nested else 2) or len(under) > len(kept):
                 extra[pid] = under
         if not extra or time.monotonic() > end:
             return extra

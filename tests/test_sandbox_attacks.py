@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from test_sandbox import BACKENDS, MARGIN, descendants, leftover_processes, open_sandbox
+from test_sandbox import BACKENDS, MARGIN, descendants, leftover_processes, open_sandbox, sandbox_backend
 
 from envs.sandbox import Limits, Sandbox
 
@@ -672,6 +672,45 @@ def test_a_job_cannot_find_an_earlier_jobs_result_up_its_stack(sandbox: Sandbox)
               for _ in range(3 * sandbox.size)]
     assert all(r.status == "ok" and r.output.count("{") >= 2 for r in walked)  # it did read frames' locals
     assert not any(printed in r.output for r in walked)
+
+
+
+def test_a_job_cannot_find_an_earlier_jobs_output_or_replies_in_its_memory(sandbox: Sandbox) -> None:
+    """Code finds ctypes' classes (blocking its import is a speed bump) and reads its whole address
+    space: a job's process made from one that held earlier jobs' data would find it there, freed."""
+    printed, replied = f"printed-{uuid.uuid4().hex}", f"replied-{uuid.uuid4().hex}"
+    assert sandbox.run_code(f"print({printed!r})", lambda name, arguments: "", {}).status == "ok"
+    assert sandbox.run_code("ask()", lambda name, arguments: replied, {"ask": []}).status == "ok"
+    halves = [(marker[:20], marker[20:]) for marker in (printed, replied)]  # whole only where a job left it
+    scan = f"""classes, c_char = [object], None
+while classes and c_char is None:
+    for sub in type.__subclasses__(classes.pop()):
+        classes.append(sub)
+        if sub.__name__ == 'c_char' and hasattr(sub, 'from_address'):
+            c_char = sub
+regions, found = 0, []
+try:
+    with open('/proc/self/maps') as maps:
+        spans = [line.split()[:2] for line in maps]
+except OSError:  # a container's hidden /proc
+    spans = []
+for span, perms in spans:
+    low, high = (int(x, 16) for x in span.split('-'))
+    if perms.startswith('rw') and high - low <= 1 << 24:
+        regions += 1
+        data = (c_char * (high - low)).from_address(low).raw
+        for head, tail in {halves!r}:
+            at = data.find(head.encode())
+            while at != -1:
+                if data[at + len(head):at + len(head) + len(tail)] == tail.encode():
+                    found.append(head)
+                at = data.find(head.encode(), at + 1)
+print('regions', regions, 'found', found)
+"""
+    for _ in range(3 * sandbox.size):  # every worker, more than once: each job's process is made ahead
+        result = sandbox.run_code(scan, lambda name, arguments: "", {}, limits=replace(LIMITS, memory_mb=256))
+        assert result.status == "ok" and result.output.endswith("found []\n"), result
+        assert sandbox_backend(sandbox) == "docker" or not result.output.startswith("regions 0 ")
 
 
 LISTEN = UNGUARD + """import os, socket, sys, time

@@ -9,7 +9,9 @@ The parent sends a job; while the job runs the worker may send requests (``{"req
 call, or a record of a big state table) and waits for each reply; it ends with ``{"result": …}``.
 
 Life of a job. Ahead of the job (while the previous job runs, so that the work overlaps it), the
-worker makes the job's process with ``clone()``: PID 1 of new user, mount, PID and IPC namespaces.
+worker's zygote (:class:`Zygote`: a copy of the worker taken before its first job, which never holds
+anything of a job) makes the job's process with ``clone()``, as a child of the worker: PID 1 of new
+user, mount, PID and IPC namespaces.
 That process joins the job's control group (where the local backend made one), maps its user,
 mounts a fresh, size-capped tmpfs on ``/tmp`` and a ``/proc`` of its own (or hides the worker's,
 where a container forbids a new one), gives up every capability, installs the seccomp filter, and
@@ -32,7 +34,8 @@ module and ``os`` blocks below are only a speed bump that gives naive code a cle
 (``sys.modules['posix']`` and ``importlib`` get around them).
 
 Where user namespaces are refused (the local backend's last fallback), jobs run in plain children
-of the worker, sharing its ``/tmp``; the worker's greeting says so.
+of the worker, sharing its ``/tmp``, made by the worker itself (a job that digs out ``ctypes`` can
+read what the worker freed of earlier jobs); the worker's greeting says so.
 """
 
 import sys
@@ -72,6 +75,7 @@ PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 38, 22
 SECCOMP_MODE_FILTER = 2
 CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x8000000, 0x10000000, 0x20000000
+CLONE_PARENT = 0x8000
 JOB_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
 CLONE_NEW_FLAGS = 0x7E020080  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -318,10 +322,12 @@ class Setting:
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         return namespaces, not code & 1, namespaces and not code & 2
 
-    def spawn(self):
+    def spawn(self, sibling=False):
         """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
-        them; returns its pid here, 0 in it."""
-        return self.kernel.clone(JOB_NAMESPACES) if self.namespaces else _fork()
+        them; returns its pid here, 0 in it. ``sibling``: a child of this process's parent."""
+        if self.namespaces:
+            return self.kernel.clone(JOB_NAMESPACES | (CLONE_PARENT if sibling else 0))
+        return _fork()
 
     def furnish(self, slot):
         """In a new job process, before any untrusted code: join the control group of ``slot``,
@@ -629,36 +635,91 @@ def _write_all(fd, data, deadline):
     return True
 
 
+
+def _job_process(inp, setting, slot, sibling=False):
+    """A job's process, waiting for its go (:meth:`Child.go`): its pid, and the worker's ends of its
+    channel, its replies pipe and its output file. ``sibling``: made by the zygote, for the worker."""
+    output = os.memfd_create("job-output")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    replies_r, replies = os.pipe()
+    pid = setting.spawn(sibling)
+    if pid == 0:
+        try:
+            ours.close()
+            # Nothing of the worker's may stay open here: not its own channels, and not those of
+            # the job before this one, which is still running when this process is made.
+            _keep_only([inp, theirs.fileno(), replies_r, output, *setting.cgroup_fds()])
+            setting.furnish(slot)
+            theirs.send(BUILT)
+            child_main(inp, theirs, replies_r, output)
+        except BaseException as exc:  # the world could not be built: the worker must hear why
+            try:
+                theirs.send(json.dumps({"broken": f"{type(exc).__name__}: {exc}"}).encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(0)
+    theirs.close()
+    os.close(replies_r)
+    return pid, ours, replies, output
+
+
+class Zygote:
+    """Where jobs get namespaces, the process that makes their processes: a copy of the worker taken
+    before its first job, which never holds anything of a job. A job's process is a copy of the one
+    that made it, and its code can read its own memory (``ctypes`` is only blocked: its classes are
+    there to find). Made by the worker, which passes on every job's output, requests and replies, it
+    would find earlier jobs' in what the worker has freed. Made with ``CLONE_PARENT``, a job's
+    process is still the worker's child, which waits for it and counts its CPU time."""
+
+    def __init__(self, inp, setting):
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = _fork()
+        if self.pid == 0:
+            try:
+                self.sock.close()
+                _zygote_main(theirs, inp, setting)
+            finally:
+                os._exit(0)
+        theirs.close()
+
+    def make(self, slot):
+        """A job's process in the control group of ``slot``, as :func:`_job_process` gives it."""
+        self.sock.send(bytes([slot]))
+        message, fds, _, _ = socket.recv_fds(self.sock, MAX_TEXT, 3)
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            raise WorldBroken(f"no job process was made: {message.decode(errors='replace') or 'the zygote ended'}")
+        return int(message), socket.socket(fileno=fds[0]), fds[1], fds[2]
+
+
+def _zygote_main(sock, inp, setting):
+    """Make a job's process for each slot asked for, until the worker closes its end."""
+    while request := sock.recv(1):
+        try:
+            pid, ours, replies, output = _job_process(inp, setting, request[0], sibling=True)
+        except OSError as exc:
+            sock.send(f"{type(exc).__name__}: {exc}".encode())
+            continue
+        socket.send_fds(sock, [str(pid).encode()], [ours.fileno(), replies, output])
+        ours.close()
+        os.close(replies)
+        os.close(output)
+
+
 class Child:
     """A job's process in its world, made ahead of its job: while the previous job runs where
     jobs get namespaces of their own (each then in the other of the worker's two control groups,
     ``slot`` 0 or 1), else right after it. It takes the job from the worker's stdin once told to
     (:meth:`go`)."""
 
-    def __init__(self, inp, setting, slot):
+    def __init__(self, inp, setting, slot, zygote=None):
         self.slot = slot
-        self.output = os.memfd_create("job-output")
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        replies_r, self.replies = os.pipe()
-        self.pid = setting.spawn()
-        if self.pid == 0:
-            try:
-                self.sock.close()
-                # Nothing of the worker's may stay open here: not its own channels, and not those of
-                # the job before this one, which is still running when this process is made.
-                _keep_only([inp, theirs.fileno(), replies_r, self.output, *setting.cgroup_fds()])
-                setting.furnish(slot)
-                theirs.send(BUILT)
-                child_main(inp, theirs, replies_r, self.output)
-            except BaseException as exc:  # the world could not be built: the worker must hear why
-                try:
-                    theirs.send(json.dumps({"broken": f"{type(exc).__name__}: {exc}"}).encode())
-                except OSError:
-                    pass
-            finally:
-                os._exit(0)
-        theirs.close()
-        os.close(replies_r)
+        if zygote is None:
+            self.pid, self.sock, self.replies, self.output = _job_process(inp, setting, slot)
+        else:
+            self.pid, self.sock, self.replies, self.output = zygote.make(slot)
         os.set_blocking(self.replies, False)
         self.ready = False
 
@@ -858,7 +919,8 @@ def main():
         exec(compile(WARM_UP, "<warm-up>", "exec"), {})
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
     try:
-        current = Child(inp, setting, 0)
+        zygote = Zygote(inp, setting) if setting.namespaces else None
+        current = Child(inp, setting, 0, zygote)
         current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
                             "namespaces": setting.namespaces, "cgroup": setting.cgroup, "tmp_mb": setting.tmp_mb,
@@ -870,7 +932,7 @@ def main():
             current.go()
             ahead = None
             if setting.namespaces:  # the next job's world is built while this job runs, in the last job's group
-                ahead = Child(inp, setting, 1 - current.slot)
+                ahead = Child(inp, setting, 1 - current.slot, zygote)
             served = _serve(current, inp, out)
             current.kill(everything=ahead is None)
             if not served:
