@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -516,3 +517,156 @@ def test_same_text_ignores_case_spacing_quotes_and_a_final_stop_only(sandbox, an
 def test_same_numbers_reads_past_units_signs_and_thousands_separators(sandbox, answer, same):
     source = "def verify(state, answer):\n    return same_numbers(answer, '1299')\n"
     assert sandbox.verify(source, {}, answer).status == ("ok" if same else "failed")
+
+
+# ---------------------------------------------------------------- each limit, and the job's channels
+
+JOB = Limits(wall_seconds=3.0, cpu_seconds=1, memory_mb=256, open_files=32, file_mb=4, output_bytes=1000)
+
+
+def test_a_cpu_loop_ends_at_its_cpu_seconds_and_says_cpu(sandbox: Sandbox) -> None:
+    source = ("import time\ndef verify(s, a):\n    last = 0.0\n    while True:\n        t = time.process_time()\n"
+              "        if t - last > 0.05:\n            print(round(t, 2), flush=True)\n            last = t\n")
+    result = sandbox.verify(source, {}, "", limits=Limits(wall_seconds=20.0, cpu_seconds=1, output_bytes=4000))
+    assert (result.status, result.kind) == ("error", "cpu"), result
+    assert float(result.output.split()[-1]) < 2.5  # the hard limit, cpu_seconds + 1, ended it
+
+
+@pytest.mark.parametrize("opened, errno", [("[open('/dev/null') for _ in range(40)]", 24),  # EMFILE
+                                           ("open('/tmp/big', 'wb').write(b'x' * (5 << 20))", 27)])  # EFBIG
+def test_open_files_and_a_file_past_their_limits_are_refused(sandbox: Sandbox, opened: str, errno: int) -> None:
+    source = f"def verify(s, a):\n    try:\n        {opened}\n    except OSError as exc:\n" \
+             f"        return exc.errno == {errno}\n    return False\n"
+    assert sandbox.verify(source, {}, "", limits=JOB).status == "ok"
+
+
+def test_tmp_holds_no_more_than_tmp_mb(sandbox: Sandbox) -> None:
+    files = sandbox.limits.tmp_mb // 4 + 2
+    source = (f"def verify(s, a):\n    try:\n        for i in range({files}):\n"
+              "            open(f'/tmp/f{i}', 'wb').write(b'x' * (4 << 20))\n"
+              "    except OSError as exc:\n        return exc.errno == 28\n    return False\n")  # ENOSPC
+    assert sandbox.verify(source, {}, "", limits=replace(JOB, file_mb=8)).status == "ok"
+
+
+def test_output_of_exactly_the_cap_is_kept_whole_and_a_byte_more_is_cut(sandbox: Sandbox) -> None:
+    exact = sandbox.run_code("print('x' * 999)", lambda name, arguments: "", {}, limits=JOB)
+    over = sandbox.run_code("print('x' * 1000)", lambda name, arguments: "", {}, limits=JOB)
+    assert exact.output == "x" * 999 + "\n"
+    assert over.output == "x" * 1000 + "\n[output truncated]"
+
+
+def test_a_result_forged_as_ok_json_is_a_protocol_error(sandbox: Sandbox) -> None:
+    """ok and failed come only as the verdict's byte: a JSON result may only say error or timeout."""
+    source = ("import os\ndef verify(s, a):\n    for fd in range(3, 64):\n        try:\n"
+              "            os.write(fd, b'{\"done\": {\"status\": \"ok\"}}')\n        except OSError:\n"
+              "            pass\n    os._exit(0)\n")
+    result = sandbox.verify(source, {}, "")
+    assert (result.status, result.kind) == ("error", "protocol"), result
+
+
+def test_a_job_holds_no_pipe_but_its_replies(sandbox: Sandbox) -> None:
+    """The worker's stdin (the parent's stream, the next job's body) is closed before untrusted code runs."""
+    source = ("import os, stat\ndef verify(s, a):\n    pipes = 0\n    for fd in range(256):\n        try:\n"
+              "            pipes += stat.S_ISFIFO(os.fstat(fd).st_mode)\n        except OSError:\n            pass\n"
+              "    return pipes == 1\n")
+    assert sandbox.verify(source, {}, "").status == "ok"
+
+
+def test_a_slow_tool_past_the_wall_clock_is_a_timeout_not_a_lost_worker(sandbox: Sandbox) -> None:
+    def slow(name: str, arguments: dict) -> str:
+        time.sleep(1.0)
+        return "late"
+
+    assert sandbox.run_code("wait()", slow, {"wait": []}, limits=Limits(wall_seconds=0.5)).status == "timeout"
+
+
+def test_a_malformed_tool_call_never_reaches_the_callers_tools(sandbox: Sandbox) -> None:
+    calls = []
+    source = ("remote = next(c.cell_contents for c in add.__closure__ if hasattr(c.cell_contents, 'ask'))\n"
+              "try:\n    remote.ask({'op': 'tool', 'name': 5, 'arguments': [1]})\nexcept RuntimeError as e:\n"
+              "    print(e)\n")
+    result = sandbox.run_code(source, lambda name, arguments: calls.append((name, arguments)) or "", {"add": ["a"]})
+    assert calls == [] and result.output == "malformed tool call\n", result
+
+
+# ---------------------------------------------------------------- the local pool's workers
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_killed_mid_job_is_noticed_at_once_and_the_job_retried() -> None:
+    with make_sandbox("local", workers=1, limits=JOB) as box:
+        box.warm_up()
+        timer = threading.Timer(0.5, os.kill, (box.host_pids()[0], signal.SIGKILL))
+        timer.start()
+        start = time.monotonic()
+        result = box.verify("import time\ndef verify(s, a):\n    time.sleep(1)\n    return True\n", {}, "")
+        assert result.status == "ok" and time.monotonic() - start < JOB.wall_seconds + MARGIN, result
+
+
+def test_close_ends_every_worker_and_a_job_that_outlasts_it_takes_its_worker_along() -> None:
+    box = make_sandbox("local", workers=2, limits=JOB)
+    box.warm_up()
+    pids = box.host_pids()
+    job = threading.Thread(target=box.verify, args=("import time\ndef verify(s, a):\n    time.sleep(1)\n", {}, ""))
+    job.start()
+    time.sleep(0.3)
+    box.close()
+    job.join()
+    assert all(gone(pid) for pid in pids)
+
+
+class NoWorker(Worker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed, self.greeting = False, {}
+
+    def send(self, data: bytes, deadline: float) -> None: ...
+
+    def _read_some(self, deadline: float) -> bytes:
+        return b""
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class CountingPool(Sandbox):
+    """A pool of :class:`NoWorker`, whose first ``failures`` starts fail."""
+
+    _describe_backend = _describe_memory = _describe_processes = None
+
+    def __init__(self, workers: int, failures: int = 0):
+        super().__init__(workers)
+        self.failures, self.started = failures, []
+
+    def _start_worker(self) -> Worker:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("no worker")
+        self.started.append(NoWorker())
+        return self.started[-1]
+
+
+def test_a_fresh_worker_in_a_full_pool_retires_and_kills_an_idle_one() -> None:
+    pool = CountingPool(workers=1)
+    pool._release(pool._acquire())
+    pool._acquire(fresh=True)
+    assert pool.started[0].killed and len(pool.started) == 2
+
+
+def test_a_worker_that_fails_to_start_gives_its_slot_back() -> None:
+    pool = CountingPool(workers=1, failures=1)
+    with pytest.raises(OSError):
+        pool._acquire()
+    acquired = []
+    thread = threading.Thread(target=lambda: acquired.append(pool._acquire()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert acquired, "the pool stayed full after a failed start"

@@ -713,6 +713,30 @@ print('regions', regions, 'found', found)
         assert sandbox_backend(sandbox) == "docker" or not result.output.startswith("regions 0 ")
 
 
+
+def test_a_job_cannot_reach_an_abstract_socket_of_the_host(sandbox: Sandbox) -> None:
+    """Abstract Unix sockets belong to a network namespace, not to the files a mount namespace hides."""
+    name = f"\0sandbox-test-{uuid.uuid4().hex}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(name)
+    server.listen(1)
+    try:
+        source = UNGUARD + ("import socket\ndef verify(s, a):\n    try:\n"
+                            f"        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({name!r})\n"
+                            "    except OSError:\n        return False\n    return True\n")
+        assert sandbox.verify(source, {}, "").status == "failed"
+    finally:
+        server.close()
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the raw clone call's number is x86_64's")
+def test_a_job_cannot_clone_itself_into_a_new_user_namespace(sandbox: Sandbox) -> None:
+    source = UNGUARD + ("import ctypes, os\ndef verify(s, a):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+                        "    pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)\n    if pid == 0:\n"
+                        "        os._exit(0)\n    return pid == -1 and ctypes.get_errno() == 1\n")  # EPERM
+    assert sandbox.verify(source, {}, "").status == "ok"
+
+
 LISTEN = UNGUARD + """import os, socket, sys, time
 def verify(state, answer):
     if sys.modules['posix'].fork() == 0:
