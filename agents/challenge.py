@@ -12,8 +12,8 @@ from the proposals the last run made, and stops after ``--max-proposals`` propos
     python -m agents.challenge --domain retail --n 200 --model <id or path> --out pools/retail.jsonl
 
 It shows the live funnel and an ETA while it runs, and ends with a summary: the funnel, and the
-most common reasons proposals failed with an example of each, also saved beside the pool
-(``<out>.funnel.json``).
+most common reasons proposals failed with an example of each, also saved beside the pool, one
+file per domain (``<out>.<domain>.funnel.json``: it is also where a rerun goes on from).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     held, have = {task.id for task in pool}, sum(task.domain == args.domain for task in pool)
-    saved = args.out.with_name(args.out.name + ".funnel.json")
+    saved = args.out.with_name(f"{args.out.name}.{args.domain}.funnel.json")
     first = proposals_made(saved, args.domain, args.seed)
     try:
         player = load_model_policy(args.model, args.adapter, device=args.device, temperature=args.temperature,

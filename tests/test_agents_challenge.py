@@ -160,7 +160,7 @@ def test_ctrl_c_keeps_the_kept_tasks_and_saves_the_funnel_so_far(tmp_path, monke
     out = tmp_path / "pool.jsonl"
     assert challenge.main(["--domain", "toy", "--out", str(out), "--n", "3", "--batch-size", "1"]) == 130
     assert len(load_pool(out)) == 1
-    saved = json.loads((tmp_path / "pool.jsonl.funnel.json").read_text())
+    saved = json.loads((tmp_path / "pool.jsonl.toy.funnel.json").read_text())
     assert saved["proposals"] == 1 and saved["reached"]["kept"] == 1
     assert "stopped: interrupted" in capsys.readouterr().out
 
@@ -184,6 +184,23 @@ def test_a_rerun_goes_on_from_the_last_runs_proposals_and_never_appends_a_task_t
     assert seeds == [0, 1, 2, 3], "the second run proposes in worlds of its own"
     assert [task.id for task in load_pool(out)] == [info["task"]["id"]]
     assert "(0 added)" in capsys.readouterr().out
+
+
+def test_a_rerun_goes_on_from_its_own_domains_proposals_whatever_ran_into_the_pool_between(tmp_path, monkeypatch):
+    seeds = []
+
+    def play(envs, player, n, seed=0):  # nothing parses
+        seeds.append(seed)
+        return [SimpleNamespace(messages=[], final_info={}, end_reason="unparsed")] * n
+
+    monkeypatch.setattr(agents.rollout, "play", play)
+    monkeypatch.setattr(agents.policy, "load_model_policy", lambda *args, **kwargs: None)
+    out = tmp_path / "pool.jsonl"
+    for domain in ("toy", "calculation", "toy"):
+        assert challenge.main(["--domain", domain, "--out", str(out), "--n", "1", "--max-proposals", "2"]) == 0
+    assert seeds == [0, 0, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl.calculation.funnel.json",
+                                                          "pool.jsonl.toy.funnel.json"]
 
 
 def test_ctrl_c_while_the_model_loads_exits_130_having_written_nothing(tmp_path, monkeypatch, capsys):
