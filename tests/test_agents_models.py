@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents import models
-from agents.models import (DEFAULT_MODEL, LoraSettings, LoraTargetError, ModelNotFoundError, add_lora, load_adapter,
-                           load_model, load_policy, load_tokenizer, pick_dtype)
+from agents.models import (DEFAULT_MODEL, LoraSettings, LoraTargetError, ModelNotFoundError, adapters_in_fp32, add_lora,
+                           load_adapter, load_model, load_policy, load_tokenizer, pick_device, pick_dtype)
 from agents.packed_linear import PackedLinear
 
 
@@ -136,3 +137,81 @@ def test_models_load_without_hub_kernels_which_would_be_a_download(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     model, _ = load_model(str(tmp_path))
     assert model.use_kernels is False  # transformers' default since 5.2x is True
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    tiny_model().save_pretrained(path)
+    load_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_auto_is_the_device_torch_has():
+    assert pick_device("auto") == pick_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_relative_path_that_is_not_there_is_said_to_be_no_directory():
+    with pytest.raises(ModelNotFoundError, match="there is no directory ./no-such-model"):
+        load_model("./no-such-model", device="cpu")
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos(tmp_path):
+    tokenizer = load_tokenizer()
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(tmp_path)
+    assert load_tokenizer(str(tmp_path)).pad_token == tokenizer.eos_token
+
+
+def test_load_model_gives_the_dtype_asked_in_eval_mode(base_dir):
+    model, _ = load_model(str(base_dir), device="cpu", dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and not model.training
+
+
+def test_load_policy_passes_dtype_lora_settings_and_trainable_on(base_dir, tmp_path):
+    policy, _ = load_policy(str(base_dir), lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype=torch.bfloat16)
+    layer = policy.get_base_model().model.layers[0].self_attn.q_proj
+    assert policy.get_base_model().dtype == torch.bfloat16 and layer.r["default"] == 4 and layer.scaling["default"] == 2
+    policy.save_pretrained(tmp_path / "adapter")
+    frozen, _ = load_policy(str(base_dir), adapter=tmp_path / "adapter", device="cpu", trainable=False)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_the_default_lora_scales_its_update_by_two():
+    layer = add_lora(tiny_model()).get_base_model().model.layers[0].mlp.up_proj
+    assert (layer.r["default"], layer.lora_alpha["default"], layer.scaling["default"]) == (32, 64, 2.0)
+
+
+def test_adapters_in_fp32_leaves_the_base_weights_as_they_are():
+    model = adapters_in_fp32(add_lora(tiny_model().to(torch.bfloat16)))
+    dtypes = {("lora_" in name, p.dtype) for name, p in model.named_parameters()}
+    assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+
+
+def test_a_reinstalled_gguf_file_is_converted_afresh(tmp_path, monkeypatch):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"x" * 10)
+    monkeypatch.setattr(models, "gguf_path", lambda: gguf)
+    before = models.converted_path(tmp_path)
+    models.os.utime(gguf, ns=(0, 10**18))
+    assert models.converted_path(tmp_path) != before
+
+
+def test_a_conversion_that_loses_the_race_to_another_process_returns_its_copy(tmp_path, monkeypatch):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"x")
+    monkeypatch.setattr(models, "gguf_path", lambda: gguf)
+    target, asked = models.converted_path(tmp_path / "cache"), {}
+
+    def other_process_finishes_first(staging):
+        (target / "config.json").parent.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+
+    def from_pretrained(*args, **kwargs):
+        asked.update(kwargs)
+        return SimpleNamespace(save_pretrained=other_process_finishes_first)
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(save_pretrained=str))
+    assert models.converted_default_dir(tmp_path / "cache") == target and asked["use_kernels"] is False
+    assert [p.name for p in target.parent.iterdir()] == [target.name], "the staging folder is removed"

@@ -4,6 +4,7 @@ task in eight to most of its proposals, with the trainer's own challenger stages
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -114,3 +115,17 @@ def test_each_process_plays_its_own_share_of_a_challenger_step_and_says_which(mo
     for rank, batch in enumerate(batches, start=1):
         assert batch.groups == alone.groups and len(batch.trajectories) == len(batch.mine) == 4
         assert asked[rank] == [asked[0][i] for i in batch.mine]
+
+
+def test_each_rl_step_plays_fresh_distinct_worlds_with_a_seed_per_process(monkeypatch):
+    asked = []
+    monkeypatch.setattr(challenger, "play", lambda env, policy, options, seed: asked.append(
+        ([json.dumps(o["world"], sort_keys=True) for o in options], seed)) or [SimpleNamespace() for _ in options])
+    monkeypatch.setattr(challenger, "vector_env", lambda ctx, domain: None)
+    monkeypatch.setattr(challenger, "player", lambda ctx: None)
+    settings = load_config(overrides={"challenger_worlds_per_step": 3, "challenger_group_size": 2})
+    for step, rank in [(1, 0), (2, 0), (2, 1)]:
+        challenger.collect(SimpleNamespace(config=settings, rank=rank, num_processes=2), "calculation", step)
+    worlds = [set(w) for w, _ in asked[:2]] + [set(asked[2][0])]
+    assert len(worlds[0]) == len(worlds[1]) == 2 and not worlds[0] & (worlds[1] | worlds[2])
+    assert asked[1][1] != asked[2][1]
