@@ -129,3 +129,56 @@ def test_each_rl_step_plays_fresh_distinct_worlds_with_a_seed_per_process(monkey
     worlds = [set(w) for w, _ in asked[:2]] + [set(asked[2][0])]
     assert len(worlds[0]) == len(worlds[1]) == 2 and not worlds[0] & (worlds[1] | worlds[2])
     assert asked[1][1] != asked[2][1]
+
+
+def test_the_runs_tasks_are_the_challengers_that_fit_up_to_the_training_share_then_scripted_ones(monkeypatch):
+    """A challenger domain trains on its kept tasks that fit the config, no more than its tasks less its
+    held-out ones (held-out tasks are scripted), topped up with scripted tasks; other domains are all scripted."""
+    from dataclasses import replace
+
+    from agents.challenge import Funnel
+    from train.tasks import Selection, is_llm, scripted_tasks
+
+    config = load_config(overrides={"domains": ["calculation", "web"], "challenger_domains": ["calculation"],
+                                    "challenger_proposals": 10, "pool": "", "tasks_per_domain": {"calculation": 6,
+                                    "web": 4}, "heldout_per_domain": {"calculation": 2, "web": 1},
+                                    "max_solution_actions": {"calculation": 2}})
+    written = [replace(t, id=f"llm-{i}", provenance={"challenger": "llm:tiny", "novelty": "new" if i % 2 else "copy"})
+               for i, t in enumerate(scripted_tasks("calculation", 99, 6, Selection.of(config)))]
+    too_long = replace(written[0], id="llm-long", solution=replace(written[0].solution,
+                                                                    actions=written[0].solution.actions * 3))
+    funnel = Funnel()
+    for _ in range(10):
+        funnel.add({"stage": "proposals", "reason": "unparsed"}, "")
+    asked = []
+    monkeypatch.setattr(challenger, "propose", lambda ctx, domain, label: asked.append(domain) or (
+        funnel, [too_long, *written], "<instruction>"))
+    tasks, mix = challenger.write_tasks(SimpleNamespace(config=config))
+    assert asked == ["calculation"]
+    calculation = [t for t in tasks if t.domain == "calculation"]
+    assert [t.id for t in calculation if is_llm(t)] == ["llm-0", "llm-1", "llm-2", "llm-3"]
+    assert len(calculation) == 6 and len([t for t in tasks if t.domain == "web"]) == 4
+    assert not any(is_llm(t) for t in tasks if t.domain == "web")
+    assert {k: mix["calculation"][k] for k in ("llm", "scripted", "proposals", "new", "example")} == {
+        "llm": 4, "scripted": 2, "proposals": 10, "new": 2, "example": "<instruction>"}
+    assert (mix["web"]["llm"], mix["web"]["scripted"], mix["web"]["proposals"], mix["web"]["funnel"]) == (0, 4, 0, {})
+
+
+def test_propose_keeps_only_the_kept_tasks_and_records_every_parsed_one_with_its_stage(tmp_path, monkeypatch):
+    from test_agents_challenge import kept_info
+
+    kept = kept_info()
+    rejected = {k: v for k, v in kept.items() if k != "task"} | {"stage": "solution_passed", "reason": "failure_passed"}
+    infos = [kept, rejected, {"stage": "proposals", "reason": "unparsed"}]
+    episodes = [SimpleNamespace(final_info=info, end_reason="terminated", reward=0.0,
+                                messages=[{"role": "assistant", "content": f"proposal {i}"}])
+                for i, info in enumerate(infos)]
+    monkeypatch.setattr(challenger, "play", lambda envs, player, n, seed: episodes[:n])
+    monkeypatch.setattr(challenger, "vector_env", lambda ctx, domain: None)
+    monkeypatch.setattr(challenger, "player", lambda ctx: None)
+    ctx = SimpleNamespace(config=load_config(overrides={"challenger_proposals": 3}), run=RunDir(tmp_path))
+    funnel, tasks, example = challenger.propose(ctx, "toy", "pool")
+    assert [t.id for t in tasks] == [kept["task"]["id"]] and example == "proposal 0"
+    assert (funnel.reached["proposals"], funnel.reached["kept"]) == (3, 1)
+    parsed = [json.loads(line)["provenance"] for line in ctx.run.parsed.read_text().splitlines()]
+    assert [(p["stage"], p["label"]) for p in parsed] == [(kept["stage"], "pool"), ("solution_passed", "pool")]
