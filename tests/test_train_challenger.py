@@ -182,3 +182,28 @@ def test_propose_keeps_only_the_kept_tasks_and_records_every_parsed_one_with_its
     assert (funnel.reached["proposals"], funnel.reached["kept"]) == (3, 1)
     parsed = [json.loads(line)["provenance"] for line in ctx.run.parsed.read_text().splitlines()]
     assert [(p["stage"], p["label"]) for p in parsed] == [(kept["stage"], "pool"), ("solution_passed", "pool")]
+
+
+@pytest.mark.parametrize("explore_turns, budget", [(1, 0), (3, 2), (3, 1)])
+def test_demonstrations_fit_the_challengers_exploration_and_the_run_on_worlds_the_pool_does_not_use(
+        explore_turns, budget):
+    """Worlds from seed + 1 (the scripted tasks and the held-out ones are drawn at the seed), a solution
+    no longer than the exploration or the run's budget, and at most MIN_FAILURES failures, each its
+    wrong answer alone."""
+    config = load_config(overrides={"challenger_demos": 6, "challenger_explore_turns": explore_turns, "seed": 4,
+                                    "max_solution_actions": {"calculation": budget}})
+    demos = challenger.demo_tasks(SimpleNamespace(config=config), "calculation")
+    assert len(demos) == 6 and all(t.world["seed"] > 4 for t in demos)
+    assert all(len(t.solution.actions) <= min(explore_turns, budget or explore_turns) for t in demos)
+    assert max(len(t.solution.actions) for t in demos) > 1 or min(explore_turns, budget or explore_turns) == 1
+    assert all(0 < len(t.failures) <= challenger.MIN_FAILURES and all(f.actions == () for f in t.failures)
+               for t in demos)
+
+
+def test_only_the_demonstrations_the_filter_keeps_are_learned_from(monkeypatch):
+    config = load_config(overrides={"challenger_demos": 4})
+    rewards = iter([1.0, 0.0, 1.0, 0.0])
+    monkeypatch.setattr(challenger, "demonstration", lambda env, chat, actions, options: SimpleNamespace(
+        reward=next(rewards), world=options["world"]))
+    tasks, demos = challenger.demonstrations(SimpleNamespace(config=config, chat=None), "calculation")
+    assert len(tasks) == 4 and [d.world for d in demos] == [tasks[0].world, tasks[2].world]
