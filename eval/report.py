@@ -296,7 +296,7 @@ class RunFiles:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 60:
+    if round(seconds, 1) < 60:  # as shown: 59.97 s is a minute
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
