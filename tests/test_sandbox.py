@@ -623,48 +623,18 @@ def test_close_ends_every_worker_and_a_job_that_outlasts_it_takes_its_worker_alo
     assert all(gone(pid) for pid in pids)
 
 
-class NoWorker(Worker):
-    def __init__(self) -> None:
-        super().__init__()
-        self.killed, self.greeting = False, {}
-
-    def send(self, data: bytes, deadline: float) -> None: ...
-
-    def _read_some(self, deadline: float) -> bytes:
-        return b""
-
-    def kill(self) -> None:
-        self.killed = True
-
-
-class CountingPool(Sandbox):
-    """A pool of :class:`NoWorker`, whose first ``failures`` starts fail."""
-
-    _describe_backend = _describe_memory = _describe_processes = None
-
-    def __init__(self, workers: int, failures: int = 0):
-        super().__init__(workers)
-        self.failures, self.started = failures, []
-
-    def _start_worker(self) -> Worker:
-        if self.failures:
-            self.failures -= 1
-            raise OSError("no worker")
-        self.started.append(NoWorker())
-        return self.started[-1]
-
-
 def test_a_fresh_worker_in_a_full_pool_retires_and_kills_an_idle_one() -> None:
-    pool = CountingPool(workers=1)
+    pool = ScriptedSandbox([], [])
     pool._release(pool._acquire())
     pool._acquire(fresh=True)
     assert pool.started[0].killed and len(pool.started) == 2
 
 
 def test_a_worker_that_fails_to_start_gives_its_slot_back() -> None:
-    pool = CountingPool(workers=1, failures=1)
-    with pytest.raises(OSError):
+    pool = ScriptedSandbox()
+    with pytest.raises(IndexError):  # no script for it: its start fails
         pool._acquire()
+    pool.scripts.append([])
     acquired = []
     thread = threading.Thread(target=lambda: acquired.append(pool._acquire()), daemon=True)
     thread.start()

@@ -635,7 +635,6 @@ def _write_all(fd, data, deadline):
     return True
 
 
-
 def _job_process(inp, setting, slot, sibling=False):
     """A job's process, waiting for its go (:meth:`Child.go`): its pid, and the worker's ends of its
     channel, its replies pipe and its output file. ``sibling``: made by the zygote, for the worker."""
