@@ -111,6 +111,15 @@ def test_the_cursor_draws_every_task_once_an_epoch_in_a_new_order_each_epoch():
     assert sorted(first) == sorted(second) == list(range(20)) and first != second
 
 
+def test_the_cursor_takes_across_epochs_what_one_item_at_a_time_would():
+    from train.trainer import Cursor
+
+    cursor, walked = Cursor(7, seed=3), Cursor(7, seed=3)
+    taken = [i for n in (3, 5, 1, 9, 7) for i in cursor.take(n)]
+    assert taken == [walked.take(1)[0] for _ in range(25)] == [i for e in range(4) for i in walked.order(e)][:25]
+    assert cursor.state() == walked.state() == {"epoch": 3, "index": 4}
+
+
 def test_a_warm_start_epoch_shows_every_demonstration_once_in_batches_of_one_domain():
     from agents.policy import Trajectory
     from train.trainer import warm_start_plan

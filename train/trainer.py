@@ -128,12 +128,13 @@ class Cursor:
         return items
 
     def take(self, n: int) -> list[int]:
-        taken = []
+        taken: list[int] = []
         while len(taken) < n:
             if self.index == self.size:
                 self.epoch, self.index = self.epoch + 1, 0
-            taken.append(self.order(self.epoch)[self.index])
-            self.index += 1
+            end = min(self.size, self.index + n - len(taken))
+            taken += self.order(self.epoch)[self.index:end]
+            self.index = end
         return taken
 
     def state(self) -> dict[str, int]:
