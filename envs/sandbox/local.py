@@ -11,20 +11,23 @@ world of its own inside the worker (user, mount, PID and IPC namespaces, an empt
 of the worker's where this machine has one (:mod:`envs.sandbox.cgroup`), so that its memory and
 processes are limited as a whole.
 
-Without root, the worker falls back to an unprivileged user namespace when the kernel allows one
-(no private root, no control group), and otherwise to limits alone; each fallback is logged as a
-warning, and :meth:`~envs.sandbox.Sandbox.describe` says what applies.
+Where that cannot be made (not root, or root in a container without ``CAP_SYS_ADMIN``), the worker
+falls back to a user namespace when the kernel allows one (no private root, and no control group
+unless root), and otherwise to limits alone; root runs both as nobody. Each way is tried once a
+process, strongest first (:func:`worker_isolation`); the fallback is logged as a warning, and
+:meth:`~envs.sandbox.Sandbox.describe` says what applies.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from envs.sandbox import WORKER_ENV, WORKER_FLAGS, WORKER_SOURCE, Limits, Sandbox, Worker, WorkerLost
@@ -70,15 +73,17 @@ class ProcessWorker(Worker):
     """A worker process, spoken to over its stdin and stdout pipes; ``group`` is the control group
     its jobs join (removed with the worker)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], group: WorkerGroup | None = None):
+    def __init__(self, isolation: Isolation, env: dict[str, str], group: WorkerGroup | None = None):
         super().__init__()
         self.group = group
+        self._said: str | None = None
         slots = group.open_procs() if group else []
         procs = [fd for slot in slots for fd in slot]
+        env = env | {"SANDBOX_CGROUP_FDS": ";".join(",".join(map(str, s)) for s in slots)}
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                pass_fds=procs, env=env | {"SANDBOX_CGROUP_FDS": ";".join(",".join(map(str, s)) for s in slots)})
+                isolation.argv(WORKER_SOURCE), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True, pass_fds=procs, env=env)
         finally:
             for fd in procs:  # the worker has its own copies
                 os.close(fd)
@@ -91,9 +96,9 @@ class ProcessWorker(Worker):
         except WorkerLost as exc:
             said = self._last_words()
             self.kill()
-            raise WorkerLost(f"the sandbox worker did not start ({exc}); its stderr said: {said}") from None
-        # Under ``unshare --fork`` the worker is unshare's one child; otherwise the process itself.
-        self.host_pid = _only_child(self.proc.pid) if argv[0] == "unshare" else self.proc.pid
+            also = "" if said in str(exc) else f"; its stderr said: {said}"
+            raise WorkerLost(f"the sandbox worker did not start ({exc}){also}") from None
+        self.host_pid = _only_child(self.proc.pid) if isolation.forks else self.proc.pid
 
     def send(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
@@ -105,6 +110,8 @@ class ProcessWorker(Worker):
                 view = view[os.write(self._in, view):]
             except BlockingIOError:
                 continue
+            except BrokenPipeError:
+                raise WorkerLost("the worker has gone") from None
 
     def _read_some(self, deadline: float) -> bytes:
         left = deadline - time.monotonic()
@@ -119,7 +126,9 @@ class ProcessWorker(Worker):
         """What the worker wrote to stderr before it ended (it says why it could not go on)."""
         self._end()
         assert self.proc.stderr is not None
-        return self.proc.stderr.read(4000).decode(errors="replace").strip() or "nothing"
+        if self._said is None:
+            self._said = self.proc.stderr.read(4000).decode(errors="replace").strip() or "nothing"
+        return self._said
 
     def _end(self) -> None:
         try:
@@ -151,27 +160,76 @@ def _only_child(pid: int) -> int:
     raise WorkerLost(f"the worker under process {pid} has gone")
 
 
-def worker_command(limits: Limits) -> tuple[list[str], dict[str, str], str]:
-    """How to start a worker here (argv and environment), from the strongest isolation this
-    machine allows, and a line saying which that is."""
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV}
-    if os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "pivot_root")) \
-            and os.path.exists(SYSTEM_PYTHON):
-        argv = ["unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
-                "--propagation", "private", "sh", "-c", ISOLATE, WORKER_SOURCE]
-        return argv, env, ("local: worker processes as nobody on a private read-only root (system programs "
-                           "and libraries only), in their own network (none), IPC, UTS, mount and PID namespaces")
+@dataclass(frozen=True)
+class Isolation:
+    """One way to start a worker here: a command that runs a program (``-c`` source) as the worker,
+    and what it gives."""
+
+    command: tuple[str, ...]
+    """Everything before the program's source, which comes last."""
+    forks: bool
+    """The worker is the started process's one child (``unshare --fork``), not that process."""
+    description: str
+    warning: str = ""
+    """Logged once it is chosen: what this machine refused of the stronger ways."""
+
+    def argv(self, program: str) -> list[str]:
+        return [*self.command, program]
+
+
+WORKER_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+             "--bounding-set=-all", "--no-new-privs")
+"""How root runs a fallback worker: as nobody, so that its jobs cannot read root's files or fork
+past ``RLIMIT_NPROC`` (root ignores it)."""
+
+
+def isolations() -> list[Isolation]:
+    """Every way this machine might start a worker, strongest first: root's private root and
+    namespaces; a user namespace; limits alone. Root runs the last two as nobody (where it may)."""
     python = os.environ.get("SANDBOX_PYTHON", "python3")
-    if shutil.which("unshare") and subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"],
-                                                  capture_output=True).returncode == 0:
-        log.warning("not root: the local sandbox runs in a user namespace, with the host's files in view")
-        return (["unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
-                 "--kill-child", "--mount-proc", python, *WORKER_FLAGS, "-c", WORKER_SOURCE], env,
-                "local: worker processes in a user namespace of this user's, with no network but the host's "
-                "files in view (not root)")
-    log.warning("no namespaces available to this user: sandboxed code runs with resource limits only")
-    return ([python, *WORKER_FLAGS, "-c", WORKER_SOURCE], env,
-            "local: plain worker processes of this user (limits only)")
+    worker = (python, *WORKER_FLAGS, "-c")
+    root = os.geteuid() == 0
+    ways = []
+    if root and os.path.exists(SYSTEM_PYTHON):
+        ways.append(Isolation(
+            ("unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child", "--propagation",
+             "private", "sh", "-c", ISOLATE), True,
+            "local: worker processes as nobody on a private read-only root (system programs and libraries only), "
+            "in their own network (none), IPC, UTS, mount and PID namespaces"))
+    who = "nobody" if root else "this user"
+    refused = "root's namespaces are refused here (a container without CAP_SYS_ADMIN?)" if root else "not root"
+    user_namespace = ("unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
+                      "--kill-child", "--mount-proc", *worker)
+    for prefix in [AS_NOBODY, ()] if root else [()]:
+        ways.append(Isolation(
+            (*prefix, *user_namespace), True,
+            f"local: worker processes in a user namespace of {who}'s, with no network but the host's files in view",
+            f"{refused}: the local sandbox runs in a user namespace, with the host's files in view"))
+        ways.append(Isolation(
+            (*prefix, *worker), False, f"local: plain worker processes of {who} (limits only)",
+            "no namespaces available to this user: sandboxed code runs with resource limits only"))
+        who = "root"
+    return ways
+
+
+def runs(isolation: Isolation) -> bool:
+    """Whether a worker started this way would run: a program that does nothing, started the same way."""
+    try:
+        return subprocess.run(isolation.argv("pass"), env={"PATH": WORKER_PATH}, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def worker_isolation() -> Isolation:
+    """The strongest isolation that runs here, found once a process (the machine does not change)."""
+    ways = isolations()
+    chosen = next((way for way in ways if runs(way)), ways[-1])
+    if chosen.warning:
+        log.warning(chosen.warning)
+    return chosen
 
 
 class LocalSandbox(Sandbox):
@@ -179,7 +237,8 @@ class LocalSandbox(Sandbox):
 
     def __init__(self, workers: int = 2, limits: Limits = Limits()):
         super().__init__(workers, limits)
-        self._argv, self._env, self._isolation = worker_command(limits)
+        self._isolation = worker_isolation()
+        self._env = {"PATH": WORKER_PATH, "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV}
         # Control groups need root here (a delegated subtree is not looked for).
         self._hierarchies: list[Hierarchy] = find() if os.geteuid() == 0 else []
         self._no_group = "" if self._hierarchies else "no writable cgroup v2 or v1 memory/pids hierarchy here"
@@ -194,14 +253,14 @@ class LocalSandbox(Sandbox):
                 log.warning("no control group for the sandbox's jobs (%s): their limits hold per process", exc)
                 self._hierarchies, self._no_group = [], f"making one failed: {exc}"
         try:
-            return ProcessWorker(self._argv, self._env, group)
+            return ProcessWorker(self._isolation, self._env, group)
         except BaseException:
             if group is not None:
                 group.remove()
             raise
 
     def _describe_backend(self) -> str:
-        return self._isolation
+        return self._isolation.description
 
     def _group(self, greeting: Mapping[str, Any]) -> str:
         """Which control group holds the jobs, or why none does."""

@@ -35,7 +35,9 @@ module and ``os`` blocks below are only a speed bump that gives naive code a cle
 
 Where user namespaces are refused (the local backend's last fallback), jobs run in plain children
 of the worker, sharing its ``/tmp``, made by the worker itself (a job that digs out ``ctypes`` can
-read what the worker freed of earlier jobs); the worker's greeting says so.
+read what the worker freed of earlier jobs); the worker's greeting says so. Killing the job's
+process group then ends every process of the job: its seccomp filter refuses ``setsid`` and
+``setpgid``, the ways out of that group.
 """
 
 import sys
@@ -83,7 +85,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 ARCHITECTURES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}
 # System calls a job never needs and that open ways around the namespaces or out of one job into
 # the next: tracing, namespaces and mounts, the kernel keyrings and System V / POSIX IPC, BPF, perf,
-# userfaultfd, io_uring, modules. Name: (x86_64 number, aarch64 number).
+# userfaultfd, io_uring, modules, and leaving the job's process group (where jobs get no namespaces,
+# killing that group is what ends every process of a job). Name: (x86_64 number, aarch64 number).
 REFUSED_SYSCALLS = {
     "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
     "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
@@ -96,10 +99,11 @@ REFUSED_SYSCALLS = {
     "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
     "kexec_load": (246, 104), "kexec_file_load": (320, 294), "acct": (163, 89), "swapon": (167, 224),
     "reboot": (169, 142), "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265),
+    "setsid": (112, 157), "setpgid": (109, 154),
 }
 # Each job's process builds its world with these (and clone into new namespaces), so a container's
 # own filter must allow them; the untrusted code never gets them.
-WORLD_SYSCALLS = ("mount",)
+WORLD_SYSCALLS = ("mount", "setsid", "setpgid")
 # socket (allowed for AF_UNIX only), clone (allowed without CLONE_NEW*), clone3 (ENOSYS, so that the
 # C library falls back to the checked clone).
 SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
@@ -830,7 +834,7 @@ class Child:
     def kill(self, everything):
         """SIGKILL the job: its PID 1, which takes the job's namespace along; ``everything`` (for
         jobs without namespaces): as PID 1 of the worker's namespace, every other process in it,
-        else the job's session (which setsid() escapes)."""
+        else the job's process group (which its seccomp filter keeps every process of the job in)."""
         if everything and os.getpid() == 1:
             targets = [(_kill, -1)]
         else:
@@ -936,10 +940,11 @@ def main():
             current.kill(everything=ahead is None)
             if not served:
                 return
-            if ahead is None:
+            if ahead is None:  # no namespaces: this job's processes are gone before the next is made
                 current.reap(everything=True)
-                ahead = Child(inp, setting, 0)
-            previous, current = current, ahead
+                previous, current = None, Child(inp, setting, 0)
+            else:
+                previous, current = current, ahead
     except WorldBroken as exc:
         os.write(_last_words, f"sandbox worker: {exc}\n".encode())
         sys.exit(3)

@@ -1,0 +1,180 @@
+"""The local sandbox where the machine refuses it the strongest isolation: root without the right to
+make namespaces (a container without CAP_SYS_ADMIN), and jobs that get no namespaces of their own
+(user namespaces refused). ``tests/test_sandbox.py`` holds the sandbox to its contract where it
+gets everything; these hold the fallbacks to theirs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import envs.sandbox.local as local
+from envs.sandbox import WorkerLost
+from envs.sandbox.local import Isolation, LocalSandbox
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def user_namespaces() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "true"], capture_output=True).returncode == 0
+
+
+needs_user_namespaces = pytest.mark.skipif(not user_namespaces(), reason="this machine refuses user namespaces")
+
+NO_JOB_NAMESPACES = Isolation(
+    ("unshare", "--user", "--map-root-user", "sh", "-c",
+     'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
+    "a worker whose jobs may make no user namespace")
+"""A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
+machine refuses user namespaces to everyone."""
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie that its new parent has not reaped yet has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_the_strongest_isolation_that_runs_is_chosen_and_what_it_lacks_is_logged(monkeypatch, caplog) -> None:
+    ways = [Isolation(("strong",), True, "strong"), Isolation(("middle",), True, "middle", "middle lacks a root"),
+            Isolation(("weak",), False, "weak", "weak lacks everything")]
+    refused = {"strong"}
+    monkeypatch.setattr(local, "isolations", lambda: ways)
+    monkeypatch.setattr(local, "runs", lambda way: way.description not in refused)
+    local.worker_isolation.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=local.__name__):
+            assert local.worker_isolation() is ways[1]
+        assert [r.getMessage() for r in caplog.records] == ["middle lacks a root"]
+        local.worker_isolation.cache_clear()
+        refused |= {"middle", "weak"}
+        assert local.worker_isolation() is ways[2]  # the last, when nothing runs: its worker says why it fails
+    finally:
+        local.worker_isolation.cache_clear()
+
+
+def test_a_way_that_fails_or_cannot_start_does_not_run() -> None:
+    assert local.runs(Isolation(("sh", "-c", 'exit 0; "$0"'), False, ""))
+    assert not local.runs(Isolation(("sh", "-c", 'exit 1; "$0"'), False, ""))
+    assert not local.runs(Isolation(("no-such-program-here",), False, ""))
+
+
+def test_a_worker_that_cannot_start_says_why_in_one_error(monkeypatch) -> None:
+    refusal = Isolation(("sh", "-c", 'echo "no namespaces for you" >&2; exit 3; "$0"'), False, "refused")
+    monkeypatch.setattr(local, "worker_isolation", lambda: refusal)
+    with LocalSandbox(workers=1) as sandbox:
+        with pytest.raises(WorkerLost, match="did not start") as caught:
+            sandbox.verify("def verify(state, answer):\n    return True", {}, "")
+    assert str(caught.value).count("no namespaces for you") == 1
+
+
+ROOT_WITHOUT_NAMESPACES = """
+import json, sys
+from envs.sandbox.local import LocalSandbox
+with LocalSandbox(workers=1) as sandbox:
+    job = sandbox.verify(sys.argv[1], {}, "")
+    print(json.dumps({"backend": sandbox.describe()["backend"], "status": job.status, "message": job.message}))
+"""
+READ_ROOTS_FILE = """import os
+def verify(state, answer):
+    try:
+        open({path!r}).read()
+    except PermissionError:
+        return os.path.exists({path!r})
+    return False
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, and setpriv to drop a right")
+@needs_user_namespaces
+def test_root_refused_its_namespaces_runs_jobs_as_nobody_who_cannot_read_roots_files() -> None:
+    """As in a container without CAP_SYS_ADMIN: the private root cannot be made, so the worker runs
+    in a user namespace, as nobody, where it sees the host's files but cannot read root's."""
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp"))  # a job's /tmp is its own
+    folder.chmod(0o755)  # anyone may look the file up; only root may read it
+    secret = folder / "secret"
+    secret.write_text("root's alone")
+    secret.chmod(0o600)
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
+    job = READ_ROOTS_FILE.format(path=str(secret))
+    try:
+        ran = subprocess.run([*drop, sys.executable, "-c", ROOT_WITHOUT_NAMESPACES, job], capture_output=True,
+                             text=True, cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        shutil.rmtree(folder)
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)
+    assert "user namespace of nobody's" in said["backend"]
+    assert (said["status"], said["message"]) == ("ok", "")
+    assert "root's namespaces are refused" in ran.stderr
+
+
+@pytest.fixture(scope="module")
+def without_namespaces() -> Iterator[LocalSandbox]:
+    if not user_namespaces():
+        pytest.skip("this machine refuses user namespaces, so none can be made that refuses nested ones")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(local, "worker_isolation", lambda: NO_JOB_NAMESPACES)
+    try:
+        with LocalSandbox(workers=1) as sandbox:
+            yield sandbox
+    finally:
+        patch.undo()
+
+
+def test_jobs_without_namespaces_say_so(without_namespaces: LocalSandbox) -> None:
+    assert "sharing its /tmp" in without_namespaces.describe()["job"]
+
+
+def test_jobs_without_namespaces_run_one_after_another_on_one_worker(without_namespaces: LocalSandbox) -> None:
+    workers = without_namespaces.host_pids()
+    verdicts = [without_namespaces.verify(f"def verify(state, answer):\n    return {n % 2 == 0}", {}, "").status
+                for n in range(12)]
+    assert verdicts == ["ok", "failed"] * 6
+    assert without_namespaces.host_pids() == workers  # no job cost its worker
+
+
+ESCAPE = """import sys, time
+def verify(state, answer):
+    posix = sys.modules['posix']
+    if posix.fork() == 0:
+        for leave in (posix.setsid, lambda: posix.setpgid(0, 0)):
+            try:
+                leave()
+            except OSError:
+                pass
+        pid = posix.fork()
+        if pid == 0:
+            time.sleep(60)
+        posix.write(1, b"%d\\n" % pid)
+        posix._exit(0)
+    time.sleep(0.2)
+    return True
+"""
+
+
+def test_a_process_of_a_job_without_namespaces_cannot_leave_its_group_and_outlive_the_job(
+        without_namespaces: LocalSandbox) -> None:
+    """Where jobs get no PID namespace, killing the job's process group ends the job; the seccomp
+    filter refuses setsid and setpgid, so no process of the job gets out of that group."""
+    result = without_namespaces.verify(ESCAPE, {}, "")
+    grandchild = int(result.output.split()[-1])
+    end = time.monotonic() + 5
+    while not gone(grandchild) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert gone(grandchild), result
+    assert without_namespaces.verify("def verify(state, answer):\n    return True", {}, "").status == "ok"
