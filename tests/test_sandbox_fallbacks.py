@@ -73,6 +73,12 @@ def test_a_way_that_fails_or_cannot_start_does_not_run() -> None:
     assert not local.runs(Isolation(("no-such-program-here",), False, ""))
 
 
+def test_without_a_python3_on_the_workers_path_the_plainest_worker_runs_this_python(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("SANDBOX_PYTHON", raising=False)
+    monkeypatch.setattr(local, "WORKER_PATH", str(tmp_path))  # a PATH with no program on it
+    assert local.runs(local.isolations()[-1])
+
+
 def test_a_worker_that_cannot_start_says_why_in_one_error(monkeypatch) -> None:
     refusal = Isolation(("sh", "-c", 'echo "no namespaces for you" >&2; exit 3; "$0"'), False, "refused")
     monkeypatch.setattr(local, "worker_isolation", lambda: refusal)

@@ -24,7 +24,9 @@ import functools
 import logging
 import os
 import select
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -187,7 +189,8 @@ past ``RLIMIT_NPROC`` (root ignores it)."""
 def isolations() -> list[Isolation]:
     """Every way this machine might start a worker, strongest first: root's private root and
     namespaces; a user namespace; limits alone. Root runs the last two as nobody (where it may)."""
-    python = os.environ.get("SANDBOX_PYTHON", "python3")
+    # The worker needs the standard library alone: any python 3 will do, the system's by preference.
+    python = os.environ.get("SANDBOX_PYTHON") or shutil.which("python3", path=WORKER_PATH) or sys.executable
     worker = (python, *WORKER_FLAGS, "-c")
     root = os.geteuid() == 0
     ways = []
