@@ -1,7 +1,10 @@
 """Behaviour of both sandbox backends, through one interface and one parametrized fixture.
 
-The docker cases need a running engine and the image (``make sandbox-image``). Without them they
-skip with a reason naming what is missing, except under CI (``CI=true``), where they fail.
+The local backend runs twice: as this machine allows (root's private root, under CI), and
+``local-rootless``, as a user who may not make namespaces of root's gets it (a laptop's user, a
+container without CAP_SYS_ADMIN): its workers make theirs in a user namespace. The docker cases need
+a running engine and the image (``make sandbox-image``). Without what they need, the docker and
+rootless cases skip with a reason naming what is missing, except under CI (``CI=true``), where they fail.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import pytest
 
 import gymnasium as gym
 
+import envs.sandbox.local as local
 from envs.sandbox import Limits, RunResult, Sandbox, Worker, WorkerLost, default_sandbox, make_sandbox
+from envs.sandbox.local import LocalSandbox
 from envs.state import fork, make_base, state_hash
 
 FAST = Limits(wall_seconds=2.0, cpu_seconds=1, memory_mb=128, output_bytes=4096)
-BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
+BACKENDS = ["local", "local-rootless", pytest.param("docker", marks=pytest.mark.docker)]
 MARGIN = 4.0  # seconds beyond a limit that clean-up and a loaded machine may add
 
 
@@ -35,15 +40,32 @@ def require_docker() -> None:
     try:
         connect()
     except DockerUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the docker sandbox tests, but: {exc}")
-        pytest.skip(f"docker sandbox unavailable: {exc}")
+        unavailable(f"docker sandbox unavailable: {exc}")
+
+
+def unavailable(why: str) -> None:
+    """Skip, saying why; fail under CI, which must run every backend."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run every sandbox backend, but: {why}")
+    pytest.skip(why)
+
+
+def rootless_sandbox(**kwargs) -> Sandbox:
+    """The local sandbox with its workers in a user namespace, as where root's namespaces are refused."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: the local backend is rootless here already")
+    way = next(way for way in local.isolations() if way.name == "user-namespace")
+    if not local.runs(way):
+        unavailable("no worker comes up in a user namespace here")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "worker_isolation", lambda: way)
+        return LocalSandbox(**kwargs)
 
 
 def open_sandbox(backend: str, **kwargs) -> Sandbox:
     if backend == "docker":
         require_docker()
-    sandbox = make_sandbox(backend, **kwargs)
+    sandbox = rootless_sandbox(**kwargs) if backend == "local-rootless" else make_sandbox(backend, **kwargs)
     sandbox.warm_up()
     return sandbox
 

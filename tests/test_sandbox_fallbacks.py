@@ -33,7 +33,7 @@ def user_namespaces() -> bool:
 needs_user_namespaces = pytest.mark.skipif(not user_namespaces(), reason="this machine refuses user namespaces")
 
 NO_JOB_NAMESPACES = Isolation(
-    ("unshare", "--user", "--map-root-user", "sh", "-c",
+    "no-job-namespaces", ("unshare", "--user", "--map-root-user", "sh", "-c",
      'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
     "a worker whose jobs may make no user namespace")
 """A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
@@ -50,11 +50,11 @@ def gone(pid: int) -> bool:
 
 
 def test_the_strongest_isolation_that_runs_is_chosen_and_what_it_lacks_is_logged(monkeypatch, caplog) -> None:
-    ways = [Isolation(("strong",), True, "strong"), Isolation(("middle",), True, "middle", "middle lacks a root"),
-            Isolation(("weak",), False, "weak", "weak lacks everything")]
+    ways = [Isolation("strong", (), True, "strong"), Isolation("middle", (), True, "middle", "middle lacks a root"),
+            Isolation("weak", (), False, "weak", "weak lacks everything")]
     refused = {"strong"}
     monkeypatch.setattr(local, "isolations", lambda: ways)
-    monkeypatch.setattr(local, "runs", lambda way: way.description not in refused)
+    monkeypatch.setattr(local, "runs", lambda way: way.name not in refused)
     local.worker_isolation.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger=local.__name__):
@@ -67,10 +67,10 @@ def test_the_strongest_isolation_that_runs_is_chosen_and_what_it_lacks_is_logged
         local.worker_isolation.cache_clear()
 
 
-def test_a_way_that_fails_or_cannot_start_does_not_run() -> None:
-    assert local.runs(Isolation(("sh", "-c", 'exit 0; "$0"'), False, ""))
-    assert not local.runs(Isolation(("sh", "-c", 'exit 1; "$0"'), False, ""))
-    assert not local.runs(Isolation(("no-such-program-here",), False, ""))
+def test_a_way_runs_only_if_its_worker_comes_up() -> None:
+    assert local.runs(Isolation("this python", (sys.executable, "-s", "-S", "-c"), False, ""))
+    assert not local.runs(Isolation("no worker", ("sh", "-c", 'exit 0; "$0"'), False, ""))  # it ran, but never greeted
+    assert not local.runs(Isolation("nothing", ("no-such-program-here",), False, ""))
 
 
 def test_without_a_python3_on_the_workers_path_the_plainest_worker_runs_this_python(monkeypatch, tmp_path) -> None:
@@ -80,7 +80,7 @@ def test_without_a_python3_on_the_workers_path_the_plainest_worker_runs_this_pyt
 
 
 def test_a_worker_that_cannot_start_says_why_in_one_error(monkeypatch) -> None:
-    refusal = Isolation(("sh", "-c", 'echo "no namespaces for you" >&2; exit 3; "$0"'), False, "refused")
+    refusal = Isolation("refused", ("sh", "-c", 'echo "no namespaces for you" >&2; exit 3; "$0"'), False, "refused")
     monkeypatch.setattr(local, "worker_isolation", lambda: refusal)
     with LocalSandbox(workers=1) as sandbox:
         with pytest.raises(WorkerLost, match="did not start") as caught:
@@ -93,9 +93,34 @@ import json, sys
 from envs.sandbox.local import LocalSandbox
 with LocalSandbox(workers=1) as sandbox:
     job = sandbox.verify(sys.argv[1], {}, "")
-    print(json.dumps({"backend": sandbox.describe()["backend"], "status": job.status, "message": job.message}))
+    with open(f"/proc/{sandbox.host_pids()[0]}/status") as f:
+        uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+    print(json.dumps({"backend": sandbox.describe()["backend"], "status": job.status, "uid": int(uid)}))
 """
-READ_ROOTS_FILE = """import os
+SEES_THE_PROJECT = f"""import os
+def verify(state, answer):
+    return os.path.exists({str(REPO / "setup.cfg")!r})
+"""
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv, to drop a right")
+@needs_user_namespaces
+def test_root_refused_its_namespaces_runs_workers_as_nobody_on_a_private_root_in_a_user_namespace() -> None:
+    """As in a container without CAP_SYS_ADMIN: root cannot make the worker's namespaces, so the
+    worker makes them in a user namespace, as nobody, and its jobs still see none of the host's files."""
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
+    ran = subprocess.run([*drop, sys.executable, "-c", ROOT_WITHOUT_NAMESPACES, SEES_THE_PROJECT], capture_output=True,
+                         text=True, cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)
+    assert "user namespace of nobody's, on a private read-only root" in said["backend"]
+    assert (said["status"], said["uid"]) == ("failed", 65534)
+    assert "root's namespaces are refused" in ran.stderr
+
+
+READS_ROOTS_FILE = """import os
 def verify(state, answer):
     try:
         open({path!r}).read()
@@ -105,28 +130,21 @@ def verify(state, answer):
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, and setpriv to drop a right")
+@needs_root
 @needs_user_namespaces
-def test_root_refused_its_namespaces_runs_jobs_as_nobody_who_cannot_read_roots_files() -> None:
-    """As in a container without CAP_SYS_ADMIN: the private root cannot be made, so the worker runs
-    in a user namespace, as nobody, where it sees the host's files but cannot read root's."""
+def test_without_a_private_root_root_runs_workers_as_nobody_who_cannot_read_roots_files(monkeypatch) -> None:
+    host_files = next(way for way in local.isolations() if way.name == "host-files")
+    monkeypatch.setattr(local, "worker_isolation", lambda: host_files)
     folder = Path(tempfile.mkdtemp(dir="/var/tmp"))  # a job's /tmp is its own
-    folder.chmod(0o755)  # anyone may look the file up; only root may read it
-    secret = folder / "secret"
-    secret.write_text("root's alone")
-    secret.chmod(0o600)
-    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
-    job = READ_ROOTS_FILE.format(path=str(secret))
     try:
-        ran = subprocess.run([*drop, sys.executable, "-c", ROOT_WITHOUT_NAMESPACES, job], capture_output=True,
-                             text=True, cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        folder.chmod(0o755)  # anyone may look the file up; only root may read it
+        secret = folder / "secret"
+        secret.write_text("root's alone")
+        secret.chmod(0o600)
+        with LocalSandbox(workers=1) as sandbox:
+            assert sandbox.verify(READS_ROOTS_FILE.format(path=str(secret)), {}, "").status == "ok"
     finally:
         shutil.rmtree(folder)
-    assert ran.returncode == 0, ran.stderr
-    said = json.loads(ran.stdout)
-    assert "user namespace of nobody's" in said["backend"]
-    assert (said["status"], said["message"]) == ("ok", "")
-    assert "root's namespaces are refused" in ran.stderr
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ world of its own inside the worker (user, mount, PID and IPC namespaces, an empt
 of the worker's where this machine has one (:mod:`envs.sandbox.cgroup`), so that its memory and
 processes are limited as a whole.
 
-Where that cannot be made (not root, or root in a container without ``CAP_SYS_ADMIN``), the worker
-falls back to a user namespace when the kernel allows one (no private root, and no control group
-unless root), and otherwise to limits alone; root runs both as nobody. Each way is tried once a
-process, strongest first (:func:`worker_isolation`); the fallback is logged as a warning, and
+Where root's namespaces cannot be made (not root, or root in a container without
+``CAP_SYS_ADMIN``), the worker makes the same ones, and the same private root, inside a user
+namespace where the kernel allows one (a user who is not root gets no control group); where that
+fails too, a user namespace with the host's files in view, and last, limits alone. Root runs these
+as nobody. Each way is tried once a process, strongest first, until a worker comes up
+(:func:`worker_isolation`); what a fallback lacks is logged as a warning, and
 :meth:`~envs.sandbox.Sandbox.describe` says what applies.
 """
 
@@ -38,16 +40,23 @@ from envs.sandbox.cgroup import Hierarchy, WorkerGroup, find, remove_stale
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
-SYSTEM_PYTHON = "/usr/bin/python3"
 ETC_FILES = ("ld.so.cache", "passwd", "group", "localtime")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 SCRATCH_MB = 64  # the worker's own /tmp, which jobs only see where user namespaces are refused
 
-# Runs as root inside the new namespaces; "$0" is the worker's source. Every mount happens in this
-# mount namespace alone (propagation is private), so the host sees none of it.
-ISOLATE = f"""set -e
+
+def private_root(python: str, user: str = "") -> str:
+    """The shell script that starts a worker on a private read-only root: run as root of new mount,
+    network, IPC, UTS and PID namespaces (the machine's root, or root of a user namespace), it builds
+    the root and executes ``python`` there on ``"$0"``, the worker's source, as ``user`` (setpriv's
+    options) with no capabilities. Where ``user`` is empty the worker stays root of its user
+    namespace and keeps CAP_SETFCAP there alone: its jobs map that root into user namespaces of their
+    own, which Linux allows only to a creator that held it. Every mount happens in this mount
+    namespace alone (propagation is private), so the host sees none of it."""
+    bounding = "-all" if user else "-all,+setfcap"
+    return f"""set -e
 ip link set lo up 2>/dev/null || true
-echo sandbox > /proc/sys/kernel/hostname
+hostname sandbox 2>/dev/null || echo sandbox > /proc/sys/kernel/hostname 2>/dev/null || true
 root=/tmp
 mount -t tmpfs -o size=4m,mode=755 sandbox-root "$root"
 cd "$root"
@@ -66,8 +75,7 @@ umount -l /old
 rmdir /old
 mount -o remount,ro,bind /
 cd /tmp
-exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=-all --bounding-set=-all \\
-    --no-new-privs {SYSTEM_PYTHON} {' '.join(WORKER_FLAGS)} -c "$0"
+exec setpriv {user} --inh-caps=-all --bounding-set={bounding} --no-new-privs {python} {' '.join(WORKER_FLAGS)} -c "$0"
 """
 
 
@@ -167,6 +175,7 @@ class Isolation:
     """One way to start a worker here: a command that runs a program (``-c`` source) as the worker,
     and what it gives."""
 
+    name: str
     command: tuple[str, ...]
     """Everything before the program's source, which comes last."""
     forks: bool
@@ -182,47 +191,56 @@ class Isolation:
 WORKER_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
              "--bounding-set=-all", "--no-new-privs")
-"""How root runs a fallback worker: as nobody, so that its jobs cannot read root's files or fork
-past ``RLIMIT_NPROC`` (root ignores it)."""
+"""How root starts a worker that gets no private root of root's: as nobody, so that its jobs cannot
+read or write root's files or fork past ``RLIMIT_NPROC`` (root ignores it)."""
+NAMESPACES = ("--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private")
+ON_A_PRIVATE_ROOT = ("on a private read-only root (system programs and libraries only), in their own network (none), "
+                     "IPC, UTS, mount and PID namespaces")
 
 
 def isolations() -> list[Isolation]:
-    """Every way this machine might start a worker, strongest first: root's private root and
-    namespaces; a user namespace; limits alone. Root runs the last two as nobody (where it may)."""
+    """Every way this machine might start a worker, strongest first: a private root, made by root or
+    in a user namespace; a user namespace with the host's files in view; limits alone. Root runs the
+    user-namespace and limits-only ways as nobody (where it may)."""
     # The worker needs the standard library alone: any python 3 will do, the system's by preference.
     python = os.environ.get("SANDBOX_PYTHON") or shutil.which("python3", path=WORKER_PATH) or sys.executable
     worker = (python, *WORKER_FLAGS, "-c")
+    visible = os.path.realpath(python).startswith(("/usr/", "/bin/"))  # on a private root, which binds these
     root = os.geteuid() == 0
-    ways = []
-    if root and os.path.exists(SYSTEM_PYTHON):
-        ways.append(Isolation(
-            ("unshare", "--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child", "--propagation",
-             "private", "sh", "-c", ISOLATE), True,
-            "local: worker processes as nobody on a private read-only root (system programs and libraries only), "
-            "in their own network (none), IPC, UTS, mount and PID namespaces"))
-    who = "nobody" if root else "this user"
+    who, as_who = ("nobody", AS_NOBODY) if root else ("this user", ())
     refused = "root's namespaces are refused here (a container without CAP_SYS_ADMIN?)" if root else "not root"
-    user_namespace = ("unshare", "--user", "--map-root-user", "--net", "--ipc", "--mount", "--pid", "--fork",
-                      "--kill-child", "--mount-proc", *worker)
-    for prefix in [AS_NOBODY, ()] if root else [()]:
+    user_namespace = ("unshare", "--user", "--map-root-user")
+    ways = []
+    if visible:
+        if root:
+            script = private_root(python, " ".join(AS_NOBODY[1:4]))  # root becomes nobody on its private root
+            ways.append(Isolation("private-root", ("unshare", *NAMESPACES, "sh", "-c", script), True,
+                                  f"local: worker processes as nobody {ON_A_PRIVATE_ROOT}"))
         ways.append(Isolation(
-            (*prefix, *user_namespace), True,
-            f"local: worker processes in a user namespace of {who}'s, with no network but the host's files in view",
-            f"{refused}: the local sandbox runs in a user namespace, with the host's files in view"))
-        ways.append(Isolation(
-            (*prefix, *worker), False, f"local: plain worker processes of {who} (limits only)",
-            "no namespaces available to this user: sandboxed code runs with resource limits only"))
-        who = "root"
+            "user-namespace", (*as_who, *user_namespace, *NAMESPACES, "sh", "-c", private_root(python)), True,
+            f"local: worker processes in a user namespace of {who}'s, {ON_A_PRIVATE_ROOT}",
+            f"{refused}: the local sandbox's workers run in a user namespace" if root else ""))
+    ways.append(Isolation(
+        "host-files", (*as_who, *user_namespace, *NAMESPACES[:-2], "--mount-proc", *worker), True,
+        f"local: worker processes in a user namespace of {who}'s, with no network but the host's files in view",
+        f"{refused}, and no private root can be made: the local sandbox runs in a user namespace, with the "
+        "host's files in view"))
+    ways.append(Isolation("limits", (*as_who, *worker), False, f"local: plain worker processes of {who} (limits only)",
+                          "no namespaces available to this user: sandboxed code runs with resource limits only"))
+    if root:  # where root may not become nobody
+        ways.append(Isolation("limits-as-root", worker, False, "local: plain worker processes of root (limits only)",
+                              "no namespaces, and no other user, available here: sandboxed code runs as root "
+                              "with resource limits only"))
     return ways
 
 
 def runs(isolation: Isolation) -> bool:
-    """Whether a worker started this way would run: a program that does nothing, started the same way."""
+    """Whether a worker started this way comes up: it greets once it has built its first job's world."""
     try:
-        return subprocess.run(isolation.argv("pass"), env={"PATH": WORKER_PATH}, stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        ProcessWorker(isolation, {"PATH": WORKER_PATH, **WORKER_ENV}).kill()
+    except (OSError, WorkerLost):
         return False
+    return True
 
 
 @functools.cache
