@@ -14,6 +14,8 @@ log-probabilities for its ratios, recomputes them with one forward pass there
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -48,12 +50,19 @@ class SamplingSettings:
     off, every kernel is launched from Python each step. Same tokens either way."""
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:  # NaN too: it failed only inside the sampler
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not _counts(self.max_new_tokens):
+            raise ValueError(f"max_new_tokens must be a whole number at least 1, got {self.max_new_tokens!r}")
+        if self.max_context_tokens is not None and not _counts(self.max_context_tokens):
+            raise ValueError(f"max_context_tokens must be a whole number at least 1, got {self.max_context_tokens!r}")
+
+
+def _counts(value: object) -> bool:
+    """A count of tokens: an int of at least 1 (2.5 and True are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def sample(logits: torch.Tensor, settings: SamplingSettings,

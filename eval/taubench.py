@@ -119,10 +119,23 @@ def _data(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
-def _task(index: int, raw: dict[str, Any]) -> TauTask:
-    actions = tuple(ToolCall(a["name"], a.get("kwargs", a.get("arguments", {}))) for a in raw["actions"])
-    return TauTask(index, raw.get("user_id", ""), raw["instruction"], actions,
-                   tuple(raw.get("outputs", raw.get("required_outputs", []))))
+def _task(index: int, raw: Any) -> TauTask:
+    """Task ``index`` of a file, held to the types upstream's pydantic ``Task`` and ``Action`` take
+    (a TypeError naming what is wrong: ``outputs='abc'`` is not three outputs)."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"task {index} is not a Task(...)")
+    user_id, instruction, listed = raw.get("user_id", ""), raw["instruction"], raw["actions"]
+    outputs = raw.get("outputs", raw.get("required_outputs", []))
+    if not (isinstance(user_id, str) and isinstance(instruction, str)):
+        raise TypeError(f"task {index}: user_id and instruction must be text")
+    if not (isinstance(listed, list) and all(isinstance(a, dict) and isinstance(a.get("name"), str)
+                                             and isinstance(a.get("kwargs", a.get("arguments", {})), dict)
+                                             for a in listed)):
+        raise TypeError(f"task {index}: actions must be a list of Action(name='...', kwargs={{...}})")
+    if not (isinstance(outputs, list) and all(isinstance(output, str) for output in outputs)):
+        raise TypeError(f"task {index}: outputs must be a list of text")
+    actions = tuple(ToolCall(a["name"], a.get("kwargs", a.get("arguments", {}))) for a in listed)
+    return TauTask(index, user_id, instruction, actions, tuple(outputs))
 
 
 def read_task_file(path: Path) -> tuple[TauTask, ...]:
@@ -130,10 +143,12 @@ def read_task_file(path: Path) -> tuple[TauTask, ...]:
     (which would import tau-bench and its dependencies)."""
     try:
         tree = ast.parse(path.read_text(), str(path))
-        listed = next(node.value for node in tree.body
-                      if isinstance(node, ast.Assign) and isinstance(node.value, ast.List))
+        listed = next((node.value for node in tree.body
+                       if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.List)), None)
+        if listed is None:
+            raise ValueError("no module-level list of tasks")
         return tuple(_task(i, raw) for i, raw in enumerate(_data(listed)))
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError, StopIteration) as error:
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"cannot read tau-bench tasks from {path}: {type(error).__name__}: {error}") from None
 
 
@@ -216,7 +231,8 @@ def gold_policy(tasks: Iterable[TauTask]) -> Policy:
     plans = {}
     for task in tasks:
         said = [_call("respond", content=", ".join(task.outputs))] if task.outputs else []
-        plans[task.instruction] = [_call(a.name, **a.arguments) for a in task.actions] + said + [_call("finish", answer="")]
+        plans[task.instruction] = ([_call(a.name, **a.arguments) for a in task.actions] + said
+                                   + [_call("finish", answer="")])
 
     def policy(messages: list[Message]) -> str:
         plan = plans.get(messages[1]["content"], [_call("finish", answer="")])
@@ -280,10 +296,9 @@ def parse_ids(spec: str | None, count: int) -> list[int]:
         first, last = int(match[1]), int(match[2] or match[1])
         if last < first:
             raise InputError(f"--tasks {spec!r}: the range {first}-{last} holds no task (write it low-high)")
+        if last >= count:  # checked before the range is listed: 0-99999999999 must not fill the memory
+            raise InputError(f"--tasks {spec!r}: there are only {count} tasks (indices 0-{count - 1})")
         ids += range(first, last + 1)
-    wrong = [i for i in ids if i >= count]
-    if wrong:
-        raise InputError(f"--tasks {spec!r}: there are only {count} tasks (indices 0-{count - 1})")
     return ids
 
 

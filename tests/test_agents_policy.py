@@ -5,6 +5,7 @@ batch of chats decoded as each would be alone, and a row stopped where its stop 
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.models import DEFAULT_MODEL, LoraSettings, ModelNotFoundError, add_lora, load_tokenizer
 from eval.cli import InputError
-from agents.decoding import SamplingSettings
+from agents.decoding import SamplingSettings, stop_ids_of
 from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, scripted
 from agents.prompting import ChatFormat
 from eval.cli import load_policy
@@ -270,3 +271,12 @@ def test_a_text_players_system_prompt_lists_tools_only_where_it_has_some():
     agent, user = (o.trajectory.messages for o in openings)
     assert agent[0]["content"] == f"Be brief.\n\n{tools_in_system_prompt(tools)}" and agent[1]["content"] == "Hi"
     assert user[0] == {"role": "system", "content": "You are a customer."}
+
+
+def test_a_models_own_eos_tokens_stop_a_turn_too(tokenizer):
+    """A model that ends turns with its own EOS (Llama 3.1's <|eom_id|>, <|eot_id|>) would otherwise run to the token
+    cap."""
+    chat = ChatFormat.of(tokenizer)
+    for eos, extra in ((7, {7}), ([7, 9], {7, 9}), (None, set())):
+        model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=eos))
+        assert stop_ids_of(model, chat) == chat.stop_ids | extra

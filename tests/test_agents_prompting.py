@@ -8,7 +8,7 @@ import json
 import pytest
 
 from agents.models import load_tokenizer
-from agents.prompting import ChatFormat, render
+from agents.prompting import ChatFormat, example_call, render
 from envs.actions import parse_action
 from envs.cat import ToolCall
 from toy_domain import ToyEnv
@@ -95,3 +95,36 @@ def test_a_template_without_a_tool_role_shows_observations_as_user_turns(tokeniz
     assert chat.observation_role == "user"
     assert tokenizer.decode(chat.observation_ids("note 1")) == (
         "<|im_start|>user\nnote 1<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_the_example_call_fills_the_required_arguments_alone():
+    """The fallback's example shows the call a model must make, optional arguments left out."""
+    properties = {"amount": {"type": "number"}, "to": {"type": "string"}, "note": {"type": "string"}}
+    schema = {"type": "function", "function": {"name": "convert", "parameters": {
+        "type": "object", "properties": properties, "required": ["amount", "to"]}}}
+    assert json.loads(example_call(schema)) == {"name": "convert", "arguments": {"amount": 1.5, "to": "..."}}
+
+
+def test_a_template_that_changes_with_tools_but_never_shows_them_gets_the_fallback(tokenizer):
+    """A template that only notes that tools exist does not show the model their schemas, so they must go into the
+    system prompt."""
+    template = ("{% if tools %}(tools available){% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert not ChatFormat.of(with_template(tokenizer, template)).supports_tools
+
+
+def test_a_users_message_stays_a_user_turn_where_tool_output_is_a_tool_turn(tokenizer):
+    """In a conversation the other party's message is the user's, even where the template shows tool output in a tool
+    turn."""
+    chat = ChatFormat.of(with_template(tokenizer, TOOLS_TEMPLATE))
+    assert chat.observation_role == "tool"
+    assert chat.observation_message("out", "tool") == {"role": "tool", "content": "out"}
+    assert chat.observation_message("Hi", "user") == {"role": "user", "content": "Hi"}
+
+
+def test_a_template_that_drops_a_tool_messages_content_gets_observations_as_user_turns(tokenizer):
+    """An observation the template would not show must come as a user turn, or the policy never reads it."""
+    template = ("{% for m in messages %}{% if m['role'] != 'tool' %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert ChatFormat.of(with_template(tokenizer, template)).observation_role == "user"

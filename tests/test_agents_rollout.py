@@ -217,6 +217,33 @@ def test_sampling_never_draws_a_token_of_probability_zero():
     assert sample(last_only, SamplingSettings(), torch.Generator().manual_seed(0))[0].eq(4).all()
 
 
+def test_greedy_decoding_stores_the_log_softmax_of_the_logits():
+    """The policy's own log-probability of the argmax, as a fresh forward pass computes it."""
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    tokens, logprobs = sample(logits, SamplingSettings(temperature=0.0))
+    assert tokens.tolist() == [0, 1]
+    assert torch.allclose(logprobs, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1))
+
+
+def test_the_nucleus_stops_at_the_first_token_that_reaches_top_p():
+    """Probabilities 1/2, 1/4, 1/4 and top_p 1/2: the smallest set holding 1/2 is the first token alone."""
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]])).repeat(20, 1)
+    tokens, logprobs = sample(logits, SamplingSettings(top_p=0.5), torch.Generator().manual_seed(0))
+    assert tokens.eq(0).all() and logprobs.eq(0.0).all()
+
+
+@pytest.mark.parametrize("settings, wrong", [
+    ({"temperature": float("nan")}, "temperature"), ({"temperature": float("inf")}, "temperature"),
+    ({"temperature": -0.5}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+    ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2.5}, "max_new_tokens"),
+    ({"max_new_tokens": True}, "max_new_tokens"), ({"max_context_tokens": 0}, "max_context_tokens"),
+    ({"max_context_tokens": 64.0}, "max_context_tokens"),
+])
+def test_settings_that_cannot_sample_are_refused_when_made_not_deep_in_a_rollout(settings, wrong):
+    with pytest.raises(ValueError, match=wrong):
+        SamplingSettings(**settings)
+
+
 def test_async_workers_leave_ctrl_c_to_the_main_process():
     """A terminal's Ctrl-C reaches every process of the group: the workers ignore it (the main process
     stops and closes them), so the main process gets its KeyboardInterrupt, not a broken pipe."""

@@ -11,7 +11,7 @@ import pytest
 
 from envs.records import read_jsonl
 from eval import paper, report
-from eval.cli import run
+from eval.cli import InputError, run
 from eval.m3tooleval import load_benchmark, oracle_policy
 from eval.taubench import do_nothing_policy, from_golden, gold_policy, scripted_user
 from test_eval_m3tooleval import FIXTURE
@@ -139,3 +139,49 @@ def test_an_adapter_of_a_training_run_reports_into_that_run(tmp_path):
 def test_bad_input_exits_2_with_a_message(argv, message, caplog):
     assert run(paper.main, argv) == 2
     assert message in caplog.text
+
+
+def test_a_limit_past_an_environments_tasks_plays_them_all(tmp_path):
+    """``--limit`` is "at most"; airline's 10 golden tasks under a limit of 12 are the 10 tasks, not an IndexError."""
+    airline = from_golden(SHARED / "golden" / "airline_test_0_10.json")
+    counts = paper.play_taubench(airline, do_nothing_policy, scripted_user(), tmp_path, paper.Plan(samples=4, limit=12))
+    assert sorted(counts, key=int) == [str(i) for i in range(len(airline.tasks))]
+    assert all(n == 4 for n, _ in counts.values())
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_command_plays_tau_benchs_test_split_with_a_user_at_temperature_1(tmp_path, monkeypatch):
+    """The paper evaluates on tau-bench's test tasks, and upstream's user samples at its provider's default
+    temperature, 1, whatever the agent's."""
+    folder = tmp_path / "tau_bench" / "envs" / "retail"
+    folder.mkdir(parents=True)
+    task = "[Task(user_id='{0}', instruction='{0}', actions=[], outputs=[])]"
+    for split in ("test", "train", "dev"):
+        (folder / f"tasks_{split}.py").write_text(f"TASKS = {task.format(split)}\n")
+    (folder / "wiki.md").write_text("wiki")
+    (folder / "data").symlink_to(SHARED / "data" / "retail")
+    seen = {}
+    monkeypatch.setattr(paper.cli, "load_policy", lambda args, **settings: do_nothing_policy)
+    monkeypatch.setattr(paper.taubench, "user_policy",
+                        lambda agent, user_model, device, **settings: seen.update(user=settings) or scripted_user())
+
+    def evaluate(environments, plan, out, agent, user, benchmark, sources, *args, **kwargs):
+        seen.update(sources=sources)
+        raise _Stop
+
+    monkeypatch.setattr(paper, "evaluate", evaluate)
+    with pytest.raises(_Stop):
+        paper.main(["--environments", "retail", "--taubench-dir", str(tmp_path), "--temperature", "0.3",
+                    "--out", str(tmp_path / "out")])
+    assert [t.instruction for t in seen["sources"]["retail"].tasks] == ["test"]
+    assert seen["user"]["temperature"] == 1.0
+
+
+def test_an_empty_environment_list_is_refused():
+    """``--environments ,`` would play nothing and then divide the average by zero environments."""
+    for spec in (",", " , ", ""):
+        with pytest.raises(InputError, match="choose among"):
+            paper._environments(spec)

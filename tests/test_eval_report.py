@@ -443,3 +443,22 @@ def test_a_table_comes_before_the_tables_of_its_parts(tmp_path):
 
 def test_a_name_of_no_usable_characters_still_makes_a_folder():
     assert report.slug("///") == "unnamed"
+
+
+def test_the_reward_and_success_panel_shows_rates_on_their_whole_scale():
+    """A success of 0.02 must not look like 1."""
+    fig = curves.training_figure([{"phase": "rl", "step": s, "reward_mean": v, "loss": v}
+                                  for s, v in ((1, 0.01), (2, 0.02))])
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert panels["training episodes: reward and success"].get_ylim() == (-0.05, 1.05)
+    assert panels["loss"].get_ylim() != (-0.05, 1.05)
+    plt.close(fig)
+
+
+def test_a_domain_measured_at_only_some_evaluations_gets_points_at_those_alone():
+    """A domain added at a later evaluation would raise KeyError on the earlier ones."""
+    names, series = curves.heldout_series([
+        {"phase": "eval", "stage": "base", "step": 0, "success": {"calculation": 0.25}},
+        {"phase": "eval", "stage": "rl", "step": 5, "success": {"calculation": 0.5, "web": 0.75}}])
+    assert names == ["base\nstep 0", "rl\nstep 5"]
+    assert {s.label: s.points for s in series} == {"calculation": [(0.0, 0.25), (1.0, 0.5)], "web": [(1.0, 0.75)]}

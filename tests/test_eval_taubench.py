@@ -18,9 +18,9 @@ from agents.models import ModelNotFoundError
 from agents.policy import ContextLimitExceeded, ModelPolicy, TextPolicy, scripted
 from envs.user import GREETING, STOP
 from eval import cli, taubench
-from eval.cli import run
-from eval.taubench import (Source, do_nothing_policy, evaluate, from_checkout, from_golden, goal_of, gold_policy,
-                           parse_ids, pass_hat, read_task_file, scripted_user)
+from eval.cli import InputError, run
+from eval.taubench import (Source, do_nothing_policy, evaluate, failure_causes, from_checkout, from_golden, goal_of,
+                           gold_policy, parse_ids, pass_hat, read_task_file, scripted_user)
 from test_agents_policy import counting_player, tiny_model, tokenizer  # noqa: F401 (tokenizer is a fixture)
 from test_taubench_compat import SHARED, needs_shared
 
@@ -344,6 +344,31 @@ def test_the_older_dict_task_format_reads_too(tmp_path):
     assert (task.user_id, task.actions[0].arguments, task.outputs) == ("u1", {"user_id": "u1"}, ("7",))
 
 
+@pytest.mark.parametrize("task, wrong", [
+    ("Task(user_id='u', instruction='i', actions=[], outputs='abc')", "outputs must be a list of text"),
+    ("Task(user_id='u', instruction='i', actions=[], outputs=[5])", "outputs must be a list of text"),
+    ("Task(user_id=5, instruction='i', actions=[], outputs=[])", "user_id and instruction must be text"),
+    ("Task(user_id='u', instruction='i', actions=[Action(name='x', kwargs=None)], outputs=[])", "actions must be"),
+    ("Task(user_id='u', instruction='i', actions=[Action(kwargs={})], outputs=[])", "actions must be"),
+    ("Task(user_id='u', instruction='i', actions={}, outputs=[])", "actions must be"),
+    ("'a task'", "task 0 is not a Task"),
+])
+def test_a_task_of_a_type_upstreams_task_refuses_is_bad_input_naming_it(tmp_path, task, wrong):
+    path = tmp_path / "tasks_test.py"
+    path.write_text(f"TASKS = [{task}]\n")
+    with pytest.raises(InputError, match=wrong):
+        read_task_file(path)
+
+
+def test_a_task_file_with_no_list_says_so_and_an_annotated_list_reads(tmp_path):
+    path = tmp_path / "tasks_test.py"
+    path.write_text("from tau_bench.types import Task\n")
+    with pytest.raises(InputError, match="no module-level list of tasks"):
+        read_task_file(path)
+    path.write_text("TASKS: list = [Task(user_id='u', instruction='i', actions=[], outputs=['7'])]\n")
+    assert [task.outputs for task in read_task_file(path)] == [("7",)]
+
+
 def test_the_command_line_runs_the_gold_policy_and_prints_pass_hat_k(tmp_path, capsys):
     code = run(taubench.main, ["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline",
                                "--policy", "gold", "--tasks", "0-2,9", "--out", str(tmp_path)])
@@ -390,6 +415,9 @@ def test_a_disk_that_refuses_the_records_exits_2_saying_so(tmp_path, caplog, mon
     (["--policy", "gold", "--taubench-dir", "/no/such/checkout"], "not a tau-bench checkout"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "19-20"], "only 20 tasks"),
     (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "5-2"], "holds no task"),
+    # refused before the range is listed, which would take more memory than any machine has
+    (["--policy", "gold", "--golden", str(SHARED / "golden" / "retail_dev.json"), "--tasks", "0-99999999999"],
+     "only 20 tasks"),
     (["--policy", "gold", "--golden", str(SHARED / "README.md")], "README.md is not a tau-bench golden file: not JSON"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
     (["--user-temperature", "-1"], "--user-temperature must be at least 0, got -1.0"),
@@ -427,3 +455,93 @@ def test_the_agent_first_reads_the_users_opening_message_not_the_users_hidden_go
     episode = json.loads((tmp_path / "episodes.jsonl").read_text())
     assert episode["messages"][1] == {"role": "user", "content": "Hi, it's Ada."}
     assert airline.tasks[8].instruction not in json.dumps(episode["messages"])
+
+
+def test_a_split_the_domain_does_not_have_is_refused_naming_the_splits_it_has(tmp_path):
+    """Airline has a test split alone, upstream's run.py says so."""
+    with pytest.raises(InputError, match="has no split 'train'; it has test"):
+        from_checkout(tmp_path, "airline", "train")
+
+
+def test_zero_trials_are_refused():
+    """0 trials would give an empty pass^k table and a 0 average."""
+    with pytest.raises(InputError, match="--trials must be at least 1"):
+        evaluate(source("retail_dev"), do_nothing_policy, scripted_user(), trials=0, task_ids=[0])
+
+
+def test_a_folder_with_more_trials_and_tasks_than_asked_counts_only_those_asked(tmp_path):
+    """A rerun with fewer trials or tasks into a resumed folder reports exactly what it was asked for."""
+    dev = source("retail_dev")  # task 0 needs a cancellation: the gold policy scores 1, doing nothing 0
+    evaluate(dev, gold_policy(dev.tasks), scripted_user(), trials=1, task_ids=[0, 1], out=tmp_path)
+    evaluate(dev, do_nothing_policy, scripted_user(), trials=2, task_ids=[0, 1], out=tmp_path)  # trial 1 fails task 0
+    fewer = evaluate(dev, do_nothing_policy, scripted_user(), trials=1, task_ids=[0], out=tmp_path)
+    assert (fewer["tasks"], fewer["successes"], fewer["pass^k"], fewer["average_reward"]) == (1, {"0": 1}, {"1": 1.0}, 1.0)
+
+
+def test_the_average_reward_is_over_every_conversation_not_over_tasks(tmp_path):
+    """Upstream's average reward is the mean over all results, trials included."""
+    dev = source("retail_dev")
+    evaluate(dev, gold_policy(dev.tasks), scripted_user(), trials=1, task_ids=[0], out=tmp_path)
+    both = evaluate(dev, do_nothing_policy, scripted_user(), trials=2, task_ids=[0], out=tmp_path)
+    assert both["successes"] == {"0": 1}
+    assert both["average_reward"] == 0.5 and both["pass^k"] == {"1": 0.5, "2": 0.0}
+
+
+def test_a_failure_without_the_parts_counts_as_failed_alone():
+    """A conversation cut at the model's context has no ``r_actions``; it is failed, but not for wrong data."""
+    records = [{"reward": 0.0}, {"reward": 0.0, "r_actions": False, "outputs": {"7": True}},
+               {"reward": 1.0, "r_actions": True, "outputs": {}}]
+    assert failure_causes(records) == {"failed": 2, "data": 1, "outputs": 0}
+
+
+def test_the_records_output_check_strips_commas_as_the_reward_does(tmp_path):
+    """Upstream strips commas from what the agent says, so '1,000' says the output '1000'; the record's ``outputs``
+    must agree with the reward."""
+    airline = source("airline_test_0_10")
+    task = airline.tasks[8]
+    formatted = " and ".join(f"{int(o):,}" for o in task.outputs)
+    assert "," in formatted  # a thousands separator at least once
+    agent = scripted([call(a.name, **a.arguments) for a in task.actions]
+                     + [call("respond", content=f"Refunds: {formatted}."), call("finish", answer="")])
+    summary = evaluate(airline, agent, scripted_user(), task_ids=[8], out=tmp_path)
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text())
+    assert summary["successes"] == {"8": 1}
+    assert episode["r_actions"] and all(episode["outputs"].values())
+
+
+def test_the_records_output_check_ignores_case_as_upstreams_does(tmp_path):
+    """Upstream lowers both the output and what was said, so the record's ``outputs`` must agree with the reward for a
+    mixed-case output."""
+    from dataclasses import replace
+
+    airline = source("airline_test_0_10")
+    task = replace(airline.tasks[8], outputs=("Refund " + airline.tasks[8].outputs[0],))
+    mixed = replace(airline, tasks=(task,))
+    agent = scripted([call(a.name, **a.arguments) for a in task.actions]
+                     + [call("respond", content=task.outputs[0].upper()), call("finish", answer="")])
+    summary = evaluate(mixed, agent, scripted_user(), task_ids=[0], out=tmp_path)
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text())
+    assert summary["successes"] == {"0": 1} and episode["outputs"] == {task.outputs[0]: True}
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_command_runs_the_agent_greedy_and_the_user_at_its_temperature(tmp_path, monkeypatch):
+    """Upstream's agent runs at ``--temperature`` 0.0 by default; the user at ``--user-temperature``."""
+    from eval import taubench
+
+    seen = {}
+    monkeypatch.setattr(taubench.cli, "load_policy", lambda args, **settings: seen.update(agent=settings) or "agent")
+    monkeypatch.setattr(taubench, "user_policy",
+                        lambda agent, user_model, device, **settings: seen.update(user=settings) or "user")
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(taubench, "evaluate", stop)
+    with pytest.raises(_Stop):
+        taubench.main(["--golden", str(SHARED / "golden" / "airline_test_0_10.json"), "--domain", "airline",
+                       "--tasks", "0", "--user-temperature", "0.5", "--out", str(tmp_path)])
+    assert seen["agent"]["temperature"] == 0.0 and seen["user"]["temperature"] == 0.5
