@@ -119,9 +119,10 @@ class SimulatedUser(gym.Wrapper):
             return "", 0.0, False, False, self._info
         if self._speaker == "user":
             self._speaker = "agent"  # the message is the agent's to read, the last one included
-            action = self.observation_space.fit(action if isinstance(action, str) else shown(action))
+            message = action if isinstance(action, str) else shown(action)
+            action = self.observation_space.fit(message)  # what the agent reads; the stop is in the whole message
             self.env.unwrapped.transcript.append(("user", action))
-            if self._agent_steps and STOP in action:
+            if self._agent_steps and STOP in message:
                 result = self.env.unwrapped.end()
                 info = {**self._tagged(self._info), "end_reason": "user_stop", **self.env.unwrapped.ending(result)}
                 return action, 1.0 if result.status == "ok" else 0.0, True, False, info

@@ -36,6 +36,15 @@ def test_after_the_user_stops_every_step_is_over_until_reset():
     assert env.step("Hi again.")[0] == "Hi again."
 
 
+def test_a_user_who_stops_at_the_end_of_a_message_past_the_observation_limit_stops():
+    """Upstream looks for the stop in the user's whole message; the agent reads it cut to the limit."""
+    env = conversation()
+    env.step("How can I help?")
+    limit = env.observation_space.max_length
+    observation, _, terminated, _, info = env.step("x" * limit + STOP)
+    assert terminated and info["end_reason"] == "user_stop" and len(observation) <= limit
+
+
 @pytest.mark.parametrize("message", ["w" * 60, '"q\\\n' * 15, "退款已处理" * 12, "退款已处理" * 2400],
                          ids=["plain", "escapes", "non-ascii", "long"])
 def test_a_message_up_to_the_limit_is_said_to_the_user_and_one_past_it_is_refused(message):
