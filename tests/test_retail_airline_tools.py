@@ -513,3 +513,250 @@ def test_an_upstream_mode_state_that_cannot_be_written_down_scores_0_without_rai
         "reservation_id": reservation_id, "total_baggages": 1, "nonfree_baggages": 10 ** 4299, "payment_id": card}}))
     _, reward, terminated, _, info = env.step(json.dumps({"name": "finish", "arguments": {"answer": "done"}}))
     assert terminated and reward == 0.0 and info["verifier"]["kind"] == "state"
+
+
+def _swappable(state, status: str, want_available: bool = True):
+    """An order of ``status`` and, for its first item, another variant of the same product that is
+    available (or not, when ``want_available`` is False)."""
+    products = state["products"]
+    for order in state["orders"].values():
+        if order["status"] != status:
+            continue
+        item = order["items"][0]
+        variants = products.get_readonly(item["product_id"])["variants"]
+        other = next((v for v, spec in variants.items()
+                      if v != item["item_id"] and bool(spec["available"]) == want_available), None)
+        if other:
+            return order, item, other
+    raise AssertionError("no such order in the generated world")
+
+
+def test_item_swaps_name_an_item_that_is_not_in_the_order() -> None:
+    """An item id the order does not hold is refused in upstream's words ("Error: <id> not found"),
+    for both item-swapping tools, before any other check; nothing is written."""
+    state = _retail()
+    before = state_hash(state)
+    for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
+        order, _, other = _swappable(state, status)
+        method = order["payment_history"][0]["payment_method_id"]
+        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": ["0000000000"],
+                                        "new_item_ids": [other], "payment_method_id": method})
+        assert out == "Error: 0000000000 not found", tool
+    assert state_hash(state) == before
+
+
+def test_item_swaps_need_as_many_new_items_as_old_ones() -> None:
+    """Two items for one new item is refused, as upstream does, instead of swapping only the first."""
+    state = _retail()
+    before = state_hash(state)
+    for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
+        order, item, other = _swappable(state, status)
+        method = order["payment_history"][0]["payment_method_id"]
+        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]] * 2,
+                                        "new_item_ids": [other], "payment_method_id": method})
+        assert out in ("Error: the number of items to be exchanged should match",
+                       f"Error: {item['item_id']} not found"), tool  # a single item is refused earlier
+        if len([i for i in order["items"] if i["item_id"] == item["item_id"]]) == 1:
+            out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]],
+                                            "new_item_ids": [other, other], "payment_method_id": method})
+            assert out == "Error: the number of items to be exchanged should match", tool
+    assert state_hash(state) == before
+
+
+def test_item_swaps_refuse_a_variant_that_is_not_available() -> None:
+    """A variant of the same product that is out of stock cannot be swapped in (upstream's text)."""
+    state = _retail()
+    before = state_hash(state)
+    for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
+        order, item, unavailable = _swappable(state, status, want_available=False)
+        method = order["payment_history"][0]["payment_method_id"]
+        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]],
+                                        "new_item_ids": [unavailable], "payment_method_id": method})
+        assert out == f"Error: new item {unavailable} not found or available", tool
+    assert state_hash(state) == before
+
+
+def test_a_gift_card_holding_exactly_the_price_difference_pays_for_it() -> None:
+    """Upstream refuses a gift card only when its balance is below the difference: a balance equal
+    to it pays, for an exchange as for a modification."""
+    state = _retail()
+    products = state["products"]
+    for tool, status in (("exchange_delivered_order_items", "delivered"), ("modify_pending_order_items", "pending")):
+        order, item = next((o, o["items"][0]) for o in state["orders"].values() if o["status"] == status and any(
+            spec["available"] and spec["price"] > o["items"][0]["price"]
+            for spec in products.get_readonly(o["items"][0]["product_id"])["variants"].values()))
+        variants = products.get_readonly(item["product_id"])["variants"]
+        dearer = next(v for v, spec in variants.items() if spec["available"] and spec["price"] > item["price"])
+        difference = variants[dearer]["price"] - item["price"]
+        if tool == "exchange_delivered_order_items":  # the exchange rounds the difference; the modification does not
+            difference = round(difference, 2)
+        card = "gift_card_0000009"
+        state["users"][order["user_id"]]["payment_methods"][card] = {"source": "gift_card", "balance": difference,
+                                                                     "id": card}
+        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]],
+                                        "new_item_ids": [dearer], "payment_method_id": card})
+        assert not out.startswith("Error"), (tool, out)
+
+
+def test_name_and_email_lookups_ignore_case_only() -> None:
+    """As upstream: names and emails compare case-insensitively, but nothing is stripped, and the
+    zip code compares exactly."""
+    state = _retail()
+    user_id, user = next(iter(state["users"].items()))
+    name, zip_code = user["name"], user["address"]["zip"]
+    assert RETAIL.call(state, "find_user_id_by_name_zip", {
+        "first_name": name["first_name"].upper(), "last_name": name["last_name"].lower(), "zip": zip_code}) == user_id
+    for first, last, zip_ in ((name["first_name"] + " ", name["last_name"], zip_code),
+                              (name["first_name"], " " + name["last_name"], zip_code),
+                              (name["first_name"], name["last_name"], zip_code + " ")):
+        assert RETAIL.call(state, "find_user_id_by_name_zip", {
+            "first_name": first, "last_name": last, "zip": zip_}) == "Error: user not found"
+    assert RETAIL.call(state, "find_user_id_by_email", {"email": " " + user["email"]}) == "Error: user not found"
+
+
+@needs_shared
+def test_product_types_are_listed_by_name_as_upstream() -> None:
+    """Upstream sorts the {name: product_id} listing by name; tau-bench's products are stored in id
+    order, so an unsorted listing shows."""
+    state = fork(make_base(retail_world.load(SHARED / "data" / "retail"), retail_world.TABLES))
+    listing = json.loads(RETAIL.call(state, "list_all_product_types", {}))
+    assert list(listing) == sorted(listing)
+    assert listing == {p["name"]: p["product_id"] for p in state["products"].values()}
+
+
+def test_an_order_whose_items_were_modified_cannot_have_its_address_modified() -> None:
+    """Upstream's address change needs status exactly 'pending': 'pending (item modified)' is refused."""
+    state = _retail()
+    order, item, other = _swappable(state, "pending")
+    method = next(m for m, v in state["users"][order["user_id"]]["payment_methods"].items()
+                  if v["source"] != "gift_card")
+    swap = {"order_id": order["order_id"], "item_ids": [item["item_id"]], "new_item_ids": [other],
+            "payment_method_id": method}
+    out = RETAIL.call(state, "modify_pending_order_items", swap)
+    assert json.loads(out)["status"] == "pending (item modified)"
+    before = state_hash(state)
+    assert RETAIL.call(state, "modify_pending_order_address", {
+        "order_id": order["order_id"], "address1": "1 Elm St", "address2": "", "city": "Austin", "state": "TX",
+        "country": "USA", "zip": "78701"}) == "Error: non-pending order cannot be modified"
+    assert state_hash(state) == before
+
+
+def test_modifying_one_of_two_equal_items_changes_the_first_one() -> None:
+    """An order may hold the same item twice; modifying it once changes the first of them (upstream
+    takes the first match), the second stays as it was."""
+    state = _retail()
+    order, item, other = _swappable(state, "pending")
+    state["orders"][order["order_id"]]["items"].append({**item, "options": dict(item["options"])})
+    method = next(m for m, v in state["users"][order["user_id"]]["payment_methods"].items()
+                  if v["source"] != "gift_card")
+    out = json.loads(RETAIL.call(state, "modify_pending_order_items", {
+        "order_id": order["order_id"], "item_ids": [item["item_id"]], "new_item_ids": [other],
+        "payment_method_id": method}))
+    assert out["items"][0]["item_id"] == other and out["items"][-1]["item_id"] == item["item_id"]
+
+
+def _one_way(state, date: str = "2024-05-22"):
+    """A user, an available flight on ``date`` and a one-passenger economy booking of it (no payment yet)."""
+    user_id = next(iter(state["users"]))
+    flight = next(f for f in state["flights"].values()
+                  if date in f["dates"] and f["dates"][date]["status"] == "available"
+                  and f["dates"][date]["available_seats"]["economy"] >= 1)
+    booking = {"user_id": user_id, "origin": flight["origin"], "destination": flight["destination"],
+               "flight_type": "one_way", "cabin": "economy",
+               "flights": [{"flight_number": flight["flight_number"], "date": date}],
+               "passengers": [{"first_name": "Ada", "last_name": "Lovelace", "dob": "1990-12-10"}],
+               "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}
+    return user_id, flight, booking
+
+
+def test_the_last_seat_can_be_booked() -> None:
+    """Upstream refuses only when fewer seats are left than passengers: one seat for one passenger books."""
+    state = _airline()
+    user_id, flight, booking = _one_way(state)
+    date = booking["flights"][0]["date"]
+    state["flights"][flight["flight_number"]]["dates"][date]["available_seats"]["economy"] = 1
+    price = flight["dates"][date]["prices"]["economy"]
+    card = "credit_card_0000009"
+    state["users"][user_id]["payment_methods"][card] = {"source": "credit_card", "brand": "visa",
+                                                        "last_four": "0009", "id": card}
+    out = AIRLINE.call(state, "book_reservation", {**booking, "payment_methods": [{"payment_id": card,
+                                                                                    "amount": price}]})
+    assert json.loads(out)["flights"][0]["price"] == price
+
+
+def test_a_certificate_cannot_pay_more_than_it_holds() -> None:
+    state = _airline()
+    user_id, flight, booking = _one_way(state)
+    price = flight["dates"][booking["flights"][0]["date"]]["prices"]["economy"]
+    certificate = "certificate_0000009"
+    state["users"][user_id]["payment_methods"][certificate] = {"source": "certificate", "amount": price - 1,
+                                                               "id": certificate}
+    before = state_hash(state)
+    assert AIRLINE.call(state, "book_reservation", {**booking, "payment_methods": [
+        {"payment_id": certificate, "amount": price}]}) == f"Error: not enough balance in payment method {certificate}"
+    assert state_hash(state) == before
+
+
+def _connections(state, date: str):
+    """(flight1, flight2) pairs that connect at an airport, flight1 arriving before flight2 leaves."""
+    flights = list(state["flights"].values())
+    return [(f1, f2) for f1 in flights for f2 in flights
+            if f1["destination"] == f2["origin"] and f2["destination"] != f1["origin"]
+            and date in f1["dates"] and f1["dates"][date]["status"] == "available"]
+
+
+def test_a_connection_leaving_the_minute_the_first_flight_lands_is_found() -> None:
+    """Upstream skips a second leg only when the first arrives strictly after it leaves."""
+    state = _airline()
+    date = "2024-05-16"
+    f1, f2 = next((a, b) for a, b in _connections(state, date) if "+1" not in a["scheduled_arrival_time_est"]
+                  and date in b["dates"] and b["dates"][date]["status"] == "available")
+    state["flights"][f2["flight_number"]]["scheduled_departure_time_est"] = f1["scheduled_arrival_time_est"]
+    results = json.loads(AIRLINE.call(state, "search_onestop_flight", {
+        "origin": f1["origin"], "destination": f2["destination"], "date": date}))
+    assert [f1["flight_number"], f2["flight_number"]] in [[r1["flight_number"], r2["flight_number"]]
+                                                          for r1, r2 in results]
+
+
+def test_an_overnight_connection_keeps_upstreams_date_quirks() -> None:
+    """After a first leg landing the next day ('+1'), upstream looks the second leg up on the next day,
+    written without zero padding ('2024-05-6'), yet shows that leg's status, seats and prices of the
+    search date itself."""
+    state = _airline()
+    f1 = next(f for f in state["flights"].values() if "+1" in f["scheduled_arrival_time_est"])
+    f2 = next(f for f in state["flights"].values() if f["origin"] == f1["destination"]
+              and f["destination"] != f1["origin"])
+    second = state["flights"][f2["flight_number"]]
+    second["scheduled_departure_time_est"] = "23:59:59"  # "…+1" sorts before it: never skipped for its time
+    for date, next_day in (("2024-05-15", "2024-05-16"), ("2024-05-05", "2024-05-6")):
+        state["flights"][f1["flight_number"]]["dates"][date] = {**f1["dates"]["2024-05-15"], "status": "available"}
+        second["dates"][date] = {**f2["dates"]["2024-05-15"], "status": "available",
+                                 "prices": {"basic_economy": 1, "economy": 2, "business": 3}}
+        second["dates"][next_day] = {**f2["dates"]["2024-05-16"], "status": "available",
+                                     "prices": {"basic_economy": 7, "economy": 8, "business": 9}}
+        results = json.loads(AIRLINE.call(state, "search_onestop_flight", {
+            "origin": f1["origin"], "destination": f2["destination"], "date": date}))
+        pair = next(r for r in results if [r[0]["flight_number"], r[1]["flight_number"]]
+                    == [f1["flight_number"], f2["flight_number"]])
+        assert pair[1]["date"] == next_day
+        assert pair[1]["prices"] == {"basic_economy": 1, "economy": 2, "business": 3}  # the search date's
+    del second["dates"]["2024-05-6"]  # only the unpadded key counts: the padded one is not looked up
+    second["dates"]["2024-05-06"] = {**f2["dates"]["2024-05-16"], "status": "available"}
+    results = json.loads(AIRLINE.call(state, "search_onestop_flight", {
+        "origin": f1["origin"], "destination": f2["destination"], "date": "2024-05-05"}))
+    assert [f1["flight_number"], f2["flight_number"]] not in [[a["flight_number"], b["flight_number"]]
+                                                              for a, b in results]
+
+
+def test_fewer_nonfree_bags_are_not_refunded() -> None:
+    """Upstream charges 50 per added non-free bag and never refunds removed ones: no payment is recorded."""
+    state = _airline()
+    reservation_id = next(iter(state["reservations"]))
+    reservation = state["reservations"][reservation_id]
+    reservation["total_baggages"], reservation["nonfree_baggages"] = 2, 2
+    method = next(m for m, v in state["users"][reservation["user_id"]]["payment_methods"].items()
+                  if v["source"] != "certificate")
+    history = list(reservation["payment_history"])
+    out = json.loads(AIRLINE.call(state, "update_reservation_baggages", {
+        "reservation_id": reservation_id, "total_baggages": 0, "nonfree_baggages": 0, "payment_id": method}))
+    assert out["payment_history"] == history and out["nonfree_baggages"] == 0

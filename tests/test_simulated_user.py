@@ -150,3 +150,13 @@ def test_render_shows_the_conversation_both_sides_had_with_the_users_goal_first(
     assert lines[0] == f"[user's goal] {goal}"
     assert [line.split("]")[0] for line in lines[1:]] == ["user", "assistant", "user", "assistant", "tool", "assistant"]
     assert lines[3] == "user] It is #W0000000." and "No user is on this conversation" not in env.render()
+
+
+def test_a_stop_in_the_users_first_message_does_not_end_the_conversation() -> None:
+    """As upstream, where only the user's answer to a respond can end an episode: a ###STOP### before
+    the agent has said anything is just a message for the agent to read."""
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0").unwrapped)
+    env.reset(seed=0)
+    observation, reward, terminated, truncated, info = env.step(f"Never mind. {STOP}")
+    assert observation == f"Never mind. {STOP}" and not (terminated or truncated) and reward == 0.0
+    assert info["speaker"] == "agent" and "end_reason" not in info
