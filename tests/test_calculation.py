@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.calculation.env import CalculationEnv
 from envs.calculation.challenger import FAMILIES, make_tasks
-from envs.calculation.tools import MAX_EXPRESSION, TOOLSET
+from envs.calculation.tools import MAX_EXPONENT, MAX_EXPRESSION, TOOLSET
 from envs.cat import Attempt, CodeAsTask, ToolCall
 from envs.filter import filter_tasks
 from envs.sandbox import make_sandbox
@@ -305,3 +305,110 @@ def test_tasks_round_trip_through_json():
     assert CodeAsTask.loads(task.dumps()) == task
     assert all(isinstance(a, ToolCall) for a in task.solution.actions)
     assert envs.ENV_IDS["calculation"] == ENV_ID
+
+
+def test_money_rounds_a_tiny_negative_amount_to_zero_without_a_minus_sign(state):
+    """_money promises never ``-0.00``."""
+    assert run(state, "add_percentage", amount=-0.001, percent=0) == "0.00"
+    assert run(state, "convert_currency", amount=-0.001, from_currency="USD", to_currency="USD") == "0.00 USD"
+
+
+def test_money_rounds_once_to_the_nearest_cent(state):
+    """0.3749 is nearer 0.37 than 0.38: rounding to a tenth of a cent first would round twice."""
+    assert run(state, "add_percentage", amount=0.3749, percent=0) == "0.37"
+
+
+def test_lookups_ignore_surrounding_spaces_as_well_as_case(state):
+    """An agent's ' eur ' names the euro)."""
+    assert run(state, "convert_currency", amount=10, from_currency=" usd ", to_currency="USD ") == "10.00 USD"
+    assert json.loads(run(state, "get_country", country=" germany "))["country"] == "Germany"
+
+
+def test_the_largest_allowed_exponent_is_accepted_and_the_next_refused(state):
+    """The error says exponents *above* MAX_EXPONENT are refused."""
+    assert not run(state, "calculate", expression=f"2 ** {MAX_EXPONENT}").startswith("Error")
+    assert not run(state, "calculate", expression=f"2 ** -{MAX_EXPONENT}").startswith("Error")
+    assert run(state, "calculate", expression=f"2 ** {MAX_EXPONENT + 1}").startswith("Error: exponents above")
+
+
+def test_a_negative_base_to_a_fractional_power_is_a_readable_error(state):
+    """Python gives a complex number; the tool says why there is no answer."""
+    assert run(state, "calculate", expression="(-8) ** (1 / 3)") == \
+        "Error: a negative number to a fractional power has no real value"
+
+
+def test_calculate_takes_numbers_not_booleans(state):
+    """True is no number of the expression language."""
+    assert run(state, "calculate", expression="True + 1").startswith("Error: unsupported element")
+
+
+def test_calculate_refuses_keyword_arguments_rather_than_ignoring_them(state):
+    """round(2.567, ndigits=1) must not silently become round(2.567) = 3."""
+    assert run(state, "calculate", expression="round(2.567, ndigits=1)").startswith("Error: unsupported element")
+
+
+def test_calculate_ignores_whitespace_around_the_expression(state):
+    """Models often start an argument with a space or a newline before parsing)."""
+    assert run(state, "calculate", expression=" 1 + 1") == run(state, "calculate", expression="\n1 + 1\n") == "2"
+
+
+@pytest.mark.parametrize("expression", ["1.5 / 0", "5 % 0", "7.0 // 0"])
+def test_every_kind_of_division_by_zero_gives_the_same_error(state, expression):
+    """Not Python's 'float division by zero' or 'integer modulo by zero'."""
+    assert run(state, "calculate", expression=expression) == "Error: division by zero"
+
+
+def test_the_count_and_sum_of_an_empty_list_are_zero(state):
+    """Only statistics without a value for [] are errors."""
+    assert run(state, "aggregate", numbers=[], operation="count") == "0"
+    assert run(state, "aggregate", numbers=[], operation="sum") == "0"
+
+
+def test_sum_is_exact_where_adding_in_order_loses_a_term(state):
+    """1e16 + 1 - 1e16 is 1; float addition in order gives 0."""
+    assert run(state, "aggregate", numbers=[1e16, 1.0, -1e16], operation="sum") == "1"
+
+
+def test_sequences_may_be_written_with_spaces_and_line_breaks(state):
+    """A sequence copied from a FASTA-like block has whitespace in it."""
+    assert run(state, "transcribe", sequence="atg gcc\ntaa") == "AUGGCCUAA"
+    assert run(state, "reverse_complement", sequence=" a c\tg\nt ") == "ACGT"
+
+
+@pytest.mark.parametrize("tool", ["gc_content", "reverse_complement", "transcribe", "translate"])
+def test_an_empty_sequence_is_an_error_that_says_so(state, tool):
+    """Not 'division by zero' (gc_content) nor an empty answer."""
+    assert run(state, tool, sequence="  ").startswith("Error: the ") and "sequence is empty" in \
+        run(state, tool, sequence="  ")
+
+
+def test_translation_keeps_a_last_codon_that_ends_exactly_at_the_sequence_end(state):
+    """Only bases after the last *whole* codon are dropped)."""
+    assert run(state, "translate", sequence="AUGGCC") == "MA"
+    assert run(state, "translate", sequence="AUGGCCA") == "MA"
+
+
+@pytest.mark.parametrize("stop", ["UAA", "UAG", "UGA"])
+def test_each_of_the_three_standard_stop_codons_ends_translation(state, stop):
+    """The standard genetic code (UGA is a stop, UGG tryptophan)."""
+    assert run(state, "translate", sequence=f"AUGUGG{stop}GCC") == "MW"
+
+
+def test_gc_content_accepts_rna_as_its_description_says(state):
+    """'A DNA or RNA sequence': U is a base, neither G nor C."""
+    assert run(state, "gc_content", sequence="GCAU") == "50.00%"
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("inf")])
+def test_a_non_finite_amount_is_an_error_and_never_reaches_the_ledger(state, amount):
+    """'nan EUR' is no amount of money."""
+    assert run(state, "add_percentage", amount=amount, percent=10).startswith("Error: ")
+    assert run(state, "record_entry", label="X", amount=amount, currency="EUR").startswith("Error: ")
+    assert run(state, "get_ledger") == "The ledger is empty."
+
+
+def test_ledger_lists_entries_in_the_order_they_were_recorded(state):
+    """As get_ledger's docstring says."""
+    for label in ("B-2", "A-1", "C-3"):
+        run(state, "record_entry", label=label, amount=1, currency="USD")
+    assert [e["label"] for e in json.loads(run(state, "get_ledger"))] == ["B-2", "A-1", "C-3"]

@@ -405,3 +405,29 @@ def test_without_a_checkout_or_network_the_command_exits_2_saying_how_to_provide
     assert run(m3tooleval.main, ["--policy", "oracle", "--out", str(tmp_path / "out")]) == 2
     assert m3tooleval.ENV_VAR in caplog.text and "cloning" in caplog.text
     assert not list((tmp_path / "cache").rglob("tasks"))  # nothing half-cloned is left to be taken for a checkout
+
+
+def test_a_thought_before_the_action_is_kept_by_the_trim():
+    """Upstream's postprocess_fn looks for a 'Thought:' only after the first 'Action:': the usual
+    'Thought: ... Action: ... End Action' survives whole."""
+    generation = "Thought: I add them.\nAction: add, 1, 2 End Action\nAnswer: 3"
+    assert trim_generation(generation) == "Thought: I add them.\nAction: add, 1, 2 End Action"
+
+
+def test_an_output_that_is_a_literal_after_blank_lines_is_read_as_that_literal():
+    """Upstream strips the shell's output before literal_eval: 'print()' then a value gives the
+    observation '5', as upstream's execute_action gives)."""
+    bench = load_benchmark(FIXTURE)
+    sum_task = next(t for t in bench.tasks if t.name == "arithmetic/sum")
+    record = run_task(sum_task, bench, "code", scripted(["Action:\nprint()\n5\nEnd Action", "Answer: 42"]))
+    assert record["messages"][2]["content"] == "5"
+
+
+def test_a_blank_cell_does_not_count_as_an_executed_cell():
+    """IPython leaves its execution count alone for a blank cell, so the next cell's traceback names
+    input 1."""
+    bench = load_benchmark(FIXTURE)
+    sum_task = next(t for t in bench.tasks if t.name == "arithmetic/sum")
+    record = run_task(sum_task, bench, "code", scripted(["Action:\n\nEnd Action", "Action:\n1/0\nEnd Action",
+                                                           "Answer: 42"]))
+    assert "File <ipython-input-1-" in record["messages"][4]["content"]

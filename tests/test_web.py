@@ -4,7 +4,10 @@ the Gymnasium environment."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -16,7 +19,7 @@ from envs.filter import filter_tasks
 from envs.state import State, fork, state_hash
 from envs.web.env import WebEnv
 from envs.web.challenger import crawl, make_tasks
-from envs.web.world import build_site
+from envs.web.world import EXECUTIVE, build_site, draw_company
 from envs.web.tools import VIEW_LINES, click_url, go_to_previous_page, scroll_down, scroll_up, view
 
 ENV_ID = "SelfChallenge-WebBrowsing-v0"
@@ -101,10 +104,12 @@ def test_back_returns_to_the_previous_page_where_it_was_left(state: State) -> No
     assert back.startswith("Current page: / (") and state["browser"] == {"url": "/", "top": VIEW_LINES, "history": []}
 
 
-def test_unknown_url_leaves_the_browser_where_it_was(state: State) -> None:
+@pytest.mark.parametrize("url", ["/no-such-page", "http://[::1", "http://[x]/staff"])
+def test_unknown_url_leaves_the_browser_where_it_was(state: State, url: str) -> None:
+    """Addresses urlsplit cannot read among them: no page, not urllib's wording."""
     click_url(state, "/staff")
     before = state_hash(state)
-    assert click_url(state, "/no-such-page").startswith("Error: there is no page '/no-such-page'")
+    assert click_url(state, url).startswith(f"Error: there is no page {url!r}")
     assert state_hash(state) == before and state["browser"]["url"] == "/staff"
 
 
@@ -250,3 +255,127 @@ def test_help_teaches_the_env_in_gymnasium_sections() -> None:
     for section in ("Description", "Action Space", "Observation Space", "Rewards", "Starting State",
                     "Episode End", "Arguments"):
         assert f"## {section}" in doc
+
+
+def test_one_line_left_is_written_in_the_singular(state: State) -> None:
+    """'1 more line below', not '1 more lines'."""
+    site = build_site(0)
+    url = next(u for u, page in site.items() if len(page["lines"]) == VIEW_LINES + 1)
+    assert "; 1 more line below (scroll_down)." in click_url(state, url)
+
+
+def test_every_phone_extension_on_the_site_is_unique_across_seeds() -> None:
+    """Departments (9000-9990) and people (2000-8999) never share an extension, nor two people one."""
+    for seed in range(40):
+        extensions = [line.split(": ")[1] for page in build_site(seed).values() for line in page["lines"]
+                      if line.startswith("Phone extension: ")]
+        assert len(extensions) == len(set(extensions)), seed
+        assert all(len(e) == 4 for e in extensions), seed
+
+
+def test_the_site_of_a_seed_is_the_same_in_every_process() -> None:
+    """Python's hash seed changes set order between processes; the site must not depend on it."""
+    code = ("import hashlib, json; from envs.web.world import build_site; "
+            "print(hashlib.sha256(json.dumps(build_site(3), sort_keys=True).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONHASHSEED=str(hash_seed))).stdout for hash_seed in (1, 2, 3)}
+    assert len(digests) == 1
+
+
+@pytest.mark.parametrize("written", ["/news ", " /news\u00a0", "/news\u3000"])
+def test_click_ignores_spaces_around_a_url(state: State, written: str) -> None:
+    """A model's argument often carries a trailing space before urlsplit, which
+    drops only leading ASCII spaces)."""
+    assert click_url(state, written).startswith("Current page: /news (")
+
+
+def test_back_retraces_several_pages_in_reverse_order(state: State) -> None:
+    """History is a stack: back from C goes to B, then to A)."""
+    click_url(state, "/staff")
+    click_url(state, "/news")
+    assert go_to_previous_page(state).startswith("Current page: /staff (")
+    assert go_to_previous_page(state).startswith("Current page: / (")
+    assert go_to_previous_page(state).startswith("Error: there is no previous page")
+
+
+@pytest.mark.parametrize("base", ["/products", "/staff"])
+def test_paginated_listings_show_every_row_once_with_headers_that_count_from_one(base: str) -> None:
+    """Page k of n says 'items a-b of N' with a = 10(k-1)+1; together the pages hold all N rows."""
+    site = build_site(0)
+    pages = [site[base]] + [site[f"{base}?page={k}"] for k in range(2, 100) if f"{base}?page={k}" in site]
+    rows, expected_first = 0, 1
+    for page in pages:
+        header = page["lines"][0].split(" | ")[0]  # "Page k of n, <label> a-b of N"
+        first, last = map(int, header.split(" ")[-3].split("-"))
+        total = int(header.split(" ")[-1])
+        assert first == expected_first and last - first + 1 == len(page["lines"]) - 2
+        rows, expected_first = rows + last - first + 1, last + 1
+    assert rows == total
+
+
+def test_a_world_too_small_to_staff_its_departments_is_refused() -> None:
+    """Each department needs a head and members."""
+    with pytest.raises(ValueError, match="needs at least"):
+        draw_company(0, n_people=20)
+
+
+def test_the_two_executives_under_the_chief_executive_hold_different_offices() -> None:
+    """One CFO and one COO, never two of either."""
+    for seed in range(10):
+        c = draw_company(seed)
+        titles = [c.people[m].title for m in c.departments[EXECUTIVE].members[:2]]
+        assert sorted(titles) == ["Chief Financial Officer", "Chief Operating Officer"], seed
+
+
+LINK = re.compile(r"\[([^\]]+)\]\((/[^)]*)\)")
+
+
+def _listed(site, urls, prefix):
+    """The link texts, in page order, of links to ``prefix``... over the pages ``urls``."""
+    return [text for url in urls for line in site[url]["lines"] for text, target in LINK.findall(line)
+            if target.startswith(prefix) and target != prefix.rstrip("/")]
+
+
+def test_listings_are_in_the_order_their_pages_promise() -> None:
+    """Catalogue and categories by product name, staff directory and department members by last name,
+    news latest first, a manager's products by name."""
+    site = build_site(0)
+    catalogue = ["/products"] + [f"/products?page={k}" for k in range(2, 20) if f"/products?page={k}" in site]
+    names = _listed(site, catalogue, "/products/")
+    assert names == sorted(names) and len(names) == 88
+    directory = ["/staff"] + [f"/staff?page={k}" for k in range(2, 20) if f"/staff?page={k}" in site]
+    people = [name.split(" ", 1)[::-1] for name in _listed(site, directory, "/staff/")]
+    assert people == sorted(people)
+    for url, page in site.items():
+        if url.startswith("/categories/"):
+            in_category = _listed(site, [url], "/products/")
+            assert in_category == sorted(in_category), url
+        if url.startswith("/departments/"):
+            members = [n.split(" ", 1)[::-1] for n in _listed(site, [url], "/staff/")[1:]]  # after the head
+            assert members == sorted(members), url
+        if url.startswith("/staff/") and "## Products managed" in page["lines"]:
+            managed = _listed(site, [url], "/products/")
+            assert managed == sorted(managed), url
+    dates = [line.split(" — ")[0] for line in site["/news"]["lines"] if " — [" in line]
+    assert dates == sorted(dates, reverse=True) and len(dates) > 1
+
+
+def test_nobody_reports_to_themselves_and_only_the_chief_executive_reports_to_no_one() -> None:
+    """The reporting chain ends at the CEO."""
+    site = build_site(0)
+    people = {url: page for url, page in site.items() if url.startswith("/staff/")}
+    top = []
+    for url, page in people.items():
+        managers = [target for line in page["lines"] if line.startswith("Reports to: ")
+                    for _, target in LINK.findall(line)]
+        assert url not in managers, url
+        if not managers:
+            top.append(page["lines"][0])
+    assert top == ["Title: Chief Executive Officer"]
+
+
+def test_every_url_is_url_safe() -> None:
+    """Slugs are lowercase words joined by hyphens, so that a URL needs no quoting."""
+    for seed in range(5):
+        for url in build_site(seed):
+            assert re.fullmatch(r"/([a-z0-9-]+(/[a-z0-9-]+)*)?(\?page=\d+)?", url), url

@@ -45,8 +45,12 @@ def _lines(n: int) -> str:
 
 def _resolve(state: State, url: str) -> str | None:
     """The site URL that ``url`` names: a path such as ``/staff``, also written without the leading
-    slash, with a trailing slash, or as a full address (only its path and query count)."""
-    parts = urlsplit(url.strip())
+    slash, with a trailing slash, or as a full address (only its path and query count); None for
+    any other, an address ``urlsplit`` cannot read (``http://[::1``) among them."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
     path = parts.path if parts.path.startswith("/") else "/" + parts.path
     if len(path) > 1:
         path = path.rstrip("/")
