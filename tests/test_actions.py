@@ -1,5 +1,8 @@
+import json
+
 import pytest
 
+import envs.actions
 from envs.actions import CodeAction, Malformed, parse_action, read_json
 from envs.cat import ToolCall
 
@@ -128,3 +131,98 @@ def test_unknown_tool_error_lists_every_tool_the_env_offers():
     listed = observation.split("Available tools: ")[1].split(", ")
     assert listed == [schema["function"]["name"] for schema in info["tools"]]
     assert {"finish", "respond"} <= set(listed)
+
+
+
+
+def test_nesting_one_level_past_the_limit_is_refused():
+    deep = "[" * 99 + "1" + "]" * 99  # 101 levels with the call and its arguments
+    action = parse_action('{"name": "f", "arguments": {"y": ' + deep + "}}")
+    assert isinstance(action, Malformed) and "nesting deeper than 100" in action.message
+
+
+@pytest.mark.parametrize("number", ["1e5", "2E-1", "-3e+2", "1.5", "-0", "0", "NaN", "Infinity", "-Infinity", "1e999"])
+def test_every_number_json_loads_reads_is_read_as_it_reads_it(number):
+    """Exponents make floats, as do Python's json.dumps constants (which it writes for nan and inf)."""
+    value, error = read_json(number)
+    assert error is None and repr(value) == repr(json.loads(number))
+
+
+def test_a_parse_error_names_the_problem_of_the_candidate_read_furthest():
+    """The agent's attempt at a call is the candidate that got furthest, not a stray brace before it."""
+    action = parse_action('{"a": oops} then {"name": "f", "arguments": {"b": 1')
+    assert isinstance(action, Malformed) and "the text ends inside it" in action.message
+
+
+def test_an_object_without_a_name_before_a_marker_does_not_hide_the_call_after_it():
+    assert parse_action('{"step": 1} Action: {"name": "get_note", "arguments": {"key": "k1"}}') == CALL
+    assert parse_action('{"step": 1}\n<tool_call>{"name": "get_note", "arguments": {"key": "k1"}}</tool_call>') == CALL
+
+
+@pytest.mark.parametrize("text", ['{"a":' * 2000 + " <execute>x</execute>",
+                                  '{"a": {}, ' * 2000 + " Action: x"])
+def test_objects_before_a_marker_are_read_once(monkeypatch, text):
+    """Parsing takes time linear in the text: the characters the JSON reader goes over, summed over
+    every candidate it tries, are a small multiple of the text's length."""
+    read, total = envs.actions._read, [0]
+
+    def counting(text, pos):
+        result = read(text, pos)
+        total[0] += result.end - pos
+        return result
+
+    monkeypatch.setattr(envs.actions, "_read", counting)
+    parse_action(text)
+    assert total[0] <= 2 * len(text)
+
+
+def test_arguments_may_come_as_parameters_or_as_an_empty_string():
+    """Llama-style calls name their arguments "parameters"; an empty JSON-string of arguments is none."""
+    assert parse_action('{"name": "get_note", "parameters": {"key": "k1"}}') == CALL
+    assert parse_action('{"name": "list_tools", "arguments": ""}') == ToolCall("list_tools", {})
+    assert parse_action('{"name": "list_tools", "arguments": "  "}') == ToolCall("list_tools", {})
+
+
+def test_an_action_of_exactly_the_limit_is_read():
+    text = '{"name": "get_note", "arguments": {"key": "k1"}}'
+    assert parse_action(text, max_length=len(text)) == CALL
+    assert isinstance(parse_action(text, max_length=len(text) - 1), Malformed)
+
+
+@pytest.mark.parametrize("text, action", [
+    ("```py\nprint(1)\n```", CodeAction("print(1)")),
+    ("Per your transaction: ```python\nprint(1)\n```", CodeAction("print(1)")),  # "transaction:" is no marker
+    ('{"step": 1} ACTION: {"name": "get_note", "arguments": {"key": "k1"}}', CALL),  # any case
+])
+def test_marker_spellings(text, action):
+    assert parse_action(text) == action
+
+
+def test_a_text_of_only_whitespace_is_called_empty():
+    action = parse_action("  \n\t ")
+    assert isinstance(action, Malformed) and "the action is empty" in action.message
+
+
+@pytest.mark.parametrize("number", ["01", "-01", "00", "1.", ".5", "+1", "-", "1e", "nan", "inf"])
+def test_a_number_json_loads_refuses_is_refused(number):
+    with pytest.raises(ValueError):
+        json.loads(number)
+    assert read_json(number)[1] is not None
+    assert isinstance(parse_action('{"name": "f", "arguments": {"x": ' + number + "}}"), Malformed)
+
+
+def test_a_list_completed_inside_a_broken_object_is_not_taken_for_the_call():
+    assert parse_action('{"ids": [1], "call": {"name": "get_note", "arguments": {"key": "k1"}} oops') == CALL
+
+
+@pytest.mark.parametrize("text", ['{\n  "a": 1,\n  oops}', '[1,\n 2\n 3]', '{"a":\n\n   }'])
+def test_the_column_of_an_error_is_counted_on_its_own_line_as_json_counts_it(text):
+    with pytest.raises(json.JSONDecodeError) as error:
+        json.loads(text)
+    assert read_json(text)[1].endswith(f"at column {error.value.colno}")
+
+
+@pytest.mark.parametrize("text", ["```python\nprint(1)", "<execute>print(1)"])
+def test_a_code_block_cut_off_before_its_end_is_run_as_far_as_it_goes(text):
+    """A stop sequence of ``` (or </execute>) ends the generation without writing it."""
+    assert parse_action(text) == CodeAction("print(1)")

@@ -253,3 +253,44 @@ def test_a_replay_ended_by_finish_says_only_what_finish_said(toy_env):
     finish = ToolCall("finish", {"answer": "note 1"})
     result, observations, _ = toy_env.replay(copy_task(), Attempt((finish, ToolCall("add", {"a": 1, "b": 1})), "more"))
     assert toy_env.answer == "note 1" and observations == ["Episode finished."] and result.status == "failed"
+
+
+@pytest.mark.parametrize("kwargs, said", [({"max_turns": 0}, "max_turns must be at least 1"),
+                                           ({"max_action_length": 0}, "max_action_length must be at least 1")])
+def test_a_turn_limit_or_an_action_length_below_one_is_refused_at_make(kwargs, said):
+    """An episode with no turn to play, or an action space holding only the empty text, is a config mistake."""
+    with pytest.raises(ValueError, match=said):
+        ToyEnv(**kwargs)
+
+
+def test_seeded_resets_draw_every_task_of_the_pool_and_the_same_seed_draws_the_same_task():
+    env = ToyEnv(tasks=[copy_task(id="a"), copy_task(id="b")])
+    drawn = [env.reset(seed=seed)[1]["task_id"] for seed in range(20)]
+    assert set(drawn) == {"a", "b"}
+    assert drawn == [env.reset(seed=seed)[1]["task_id"] for seed in range(20)]
+
+
+@pytest.mark.parametrize("action", [ToolCall("finish", ["note 1"]), ToolCall("get_note", None)])
+def test_a_tool_call_object_whose_arguments_are_no_dict_is_refused_as_text(toy_env, action):
+    """A wrapper's ToolCall is taken as read only when its arguments are a dict; anything else is an
+    error observation, never an AttributeError from the env."""
+    toy_env.reset(seed=0)
+    observation, reward, terminated, truncated, info = toy_env.step(action)
+    assert observation.startswith("Error: an action must be text") and "invalid_action" in info
+    assert (reward, terminated, truncated) == (0.0, False, False)
+
+
+def test_finish_takes_a_number_as_its_answer(toy_env):
+    """A model often answers a calculation with a bare JSON number: it is said as its text."""
+    toy_env.reset(seed=0)
+    observation, _, terminated, _, info = toy_env.step(json.dumps({"name": "finish", "arguments": {"answer": 42}}))
+    assert observation == "Episode finished." and terminated and "invalid_action" not in info
+    assert toy_env.answer == "42"
+
+
+def test_a_code_action_ended_by_finish_runs_no_tool_after_it(toy_env):
+    toy_env.reset(seed=0)
+    code = "```python\nfinish('note 1')\nprint(set_note('dst', 'note 1'))\n```"
+    observation, reward, terminated, _, _ = toy_env.step(code)
+    assert terminated and "Error: the episode has ended." in observation
+    assert "dst" not in toy_env.state["notes"] and reward == 0.0

@@ -134,3 +134,29 @@ def test_a_world_spec_left_out_is_seed_0_with_50_users(domain):
     assert state_hash(cls.build_world({})) == state_hash(cls.build_world({"seed": 0, "users": 50}))
     assert state_hash(cls.build_world({"users": 5})) == state_hash(cls.build_world({"seed": 0, "users": 5}))
     assert len(cls.build_world({})["users"]) == 50
+
+
+
+
+def test_an_upstream_failure_ends_its_own_episode_only():
+    env = gym.make(IDS["retail"], tool_mode="upstream").unwrapped
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(json.dumps({"name": "respond", "arguments": {}}))
+    assert terminated and reward == 0.0 and info["verifier"]["kind"] == "upstream_failure"
+    task = next(t for t in env.tasks if env.replay(t, t.solution)[0].status == "ok")
+    env.reset(seed=0)
+    env.step(json.dumps({"name": "respond", "arguments": {}}))
+    assert env.replay(task, task.solution)[0].status == "ok", "the next episode starts without the failure"
+
+
+@pytest.mark.parametrize("mode", ["strict", "upstream"])
+@pytest.mark.parametrize("domain", IDS)
+def test_respond_keeps_the_episode_going_and_a_transfer_to_a_human_ends_it(domain, mode):
+    env = gym.make(IDS[domain], tool_mode=mode).unwrapped
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(json.dumps({"name": "respond", "arguments": {"content": "Hello."}}))
+    assert not (terminated or truncated) and "invalid_action" not in info and env.answer == "Hello."
+    summary = {"summary": "The user wants a human."}
+    observation, reward, terminated, _, info = env.step(
+        json.dumps({"name": "transfer_to_human_agents", "arguments": summary}))
+    assert observation == "Transfer successful" and terminated and "verifier" in info

@@ -1,3 +1,7 @@
+import copy
+
+import pytest
+
 from envs.state import canonical_json, fork, make_base, state_hash, to_plain
 
 DATA = {"users": {"a": {"n": 1, "tags": ["x"]}, "b": {"n": 2, "tags": []}}, "clock": {"t": 0}}
@@ -81,3 +85,73 @@ def test_a_table_inside_a_plain_value_writes_as_its_records():
     s["users"]["c"] = {"n": 3, "tags": []}
     plain = to_plain(s)["users"]
     assert canonical_json({"nested": [s["users"]]}) == canonical_json({"nested": [plain]})
+
+
+NESTED = {"users": {"a": {"n": 1, "tags": [{"t": "x"}]}}, "meta": {"owner": {"name": "m"}, "history": [{"v": 1}]}}
+
+
+def test_a_nested_write_in_one_fork_reaches_neither_the_base_nor_another_fork():
+    b = make_base(copy.deepcopy(NESTED), ("users",))  # a base holds the data it is given
+    s1, s2 = fork(b), fork(b)
+    s1["users"]["a"]["tags"][0]["t"] = "changed"
+    s1["users"]["a"]["tags"].append({"t": "y"})
+    s1["meta"]["owner"]["name"] = "changed"
+    s1["meta"]["history"][0]["v"] = 2
+    assert to_plain(s2) == NESTED and to_plain(fork(b)) == NESTED
+    assert b["users"].records == NESTED["users"] and b["meta"] == NESTED["meta"]
+
+
+def test_a_deleted_record_is_gone_for_every_way_of_reading_it():
+    s = fork(make_base({"users": {"a": {"n": 1}, "b": {"n": 2}}}, ("users",)))
+    users = s["users"]
+    del users["a"]
+    assert "a" not in users and users.get_readonly("a") is None and users.get("a") is None
+    with pytest.raises(KeyError):
+        users["a"]
+    with pytest.raises(KeyError):
+        del users["a"]  # as a dict: a second delete is an error
+    with pytest.raises(KeyError):
+        del users["zzz"]
+    assert list(users) == ["b"] and len(users) == 1
+
+
+def test_a_record_added_then_deleted_leaves_the_table_as_it_was():
+    b = make_base({"users": {"a": {"n": 1}}}, ("users",))
+    s = fork(b)
+    s["users"]["new"] = {"n": 2}
+    del s["users"]["new"]
+    assert list(s["users"]) == ["a"] and len(s["users"]) == 1 and "new" not in s["users"]
+    assert state_hash(s) == state_hash(b) and s["users"].changed() == {}
+
+
+def test_a_table_count_counts_records_fetched_for_writing_once():
+    s = fork(make_base({"users": {"a": {"n": 1}, "b": {"n": 2}}}, ("users",)))
+    s["users"]["a"]["n"] = 5
+    s["users"]["c"] = {"n": 3}
+    assert len(s["users"]) == 3 == len(list(s["users"]))
+
+
+def test_the_hash_does_not_depend_on_the_order_of_the_states_top_level_names():
+    one = make_base({"clock": {"t": 0}, "users": {"a": {"n": 1}}}, ("users",))
+    other = make_base({"users": {"a": {"n": 1}}, "clock": {"t": 0}}, ("users",))
+    assert state_hash(fork(one)) == state_hash(fork(other)) == state_hash(one)
+
+
+def test_a_set_in_the_state_writes_as_its_sorted_items():
+    assert canonical_json({"s": {3, 1, 2}}) == canonical_json({"s": [1, 2, 3]})
+    assert canonical_json({"s": frozenset({"b", "a"})}) == '{"s":["a","b"]}'
+
+
+def test_a_record_fetched_for_writing_but_left_alone_is_no_change():
+    s = fork(make_base({"users": {"a": {"n": 1}}}, ("users",)))
+    s["users"]["a"]
+    assert s["users"].changed() == {}
+
+
+def test_distinct_lone_surrogates_hash_apart_and_apart_from_a_question_mark():
+    hashes = set()
+    for text in ("\ud800", "\udfff", "?"):
+        s = fork(make_base({"users": {"a": {"tags": []}}, "clock": {}}, ("users",)))
+        s["users"]["a"]["tags"].append(text)
+        hashes.add(state_hash(s))
+    assert len(hashes) == 3

@@ -3,7 +3,7 @@ in upstream's words, keeping what a failed call wrote."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -114,3 +114,53 @@ def test_strict_mode_refuses_arguments_of_the_wrong_shape_or_type_and_a_bool_is_
     else:
         assert problem in tools.check(name, arguments)
         assert tools.call(state, name, arguments).startswith("Error:") and state["writes"] == 0
+
+
+def tag(data: State, keys: list[str], colour: Literal["red", "blue"]) -> str:
+    """Tag notes.
+
+    Args:
+        data: The episode state.
+        keys: The notes' keys.
+        colour: The tag's colour.
+    """
+    return f"tagged {len(keys)} {colour}"
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    ({"keys": ["k1", 2], "colour": "red"}, "'keys' of tag must be of type array"),
+    ({"keys": ["k1"], "colour": "green"}, "'colour' of tag must be one of ['red', 'blue'], got 'green'"),
+    ({"keys": ["k1"]}, "tag is missing required argument(s) 'colour'"),
+])
+def test_strict_mode_checks_array_items_enums_and_required_arguments(arguments, problem):
+    tools = Toolset.of([tag])
+    assert problem in tools.check("tag", arguments)
+    assert tools.call({}, "tag", {"keys": ["k1", "k2"], "colour": "blue"}) == "tagged 2 blue"
+
+
+def test_a_strict_call_undone_leaves_no_record_of_the_world_in_the_episode():
+    """Undoing a failed call puts back copies: a later call that edits the record in place must not
+    reach the world's own record, which every episode shares."""
+    base = make_base({"notes": {f"k{i}": {"text": f"note {i}"} for i in range(3)}, "writes": 0, "log": []}, ("notes",))
+    state = fork(base)
+    assert TOOLS.call(state, "scribble", {"key": "new", "fail": True}).startswith("Error:")
+    assert TOOLS.call(state, "scribble", {"key": "k1", "fail": False}) == "scribbled k1"
+    assert state["notes"]["k0"]["text"] == "note 0!!"
+    assert base["notes"].records["k0"] == {"text": "note 0"}
+
+
+def drop(data: State, name: str) -> str:
+    """Drop a top-level entry of the state.
+
+    Args:
+        data: The episode state.
+        name: The entry's name.
+    """
+    del data[name]
+    return f"dropped {name}"
+
+
+def test_a_strict_call_that_succeeds_keeps_its_removal_of_a_top_level_entry():
+    state = _state()
+    assert Toolset.of([drop]).call(state, "drop", {"name": "log"}) == "dropped log"
+    assert "log" not in state and state["writes"] == 0
