@@ -147,6 +147,32 @@ def test_without_a_private_root_root_runs_workers_as_nobody_who_cannot_read_root
         shutil.rmtree(folder)
 
 
+NO_MOUNTS = """import ctypes, os, struct, sys
+filter = [(0x20, 0, 0, 0), (0x15, 0, 1, 165), (0x06, 0, 0, 0x00050001), (0x06, 0, 0, 0x7FFF0000)]  # mount: EPERM
+code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *line) for line in filter))
+program = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(filter), ctypes.addressof(code)))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+assert libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.addressof(program), 0, 0) == 0
+os.execv(sys.executable, [sys.executable, "-s", "-S", "-c", sys.argv[1]])
+"""
+"""Runs the program given it under a seccomp filter that refuses mount (x86_64's number), and so
+every world a job's namespaces would need."""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter holds x86_64's number for mount")
+def test_namespaces_that_grant_no_right_to_mount_leave_jobs_as_plain_children(monkeypatch) -> None:
+    """As under Ubuntu's AppArmor, which lets a user make namespaces but denies every right in them:
+    the worker must not die building each job a world it cannot mount."""
+    no_mounts = Isolation("no-mounts", ("python3", "-c", NO_MOUNTS), False, "namespaces without mounts")
+    monkeypatch.setattr(local, "worker_isolation", lambda: no_mounts)
+    with LocalSandbox(workers=1) as sandbox:
+        assert "sharing its /tmp" in sandbox.describe()["job"]
+        verdicts = [sandbox.verify(f"def verify(state, answer):\n    return {n % 2 == 0}", {}, "").status
+                    for n in range(4)]
+    assert verdicts == ["ok", "failed"] * 2
+
+
 @pytest.fixture(scope="module")
 def without_namespaces() -> Iterator[LocalSandbox]:
     if not user_namespaces():

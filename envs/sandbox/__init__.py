@@ -165,8 +165,9 @@ class Worker(ABC):
 WEAKNESSES: tuple[tuple[Callable[[dict[str, Any]], bool], str], ...] = (
     (lambda g: g.get("undumpable"), "the sandbox worker could not make itself non-dumpable: a job may tamper with it"),
     (lambda g: g.get("seccomp"), "sandbox jobs run without a seccomp filter (no ctypes, or an unknown architecture)"),
-    (lambda g: g.get("namespaces"), "user namespaces are refused here: sandbox jobs share their worker's /tmp, and "
-                                    "their process count with every job of the same user"),
+    (lambda g: g.get("namespaces"), "user namespaces are refused here (or grant no right to mount): sandbox jobs "
+                                    "share their worker's /tmp, and their process count with every job of the same "
+                                    "user"),
     (lambda g: g.get("cgroup") != "refused", "the sandbox worker could not join its control group: memory and "
                                              "process limits hold per process only"),
 )
@@ -349,7 +350,8 @@ class Sandbox(ABC):
             job = (f"its own user, mount, PID and IPC namespaces: an empty {greeting.get('tmp_mb')} MB /tmp, "
                    f"{proc}, no capabilities")
         else:
-            job = "a child of the worker, sharing its /tmp (user namespaces are refused here)"
+            job = ("a child of the worker, sharing its /tmp (user namespaces are refused here, or grant no right "
+                   "to mount)")
         job += ", a seccomp filter" if greeting.get("seccomp") else ", no seccomp filter"
         return {
             "backend": self._describe_backend(),

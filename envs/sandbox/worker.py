@@ -33,11 +33,11 @@ worker, and a job that cannot name the worker (another PID namespace) to signal 
 module and ``os`` blocks below are only a speed bump that gives naive code a clear error
 (``sys.modules['posix']`` and ``importlib`` get around them).
 
-Where user namespaces are refused (the local backend's last fallback), jobs run in plain children
-of the worker, sharing its ``/tmp``, made by the worker itself (a job that digs out ``ctypes`` can
-read what the worker freed of earlier jobs); the worker's greeting says so. Killing the job's
-process group then ends every process of the job: its seccomp filter refuses ``setsid`` and
-``setpgid``, the ways out of that group.
+Where user namespaces are refused, or grant no right to build a world in them (the local backend's
+last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, made by the worker
+itself (a job that digs out ``ctypes`` can read what the worker freed of earlier jobs); the
+worker's greeting says so. Killing the job's process group then ends every process of the job: its
+seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group.
 """
 
 import sys
@@ -299,8 +299,10 @@ class Setting:
         return [fd for slot in self.cgroup_slots for fd in slot]
 
     def _probe(self):
-        """Whether a child may have the job namespaces, join both control groups, and mount a
-        /proc of its own (a container's masked /proc forbids that)."""
+        """Whether a child may have the job namespaces and build its world in them (map its user
+        and mount a ``/tmp``: a kernel may grant the namespaces but no rights in them, as Ubuntu's
+        AppArmor does), join both control groups, and mount a /proc of its own (a container's
+        masked /proc forbids that)."""
         try:
             pid = self.kernel.clone(JOB_NAMESPACES) if self.kernel else None
         except OSError:
@@ -315,15 +317,22 @@ class Setting:
                     os.write(fd, b"0")
             except OSError:
                 code |= 1
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             try:
                 if namespaces:
                     for path, text in self._maps:
                         _write_file(path, text)
-                    self.kernel.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                    self.kernel.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, b"size=1m")
+            except OSError:
+                code |= 4
+            try:
+                if namespaces and not code & 4:
+                    self.kernel.mount(b"proc", b"/proc", b"proc", flags)
             except OSError:
                 code |= 2
             os._exit(code)
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        namespaces = namespaces and not code & 4
         return namespaces, not code & 1, namespaces and not code & 2
 
     def spawn(self, sibling=False):
