@@ -77,12 +77,14 @@ def load_golden(path: str | Path) -> dict[str, Any]:
     """A golden file: ``{"domain", "split", "initial_data_hash", "tasks": [...]}``, each task with its
     gold ``actions``, the ``tool_outputs`` upstream gave, ``changed_records`` and ``final_data_hash``."""
     try:
-        golden = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
+        golden = json.loads(Path(path).read_bytes())
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"{path} is not a tau-bench golden file: not JSON ({error})") from None
     missing = {"domain", "initial_data_hash", "tasks"} - set(golden if isinstance(golden, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a tau-bench golden file: it lacks {sorted(missing)}")
+    if not isinstance(golden["domain"], str) or not isinstance(golden["tasks"], list):
+        raise ValueError(f"{path} is not a tau-bench golden file: its domain must be text and its tasks a list")
     return golden
 
 

@@ -116,6 +116,8 @@ def claim_output(out: Path, evaluated: str, adapter: str | None, **how: Any) -> 
         results = any(entry.name != SETTINGS for entry in out.iterdir())
         held = json.loads(path.read_text()) if path.exists() and results else None
         settings = json.loads(json.dumps(settings))  # as they read back
+        if held is not None and not isinstance(held, dict):
+            raise ValueError(f"{path.name} holds no settings")
         if held is None:
             write_atomic(path, json.dumps(settings, indent=1) + "\n")
             return

@@ -596,10 +596,12 @@ def compiled(text, count):
     there (tracebacks and ``inspect.getsource`` read them)."""
     name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
     linecache.cache[name] = (len(text), None, text.splitlines(keepends=True), name)
-    tree = compile(text, name, "exec", COMPILE_FLAGS)
+    # dont_inherit: a cell's annotations are evaluated, as IPython's, not strings by this module's future import
+    tree = compile(text, name, "exec", COMPILE_FLAGS, dont_inherit=True)
     shown = tree.body and isinstance(tree.body[-1], ast.Expr) and not quiet(text)
     last = tree.body.pop() if shown else None
-    return compile(tree, name, "exec"), None if last is None else compile(ast.Expression(last.value), name, "eval")
+    value = None if last is None else compile(ast.Expression(last.value), name, "eval", dont_inherit=True)
+    return compile(tree, name, "exec", dont_inherit=True), value
 
 
 def run(code, namespace):

@@ -178,7 +178,10 @@ def from_golden(path: Path, data_root: Path | None = None) -> Source:
     wiki = root / f"wiki_{domain}.md"
     if domain not in DOMAINS or not (root / "data" / domain).is_dir() or not wiki.is_file():
         raise InputError(f"no {domain} data and wiki under {root} (data/{domain}/, wiki_{domain}.md) for {path}")
-    tasks = tuple(_task(i, raw) for i, raw in enumerate(golden["tasks"]))
+    try:
+        tasks = tuple(_task(i, raw) for i, raw in enumerate(golden["tasks"]))
+    except (KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a tau-bench golden file: {type(error).__name__}: {error}") from None
     return Source(domain, golden.get("split", path.stem), tasks, root / "data" / domain, wiki.read_text())
 
 

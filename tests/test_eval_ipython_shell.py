@@ -132,6 +132,9 @@ def bench() -> m3tooleval.Benchmark:
      ["", "1", "2", m3tooleval.NO_OUTPUT, "3", "(7, 1, '', 1, 2)"]),
     (["display('a', [1, 2], raw=True)\ndisplay()", "'display' in dir()"], ["a [1, 2]\n\n", "False"]),
     (["print(type(__builtins__), __builtin__ is __builtins__)"], ["<class 'module'> True\n"]),
+    # annotations are evaluated, not strings (the shell's module has a future import its cells must not inherit)
+    (["def f(x: int = 3) -> str:\n    pass\nf.__annotations__", "f"],
+     [" {'x': int, 'return': str}\n", " <function __main__.f(x: int = 3) -> str>\n"]),
 ])
 def test_code_actions_show_what_upstreams_ipython_shell_shows(bench, cells, shown):
     replies = [action(cell) for cell in cells] + ["Answer: 42"]

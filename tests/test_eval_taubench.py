@@ -344,6 +344,25 @@ def test_the_older_dict_task_format_reads_too(tmp_path):
     assert (task.user_id, task.actions[0].arguments, task.outputs) == ("u1", {"user_id": "u1"}, ("7",))
 
 
+@pytest.mark.parametrize("golden, wrong", [
+    ('{"domain": "retail", "initial_data_hash": "x", "tasks": 5}', "its tasks a list"),
+    ('{"domain": ["retail"], "initial_data_hash": "x", "tasks": []}', "its domain must be text"),
+    ('{"domain": "retail", "initial_data_hash": "x", "tasks": [{"actions": []}]}', "KeyError: 'instruction'"),
+    ('{"domain": "retail", "initial_data_hash": "x", "tasks": [{"instruction": "i", "actions": [], '
+     '"required_outputs": null}]}', "outputs must be a list of text"),
+    ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    (b"\xff{}", "not JSON"),
+])
+def test_a_malformed_golden_file_is_bad_input_naming_it(tmp_path, caplog, golden, wrong):
+    (tmp_path / "golden").mkdir()
+    (tmp_path / "data").symlink_to(SHARED / "data")
+    (tmp_path / "wiki_retail.md").symlink_to(SHARED / "wiki_retail.md")
+    path = tmp_path / "golden" / "bad.json"
+    path.write_bytes(golden if isinstance(golden, bytes) else golden.encode())
+    assert run(taubench.main, ["--golden", str(path), "--policy", "gold", "--out", str(tmp_path / "out")]) == 2
+    assert f"{path} is not a tau-bench golden file" in caplog.text and wrong in caplog.text
+
+
 @pytest.mark.parametrize("task, wrong", [
     ("Task(user_id='u', instruction='i', actions=[], outputs='abc')", "outputs must be a list of text"),
     ("Task(user_id='u', instruction='i', actions=[], outputs=[5])", "outputs must be a list of text"),
@@ -387,6 +406,9 @@ def test_a_rerun_into_a_folder_of_another_policys_results_exits_2_and_the_same_o
     assert "holds results of evaluated='gold'" in caplog.text and "evaluated='nothing'" in caplog.text
     assert run(taubench.main, golden + ["--policy", "gold"]) == 0
     assert run(taubench.main, golden + ["--policy", "gold", "--out", str(tmp_path / "settings.json")]) == 2
+    for held in ("[]", "5", "not json"):  # a settings file that holds no settings is a folder to fix, not a crash
+        (tmp_path / cli.SETTINGS).write_text(held)
+        assert run(taubench.main, golden + ["--policy", "gold"]) == 2
 
 
 def test_a_folder_a_failed_run_claimed_before_its_first_record_is_claimed_anew(tmp_path, caplog, monkeypatch):
