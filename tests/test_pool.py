@@ -234,3 +234,90 @@ def test_write_atomic_syncs_the_file_then_the_folder_that_holds_its_rename(tmp_p
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or real_fsync(fd))
     write_atomic(tmp_path / "summary.md", "text")
     assert synced == [(tmp_path / "summary.md").stat().st_ino, tmp_path.stat().st_ino]
+
+
+
+def test_a_middle_line_cut_inside_a_character_is_an_error_not_a_crash(tmp_path):
+    """Only the *last* line can be a crash's tail."""
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"a": 1}\xc3\n{"b": 2}\n')
+    with pytest.raises(RecordsError, match=r"log.jsonl:1: not valid UTF-8"):
+        read_jsonl(path)
+
+
+def test_blank_lines_of_spaces_or_carriage_returns_are_skipped(tmp_path):
+    """A hand-edited or CRLF file."""
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\r\n   \n{"b": 2}\n')
+    assert read_jsonl(path) == [{"a": 1}, {"b": 2}]
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_json_nested_past_pythons_recursion_limit_is_a_records_error_or_a_skipped_tail(tmp_path, last):
+    """A line nested past the parser is a crash's tail where it is last, else an error naming it."""
+    path = tmp_path / "log.jsonl"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(b'{"a": 1}\n' + deep + (b"" if last else b'\n{"b": 2}\n'))
+    if last:
+        assert read_jsonl(path) == [{"a": 1}]
+    else:
+        with pytest.raises(RecordsError, match=r"log.jsonl:2: not readable JSON"):
+            read_jsonl(path)
+
+
+def test_an_append_cuts_a_partial_last_line_as_long_as_the_block_it_is_read_in(tmp_path):
+    """A partial last line of exactly 64 KiB right after a newline is still cut, not glued to."""
+    path = tmp_path / "log.jsonl"
+    head = b'{"a": 1}\n'
+    path.write_bytes(head + b'{"b": "' + b"x" * (65536 - 7))
+    assert read_jsonl(path) == [{"a": 1}]
+    append_jsonl(path, [{"new": True}])
+    assert read_jsonl(path) == [{"a": 1}, {"new": True}]
+
+
+def test_an_append_interrupted_by_ctrl_c_is_taken_back(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of an append takes its lines back, as an error does."""
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, [{"a": 1}])
+    before = path.read_bytes()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        append_jsonl(path, [{"b": 2}])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+
+
+def test_an_append_is_synced_to_disk(tmp_path, monkeypatch):
+    """Nothing lost on a crash: the appended lines reach the disk before append returns."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or real_fsync(fd))
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, [{"a": 1}])
+    assert synced == [path.stat().st_ino]
+
+
+def test_append_passes_its_dumps_options_on(tmp_path):
+    """Pools are written with their characters as they are."""
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, [{"text": "résumé", "n": {1, 2}}], ensure_ascii=False, default=sorted)
+    assert path.read_bytes() == '{"text": "résumé", "n": [1, 2]}\n'.encode()
+
+
+def test_write_atomic_interrupted_before_the_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """A write that fails before its rename leaves the old file whole."""
+    path = tmp_path / "summary.md"
+    path.write_text("old")
+
+    def crash(fd):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError):
+        write_atomic(path, "new text, longer")
+    monkeypatch.undo()
+    assert path.read_text() == "old"

@@ -250,3 +250,13 @@ def test_an_instruction_past_the_observation_space_is_cut_at_reset() -> None:
     observation, _ = env.reset(options={"task": long})
     assert env.observation_space.contains(observation) and observation.endswith("[output truncated]")
     assert observation.startswith(task.instruction)
+
+
+
+def test_a_lone_surrogate_comes_back_from_shared_memory_as_itself():
+    """A lone surrogate a tool said reaches the agent through shared memory as itself, not as U+FFFD."""
+    space = AnyText(max_length=8)
+    memory = create_shared_memory(space, n=2)
+    write_to_shared_memory(space, 0, "a\ud800b", memory)
+    write_to_shared_memory(space, 1, "\udfff", memory)
+    assert list(read_from_shared_memory(space, memory, n=2)) == ["a\ud800b", "\udfff"]

@@ -14,7 +14,7 @@ import gc
 import hashlib
 import json
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from envs.retail import tools as retail_tools
 from envs.retail import world as retail_world
 from envs.registry import env_class
 from envs.state import State, fork, make_base, to_plain
-from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash
+from envs.taubench import ENV_VAR, load_golden, shared_dir, upstream_hash, upstream_tool
 from envs.tools import Toolset, ToolMode
 
 SHARED = shared_dir() or Path(__file__).resolve().parents[1].parent / "shared" / "taubench"
@@ -163,3 +163,68 @@ def test_load_golden_rejects_other_json(tmp_path: Path) -> None:
     path.write_text(json.dumps({"tasks": []}))
     with pytest.raises(ValueError, match="not a tau-bench golden file"):
         load_golden(path)
+
+
+
+def test_upstream_hash_sorts_a_set_whatever_order_it_iterates_in() -> None:
+    """Upstream's to_hashable sorts sets."""
+    items = {8, 1}
+    assert list(items) != sorted(items)  # the precondition: iteration order is not sorted order
+    assert upstream_hash({"s": items}) == upstream_hash({"s": {1, 8}}) == upstream_hash({"s": [1, 8]})
+
+
+def test_upstream_hash_of_a_forked_state_equals_that_of_its_plain_copy() -> None:
+    """Copy-on-write tables (and other mappings) hash as the dicts they stand for."""
+    base = make_base({"users": {"u2": {"name": "b", "tags": ["x"]}, "u1": {"name": "a"}}, "meta": [1]}, ("users",))
+    state = fork(base)
+    state["users"]["u1"]["name"] = "changed"
+    assert upstream_hash(state) == upstream_hash(to_plain(state))
+    assert upstream_hash(MappingProxyType({"b": 1, "a": 2})) == upstream_hash({"a": 2, "b": 1})
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_upstream_hash_leaves_the_garbage_collector_as_it_found_it(enabled: bool) -> None:
+    """Hashing pauses the collector and puts it back as it was, on or off."""
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        upstream_hash({"a": [1, 2]})
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_load_golden_names_a_missing_tasks_list(tmp_path) -> None:
+    """A golden file without its tasks says which key it lacks."""
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps({"domain": "retail", "initial_data_hash": "x"}))
+    with pytest.raises(ValueError, match=r"not a tau-bench golden file: it lacks \['tasks'\]"):
+        load_golden(path)
+
+
+@pytest.mark.parametrize("top", [[{"domain": "retail"}], 5, "domain initial_data_hash tasks", None])
+def test_load_golden_rejects_json_that_is_not_an_object(tmp_path, top) -> None:
+    """JSON that is not an object (a list of objects, a number) is no golden file, not a crash."""
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps(top))
+    with pytest.raises(ValueError, match="not a tau-bench golden file"):
+        load_golden(path)
+
+
+def test_an_empty_data_dir_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TAUBENCH_DATA_DIR= (empty) is not the current folder."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    unset = shared_dir()
+    monkeypatch.setenv(ENV_VAR, "")
+    assert shared_dir() == unset
+
+
+def test_an_upstream_copy_keeps_the_tools_defaults() -> None:
+    """upstream_tool is general: a tool's default arguments survive the copy."""
+
+    def get_thing(data, thing_id, limit=3, *, verbose=False):
+        return f"{thing_id}:{limit}:{verbose}"
+
+    copy = upstream_tool(get_thing, "tau_bench.envs.retail.tools")
+    assert copy(data={}, thing_id="x") == "x:3:False"
+    assert copy.__qualname__ == "GetThing.invoke"

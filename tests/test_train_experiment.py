@@ -11,7 +11,7 @@ import pytest
 from agents.models import load_tokenizer
 from envs.pool import load_pool
 from envs.records import read_jsonl
-from eval.estimators import wilson_interval
+from eval.estimators import bootstrap_interval, wilson_interval
 from test_train_support import save_model, tiny_llama
 from train import experiment
 from train.config import TrainConfig
@@ -146,3 +146,20 @@ def test_seeds_that_are_not_numbers_exit_2_naming_the_flag(capsys):
     with pytest.raises(SystemExit) as exit_:
         experiment.main(["--seeds", "0,a"])
     assert exit_.value.code == 2 and "--seeds takes comma-separated whole numbers, got '0,a'" in capsys.readouterr().err
+
+
+
+def test_rl_gain_pairs_only_the_seeds_that_measured_both_stages():
+    """A seed with an RL result but no warm-start one is left out of the gain, not a KeyError."""
+    runs = {0: {"warm_start": {"d": {"a": 0.0, "b": 0.0}}, "rl": {"d": {"a": 1.0, "b": 0.0}}},
+            1: {"rl": {"d": {"a": 1.0, "b": 1.0}}}}
+    row = experiment.summarize(runs)["d"]
+    assert row["rl_gain"]["mean"] == 0.5 and row["rl"]["seeds"] == 2 and row["warm_start"]["seeds"] == 1
+
+
+def test_rl_gain_gets_the_paired_bootstrap_even_when_every_difference_is_0_or_1():
+    """Differences are not successes: no Wilson interval for them."""
+    runs = {0: {"warm_start": {"d": {"a": 0.0, "b": 0.0, "c": 1.0, "e": 1.0}},
+                "rl": {"d": {"a": 1.0, "b": 1.0, "c": 1.0, "e": 1.0}}}}
+    gain = experiment.summarize(runs)["d"]["rl_gain"]
+    assert (gain["low"], gain["high"]) == bootstrap_interval([[1.0, 1.0, 0.0, 0.0]])
