@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import hashlib
+import io
 import linecache
+import os
 import re
+import signal
 import types
 
 import pytest
@@ -17,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eval import m3tooleval
-from eval.ipython_shell import cleaned, compiled, pretty
+from eval.ipython_shell import Shell, cleaned, compiled, frame_head, pretty
 from eval.m3tooleval import load_benchmark, run_task
 from envs.sandbox import default_sandbox
 from agents.policy import scripted
@@ -320,3 +324,130 @@ def test_a_timed_out_cells_traceback_ends_with_the_checkouts_alarm_handler_as_up
     assert session.run("while True:\n    pass") == "\n".join(
         [RULE, header("TimeoutError"), "File <ipython-input-1-b7133701d76c>:1", "----> 1 while True:",
          "      2     pass", "", handler, "TimeoutError: Timed out after 1 seconds.", ""])
+
+
+def test_a_value_exactly_as_wide_as_a_line_stays_on_it_one_wider_breaks():
+    """IPython's max_width is 79: a 79-character literal is one line, an 80-character one breaks."""
+    fits, too_wide = ["a" * 35, "b" * 36], ["a" * 36, "b" * 36]
+    assert len(repr(fits)) == 79 and len(repr(too_wide)) == 80
+    assert pretty(fits) == repr(fits)
+    assert pretty(too_wide) == "['" + "a" * 36 + "',\n '" + "b" * 36 + "']"
+
+
+def test_a_set_of_a_thousand_items_is_shown_in_its_own_order_as_ipython_does():
+    """IPython sorts a set only below max_seq_length (1000) items; at 1000 it keeps the set's order."""
+    values = set(range(2000, 3000))  # ints: a fixed order, not the sorted one
+    assert list(values) != sorted(values)
+    assert pretty(values) == "{" + ",\n ".join(map(str, values)) + "}"
+
+
+def test_a_set_whose_items_do_not_compare_is_sorted_by_their_text():
+    assert pretty({3, 20, 100, (1,)}) == "{(1,), 100, 20, 3}"
+
+
+@pytest.mark.parametrize("value, shown", [
+    (frozenset(), "frozenset()"),
+    (collections.Counter(), "Counter()"),
+    (collections.deque([1], maxlen=0), "deque([], maxlen=0)"),
+])
+def test_empty_and_edge_collections_show_as_ipython_shows_them(value, shown):
+    assert pretty(value) == shown
+
+
+def test_a_mapping_that_holds_itself_shows_the_cycle_as_ipythons_dict_printer_does():
+    """IPython writes any mapping met again inside itself as ``{...}``, a mappingproxy too."""
+    inner: dict = {}
+    proxy = types.MappingProxyType(inner)
+    inner["m"] = proxy
+    assert pretty(proxy) == "mappingproxy({'m': {...}})"
+
+
+def test_a_class_without_a_module_shows_by_its_bare_name():
+    """IPython's type printer: a ``__module__`` of None (as builtins) names the class alone."""
+    assert pretty(type("Moduleless", (), {"__module__": None})) == "Moduleless"
+
+
+def shown(*cells: str) -> list[str]:
+    """What the shell prints for each cell, run one after another in one namespace."""
+    shell, printed = Shell({}), []
+    for count, cell in enumerate(cells, 1):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            shell.live(cell, count, 30)
+        printed.append(out.getvalue())
+    return printed
+
+
+def test_out_itself_is_shown_but_not_kept_as_ipythons_display_hook_skips_it():
+    """IPython's DisplayHook.update_user_ns returns early for ``Out``: no ``_``, no ``Out[n]``."""
+    assert shown("Out", "_", "Out") == ["Out[1]: {}\n", "Out[2]: ''\n", "Out[3]: {2: ''}\n"]
+
+
+def test_raise_from_none_shows_only_the_new_exception():
+    cell = "try:\n    1/0\nexcept Exception:\n    raise ValueError('x') from None"
+    [text] = shown(cell)
+    assert "ZeroDivisionError" not in text and "During handling" not in text
+    assert text.endswith("----> 4     raise ValueError('x') from None\n\nValueError: x\n")
+
+
+@pytest.mark.parametrize("blank_lines, numbered", [(4, True), (5, False)])
+def test_code_given_to_exec_names_its_first_line_within_ipythons_window_only(blank_lines, numbered):
+    """No source for exec'd code: IPython marks the code's first line if the failing one is at most
+    2 * context (4) lines below it, and writes only ``File <string>:n`` further down."""
+    [text] = shown(f"exec({chr(10) * blank_lines + '1/0'!r})")
+    where = f"File <string>:{blank_lines + 1}\n"
+    no_source = "      1 'Could not get source, probably due dynamically evaluated source code.'\n"
+    assert (where + no_source in text) is numbered
+    assert where + ("" if numbered else "\n") in text
+
+
+def test_blank_lines_between_statements_are_not_shown_around_the_line():
+    """stack_data drops blank lines at a piece's ends: a comment's piece shows without the blank lines after it."""
+    [text] = shown("x = 1\n# note\n\n\ny = 1/0")
+    assert "File <ipython-input-1-dceb724bc500>:5\n      1 x = 1\n      2 # note\n----> 5 y = 1/0\n" in text
+
+
+def test_ipythons_open_refuses_each_standard_stream():
+    for fd, text in zip((0, 1, 2), shown("open(0)", "open(1)", "open(2)")):
+        assert f"ValueError: IPython won't let you open fd={fd} by default" in text
+
+
+class Oops(Exception):
+    pass
+
+
+def test_an_exception_of_a_class_outside_builtins_shows_with_its_module():
+    assert pretty(Oops("m", 2)) == f"{__name__}.Oops('m', 2)"
+    assert pretty(KeyError("k")) == "KeyError('k')"
+
+
+def test_recursion_is_collapsed_per_stretch_of_frames_seen_more_than_three_times():
+    """stack_data collapses only (code, line)s seen more than three times: ``g``'s three frames stay,
+    and split ``f``'s frames into two stretches, each collapsed on its own (IPython 9.19's text)."""
+    [text] = shown("def f(n, m):\n    return f(n - 1, m) if n else g(m)\ndef g(m):\n"
+                   "    return 1/0 if m is None else g(m - 1) if m else f(4, None)\nf(4, 1)")
+    heads = [line for line in text.splitlines() if line.startswith(("File", "    [..."))]
+    f, g = "File <ipython-input-1-d77472e05a74>:2, in f(n, m)", "File <ipython-input-1-d77472e05a74>:4, in g(m)"
+    skipped = "    [... skipping similar frames: f at line 2 (2 times)]"
+    assert heads == ["File <ipython-input-1-d77472e05a74>:5", f, f, skipped, f, g, g, f, f, skipped, f, g]
+
+
+def test_a_seven_line_statement_around_the_line_is_cut_as_stack_data_cuts_it():
+    """Pieces longer than six lines (other than the failing one) show three lines, a gap, the last two."""
+    [text] = shown("a = [\n    1,\n    2,\n    3,\n    4,\n    5,\n]\nb = a[9]")
+    cut = "      1 a = [\n      2     1,\n      3     2,\n   (...)      6     5,\n      7 ]\n----> 8 b = a[9]\n"
+    assert cut in text
+    [text] = shown("a = [\n    1,\n    2,\n    3,\n    4,\n]\nb = a[9]")  # six lines: whole
+    assert "      4     3,\n      5     4,\n      6 ]\n----> 7 b = a[9]\n" in text
+
+
+def test_a_file_under_the_home_folder_is_written_from_a_tilde():
+    home = os.path.expanduser("~")
+    assert frame_head(os.path.join(home, "lib", "m.py"), 3, "f(x)") == f"File ~{os.sep}lib{os.sep}m.py:3, in f(x)"
+    assert frame_head("/elsewhere/m.py", 3) == "File /elsewhere/m.py:3"
+
+
+def test_a_cell_leaves_no_alarm_pending():
+    """The cell's time limit is cleared when it ends, as upstream's ``time_limit`` does: a pending
+    SIGALRM would interrupt whatever runs next in the process."""
+    shown("1")
+    assert signal.alarm(0) == 0
