@@ -531,6 +531,13 @@ def _swappable(state, status: str, want_available: bool = True):
     raise AssertionError("no such order in the generated world")
 
 
+def _swap(state: State, tool: str, order: dict[str, Any], old: list[str], new: list[str]) -> str:
+    """An item-swapping call of ``tool`` on ``order``, paid with the order's first payment method."""
+    method = order["payment_history"][0]["payment_method_id"]
+    return RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": old, "new_item_ids": new,
+                                     "payment_method_id": method})
+
+
 def test_item_swaps_name_an_item_that_is_not_in_the_order() -> None:
     """An item id the order does not hold is refused in upstream's words ("Error: <id> not found"),
     for both item-swapping tools, before any other check; nothing is written."""
@@ -538,10 +545,7 @@ def test_item_swaps_name_an_item_that_is_not_in_the_order() -> None:
     before = state_hash(state)
     for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
         order, _, other = _swappable(state, status)
-        method = order["payment_history"][0]["payment_method_id"]
-        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": ["0000000000"],
-                                        "new_item_ids": [other], "payment_method_id": method})
-        assert out == "Error: 0000000000 not found", tool
+        assert _swap(state, tool, order, ["0000000000"], [other]) == "Error: 0000000000 not found", tool
     assert state_hash(state) == before
 
 
@@ -551,14 +555,11 @@ def test_item_swaps_need_as_many_new_items_as_old_ones() -> None:
     before = state_hash(state)
     for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
         order, item, other = _swappable(state, status)
-        method = order["payment_history"][0]["payment_method_id"]
-        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]] * 2,
-                                        "new_item_ids": [other], "payment_method_id": method})
+        out = _swap(state, tool, order, [item["item_id"]] * 2, [other])
         assert out in ("Error: the number of items to be exchanged should match",
                        f"Error: {item['item_id']} not found"), tool  # a single item is refused earlier
         if len([i for i in order["items"] if i["item_id"] == item["item_id"]]) == 1:
-            out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]],
-                                            "new_item_ids": [other, other], "payment_method_id": method})
+            out = _swap(state, tool, order, [item["item_id"]], [other, other])
             assert out == "Error: the number of items to be exchanged should match", tool
     assert state_hash(state) == before
 
@@ -569,9 +570,7 @@ def test_item_swaps_refuse_a_variant_that_is_not_available() -> None:
     before = state_hash(state)
     for tool, status in (("modify_pending_order_items", "pending"), ("exchange_delivered_order_items", "delivered")):
         order, item, unavailable = _swappable(state, status, want_available=False)
-        method = order["payment_history"][0]["payment_method_id"]
-        out = RETAIL.call(state, tool, {"order_id": order["order_id"], "item_ids": [item["item_id"]],
-                                        "new_item_ids": [unavailable], "payment_method_id": method})
+        out = _swap(state, tool, order, [item["item_id"]], [unavailable])
         assert out == f"Error: new item {unavailable} not found or available", tool
     assert state_hash(state) == before
 
