@@ -189,8 +189,8 @@ class Isolation:
 
 
 WORKER_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
-AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
-             "--bounding-set=-all", "--no-new-privs")
+BECOME_NOBODY = (f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")  # setpriv's options
+AS_NOBODY = ("setpriv", *BECOME_NOBODY, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs")
 """How root starts a worker that gets no private root of root's: as nobody, so that its jobs cannot
 read or write root's files or fork past ``RLIMIT_NPROC`` (root ignores it)."""
 NAMESPACES = ("--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private")
@@ -213,7 +213,7 @@ def isolations() -> list[Isolation]:
     ways = []
     if visible:
         if root:
-            script = private_root(python, " ".join(AS_NOBODY[1:4]))  # root becomes nobody on its private root
+            script = private_root(python, " ".join(BECOME_NOBODY))  # root becomes nobody on its private root
             ways.append(Isolation("private-root", ("unshare", *NAMESPACES, "sh", "-c", script), True,
                                   f"local: worker processes as nobody {ON_A_PRIVATE_ROOT}"))
         ways.append(Isolation(
