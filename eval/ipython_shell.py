@@ -15,7 +15,8 @@ checked against IPython's output in the tests. A shown value is kept as ``_`` (o
 and ``___``, unless the code assigned one of those itself), as ``_<n>`` and in ``Out``; ``display``
 prints its objects, as it does in a shell without a frontend such as upstream's; ``help`` is pydoc's.
 The task's tools are stand-ins that call the real ones in the caller, shown, named and helped as
-the real ones.
+the real ones; a tool's error is the tool's own where its type is built in, else one of a class
+named as the tool's, under the same built-in class.
 
 A cell is cleaned as IPython cleans it (leading blank lines and common indentation dropped; a one-line
 cell naming ``exit`` or ``quit`` calls it, as IPython's autocall does), kept in ``In`` and ``_i<n>``,
@@ -25,8 +26,9 @@ verbose traceback writes it: a rule, each exception of the chain oldest first, e
 them (whole statements, two before and after, one for a cause; deep recursion collapsed), a tool's
 own frames as written where the tool ran. A cell that does not compile gets IPython's short form.
 What differs: %magics, !commands and ``?`` help are not run (nor kept in ``In`` as IPython rewrites
-them); no ``get_ipython``; a SyntaxError raised while running (``eval('1 +')``) is written as other
-errors are.
+them); no ``get_ipython``; no top-level ``await``; a SyntaxError raised while running (``eval('1 +')``)
+is written as other errors are; a cell that replaces what a standard module holds (``textwrap.dedent
+= None``) can break the shell's own use of it in later cells.
 """
 
 from __future__ import annotations
@@ -67,24 +69,57 @@ class Discard(io.TextIOBase):
 
 def tool(name, about):
     """One of the task's tools as a function of the cell's namespace: its calls cross to the caller
-    through the sandbox's ``_m3_tool`` bridge; values come back as literals, errors keep their type.
-    ``about``: the real tool's ``module``, ``qualname`` and ``doc``, the text IPython ``shows`` for it
-    and the text ``help`` writes of it, all from the caller, where the tool lives; an error's reply may
-    hold the tool's ``frames``, as IPython writes them in a traceback."""
+    through the sandbox's ``_m3_tool`` bridge; values come back as literals (:func:`literal`), errors
+    as :func:`tool_error` rebuilds them. ``about``: the real tool's ``module``, ``qualname`` and
+    ``doc``, the text IPython ``shows`` for it and the text ``help`` writes of it, all from the caller,
+    where the tool lives; an error's reply may hold the tool's ``frames``, as IPython writes them."""
     def call(*args, **kwargs):
         reply = _m3_tool(name, repr(args), repr(kwargs))  # noqa: F821 (the bridge the sandbox defines)
         if "error" in reply:
-            kind = getattr(builtins, reply["type"], None)
-            if not (isinstance(kind, type) and issubclass(kind, Exception)):
-                kind = RuntimeError
-            error = kind(reply["error"])
+            error = tool_error(reply)
             setattr(error, CALLER_FRAMES, reply.get("frames", []))
             raise error
-        return ast.literal_eval(reply["literal"]) if "literal" in reply else reply["text"]
+        return literal(reply["literal"]) if "literal" in reply else reply["text"]
     call.__name__ = name
     call.__module__, call.__qualname__, call.__doc__ = about["module"], about["qualname"], about["doc"]
     STAND_INS[id(call)] = (call, about)
     return call
+
+
+def tool_error(reply):
+    """A tool's error as the cell catches it and IPython shows it: the tool's own exception when its
+    type is built in and its ``args`` are literals that rebuild it; else one of a class of the same
+    name under the nearest built-in class of the tool's (``base``), with its ``args`` where they are
+    literals, saying what the tool's said."""
+    base = getattr(builtins, reply.get("base", ""), None)
+    if not (isinstance(base, type) and issubclass(base, Exception)):
+        base = RuntimeError
+    message, args = reply["error"], (reply["error"],)
+    with contextlib.suppress(Exception):  # args that are no literal, or a constructor that wants others
+        args = literal(reply["args"])
+        error = base(*args)
+        if reply["type"] == base.__name__ and str(error) == message:
+            return error
+
+    def init(self):
+        BaseException.__init__(self, *args)
+
+    kind = type(reply["type"], (base,), {"__init__": init, "__str__": lambda self: message,
+                                         "__module__": reply.get("module", base.__module__)})
+    return kind()
+
+
+class NonFinite(ast.NodeTransformer):
+    """The names ``repr`` writes for non-finite floats, as those floats."""
+
+    def visit_Name(self, node):
+        return ast.Constant(float(node.id)) if node.id in ("nan", "inf") else node
+
+
+def literal(text):
+    """``ast.literal_eval`` that also reads ``nan`` and ``inf`` as ``repr`` writes them: a tool's value
+    crosses from the caller as its ``repr``."""
+    return ast.literal_eval(NonFinite().visit(ast.parse(text.lstrip(" \t"), mode="eval")))
 
 
 STAND_INS = {}  # id -> (a tool's stand-in, what the caller said of the real tool); held, so no id is reused
@@ -967,10 +1002,12 @@ class Shell:
         try:
             with alarm:
                 value = run(code, self.namespace)
-                if value is not None:
+                if value is not None:  # IPython formats a value before it keeps it, and keeps one it cannot format
+                    text = formatted(value)
                     self.keep(value, count)
-                    text = pretty(value)
-                    print(f"Out[{count}]: " + ("\n" if "\n" in text else "") + text)  # as IPython writes it
+                    sys.stdout.write(f"Out[{count}]: ")  # as IPython writes it: the prompt, then print's
+                    if text is not None:
+                        print(("\n" if "\n" in text else "") + text)
         except SystemExit as error:  # IPython's words for it
             print("An exception has occurred, use %tb to see the full traceback.\n")
             print("".join(traceback.format_exception_only(type(error), error)))
@@ -981,6 +1018,15 @@ class Shell:
                 text = "Unexpected exception formatting exception. Falling back to standard exception\n"
             print(text, end="")
         return alarm.went_off
+
+
+def formatted(value):
+    """The value's text after IPython's prompt; None when formatting it fails (IPython's formatter
+    sends that error to stderr, unseen)."""
+    try:
+        return pretty(value)
+    except Exception:
+        return None
 
 
 class Alarm:

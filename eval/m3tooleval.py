@@ -42,8 +42,9 @@ called), and the new cell goes on from there as in a live shell. A shown value c
 shell shows only stdout; ``SystemExit`` gets IPython's note and the shell goes on; empty output becomes
 upstream's "Did you forget to print?" note; output is cut at 2000 characters; a cell may run 30 s (an
 alarm in the job, as upstream's; then a TimeoutError, and the cell is kept in ``In`` but not replayed:
-what it set is lost). Tool arguments and results cross the boundary as Python literals, so tuples and
-sets survive.
+what it set is lost). Tool arguments and results cross the boundary as Python literals, so tuples, sets
+and non-finite floats survive; a tool's error crosses with its type's name, its built-in base class
+and its arguments.
 Upstream's ``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its
 place.
 
@@ -61,6 +62,7 @@ cache (``$SELF_CHALLENGE_CACHE`` or ``~/.cache/self-challenge``) when the networ
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import copy
 import functools
@@ -89,7 +91,7 @@ from envs.records import RecordsError, append_jsonl, read_jsonl
 from envs.sandbox import Sandbox, default_sandbox
 from eval import cli, report
 from eval.cli import InputError, run
-from eval.ipython_shell import attribute, context_lines, frame_head, frame_texts, pretty
+from eval.ipython_shell import attribute, context_lines, frame_head, frame_texts, literal, pretty
 from agents.policy import ContextLimitExceeded, ModelPolicy, Policy, Reply
 from agents.prompting import Message
 
@@ -299,6 +301,27 @@ class _Cell:
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
+def _error_reply(error: Exception) -> dict[str, str]:
+    """A tool's error as the shell's stand-in rebuilds it (:func:`eval.ipython_shell.tool_error`): its
+    text, its type's name and module, the nearest built-in class it derives from, and its ``args``
+    when they are literals."""
+    kind = type(error)
+    base = next(cls for cls in kind.__mro__ if getattr(builtins, cls.__name__, None) is cls)
+    reply = {"error": _text_of(error), "type": kind.__name__, "module": str(kind.__module__), "base": base.__name__}
+    with contextlib.suppress(Exception):
+        args = repr(error.args)
+        literal(args)
+        reply["args"] = args
+    return reply
+
+
+def _text_of(error: Exception) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
+
+
 @dataclass
 class CodeSession:
     """One task's Python shell, emulated in the sandbox (see the module docstring)."""
@@ -322,11 +345,13 @@ class CodeSession:
             with _quiet():
                 value = self.tools[name].function(*positional, **keywords)
         except Exception as error:  # the tool's frames, from the one below this one, as IPython would show them
-            return {"error": str(error), "type": type(error).__name__,
-                    "frames": frame_texts(error.__traceback__.tb_next, context=2)}
-        text = repr(value)
+            return {**_error_reply(error), "frames": frame_texts(error.__traceback__.tb_next, context=2)}
         try:
-            ast.literal_eval(text)
+            text = repr(value)
+        except Exception as error:  # an int past Python's limit on decimal digits: upstream's print fails alike
+            return _error_reply(error)
+        try:
+            literal(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return {"text": str(value)}
         return {"literal": text}

@@ -6,6 +6,7 @@ M3ToolEval's code actions in the sandbox and are upstream's observations for the
 from __future__ import annotations
 
 import ast
+import builtins
 import collections
 import contextlib
 import hashlib
@@ -451,3 +452,24 @@ def test_a_cell_leaves_no_alarm_pending():
     SIGALRM would interrupt whatever runs next in the process."""
     shown("1")
     assert signal.alarm(0) == 0
+
+
+def test_a_value_is_formatted_before_it_is_kept_and_one_that_cannot_be_is_kept_unshown():
+    """IPython 9.19's output for these cells: ``Out`` shown holds the earlier values only; a value whose
+    repr fails (or too deep to lay out) gets the bare prompt, its error unseen on stderr, and is still
+    kept as ``_`` and ``Out[n]``."""
+    failing = "class A:\n    def __repr__(self):\n        raise ValueError('no')\nA()"
+    deep = "d = {}\nfor i in range(600):\n    d = {'k': d}\nd"
+    assert shown("1", "Out.keys()", failing, "type(_).__name__, sorted(Out)", deep, "3") == [
+        "Out[1]: 1\n", "Out[2]: dict_keys([1])\n", "Out[3]: ", "Out[4]: ('A', [1, 2, 3])\n", "Out[5]: ", "Out[6]: 3\n"]
+
+
+def test_the_prompt_is_written_as_ipython_writes_it_and_the_value_as_it_prints_it():
+    """IPython writes ``Out[n]: `` to stdout and prints the value: a cell that silences ``print`` (as
+    IPython 9.19 shows) leaves the prompt alone."""
+    real = builtins.print
+    try:
+        printed = shown("import builtins\nbuiltins.print = lambda *args, **kwargs: None\n5", "6")
+    finally:
+        builtins.print = real
+    assert printed == ["Out[1]: ", "Out[2]: "]

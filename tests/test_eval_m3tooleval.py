@@ -7,8 +7,10 @@ line's exit codes."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eval import m3tooleval
+from envs.sandbox import default_sandbox
 from eval.cli import InputError, run
 from eval.m3tooleval import (RETRY_MESSAGE, load_benchmark, oracle_policy, run_task, run_tasks, select, summarize,
                              trim_generation, trim_is_final)
@@ -155,6 +158,62 @@ def test_tool_values_cross_the_sandbox_as_python_literals_and_errors_keep_their_
     assert record["messages"][2]["content"] == "tuple 3 2\n"
     assert "ZeroDivisionError: cannot divide by zero" in record["messages"][4]["content"]
     assert "----> 1 divide(1, 0)" in record["messages"][4]["content"]
+
+
+
+class ToolError(LookupError):
+    """An error class of a tool's own, outside builtins."""
+
+
+def lookup(key):
+    return {"a": 1}[key]
+
+
+def strange():
+    raise ToolError("no such thing", 7)
+
+
+def undecodable():
+    return b"\xff".decode()
+
+
+def non_finite():
+    return [float("nan"), -math.inf]
+
+
+def huge():
+    return 10 ** 5000
+
+
+def session(*functions) -> m3tooleval.CodeSession:
+    return m3tooleval.CodeSession({f.__name__: SimpleNamespace(function=f) for f in functions}, default_sandbox())
+
+
+def test_a_tools_built_in_error_is_rebuilt_with_its_own_type_and_arguments():
+    """What the cell catches and IPython writes is the tool's own error: ``KeyError: 'b'`` (not its text
+    quoted again), a UnicodeDecodeError with its five arguments."""
+    code = session(lookup, undecodable)
+    assert code.run("lookup('b')").endswith("\nKeyError: 'b'\n")
+    assert code.run("try:\n    lookup('b')\nexcept KeyError as e:\n    print(type(e) is KeyError, e.args)") == \
+        "True ('b',)\n"
+    assert code.run("try:\n    undecodable()\nexcept UnicodeDecodeError as e:\n    print(e.reason, e.start)") == \
+        "invalid start byte 0\n"
+
+
+def test_an_error_of_a_tools_own_class_keeps_its_name_and_is_caught_as_its_built_in_base():
+    code = session(strange)
+    shown = code.run("strange()")
+    assert shown.splitlines()[1].startswith("ToolError   ") and shown.endswith("\nToolError: ('no such thing', 7)\n")
+    assert code.run("try:\n    strange()\nexcept LookupError as e:\n    print(type(e).__name__, e.args)") == \
+        "ToolError ('no such thing', 7)\n"
+
+
+def test_non_finite_floats_cross_as_floats_and_a_value_python_cannot_write_fails_as_printing_it_would():
+    code = session(non_finite, huge)
+    assert code.run("x = non_finite()\nprint(x[0] != x[0], x[1] < 0, type(x[1]).__name__)") == "True True float\n"
+    assert code.run("huge()").endswith("\nValueError: Exceeds the limit (4300 digits) for integer string conversion; "
+                                       "use sys.set_int_max_str_digits() to increase the limit\n")
+    assert code.run("x[1] * 2") == " -inf\n"  # the session goes on, its earlier cells replayed
 
 
 def test_a_single_tool_task_is_checked_on_the_action_result(bench):
