@@ -605,6 +605,15 @@ def autocalled(text, namespace):
     return f"{name}({rest[:-1]});\n" if rest.endswith(";") else f"{name}({rest})\n"
 
 
+def tokenized(text):
+    """The cleaned cell, once its tokens are read, as IPython's token transforms read them before it
+    compiles: a dedent that matches no outer level fails there, as ``tokenize``'s IndentationError
+    (at ``<tokenize>``); a cell that ends inside a bracket or string is left to the compiler."""
+    with contextlib.suppress(tokenize.TokenError):
+        collections.deque(tokenize.generate_tokens(io.StringIO(text).readline), maxlen=0)
+    return text
+
+
 class ExitAutocall:
     """``exit`` and ``quit`` as upstream's shell has them: IPython's, whose call asks a shell without
     a terminal for an ``ask_exit`` it lacks (this frame is left out of the traceback, as IPython's is)."""
@@ -951,13 +960,20 @@ class Shell:
     def transformed(self, cell, count):
         """The cell as IPython runs it, kept first as IPython's ``HistoryManager.store_inputs`` keeps
         it: in ``In`` as run, in ``_i<count>`` as written, the cells before as ``_i``, ``_ii``,
-        ``_iii``; a blank cell and an exit command not at all."""
-        text = autocalled(cleaned(cell), self.namespace)
+        ``_iii``; a blank cell and an exit command not at all. A cell whose tokens fail (see
+        :func:`tokenized`) is kept as written, and its error raised."""
+        failed = None
+        try:
+            text = autocalled(tokenized(cleaned(cell)), self.namespace)
+        except IndentationError as error:
+            failed, text = error, cell
         written = cell.rstrip("\n")
         if cell.strip() and not EXIT_COMMAND.match(written.strip()):
             self.inputs.append(text.rstrip("\n"))
             self.written = [*self.written[1:], written]
             self.namespace.update(zip(("_iii", "_ii", "_i", f"_i{count}"), self.written))
+        if failed is not None:
+            raise failed
         return text
 
     def keep(self, value, count):

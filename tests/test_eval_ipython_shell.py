@@ -473,3 +473,14 @@ def test_the_prompt_is_written_as_ipython_writes_it_and_the_value_as_it_prints_i
     finally:
         builtins.print = real
     assert printed == ["Out[1]: ", "Out[2]: "]
+
+
+def test_a_dedent_that_matches_no_level_fails_in_ipythons_tokenizer_and_the_cell_is_kept_as_written():
+    """IPython 9.19's output: its token transforms read the cell before it compiles, so the error is
+    tokenize's, at ``<tokenize>`` (lines counted once leading blank ones are dropped) with the caret at
+    the line's text, and ``In`` keeps the raw cell."""
+    cell = "\n\n  def f():\n      return 1\n    x = 2"
+    assert shown(cell, "In[1], _i1", "x = 1\n\tif x:\n  pass") == [
+        "  File <tokenize>:3\n    x = 2\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n",
+        f"Out[2]: \n({cell!r},\n {cell!r})\n",
+        "  File <tokenize>:3\n    pass\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n"]
