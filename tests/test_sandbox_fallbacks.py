@@ -35,9 +35,21 @@ needs_user_namespaces = pytest.mark.skipif(not user_namespaces(), reason="this m
 NO_JOB_NAMESPACES = Isolation(
     "no-job-namespaces", ("unshare", "--user", "--map-root-user", "sh", "-c",
      'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
-    "a worker whose jobs may make no user namespace")
+    "a worker whose jobs may make no user namespace", host_files=True)
 """A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
 machine refuses user namespaces to everyone."""
+
+
+def landlock_abi() -> int:
+    """This kernel's Landlock ABI version (0: none), as the worker asks it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return max(0, libc.syscall(444, None, 0, 1))
+
+
+needs_landlock = pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock")
 
 
 def gone(pid: int) -> bool:
@@ -187,7 +199,94 @@ def without_namespaces() -> Iterator[LocalSandbox]:
 
 
 def test_jobs_without_namespaces_say_so(without_namespaces: LocalSandbox) -> None:
-    assert "sharing its /tmp" in without_namespaces.describe()["job"]
+    job = without_namespaces.describe()["job"]
+    assert "sharing its /tmp" in job
+    assert (f"Landlock (ABI {landlock_abi()}): of the host's files, system programs and libraries to read, nothing "
+            "to write" in job) == (landlock_abi() > 0)
+
+
+HOST_FILES = f"""import os, sys
+def verify(state, answer):
+    def reach(path, mode):
+        try:
+            with open(path, mode) as f:
+                f.write("x") if "w" in mode else f.read(1)
+        except PermissionError:
+            return "refused"
+        return "done"
+    return {{"project": reach({str(REPO / "setup.cfg")!r}, "r"), "standard library": reach(os.__file__, "r"),
+             "etc": reach("/etc/passwd", "r"), "/dev/null": reach("/dev/null", "w"), "here": reach("left", "w"),
+             "/tmp": reach("/tmp/left-" + str(os.getpid()), "w"), "/var/tmp": reach("/var/tmp/left", "w"),
+             "other processes": reach("/proc/1/environ", "r")}} == state["expected"]
+"""
+
+
+@needs_landlock
+def test_landlock_leaves_jobs_without_namespaces_the_system_files_to_read_and_nothing_to_write(
+        without_namespaces: LocalSandbox) -> None:
+    """Where jobs share the host's files, Landlock holds them to what a private root would show them:
+    they cannot read the project or another process's /proc, nor write anywhere (the shared /tmp and
+    the folder they start in included), so no job can leave anything for the next or touch the host's."""
+    expected = {"project": "refused", "standard library": "done", "etc": "done", "/dev/null": "done",
+                "here": "refused", "/tmp": "refused", "/var/tmp": "refused", "other processes": "refused"}
+    assert without_namespaces.verify(HOST_FILES, {"expected": expected}, "").status == "ok"
+
+
+SIGNALS_OUTSIDE = """import sys
+def verify(state, answer):
+    try:
+        sys.modules['posix'].kill(state["pid"], 15)
+    except PermissionError:
+        return True
+    return False
+"""
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="Landlock scopes signals from ABI 6")
+def test_landlock_keeps_a_job_without_namespaces_from_signalling_a_process_outside_it(
+        without_namespaces: LocalSandbox) -> None:
+    """Without a PID namespace a job can name the host's processes; Landlock's scope refuses it a
+    signal to any outside the job (seccomp lets ``kill`` through: jobs signal their own)."""
+    outside = subprocess.Popen(["sleep", "30"])
+    try:
+        assert without_namespaces.verify(SIGNALS_OUTSIDE, {"pid": outside.pid}, "").status == "ok"
+        assert outside.poll() is None
+    finally:
+        outside.kill()
+        outside.wait()
+
+
+CANNOT_READ_THE_PROJECT = f"""def verify(state, answer):
+    try:
+        open({str(REPO / "setup.cfg")!r}).read()
+    except PermissionError:
+        return True
+    return False
+"""
+
+
+@needs_landlock
+@pytest.mark.parametrize("name", ["host-files", "limits", "limits-as-root"])
+def test_every_way_that_shows_jobs_the_hosts_files_holds_them_with_landlock(monkeypatch, name) -> None:
+    way = next((way for way in local.isolations() if way.name == name), None)
+    if way is None or not local.runs(way):
+        pytest.skip(f"no {name} worker here")
+    monkeypatch.setattr(local, "worker_isolation", lambda: way)
+    with LocalSandbox(workers=1) as sandbox:
+        assert sandbox.verify(CANNOT_READ_THE_PROJECT, {}, "").status == "ok"
+
+
+@needs_landlock
+@needs_user_namespaces
+def test_with_the_hosts_files_in_view_landlock_leaves_a_job_its_own_tmp_and_proc_and_the_system_files(
+        monkeypatch) -> None:
+    host_files = next(way for way in local.isolations() if way.name == "host-files")
+    monkeypatch.setattr(local, "worker_isolation", lambda: host_files)
+    expected = {"project": "refused", "standard library": "done", "etc": "done", "/dev/null": "done",
+                "here": "done", "/tmp": "done", "/var/tmp": "refused", "other processes": "done"}
+    with LocalSandbox(workers=1) as sandbox:
+        assert "Landlock" in sandbox.describe()["job"]
+        assert sandbox.verify(HOST_FILES, {"expected": expected}, "").status == "ok"
 
 
 def test_jobs_without_namespaces_run_one_after_another_on_one_worker(without_namespaces: LocalSandbox) -> None:

@@ -353,6 +353,9 @@ class Sandbox(ABC):
             job = ("a child of the worker, sharing its /tmp (user namespaces are refused here, or grant no right "
                    "to mount)")
         job += ", a seccomp filter" if greeting.get("seccomp") else ", no seccomp filter"
+        if greeting.get("landlock"):
+            job += (f", Landlock (ABI {greeting['landlock']}): of the host's files, system programs and libraries "
+                    "to read, nothing to write")
         return {
             "backend": self._describe_backend(),
             "job": job,

@@ -15,8 +15,9 @@ Where root's namespaces cannot be made (not root, or root in a container without
 ``CAP_SYS_ADMIN``), the worker makes the same ones, and the same private root, inside a user
 namespace where the kernel allows one (a user who is not root gets no control group); where that
 fails too, a user namespace with the host's files in view, and last, limits alone. Root runs these
-as nobody. Each way is tried once a process, strongest first, until a worker comes up
-(:func:`worker_isolation`); what a fallback lacks is logged as a warning, and
+as nobody. In those two, Landlock holds jobs, where the kernel has it, to what a private root would
+show them (:data:`HOST_VIEW`). Each way is tried once a process, strongest first, until a worker
+comes up (:func:`worker_isolation`); what a fallback lacks is logged as a warning, and
 :meth:`~envs.sandbox.Sandbox.describe` says what applies.
 """
 
@@ -40,8 +41,15 @@ from envs.sandbox.cgroup import Hierarchy, WorkerGroup, find, remove_stale
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
+SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")  # or links into /usr
 ETC_FILES = ("ld.so.cache", "passwd", "group", "localtime")
 DEVICES = ("null", "zero", "full", "random", "urandom")
+HOST_VIEW = {
+    "SANDBOX_READABLE": ":".join([*(f"/{d}" for d in SYSTEM_FOLDERS), *(f"/etc/{f}" for f in ETC_FILES)]),
+    "SANDBOX_WRITABLE": ":".join(f"/dev/{n}" for n in DEVICES),
+}
+"""What jobs that see the host's files may read and write of them: what a private root holds. The
+worker holds them to it with Landlock, where the kernel has it."""
 SCRATCH_MB = 64  # the worker's own /tmp, which jobs only see where user namespaces are refused
 
 
@@ -60,12 +68,11 @@ hostname sandbox 2>/dev/null || echo sandbox > /proc/sys/kernel/hostname 2>/dev/
 root=/tmp
 mount -t tmpfs -o size=4m,mode=755 sandbox-root "$root"
 cd "$root"
-mkdir usr etc dev proc tmp old
-for d in bin sbin lib lib32 lib64 libx32; do
+mkdir etc dev proc tmp old
+for d in {' '.join(SYSTEM_FOLDERS)}; do
     if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$d"
     elif [ -d "/$d" ]; then mkdir "$d"; mount --rbind -o ro "/$d" "$d"; fi
 done
-mount --rbind -o ro /usr usr
 for f in {' '.join(ETC_FILES)}; do if [ -e "/etc/$f" ]; then cp -L "/etc/$f" etc/; fi; done
 for n in {' '.join(DEVICES)}; do touch "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc proc
@@ -183,6 +190,8 @@ class Isolation:
     description: str
     warning: str = ""
     """Logged once it is chosen: what this machine refused of the stronger ways."""
+    host_files: bool = False
+    """Jobs see the host's files, so the worker holds them to :data:`HOST_VIEW`."""
 
     def argv(self, program: str) -> list[str]:
         return [*self.command, program]
@@ -224,13 +233,14 @@ def isolations() -> list[Isolation]:
         "host-files", (*as_who, *user_namespace, *NAMESPACES[:-2], "--mount-proc", *worker), True,
         f"local: worker processes in a user namespace of {who}'s, with no network but the host's files in view",
         f"{refused}, and no private root can be made: the local sandbox runs in a user namespace, with the "
-        "host's files in view"))
+        "host's files in view", host_files=True))
     ways.append(Isolation("limits", (*as_who, *worker), False, f"local: plain worker processes of {who} (limits only)",
-                          "no namespaces available to this user: sandboxed code runs with resource limits only"))
+                          "no namespaces available to this user: sandboxed code runs with resource limits only",
+                          host_files=True))
     if root:  # where root may not become nobody
         ways.append(Isolation("limits-as-root", worker, False, "local: plain worker processes of root (limits only)",
                               "no namespaces, and no other user, available here: sandboxed code runs as root "
-                              "with resource limits only"))
+                              "with resource limits only", host_files=True))
     return ways
 
 
@@ -259,7 +269,8 @@ class LocalSandbox(Sandbox):
     def __init__(self, workers: int = 2, limits: Limits = Limits()):
         super().__init__(workers, limits)
         self._isolation = worker_isolation()
-        self._env = {"PATH": WORKER_PATH, "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV}
+        self._env = {"PATH": WORKER_PATH, "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV,
+                     **(HOST_VIEW if self._isolation.host_files else {})}
         # Control groups need root here (a delegated subtree is not looked for).
         self._hierarchies: list[Hierarchy] = find() if os.geteuid() == 0 else []
         self._no_group = "" if self._hierarchies else "no writable cgroup v2 or v1 memory/pids hierarchy here"

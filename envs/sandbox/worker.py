@@ -38,6 +38,13 @@ last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, 
 itself (a job that digs out ``ctypes`` can read what the worker freed of earlier jobs); the
 worker's greeting says so. Killing the job's process group then ends every process of the job: its
 seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group.
+
+Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
+each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
+it may read and execute what lies under the readable paths (and the worker's ``sys.path``), write
+the writable ones, and, where it has a world of its own, read its ``/proc`` and use its ``/tmp``;
+nothing else. From Landlock's ABI 6 it may neither signal nor reach by abstract socket a process
+outside it: without a PID namespace, the host's.
 """
 
 import sys
@@ -53,6 +60,7 @@ import resource  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import stat  # noqa: E402 (os has imported it)
 import struct  # noqa: E402
 import time  # noqa: E402
 
@@ -107,6 +115,14 @@ WORLD_SYSCALLS = ("mount", "setsid", "setpgid")
 # socket (allowed for AF_UNIX only), clone (allowed without CLONE_NEW*), clone3 (ENOSYS, so that the
 # C library falls back to the checked clone).
 SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
+
+# Landlock (Linux 5.13+): where jobs see the host's files, what of them they may read and write.
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # on every architecture
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR, FS_TRUNCATE, FS_IOCTL_DEV = 1, 2, 4, 8, 1 << 14, 1 << 15
+FS_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+FS_OF_A_FILE = FS_READ_FILE | FS_WRITE_FILE | FS_EXECUTE | FS_TRUNCATE | FS_IOCTL_DEV  # all a rule on a file may hold
+FS_HANDLED = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}  # by ABI; 5 on: (1 << 16) - 1
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2  # ABI 6 on: nothing outside the job's own processes
 
 WARM_UP = "def verify(state, answer):\n    return state.get('x') == [1, 2] and 'a' in answer\n"
 
@@ -232,6 +248,41 @@ class Kernel:
         not 0, so no later exec brings any back)."""
         self._check(self._capset(*self._no_capabilities), "capset")
 
+    def landlock_abi(self):
+        """This kernel's Landlock ABI version; 0 where it has none or has it off."""
+        return max(0, self._syscall(LANDLOCK_CREATE_RULESET, 0, 0, 1, 0, 0))  # LANDLOCK_CREATE_RULESET_VERSION
+
+    def confine(self, abi, readable, writable):
+        """Confine this process and every process it makes with Landlock: the ``readable`` paths (and
+        all under them) to read and execute, the ``writable`` ones to anything, the rest of the
+        filesystem to nothing; from ABI 6, no signal and no abstract socket to a process outside.
+        A path that does not exist is skipped."""
+        handled = FS_HANDLED.get(abi, (1 << 16) - 1)
+        attr = (struct.pack("=QQQ", handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if abi >= 6
+                else struct.pack("=Q", handled))
+        attr = self.ctypes.create_string_buffer(attr, len(attr))
+        ruleset = self._syscall(LANDLOCK_CREATE_RULESET, self.ctypes.addressof(attr), len(attr), 0, 0, 0)
+        if ruleset < 0:
+            self._check(ruleset, "landlock_create_ruleset")
+        try:
+            for paths, rights in ((readable, FS_READ), (writable, handled)):
+                for path in paths:
+                    try:
+                        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                    except OSError:
+                        continue
+                    try:
+                        allowed = rights & handled & (~0 if stat.S_ISDIR(os.fstat(fd).st_mode) else FS_OF_A_FILE)
+                        rule = self.ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)  # packed
+                        added = self._syscall(LANDLOCK_ADD_RULE, ruleset, 1, self.ctypes.addressof(rule), 0, 0)
+                        self._check(added, "landlock_add_rule")
+                    finally:
+                        os.close(fd)
+            self.prctl(PR_SET_NO_NEW_PRIVS, 1)
+            self._check(self._syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0, 0, 0, 0), "landlock_restrict_self")
+        finally:
+            os.close(ruleset)
+
     def install_filter(self, stage):
         if stage == "worker":
             self.prctl(PR_SET_NO_NEW_PRIVS, 1)  # jobs inherit it
@@ -275,9 +326,10 @@ def _narrow():
 class Setting:
     """How this worker builds its jobs' worlds, decided once at start-up. ``cgroup_slots``: for
     each of the worker's two control groups (one job's, and the next one's, built ahead), a
-    ``cgroup.procs`` descriptor per hierarchy."""
+    ``cgroup.procs`` descriptor per hierarchy. ``view``: where jobs see the host's files, the paths of
+    them they may read and those they may write, for Landlock to hold them to (None elsewhere)."""
 
-    def __init__(self, kernel, cgroup_slots, tmp_mb):
+    def __init__(self, kernel, cgroup_slots, tmp_mb, view=None):
         self.kernel = kernel
         self.cgroup_slots = cgroup_slots
         self.seccomp = kernel is not None and len(kernel.filters) == 2
@@ -285,7 +337,10 @@ class Setting:
         uid, gid = os.geteuid(), os.getegid()
         self._maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
                       (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
-        self.namespaces, joins, own_proc = self._probe()
+        self.view = view
+        self.landlock = kernel.landlock_abi() if kernel is not None and view is not None else 0
+        self.namespaces, joins, own_proc, confines = self._probe()
+        self.landlock = self.landlock if confines else 0
         self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
         self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
         if not joins:
@@ -330,10 +385,24 @@ class Setting:
                     self.kernel.mount(b"proc", b"/proc", b"proc", flags)
             except OSError:
                 code |= 2
+            try:
+                if self.landlock:
+                    self.confine(own_world=namespaces and not code & 4)
+            except OSError:
+                code |= 8
             os._exit(code)
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         namespaces = namespaces and not code & 4
-        return namespaces, not code & 1, namespaces and not code & 2
+        return namespaces, not code & 1, namespaces and not code & 2, not code & 8
+
+    def confine(self, own_world):
+        """Hold a job's process to :attr:`view` with Landlock; where it has a world of its own, also to
+        its ``/tmp`` and its ``/proc`` (rules on what it mounted there: a rule on the folder beneath
+        would not reach into a mount)."""
+        readable, writable = self.view
+        if own_world:
+            readable, writable = [*readable, "/proc"], [*writable, "/tmp"]
+        self.kernel.confine(self.landlock, readable, writable)
 
     def spawn(self, sibling=False):
         """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
@@ -367,6 +436,8 @@ class Setting:
             else:  # a container's masked /proc forbids another: hide the worker's
                 kernel.mount(b"tmpfs", b"/proc", b"tmpfs", flags | MS_RDONLY, b"size=4k,mode=555")
             kernel.drop_capabilities()
+        if self.landlock:
+            self.confine(own_world=self.namespaces)
         if self.seccomp:
             kernel.install_filter("job")
 
@@ -907,7 +978,11 @@ def main():
     kernel = _load_kernel()
     cgroup_slots = [[int(fd) for fd in slot.split(",")] for slot in environment.get("SANDBOX_CGROUP_FDS", "").split(";")
                     if slot]
-    setting = Setting(kernel, cgroup_slots, int(environment.get("SANDBOX_TMP_MB", "64")))
+    view = None
+    if "SANDBOX_READABLE" in environment:  # the worker's python reads its standard library from sys.path
+        view = ([*environment["SANDBOX_READABLE"].split(os.pathsep), *sys.path],
+                environment.get("SANDBOX_WRITABLE", "").split(os.pathsep))
+    setting = Setting(kernel, cgroup_slots, int(environment.get("SANDBOX_TMP_MB", "64")), view)
     undumpable = False
     if kernel is not None:
         try:
@@ -936,7 +1011,7 @@ def main():
         current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
                             "namespaces": setting.namespaces, "cgroup": setting.cgroup, "tmp_mb": setting.tmp_mb,
-                            "proc": setting.proc})
+                            "proc": setting.proc, "landlock": setting.landlock})
         previous = None
         while True:
             if previous is not None:  # every process of the last job has ended before this job's code runs
