@@ -40,6 +40,7 @@ import collections
 import collections.abc
 import contextlib
 import functools
+import gc
 import hashlib
 import io
 import itertools
@@ -72,7 +73,12 @@ def tool(name, about):
     through the sandbox's ``_m3_tool`` bridge; values come back as literals (:func:`literal`), errors
     as :func:`tool_error` rebuilds them. ``about``: the real tool's ``module``, ``qualname`` and
     ``doc``, the text IPython ``shows`` for it and the text ``help`` writes of it, all from the caller,
-    where the tool lives; an error's reply may hold the tool's ``frames``, as IPython writes them."""
+    where the tool lives; an error's reply may hold the tool's ``frames``, as IPython writes them.
+    A tool that is a Python builtin (``about["builtin"]``: upstream's ``min``, ``max``) is the job's
+    own: it holds no state, and takes what no literal holds (``key=`` functions, generators)."""
+    if about.get("builtin"):
+        return getattr(builtins, about["builtin"])
+
     def call(*args, **kwargs):
         reply = _m3_tool(name, repr(args), repr(kwargs))  # noqa: F821 (the bridge the sandbox defines)
         if "error" in reply:
@@ -551,6 +557,7 @@ def start(tools):
     replayed cell draws what it drew live), stderr unseen, IPython's ``display`` and site's ``help``
     builtins, the tools (name: about) in the namespace."""
     random.seed(0)
+    gc.enable()  # as in upstream's shell (a job starts without it): a long cell's cycles are freed
     sys.stderr = Discard()
     builtins.display, builtins.help = display, Helper()
     HIDDEN.append(getattr(builtins.__import__, "__globals__", None))  # the sandbox's import guard, if any
@@ -672,7 +679,7 @@ RULE_WIDTH = 75  # IPython's: the terminal's width, at most 75 (upstream's shell
 NUMBER_WIDTH = 7
 CAUSE = "\nThe above exception was the direct cause of the following exception:\n"
 CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n"
-HIDDEN = [globals()]  # the globals of code whose frames a traceback leaves out: this shell's, the sandbox's
+HIDDEN = [globals()]  # the globals of code whose frames a traceback leaves out: this shell's, then the sandbox's
 CALLER_FRAMES = "frames_in_caller"  # a tool's error carries the frames of the tool, written where it ran
 
 
@@ -740,10 +747,11 @@ def notes_of(error):
 
 
 def frame_texts(tb, context):
-    """A traceback's frames as IPython writes them, those of this shell and of the sandbox left out."""
+    """A traceback's frames as IPython writes them, those of this shell and of the sandbox left out;
+    from the sandbox's first on, all are its bridge to the tools (its ``json``, its pipes), so none is."""
     frames = []
-    while tb is not None:
-        if not any(tb.tb_frame.f_globals is hidden for hidden in HIDDEN):
+    while tb is not None and not any(tb.tb_frame.f_globals is sandbox for sandbox in HIDDEN[1:]):
+        if tb.tb_frame.f_globals is not HIDDEN[0]:
             frames.append((tb.tb_frame, tb.tb_lineno))
         tb = tb.tb_next
     return [frame_text(frame, lineno, context) if frame else repeated_text(lineno)
@@ -955,6 +963,7 @@ class Shell:
         self.written = ["", "", "", ""]  # IPython's _iii, _ii, _i and the cell being run, as written
         namespace.update(__name__="__main__", __builtins__=builtins, __builtin__=builtins,  # modules, as IPython's
                          _="", __="", ___="", Out=self.outputs, _oh=self.outputs, In=self.inputs, _ih=self.inputs,
+                         _dh=[os.getcwd()],
                          exit=ExitAutocall(), quit=ExitAutocall(), open=ipython_open)
 
     def transformed(self, cell, count):

@@ -44,7 +44,9 @@ upstream's "Did you forget to print?" note; output is cut at 2000 characters; a 
 alarm in the job, as upstream's; then a TimeoutError, and the cell is kept in ``In`` but not replayed:
 what it set is lost). Tool arguments and results cross the boundary as Python literals, so tuples, sets
 and non-finite floats survive; a tool's error crosses with its type's name, its built-in base class
-and its arguments.
+and its arguments. So a tool gets no argument that is not a literal (a function, a generator), and
+its results are copies: a cell that changes one changes no later result. A tool that is a Python
+builtin (the travel tasks' ``min`` and ``max``) is the job's own, and takes anything.
 Upstream's ``repl`` module (which needs IPython) is therefore never imported: a stand-in takes its
 place.
 
@@ -301,6 +303,12 @@ class _Cell:
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
+def _builtin_name(function: Any) -> str | None:
+    """The name of the Python builtin a tool is (upstream's travel tools ``min`` and ``max``), if it is one."""
+    name = attribute(function, "__name__")
+    return name if isinstance(name, str) and getattr(builtins, name, None) is function else None
+
+
 def _error_reply(error: Exception) -> dict[str, str]:
     """A tool's error as the shell's stand-in rebuilds it (:func:`eval.ipython_shell.tool_error`): its
     text, its type's name and module, the nearest built-in class it derives from, and its ``args``
@@ -337,7 +345,7 @@ class CodeSession:
     def _call(self, name: str, args: str, kwargs: str) -> dict[str, str]:
         """Run one of upstream's tools here; its value goes back as a literal, or as text."""
         try:
-            positional, keywords = ast.literal_eval(args), ast.literal_eval(kwargs)
+            positional, keywords = literal(args), literal(kwargs)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return {"error": f"the arguments of {name} must be plain Python values (numbers, strings, lists, "
                              "tuples, dicts, sets)", "type": "TypeError"}
@@ -366,7 +374,8 @@ class CodeSession:
             qualname = attribute(function, "__qualname__")
             about = {"module": attribute(function, "__module__"), "doc": attribute(function, "__doc__"),
                      "qualname": qualname if isinstance(qualname, str) else name, "shows": pretty(function),
-                     "help": pydoc.plain(pydoc.render_doc(function, "Help on %s:"))}
+                     "help": pydoc.plain(pydoc.render_doc(function, "Help on %s:")),
+                     "builtin": _builtin_name(function)}
             abouts[name] = {key: upstream_names(value) if isinstance(value, str) else None
                             for key, value in about.items()}
         return abouts

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval import m3tooleval
-from eval.ipython_shell import Shell, cleaned, compiled, frame_head, pretty
+from eval import ipython_shell, m3tooleval
+from eval.ipython_shell import Shell, cleaned, compiled, frame_head, frame_texts, pretty
 from eval.m3tooleval import load_benchmark, run_task
 from envs.sandbox import default_sandbox
 from agents.policy import scripted
@@ -484,3 +484,20 @@ def test_a_dedent_that_matches_no_level_fails_in_ipythons_tokenizer_and_the_cell
         "  File <tokenize>:3\n    x = 2\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n",
         f"Out[2]: \n({cell!r},\n {cell!r})\n",
         "  File <tokenize>:3\n    pass\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n"]
+
+
+def test_from_the_sandboxs_first_frame_on_a_traceback_shows_nothing_of_its_bridge(monkeypatch):
+    """A cell's time may run out while a tool call waits in the sandbox's bridge (its ``json``, its pipes):
+    those frames are the sandbox's, not the cell's, and IPython upstream has none of them."""
+    bridge: dict = {}
+    exec("import json\ndef ask(request):\n    return json.dumps(request)\n", bridge)
+    monkeypatch.setattr(ipython_shell, "HIDDEN", [ipython_shell.HIDDEN[0], bridge])
+    try:
+        bridge["ask"](object())
+    except TypeError as error:
+        texts = frame_texts(error.__traceback__, 2)
+    assert len(texts) == 1 and "bridge[\"ask\"](object())" in texts[0]
+
+
+def test_the_namespace_holds_ipythons_folder_history():
+    assert shown("type(_dh).__name__, '_dh' in dir()") == ["Out[1]: ('list', True)\n"]

@@ -216,6 +216,33 @@ def test_non_finite_floats_cross_as_floats_and_a_value_python_cannot_write_fails
     assert code.run("x[1] * 2") == " -inf\n"  # the session goes on, its earlier cells replayed
 
 
+def smallest(*numbers):
+    return min(numbers)
+
+
+def test_non_finite_floats_cross_to_a_tool_as_arguments():
+    """The running minimum that starts from infinity, as agents write it."""
+    assert session(smallest).run('best = float("inf")\nfor price in (450, 300):\n    best = smallest(best, price)\n'
+                                 'best') == 300
+
+
+def test_a_tool_that_is_a_python_builtin_is_the_jobs_own_and_takes_what_no_literal_holds():
+    """Upstream's travel tasks give ``min`` and ``max`` as tools: agents pass them ``key=`` functions
+    and generators, and see them as IPython shows a builtin."""
+    code = session(max)
+    assert code.run('flights = [{"price": 450}, {"price": 300}]\nmax(flights, key=lambda f: f["price"])') == \
+        {"price": 450}
+    assert code.run('max(f["price"] for f in flights)') == 450
+    assert code.run("print(max)") == "<built-in function max>\n"
+
+
+def test_a_long_cell_that_makes_cycles_has_them_collected_as_upstreams_shell_does():
+    """Each ring of a list and a kilobyte holds itself: 300 MB of them, past the job's 256 MB, unless the
+    collector frees them as it runs (a sandbox job starts without it)."""
+    cell = "for i in range(300_000):\n    ring = [bytearray(1000)]\n    ring.append(ring)\nprint('done')"
+    assert session().run(cell) == "done\n"
+
+
 def test_a_single_tool_task_is_checked_on_the_action_result(bench):
     record = run_task(task(bench, "tickets/shout"), bench, "code", scripted([action("shout('hello')")]))
     assert (record["is_correct"], record["n_turns"]) == (True, 1)
