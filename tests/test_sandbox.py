@@ -62,10 +62,41 @@ def rootless_sandbox(**kwargs) -> Sandbox:
         return LocalSandbox(**kwargs)
 
 
+NO_JOB_NAMESPACES = local.Isolation(
+    "no-job-namespaces", ("unshare", "--user", "--map-root-user", "sh", "-c",
+                          'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
+    "local: a worker whose jobs may make no user namespace", host_files=True)
+"""A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
+machine refuses user namespaces to everyone, or grants no right in them (Ubuntu's AppArmor): the
+local backend's limits-only way."""
+
+
+def landlock_abi() -> int:
+    """This kernel's Landlock ABI version (0: none), as the worker asks it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return max(0, libc.syscall(444, None, 0, 1))
+
+
+def limits_sandbox(**kwargs) -> Sandbox:
+    """The local sandbox whose jobs get no namespaces, held by seccomp and Landlock alone."""
+    if landlock_abi() < 6:
+        unavailable("this kernel's Landlock cannot scope signals (ABI 6): jobs without namespaces could signal "
+                    "the host's processes")
+    if not local.runs(NO_JOB_NAMESPACES):
+        unavailable("no worker comes up in a user namespace here")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "worker_isolation", lambda: NO_JOB_NAMESPACES)
+        return LocalSandbox(**kwargs)
+
+
 def open_sandbox(backend: str, **kwargs) -> Sandbox:
     if backend == "docker":
         require_docker()
-    sandbox = rootless_sandbox(**kwargs) if backend == "local-rootless" else make_sandbox(backend, **kwargs)
+    forced = {"local-rootless": rootless_sandbox, "local-limits": limits_sandbox}.get(backend)
+    sandbox = forced(**kwargs) if forced else make_sandbox(backend, **kwargs)
     sandbox.warm_up()
     return sandbox
 

@@ -21,6 +21,7 @@ import pytest
 import envs.sandbox.local as local
 from envs.sandbox import WorkerLost
 from envs.sandbox.local import Isolation, LocalSandbox
+from test_sandbox import NO_JOB_NAMESPACES, landlock_abi
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,23 +32,6 @@ def user_namespaces() -> bool:
 
 
 needs_user_namespaces = pytest.mark.skipif(not user_namespaces(), reason="this machine refuses user namespaces")
-
-NO_JOB_NAMESPACES = Isolation(
-    "no-job-namespaces", ("unshare", "--user", "--map-root-user", "sh", "-c",
-     'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
-    "a worker whose jobs may make no user namespace", host_files=True)
-"""A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
-machine refuses user namespaces to everyone."""
-
-
-def landlock_abi() -> int:
-    """This kernel's Landlock ABI version (0: none), as the worker asks it."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return max(0, libc.syscall(444, None, 0, 1))
-
 
 needs_landlock = pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock")
 

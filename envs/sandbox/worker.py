@@ -28,7 +28,7 @@ a full ``/tmp``) can reach the next job or break the worker.
 What protects the host and the next job is the operating system: the namespaces or container, the
 unprivileged user, the resource limits (``RLIMIT_NPROC`` is counted in the job's own user namespace,
 so one job's processes never use up another's), the control group where there is one, the seccomp
-filter (no network sockets, tracing, namespaces, mounts, keyrings or System V IPC), a non-dumpable
+filter (no new socket, tracing, namespaces, mounts, keyrings or System V IPC), a non-dumpable
 worker, and a job that cannot name the worker (another PID namespace) to signal or trace it. The
 module and ``os`` blocks below are only a speed bump that gives naive code a clear error
 (``sys.modules['posix']`` and ``importlib`` get around them).
@@ -165,8 +165,8 @@ def seccomp_program(machine, stage):
     """A classic-BPF seccomp filter, in two stages: ``worker`` (installed once, so every job
     inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS and for network sockets, ENOSYS
     for clone3 so that the C library falls back to clone, which the next stage can check) and
-    ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS and
-    for clone into new namespaces). Split so that a job attaches a few instructions rather than
+    ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS, for
+    any new socket and for clone into new namespaces). Split so that a job attaches a few instructions rather than
     the whole list. None for an architecture without a table."""
     if machine not in ARCHITECTURES:
         return None
@@ -186,8 +186,9 @@ def seccomp_program(machine, stage):
             (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
             (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
         ]
-    else:
-        program += [(jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm)]
+    else:  # a job has its sockets from the worker: a new one could only reach a socket on the host's files
+        program += [(jeq, 0, 1, socket_nr), (ret, 0, 0, eperm),
+                    (jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm)]
     program.append((ret, 0, 0, allow))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
