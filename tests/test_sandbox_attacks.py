@@ -732,37 +732,34 @@ print('regions', regions, 'found', found)
 
 
 
-def test_a_job_cannot_reach_an_abstract_socket_of_the_host(sandbox: Sandbox) -> None:
-    """Abstract Unix sockets belong to a network namespace, not to the files a mount namespace hides."""
-    name = f"\0sandbox-test-{uuid.uuid4().hex}"
+def connecting(sandbox: Sandbox, address: str) -> str:
+    """The status of a job that connects to the host's Unix socket listening at ``address``: ``ok``
+    if it got through, ``failed`` if it was refused."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(name)
+    server.bind(address)
+    if not address.startswith("\0"):
+        os.chmod(address, 0o777)  # anyone may connect
     server.listen(1)
     try:
         source = UNGUARD + ("import socket\ndef verify(s, a):\n    try:\n"
-                            f"        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({name!r})\n"
+                            f"        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({address!r})\n"
                             "    except OSError:\n        return False\n    return True\n")
-        assert sandbox.verify(source, {}, "").status == "failed"
+        return sandbox.verify(source, {}, "").status
     finally:
         server.close()
+        if not address.startswith("\0"):
+            os.unlink(address)
+
+
+def test_a_job_cannot_reach_an_abstract_socket_of_the_host(sandbox: Sandbox) -> None:
+    """Abstract Unix sockets belong to a network namespace, not to the files a mount namespace hides."""
+    assert connecting(sandbox, f"\0sandbox-test-{uuid.uuid4().hex}") == "failed"
 
 
 def test_a_job_cannot_reach_a_unix_socket_of_the_host_by_its_path(sandbox: Sandbox) -> None:
     """A socket anyone may connect to (a session's D-Bus, docker's) is a way out: where jobs see the
     host's files, no file rule stops a connection, so a job may make no socket at all."""
-    path = f"/tmp/sandbox-test-{uuid.uuid4().hex}.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(path, 0o777)
-    server.listen(1)
-    try:
-        source = UNGUARD + ("import socket\ndef verify(s, a):\n    try:\n"
-                            f"        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({path!r})\n"
-                            "    except OSError:\n        return False\n    return True\n")
-        assert sandbox.verify(source, {}, "").status == "failed"
-    finally:
-        server.close()
-        os.unlink(path)
+    assert connecting(sandbox, f"/tmp/sandbox-test-{uuid.uuid4().hex}.sock") == "failed"
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the raw clone call's number is x86_64's")
