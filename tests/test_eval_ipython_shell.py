@@ -480,10 +480,10 @@ def test_a_dedent_that_matches_no_level_fails_in_ipythons_tokenizer_and_the_cell
     tokenize's, at ``<tokenize>`` (lines counted once leading blank ones are dropped) with the caret at
     the line's text, and ``In`` keeps the raw cell."""
     cell = "\n\n  def f():\n      return 1\n    x = 2"
+    unindent = "IndentationError: unindent does not match any outer indentation level\n\n"
     assert shown(cell, "In[1], _i1", "x = 1\n\tif x:\n  pass") == [
-        "  File <tokenize>:3\n    x = 2\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n",
-        f"Out[2]: \n({cell!r},\n {cell!r})\n",
-        "  File <tokenize>:3\n    pass\n    ^\nIndentationError: unindent does not match any outer indentation level\n\n"]
+        "  File <tokenize>:3\n    x = 2\n    ^\n" + unindent, f"Out[2]: \n({cell!r},\n {cell!r})\n",
+        "  File <tokenize>:3\n    pass\n    ^\n" + unindent]
 
 
 def test_from_the_sandboxs_first_frame_on_a_traceback_shows_nothing_of_its_bridge(monkeypatch):

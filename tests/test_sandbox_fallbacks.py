@@ -169,6 +169,43 @@ def test_namespaces_that_grant_no_right_to_mount_leave_jobs_as_plain_children(mo
     assert verdicts == ["ok", "failed"] * 2
 
 
+SIGNALS = """import builtins, importlib, sys
+builtins.__import__ = importlib.__import__
+import ctypes
+def verify(state, answer):
+    posix, outside, refused = sys.modules['posix'], state["outside"], []
+    for pid in (outside, -1, 0, posix.getpid()):
+        try:
+            posix.kill(pid, 0)  # signal 0: only whether it may
+        except PermissionError:
+            refused.append(pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.argtypes = [ctypes.c_long] * 4
+    # tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, tkill, pidfd_open (x86_64's numbers) at the outside process
+    for number, args in ((234, (outside, outside, 0)), (129, (outside, 0, 0)), (297, (outside, outside, 0)),
+                         (200, (outside, 0, 0)), (434, (outside, 0, 0))):
+        if libc.syscall(number, *args) == -1 and ctypes.get_errno() == 1:
+            refused.append(number)
+    return refused == [outside, -1, 234, 129, 297, 200, 434]
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter holds x86_64's number for mount")
+def test_a_job_without_namespaces_may_signal_its_own_group_and_itself_alone_whatever_the_kernel(monkeypatch) -> None:
+    """Jobs without a PID namespace of their own name the host's processes. Here (no right to mount,
+    and no Landlock: the worker is not told the host's files are in view) seccomp alone refuses them."""
+    no_mounts = Isolation("no-mounts", ("python3", "-c", NO_MOUNTS), False, "namespaces without mounts")
+    monkeypatch.setattr(local, "worker_isolation", lambda: no_mounts)
+    outside = subprocess.Popen(["sleep", "30"])
+    try:
+        with LocalSandbox(workers=1) as sandbox:
+            assert "Landlock" not in sandbox.describe()["job"]
+            assert sandbox.verify(SIGNALS, {"outside": outside.pid}, "").status == "ok"
+    finally:
+        outside.kill()
+        outside.wait()
+
+
 @pytest.fixture(scope="module")
 def without_namespaces() -> Iterator[LocalSandbox]:
     if not user_namespaces():

@@ -37,7 +37,8 @@ Where user namespaces are refused, or grant no right to build a world in them (t
 last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, made by the worker
 itself (a job that digs out ``ctypes`` can read what the worker freed of earlier jobs); the
 worker's greeting says so. Killing the job's process group then ends every process of the job: its
-seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group.
+seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group, and any signal but to
+that group or to itself (:func:`signal_program`): the host's processes are in its PID namespace.
 
 Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
 each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
@@ -116,6 +117,10 @@ WORLD_SYSCALLS = ("mount", "setsid", "setpgid")
 # C library falls back to the checked clone).
 SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
 
+# The system calls that signal a process, where jobs share the host's PID namespace.
+KILL, TGKILL, RT_SIGQUEUEINFO, RT_TGSIGQUEUEINFO = (62, 129), (234, 131), (129, 138), (297, 240)
+TKILL, PIDFD_OPEN, PIDFD_SEND_SIGNAL = (200, 130), (434, 434), (424, 424)
+
 # Landlock (Linux 5.13+): where jobs see the host's files, what of them they may read and write.
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # on every architecture
 FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR, FS_TRUNCATE, FS_IOCTL_DEV = 1, 2, 4, 8, 1 << 14, 1 << 15
@@ -166,8 +171,8 @@ def seccomp_program(machine, stage):
     inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS and for network sockets, ENOSYS
     for clone3 so that the C library falls back to clone, which the next stage can check) and
     ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS, for
-    any new socket and for clone into new namespaces). Split so that a job attaches a few instructions rather than
-    the whole list. None for an architecture without a table."""
+    any new socket and for clone into new namespaces). Split so that a job attaches a few instructions
+    rather than the whole list. None for an architecture without a table."""
     if machine not in ARCHITECTURES:
         return None
     audit_arch, column = ARCHITECTURES[machine]
@@ -189,6 +194,26 @@ def seccomp_program(machine, stage):
     else:  # a job has its sockets from the worker: a new one could only reach a socket on the host's files
         program += [(jeq, 0, 1, socket_nr), (ret, 0, 0, eperm),
                     (jeq, 0, 3, clone_nr), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_FLAGS), (ret, 0, 0, eperm)]
+    program.append((ret, 0, 0, allow))
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def signal_program(machine, pid):
+    """A seccomp filter for a job's process ``pid`` where jobs share the host's PID namespace (they
+    get no namespaces): it may signal its own process group (``kill(0, …)``) and itself, no other
+    process, on any kernel (Landlock's signal scope holds this only from ABI 6)."""
+    audit_arch, column = ARCHITECTURES[machine]
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    allow, eperm = 0x7FFF0000, 0x00050000 | 1
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0),
+               # kill(pid): its group (0) or itself
+               (jeq, 0, 5, KILL[column]), (ld, 0, 0, 16), (jeq, 2, 0, 0), (jeq, 1, 0, pid), (ret, 0, 0, eperm),
+               (ret, 0, 0, allow)]
+    for numbers in (TGKILL, RT_SIGQUEUEINFO, RT_TGSIGQUEUEINFO):  # the first argument: a thread group, itself
+        program += [(jeq, 0, 4, numbers[column]), (ld, 0, 0, 16), (jeq, 1, 0, pid), (ret, 0, 0, eperm),
+                    (ret, 0, 0, allow)]
+    for numbers in (TKILL, PIDFD_OPEN, PIDFD_SEND_SIGNAL):
+        program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
     program.append((ret, 0, 0, allow))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
@@ -216,10 +241,15 @@ class Kernel:
         for stage in ("worker", "job"):
             program = seccomp_program(os.uname().machine, stage)
             if program is not None:
-                code = ctypes.create_string_buffer(program)
-                fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code)))
-                self._buffers += [code, fprog]
-                self.filters[stage] = ctypes.addressof(fprog)
+                self.filters[stage] = self._fprog(program)
+
+    def _fprog(self, program):
+        """The address of a ``struct sock_fprog`` for ``program``, its memory held."""
+        code = self.ctypes.create_string_buffer(program)
+        fprog = self.ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program) // 8,
+                                                             self.ctypes.addressof(code)))
+        self._buffers += [code, fprog]
+        return self.ctypes.addressof(fprog)
 
     def _check(self, status, what):
         if status != 0:
@@ -288,6 +318,10 @@ class Kernel:
         if stage == "worker":
             self.prctl(PR_SET_NO_NEW_PRIVS, 1)  # jobs inherit it
         self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filters[stage])
+
+    def install_signal_filter(self):
+        """Add :func:`signal_program` for this process (built here: it names the process)."""
+        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._fprog(signal_program(os.uname().machine, os.getpid())))
 
 
 def _load_kernel():
@@ -441,6 +475,8 @@ class Setting:
             self.confine(own_world=self.namespaces)
         if self.seccomp:
             kernel.install_filter("job")
+            if not self.namespaces:
+                kernel.install_signal_filter()
 
 
 def _keep_only(fds):
