@@ -180,20 +180,23 @@ def verify(state, answer):
         except PermissionError:
             refused.append(pid)
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.argtypes = [ctypes.c_long] * 4
-    # tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, tkill, pidfd_open (x86_64's numbers) at the outside process
-    for number, args in ((234, (outside, outside, 0)), (129, (outside, 0, 0)), (297, (outside, outside, 0)),
-                         (200, (outside, 0, 0)), (434, (outside, 0, 0))):
-        if libc.syscall(number, *args) == -1 and ctypes.get_errno() == 1:
+    libc.syscall.argtypes = [ctypes.c_long] * 6
+    # at the outside process (x86_64's numbers): tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, tkill, pidfd_open;
+    # prlimit64 (reading nothing), setpriority (PRIO_PROCESS, to 0 as it is), kcmp; and prlimit64 of itself
+    for number, args in ((234, (outside, outside)), (129, (outside,)), (297, (outside, outside)), (200, (outside,)),
+                         (434, (outside,)), (302, (outside,)), (141, (0, outside)), (312, (posix.getpid(), outside)),
+                         (302, (0,))):
+        if libc.syscall(number, *args, *[0] * (5 - len(args))) == -1 and ctypes.get_errno() == 1:
             refused.append(number)
-    return refused == [outside, -1, 234, 129, 297, 200, 434]
+    return refused == [outside, -1, 234, 129, 297, 200, 434, 302, 141, 312]
 """
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter holds x86_64's number for mount")
-def test_a_job_without_namespaces_may_signal_its_own_group_and_itself_alone_whatever_the_kernel(monkeypatch) -> None:
-    """Jobs without a PID namespace of their own name the host's processes. Here (no right to mount,
-    and no Landlock: the worker is not told the host's files are in view) seccomp alone refuses them."""
+def test_a_job_without_namespaces_may_act_on_its_own_group_and_itself_alone_whatever_the_kernel(monkeypatch) -> None:
+    """Jobs without a PID namespace of their own name the host's processes: a signal, or a limit set on
+    the process that trains (prlimit64), would reach it. Here (no right to mount, and no Landlock: the
+    worker is not told the host's files are in view) seccomp alone refuses them."""
     no_mounts = Isolation("no-mounts", ("python3", "-c", NO_MOUNTS), False, "namespaces without mounts")
     monkeypatch.setattr(local, "worker_isolation", lambda: no_mounts)
     outside = subprocess.Popen(["sleep", "30"])

@@ -38,7 +38,8 @@ last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, 
 itself (a job that digs out ``ctypes`` can read what the worker freed of earlier jobs); the
 worker's greeting says so. Killing the job's process group then ends every process of the job: its
 seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group, and any signal but to
-that group or to itself (:func:`signal_program`): the host's processes are in its PID namespace.
+that group or to itself, and limits, priorities or scheduling set on any process but itself
+(:func:`others_program`): the host's processes are in its PID namespace.
 
 Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
 each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
@@ -117,9 +118,17 @@ WORLD_SYSCALLS = ("mount", "setsid", "setpgid")
 # C library falls back to the checked clone).
 SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
 
-# The system calls that signal a process, where jobs share the host's PID namespace.
-KILL, TGKILL, RT_SIGQUEUEINFO, RT_TGSIGQUEUEINFO = (62, 129), (234, 131), (129, 138), (297, 240)
-TKILL, PIDFD_OPEN, PIDFD_SEND_SIGNAL = (200, 130), (434, 434), (424, 424)
+# Where jobs share the host's PID namespace, the system calls that act on another process of the
+# same user: (x86_64 number, aarch64 number). Those whose first argument names the process, 0 for
+# the caller (kill: its process group); those that take the caller's own pid alone; those that take
+# a kind of target and then a target (setpriority's PRIO_PROCESS, ioprio_set's IOPRIO_WHO_PROCESS);
+# and those refused outright.
+TARGET_FIRST = {"kill": (62, 129), "prlimit64": (302, 261), "sched_setparam": (142, 118),
+                "sched_setscheduler": (144, 119), "sched_setaffinity": (203, 122), "sched_setattr": (314, 274),
+                "migrate_pages": (256, 238), "move_pages": (279, 239), "get_robust_list": (274, 100)}
+ITSELF_FIRST = {"tgkill": (234, 131), "rt_sigqueueinfo": (129, 138), "rt_tgsigqueueinfo": (297, 240)}
+KIND_THEN_TARGET = {"setpriority": ((141, 140), 0), "ioprio_set": ((251, 30), 1)}
+OTHERS_REFUSED = {"tkill": (200, 130), "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "kcmp": (312, 272)}
 
 # Landlock (Linux 5.13+): where jobs see the host's files, what of them they may read and write.
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # on every architecture
@@ -198,22 +207,28 @@ def seccomp_program(machine, stage):
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
 
-def signal_program(machine, pid):
+def others_program(machine, pid):
     """A seccomp filter for a job's process ``pid`` where jobs share the host's PID namespace (they
-    get no namespaces): it may signal its own process group (``kill(0, …)``) and itself, no other
-    process, on any kernel (Landlock's signal scope holds this only from ABI 6)."""
+    get no namespaces): it may signal its own process group and itself, and set limits, priorities,
+    scheduling and memory placement of itself alone; of no other process of the user (Landlock's
+    scope holds signals from ABI 6, and nothing else of these)."""
     audit_arch, column = ARCHITECTURES[machine]
     ld, jeq, ret = 0x20, 0x15, 0x06
     allow, eperm = 0x7FFF0000, 0x00050000 | 1
-    program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0),
-               # kill(pid): its group (0) or itself
-               (jeq, 0, 5, KILL[column]), (ld, 0, 0, 16), (jeq, 2, 0, 0), (jeq, 1, 0, pid), (ret, 0, 0, eperm),
-               (ret, 0, 0, allow)]
-    for numbers in (TGKILL, RT_SIGQUEUEINFO, RT_TGSIGQUEUEINFO):  # the first argument: a thread group, itself
-        program += [(jeq, 0, 4, numbers[column]), (ld, 0, 0, 16), (jeq, 1, 0, pid), (ret, 0, 0, eperm),
-                    (ret, 0, 0, allow)]
-    for numbers in (TKILL, PIDFD_OPEN, PIDFD_SEND_SIGNAL):
-        program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
+    first, second = 16, 24  # offsets of the arguments' low words in ``struct seccomp_data``
+
+    def one_of(offset, values):
+        """Allow when the argument at ``offset`` is one of ``values``; else EPERM."""
+        return [(ld, 0, 0, offset), *((jeq, len(values) - i, 0, v) for i, v in enumerate(values)),
+                (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
+    for numbers, check in [*((n, one_of(first, [0, pid])) for n in TARGET_FIRST.values()),
+                           *((n, one_of(first, [pid])) for n in ITSELF_FIRST.values()),
+                           *((n, [(ld, 0, 0, first), (jeq, 0, 3, kind), *one_of(second, [0, pid])])  # 3: EPERM
+                             for n, kind in KIND_THEN_TARGET.values()),
+                           *((n, [(ret, 0, 0, eperm)]) for n in OTHERS_REFUSED.values())]:
+        program += [(jeq, 0, len(check), numbers[column]), *check]
     program.append((ret, 0, 0, allow))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
@@ -319,9 +334,9 @@ class Kernel:
             self.prctl(PR_SET_NO_NEW_PRIVS, 1)  # jobs inherit it
         self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filters[stage])
 
-    def install_signal_filter(self):
-        """Add :func:`signal_program` for this process (built here: it names the process)."""
-        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._fprog(signal_program(os.uname().machine, os.getpid())))
+    def install_others_filter(self):
+        """Add :func:`others_program` for this process (built here: it names the process)."""
+        self.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._fprog(others_program(os.uname().machine, os.getpid())))
 
 
 def _load_kernel():
@@ -476,7 +491,7 @@ class Setting:
         if self.seccomp:
             kernel.install_filter("job")
             if not self.namespaces:
-                kernel.install_signal_filter()
+                kernel.install_others_filter()
 
 
 def _keep_only(fds):
