@@ -726,8 +726,9 @@ def error_block(error, context):
     name = type(error).__name__
     try:
         message = f"{name}: {error}"
-    except Exception:
-        message = f"{name}: <exception str() failed>"
+    except Exception as failure:  # IPython's words for an error it cannot write, then the failure's traceback
+        failure.__suppress_context__ = True
+        message = f"<class 'str'>: ({type(failure)!r}, {failure!r})\n" + traceback_text(failure).rstrip("\n")
     return "\n".join([name + "Traceback (most recent call last)".rjust(RULE_WIDTH - len(name)),
                       *frame_texts(error.__traceback__, context), *getattr(error, CALLER_FRAMES, []),
                       message, *notes_of(error)])

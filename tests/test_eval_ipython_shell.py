@@ -501,3 +501,15 @@ def test_from_the_sandboxs_first_frame_on_a_traceback_shows_nothing_of_its_bridg
 
 def test_the_namespace_holds_ipythons_folder_history():
     assert shown("type(_dh).__name__, '_dh' in dir()") == ["Out[1]: ('list', True)\n"]
+
+
+def test_an_error_whose_text_cannot_be_written_shows_as_ipython_shows_it_then_the_failures_own_traceback():
+    """IPython 9.19's output: its words for an exception whose ``str`` raises, then that failure's traceback."""
+    cell = "class Broken(Exception):\n    def __str__(self):\n        raise ValueError('no text')\nraise Broken()"
+    name = f"<ipython-input-1-{hashlib.sha1((cell + chr(10)).encode()).hexdigest()[:12]}>"
+    assert shown(cell) == [
+        f"{RULE}\n{header('Broken')}\nFile {name}:4\n      2     def __str__(self):\n"
+        "      3         raise ValueError('no text')\n----> 4 raise Broken()\n\n"
+        "<class 'str'>: (<class 'ValueError'>, ValueError('no text'))\n"
+        f"{RULE}\n{header('ValueError')}\nFile {name}:3, in Broken.__str__(self)\n      2 def __str__(self):\n"
+        "----> 3     raise ValueError('no text')\n\nValueError: no text\n"]
