@@ -560,7 +560,7 @@ def start(tools):
     gc.enable()  # as in upstream's shell (a job starts without it): a long cell's cycles are freed
     sys.stderr = Discard()
     builtins.display, builtins.help = display, Helper()
-    HIDDEN.append(getattr(builtins.__import__, "__globals__", None))  # the sandbox's import guard, if any
+    SANDBOX.append(getattr(builtins.__import__, "__globals__", None))  # the sandbox's import guard, if any
     return Shell({name: tool(name, about) for name, about in tools.items()})
 
 
@@ -679,7 +679,7 @@ RULE_WIDTH = 75  # IPython's: the terminal's width, at most 75 (upstream's shell
 NUMBER_WIDTH = 7
 CAUSE = "\nThe above exception was the direct cause of the following exception:\n"
 CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n"
-HIDDEN = [globals()]  # the globals of code whose frames a traceback leaves out: this shell's, then the sandbox's
+SANDBOX = []  # the globals of the sandbox's own code, once a job has started: no frame from its first on is shown
 CALLER_FRAMES = "frames_in_caller"  # a tool's error carries the frames of the tool, written where it ran
 
 
@@ -751,8 +751,8 @@ def frame_texts(tb, context):
     """A traceback's frames as IPython writes them, those of this shell and of the sandbox left out;
     from the sandbox's first on, all are its bridge to the tools (its ``json``, its pipes), so none is."""
     frames = []
-    while tb is not None and not any(tb.tb_frame.f_globals is sandbox for sandbox in HIDDEN[1:]):
-        if tb.tb_frame.f_globals is not HIDDEN[0]:
+    while tb is not None and not any(tb.tb_frame.f_globals is sandbox for sandbox in SANDBOX):
+        if tb.tb_frame.f_globals is not globals():  # this shell's own
             frames.append((tb.tb_frame, tb.tb_lineno))
         tb = tb.tb_next
     return [frame_text(frame, lineno, context) if frame else repeated_text(lineno)

@@ -303,10 +303,11 @@ class _Cell:
     calls: list[tuple[tuple[str, str, str], dict[str, str]]] = field(default_factory=list)
 
 
-def _builtin_name(function: Any) -> str | None:
-    """The name of the Python builtin a tool is (upstream's travel tools ``min`` and ``max``), if it is one."""
-    name = attribute(function, "__name__")
-    return name if isinstance(name, str) and getattr(builtins, name, None) is function else None
+def _builtin_name(value: Any) -> str | None:
+    """The name under which ``value`` is one of Python's builtins (a tool such as upstream's travel
+    tools ``min`` and ``max``, an exception class), if it is one."""
+    name = attribute(value, "__name__")
+    return name if isinstance(name, str) and getattr(builtins, name, None) is value else None
 
 
 def _error_reply(error: Exception) -> dict[str, str]:
@@ -314,8 +315,8 @@ def _error_reply(error: Exception) -> dict[str, str]:
     text, its type's name and module, the nearest built-in class it derives from, and its ``args``
     when they are literals."""
     kind = type(error)
-    base = next(cls for cls in kind.__mro__ if getattr(builtins, cls.__name__, None) is cls)
-    reply = {"error": _text_of(error), "type": kind.__name__, "module": str(kind.__module__), "base": base.__name__}
+    base = next(name for name in map(_builtin_name, kind.__mro__) if name)
+    reply = {"error": _text_of(error), "type": kind.__name__, "module": str(kind.__module__), "base": base}
     with contextlib.suppress(Exception):
         args = repr(error.args)
         literal(args)

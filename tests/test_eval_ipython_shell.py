@@ -491,7 +491,7 @@ def test_from_the_sandboxs_first_frame_on_a_traceback_shows_nothing_of_its_bridg
     those frames are the sandbox's, not the cell's, and IPython upstream has none of them."""
     bridge: dict = {}
     exec("import json\ndef ask(request):\n    return json.dumps(request)\n", bridge)
-    monkeypatch.setattr(ipython_shell, "HIDDEN", [ipython_shell.HIDDEN[0], bridge])
+    monkeypatch.setattr(ipython_shell, "SANDBOX", [bridge])
     try:
         bridge["ask"](object())
     except TypeError as error:

@@ -388,9 +388,10 @@ class Setting:
         self._maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
                       (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
         self.view = view
-        self.landlock = kernel.landlock_abi() if kernel is not None and view is not None else 0
+        self.landlock = kernel.landlock_abi() if kernel is not None and view is not None else 0  # the probe tries it
         self.namespaces, joins, own_proc, confines = self._probe()
-        self.landlock = self.landlock if confines else 0
+        if not confines:
+            self.landlock = 0
         self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
         self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
         if not joins:
