@@ -213,3 +213,20 @@ def test_max_grad_norm_zero_means_no_clipping_not_no_step():
     optimizer = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.1)
     update(update_context(policy, max_grad_norm=0.0), optimizer, batch, ADVANTAGES, ALGORITHMS["grpo"])
     assert all(not torch.equal(p, before[n]) for n, p in policy.named_parameters() if p.requires_grad)
+
+
+def test_ppo_on_a_bf16_model_starts_its_first_pass_from_the_training_pass_values_not_the_samplers():
+    """rl_step rescores before PPO's passes on a model below fp32: with the sampler's values kept, the first
+    pass reads its rounding differences (here made large) as the policy having moved, and clips on them."""
+    from dataclasses import replace
+
+    from train.config import TrainConfig
+    from train.trainer import StepBatch, rl_step
+
+    policy = tiny_policy().to(torch.bfloat16)
+    batch = [replace(t, reward=float(i == 0)) for i, t in enumerate(trajectories())]
+    ctx = update_context(policy)
+    ctx.config, ctx.rank = TrainConfig(algorithm="ppo", ppo_epochs=1, ppo_minibatches=1, kl_coef=0.0), 0
+    metrics = rl_step(ctx, standing_still(policy), StepBatch(batch, [0, 0, 0], range(3)), step=1)["metrics"]
+    assert metrics["kept_episodes"] == 3 and metrics["loss_tokens"] > 0
+    assert abs(metrics["kl_rollout"]) < 1e-2, "the sampler's stored values (-0.5 a token) reached the first pass"
