@@ -1,6 +1,8 @@
 """The calculation domain: its tools, its Gymnasium env and its scripted challenger."""
 
 import json
+import random
+import re
 import warnings
 
 import gymnasium as gym
@@ -129,6 +131,13 @@ def test_unit_conversion_covers_factors_temperatures_and_trade_units(state):
     crate = json.loads(run(state, "list_units"))["mass"]["crate"]
     assert run(state, "convert_units", value=2, from_unit="crate", to_unit="kg") == f"{2 * crate:g} kg"
     assert run(state, "convert_units", value=1, from_unit="kg", to_unit="m").startswith("Error: cannot convert kg (mass)")
+
+
+def test_temperatures_below_absolute_zero_are_refused_and_absolute_zero_itself_converts(state):
+    assert run(state, "convert_units", value=-500, from_unit="celsius", to_unit="kelvin") == \
+        "Error: -500 celsius is below absolute zero"
+    assert run(state, "convert_units", value=-1, from_unit="kelvin", to_unit="kelvin").startswith("Error:")
+    assert run(state, "convert_units", value=-459.67, from_unit="fahrenheit", to_unit="celsius") == "-273.15 celsius"
 
 
 def test_aggregate_statistics(state):
@@ -298,6 +307,16 @@ def test_ledger_tasks_check_the_ledger_not_only_the_answer():
     env = CalculationEnv(tasks=[task])
     assert env.replay(task, Attempt((), task.solution.answer))[0].status == "failed"
     assert "ledger_holds(state['ledger']" in task.verifier
+
+
+def test_temperatures_asked_in_kelvin_are_above_absolute_zero_so_no_such_draw_is_lost():
+    from envs.calculation.challenger import Scout, _unit_conversion
+    from envs.calculation.world import build_world
+
+    scout = Scout(build_world(0))
+    drafts = [_unit_conversion(scout, random.Random(i)) for i in range(300)]
+    kelvin = [float(m.group(1)) for d in drafts if (m := re.search(r"(-?[\d.]+) kelvin", d.instruction))]
+    assert len(kelvin) >= 10 and min(kelvin) > 0
 
 
 def test_tasks_round_trip_through_json():

@@ -548,6 +548,8 @@ def _unit_conversion(s: Scout, rng: random.Random) -> Draft:
     dimension = rng.choice(list(s.units))
     source, target, other = rng.sample(list(s.units[dimension]), 3)
     value = round(rng.uniform(-40, 120), 1) if dimension == "temperature" else _price(rng, 0.5, 500)
+    if source == "kelvin":  # the same weather, above absolute zero
+        value = round(value + 273.15, 1)
     instruction = rng.choice((
         f"Convert {_lit(value)} {UNIT_WORDS[source]} to {UNIT_WORDS[target]}.",
         f"How much is {_lit(value)} {UNIT_WORDS[source]} in {UNIT_WORDS[target]}?",

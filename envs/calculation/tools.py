@@ -199,7 +199,10 @@ def convert_units(state: State, value: float, from_unit: str, to_unit: str) -> s
     if target_unit["dimension"] != dimension:
         raise ValueError(f"cannot convert {source} ({dimension}) to {target} ({target_unit['dimension']})")
     if dimension == "temperature":
-        result = _FROM_KELVIN[target](_TO_KELVIN[source](value))
+        kelvin = _TO_KELVIN[source](value)
+        if kelvin < 0:
+            raise ValueError(f"{_number(value)} {source} is below absolute zero")
+        result = _FROM_KELVIN[target](kelvin)
     else:
         result = value * source_unit["factor"] / target_unit["factor"]
     return f"{_number(round(result, 4))} {target}"
