@@ -137,9 +137,9 @@ def pid_namespaces(pid: int) -> int:
 def leftover_processes(sandbox: Sandbox, timeout: float = 10.0) -> dict[int, list[int]]:
     """Processes under each idle worker beyond the ones it keeps: the ready job processes (the next
     job's, and the one built ahead for the job after it: at most two, each in a PID namespace of its
-    own, or with none where jobs get no namespaces) and, where jobs get namespaces, the zygote that
-    makes them (in the worker's PID namespace); none of them with children of its own. Empty, once the
-    workers have cleaned up, when nothing survived its job."""
+    own, or with none where jobs get no namespaces) and the zygote that makes them (in the worker's PID
+    namespace); none of them with children of its own. Empty, once the workers have cleaned up, when
+    nothing survived its job."""
     end = time.monotonic() + timeout
     while True:
         extra = {}

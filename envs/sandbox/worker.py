@@ -34,12 +34,13 @@ module and ``os`` blocks below are only a speed bump that gives naive code a cle
 (``sys.modules['posix']`` and ``importlib`` get around them).
 
 Where user namespaces are refused, or grant no right to build a world in them (the local backend's
-last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, made by the worker
-itself (a job that digs out ``ctypes`` can read what the worker freed of earlier jobs); the
-worker's greeting says so. Killing the job's process group then ends every process of the job: its
-seccomp filter refuses ``setsid`` and ``setpgid``, the ways out of that group, and any signal but to
-that group or to itself, and limits, priorities or scheduling set on any process but itself
-(:func:`others_program`): the host's processes are in its PID namespace.
+last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, made by the zygote
+as elsewhere, so that none finds what the worker freed of earlier jobs (by the worker itself only
+where it cannot load ``ctypes``); the worker's greeting says so. Killing the job's process group
+then ends every process of the job: its seccomp filter refuses ``setsid`` and ``setpgid``, the ways
+out of that group, and any signal but to that group or to itself, and limits, priorities or
+scheduling set on any process but itself (:func:`others_program`): the host's processes are in its
+PID namespace.
 
 Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
 each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
@@ -458,9 +459,8 @@ class Setting:
     def spawn(self, sibling=False):
         """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
         them; returns its pid here, 0 in it. ``sibling``: a child of this process's parent."""
-        if self.namespaces:
-            return self.kernel.clone(JOB_NAMESPACES | (CLONE_PARENT if sibling else 0))
-        return _fork()
+        flags = (JOB_NAMESPACES if self.namespaces else 0) | (CLONE_PARENT if sibling else 0)
+        return self.kernel.clone(flags) if flags else _fork()
 
     def furnish(self, slot):
         """In a new job process, before any untrusted code: join the control group of ``slot``,
@@ -801,12 +801,12 @@ def _job_process(inp, setting, slot, sibling=False):
 
 
 class Zygote:
-    """Where jobs get namespaces, the process that makes their processes: a copy of the worker taken
-    before its first job, which never holds anything of a job. A job's process is a copy of the one
-    that made it, and its code can read its own memory (``ctypes`` is only blocked: its classes are
-    there to find). Made by the worker, which passes on every job's output, requests and replies, it
-    would find earlier jobs' in what the worker has freed. Made with ``CLONE_PARENT``, a job's
-    process is still the worker's child, which waits for it and counts its CPU time."""
+    """The process that makes jobs' processes: a copy of the worker taken before its first job,
+    which never holds anything of a job. A job's process is a copy of the one that made it, and its
+    code can read its own memory (``ctypes`` is only blocked: its classes are there to find). Made by
+    the worker, which passes on every job's output, requests and replies, it would find earlier
+    jobs' in what the worker has freed. Made with ``CLONE_PARENT``, a job's process is still the
+    worker's child, which waits for it and counts its CPU time."""
 
     def __init__(self, inp, setting):
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -1059,7 +1059,7 @@ def main():
         exec(compile(WARM_UP, "<warm-up>", "exec"), {})
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
     try:
-        zygote = Zygote(inp, setting) if setting.namespaces else None
+        zygote = Zygote(inp, setting) if kernel is not None else None  # it needs clone() for CLONE_PARENT
         current = Child(inp, setting, 0, zygote)
         current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
@@ -1079,7 +1079,7 @@ def main():
                 return
             if ahead is None:  # no namespaces: this job's processes are gone before the next is made
                 current.reap(everything=True)
-                previous, current = None, Child(inp, setting, 0)
+                previous, current = None, Child(inp, setting, 0, zygote)
             else:
                 previous, current = current, ahead
     except WorldBroken as exc:
