@@ -63,12 +63,13 @@ def rootless_sandbox(**kwargs) -> Sandbox:
 
 
 NO_JOB_NAMESPACES = local.Isolation(
-    "no-job-namespaces", ("unshare", "--user", "--map-root-user", "sh", "-c",
-                          'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'), False,
-    "local: a worker whose jobs may make no user namespace", host_files=True)
+    "no-job-namespaces", (*(local.AS_NOBODY if os.geteuid() == 0 else ()), "unshare", "--user", "--map-root-user",
+                          "sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec python3 -s -S -c "$0"'),
+    False, "local: a worker whose jobs may make no user namespace", host_files=True)
 """A worker in a user namespace that allows no nested one: its jobs get no namespaces, as where the
 machine refuses user namespaces to everyone, or grants no right in them (Ubuntu's AppArmor): the
-local backend's limits-only way."""
+local backend's limits-only way. Root's runs as nobody, as the local backend's limits-only way does (root
+would ignore RLIMIT_NPROC)."""
 
 
 def landlock_abi() -> int:

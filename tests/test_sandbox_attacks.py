@@ -640,9 +640,6 @@ def verify(state, answer):
 
 
 def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox) -> None:
-    if without_namespaces(sandbox):
-        pytest.skip("where jobs get no namespaces, every job of the user counts against one RLIMIT_NPROC (describe() "
-                    "says so)")
     idle = set(sandbox.host_pids())
     hog = threading.Thread(target=sandbox.verify, args=(HOG, {}, ""),
                            kwargs={"limits": replace(LIMITS, wall_seconds=5.0)})

@@ -65,7 +65,8 @@ class Limits:
     wall_seconds: float = 3.0
     cpu_seconds: int = 2  # per process; then SIGXCPU, and SIGKILL a second later
     memory_mb: int = 256  # each process's address space; and the job's memory, its /tmp files included
-    processes: int = 32  # processes and threads of the job (RLIMIT_NPROC, counted in its own user namespace)
+    processes: int = 32  # processes and threads of the job (RLIMIT_NPROC, counted in its own user namespace,
+    # or, where it has none, above those its user runs as it starts)
     file_mb: int = 4  # largest file a job may write
     open_files: int = 64
     output_bytes: int = 16384  # printed output kept; the rest is cut with "[output truncated]"

@@ -244,7 +244,8 @@ class DockerSandbox(Sandbox):
 
     def _describe_processes(self, greeting: Mapping[str, Any]) -> str:
         limit = self.limits.processes
-        counted = "counted in its own user namespace" if greeting.get("namespaces") else "shared with the worker"
+        counted = ("counted in its own user namespace" if greeting.get("namespaces")
+                   else "above those its user runs as the job starts")
         return (f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, {counted}; the container's "
                 f"pids limit is {limit + 8})")
 

@@ -313,7 +313,8 @@ class LocalSandbox(Sandbox):
     def _describe_processes(self, greeting: Mapping[str, Any]) -> str:
         limit = self.limits.processes
         if not greeting.get("namespaces"):
-            return f"{limit} processes and threads (RLIMIT_NPROC), shared by every job of the same user"
+            return (f"{limit} processes and threads (RLIMIT_NPROC) above those its user runs as the job starts, "
+                    "which count too")
         group = self._group(greeting)
         pids = group and any("pids" in h.controllers for h in self._hierarchies)
         return (f"{limit} processes and threads for the job as a whole (RLIMIT_NPROC, counted in its own user "

@@ -456,6 +456,31 @@ class Setting:
             readable, writable = [*readable, "/proc"], [*writable, "/tmp"]
         self.kernel.confine(self.landlock, readable, writable)
 
+    def user_tasks(self):
+        """Where jobs share the host's user, the processes and threads it runs now (as
+        RLIMIT_NPROC counts them: every one of the user's, other jobs' and the trainer's too), so
+        that a job's limit is its own share above them; 0 where a job's user namespace counts its
+        own alone."""
+        if self.namespaces:
+            return 0
+        uid, tasks = b"\nUid:\t%d\t" % os.getuid(), 0
+        try:
+            names = os.listdir("/proc")
+        except OSError:  # no /proc to count in: the job's own share is its limit
+            return 0
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:  # its real user from status: /proc/<pid> itself is root's while a process is non-dumpable
+                with open(f"/proc/{name}/status", "rb") as f:
+                    status = f.read()
+            except OSError:  # gone meanwhile
+                continue
+            if uid in status:
+                at = status.index(b"\nThreads:") + 9
+                tasks += int(status[at:status.index(b"\n", at)])
+        return tasks
+
     def spawn(self, sibling=False):
         """A new job process: PID 1 of new user, mount, PID and IPC namespaces where jobs get
         them; returns its pid here, 0 in it. ``sibling``: a child of this process's parent."""
@@ -518,8 +543,9 @@ def _error(kind, message):
     return {"status": "error", "kind": kind, "message": message}
 
 
-def _limit(limits):
-    """The job's resource limits (soft = hard, so the code cannot raise them again)."""
+def _limit(limits, user_tasks):
+    """The job's resource limits (soft = hard, so the code cannot raise them again). ``user_tasks``:
+    the processes and threads its user ran as the job started, where RLIMIT_NPROC counts them all."""
     mb = 1024 * 1024
     cpu = max(1, int(limits["cpu_seconds"]))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -527,7 +553,9 @@ def _limit(limits):
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_mb"] * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"],) * 2)
+    ceiling = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    processes = limits["processes"] + user_tasks
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes if ceiling < 0 else min(processes, ceiling),) * 2)
 
 
 class Remote:
@@ -622,9 +650,9 @@ def _run_code(code, namespace, after):
         return _error("exception", _describe(exc))
 
 
-def run_child(job, remote):
+def run_child(job, remote, user_tasks=0):
     """Run one job: its verdict byte when it ran to the end, else an error dict (never raises)."""
-    _limit(job["limits"])
+    _limit(job["limits"], user_tasks)
     namespace = {"__name__": "__sandbox__"}
     try:
         code = compile(job["source"], "<sandbox>", "exec")
@@ -673,7 +701,8 @@ def child_main(inp, sock, replies, output):
     gc.disable()  # no collector passes dirtying pages the child shares with the worker
     # Touch the compiler's memory now, while waiting: after a fork its first use pays page faults.
     exec(compile(WARM_UP, "<warm-up>", "exec"), {})
-    if os.read(replies, 1) != b"g":  # the worker's go: the next job on stdin is this process's
+    go = os.read(replies, 5)  # the worker's go: the next job on stdin is this process's
+    if go[:1] != b"g" or len(go) != 5:
         return
     body = read_frame(inp)
     os.close(inp)  # before any untrusted code: the parent's stream is the worker's alone
@@ -684,7 +713,7 @@ def child_main(inp, sock, replies, output):
     limits = job["limits"]
     sock.send(json.dumps({"started": [limits["wall_seconds"], limits["output_bytes"], limits["cpu_seconds"]]}).encode())
     try:
-        result = run_child(job, Remote(sock, replies))
+        result = run_child(job, Remote(sock, replies), struct.unpack("=I", go[1:])[0])
     except BaseException as exc:
         result = _error("exception", f"sandbox: {type(exc).__name__}: {exc}")
     try:
@@ -867,11 +896,12 @@ class Child:
                 raise WorldBroken(f"the job's world could not be built: {message.get('broken', message)}")
             self.ready = True
 
-    def go(self):
+    def go(self, user_tasks=0):
         """Let the job process take the next job from the worker's stdin (it waits for this, so
-        that a process made ahead never takes its predecessor's job)."""
+        that a process made ahead never takes its predecessor's job), telling it ``user_tasks``
+        (:meth:`Setting.user_tasks`)."""
         self.built()
-        os.write(self.replies, b"g")
+        os.write(self.replies, b"g" + struct.pack("=I", user_tasks))
 
     def _next(self, deadline):
         """The child's next message; ``{}`` when it has closed its end, None at the deadline."""
@@ -1069,7 +1099,7 @@ def main():
         while True:
             if previous is not None:  # every process of the last job has ended before this job's code runs
                 previous.reap(everything=False)
-            current.go()
+            current.go(setting.user_tasks())
             ahead = None
             if setting.namespaces:  # the next job's world is built while this job runs, in the last job's group
                 ahead = Child(inp, setting, 1 - current.slot, zygote)
