@@ -40,7 +40,8 @@ where it cannot load ``ctypes``); the worker's greeting says so. Killing the job
 then ends every process of the job: its seccomp filter refuses ``setsid`` and ``setpgid``, the ways
 out of that group, and any signal but to that group or to itself, and limits, priorities or
 scheduling set on any process but itself (:func:`others_program`): the host's processes are in its
-PID namespace.
+PID namespace. Its RLIMIT_NPROC counts every process of its user, so the worker tells it at its go
+how many its user runs (:meth:`Setting.user_tasks`), and its limit is its own share above them.
 
 Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
 each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
