@@ -656,6 +656,35 @@ def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox)
     assert verdicts == ["ok"] * 20
 
 
+FORK_ALL = """import sys, time
+def verify(state, answer):
+    posix, children = sys.modules['posix'], 0
+    while children < 64:
+        try:
+            if posix.fork() == 0:
+                time.sleep(30)
+                posix._exit(0)
+        except OSError:
+            break
+        children += 1
+    print(children)
+    return True
+"""
+
+
+def test_a_job_gets_its_whole_process_share_right_after_one_that_used_it_all(
+        sandbox: Sandbox, request: pytest.FixtureRequest) -> None:
+    """Every process of a job has been reaped before the next job starts: none lingers as a zombie that
+    still counts against that job's limits (where jobs share the host's PID namespace, its init would reap
+    them, in its own time, were the worker not their subreaper). One worker, so each job follows the last."""
+    box = open_sandbox(request.node.callspec.params["sandbox"], workers=1, limits=LIMITS)
+    try:
+        counts = [box.verify(FORK_ALL, {}, "").output for _ in range(6)]
+    finally:
+        box.close()
+    assert len(set(counts)) == 1 and 0 < int(counts[0]) < 64, counts
+
+
 def test_a_job_cannot_read_what_an_earlier_job_printed(sandbox: Sandbox) -> None:
     printed = f"printed-{uuid.uuid4().hex}"
     assert sandbox.run_code(f"print({printed!r})", lambda name, arguments: "", {}).output == printed + "\n"

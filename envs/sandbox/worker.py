@@ -36,12 +36,15 @@ module and ``os`` blocks below are only a speed bump that gives naive code a cle
 Where user namespaces are refused, or grant no right to build a world in them (the local backend's
 last fallback), jobs run in plain children of the worker, sharing its ``/tmp``, made by the zygote
 as elsewhere, so that none finds what the worker freed of earlier jobs (by the worker itself only
-where it cannot load ``ctypes``); the worker's greeting says so. Killing the job's process group
-then ends every process of the job: its seccomp filter refuses ``setsid`` and ``setpgid``, the ways
-out of that group, and any signal but to that group or to itself, and limits, priorities or
-scheduling set on any process but itself (:func:`others_program`): the host's processes are in its
-PID namespace. Its RLIMIT_NPROC counts every process of its user, so the worker tells it at its go
-how many its user runs (:meth:`Setting.user_tasks`), and its limit is its own share above them.
+where it has no seccomp filter to keep a job in its process group); the worker's greeting says so.
+Killing the job's process group then ends every process of the job: its seccomp filter refuses
+``setsid`` and ``setpgid``, the ways out of that group, and any signal but to that group or to
+itself, and limits, priorities or scheduling set on any process but itself
+(:func:`others_program`): the host's processes are in its PID namespace. The worker is its
+orphans' subreaper, and reaps every process of the group before the next job starts: left to the
+host's init, they could linger as zombies that count against the next job's limits. Its
+RLIMIT_NPROC counts every process of its user, so the worker tells it at its go how many its user
+runs (:meth:`Setting.user_tasks`), and its limit is its own share above them.
 
 Where jobs see the host's files (the parent passes ``SANDBOX_READABLE`` and ``SANDBOX_WRITABLE``),
 each job's process confines itself with Landlock, if the kernel has it, before any untrusted code:
@@ -85,7 +88,8 @@ BLOCKED_OS_FUNCTIONS = (
     "execlp", "execlpe", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle",
     "posix_spawn", "posix_spawnp", "setuid", "setgid", "setsid", "setpgid", "chroot", "putenv",
 )
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 38, 22
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 4, 38, 22, 36
+REAP_SECONDS = 2.0  # longest wait for a job's last processes to end, where they are not in a namespace of its own
 SECCOMP_MODE_FILTER = 2
 CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x8000000, 0x10000000, 0x20000000
@@ -395,6 +399,17 @@ class Setting:
         if not confines:
             self.landlock = 0
         self.proc = "own" if own_proc else "hidden" if self.namespaces else "shared"
+        # Where jobs share the worker's PID namespace, their orphans come to the worker (as PID 1, or as their
+        # subreaper), which reaps them (Child.reap), not to the host's init, which may leave them as zombies
+        # that hold the next job's process slots for a while.
+        self.reaps_orphans = False
+        if not self.namespaces and kernel is not None:
+            try:
+                if os.getpid() != 1:
+                    kernel.prctl(PR_SET_CHILD_SUBREAPER, 1)
+                self.reaps_orphans = True
+            except OSError:
+                pass
         self.cgroup = "none" if not cgroup_slots else "joined" if joins else "refused"
         if not joins:
             for fd in self.cgroup_fds():
@@ -882,6 +897,8 @@ class Child:
 
     def __init__(self, inp, setting, slot, zygote=None):
         self.slot = slot
+        self.ends_all = zygote is None and os.getpid() == 1  # see kill()
+        self.reaps_orphans = setting.reaps_orphans
         if zygote is None:
             self.pid, self.sock, self.replies, self.output = _job_process(inp, setting, slot)
         else:
@@ -997,9 +1014,10 @@ class Child:
 
     def kill(self, everything):
         """SIGKILL the job: its PID 1, which takes the job's namespace along; ``everything`` (for
-        jobs without namespaces): as PID 1 of the worker's namespace, every other process in it,
-        else the job's process group (which its seccomp filter keeps every process of the job in)."""
-        if everything and os.getpid() == 1:
+        jobs without namespaces): the job's process group, which its seccomp filter keeps every
+        process of the job in, or, as PID 1 of the worker's namespace with no zygote to spare (and
+        so no filter to hold the group), every other process in it."""
+        if everything and self.ends_all:
             targets = [(_kill, -1)]
         else:
             targets = [(_kill, self.pid)] + ([(_killpg, self.pid)] if everything else [])
@@ -1011,18 +1029,28 @@ class Child:
                 pass
 
     def reap(self, everything):
-        """Wait for the killed job to end, free its descriptors; ``everything``: also every orphan
-        handed to the worker (blocking as PID 1, where :meth:`kill` ended them all)."""
+        """Wait for the killed job to end, free its descriptors; ``everything`` (jobs without
+        namespaces): also its orphans, where they come to the worker (:attr:`Setting.reaps_orphans`):
+        where :meth:`kill` ended every process, until none is left; else until the job's process
+        group is empty (an orphan is handed over once its parent has ended), killing any process of
+        it still there."""
         if self.pid is not None:
             try:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
                 pass
-        while everything:
+        deadline = time.monotonic() + REAP_SECONDS
+        while everything and self.reaps_orphans:
             try:
-                everything = os.waitpid(-1, 0 if os.getpid() == 1 else os.WNOHANG)[0] != 0
+                everything = os.waitpid(-1 if self.ends_all else -self.pid, 0)[0] != 0
             except ChildProcessError:
-                break
+                if self.ends_all or time.monotonic() > deadline:
+                    break
+                try:
+                    _killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):  # none of the group is left
+                    break
+                time.sleep(0.001)
         self.sock.close()
         os.close(self.replies)
         os.close(self.output)
@@ -1090,7 +1118,9 @@ def main():
         exec(compile(WARM_UP, "<warm-up>", "exec"), {})
     gc.freeze()  # objects alive now are never scanned again, so forked children share their pages
     try:
-        zygote = Zygote(inp, setting) if kernel is not None else None  # it needs clone() for CLONE_PARENT
+        # It needs clone() for CLONE_PARENT, and where jobs share the worker's namespace, a filter that keeps
+        # each job in its process group: Child.kill ends that group, not every process but the worker.
+        zygote = Zygote(inp, setting) if setting.namespaces or setting.seccomp else None
         current = Child(inp, setting, 0, zygote)
         current.built()
         write_message(out, {"ready": os.getpid(), "undumpable": undumpable, "seccomp": setting.seccomp,
