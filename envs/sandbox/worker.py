@@ -1042,15 +1042,18 @@ class Child:
         deadline = time.monotonic() + REAP_SECONDS
         while everything and self.reaps_orphans:
             try:
-                everything = os.waitpid(-1 if self.ends_all else -self.pid, 0)[0] != 0
+                if os.waitpid(-1 if self.ends_all else -self.pid, 0 if self.ends_all else os.WNOHANG)[0]:
+                    continue
             except ChildProcessError:
-                if self.ends_all or time.monotonic() > deadline:
+                if self.ends_all:
                     break
                 try:
-                    _killpg(self.pid, signal.SIGKILL)
+                    _killpg(self.pid, signal.SIGKILL)  # any of the group not handed over yet
                 except (ProcessLookupError, PermissionError):  # none of the group is left
                     break
-                time.sleep(0.001)
+            if time.monotonic() > deadline:  # one the kill cannot end (stuck in the kernel): leave it
+                break
+            time.sleep(0.001)
         self.sock.close()
         os.close(self.replies)
         os.close(self.output)
