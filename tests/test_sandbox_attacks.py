@@ -617,18 +617,22 @@ def test_attack_is_contained(sandbox: Sandbox, listener: Listener, attack: Attac
         ("ok" if n % 2 else "failed", "", "") for n in range(INNOCENT_TRIES)]
 
 
-HOG = """import sys, time
+FORK_UNTIL_REFUSED = """import sys, time
 def verify(state, answer):
-    posix = sys.modules['posix']
-    while True:
+    posix, children = sys.modules['posix'], 0
+    while children < 64:
         try:
             if posix.fork() == 0:
                 time.sleep(100)
                 posix._exit(0)
         except OSError:
             break
-    time.sleep(100)
+        children += 1
+    {then}
 """
+"""A verifier that starts sleeping processes until the limits refuse one (64 at most), then does ``then``."""
+HOG = FORK_UNTIL_REFUSED.format(then="time.sleep(100)")
+FORK_ALL = FORK_UNTIL_REFUSED.format(then="print(children)\n    return True")
 THREADED = """import threading
 def verify(state, answer):
     seen = []
@@ -654,22 +658,6 @@ def test_a_job_holding_every_process_slot_starves_no_other_job(sandbox: Sandbox)
     hog.join()
     assert holding and still_holding, "the hog never held every slot while the others ran"
     assert verdicts == ["ok"] * 20
-
-
-FORK_ALL = """import sys, time
-def verify(state, answer):
-    posix, children = sys.modules['posix'], 0
-    while children < 64:
-        try:
-            if posix.fork() == 0:
-                time.sleep(30)
-                posix._exit(0)
-        except OSError:
-            break
-        children += 1
-    print(children)
-    return True
-"""
 
 
 def test_a_job_gets_its_whole_process_share_right_after_one_that_used_it_all(
@@ -730,7 +718,8 @@ def test_a_job_cannot_find_an_earlier_jobs_output_or_replies_in_its_memory(sandb
         """The job's memory map as the host sees it, where the job's pid is a host pid."""
         return Path(f"/proc/{int(arguments['pid'])}/maps").read_text() if without_namespaces(sandbox) else ""
 
-    scan = f"""classes, c_char = [object], None
+    scan = f"""import os
+classes, c_char = [object], None
 while classes and c_char is None:
     for sub in type.__subclasses__(classes.pop()):
         classes.append(sub)
@@ -756,8 +745,7 @@ for span, perms in spans:
 print('regions', regions, 'found', found)
 """
     for _ in range(3 * sandbox.size):  # every worker, more than once: each job's process is made ahead
-        result = sandbox.run_code("import os\n" + scan, maps_of, {"maps_of": ["pid"]},
-                                  limits=replace(LIMITS, memory_mb=256))
+        result = sandbox.run_code(scan, maps_of, {"maps_of": ["pid"]}, limits=replace(LIMITS, memory_mb=256))
         assert result.status == "ok" and result.output.endswith("found []\n"), result
         assert sandbox_backend(sandbox) == "docker" or not result.output.startswith("regions 0 ")
 

@@ -666,7 +666,7 @@ def _run_code(code, namespace, after):
         return _error("exception", _describe(exc))
 
 
-def run_child(job, remote, user_tasks=0):
+def run_child(job, remote, user_tasks):
     """Run one job: its verdict byte when it ran to the end, else an error dict (never raises)."""
     _limit(job["limits"], user_tasks)
     namespace = {"__name__": "__sandbox__"}
@@ -914,7 +914,7 @@ class Child:
                 raise WorldBroken(f"the job's world could not be built: {message.get('broken', message)}")
             self.ready = True
 
-    def go(self, user_tasks=0):
+    def go(self, user_tasks):
         """Let the job process take the next job from the worker's stdin (it waits for this, so
         that a process made ahead never takes its predecessor's job), telling it ``user_tasks``
         (:meth:`Setting.user_tasks`)."""
