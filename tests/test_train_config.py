@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+from accelerate.utils import LoggerType
 import pytest
 import torch
 import yaml
@@ -58,7 +59,7 @@ def test_an_empty_value_empties_a_key_a_config_file_set(tmp_path):
     for argv in (["--pool", "", "--report-to", "", "--rl-domains", ""],
                  ["--set", "pool=", "--set", "report_to= ", "--set", "rl_domains="]):
         config, _, given = parse_args(["--config", str(tmp_path / "mine.yaml"), *argv])
-        assert (config.pool, config.report_to, config.rl_domains) == ("", "", [])
+        assert (config.pool, config.report_to, config.rl_domains) == ("", [], [])
         assert {"pool", "report_to", "rl_domains"} <= given
 
 
@@ -180,14 +181,25 @@ def test_a_config_error_names_its_key(overrides, key):
         assert load_config(overrides={**overrides, "steps": 0}).steps == 0, "without RL steps, RL's needs do not apply"
 
 
-def test_tensorboard_without_its_package_is_a_config_error_saying_what_to_install(monkeypatch):
+def test_a_tracker_without_its_package_is_a_config_error_saying_what_to_install(monkeypatch):
     """Caught when the config loads, not after the first training step."""
-    assert load_config(overrides={"report_to": "tensorboard"}).report_to == "tensorboard"
-    monkeypatch.setattr("train.config.is_tensorboard_available", lambda: False)
+    assert load_config(overrides={"report_to": "tensorboard"}).report_to == ["tensorboard"]
+    monkeypatch.setattr("train.config.get_available_trackers", lambda: [LoggerType.WANDB])
     with pytest.raises(ConfigError, match="pip install tensorboardX") as error:
         load_config(overrides={"report_to": "tensorboard"})
     assert error.value.key == "report_to"
-    assert load_config(overrides={"report_to": ""}).report_to == ""
+    with pytest.raises(ConfigError, match="mlflow needs its package: pip install mlflow"):
+        load_config(overrides={"report_to": "wandb,mlflow"})
+    assert load_config(overrides={"report_to": "wandb"}).report_to == ["wandb"]
+    assert load_config(overrides={"report_to": ""}).report_to == []
+
+
+def test_report_to_takes_any_of_accelerates_trackers_and_no_other_name(monkeypatch):
+    monkeypatch.setattr("train.config.get_available_trackers", lambda: list(LoggerType))
+    assert load_config(overrides={"report_to": "tensorboard, wandb,trackio"}).report_to == \
+        ["tensorboard", "wandb", "trackio"]
+    with pytest.raises(ConfigError, match="'tensorbored' is not a tracker; accelerate knows aim, .*wandb"):
+        load_config(overrides={"report_to": "wandb,tensorbored"})
 
 
 def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):

