@@ -200,6 +200,9 @@ def test_report_to_takes_any_of_accelerates_trackers_and_no_other_name(monkeypat
         ["tensorboard", "wandb", "trackio"]
     with pytest.raises(ConfigError, match="'tensorbored' is not a tracker; accelerate knows aim, .*wandb"):
         load_config(overrides={"report_to": "wandb,tensorbored"})
+    assert load_config(overrides={"tracker_project": ""}).tracker_project == "", "no tracker, no project needed"
+    with pytest.raises(ConfigError, match="tracker_project"):
+        load_config(overrides={"report_to": "wandb", "tracker_project": " "})
 
 
 def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):

@@ -258,18 +258,19 @@ class RecordingTracker(GeneralTracker):
         self.finished = True
 
 
-def test_each_tracker_files_the_run_under_the_project_by_its_folders_name(tmp_path, bandit, monkeypatch):
+def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp_path, bandit, monkeypatch):
     monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", RecordingTracker)
     monkeypatch.setattr(RecordingTracker, "made", [])
     for module in ("train.config", "accelerate.tracking"):
         monkeypatch.setattr(f"{module}.get_available_trackers", lambda: [LoggerType.TENSORBOARD, LoggerType.WANDB])
-    run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard"))
+    run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard",
+                                 tracker_project="lab"))
     [wandb] = RecordingTracker.made
-    assert (wandb.project, wandb.kwargs) == ("self-challenge", {"name": "run", "dir": str(run.path / "trackers")})
+    assert (wandb.project, wandb.kwargs) == ("lab", {"name": "run", "dir": str(run.path / "trackers")})
     rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
     logged = [(step, values["rl/reward_mean"]) for step, values in wandb.logged if "rl/reward_mean" in values]
     assert logged == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl] and wandb.finished
-    assert tensorboard_scalars(run.path / "trackers" / "self-challenge")["rl/reward_mean"] == logged
+    assert tensorboard_scalars(run.path / "trackers" / "lab")["rl/reward_mean"] == logged
 
 
 def test_report_to_names_a_known_tracker(tmp_path):

