@@ -29,8 +29,6 @@ from envs.registry import DOMAINS
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BUILTIN_DOMAINS = ("calculation", "web", "retail", "airline")
-TRACKERS = tuple(LOGGER_TYPE_TO_CLASS)
-"""The experiment trackers ``report_to`` may name: every one accelerate knows."""
 TRACKER_PACKAGES = {"tensorboard": "tensorboardX"}
 """What to install for a tracker whose package is not named as the tracker is."""
 
@@ -221,15 +219,8 @@ class TrainConfig:
                 raise ConfigError(f"challenger_{key}", f"{self.challenger_algorithm} {problem}")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError("vectorization", f"must be sync or async, got {self.vectorization!r}")
-        if self.report_to and not self.tracker_project.strip():
-            raise ConfigError("tracker_project", "must name a project for report_to's trackers")
-        installed = {tracker.value for tracker in get_available_trackers()}
-        for tracker in self.report_to:
-            if tracker not in TRACKERS:
-                raise ConfigError("report_to", f"{tracker!r} is not a tracker; accelerate knows {', '.join(TRACKERS)}")
-            if tracker not in installed:
-                raise ConfigError("report_to", f"{tracker} needs its package: pip install "
-                                               f"{TRACKER_PACKAGES.get(tracker, tracker)}")
+        if self.report_to:
+            self._check_trackers()
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.gradient_checkpointing and self.share_prefix:
@@ -264,6 +255,19 @@ class TrainConfig:
 
     def heldout_for(self, domain: str) -> int:
         return self.heldout_per_domain.get(domain, 0)
+
+    def _check_trackers(self) -> None:
+        """Every tracker ``report_to`` names is one of accelerate's, installed (looked up only when asked for)."""
+        if not self.tracker_project.strip():
+            raise ConfigError("tracker_project", "must name a project for report_to's trackers")
+        installed = {tracker.value for tracker in get_available_trackers()}
+        for tracker in self.report_to:
+            if tracker not in LOGGER_TYPE_TO_CLASS:
+                raise ConfigError("report_to", f"{tracker!r} is not a tracker; accelerate knows "
+                                               f"{', '.join(LOGGER_TYPE_TO_CLASS)}")
+            if tracker not in installed:
+                raise ConfigError("report_to", f"{tracker} needs its package: pip install "
+                                               f"{TRACKER_PACKAGES.get(tracker, tracker)}")
 
     def rl_domain_list(self) -> list[str]:
         return [d for d in self.domains if not self.rl_domains or d in self.rl_domains]
