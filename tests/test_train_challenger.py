@@ -46,8 +46,8 @@ class WordChallenger(ChallengerEnv):
         return super().step(action)
 
 
-def new_rate(ctx: trainer.Context, label: str) -> float:
-    challenger.evaluate(ctx, label)
+def new_rate(ctx: trainer.Context, label: str, step: int) -> float:
+    challenger.evaluate(ctx, label, step)
     record = [m for m in ctx.run.read_metrics() if m.get("phase") == "challenger" and m["stage"] == label][-1]
     return record["funnel"]["new"] / record["funnel"]["proposals"]
 
@@ -70,14 +70,16 @@ def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit,
     run.path.mkdir()
     player = runner.load(settings, accelerator)
     ctx = trainer.Context(settings, accelerator, run, player.model, player, {}, {})
-    before = new_rate(ctx, "before")
-    challenger.reinforce(ctx, RunState(stage="challenger_rl"), None)
-    after = new_rate(ctx, "after")
+    state = RunState(stage="challenger_rl")
+    before = new_rate(ctx, "before", state.step)
+    challenger.reinforce(ctx, state, None)
+    after = new_rate(ctx, "after", state.step)
     ctx.close()
     assert before < 0.3, "a random one-word challenger writes the new task about one time in eight"
     assert after > 2 * before and after > 0.6, (before, after)
     steps = [m for m in run.read_metrics() if m.get("phase") == "challenger_rl"]
     assert len(steps) == 12 and all(m["algorithm"] == algorithm for m in steps)
+    assert [m["step"] for m in run.read_metrics()] == [0, *range(1, 13), 12], "the funnels at the run's step"
     assert player.model.active_adapter == "default", "the executor's adapter is active again"
 
 
@@ -151,10 +153,10 @@ def test_the_runs_tasks_are_the_challengers_that_fit_up_to_the_training_share_th
     for _ in range(10):
         funnel.add({"stage": "proposals", "reason": "unparsed"}, "")
     asked = []
-    monkeypatch.setattr(challenger, "propose", lambda ctx, domain, label: asked.append(domain) or (
+    monkeypatch.setattr(challenger, "propose", lambda ctx, domain, label, step: asked.append((domain, step)) or (
         funnel, [too_long, *written], "<instruction>"))
-    tasks, mix = challenger.write_tasks(SimpleNamespace(config=config))
-    assert asked == ["calculation"]
+    tasks, mix = challenger.write_tasks(SimpleNamespace(config=config), 5)
+    assert asked == [("calculation", 5)]
     calculation = [t for t in tasks if t.domain == "calculation"]
     assert [t.id for t in calculation if is_llm(t)] == ["llm-0", "llm-1", "llm-2", "llm-3"]
     assert len(calculation) == 6 and len([t for t in tasks if t.domain == "web"]) == 4
@@ -177,8 +179,10 @@ def test_propose_keeps_only_the_kept_tasks_and_records_every_parsed_one_with_its
     monkeypatch.setattr(challenger, "vector_env", lambda ctx, domain: None)
     monkeypatch.setattr(challenger, "player", lambda ctx: None)
     ctx = SimpleNamespace(config=load_config(overrides={"challenger_proposals": 3}), run=RunDir(tmp_path))
-    funnel, tasks, example = challenger.propose(ctx, "toy", "pool")
+    funnel, tasks, example = challenger.propose(ctx, "toy", "pool", 7)
     assert [t.id for t in tasks] == [kept["task"]["id"]] and example == "proposal 0"
+    [logged] = ctx.run.read_metrics()
+    assert (logged["step"], logged["stage"], logged["funnel"]["kept"]) == (7, "pool", 1)
     assert (funnel.reached["proposals"], funnel.reached["kept"]) == (3, 1)
     parsed = [json.loads(line)["provenance"] for line in ctx.run.parsed.read_text().splitlines()]
     assert [(p["stage"], p["label"]) for p in parsed] == [(kept["stage"], "pool"), ("solution_passed", "pool")]

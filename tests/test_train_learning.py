@@ -238,13 +238,14 @@ def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path
 
 
 class RecordingTracker(GeneralTracker):
-    """Stands in for wandb's tracker (not installed here): what accelerate hands it, it keeps."""
+    """Stands in for wandb's tracker (not installed here): what accelerate hands it, it keeps; and, as wandb
+    does, it drops what is logged at a step before the last one it kept."""
 
     name, requires_logging_directory, made = "wandb", False, []
 
     def __init__(self, project: str, **kwargs: Any):
         super().__init__()
-        self.project, self.kwargs, self.logged, self.finished = project, kwargs, [], False
+        self.project, self.kwargs, self.logged, self.dropped, self.finished = project, kwargs, [], [], False
         RecordingTracker.made.append(self)
 
     @property
@@ -252,25 +253,53 @@ class RecordingTracker(GeneralTracker):
         return None
 
     def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
-        self.logged.append((step, values))
+        earlier = bool(self.logged) and step < self.logged[-1][0]
+        (self.dropped if earlier else self.logged).append((step, values))
 
     def finish(self) -> None:
         self.finished = True
 
 
-def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp_path, bandit, monkeypatch):
+@pytest.fixture
+def wandb_stand_in(monkeypatch) -> type[RecordingTracker]:
+    """:class:`RecordingTracker` as accelerate's wandb tracker, and wandb as installed."""
     monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", RecordingTracker)
     monkeypatch.setattr(RecordingTracker, "made", [])
     for module in ("train.config", "accelerate.tracking"):
         monkeypatch.setattr(f"{module}.get_available_trackers", lambda: [LoggerType.TENSORBOARD, LoggerType.WANDB])
+    return RecordingTracker
+
+
+def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp_path, bandit, wandb_stand_in):
     run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard",
                                  tracker_project="lab"))
-    [wandb] = RecordingTracker.made
+    [wandb] = wandb_stand_in.made
     assert (wandb.project, wandb.kwargs) == ("lab", {"name": "run", "dir": str(run.path / "trackers")})
     rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
     logged = [(step, values["rl/reward_mean"]) for step, values in wandb.logged if "rl/reward_mean" in values]
     assert logged == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl] and wandb.finished
     assert tensorboard_scalars(run.path / "trackers" / "lab")["rl/reward_mean"] == logged
+
+
+def test_every_stage_of_the_loop_logs_at_the_runs_step_so_a_tracker_keeps_every_record(tmp_path, toy_model,
+                                                                                      wandb_stand_in):
+    """wandb drops a record logged at a step before its last one: the challenger's funnels, once logged at step 0
+    after its warm start's updates, never reached it."""
+    run, _ = train(config(tmp_path, model=str(toy_model), report_to="wandb", domains=["calculation"],
+                          tasks_per_domain={"calculation": 6}, heldout_per_domain={"calculation": 2},
+                          prompt_tools={"calculation": ["convert_currency", "convert_units"]},
+                          max_solution_actions={"calculation": 1}, challenger_domains=["calculation"],
+                          challenger_demos=2, challenger_batch=2, challenger_warm_start_epochs=1,
+                          challenger_proposals=2, challenger_max_new_tokens=4, challenger_rl_steps=1,
+                          challenger_worlds_per_step=1, challenger_group_size=2, warm_start_epochs=1,
+                          warm_start_domains=["calculation"], rl_domains=["calculation"], steps=1, tasks_per_step=1,
+                          group_size=2, max_turns=1, max_new_tokens=4, eval_base=True))
+    metrics = run.read_metrics()
+    assert [(m["phase"], m.get("stage")) for m in metrics if m["phase"] not in ("stage", "eval")] == [
+        ("challenger_warm_start", None), ("challenger", "warm_start"), ("challenger_rl", None), ("challenger", "pool"),
+        ("warm_start", None), ("rl", None)]
+    [wandb] = wandb_stand_in.made
+    assert not wandb.dropped and [step for step, _ in wandb.logged] == [m["step"] for m in metrics]
 
 
 def test_report_to_names_a_known_tracker(tmp_path):

@@ -135,9 +135,9 @@ def warm_start(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | 
         ctx.policy.set_adapter("default")
 
 
-def propose(ctx: Context, domain: str, label: str) -> tuple[Funnel, list[CodeAsTask], str]:
+def propose(ctx: Context, domain: str, label: str, step: int) -> tuple[Funnel, list[CodeAsTask], str]:
     """``challenger_proposals`` proposals of ``domain`` on the pool's fresh worlds (the same seeds
-    whenever called): their funnel (logged), the kept tasks, and the first proposal's start. Every
+    whenever called): their funnel (logged at the run's ``step``), the kept tasks, and the first proposal's start. Every
     task that parsed, kept or not, is appended to the run's ``parsed.jsonl`` (what a run without
     the filter would train on)."""
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def propose(ctx: Context, domain: str, label: str) -> tuple[Funnel, list[CodeAsT
     ctx.run.append(ctx.run.parsed, [{**e.final_info["parsed"], "provenance": {
         **e.final_info["parsed"]["provenance"], "stage": e.final_info["stage"], "label": label}}
         for e in episodes if "parsed" in e.final_info])
-    ctx.run.log_metrics({"step": 0, "phase": "challenger", "stage": label, "domain": domain,
+    ctx.run.log_metrics({"step": step, "phase": "challenger", "stage": label, "domain": domain,
                          "funnel": funnel.to_json()["reached"], "reasons": dict(funnel.reasons),
                          "seconds": time.perf_counter() - started})
     if ctx.config.save_trajectories:
@@ -164,10 +164,10 @@ def last_message(trajectory: Trajectory) -> str:
     return next((m["content"] for m in reversed(trajectory.messages) if m["role"] == "assistant"), "")
 
 
-def evaluate(ctx: Context, label: str) -> None:
-    """The funnel of every challenger domain's proposals (logged; the kept tasks are not used)."""
+def evaluate(ctx: Context, label: str, step: int) -> None:
+    """The funnel of every challenger domain's proposals (logged at ``step``; the kept tasks are not used)."""
     for domain in ctx.config.challenger_domain_list():
-        propose(ctx, domain, label)
+        propose(ctx, domain, label, step)
 
 
 def collect(ctx: Context, domain: str, step: int) -> StepBatch:
@@ -213,13 +213,14 @@ def reinforce(ctx: Context, state: RunState, optimizer_state: dict[str, Any] | N
         ctx.policy.set_adapter("default")
 
 
-def write_tasks(ctx: Context) -> tuple[list[CodeAsTask], dict[str, dict[str, Any]]]:
-    """Each domain's tasks: the challenger's kept ones (challenger domains), then scripted ones
-    for the rest, the held-out share among them; and how each domain's tasks were made."""
+def write_tasks(ctx: Context, step: int) -> tuple[list[CodeAsTask], dict[str, dict[str, Any]]]:
+    """Each domain's tasks: the challenger's kept ones (challenger domains; their funnel logged at
+    ``step``), then scripted ones for the rest, the held-out share among them; and how each domain's
+    tasks were made."""
     config, tasks, mix, selection = ctx.config, [], {}, Selection.of(ctx.config)
     for domain in config.domains:
         wanted, heldout = config.tasks_for(domain), config.heldout_for(domain)
-        funnel, kept, example = (propose(ctx, domain, "pool") if domain in config.challenger_domain_list()
+        funnel, kept, example = (propose(ctx, domain, "pool", step) if domain in config.challenger_domain_list()
                                  else (Funnel(), [], ""))
         fitting = [t for t in kept if selection.fits(t)]
         if len(fitting) < len(kept):

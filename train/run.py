@@ -167,9 +167,9 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
     run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
 
 
-def write_tasks(ctx: trainer.Context) -> None:
-    """The ``tasks`` stage: the run's pool (the challenger's and scripted tasks, or the given pool),
-    how each domain's were made, and the split; written by the main process, read by every one."""
+def write_tasks(ctx: trainer.Context, step: int) -> None:
+    """The ``tasks`` stage at the run's ``step``: the run's pool (the challenger's and scripted tasks, or the
+    given pool), how each domain's were made, and the split; written by the main process, read by every one."""
     config, run = ctx.config, ctx.run
     if ctx.accelerator.is_main_process:
         if config.pool:
@@ -178,7 +178,7 @@ def write_tasks(ctx: trainer.Context) -> None:
                                        scripted=sum(t.domain == d and not is_llm(t) for t in tasks)))
                    for d in config.domains}
         else:
-            tasks, mix = challenger.write_tasks(ctx)
+            tasks, mix = challenger.write_tasks(ctx, step)
         if config.heldout_pool:
             held = pool_tasks(config.heldout_pool, config.domains, Selection.of(config))
             parts = {d: {"train": [t.id for t in tasks if t.domain == d], "heldout": [t.id for t in held if t.domain == d]}
@@ -324,9 +324,9 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
                 if stage in EVAL_NAMES:
                     state.evals[EVAL_NAMES[stage]] = trainer.evaluate(ctx, EVAL_NAMES[stage], state.step)
                 elif stage == "challenger_eval":
-                    challenger.evaluate(ctx, "warm_start")
+                    challenger.evaluate(ctx, "warm_start", state.step)
                 elif stage == "tasks":
-                    write_tasks(ctx)
+                    write_tasks(ctx, state.step)
                 else:
                     stage_functions[stage](ctx, state, optimizer_state)
             run.log_metrics({"step": state.step, "phase": "stage", "stage": stage,
