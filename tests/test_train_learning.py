@@ -205,16 +205,21 @@ def test_every_stage_of_a_run_says_it_is_alive_while_it_works(tmp_path, bandit, 
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the event files under ``folder`` (TFRecord framing: length, crc, event, crc)."""
-    from tensorboardX.proto.event_pb2 import Event
+    """Every scalar in the event files in ``folder`` (TFRecord framing: length, crc, event, crc), as TensorBoard
+    shows that run: its files in name order, and a session's start at step ``s`` (``purge_step``) hides what came
+    before it from step ``s`` on."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
 
     found: dict[str, list[tuple[int, float]]] = {}
-    for path in folder.rglob("events.out.tfevents.*"):
+    for path in sorted(folder.glob("events.out.tfevents.*")):
         data, at = path.read_bytes(), 0
         while at < len(data):
             (size,) = struct.unpack("<Q", data[at:at + 8])
             event = Event.FromString(data[at + 12:at + 12 + size])
             at += 16 + size
+            if event.session_log.status == SessionLog.START:
+                found = {tag: [(step, value) for step, value in points if step < event.step]
+                         for tag, points in found.items()}
             for value in event.summary.value:
                 found.setdefault(value.tag, []).append((event.step, value.simple_value))
     return found
@@ -230,7 +235,7 @@ def test_scalars_name_each_metric_by_phase_stage_and_domain():
 
 def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path, bandit):
     run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="tensorboard"))
-    logged = tensorboard_scalars(run.path / "trackers")
+    logged = tensorboard_scalars(run.path / "trackers" / "self-challenge")
     rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
     assert logged["rl/reward_mean"] == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl]
     evals = [m for m in run.read_metrics() if m["phase"] == "eval"]
@@ -274,11 +279,39 @@ def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp
     run, _ = train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard",
                                  tracker_project="lab"))
     [wandb] = wandb_stand_in.made
-    assert (wandb.project, wandb.kwargs) == ("lab", {"name": "run", "dir": str(run.path / "trackers")})
+    kept_id = (run.path / "trackers" / "wandb-id").read_text()
+    assert (wandb.project, wandb.kwargs) == ("lab", {"name": "run", "dir": str(run.path / "trackers"), "id": kept_id,
+                                                     "resume": "allow"})
     rl = [m for m in run.read_metrics() if m["phase"] == "rl"]
     logged = [(step, values["rl/reward_mean"]) for step, values in wandb.logged if "rl/reward_mean" in values]
     assert logged == [(m["step"], pytest.approx(m["reward_mean"])) for m in rl] and wandb.finished
     assert tensorboard_scalars(run.path / "trackers" / "lab")["rl/reward_mean"] == logged
+    # resumed from its checkpoint, the run goes on in the same wandb run; a run started anew gets a new one
+    train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard", tracker_project="lab",
+                        resume=True))
+    train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard", tracker_project="lab",
+                        name="again"))
+    _, resumed, again = wandb_stand_in.made
+    assert resumed.kwargs["id"] == kept_id and again.kwargs["id"] != kept_id and len(kept_id) == 16
+
+
+def test_a_run_resumed_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_path, bandit, wandb_stand_in,
+                                                                          monkeypatch):
+    """It starts from its first step again, so the old tracker run's steps would hide the new ones."""
+    from train import run as runner
+
+    def interrupted(ctx, step):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_tasks", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(bandit_config(tmp_path, bandit, steps=1, report_to="wandb"))
+    assert not (tmp_path / "runs" / "run" / "checkpoints").exists()
+    run, _ = train(bandit_config(tmp_path, bandit, steps=1, report_to="wandb", resume=True))
+    first, again = wandb_stand_in.made
+    assert first.kwargs["id"] != again.kwargs["id"] == (run.path / "trackers" / "wandb-id").read_text()
+    assert [step for step, _ in again.logged] == [m["step"] for m in run.read_metrics()]
 
 
 def test_every_stage_of_the_loop_logs_at_the_runs_step_so_a_tracker_keeps_every_record(tmp_path, toy_model,

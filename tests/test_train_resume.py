@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from test_train_learning import tensorboard_scalars
 from test_train_support import bandit_model_dir, bandit_pool
 from envs.records import read_jsonl
 from train.rundir import RunDir, RunState
+from train.run import scalars
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
 
 
-def command(tmp_path: Path, name: str, model: Path, pool: Path, resume: bool = False) -> list[str]:
+def command(tmp_path: Path, name: str, model: Path, pool: Path, resume: bool = False, *more: str) -> list[str]:
     args = [sys.executable, "-m", "train", "--name", name, "--runs-dir", str(tmp_path / "runs"),
             "--model", str(model), "--pool", str(pool), "--domains", "bandit",
             "--extra-domains", "{bandit: test_train_support:BanditEnv}", "--rl-domains", "bandit",
@@ -36,7 +39,7 @@ def command(tmp_path: Path, name: str, model: Path, pool: Path, resume: bool = F
             "--group-size", "4", "--lr", "0.02", "--max-turns", "1", "--max-new-tokens", "1", "--lora-rank", "8",
             "--heldout-per-domain", "{bandit: 4}", "--eval-every", "2", "--checkpoint-every", "1", "--device", "cpu",
             "--prompt-tools", "{}", "--max-solution-actions", "{}", "--challenger-proposals", "0", "--eval-base"]
-    return args + (["--resume"] if resume else [])
+    return args + (["--resume"] if resume else []) + list(more)
 
 
 def environment() -> dict[str, str]:
@@ -88,10 +91,10 @@ def finish(cmd: list[str]) -> None:
 def test_a_run_killed_twice_resumes_to_the_same_steps_with_each_metric_once(tmp_path):
     model = bandit_model_dir(tmp_path / "model")
     pool = bandit_pool(tmp_path / "pool.jsonl")
-    run = tmp_path / "runs" / "killed"
-    kill_when_logged(command(tmp_path, "killed", model, pool), run, step=2)
-    kill_when_logged(command(tmp_path, "killed", model, pool, resume=True), run, step=4)
-    finish(command(tmp_path, "killed", model, pool, resume=True))
+    run, tensorboard = tmp_path / "runs" / "killed", ("--report-to", "tensorboard")
+    kill_when_logged(command(tmp_path, "killed", model, pool, False, *tensorboard), run, step=2)
+    kill_when_logged(command(tmp_path, "killed", model, pool, True, *tensorboard), run, step=4)
+    finish(command(tmp_path, "killed", model, pool, True, *tensorboard))
     finish(command(tmp_path, "whole", model, pool))
 
     killed, whole = metrics(run), metrics(tmp_path / "runs" / "whole")
@@ -104,6 +107,12 @@ def test_a_run_killed_twice_resumes_to_the_same_steps_with_each_metric_once(tmp_
         return [m["reward_mean"] for m in lines if m["phase"] == "rl"]
 
     assert rewards(killed) == rewards(whole), "the resumed run played what the uninterrupted one did"
+    shown: dict[str, list] = {}
+    for m in killed:
+        for tag, value in scalars(m).items():  # (TensorBoard's names keep letters, digits and -/_.)
+            shown.setdefault(re.sub(r"[^-/\w.]", "_", tag), []).append((m["step"], pytest.approx(value)))
+    assert tensorboard_scalars(run / "trackers" / "self-challenge") == shown, \
+        "TensorBoard shows each metric once, as metrics.jsonl"
     episodes = [json.loads(line) for line in (run / "trajectories.jsonl").read_text().splitlines()]
     per_step = [sum(1 for e in episodes if e["phase"] == "rl" and e["step"] == s) for s in range(1, STEPS + 1)]
     assert per_step == [16] * STEPS, "trajectories too: each step's episodes once"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -152,19 +153,42 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def track(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None:
+def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_checkpoint: bool) -> None:
     """Send the run's metrics to ``report_to``'s trackers as well: under the run folder's name in
-    ``tracker_project``, and what a tracker writes here in ``<run>/trackers``."""
+    ``tracker_project``, and what a tracker writes here in ``<run>/trackers``.
+
+    A run resumed from a checkpoint goes on in the same tracker run where the tracker allows it:
+    wandb's run of the id kept in ``<run>/trackers/wandb-id`` (wandb takes no step twice, so the steps that the
+    resume redoes keep the values the first try logged). TensorBoard hides all that earlier tries wrote
+    (``purge_step`` 0), and the metrics the checkpoint kept are sent again: a killed run's writer had not yet
+    written its last ones out."""
     if not config.report_to:
         return
     folder = run.path / "trackers"
+    kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": run.path.name, "dir": str(folder)}}
     if accelerator.is_main_process:
         folder.mkdir(exist_ok=True)
+        if "wandb" in config.report_to:
+            kwargs["wandb"].update(id=wandb_id(folder, new=not from_checkpoint), resume="allow")
+        if config.resume:
+            kwargs["tensorboard"] = {"purge_step": 0}
     accelerator.project_configuration.logging_dir = str(folder)  # known only now; trackers start below
     settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
-    accelerator.init_trackers(config.tracker_project, config=settings,
-                              init_kwargs={"wandb": {"name": run.path.name, "dir": str(folder)}})
+    accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
+    if config.resume and "tensorboard" in config.report_to and accelerator.is_main_process:
+        tensorboard = accelerator.get_tracker("tensorboard", unwrap=False)
+        for record in run.read_metrics():
+            tensorboard.log(scalars(record), step=record.get("step", 0))
     run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
+
+
+def wandb_id(folder: Path, new: bool) -> str:
+    """The run's wandb id, kept in ``folder``: a ``new`` one for a run that starts from its first step, the
+    kept one for a run resumed from a checkpoint."""
+    kept = folder / "wandb-id"
+    if new or not kept.is_file():
+        write_atomic(kept, secrets.token_hex(8))
+    return kept.read_text().strip()
 
 
 def write_tasks(ctx: trainer.Context, step: int) -> None:
@@ -303,7 +327,6 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
         log.error("interrupted while loading the model: nothing of the run was written")
         raise
     open_run(run, config, accelerator)
-    track(run, config, accelerator)
     ctx = trainer.Context(config, accelerator, run, player.model, player, {}, {})
     stage_functions = {
         "challenger_warm_start": challenger.warm_start, "challenger_rl": challenger.reinforce,
@@ -313,6 +336,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     restore_ctrl_c = note_ctrl_c(run)
     try:
         state, optimizer_state = restore(ctx)
+        track(run, config, accelerator, from_checkpoint=state.saves > 0)
         if run.split.exists():
             read_tasks(ctx)
         while state.stage != "done":
