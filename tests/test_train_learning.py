@@ -295,6 +295,28 @@ def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp
     assert resumed.kwargs["id"] == kept_id and again.kwargs["id"] != kept_id and len(kept_id) == 16
 
 
+class UnstartableTracker(RecordingTracker):
+    """wandb's tracker where wandb cannot start (no API key); like accelerate's, it then has no run to finish."""
+
+    def start(self) -> None:
+        raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+
+    def finish(self) -> None:
+        raise AttributeError("'WandBTracker' object has no attribute 'run'")
+
+
+def test_a_tracker_that_cannot_start_is_a_config_error_and_the_run_goes_on_with_resume(tmp_path, bandit,
+                                                                                       wandb_stand_in, monkeypatch):
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", UnstartableTracker)
+    settings = dict(steps=1, report_to="tensorboard,wandb")
+    with pytest.raises(ConfigError, match=r"could not start \(RuntimeError: No API key.*--name run --resume`"):
+        train(bandit_config(tmp_path, bandit, **settings))
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", RecordingTracker)
+    run, state = train(bandit_config(tmp_path, bandit, resume=True, **settings))
+    [_, wandb] = wandb_stand_in.made
+    assert state.stage == "done" and wandb.logged and wandb.finished
+
+
 def test_a_run_resumed_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_path, bandit, wandb_stand_in,
                                                                           monkeypatch):
     """It starts from its first step again, so the old tracker run's steps would hide the new ones."""

@@ -16,6 +16,7 @@ whichever stages ran before it) and checkpointed at its end (a killed run resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -174,7 +175,17 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
             kwargs["tensorboard"] = {"purge_step": 0}
     accelerator.project_configuration.logging_dir = str(folder)  # known only now; trackers start below
     settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
-    accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
+    try:
+        accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
+    except Exception as error:  # not logged in, a server out of reach: say so, not a traceback
+        for tracker in accelerator.trackers:
+            with contextlib.suppress(AttributeError):  # (accelerate's trackers that never started have no run)
+                tracker.finish()
+        accelerator.trackers = []
+        raise ConfigError("report_to", f"a tracker ({', '.join(config.report_to)}) could not start "
+                                       f"({type(error).__name__}: {str(error)[:300]}); the run is kept: once it can, "
+                                       f"continue it with `python -m train --runs-dir {run.path.parent} --name "
+                                       f"{run.path.name} --resume`") from None
     if config.resume and "tensorboard" in config.report_to and accelerator.is_main_process:
         tensorboard = accelerator.get_tracker("tensorboard", unwrap=False)
         for record in run.read_metrics():
