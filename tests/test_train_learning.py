@@ -231,6 +231,9 @@ def test_scalars_name_each_metric_by_phase_stage_and_domain():
                                        "eval/rl/n/web": 2.0, "eval/rl/seconds": 4.0}
     assert scalars({"step": 1, "phase": "rl", "domain": "bandit", "loss": -0.25, "reward_mean": 0.5, "done": True,
                     "note": "x"}) == {"rl/bandit/loss": -0.25, "rl/bandit/reward_mean": 0.5}
+    # what a tracker may refuse (mlflow stops a run at "rl@2") is "_"
+    assert scalars({"step": 2, "phase": "eval", "stage": "rl@2", "success": {"wéb 2": 1.0}}) == {
+        "eval/rl_2/success/w_b_2": 1.0}
 
 
 def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path, bandit):
@@ -293,6 +296,16 @@ def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp
                         name="again"))
     _, resumed, again = wandb_stand_in.made
     assert resumed.kwargs["id"] == kept_id and again.kwargs["id"] != kept_id and len(kept_id) == 16
+
+
+def test_mlflow_files_the_run_by_its_folders_name_too(tmp_path, bandit, wandb_stand_in, monkeypatch):
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "mlflow", RecordingTracker)
+    monkeypatch.setattr("train.config.get_available_trackers", lambda: [LoggerType.MLFLOW])
+    monkeypatch.setattr("accelerate.tracking.get_available_trackers", lambda: [LoggerType.MLFLOW])
+    train(bandit_config(tmp_path, bandit, steps=1, report_to="mlflow", tracker_project="lab"))
+    [mlflow] = wandb_stand_in.made
+    assert (mlflow.project, mlflow.kwargs) == ("lab", {"run_name": "run"})
+    assert any("eval/rl/success/bandit" in values for _, values in mlflow.logged)
 
 
 class UnstartableTracker(RecordingTracker):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import signal
 import threading
@@ -135,9 +136,15 @@ def open_run(run: RunDir, config: TrainConfig, accelerator: Accelerator) -> None
     accelerator.wait_for_everyone()
 
 
+TRACKER_NAME_OUTSIDE = re.compile(r"[^-/.\w]", re.ASCII)
+"""What a tracker's metric name may not hold: every tracker takes ASCII letters, digits and ``_-./`` (TensorBoard
+writes anything else as ``_``; mlflow refuses the rest, ``rl@2`` among them, and stops the run)."""
+
+
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """A metrics record as a tracker's flat scalars, named ``phase/stage/domain/key`` (nested dicts
-    such as an evaluation's per-domain success go one level deeper): what TensorBoard plots."""
+    such as an evaluation's per-domain success go one level deeper, and each character that a tracker
+    may refuse is ``_``): what TensorBoard plots."""
     prefix = "/".join(str(record[k]) for k in ("phase", "stage", "domain") if k in record)
     flat: dict[str, float] = {}
 
@@ -146,7 +153,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
             for key, inner in value.items():
                 add(f"{name}/{key}", inner)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
+            flat[TRACKER_NAME_OUTSIDE.sub("_", name)] = float(value)
 
     for key, value in record.items():
         if key not in ("step", "phase", "stage", "domain"):
@@ -166,7 +173,8 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
     if not config.report_to:
         return
     folder = run.path / "trackers"
-    kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": run.path.name, "dir": str(folder)}}
+    kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": run.path.name, "dir": str(folder)},
+                                         "mlflow": {"run_name": run.path.name}}
     if accelerator.is_main_process:
         folder.mkdir(exist_ok=True)
         if "wandb" in config.report_to:
