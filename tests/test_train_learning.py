@@ -311,8 +311,10 @@ def test_mlflow_files_the_run_by_its_folders_name_too(tmp_path, bandit, wandb_st
 class UnstartableTracker(RecordingTracker):
     """wandb's tracker where wandb cannot start (no API key); like accelerate's, it then has no run to finish."""
 
+    error: BaseException = RuntimeError("No API key configured. Use `wandb login` to log in.")
+
     def start(self) -> None:
-        raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+        raise self.error
 
     def finish(self) -> None:
         raise AttributeError("'WandBTracker' object has no attribute 'run'")
@@ -324,9 +326,12 @@ def test_a_tracker_that_cannot_start_is_a_config_error_and_the_run_goes_on_with_
     settings = dict(steps=1, report_to="tensorboard,wandb")
     with pytest.raises(ConfigError, match=r"could not start \(RuntimeError: No API key.*--name run --resume`"):
         train(bandit_config(tmp_path, bandit, **settings))
+    monkeypatch.setattr(UnstartableTracker, "error", KeyboardInterrupt())  # Ctrl-C at wandb's login prompt
+    with pytest.raises(KeyboardInterrupt):
+        train(bandit_config(tmp_path, bandit, resume=True, **settings))
     monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", RecordingTracker)
     run, state = train(bandit_config(tmp_path, bandit, resume=True, **settings))
-    [_, wandb] = wandb_stand_in.made
+    [_, _, wandb] = wandb_stand_in.made
     assert state.stage == "done" and wandb.logged and wandb.finished
 
 

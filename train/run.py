@@ -185,11 +185,13 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
     settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
     try:
         accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
-    except Exception as error:  # not logged in, a server out of reach: say so, not a traceback
+    except BaseException as error:  # not logged in, a server out of reach (or Ctrl-C at wandb's login prompt)
         for tracker in accelerator.trackers:
             with contextlib.suppress(AttributeError):  # (accelerate's trackers that never started have no run)
                 tracker.finish()
         accelerator.trackers = []
+        if not isinstance(error, Exception):
+            raise
         raise ConfigError("report_to", f"a tracker ({', '.join(config.report_to)}) could not start "
                                        f"({type(error).__name__}: {str(error)[:300]}); the run is kept: once it can, "
                                        f"continue it with `python -m train --runs-dir {run.path.parent} --name "
