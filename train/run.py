@@ -182,10 +182,22 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
         if config.resume:
             kwargs["tensorboard"] = {"purge_step": 0}
     accelerator.project_configuration.logging_dir = str(folder)  # known only now; trackers start below
+    start_trackers(run, config, accelerator, kwargs)
+    if config.resume and "tensorboard" in config.report_to and accelerator.is_main_process:
+        tensorboard = accelerator.get_tracker("tensorboard", unwrap=False)
+        for record in run.read_metrics():
+            tensorboard.log(scalars(record), step=record.get("step", 0))
+    run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
+
+
+def start_trackers(run: RunDir, config: TrainConfig, accelerator: Accelerator,
+                   kwargs: dict[str, dict[str, Any]]) -> None:
+    """accelerate's ``init_trackers``; a tracker that cannot start (not logged in, a server out of reach) is a
+    config error saying how to continue the run, once the trackers that did start are finished."""
     settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
     try:
         accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
-    except BaseException as error:  # not logged in, a server out of reach (or Ctrl-C at wandb's login prompt)
+    except BaseException as error:  # (or Ctrl-C at wandb's login prompt: raised as it is, once they are finished)
         for tracker in accelerator.trackers:
             with contextlib.suppress(AttributeError):  # (accelerate's trackers that never started have no run)
                 tracker.finish()
@@ -196,11 +208,6 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
                                        f"({type(error).__name__}: {str(error)[:300]}); the run is kept: once it can, "
                                        f"continue it with `python -m train --runs-dir {run.path.parent} --name "
                                        f"{run.path.name} --resume`") from None
-    if config.resume and "tensorboard" in config.report_to and accelerator.is_main_process:
-        tensorboard = accelerator.get_tracker("tensorboard", unwrap=False)
-        for record in run.read_metrics():
-            tensorboard.log(scalars(record), step=record.get("step", 0))
-    run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
 
 
 def wandb_id(folder: Path, new: bool) -> str:
@@ -208,7 +215,9 @@ def wandb_id(folder: Path, new: bool) -> str:
     kept one for a run resumed from a checkpoint."""
     kept = folder / "wandb-id"
     if new or not kept.is_file():
-        write_atomic(kept, secrets.token_hex(8))
+        made = secrets.token_hex(8)
+        write_atomic(kept, made)
+        return made
     return kept.read_text().strip()
 
 
