@@ -3,6 +3,7 @@ running each trajectory on its own."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -72,6 +73,29 @@ def test_shared_prefix_scores_and_gradients_equal_those_of_each_trajectory_alone
     assert (shared.entropy > 0).all()
 
 
+@pytest.mark.parametrize("odd, at", [(1, 20), (2, 20), (2, 1)])
+def test_the_shared_prefix_ends_where_any_trajectory_leaves_it(odd, at):
+    """Episodes of different tasks share the system prompt, not the instruction: the prefix stops at the first
+    token any trajectory differs on (one of one token included), or that one is scored on another's tokens."""
+    policy, batch = tiny_policy(), trajectories()
+    ids = list(batch[odd].token_ids)
+    ids[at] = 299
+    batch[odd] = replace(batch[odd], token_ids=ids)
+    assert shared_prefix_length(batch) == at
+    assert torch.allclose(score(policy, batch).logprobs, reference(policy, batch), atol=1e-5)
+
+
+def test_tokens_are_scored_under_the_temperature_they_were_sampled_at_and_greedy_ones_unscaled():
+    """Sampled at 0.5, a token's log-probability is log-softmax(logits / 0.5); greedy (0) stores the model's own."""
+    policy, batch = tiny_policy(), trajectories()
+    expected = []
+    for t in batch:
+        logp = (policy(input_ids=torch.tensor([t.token_ids])).logits[0].float() / 0.5).log_softmax(-1)
+        expected += [logp[i - 1, t.token_ids[i]] for i in range(1, len(t.token_ids)) if t.loss_mask[i]]
+    assert torch.allclose(score(policy, batch, 0.5).logprobs, torch.stack(expected), atol=1e-5)
+    assert torch.allclose(score(policy, batch, 0.0).logprobs, reference(policy, batch), atol=1e-5)
+
+
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_micro_batches_hold_the_tokens_a_forward_pass_processes_within_the_budget(share_prefix):
     from train.trainer import microbatches
@@ -88,6 +112,33 @@ def test_micro_batches_hold_the_tokens_a_forward_pass_processes_within_the_budge
         assert processed <= budget or len(batch) == 1, (batch, processed)
     # shared: 39 + 11 + 21 | 39 + 31 + 11 | 39 + 21; without it every trajectory (50 to 70 tokens) alone
     assert len(batches) == (3 if share_prefix else 5)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_micro_batches_count_every_row_padded_to_the_longest(share_prefix):
+    """score() pads each row to the batch's longest and runs the padding through every layer: one long episode
+    among short ones costs its length in every row, so it is that rectangle the memory cap must hold."""
+    prompt = list(range(100, 140))
+    group = [Trajectory(prompt + [7] * n, [0] * 40 + [1] * n, [0.0] * (40 + n), [40], [], f"t{i}", "d")
+             for i, n in enumerate((5, 5, 5, 5, 60))]
+    shared = shared_prefix_length(group) if share_prefix else 0
+    for batch in microbatches(group, 150, share_prefix):
+        width = max(len(group[i].token_ids) - 1 - shared for i in batch)  # score()'s row width
+        assert shared + len(batch) * width <= 150 or len(batch) == 1, batch
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_a_trajectory_over_the_budget_gets_a_micro_batch_of_its_own_and_none_is_empty(share_prefix):
+    """The budget cannot split a trajectory: one longer than it is still scored, alone (an empty batch crashes)."""
+    batch = trajectories()  # 36, 41 and 33 tokens
+    assert microbatches(batch, 20, share_prefix) == [[0], [1], [2]]
+
+
+def test_micro_batches_hold_one_domains_episodes_whatever_the_budget():
+    """A domain's episodes share its system prompt, encoded once; mixed with another's they would share next to none."""
+    batch = trajectories()
+    mixed = [batch[0], replace(batch[1], domain="e"), batch[2], replace(batch[0], domain="e")]
+    assert microbatches(mixed, 10**6, True) == [[0, 2], [1, 3]]
 
 
 @pytest.mark.parametrize("share_prefix", [True, False])

@@ -176,8 +176,8 @@ class TrainConfig:
                            "pass).", 0.0)
     entropy_coef: float = _help("Weight of the entropy bonus in RL updates.", 0.0)
     max_grad_norm: float = _help("Gradients are clipped to this global norm (0: no clipping).", 1.0)
-    micro_batch_tokens: int = _help("Tokens one forward/backward pass processes (memory cap): every trajectory's "
-                                    "own tokens, and the prefix they share once (share_prefix) or in every row.", 4096)
+    micro_batch_tokens: int = _help("Tokens one forward/backward pass processes (memory cap): every row padded to "
+                                    "the longest, and the prefix they share once (share_prefix) or in every row.", 4096)
     distill_path: str = _help("distill: JSONL of a stronger model's trajectories (task_id, messages, reward), "
                               "e.g. another run's trajectories.jsonl.", "")
 

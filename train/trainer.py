@@ -187,9 +187,10 @@ def success_by_domain(records: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def microbatches(trajectories: Sequence[Trajectory], budget: int, share_prefix: bool) -> list[list[int]]:
     """Indices grouped by domain (one shared system prompt each), each group cut so that the tokens
-    one forward pass processes stay within ``budget``: every trajectory's own tokens, and the prefix
-    the group shares once (``share_prefix``) or in every row. A trajectory with no token to score (an
-    episode cut off before the policy wrote one) is in none: it has nothing to learn or rescore."""
+    one forward pass processes stay within ``budget``: every row padded to the batch's longest (as
+    :func:`train.scoring.score` runs them), and the prefix the group shares once (``share_prefix``) or
+    in every row. A trajectory with no token to score (an episode cut off before the policy wrote one)
+    is in none: it has nothing to learn or rescore."""
     by_domain: dict[str, list[int]] = {}
     for i, t in enumerate(trajectories):
         if any(t.loss_mask[1:]):  # the first token is never scored
@@ -197,14 +198,14 @@ def microbatches(trajectories: Sequence[Trajectory], budget: int, share_prefix: 
     batches = []
     for indices in by_domain.values():
         prefix = shared_prefix_length([trajectories[i] for i in indices]) if share_prefix and len(indices) > 1 else 0
-        batch, used = [], prefix
+        batch, widest = [], 0
         for i in indices:
-            cost = len(trajectories[i].token_ids) - prefix
-            if batch and used + cost > budget:
+            width = len(trajectories[i].token_ids) - 1 - prefix  # its row: every token but the last, past the prefix
+            if batch and prefix + (len(batch) + 1) * max(widest, width) > budget:
                 batches.append(batch)
-                batch, used = [], prefix
+                batch, widest = [], 0
             batch.append(i)
-            used += cost
+            widest = max(widest, width)
         batches.append(batch)
     return batches
 
