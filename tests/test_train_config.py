@@ -52,6 +52,7 @@ def test_set_and_key_value_flags_override_the_file_with_typed_values():
     untouched = load_config().tasks_per_domain["calculation"]
     assert config.tasks_per_domain["web"] == 5 and config.tasks_per_domain["calculation"] == untouched
     assert config.rl_domains == ["calculation", "web"]
+    assert parse_args(["--tasks_per_step", "3"])[0].tasks_per_step == 3, "a key's own name is a flag too"
 
 
 def test_an_empty_value_empties_a_key_a_config_file_set(tmp_path):
@@ -103,6 +104,8 @@ def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_defa
     (["--domains", "web"], "rl_domains"),
     (["--steps", "true"], "steps"),  # YAML's boolean is no count
     (["--challenger-domains", "calculation,moon"], "challenger_domains"),
+    (["train/configs/default.yaml"], "train/configs/default.yaml"),  # a word not a flag: no run of the default config
+    (["--max-turn-count", "3"], "max_turn_count"),  # named as a config key, as the known ones are listed
 ])
 def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog, monkeypatch):
     monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail(f"trained with {argv}"))
@@ -125,6 +128,16 @@ def test_a_runs_dir_that_is_a_file_or_a_malformed_pool_exits_2(tmp_path: Path, c
         assert main(["--runs-dir", str(tmp_path / "file"), "--device", "cpu"]) == 2
         assert main(["--pool", str(tmp_path / "pool.jsonl"), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "is a file, not a folder of runs" in caplog.text and "pool.jsonl" in caplog.text
+
+
+def test_a_runs_folder_under_a_file_exits_2_before_the_model_loads(tmp_path: Path, caplog, monkeypatch):
+    """A ``--runs-dir`` whose parent is a file (a typo) was found only by the mkdir after the model had loaded:
+    a NotADirectoryError traceback, exit status 1."""
+    monkeypatch.setattr("train.run.load", lambda *args: pytest.fail("the model loaded"))
+    (tmp_path / "file").write_text("")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--runs-dir", str(tmp_path / "file" / "runs"), "--device", "cpu"]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a folder of runs" in caplog.text
 
 
 def test_a_missing_distill_file_exits_2_before_anything_loads(tmp_path: Path, caplog):
@@ -281,6 +294,18 @@ def test_resume_continues_a_run_with_its_own_config_and_refuses_a_key_given_anot
                                     str(DEFAULT_CONFIG)])[::2])
 
 
+def test_the_latest_run_is_the_newest_folder_that_holds_a_runs_config(tmp_path: Path):
+    """``--resume`` without ``--name`` skips a newer folder that is no run, such as the ``runs/eval`` that
+    ``python -m eval.heldout`` writes by default."""
+    from train.run import latest_run
+
+    runs = tmp_path / "runs"
+    saved_run(runs, "first")
+    time.sleep(0.01)
+    (runs / "eval" / "heldout").mkdir(parents=True)
+    assert latest_run(runs) == "first"
+
+
 def test_resume_checks_the_keys_given_against_the_runs_own_config_not_the_default(tmp_path: Path):
     """``--algorithm distill`` alone is no config (no distill_path), but it is the distillation run's own value."""
     runs = tmp_path / "runs"
@@ -305,6 +330,8 @@ def test_resuming_with_another_value_exits_2_naming_the_key(tmp_path: Path, capl
      ["challenger_warm_start", "challenger_eval", "challenger_rl", "tasks", "warm_start", "eval_warm_start", "rl",
       "eval_rl", "done"]),
     ({"challenger_domains": [], "warm_start_epochs": 0, "steps": 0, "eval_base": True}, ["tasks", "eval_base", "done"]),
+    ({"eval_base": False, "challenger_adapter": "runs/r/adapter/challenger"},  # a trained challenger is not retrained
+     ["tasks", "warm_start", "eval_warm_start", "rl", "eval_rl", "done"]),
 ])
 def test_a_run_goes_through_the_stages_its_config_asks_for(values, stages):
     config, order, stage = load_config(DEFAULT_CONFIG, values), [], None
@@ -332,6 +359,7 @@ def test_ctrl_c_while_the_run_ends_says_how_to_finish_it(tmp_path: Path, monkeyp
         assert main(args) == 130
     assert "interrupted in stage done" in caplog.text and "--name r --resume" in caplog.text
     assert not (tmp_path / "runs" / "r" / "adapter").exists()
+    assert (tmp_path / "runs" / "r" / "report.md").exists(), "each stage's end brings the run's report up to date"
     with caplog.at_level(logging.ERROR), monkeypatch.context() as patched:
         patched.setattr(train.__main__, "table", ctrl_c)
         assert main(args + ["--resume"]) == 130
@@ -377,10 +405,25 @@ def test_a_ctrl_c_python_swallows_still_stops_the_run_at_its_next_checkpoint(tmp
                          "r", "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]",
                          "--domains", "[calculation]", "--heldout-per-domain", "{calculation: 2}",
                          "--max-new-tokens", "4", "--eval-base", "true"]) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "a next run in this process notes Ctrl-C"
     finally:
         signal.signal(signal.SIGINT, inherited)
     assert "interrupted in stage done at step 0" in caplog.text, "at the checkpoint after the stage it came in"
     assert "--name r --resume" in caplog.text and not (tmp_path / "runs" / "r" / "adapter").exists()
+
+
+def test_the_closing_table_gives_each_domains_tasks_and_held_out_success_in_percent(tmp_path: Path):
+    """What ``python -m train`` prints at its end: the tasks made per domain, the split, success per stage."""
+    from train.__main__ import table
+    from train.rundir import RunDir, RunState
+
+    run = RunDir(tmp_path)
+    run.tasks.write_text('{"web": {"llm": 3, "scripted": 5}}')
+    run.split.write_text('{"web": {"train": ["a", "b", "c", "d", "e", "f"], "heldout": ["g", "h"]}}')
+    state = RunState(stage="done", evals={"base": {"web": {"success": 0.25}}, "rl": {"web": {"success": 0.5}}})
+    lines = table(run, state, None).splitlines()
+    assert lines[0].split()[-2:] == ["base", "rl"]
+    assert lines[2].split() == ["web", "3", "+", "5", "6", "2", "25.0%", "50.0%"]
 
 
 @pytest.mark.parametrize("tasks_per_step, group_size", [(2, 1), (1, 2)])

@@ -111,8 +111,9 @@ def run_folder(config: TrainConfig, accelerator: Accelerator, default_name: str)
     and checks it; every process gets the same name, or the same error."""
     root = Path(config.runs_dir)
     name, problem = config.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}", None
-    if root.exists() and not root.is_dir():
-        raise ConfigError("runs_dir", f"{root} is a file, not a folder of runs")
+    existing = next(p for p in (root, *root.parents) if p.exists())  # the folder, or the one it will be made in
+    if not existing.is_dir():  # (a file's "sub-folder" fails only after the model has loaded: NotADirectoryError)
+        raise ConfigError("runs_dir", f"{existing} is a file, not a folder of runs")
     if accelerator.is_main_process:
         if config.resume and not config.name:
             name = latest_run(root) or name
