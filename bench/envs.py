@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.envs", description=__doc__.split("\n\n")[0],
                                      formatter_class=ShowDefaults)
     parser.add_argument("--taubench-data", type=Path, default=shared_dir(),
-                        help="tau-bench's data (a folder holding data/retail; $TAUBENCH_DATA_DIR or ../shared/taubench)")
+                        help="tau-bench's data, a folder holding data/retail (default: $TAUBENCH_DATA_DIR, else "
+                        "../shared/taubench where it exists; without it the comparison with tau-bench is skipped)")
     data_dir = parser.parse_args(argv).taubench_data
     if data_dir is None:
-        print("bench.envs: tau-bench data not found (../shared/taubench or $TAUBENCH_DATA_DIR); skipping the reset/reward comparison")
+        print("bench.envs: tau-bench data not found (../shared/taubench or $TAUBENCH_DATA_DIR); "
+              "skipping the reset/reward comparison")
     else:
         taubench_retail(data_dir / "data" / "retail")
     actions()
