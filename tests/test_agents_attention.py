@@ -122,3 +122,27 @@ def test_attention_after_a_shared_prefix_equals_attention_over_the_prefix_copied
     assert got.shape == expected.shape == (rows, queries, kv_heads * groups, dim)
     tolerance = 1e-6 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)
+
+
+def test_a_decode_step_after_a_shared_prefix_reads_it_once_and_scales_as_sdpa_without_a_scaling(monkeypatch):
+    """A decode step's single query a row takes the one-read path: neither transformers' sdpa nor torch's kernel, which
+    both need the prefix copied into every row (what share_prefix exists to save); and with no ``scaling`` it scales
+    by 1/sqrt(head_dim), as sdpa does."""
+    torch.manual_seed(0)
+    rows, kv_heads, groups, dim, prefix, own = 3, 2, 3, 8, 5, 4
+    module = torch.nn.Module()
+    module.layer_idx, module.num_key_value_groups, module.is_causal = 0, groups, True
+    query = torch.randn(rows, kv_heads * groups, 1, dim)
+    key, value = torch.randn(2, rows, kv_heads, own, dim)
+    shared = tuple(torch.randn(2, 1, kv_heads, prefix, dim))
+    copied = [torch.cat([part.expand(rows, -1, -1, -1), mine], dim=2) for part, mine in zip(shared, (key, value))]
+    seen = torch.ones(rows, 1, 1, prefix + own, dtype=torch.bool)
+    expected, _ = sdpa_attention.sdpa_attention_forward(module, query, *copied, seen)
+
+    def copies(*args, **kwargs):
+        raise AssertionError("the prefix went to a kernel that needs it copied into every row")
+
+    monkeypatch.setattr(attention, "sdpa_attention_forward", copies)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", copies)
+    got, _ = attention.grouped_sdpa(module, query, key, value, seen[..., prefix:], shared_prefix=[shared])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

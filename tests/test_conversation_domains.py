@@ -8,7 +8,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.cat import Attempt
 from envs.filter import filter_tasks
+from envs.scripted import Draft, answer_verifier, as_challenger_writes, finish_drafts
 from envs.state import state_hash
 
 IDS = {"retail": "SelfChallenge-Retail-v0", "airline": "SelfChallenge-Airline-v0"}
@@ -160,3 +162,33 @@ def test_respond_keeps_the_episode_going_and_a_transfer_to_a_human_ends_it(domai
     observation, reward, terminated, _, info = env.step(
         json.dumps({"name": "transfer_to_human_agents", "arguments": summary}))
     assert observation == "Transfer successful" and terminated and "verifier" in info
+
+
+def test_finish_drafts_keeps_the_failures_its_verifier_rejects_and_one_task_per_instruction():
+    """A failure is kept when its state or its answer is wrong (a write with the right answer is one); one whose answer
+    says every output in another case, leaving the state as the solution does, would pass and is dropped. A repeated
+    instruction makes no second task; the id names the domain, the seed and the task's place."""
+    env = envs.env_class("retail")()
+    cancel = next(t for t in env.tasks if t.provenance["family"] == "cancel")
+    right = Attempt((), "It costs 1,234 USD.")
+    wrong = (Attempt((), "It costs 99 USD."), Attempt(cancel.solution.actions, "it costs 1234 usd"), Attempt((), "No."))
+    draft = Draft("lookup", "What does it cost?", right, (*wrong, Attempt((), "IT COSTS 1234 usd")), ("1234 USD",))
+    other = dataclasses.replace(draft, instruction="What does it cost, again?")
+    tasks = finish_drafts(iter([draft, draft, other]), domain="retail", world=cancel.world,
+                          base=env.base_state(cancel.world), toolset=env.toolset, seed=7, n=2, max_tries=9)
+    assert [t.id for t in tasks] == ["retail-7-0", "retail-7-1"] and tasks[0].failures == wrong
+    assert [t.instruction for t in tasks] == [draft.instruction, other.instruction]
+    assert tasks[0].provenance == {"challenger": "scripted", "family": "lookup", "difficulty": 0,
+                                   "required": ["1234 USD"], "read_only": True}
+
+
+@pytest.mark.parametrize("domain", IDS)
+def test_a_challenger_could_write_only_read_only_tasks_and_verifies_them_by_the_answer_alone(domain):
+    """No tool shows the state's hash, so the tasks a challenger is shown as its own (its demonstrations) check the
+    answer only; a task that writes is none of them."""
+    tasks = envs.env_class(domain)().tasks
+    written = {t.id: as_challenger_writes(t) for t in tasks}
+    assert all(written[t.id] is None for t in tasks if not t.provenance["read_only"])
+    kept = [w for w in written.values() if w is not None]
+    assert kept and all("state_hash" not in w.verifier and w.verifier == answer_verifier(w.provenance["required"])
+                        for w in kept)

@@ -133,7 +133,9 @@ def test_a_verifier_that_changes_its_mind_on_the_same_final_state_is_flaky():
 
 
 @pytest.mark.parametrize("second, reason", [(RunResult("error", "boom", "exception"), "verifier_error"),
-                                            (RunResult("timeout", "too slow"), "verifier_timeout")])
+                                            (RunResult("timeout", "too slow"), "verifier_timeout"),
+                                            (RunResult("error", "the CPU time limit was reached", "cpu"),
+                                             "verifier_timeout")])
 def test_a_verifier_that_fails_to_finish_only_when_run_again_is_rejected_for_it(second, reason):
     with SecondThoughts(second) as sandbox:
         sandbox.elsewhere = []
@@ -151,6 +153,44 @@ def test_a_verifier_that_accepts_doing_nothing_is_lenient_though_it_rejects_ever
     verdict = filter_task(task)
     assert (verdict.kept, verdict.reason) == (False, "lenient_verifier") and "doing nothing" in verdict.detail
     assert played_reward(copy_task(id="idle", verifier=source, solution=Attempt((), "")), 5) == 1.0
+
+
+def test_a_verifier_that_accepts_an_empty_answer_is_lenient():
+    """An agent that runs out of turns, or finishes saying nothing, leaves an empty answer: doing nothing
+    means no call and no answer at all, not a short one."""
+    source = ("def verify(state, answer):\n"
+              "    return answer == '' or (state['notes'].get('dst') == {'text': 'note 1'} and 'note 1' in answer)\n")
+    verdict = filter_task(copy_task(id="silent", verifier=source))
+    assert (verdict.kept, verdict.reason) == (False, "lenient_verifier") and "doing nothing" in verdict.detail
+
+
+@pytest.mark.parametrize("i, accepts", [(0, "dst is None and 'note 1' in answer"), (1, "dst == {'text': 'note 2'}"),
+                                        (2, "dst == {'text': 'note 1'} and \"don't know\" in answer")])
+def test_a_verifier_that_accepts_any_one_failure_case_is_lenient_and_named_for_it(i, accepts):
+    """Every failure case is judged, the first and the last too: one accepted is enough to reject the task."""
+    source = ("def verify(state, answer):\n    dst = state['notes'].get('dst')\n"
+              f"    return (dst == {{'text': 'note 1'}} and 'note 1' in answer) or ({accepts})\n")
+    verdict = filter_task(copy_task(id=f"lenient-{i}", verifier=source))
+    assert (verdict.kept, verdict.reason) == (False, "lenient_verifier") and f"failures[{i}]" in verdict.detail
+
+
+def test_a_solution_that_a_terminal_tool_ends_is_as_long_as_its_calls_up_to_that_tool(monkeypatch):
+    """A transfer to a human ends an episode as finish does: calls listed after it are never played, and
+    do not make the solution too long for an episode."""
+    monkeypatch.setattr(ToyEnv, "terminal_tools", frozenset({"set_note"}))
+    source = "def verify(state, answer):\n    return state['notes'].get('dst') == {'text': 'note 1'}\n"
+    failures = SOUND.failures[:2] + (Attempt((ToolCall("set_note", {"key": "dst", "text": "note 0"}),), "note 1"),)
+    task = copy_task(id="transfers", verifier=source, failures=failures,
+                     solution=Attempt(SOUND.solution.actions + (GET,) * 3, "note 1"))
+    assert played_reward(task, 3) == 1.0
+    verdict = filter_task(task, max_turns=3)
+    assert verdict.kept, verdict.detail
+
+
+def test_a_task_with_an_unknown_domain_is_rejected_for_it_before_its_failure_cases_are_counted():
+    """The reasons come in the documented order: the first problem found is the one reported."""
+    verdict = filter_task(copy_task(id="few-nodomain", domain="chess", failures=SOUND.failures[:1]))
+    assert (verdict.kept, verdict.reason) == (False, "unknown_domain")
 
 
 def test_failure_cases_count_once_each_with_doing_nothing_which_every_task_is_tried_on():
@@ -278,6 +318,21 @@ def test_command_line_exits_2_when_the_disk_cannot_hold_the_kept_tasks(tmp_path,
     monkeypatch.setattr(envs.pool, "append_pool", full)
     assert main([str(pool), "--out", str(out)]) == 2
     assert "the kept tasks were not appended" in capsys.readouterr().err
+
+
+def test_command_line_judges_each_solution_at_the_episode_length_it_is_given(tmp_path, capsys):
+    """--max-turns is the length of the episodes the tasks will be played in: the sound task's solution takes
+    3 actions (2 calls, then finish), so 2 turns cannot play it; fewer than 1 is a usage error."""
+    pool, out = tmp_path / "pool.jsonl", tmp_path / "kept.jsonl"
+    append_pool(pool, [SOUND])
+    assert main([str(pool), "--max-turns", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rejected 'toy-copy': infeasible_solution" in printed and "kept 0 of 1" in printed
+    assert main([str(pool), "--max-turns", "3", "--out", str(out)]) == 0
+    assert "kept 1 of 1" in capsys.readouterr().out and [t.id for t in load_pool(out)] == ["toy-copy"]
+    with pytest.raises(SystemExit) as stop:
+        main([str(pool), "--max-turns", "0"])
+    assert stop.value.code == 2 and "--max-turns must be at least 1" in capsys.readouterr().err
 
 
 def test_command_line_dedupe_keeps_the_first_task_of_each_id_and_never_appends_one_twice(tmp_path, capsys):

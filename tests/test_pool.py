@@ -160,6 +160,26 @@ def test_json_past_pythons_limits_is_an_error_naming_the_line(tmp_path):
         load_pool(pool)
 
 
+@pytest.mark.parametrize("expression, error", [("1+" * 100_000 + "1", "maximum recursion depth exceeded"),
+                                               ("-" * 100_000 + "1", "MemoryError")])
+def test_a_verifier_past_the_compilers_limits_is_an_error_naming_the_line_not_a_crash(tmp_path, expression, error):
+    """Compiling a verifier nested deeper than the compiler can hold raises RecursionError or MemoryError, not
+    SyntaxError: the task author wrote it, so it is the pool's error (with file and line), as any other verifier
+    that does not compile."""
+    deep = copy_task(id="b", verifier=f"def verify(state, answer):\n    return {expression}\n")
+    pool = _pool_with(tmp_path, deep.dumps().encode())
+    with pytest.raises(PoolError, match=rf"pool.jsonl:2: task 'b': its verifier does not compile: {error}"):
+        load_pool(pool)
+    assert [t.id for t in load_pool(pool, compiled_only=True)] == ["a", "c"]
+
+
+def test_json_nested_past_pythons_recursion_limit_is_an_error_naming_the_line(tmp_path):
+    """A middle line nested deeper than json can parse raises RecursionError, not ValueError: still the pool's error."""
+    pool = _pool_with(tmp_path, b'{"id": "b", "domain": "toy", "world": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(PoolError, match=r"pool.jsonl:2: "):
+        load_pool(pool)
+
+
 @pytest.mark.parametrize("middle, message", [
     (copy_task(id="b", instruction="caf\u00e9").dumps().encode().replace("é".encode(), b"\xe9"), "not valid UTF-8"),
     (copy_task(id="a").dumps().encode(), "task id 'a' is already on line 1"),

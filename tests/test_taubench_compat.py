@@ -228,3 +228,17 @@ def test_an_upstream_copy_keeps_the_tools_defaults() -> None:
     copy = upstream_tool(get_thing, "tau_bench.envs.retail.tools")
     assert copy(data={}, thing_id="x") == "x:3:False"
     assert copy.__qualname__ == "GetThing.invoke"
+
+
+def test_load_golden_names_a_missing_initial_hash(tmp_path) -> None:
+    """The initial hash says which data the golden tasks were recorded on: a file without it is refused, naming it."""
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps({"domain": "retail", "tasks": []}))
+    with pytest.raises(ValueError, match=r"not a tau-bench golden file: it lacks \['initial_data_hash'\]"):
+        load_golden(path)
+
+
+def test_the_data_dir_is_read_from_the_variable_the_readme_names(tmp_path: Path, monkeypatch) -> None:
+    """README and the error messages tell users to set TAUBENCH_DATA_DIR: that name is the interface."""
+    monkeypatch.setenv("TAUBENCH_DATA_DIR", str(tmp_path))
+    assert shared_dir() == tmp_path

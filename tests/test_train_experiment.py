@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agents.models import load_tokenizer
-from envs.pool import load_pool
+from envs.pool import append_pool, load_pool
 from envs.records import read_jsonl
 from eval.estimators import bootstrap_interval, wilson_interval
-from test_train_support import save_model, tiny_llama
+from test_train_support import save_model, tiny_llama, toy_answer_task
+from toy_domain import copy_task
 from train import experiment
 from train.config import TrainConfig
 
@@ -122,6 +124,7 @@ def test_the_heldout_set_is_written_whole_once_and_a_killed_writes_leftover_is_r
 @pytest.mark.parametrize("flags, said", [
     (["--set", "steps"], "--set needs KEY=VALUE"),
     (["--out", "{file}"], "is a file: pass a folder"),
+    (["--seeds", ","], "name at least one seed"),
 ])
 def test_bad_input_exits_2_in_a_line_before_any_run(flags, said, tmp_path, monkeypatch, caplog):
     (tmp_path / "file").write_text("")
@@ -163,3 +166,42 @@ def test_rl_gain_gets_the_paired_bootstrap_even_when_every_difference_is_0_or_1(
                 "rl": {"d": {"a": 1.0, "b": 1.0, "c": 1.0, "e": 1.0}}}}
     gain = experiment.summarize(runs)["d"]["rl_gain"]
     assert (gain["low"], gain["high"]) == bootstrap_interval([[1.0, 1.0, 0.0, 0.0]])
+
+
+def test_a_runs_scores_are_its_held_out_evaluations_not_its_training_episodes(tmp_path):
+    """trajectories.jsonl also holds RL's own episodes (phase "rl", training tasks) and evaluations between RL
+    steps ("eval:rl@2"): neither is a stage's held-out score."""
+    records = [{"phase": "rl", "domain": "d", "task_id": "train-1", "reward": 1.0},
+               {"phase": "eval:rl", "domain": "d", "task_id": "a", "reward": 0.0},
+               {"phase": "eval:rl@2", "domain": "d", "task_id": "a", "reward": 1.0},
+               {"phase": "eval:base", "domain": "d", "task_id": "a", "reward": 1.0}]
+    (tmp_path / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert experiment.scores(tmp_path) == {"rl": {"d": {"a": 0.0}}, "base": {"d": {"a": 1.0}}}
+
+
+def test_each_seed_trains_with_its_own_seed_and_only_the_first_measures_the_greedy_base_model(tmp_path, monkeypatch):
+    """Seeds run with one seed would be copies of one run, and their interval would claim a spread never measured."""
+    import train.run
+
+    seen = []
+
+    def fake_train(config, default_name):
+        seen.append(config)
+        path = Path(config.runs_dir) / config.name
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "trajectories.jsonl").write_text(json.dumps(
+            {"phase": "eval:rl", "domain": "calculation", "task_id": "a", "reward": 1.0}) + "\n")
+        return SimpleNamespace(path=path, read_metrics=lambda: []), None
+
+    monkeypatch.setattr(train.run, "train", fake_train)
+    for out, flags in (("greedy", []), ("sampled", ["--set", "eval_temperature=0.7"])):
+        assert experiment.main(["--seeds", "3,5", "--out", str(tmp_path / out), "--set", "domains=[calculation]",
+                                "--set", "heldout_per_domain.calculation=2", *flags]) == 0
+    assert [(c.seed, c.name, c.eval_base) for c in seen] == [(3, "seed-3", True), (5, "seed-5", False),
+                                                             (3, "seed-3", True), (5, "seed-5", True)]
+    assert seen[0].heldout_pool == seen[1].heldout_pool == str(tmp_path / "greedy" / "heldout.jsonl")
+
+
+def test_the_multi_call_tasks_are_those_whose_solution_makes_two_calls_or_more(tmp_path):
+    append_pool(tmp_path / "held.jsonl", [copy_task(), toy_answer_task()])  # two calls; one
+    assert experiment.multi_call_tasks(tmp_path / "held.jsonl") == {"toy-copy"}

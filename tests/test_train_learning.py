@@ -10,6 +10,7 @@ call, then the answer, which a random model never writes. Each test runs the rea
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from dataclasses import replace
@@ -232,8 +233,8 @@ def test_scalars_name_each_metric_by_phase_stage_and_domain():
     assert scalars({"step": 1, "phase": "rl", "domain": "bandit", "loss": -0.25, "reward_mean": 0.5, "done": True,
                     "note": "x"}) == {"rl/bandit/loss": -0.25, "rl/bandit/reward_mean": 0.5}
     # what a tracker may refuse (mlflow stops a run at "rl@2") is "_"
-    assert scalars({"step": 2, "phase": "eval", "stage": "rl@2", "success": {"wéb 2": 1.0}}) == {
-        "eval/rl_2/success/w_b_2": 1.0}
+    assert scalars({"step": 2, "phase": "eval", "stage": "rl@2", "success": {"wéb 2": 1.0, "web-2.x": 0.5}}) == {
+        "eval/rl_2/success/w_b_2": 1.0, "eval/rl_2/success/web-2.x": 0.5}  # "-" and "." every tracker takes
 
 
 def test_report_to_tensorboard_writes_the_same_metrics_as_metrics_jsonl(tmp_path, bandit):
@@ -296,6 +297,10 @@ def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp
                         name="again"))
     _, resumed, again = wandb_stand_in.made
     assert resumed.kwargs["id"] == kept_id and again.kwargs["id"] != kept_id and len(kept_id) == 16
+    (run.path / "trackers" / "wandb-id").unlink()  # trackers/ cleared by hand: resumed, it is a new wandb run
+    train(bandit_config(tmp_path, bandit, steps=2, lr=0.02, report_to="wandb,tensorboard", tracker_project="lab",
+                        resume=True))
+    assert wandb_stand_in.made[-1].kwargs["id"] not in (kept_id, again.kwargs["id"])
 
 
 def test_mlflow_files_the_run_by_its_folders_name_too(tmp_path, bandit, wandb_stand_in, monkeypatch):
@@ -324,7 +329,8 @@ def test_a_tracker_that_cannot_start_is_a_config_error_and_the_run_goes_on_with_
                                                                                        wandb_stand_in, monkeypatch):
     monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", UnstartableTracker)
     settings = dict(steps=1, report_to="tensorboard,wandb")
-    with pytest.raises(ConfigError, match=r"could not start \(RuntimeError: No API key.*--name run --resume`"):
+    continued = re.escape(f"--runs-dir {tmp_path / 'runs'} --name run --resume`")  # a command that works as given
+    with pytest.raises(ConfigError, match=r"could not start \(RuntimeError: No API key.*" + continued):
         train(bandit_config(tmp_path, bandit, **settings))
     monkeypatch.setattr(UnstartableTracker, "error", KeyboardInterrupt())  # Ctrl-C at wandb's login prompt
     with pytest.raises(KeyboardInterrupt):
@@ -352,6 +358,58 @@ def test_a_run_resumed_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_pa
     first, again = wandb_stand_in.made
     assert first.kwargs["id"] != again.kwargs["id"] == (run.path / "trackers" / "wandb-id").read_text()
     assert [step for step, _ in again.logged] == [m["step"] for m in run.read_metrics()]
+
+
+def test_trackers_that_started_are_finished_when_another_cannot_start(tmp_path, bandit, wandb_stand_in, monkeypatch):
+    """mlflow started, then wandb could not: mlflow's run is ended, not left open ("running") on its server."""
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "mlflow", RecordingTracker)
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "wandb", UnstartableTracker)
+    for module in ("train.config", "accelerate.tracking"):
+        monkeypatch.setattr(f"{module}.get_available_trackers", lambda: [LoggerType.MLFLOW, LoggerType.WANDB])
+    with pytest.raises(ConfigError, match="could not start"):
+        train(bandit_config(tmp_path, bandit, steps=1, report_to="mlflow,wandb"))
+    [mlflow] = [tracker for tracker in wandb_stand_in.made if type(tracker) is RecordingTracker]
+    assert mlflow.finished
+
+
+def test_a_run_resumed_before_its_first_checkpoint_shows_each_record_once(tmp_path, bandit, monkeypatch):
+    """It starts from its first step again: what the first try logged (here the tasks stage's record, written just
+    before its checkpoint failed) is cut from metrics.jsonl and hidden in TensorBoard, not shown twice."""
+    from train.rundir import RunDir
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    settings = dict(steps=1, report_to="tensorboard")
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "save_checkpoint", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(bandit_config(tmp_path, bandit, **settings))
+    run, _ = train(bandit_config(tmp_path, bandit, resume=True, **settings))
+    assert "\nresume: false\n" in (run.path / "config.yaml").read_text(), "its config.yaml starts a run, as ever"
+    metrics = run.read_metrics()
+    assert [m["stage"] for m in metrics if m["phase"] == "stage"].count("tasks") == 1
+    shown: dict[str, list] = {}
+    for m in metrics:
+        for tag, value in scalars(m).items():
+            shown.setdefault(tag, []).append((m["step"], pytest.approx(value)))
+    assert tensorboard_scalars(run.path / "trackers" / "self-challenge") == shown
+
+
+def test_a_run_stopped_after_writing_its_pool_writes_it_afresh_when_resumed(tmp_path, bandit, monkeypatch):
+    """The pool is appended to task by task: the tasks stage done again starts it anew, or each task is in it twice."""
+    from train import run as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_atomic", interrupted)  # the tasks' mix, written right after the pool
+        with pytest.raises(KeyboardInterrupt):
+            train(bandit_config(tmp_path, bandit, steps=0))
+    run, _ = train(bandit_config(tmp_path, bandit, steps=0, resume=True))
+    ids = [json.loads(line)["id"] for line in run.pool.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == len(bandit["pool"].read_text().splitlines())
 
 
 def test_every_stage_of_the_loop_logs_at_the_runs_step_so_a_tracker_keeps_every_record(tmp_path, toy_model,

@@ -3,7 +3,7 @@
 import pytest
 
 from envs.pool import append_pool
-from envs.prompt_tools import ListedTools
+from envs.prompt_tools import ListedTools, listed_tools
 from toy_domain import copy_task
 from train.tasks import EmptyPoolError, Selection, is_llm, is_multi_call, make_env, pool_tasks, scripted_tasks, split
 
@@ -101,6 +101,19 @@ def test_only_a_models_task_is_the_llms():
 
 def test_a_domain_listing_no_prompt_tools_gets_the_plain_env():
     assert not isinstance(make_env("toy", copy_task(), max_turns=4, prompt_tools={"toy": []}), ListedTools)
+
+
+def test_the_vector_envs_wrappers_list_nothing_for_no_names_and_every_steps_info_lists_only_the_names():
+    """The trainer's and held-out vector envs take listed_tools(...): a domain listing none keeps its whole prompt
+    (not one listing finish alone), and a listing holds in each step's info as in reset's."""
+    assert listed_tools([]) == [] and listed_tools(None) == []
+    (wrap,) = listed_tools(["get_note"])
+    task = copy_task()
+    env = wrap(make_env("toy", task, max_turns=4, prompt_tools={}))
+    _, info = env.reset(options={"task_id": task.id})
+    *_, step_info = env.step('{"name": "add", "arguments": {"a": 2, "b": 3}}')
+    assert [t["function"]["name"] for t in info["tools"]] == [t["function"]["name"] for t in step_info["tools"]] == [
+        "get_note", "finish"]
 
 
 def test_the_cursor_draws_every_task_once_an_epoch_in_a_new_order_each_epoch():
