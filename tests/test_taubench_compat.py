@@ -149,6 +149,7 @@ def test_upstream_hash_is_sha256_of_the_sorted_tuple_form() -> None:
 
 
 def test_shared_dir_prefers_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ENV_VAR == "TAUBENCH_DATA_DIR", "the name the README and the error messages give users"
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     assert shared_dir() == tmp_path
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing"))
@@ -236,9 +237,3 @@ def test_load_golden_names_a_missing_initial_hash(tmp_path) -> None:
     path.write_text(json.dumps({"domain": "retail", "tasks": []}))
     with pytest.raises(ValueError, match=r"not a tau-bench golden file: it lacks \['initial_data_hash'\]"):
         load_golden(path)
-
-
-def test_the_data_dir_is_read_from_the_variable_the_readme_names(tmp_path: Path, monkeypatch) -> None:
-    """README and the error messages tell users to set TAUBENCH_DATA_DIR: that name is the interface."""
-    monkeypatch.setenv("TAUBENCH_DATA_DIR", str(tmp_path))
-    assert shared_dir() == tmp_path
