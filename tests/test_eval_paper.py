@@ -16,6 +16,7 @@ from eval.m3tooleval import load_benchmark, oracle_policy
 from eval.taubench import do_nothing_policy, from_golden, gold_policy, scripted_user
 from test_eval_m3tooleval import FIXTURE
 from test_eval_taubench import SHARED
+from test_taubench_compat import needs_shared
 
 PLAN = paper.Plan(samples=4, limit=None, batch_size=3, seed=0)
 
@@ -64,7 +65,7 @@ def test_a_subset_takes_m3toolevals_domains_in_turn():
     assert paper.m3tooleval_tasks(bench, "web", None) == []
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"tau-bench reference data not found at {SHARED}")
+@needs_shared
 def test_samples_are_numbered_as_queued_so_reading_fewer_does_not_favour_the_quick_successes(tmp_path):
     """Of 8 samples played side by side, the last 4 queued answer right at once and end first; the
     others are wrong until the turn limit. Reading 4 samples must take the first 4 queued."""
@@ -83,6 +84,7 @@ def test_samples_are_numbered_as_queued_so_reading_fewer_does_not_favour_the_qui
     assert paper.play_m3tooleval(bench, tasks, quick_last_half, path, paper.Plan(samples=4)) == {tasks[0].name: (4, 0)}
 
 
+@needs_shared
 def test_both_benchmarks_play_every_sample_write_the_table_and_resume_without_playing_again(tmp_path):
     bench = load_benchmark(FIXTURE)
     airline = from_golden(SHARED / "golden" / "airline_test_0_10.json")
@@ -141,6 +143,7 @@ def test_bad_input_exits_2_with_a_message(argv, message, caplog):
     assert message in caplog.text
 
 
+@needs_shared
 def test_a_limit_past_an_environments_tasks_plays_them_all(tmp_path):
     """``--limit`` is "at most"; airline's 10 golden tasks under a limit of 12 are the 10 tasks, not an IndexError."""
     airline = from_golden(SHARED / "golden" / "airline_test_0_10.json")
@@ -153,6 +156,7 @@ class _Stop(Exception):
     pass
 
 
+@needs_shared
 def test_the_command_plays_tau_benchs_test_split_with_a_user_at_temperature_1(tmp_path, monkeypatch):
     """The paper evaluates on tau-bench's test tasks, and upstream's user samples at its provider's default
     temperature, 1, whatever the agent's."""
