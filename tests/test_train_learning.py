@@ -65,6 +65,11 @@ def bandit_config(tmp_path: Path, bandit: dict[str, Path], **values: Any) -> Tra
     return config(tmp_path, **{**settings, **values})
 
 
+def ctrl_c(*args: Any, **kwargs: Any) -> None:
+    """What a stand-in does on Ctrl-C: the run stops where it is called."""
+    raise KeyboardInterrupt
+
+
 def rl_rewards(metrics: list[dict[str, Any]]) -> list[float]:
     return [m["reward_mean"] for m in metrics if m["phase"] == "rl"]
 
@@ -346,11 +351,8 @@ def test_a_run_resumed_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_pa
     """It starts from its first step again, so the old tracker run's steps would hide the new ones."""
     from train import run as runner
 
-    def interrupted(ctx, step):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "write_tasks", interrupted)
+        patch.setattr(runner, "write_tasks", ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             train(bandit_config(tmp_path, bandit, steps=1, report_to="wandb"))
     assert not (tmp_path / "runs" / "run" / "checkpoints").exists()
@@ -377,12 +379,9 @@ def test_a_run_resumed_before_its_first_checkpoint_shows_each_record_once(tmp_pa
     before its checkpoint failed) is cut from metrics.jsonl and hidden in TensorBoard, not shown twice."""
     from train.rundir import RunDir
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
     settings = dict(steps=1, report_to="tensorboard")
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "save_checkpoint", interrupted)
+        patch.setattr(RunDir, "save_checkpoint", ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             train(bandit_config(tmp_path, bandit, **settings))
     run, _ = train(bandit_config(tmp_path, bandit, resume=True, **settings))
@@ -400,11 +399,8 @@ def test_a_run_stopped_after_writing_its_pool_writes_it_afresh_when_resumed(tmp_
     """The pool is appended to task by task: the tasks stage done again starts it anew, or each task is in it twice."""
     from train import run as runner
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "write_atomic", interrupted)  # the tasks' mix, written right after the pool
+        patch.setattr(runner, "write_atomic", ctrl_c)  # the tasks' mix, written right after the pool
         with pytest.raises(KeyboardInterrupt):
             train(bandit_config(tmp_path, bandit, steps=0))
     run, _ = train(bandit_config(tmp_path, bandit, steps=0, resume=True))
