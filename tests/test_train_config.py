@@ -294,6 +294,17 @@ def test_resume_continues_a_run_with_its_own_config_and_refuses_a_key_given_anot
                                     str(DEFAULT_CONFIG)])[::2])
 
 
+def test_a_run_whose_config_was_emptied_is_not_resumed_with_the_default_config(tmp_path: Path):
+    """The config is written whole when a run starts, so an empty one was damaged since: resuming it with the
+    defaults would go on as another run under the same name."""
+    runs = tmp_path / "runs"
+    saved_run(runs, "first", steps=7)
+    (runs / "first" / "config.yaml").write_text("")
+    with pytest.raises(ConfigError, match="first/config.yaml is empty") as error:
+        resumed_config(*parse_args(["--runs-dir", str(runs), "--resume"])[::2])
+    assert error.value.key == "resume"
+
+
 def test_the_latest_run_is_the_newest_folder_that_holds_a_runs_config(tmp_path: Path):
     """``--resume`` without ``--name`` skips a newer folder that is no run, such as the ``runs/eval`` that
     ``python -m eval.heldout`` writes by default."""

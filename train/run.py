@@ -42,7 +42,7 @@ from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
 from train.progress import heartbeat
-from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config
+from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config, read_settings
 from train.losses import ALGORITHMS
 from train.rundir import RunDir, RunState
 from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, pool_tasks, split
@@ -94,6 +94,9 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     if name is None or not (root / name / "config.yaml").is_file():
         config.validate()
         return config
+    if not read_settings(root / name / "config.yaml"):  # written whole, so emptied since: the defaults are not its
+        raise ConfigError("resume", f"{root / name / 'config.yaml'} is empty: the run's config is lost, so it "
+                                    "cannot go on as it started; put it back, or start a new run with another --name")
     saved = load_config(root / name / "config.yaml", {key: getattr(config, key) for key in UNCHECKED_ON_RESUME})
     changed = [key for key in FIELD_TYPES if key in given and key not in UNCHECKED_ON_RESUME
                and getattr(config, key) != getattr(saved, key)]
