@@ -108,8 +108,9 @@ cases for a verifier that takes its whole time limit on each."""
 def distinct_failures(task: CodeAsTask) -> int:
     """How many different failure cases ``task`` has besides doing nothing (:data:`NOTHING`): with doing
     nothing, which the filter tries on every task, what counts toward :data:`~envs.cat.MIN_FAILURES`
-    (copies of one mistake test the verifier once)."""
-    return len({json.dumps(f.to_json(), sort_keys=True) for f in task.failures if f.actions or f.answer.strip()})
+    (copies of one mistake test the verifier once, as do answers that differ only in spacing)."""
+    return len({json.dumps([f.to_json()["actions"], f.answer.split()], sort_keys=True)
+                for f in task.failures if f.actions or f.answer.strip()})
 
 
 def turns_to_play(attempt: Attempt, env: ToolEnv) -> int:

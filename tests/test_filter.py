@@ -197,7 +197,10 @@ def test_failure_cases_count_once_each_with_doing_nothing_which_every_task_is_tr
     first, second, _ = SOUND.failures
     reordered = Attempt(tuple(ToolCall(c.name, dict(reversed(c.arguments.items()))) for c in second.actions),
                         second.answer)  # the same mistake, its arguments written in another order
-    for failures in ((first,) * 3, (first, Attempt((), " "), first), (second, Attempt((), " "), reordered)):
+    spaced = Attempt(first.actions, f"  {first.answer.replace(' ', chr(10))} ")  # the same answer, spaced otherwise
+    assert first.answer.strip() and spaced.answer != first.answer
+    for failures in ((first,) * 3, (first, Attempt((), " "), first), (second, Attempt((), " "), reordered),
+                     (first, spaced, Attempt((), "\t"))):
         verdict = filter_task(copy_task(id="padded", failures=failures))
         assert (verdict.kept, verdict.reason) == (False, "too_few_failures")
         assert "2 distinct failure cases, doing nothing" in verdict.detail
