@@ -395,6 +395,40 @@ def test_a_run_resumed_before_its_first_checkpoint_shows_each_record_once(tmp_pa
     assert tensorboard_scalars(run.path / "trackers" / "self-challenge") == shown
 
 
+def test_a_run_resumed_inside_its_warm_start_gives_rl_a_fresh_optimizer(tmp_path, toy_model, monkeypatch):
+    """The checkpoint's optimizer state belongs to the stage it was saved in: loaded into RL's optimizer it would
+    also bring the warm start's learning rate and moments."""
+    from train import trainer
+
+    pool = tmp_path / "pool.jsonl"
+    append_pool(pool, [toy_answer_task(i) for i in range(6)])
+    settings = dict(model=str(toy_model), pool=str(pool), domains=["toy"], heldout_per_domain={"toy": 2},
+                    warm_start_epochs=2, warm_start_batch=1, warm_start_tasks={"toy": 2}, warm_start_lr=0.003,
+                    checkpoint_every=1, rl_domains=["toy"], steps=1, tasks_per_step=2, group_size=2, lr=0.02,
+                    max_turns=1, max_new_tokens=4, eval_base=False)
+    update, updates = trainer.update, []
+
+    def stop_at_the_third(*args: Any, **kwargs: Any) -> dict[str, float]:
+        updates.append(1)
+        return ctrl_c() if len(updates) == 3 else update(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "update", stop_at_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            train(config(tmp_path, **settings))
+    make_optimizer, made = trainer.make_optimizer, []
+
+    def recorded(policy: Any, lr: float, state: dict[str, Any] | None) -> Any:
+        optimizer = make_optimizer(policy, lr, state)
+        made.append((state is not None, optimizer.param_groups[0]["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(trainer, "make_optimizer", recorded)
+    run, _ = train(config(tmp_path, resume=True, **settings))
+    assert made == [(True, 0.003), (False, 0.02)], "the warm start goes on with its state, RL starts afresh"
+    assert sum(m["phase"] == "warm_start" for m in run.read_metrics()) == 2 * 2, "2 demonstrations, 2 epochs"
+
+
 def test_a_run_stopped_after_writing_its_pool_writes_it_afresh_when_resumed(tmp_path, bandit, monkeypatch):
     """The pool is appended to task by task: the tasks stage done again starts it anew, or each task is in it twice."""
     from train import run as runner
