@@ -65,6 +65,11 @@ def test_rl_curves_count_steps_from_rls_start_and_follow_the_domains_measured_be
     curves = experiment.rl_curves({0: metrics, 1: metrics[:3]})
     assert curves == {0: {"reward": [[1, 0.25], [2, 0.5], [3, 0.75]],
                           "heldout": {"calculation": [[0, 0.5], [2, 0.625], [3, 0.75]]}}}
+    no_warm_start = [{"phase": "eval", "stage": "base", "step": 0, "success": {"calculation": 0.125}},
+                     {"phase": "rl", "step": 1, "reward_mean": 0.25},
+                     {"phase": "eval", "stage": "rl", "step": 1, "success": {"calculation": 0.5}}]
+    assert experiment.rl_curves({0: no_warm_start})[0]["heldout"] == {"calculation": [[0, 0.125], [1, 0.5]]}, \
+        "without a warm start RL starts from the base model: its evaluation is the curve's first point"
 
 
 @pytest.mark.slow

@@ -105,15 +105,15 @@ def _row(runs: dict[int, dict[str, dict[str, dict[str, float]]]], domain: str,
 
 def rl_curves(metrics: dict[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
     """Per seed, RL's curves with steps counted from RL's start: the training reward at each step, and
-    held-out success on the RL domains at each evaluation from the warm start's on (``eval_every``
-    sets how many there are between)."""
+    held-out success on the RL domains at each evaluation from RL's start on (``eval_every`` sets how
+    many there are between): the warm start's, or the base model's in a run without a warm start."""
     found: dict[int, dict[str, Any]] = {}
     for seed, records in metrics.items():
         rl = [m for m in records if m.get("phase") == "rl"]
         if not rl:
             continue
         start = rl[0]["step"] - 1
-        evals = [m for m in records if m.get("phase") == "eval" and m["stage"] != "base" and m["step"] >= start]
+        evals = [m for m in records if m.get("phase") == "eval" and m["step"] >= start]
         between = [m for m in evals if m["stage"].startswith("rl@")]
         domains = sorted({d for m in between or evals for d in m["success"]})
         found[seed] = {"reward": [[m["step"] - start, m["reward_mean"]] for m in rl],
@@ -131,7 +131,7 @@ def curve_chart(per_seed: dict[int, dict[str, Any]], path: Path) -> None:
         for domain, points in curve["heldout"].items():
             held.plot(*zip(*points), marker="o", lw=1, label=f"{domain}, seed {seed}")
     reward.set(xlabel="RL step", ylabel="training reward (mean of the step's episodes)", ylim=(0, 1))
-    held.set(xlabel="RL step (0: after the warm start)", ylabel="held-out success", ylim=(0, 1))
+    held.set(xlabel="RL step (0: where RL starts)", ylabel="held-out success", ylim=(0, 1))
     for ax in (reward, held):
         ax.legend(fontsize=7)
     curves.save(fig, path)
