@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -58,7 +60,7 @@ def test_off_glibc_nothing_changes(monkeypatch, caplog, asked_afresh):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     monkeypatch.setattr(cpu_memory.ctypes, "CDLL", None)  # calling it would raise
     assert asked_afresh() is False
-    assert "has no mallopt" in caplog.text
+    assert "this C library (unknown) has no mallopt" in caplog.text
 
 
 def test_a_c_library_without_mallopt_changes_nothing_and_says_so(monkeypatch, caplog, asked_afresh):
@@ -66,6 +68,31 @@ def test_a_c_library_without_mallopt_changes_nothing_and_says_so(monkeypatch, ca
     monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: object())  # no mallopt in it
     assert asked_afresh() is False
     assert "mallopt is out of reach" in caplog.text
+
+
+def test_a_c_library_that_cannot_be_opened_changes_nothing_and_says_so(monkeypatch, caplog, asked_afresh):
+    """A statically linked Python has no C library to open: ``CDLL`` raises OSError, which is no crash."""
+
+    def cannot_open(name: object) -> None:
+        raise OSError("dlopen: no such library")
+
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.41"))
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", cannot_open)
+    assert asked_afresh() is False
+    assert "mallopt is out of reach (dlopen: no such library)" in caplog.text
+
+
+MALLOC_H = "/usr/include/malloc.h"
+
+
+@pytest.mark.skipif(not os.path.exists(MALLOC_H), reason="glibc's malloc.h is not installed")
+def test_the_mallopt_parameters_are_glibcs():
+    """Another parameter number can look as good in a page-fault count (``M_TOP_PAD`` at -1 also keeps the
+    heap's top) while setting something else: the numbers must be the header's."""
+    header = open(MALLOC_H).read()
+    for name in ("M_TRIM_THRESHOLD", "M_MMAP_MAX"):
+        match = re.search(rf"#define\s+{name}\s+(-?\d+)", header)
+        assert match and int(match.group(1)) == getattr(cpu_memory, name), name
 
 
 def test_a_cpu_model_keeps_freed_memory(monkeypatch):

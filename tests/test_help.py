@@ -3,11 +3,14 @@ what a run will do before starting one."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import re
 import sys
 
 import pytest
+
+from envs.cli import ShowDefaults
 
 COMMANDS = {  # module -> how its usage line names it
     "agents.challenge": "python -m agents.challenge", "envs.filter": "python -m envs.filter",
@@ -43,3 +46,20 @@ def test_an_evaluations_out_help_says_where_its_results_go_by_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--out OUT output folder (default: RUN/eval/heldout-<split> with --run, else runs/eval/heldout/<model>)" \
         in text
+
+
+def test_every_default_but_none_is_shown_unless_the_help_gives_it_in_the_same_form():
+    """A false default (an off flag, a zero) is a default like any other, and a help that merely uses the
+    word "default" has not stated the option's default."""
+    parser = argparse.ArgumentParser(prog="cmd", formatter_class=ShowDefaults)
+    parser.add_argument("--flag", action="store_true", help="switch it on")
+    parser.add_argument("--retries", type=int, default=0, help="how often to retry")
+    parser.add_argument("--model", default="tiny", help="the model, else the default one")
+    parser.add_argument("--out", help="where to write")
+    parser.add_argument("--k", type=int, default=4, help="samples per task (default: 4 per task, 1 with --greedy)")
+    text = " ".join(parser.format_help().split())
+    assert "--flag switch it on (default: False)" in text
+    assert "--retries RETRIES how often to retry (default: 0)" in text
+    assert "--model MODEL the model, else the default one (default: tiny)" in text
+    assert "--out OUT where to write" in text and "(default: None)" not in text
+    assert text.endswith("--k K samples per task (default: 4 per task, 1 with --greedy)")  # not a second one

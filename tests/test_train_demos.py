@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import pytest
 
 from agents.models import load_tokenizer
@@ -55,7 +56,8 @@ def test_a_solution_becomes_the_episode_the_policy_would_have_played(chat):
     assert demo.token_ids[-1] == chat.turn_end_ids[0], "the episode ends on the policy's last token"
 
 
-@pytest.mark.parametrize("text", ["\u4e2d" * 12000, "note \ud800"], ids=["long-cjk", "lone-surrogate"])
+@pytest.mark.parametrize("text", ["\u4e2d" * 12000, "note \ud800", " note 1\n"],
+                         ids=["long-cjk", "lone-surrogate", "surrounding-whitespace"])
 def test_a_solution_is_written_as_a_model_writes_it_whatever_its_characters(chat, text):
     """Characters as they are (12,000 CJK ones escaped are 72,000: over the action limit), but a lone
     surrogate, which no tokenizer takes, escaped."""
@@ -74,6 +76,38 @@ def test_a_transcript_that_does_not_solve_its_task_shows_reward_zero(chat):
                            {"role": "tool", "content": "Episode finished."}]}
     demo = demonstration(ToyEnv(tasks=[task]), chat, transcript_actions(record), {"task_id": task.id})
     assert demo.reward == 0.0 and demo.num_turns == 1
+
+
+def test_a_demonstration_plays_the_task_its_options_name_and_is_labelled_with_it(chat):
+    """The env holds other tasks too: the options pick the one played, and the trajectory names it and its
+    domain (which the trainer groups and reports by)."""
+    other = copy_task(id="toy-other", instruction="Copy note k2 to the key 'dst'.")
+    task = copy_task()
+    demo = demonstration(ToyEnv(tasks=[other, task]), chat, solution_actions(task), {"task_id": task.id})
+    assert (demo.task_id, demo.domain, demo.reward) == (task.id, "toy", 1.0)
+    assert demo.messages[1]["content"] == task.instruction
+
+
+def test_a_transcript_that_runs_out_of_turns_ends_truncated_where_the_env_cut_it(chat):
+    """Past ``max_turns`` the env truncates the episode: the demonstration stops there, unsolved and marked
+    truncated, and counts each action the env could not run."""
+    task = copy_task()
+    malformed = ["get the note please", '{"name": "no_such_tool", "arguments": {}}']
+    demo = demonstration(ToyEnv(tasks=[task], max_turns=3), chat, malformed + solution_actions(task),
+                         {"task_id": task.id})
+    assert demo.num_turns == 3 and demo.invalid_actions == 2
+    assert demo.truncated and not demo.terminated and demo.reward == 0.0
+    assert demo.token_ids[-1] == chat.turn_end_ids[0], "the episode ends on the policy's last token"
+
+
+def test_a_demonstrations_reward_is_the_envs_own_even_partial_credit(chat):
+    task = copy_task()
+    env = gym.wrappers.TransformReward(ToyEnv(tasks=[task]), lambda reward: reward / 2)
+    assert demonstration(env, chat, solution_actions(task), {"task_id": task.id}).reward == 0.5
+
+
+def test_a_transcript_record_without_messages_has_no_actions():
+    assert transcript_actions({"task_id": "toy-copy"}) == []
 
 
 def test_listed_tools_shorten_the_prompt_and_leave_the_env_as_it_was(chat):
