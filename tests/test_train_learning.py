@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from dataclasses import replace
 from typing import Any
 
@@ -308,14 +310,74 @@ def test_each_tracker_files_the_run_by_its_folders_name_in_the_project_given(tmp
     assert wandb_stand_in.made[-1].kwargs["id"] not in (kept_id, again.kwargs["id"])
 
 
-def test_mlflow_files_the_run_by_its_folders_name_too(tmp_path, bandit, wandb_stand_in, monkeypatch):
-    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "mlflow", RecordingTracker)
+class MlflowStandIn(RecordingTracker):
+    """Stands in for accelerate's mlflow tracker: the store gives a new run its id as it starts, and goes on in the
+    run of the id it is given."""
+
+    name, params = "mlflow", {}  # the parameters the store holds, per run
+
+    def __init__(self, project: str, **kwargs: Any):
+        super().__init__(project, **kwargs)
+        self.run_id = kwargs.get("run_id") or f"{len(RecordingTracker.made):032x}"
+
+    @property
+    def tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(info=SimpleNamespace(run_id=self.run_id))
+
+    def store_init_configuration(self, values: dict[str, Any]) -> None:
+        """As mlflow, refuses to log a parameter of its run again with another value."""
+        held = MlflowStandIn.params.setdefault(self.run_id, {})
+        if changed := [key for key, value in values.items() if held.get(key, value) != value]:
+            raise MlflowStoreError(f"INVALID_PARAMETER_VALUE: changing {changed} is not allowed")
+        held.update(values)
+
+
+class MlflowStoreError(Exception):
+    def __init__(self, error_code: str):
+        super().__init__(error_code)
+        self.error_code = error_code
+
+
+def test_mlflow_files_the_run_by_its_folders_name_and_a_resume_goes_on_in_its_run(tmp_path, bandit, wandb_stand_in,
+                                                                                   monkeypatch, caplog):
+    """As with wandb, a run resumed from its checkpoint goes on in the mlflow run it started (with the parameters it
+    logged: `resume` is not one), unless the tracking store no longer holds that run (another MLFLOW_TRACKING_URI):
+    then every resume would fail, so it gets a new one."""
+    stored: set[str] = set()
+
+    def get_run(run_id: str) -> None:
+        if run_id not in stored:
+            raise MlflowStoreError("RESOURCE_DOES_NOT_EXIST")
+
+    monkeypatch.setitem(sys.modules, "mlflow", SimpleNamespace(
+        MlflowClient=lambda: SimpleNamespace(get_run=get_run), get_tracking_uri=lambda: "sqlite:///elsewhere.db",
+        exceptions=SimpleNamespace(MlflowException=MlflowStoreError)))
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "mlflow", MlflowStandIn)
+    monkeypatch.setattr(MlflowStandIn, "params", {})
     monkeypatch.setattr("train.config.get_available_trackers", lambda: [LoggerType.MLFLOW])
     monkeypatch.setattr("accelerate.tracking.get_available_trackers", lambda: [LoggerType.MLFLOW])
-    train(bandit_config(tmp_path, bandit, steps=1, report_to="mlflow", tracker_project="lab"))
-    [mlflow] = wandb_stand_in.made
-    assert (mlflow.project, mlflow.kwargs) == ("lab", {"run_name": "run"})
-    assert any("eval/rl/success/bandit" in values for _, values in mlflow.logged)
+    settings = dict(steps=1, report_to="mlflow", tracker_project="lab")
+    run, _ = train(bandit_config(tmp_path, bandit, **settings))
+    [first] = wandb_stand_in.made
+    kept = run.path / "trackers" / "mlflow-run-id"
+    assert (first.project, first.kwargs, kept.read_text()) == ("lab", {"run_name": "run"}, first.run_id)
+    assert any("eval/rl/success/bandit" in values for _, values in first.logged)
+    stored.add(first.run_id)
+    train(bandit_config(tmp_path, bandit, resume=True, **settings))
+    assert wandb_stand_in.made[-1].kwargs == {"run_name": "run", "run_id": first.run_id}
+    stored.clear()
+    train(bandit_config(tmp_path, bandit, resume=True, **settings))
+    assert wandb_stand_in.made[-1].kwargs == {"run_name": "run"} and kept.read_text() == wandb_stand_in.made[-1].run_id
+    assert f"mlflow has no run {first.run_id}" in caplog.text and "sqlite:///elsewhere.db" in caplog.text
+    from train import run as runner
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_tasks", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            train(bandit_config(tmp_path, bandit, name="early", **settings))
+    stored.add(wandb_stand_in.made[-1].run_id)
+    train(bandit_config(tmp_path, bandit, name="early", resume=True, **settings))
+    assert "run_id" not in wandb_stand_in.made[-1].kwargs, "resumed before its first checkpoint, it starts afresh"
 
 
 class UnstartableTracker(RecordingTracker):

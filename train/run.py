@@ -171,7 +171,8 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
 
     A run resumed from a checkpoint goes on in the same tracker run where the tracker allows it:
     wandb's run of the id kept in ``<run>/trackers/wandb-id`` (wandb takes no step twice, so the steps that the
-    resume redoes keep the values the first try logged). TensorBoard hides all that earlier tries wrote
+    resume redoes keep the values the first try logged); mlflow's of the id kept in ``<run>/trackers/mlflow-run-id``
+    (mlflow keeps every value, so a step the resume redoes has two). TensorBoard hides all that earlier tries wrote
     (``purge_step`` 0), and the metrics the checkpoint kept are sent again: a killed run's writer had not yet
     written its last ones out."""
     if not config.report_to:
@@ -183,10 +184,14 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
         folder.mkdir(exist_ok=True)
         if "wandb" in config.report_to:
             kwargs["wandb"].update(id=wandb_id(folder, new=not from_checkpoint), resume="allow")
+        if "mlflow" in config.report_to and from_checkpoint and (kept := mlflow_run_id(folder)):
+            kwargs["mlflow"]["run_id"] = kept
         if config.resume:
             kwargs["tensorboard"] = {"purge_step": 0}
     accelerator.project_configuration.logging_dir = str(folder)  # known only now; trackers start below
     start_trackers(run, config, accelerator, kwargs)
+    if "mlflow" in config.report_to and accelerator.is_main_process:
+        write_atomic(folder / "mlflow-run-id", accelerator.get_tracker("mlflow", unwrap=True).info.run_id)
     if config.resume and "tensorboard" in config.report_to and accelerator.is_main_process:
         tensorboard = accelerator.get_tracker("tensorboard", unwrap=False)
         for record in run.read_metrics():
@@ -198,7 +203,10 @@ def start_trackers(run: RunDir, config: TrainConfig, accelerator: Accelerator,
                    kwargs: dict[str, dict[str, Any]]) -> None:
     """accelerate's ``init_trackers``; a tracker that cannot start (not logged in, a server out of reach) is a
     config error saying how to continue the run, once the trackers that did start are finished."""
-    settings = {key: value for key, value in config.to_dict().items() if isinstance(value, (int, float, str, bool))}
+    # the run's config as it started: a resume changes `resume` (and maybe how `runs_dir` is written), and mlflow
+    # refuses to log a parameter again with another value
+    settings = {key: value for key, value in config.to_dict().items()
+                if isinstance(value, (int, float, str, bool)) and key not in ("resume", "runs_dir")}
     try:
         accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
     except BaseException as error:  # (or Ctrl-C at wandb's login prompt: raised as it is, once they are finished)
@@ -223,6 +231,26 @@ def wandb_id(folder: Path, new: bool) -> str:
         write_atomic(kept, made)
         return made
     return kept.read_text().strip()
+
+
+def mlflow_run_id(folder: Path) -> str | None:
+    """The id of the mlflow run kept in ``folder``, if the tracking store (``MLFLOW_TRACKING_URI``) still holds
+    it: one it does not (another store, a deleted database) would fail every resume, so the run then goes on in a
+    new mlflow run."""
+    import mlflow
+
+    kept = folder / "mlflow-run-id"
+    if not kept.is_file():
+        return None
+    run_id = kept.read_text().strip()
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except Exception as error:  # (a store out of reach: starting the tracker then fails, saying so)
+        if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            log.warning("mlflow has no run %s (the id kept in %s) in %s: the run goes on in a new mlflow run",
+                        run_id, kept, mlflow.get_tracking_uri())
+            return None
+    return run_id
 
 
 def write_tasks(ctx: trainer.Context, step: int) -> None:
