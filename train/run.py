@@ -94,7 +94,7 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     if name is None or not (root / name / "config.yaml").is_file():
         config.validate()
         return config
-    if not read_settings(root / name / "config.yaml"):  # written whole, so emptied since: the defaults are not its
+    if not read_settings(root / name / "config.yaml"):  # written whole as the run began: emptied since
         raise ConfigError("resume", f"{root / name / 'config.yaml'} is empty: the run's config is lost, so it "
                                     "cannot go on as it started; put it back, or start a new run with another --name")
     saved = load_config(root / name / "config.yaml", {key: getattr(config, key) for key in UNCHECKED_ON_RESUME})
