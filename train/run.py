@@ -203,10 +203,10 @@ def start_trackers(run: RunDir, config: TrainConfig, accelerator: Accelerator,
                    kwargs: dict[str, dict[str, Any]]) -> None:
     """accelerate's ``init_trackers``; a tracker that cannot start (not logged in, a server out of reach) is a
     config error saying how to continue the run, once the trackers that did start are finished."""
-    # the run's config as it started: a resume changes `resume` (and maybe how `runs_dir` is written), and mlflow
-    # refuses to log a parameter again with another value
+    # without the keys a resume takes from its command (`resume` changes): mlflow refuses to log a parameter again
+    # with another value
     settings = {key: value for key, value in config.to_dict().items()
-                if isinstance(value, (int, float, str, bool)) and key not in ("resume", "runs_dir")}
+                if isinstance(value, (int, float, str, bool)) and key not in UNCHECKED_ON_RESUME}
     try:
         accelerator.init_trackers(config.tracker_project, config=settings, init_kwargs=kwargs)
     except BaseException as error:  # (or Ctrl-C at wandb's login prompt: raised as it is, once they are finished)
