@@ -13,7 +13,7 @@ import functools
 import importlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +56,44 @@ NO_USER = "(No user is on this conversation: the instruction holds everything yo
 DEFAULT_POOL_SIZE = 32
 DEFAULT_MAX_ACTION_LENGTH = 65_536
 DEFAULT_MAX_TURNS = 20
+VECTOR_OPTIONS = frozenset({"reset_mask"})
+"""Gymnasium's vector envs hand their own reset options on to every sub-env: accepted, not read."""
+
+
+def count_argument(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is a whole number of at least ``minimum``; else an error naming the argument
+    (``2.5`` turns or ``"5"`` would otherwise compare, or fail to, deep inside an episode)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def reset_options(options: Any, known: frozenset[str]) -> Mapping[str, Any]:
+    """A reset's ``options``, refused when they are not a mapping or name an option the env does not
+    know: a misspelt ``task_id`` would otherwise draw a random task without a word."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"reset options must be a dict, got {type(options).__name__}: {options!r:.80}")
+    unknown = sorted(map(repr, set(options) - known - VECTOR_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown reset option {', '.join(unknown)}; this env knows {', '.join(sorted(known))}")
+    return options
+
+
+@contextlib.contextmanager
+def seeded_or_as_it_was(env: gym.Env, seed: int | None) -> Iterator[None]:
+    """Seed ``env`` as ``gym.Env.reset`` does, for a reset whose body runs inside; if that body raises (a
+    task id not in the pool, a world that cannot be built), put the generator back: the reset changed nothing."""
+    generator = env._np_random, env._np_random_seed
+    try:
+        gym.Env.reset(env, seed=seed)
+        yield
+    except BaseException:
+        env._np_random, env._np_random_seed = generator
+        raise
 
 
 @functools.lru_cache(maxsize=16)
@@ -110,10 +148,8 @@ class ToolEnv(gym.Env[str, str]):
                  tool_mode: ToolMode = "strict"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
-        if max_action_length < 1:
-            raise ValueError(f"max_action_length must be at least 1, got {max_action_length}")
+        count_argument("max_turns", max_turns, 1)
+        count_argument("max_action_length", max_action_length, 1)
         if tool_mode not in self.toolset.modes:
             raise ValueError(f"tool_mode must be one of {', '.join(self.toolset.modes)} for the {self.domain} env, "
                              f"got {tool_mode!r}")
@@ -189,26 +225,32 @@ class ToolEnv(gym.Env[str, str]):
 
     # ---------------------------------------------------------------- gymnasium API
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Draw a task (``options={"task_id": …}`` picks one, ``{"task": CaT}`` brings one of this domain)."""
-        super().reset(seed=seed)
-        options = options or {}
+    def _chosen(self, options: Mapping[str, Any]) -> CodeAsTask:
+        """The task a reset plays: the one ``options`` bring or name, else one drawn from the pool."""
+        if "task" in options and "task_id" in options:
+            raise ValueError("the reset options task and task_id each pick a task: give one of them")
         if "task" in options:
             task = options["task"]
             task = task if isinstance(task, CodeAsTask) else CodeAsTask.from_json(task)
             if task.domain != self.domain:  # its verifier reads another world
                 raise ValueError(f"{self.domain} env got task {task.id!r} of domain {task.domain!r}")
-        elif "task_id" in options:
+            return task
+        if "task_id" in options:
             task_id = options["task_id"]
             if not isinstance(task_id, str) or task_id not in self._by_id:
                 raise KeyError(f"no task {task_id!r} in this {self.domain} pool")
-            task = self._by_id[task_id]
-        else:
-            task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        try:  # before anything changes: a reset that raises leaves the episode as it was
-            base = self.base_state(task.world)
-        except ValueError as exc:
-            raise ValueError(f"task {task.id!r}: {exc}") from exc
+            return self._by_id[task_id]
+        return self.tasks[int(self.np_random.integers(len(self.tasks)))]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Draw a task (``options={"task_id": …}`` picks one, ``{"task": CaT}`` brings one of this domain)."""
+        options = reset_options(options, frozenset({"task", "task_id"}))
+        with seeded_or_as_it_was(self, seed):
+            task = self._chosen(options)
+            try:
+                base = self.base_state(task.world)
+            except ValueError as exc:
+                raise ValueError(f"task {task.id!r}: {exc}") from exc
         self.task, self.state = task, fork(base)
         instruction = self.observation_space.fit(self.task.instruction)
         self.transcript = [("user", instruction)]

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 
 from envs.actions import Malformed, parse_action, read_json, shown
+from envs.base import count_argument, reset_options, seeded_or_as_it_was
 from envs.cat import MIN_FAILURES, CatFormatError, CodeAsTask
 from envs.filter import Verdict, filter_task, stamp
 from envs.registry import DOMAINS, env_class
@@ -75,6 +76,7 @@ _STOPS_BEFORE = {  # the filter's reason -> the first stage the proposal did not
 }
 
 _OPENING = re.compile(r"<(instruction|verifier|solution|failure)>", re.I)
+_INSTRUCTION = re.compile(r"<instruction>", re.I)
 _CLOSING = {tag: re.compile(f"</{tag}>", re.I) for tag in ("instruction", "verifier", "solution", "failure")}
 _FENCED = re.compile(r"```[\w+-]*[ \t]*\n(.*?)\n?[ \t]*```", re.S)
 """A section written as a Markdown code block, as models often write code and JSON."""
@@ -290,8 +292,9 @@ class ChallengerEnv(gym.Env[str, str]):
                  known: Sequence[CodeAsTask | dict[str, Any]] = (), shaping: float = 0.0):
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
-        if explore_turns < 0:
-            raise ValueError(f"explore_turns must be >= 0, got {explore_turns}")
+        count_argument("explore_turns", explore_turns, 0)
+        if not 0.0 <= shaping <= 1.0:  # a reward stays in [0, 1]: 1 is a new task's alone
+            raise ValueError(f"shaping must be between 0 and 1, got {shaping!r}")
         self.env_cls = env_class(domain)
         self.domain, self.explore_turns, self.challenger, self.sandbox = domain, explore_turns, challenger, sandbox
         self.novelty, self.shaping = Novelty(known), shaping
@@ -309,11 +312,11 @@ class ChallengerEnv(gym.Env[str, str]):
                 "tools": self.env_cls.toolset.schemas, "policy": f"{self.env_cls.policy}\n\n{ROLE}"}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        super().reset(seed=seed)
-        options = options or {}
-        world_seed = PROPOSAL_WORLDS + (seed if seed is not None else int(self.np_random.integers(2**30)))
-        world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
-        base = self.env_cls.base_state(world)  # before anything changes: a reset that raises changes nothing
+        options = reset_options(options, frozenset({"world"}))
+        with seeded_or_as_it_was(self, seed):
+            world_seed = PROPOSAL_WORLDS + (seed if seed is not None else int(self.np_random.integers(2**30)))
+            world = dict(options["world"]) if "world" in options else default_world(self.domain, world_seed)
+            base = self.env_cls.base_state(world)
         self.world, self.state = world, fork(base)
         self.proposal, self.exploration, self._turn, self._done = "", [], 0, False
         self.seconds = {"tools": 0.0, "filter": 0.0}
@@ -329,7 +332,7 @@ class ChallengerEnv(gym.Env[str, str]):
             return "Error: the episode is over; call reset() to start another.", 0.0, True, False, self._info()
         self._turn += 1
         text = action if isinstance(action, str) else shown(action)  # not text: parsed as nothing, like any junk
-        if "<instruction>" in text or self._turn > self.explore_turns:
+        if _INSTRUCTION.search(text) or self._turn > self.explore_turns:
             self.proposal, self._done = text, True
             started = time.perf_counter()
             parsed, verdict, problem = self.judge()

@@ -49,7 +49,7 @@ def said_to_user(action: Any, max_length: int) -> tuple[Any, str | None]:
     return action, None
 
 
-class SimulatedUser(gym.Wrapper):
+class SimulatedUser(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """A retail or airline env with a simulated user on the other side.
 
     ## Description
@@ -93,6 +93,7 @@ class SimulatedUser(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, policy: str | None = None):
+        gym.utils.RecordConstructorArgs.__init__(self, policy=policy)  # so that gym.make(env.spec) rebuilds it
         super().__init__(env)
         self.agent_policy = policy
         self._speaker = "agent"  # before the first reset as after an end: the env's error, whoever speaks

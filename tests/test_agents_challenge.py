@@ -94,6 +94,41 @@ def test_each_proposal_lands_in_its_funnel_bucket(case):
         assert funnel.reasons == {reason: 1}
 
 
+def test_a_proposal_whose_tags_are_capitalised_ends_the_exploration_as_the_parser_reads_it():
+    text = proposal().replace("instruction>", "Instruction>")
+    env = ChallengerEnv("toy", explore_turns=2, challenger="llm:fixed")
+    env.reset(seed=0, options={"world": WORLD})
+    observation, reward, terminated, _, info = env.step(text)
+    assert (observation, reward, terminated, info["stage"]) == ("Task received.", 1.0, True, "new")
+
+
+@pytest.mark.parametrize("kwargs, error, said", [
+    ({"shaping": 2.0}, ValueError, "shaping must be between 0 and 1, got 2.0"),  # a reward of 1.2
+    ({"shaping": -1.0}, ValueError, "shaping must be between 0 and 1"),
+    ({"shaping": float("nan")}, ValueError, "shaping must be between 0 and 1"),
+    ({"explore_turns": -1}, ValueError, "explore_turns must be at least 0"),
+    ({"explore_turns": 1.5}, TypeError, "explore_turns must be an int, got 1.5"),
+])
+def test_a_shaping_outside_0_1_or_explore_turns_not_a_count_is_refused(kwargs, error, said):
+    with pytest.raises(error, match=said):
+        ChallengerEnv("toy", **kwargs)
+
+
+@pytest.mark.parametrize("options, error, said", [
+    ({"task_id": "toy-copy"}, ValueError, "unknown reset option 'task_id'; this env knows world"),
+    ({"world": {"notes": None}}, ValueError, "cannot be built"),
+    ("world", TypeError, "reset options must be a dict"),
+])
+def test_a_challenger_reset_that_raises_says_why_and_leaves_the_generator_as_it_was(options, error, said):
+    env = ChallengerEnv("toy")
+    env.reset(seed=0)
+    expected = [env.reset()[1]["task_id"] for _ in range(4)]
+    env.reset(seed=0)
+    with pytest.raises(error, match=said):
+        env.reset(seed=7, options=options)
+    assert [env.reset()[1]["task_id"] for _ in range(4)] == expected
+
+
 def test_kept_task_carries_provenance_and_its_filter_record():
     task, _ = run(proposal())
     assert isinstance(task, CodeAsTask)

@@ -4,6 +4,7 @@ import json
 import re
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
@@ -115,6 +116,10 @@ def test_a_step_before_any_reset_is_an_error_observation_and_the_first_reset_pla
      "task 'bad': the toy world {'notes': None} cannot be"),
     ({"task_id": "missing"}, KeyError, "no task 'missing'"),
     ({"task_id": ["unhashable"]}, KeyError, "no task ['unhashable']"),
+    ({"taskid": "a"}, ValueError, "unknown reset option 'taskid'; this env knows task, task_id"),
+    ({"world": {"notes": 2}}, ValueError, "unknown reset option 'world'"),  # the challenger env's option
+    ({"task": copy_task(), "task_id": "a"}, ValueError, "task and task_id each pick a task: give one"),
+    ("task_id", TypeError, "reset options must be a dict, got str"),
 ])
 def test_a_reset_that_raises_leaves_the_episode_as_it_was(toy_env, options, error, said):
     toy_env.reset(seed=0)
@@ -255,12 +260,37 @@ def test_a_replay_ended_by_finish_says_only_what_finish_said(toy_env):
     assert toy_env.answer == "note 1" and observations == ["Episode finished."] and result.status == "failed"
 
 
-@pytest.mark.parametrize("kwargs, said", [({"max_turns": 0}, "max_turns must be at least 1"),
-                                           ({"max_action_length": 0}, "max_action_length must be at least 1")])
-def test_a_turn_limit_or_an_action_length_below_one_is_refused_at_make(kwargs, said):
+@pytest.mark.parametrize("kwargs, error, said", [
+    ({"max_turns": 0}, ValueError, "max_turns must be at least 1"),
+    ({"max_action_length": 0}, ValueError, "max_action_length must be at least 1"),
+    ({"max_turns": 2.5}, TypeError, "max_turns must be an int, got 2.5"),  # would truncate at turn 3
+    ({"max_turns": True}, TypeError, "max_turns must be an int, got True"),
+    ({"max_action_length": "10"}, TypeError, "max_action_length must be an int, got '10'"),
+])
+def test_a_turn_limit_or_an_action_length_not_a_count_of_at_least_one_is_refused_at_make(kwargs, error, said):
     """An episode with no turn to play, or an action space holding only the empty text, is a config mistake."""
-    with pytest.raises(ValueError, match=said):
+    with pytest.raises(error, match=said):
         ToyEnv(**kwargs)
+
+
+@pytest.mark.parametrize("options", [{"task_id": "missing"}, {"task": copy_task(id="bad", world={"notes": None})},
+                                     {"taskid": "a"}])
+def test_a_seeded_reset_that_raises_leaves_the_generator_as_it_was(options):
+    """Unseeded resets after it draw what they would have drawn had it not been tried."""
+    env = ToyEnv(tasks=[copy_task(id=str(i)) for i in range(8)])
+    env.reset(seed=0)
+    expected = [env.reset()[1]["task_id"] for _ in range(6)]
+    env.reset(seed=0)
+    with pytest.raises((KeyError, ValueError)):
+        env.reset(seed=99, options=options)
+    assert [env.reset()[1]["task_id"] for _ in range(6)] == expected
+
+
+def test_gymnasium_vector_envs_pass_their_reset_mask_on_to_each_env():
+    envs = gym.vector.SyncVectorEnv([ToyEnv, ToyEnv])
+    envs.reset(seed=0)
+    _, infos = envs.reset(options={"reset_mask": np.array([False, True])})
+    assert list(infos["_task_id"]) == [False, True]
 
 
 def test_seeded_resets_draw_every_task_of_the_pool_and_the_same_seed_draws_the_same_task():

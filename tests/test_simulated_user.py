@@ -6,6 +6,7 @@ import json
 
 import gymnasium as gym
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401 (registers the environments)
 from envs.user import GREETING, STOP, SimulatedUser
@@ -21,6 +22,15 @@ def conversation(**kwargs: object) -> SimulatedUser:
     env.reset(seed=0)
     env.step("Hi, I need help with an order.")
     return env
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checked on purpose: the wrapper is what users make
+def test_a_conversation_is_remade_from_its_spec_and_passes_gymnasiums_checks():
+    env = SimulatedUser(gym.make("SelfChallenge-Retail-v0", max_turns=5), policy="Be brief.")
+    remade = gym.make(env.spec)
+    assert isinstance(remade, SimulatedUser) and remade.agent_policy == "Be brief."
+    assert remade.unwrapped.max_turns == 5
+    check_env(env, skip_render_check=True)
 
 
 def test_after_the_user_stops_every_step_is_over_until_reset():
