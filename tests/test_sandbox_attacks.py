@@ -302,6 +302,38 @@ ATTACKS = [
         def verify(s, a):
             return ctypes.CDLL(None).ptrace(16, 1, 0, 0) == 0  # PTRACE_ATTACH
         """, unguard=True),
+    # ---- watching or locking what jobs share with the host and each other (the system's files)
+    attack("watch_the_hosts_programs_with_inotify", """
+        import ctypes, os
+        def verify(s, a):
+            libc = ctypes.CDLL(None)
+            fd = libc.inotify_init1(os.O_NONBLOCK)
+            return fd >= 0 and libc.inotify_add_watch(fd, b'/usr/bin', 0x20) >= 0  # IN_OPEN
+        """, unguard=True),
+    attack("watch_the_hosts_files_with_fanotify", """
+        import ctypes
+        def verify(s, a):
+            return ctypes.CDLL(None).fanotify_init(0x200, 0) >= 0  # FAN_REPORT_FID: allowed unprivileged
+        """, unguard=True),
+    attack("signal_other_jobs_with_flock", """
+        import fcntl, os
+        def verify(s, a):
+            fcntl.flock(os.open('/usr/bin/env', os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        """),
+    attack("signal_other_jobs_with_an_fcntl_lock", """
+        import fcntl, os
+        def verify(s, a):
+            fcntl.lockf(os.open('/usr/bin/env', os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        """),
+    attack("test_for_another_jobs_lock_with_an_open_file_description_lock", """
+        import fcntl, os, struct
+        def verify(s, a):
+            request = struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0)
+            fcntl.fcntl(os.open('/usr/bin/env', os.O_RDONLY), 36, request + bytes(4))  # F_OFD_GETLK
+            return True
+        """),
     attack("read_worker_memory", """
         import os
         def verify(s, a):

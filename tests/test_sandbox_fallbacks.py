@@ -229,13 +229,15 @@ def test_jobs_without_namespaces_say_so(without_namespaces: LocalSandbox) -> Non
             "to write" in job) == (landlock_abi() > 0)
 
 
-HOST_FILES = f"""import os, sys
+HOST_FILES = f"""import errno, os, sys
 def verify(state, answer):
     def reach(path, mode):
         try:
             with open(path, mode) as f:
                 f.write("x") if "w" in mode else f.read(1)
-        except PermissionError:
+        except OSError as exc:  # Landlock's refusal, or a read-only view's
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             return "refused"
         return "done"
     return {{"project": reach({str(REPO / "setup.cfg")!r}, "r"), "standard library": reach(os.__file__, "r"),
@@ -311,6 +313,33 @@ def test_with_the_hosts_files_in_view_landlock_leaves_a_job_its_own_tmp_and_proc
     with LocalSandbox(workers=1) as sandbox:
         assert "Landlock" in sandbox.describe()["job"]
         assert sandbox.verify(HOST_FILES, {"expected": expected}, "").status == "ok"
+
+
+WRITABLE_MOUNTS = """def verify(state, answer):
+    mounts = [line.split() for line in open('/proc/self/mountinfo')]
+    print(sorted(fields[4] for fields in mounts if 'rw' in fields[5].split(',')))
+    return True
+"""
+
+
+@needs_user_namespaces
+def test_with_the_hosts_files_in_view_a_job_sees_them_read_only_and_the_host_keeps_its_mounts(monkeypatch) -> None:
+    """A read through a writable mount sets the file's access time, which a later job could read as a message."""
+    host_files = next(way for way in local.isolations() if way.name == "host-files")
+    monkeypatch.setattr(local, "worker_isolation", lambda: host_files)
+    with LocalSandbox(workers=1) as sandbox:
+        result = sandbox.verify(WRITABLE_MOUNTS, {}, "")
+    assert result.status == "ok", result
+    writable = json.loads(result.output.replace("'", '"'))
+    assert [m for m in writable if m not in ("/proc", "/tmp")] == [] and "/tmp" in writable
+    assert not os.statvfs("/").f_flag & os.ST_RDONLY, "the host's own root became read-only"
+
+
+def test_only_a_worker_with_a_mount_namespace_of_its_own_touches_its_mounts() -> None:
+    """Where the worker shares the host's mounts (the limits-only ways), making them read-only would be the host's."""
+    for way in local.isolations():
+        assert not way.own_mounts or "--mount" in way.command, way.name
+    assert any(way.own_mounts for way in local.isolations())
 
 
 def test_jobs_without_namespaces_run_one_after_another_on_one_worker(without_namespaces: LocalSandbox) -> None:

@@ -192,6 +192,8 @@ class Isolation:
     """Logged once it is chosen: what this machine refused of the stronger ways."""
     host_files: bool = False
     """Jobs see the host's files, so the worker holds them to :data:`HOST_VIEW`."""
+    own_mounts: bool = False
+    """The worker has a mount namespace of its own, where it makes the host's files read-only."""
 
     def argv(self, program: str) -> list[str]:
         return [*self.command, program]
@@ -233,7 +235,7 @@ def isolations() -> list[Isolation]:
         "host-files", (*as_who, *user_namespace, *NAMESPACES[:-2], "--mount-proc", *worker), True,
         f"local: worker processes in a user namespace of {who}'s, with no network but the host's files in view",
         f"{refused}, and no private root can be made: the local sandbox runs in a user namespace, with the "
-        "host's files in view", host_files=True))
+        "host's files in view", host_files=True, own_mounts=True))
     ways.append(Isolation("limits", (*as_who, *worker), False, f"local: plain worker processes of {who} (limits only)",
                           "no namespaces available to this user: sandboxed code runs with resource limits only",
                           host_files=True))
@@ -270,7 +272,8 @@ class LocalSandbox(Sandbox):
         super().__init__(workers, limits)
         self._isolation = worker_isolation()
         self._env = {"PATH": WORKER_PATH, "SANDBOX_TMP_MB": str(limits.tmp_mb), **WORKER_ENV,
-                     **(HOST_VIEW if self._isolation.host_files else {})}
+                     **(HOST_VIEW if self._isolation.host_files else {}),
+                     **({"SANDBOX_READ_ONLY_VIEW": "1"} if self._isolation.own_mounts else {})}
         # Control groups need root here (a delegated subtree is not looked for).
         self._hierarchies: list[Hierarchy] = find() if os.geteuid() == 0 else []
         self._no_group = "" if self._hierarchies else "no writable cgroup v2 or v1 memory/pids hierarchy here"

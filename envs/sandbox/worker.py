@@ -28,7 +28,8 @@ a full ``/tmp``) can reach the next job or break the worker.
 What protects the host and the next job is the operating system: the namespaces or container, the
 unprivileged user, the resource limits (``RLIMIT_NPROC`` is counted in the job's own user namespace,
 so one job's processes never use up another's), the control group where there is one, the seccomp
-filter (no new socket, tracing, namespaces, mounts, keyrings or System V IPC), a non-dumpable
+filter (no new socket, tracing, namespaces, mounts, keyrings, System V IPC, file watches or file
+locks: no word passes through the files jobs share with the host and each other), a non-dumpable
 worker, and a job that cannot name the worker (another PID namespace) to signal or trace it. The
 module and ``os`` blocks below are only a speed bump that gives naive code a clear error
 (``sys.modules['posix']`` and ``importlib`` get around them).
@@ -51,7 +52,9 @@ each job's process confines itself with Landlock, if the kernel has it, before a
 it may read and execute what lies under the readable paths (and the worker's ``sys.path``), write
 the writable ones, and, where it has a world of its own, read its ``/proc`` and use its ``/tmp``;
 nothing else. From Landlock's ABI 6 it may neither signal nor reach by abstract socket a process
-outside it: without a PID namespace, the host's.
+outside it: without a PID namespace, the host's. Where the worker has a mount namespace of its own
+(``SANDBOX_READ_ONLY_VIEW``), it first makes every mount in it read-only, so that a job's reads leave
+no access time on the host's files for a later job to read; where it has none (limits only), they do.
 """
 
 import sys
@@ -91,6 +94,7 @@ BLOCKED_OS_FUNCTIONS = (
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 4, 38, 22, 36
 REAP_SECONDS = 2.0  # longest wait for a job's last processes to end, where they are not in a namespace of its own
 SECCOMP_MODE_FILTER = 2
+MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1  # on every architecture
 CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x8000000, 0x10000000, 0x20000000
 CLONE_PARENT = 0x8000
@@ -101,8 +105,10 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 ARCHITECTURES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}
 # System calls a job never needs and that open ways around the namespaces or out of one job into
 # the next: tracing, namespaces and mounts, the kernel keyrings and System V / POSIX IPC, BPF, perf,
-# userfaultfd, io_uring, modules, and leaving the job's process group (where jobs get no namespaces,
-# killing that group is what ends every process of a job). Name: (x86_64 number, aarch64 number).
+# userfaultfd, io_uring, modules, leaving the job's process group (where jobs get no namespaces,
+# killing that group is what ends every process of a job), and watching or locking the files jobs
+# share with the host and each other (inotify and fanotify see who opens them; flock, and fcntl's
+# locks below, pass word between jobs that run at once). Name: (x86_64 number, aarch64 number).
 REFUSED_SYSCALLS = {
     "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
     "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
@@ -116,6 +122,8 @@ REFUSED_SYSCALLS = {
     "kexec_load": (246, 104), "kexec_file_load": (320, 294), "acct": (163, 89), "swapon": (167, 224),
     "reboot": (169, 142), "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265),
     "setsid": (112, 157), "setpgid": (109, 154),
+    "inotify_init1": (294, 26), "inotify_add_watch": (254, 27), "fanotify_init": (300, 262),
+    "fanotify_mark": (301, 263), "flock": (73, 32),
 }
 # Each job's process builds its world with these (and clone into new namespaces), so a container's
 # own filter must allow them; the untrusted code never gets them.
@@ -123,6 +131,10 @@ WORLD_SYSCALLS = ("mount", "setsid", "setpgid")
 # socket (allowed for AF_UNIX only), clone (allowed without CLONE_NEW*), clone3 (ENOSYS, so that the
 # C library falls back to the checked clone).
 SOCKET_CLONE_CLONE3 = {"x86_64": (41, 56, 435), "aarch64": (198, 220, 435)}
+# fcntl, refused its commands that take, test or drop a lock on a file: F_GETLK, F_SETLK, F_SETLKW and
+# their open-file-description forms (x86_64 number, aarch64 number).
+FCNTL = (72, 25)
+LOCK_COMMANDS = (5, 6, 7, 36, 37, 38)
 
 # Where jobs share the host's PID namespace, the system calls that act on another process of the
 # same user: (x86_64 number, aarch64 number). Those whose first argument names the process, 0 for
@@ -183,8 +195,9 @@ def write_message(fd, message):
 
 def seccomp_program(machine, stage):
     """A classic-BPF seccomp filter, in two stages: ``worker`` (installed once, so every job
-    inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS and for network sockets, ENOSYS
-    for clone3 so that the C library falls back to clone, which the next stage can check) and
+    inherits it: EPERM for REFUSED_SYSCALLS but the WORLD_SYSCALLS, for network sockets and for
+    fcntl's LOCK_COMMANDS, ENOSYS for clone3 so that the C library falls back to clone, which the
+    next stage can check) and
     ``job`` (added by each job's process once its world is built: EPERM for the WORLD_SYSCALLS, for
     any new socket and for clone into new namespaces). Split so that a job attaches a few instructions
     rather than the whole list. None for an architecture without a table."""
@@ -202,9 +215,13 @@ def seccomp_program(machine, stage):
         if (name in WORLD_SYSCALLS) != worker:
             program += [(jeq, 0, 1, numbers[column]), (ret, 0, 0, eperm)]
     if worker:
+        locks = len(LOCK_COMMANDS)
         program += [
             (jeq, 0, 1, clone3_nr), (ret, 0, 0, enosys),
             (jeq, 0, 4, socket_nr), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, eperm),
+            (jeq, 0, locks + 3, FCNTL[column]), (ld, 0, 0, 24),
+            *((jeq, locks - i, 0, command) for i, command in enumerate(LOCK_COMMANDS)), (ret, 0, 0, allow),
+            (ret, 0, 0, eperm),
         ]
     else:  # a job has its sockets from the worker: a new one could only reach a socket on the host's files
         program += [(jeq, 0, 1, socket_nr), (ret, 0, 0, eperm),
@@ -294,6 +311,17 @@ class Kernel:
 
     def mount(self, source, target, fstype, flags, data=None):
         self._check(self._mount(source, target, fstype, flags, data), "mount")
+
+    def read_only_view(self):
+        """Make every mount this worker sees read-only but ``/proc`` (where each job writes its user
+        namespace's maps), in its own mount namespace: the host's mounts stay as they are. Reading a
+        file through a read-only mount changes no access time, which a later job would read as a message."""
+        for path, attr_set, attr_clr, flags in ((b"/", MOUNT_ATTR_RDONLY, 0, AT_RECURSIVE),
+                                                (b"/proc", 0, MOUNT_ATTR_RDONLY, 0)):
+            target = self.ctypes.create_string_buffer(path)
+            attr = self.ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0), 32)  # mount_attr
+            self._check(self._syscall(MOUNT_SETATTR, AT_FDCWD, self.ctypes.addressof(target), flags,
+                                      self.ctypes.addressof(attr), 32), "mount_setattr")
 
     def drop_capabilities(self):
         """Empty the effective, permitted and inheritable sets (the job's uid in its namespace is
@@ -1093,6 +1121,11 @@ def main():
     kernel = _load_kernel()
     cgroup_slots = [[int(fd) for fd in slot.split(",")] for slot in environment.get("SANDBOX_CGROUP_FDS", "").split(";")
                     if slot]
+    if kernel is not None and environment.get("SANDBOX_READ_ONLY_VIEW"):
+        try:
+            kernel.read_only_view()
+        except OSError:  # a kernel before 5.12: jobs' reads still mark the host's files' access times
+            pass
     view = None
     if "SANDBOX_READABLE" in environment:  # the worker's python reads its standard library from sys.path
         view = ([*environment["SANDBOX_READABLE"].split(os.pathsep), *sys.path],
