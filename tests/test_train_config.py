@@ -14,12 +14,15 @@ import pytest
 import torch
 import yaml
 
+from envs.calculation.env import CalculationEnv
 from envs.pool import append_pool
 from agents.models import load_tokenizer
 from test_train_support import bandit_task, save_model, tiny_llama
 from train.__main__ import build_parser, main, parse_args
-from train.config import CONFIG_DIR, DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config
+from train.config import (CONFIG_DIR, DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, command_value,
+                          load_config)
 from train.run import next_stage, resumed_config
+from train.tasks import Selection
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -106,6 +109,13 @@ def test_a_dotted_key_changes_one_entry_of_a_mapping_the_file_leaves_at_its_defa
     (["--challenger-domains", "calculation,moon"], "challenger_domains"),
     (["train/configs/default.yaml"], "train/configs/default.yaml"),  # a word not a flag: no run of the default config
     (["--max-turn-count", "3"], "max_turn_count"),  # named as a config key, as the known ones are listed
+    (["--name", ".."], "name"),  # would write the run into runs_dir's parent, replacing what it held
+    (["--name", "a/b"], "name"),
+    (["--name", "/tmp/elsewhere"], "name"),
+    (["--name", "..", "--resume"], "name"),
+    (["--seed", "-1"], "seed"),
+    (["--seed", str(2**32)], "seed"),
+    (["--set", "tasks_per_domain.calculation=0"], "tasks_per_domain.calculation"),
 ])
 def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog, monkeypatch):
     monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail(f"trained with {argv}"))
@@ -115,6 +125,22 @@ def test_a_bad_key_or_value_exits_2_naming_the_key(argv, key, caplog, monkeypatc
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the CUDA device that the test asks for")
+@pytest.mark.parametrize("text", ["0755", "12:30", "2025-01-01", "yes", "null", "[a]"])
+def test_a_string_key_takes_its_command_line_text_as_typed(text):
+    """YAML would read these as 493, 750, a date, True, None and a list."""
+    assert parse_args(["--name", text])[0].name == text
+    assert parse_args(["--set", f"name={text}"])[0].name == text
+    assert command_value("extra_domains.toy", text) == text  # a mapping's entry that is a string
+    assert command_value("tasks_per_domain.web", "5") == 5 and command_value("steps", "yes") is True
+
+
+def test_a_config_file_that_is_not_utf8_exits_2_naming_it(tmp_path: Path, caplog):
+    (tmp_path / "bad.yaml").write_bytes(b"steps: 3\nname: \xff\xfe\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "config key 'config'" in caplog.text and "bad.yaml is not UTF-8 text" in caplog.text
+
+
 def test_a_device_this_machine_lacks_exits_2_before_anything_loads(tmp_path: Path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["--device", "cuda", "--runs-dir", str(tmp_path / "runs")]) == 2
@@ -145,6 +171,25 @@ def test_a_missing_distill_file_exits_2_before_anything_loads(tmp_path: Path, ca
         assert main(["--algorithm", "distill", "--distill-path", str(tmp_path / "none.jsonl"),
                      "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "config key 'distill_path'" in caplog.text and "is not a file" in caplog.text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_challenger_adapter_or_held_out_pool_or_pools_sharing_a_task_exit_2_before_the_model_loads(
+        tmp_path: Path, caplog, monkeypatch):
+    monkeypatch.setattr("train.run.load", lambda *args: pytest.fail("the model loaded"))
+    pool, other = tmp_path / "pool.jsonl", tmp_path / "other.jsonl"
+    fits = Selection.of(load_config()).fits
+    tasks = [t for t in CalculationEnv.default_tasks() if fits(t)]
+    append_pool(pool, tasks[:2])
+    append_pool(other, tasks[1:3])
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--domains", "calculation"]
+    with caplog.at_level(logging.ERROR):
+        assert main([*runs, "--challenger-adapter", str(tmp_path)]) == 2
+        assert f"config key 'challenger_adapter': {tmp_path} holds no LoRA adapter" in caplog.text
+        assert main([*runs, "--pool", str(pool), "--heldout-pool", str(tmp_path / "none.jsonl")]) == 2
+        assert "there is no pool file" in caplog.text
+        assert main([*runs, "--pool", str(pool), "--heldout-pool", str(other)]) == 2
+        assert f"config key 'heldout_pool': {other} shares 1 tasks with pool" in caplog.text
     assert not (tmp_path / "runs").exists()
 
 
@@ -219,10 +264,11 @@ def test_report_to_takes_any_of_accelerates_trackers_and_no_other_name(monkeypat
 
 
 def test_a_config_based_on_another_keeps_its_keys_and_wins_where_it_sets_one(tmp_path: Path):
-    (tmp_path / "parent.yaml").write_text("steps: 7\nlr: 0.5\ntasks_per_domain: {web: 3}\n")
+    (tmp_path / "parent.yaml").write_text("steps: 7\nlr: 0.5\ndomains: [calculation]\n"
+                                          "tasks_per_domain: {calculation: 3}\n")
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nlr: 0.25\n")
     config = load_config(tmp_path / "child.yaml", {"group_size": 8})
-    assert (config.steps, config.lr, config.tasks_per_domain, config.group_size) == (7, 0.25, {"web": 3}, 8)
+    assert (config.steps, config.lr, config.tasks_per_domain, config.group_size) == (7, 0.25, {"calculation": 3}, 8)
 
 
 def test_the_gpu_experiment_plays_the_cpu_experiments_tasks():

@@ -30,8 +30,8 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from agents.models import DeviceError, ModelNotFoundError  # noqa: E402
-from train.config import (DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, load_config,  # noqa: E402
-                          parse_overrides, parse_value)
+from train.config import (DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, command_value,  # noqa: E402
+                          load_config, parse_overrides)
 from train.rundir import RunDir, RunState  # noqa: E402
 from envs.challenger import STAGES as FUNNEL  # noqa: E402
 from envs.records import STORAGE_ERRORS, RecordsError  # noqa: E402
@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, str, frozenset[
     overrides = parse_overrides(args.set)
     for name, value in vars(args).items():
         if name.startswith("key."):
-            overrides[name[4:]] = parse_value(value)
+            overrides[name[4:]] = command_value(name[4:], value)
     given = frozenset(FIELD_TYPES if args.config else (key.split(".")[0] for key in overrides))
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, overrides, validate=False)

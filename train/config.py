@@ -185,6 +185,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that a type alone does not; raise :class:`ConfigError` naming the key."""
+        check_run_name(self.name)
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's generators take no other
+            raise ConfigError("seed", f"must be from 0 to 2**32 - 1, got {self.seed}")
         positive = ("lora_rank", "lora_alpha", "max_turns", "max_new_tokens", "rollout_batch", "warm_start_batch",
                     "challenger_max_new_tokens", "challenger_batch", "challenger_worlds_per_step",
                     "tasks_per_step", "group_size", "ppo_epochs", "ppo_minibatches", "micro_batch_tokens",
@@ -249,6 +252,11 @@ class TrainConfig:
                 if key == "warm_start_tasks" and value < 1:
                     raise ConfigError(f"{key}.{domain}", f"must be at least 1 (leave the domain out of "
                                                          f"warm_start_domains for none), got {value}")
+
+        for domain in [] if self.pool else self.domains:  # the run writes its pool: some tasks of each domain
+            if self.tasks_for(domain) < 1:
+                raise ConfigError(f"tasks_per_domain.{domain}", f"must be at least 1 for a domain the run makes "
+                                                                f"tasks for, got {self.tasks_for(domain)}")
 
     def tasks_for(self, domain: str) -> int:
         return self.tasks_per_domain.get(domain, 0)
@@ -349,6 +357,24 @@ def apply(values: dict[str, Any], settings: dict[str, Any]) -> None:
             values[key] = _coerce(key, raw, kind)
 
 
+def check_run_name(name: str) -> None:
+    """A run's name is one folder under ``runs_dir``: ``..``, a ``/`` or an absolute path would put the run,
+    and the adapter and checkpoints it replaces as it goes, anywhere on the machine."""
+    if name in (".", "..") or any(character in name for character in "/\\\0"):
+        raise ConfigError("name", f"must be one folder's name under runs_dir (no /, \\, . or ..), got {name!r}")
+
+
+def command_value(key: str, text: str) -> Any:
+    """A command line's ``text`` for config ``key`` (dotted for a mapping's entry): as typed where the key
+    takes a string, since YAML reads ``0755`` as 493, ``12:30`` as 750 and ``2025-01-01`` as a date;
+    elsewhere as :func:`parse_value` reads it."""
+    top, _, sub = key.partition(".")
+    kind = FIELD_TYPES.get(top)
+    if sub and typing.get_origin(kind) is dict:
+        kind = typing.get_args(kind)[1]
+    return text if kind is str else parse_value(text)
+
+
 def parse_value(text: str) -> Any:
     """A command-line value as YAML reads it (numbers, booleans, lists), else the text itself. An empty
     value is the empty string (YAML reads null, which no key takes): ``--pool ''`` clears a pool."""
@@ -361,13 +387,13 @@ def parse_value(text: str) -> Any:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as config overrides, each value as :func:`parse_value` reads it."""
+    """``--set KEY=VALUE`` items as config overrides, each value as :func:`command_value` reads it."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(key, "--set needs KEY=VALUE")
-        overrides[key.strip()] = parse_value(value)
+        overrides[key.strip()] = command_value(key.strip(), value)
     return overrides
 
 
@@ -377,9 +403,11 @@ def read_settings(path: Path, within: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("config", f"no config file {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError("config", f"{path} is not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config", f"{path} is not UTF-8 text ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must hold a mapping of keys to values")
     base = data.pop("base", None)

@@ -42,7 +42,7 @@ from envs.registry import DOMAINS
 from eval import report
 from train import challenger, trainer
 from train.progress import heartbeat
-from train.config import FIELD_TYPES, ConfigError, TrainConfig, load_config, read_settings
+from train.config import FIELD_TYPES, ConfigError, TrainConfig, check_run_name, load_config, read_settings
 from train.losses import ALGORITHMS
 from train.rundir import RunDir, RunState
 from train.tasks import DomainMix, EmptyPoolError, Selection, is_llm, pool_tasks, split
@@ -89,6 +89,7 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     started. A key the command gives another value (a ``--set``, a ``--key``, or any key of a ``--config``
     file) is an error naming it; the same value is fine. With no run to resume, ``config`` as it is
     (:func:`run_folder` then says so), validated."""
+    check_run_name(config.name)
     root = Path(config.runs_dir)
     name = config.name or latest_run(root)
     if name is None or not (root / name / "config.yaml").is_file():
@@ -370,6 +371,19 @@ def note_ctrl_c(run: RunDir) -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def check_pools(config: TrainConfig) -> None:
+    """The given pools, before anything loads: each holds tasks of every domain, and none of the held-out
+    pool's tasks is in the training pool (a task trained on measures nothing held out)."""
+    selection = Selection.of(config)
+    train_ids = {t.id for t in pool_tasks(config.pool, config.domains, selection)} if config.pool else set()
+    if config.heldout_pool:
+        shared = sorted(train_ids & {t.id for t in pool_tasks(config.heldout_pool, config.domains, selection)})
+        if shared:
+            raise ConfigError("heldout_pool", f"{config.heldout_pool} shares {len(shared)} tasks with pool "
+                                              f"{config.pool} ({', '.join(shared[:3])}): a held-out task is never "
+                                              "trained on, so give pools without a task in common")
+
+
 def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunState]:
     """Run (or resume) the whole loop; returns the run folder and its final state."""
     for name, entry in config.extra_domains.items():
@@ -377,8 +391,10 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     pick_device(config.device)  # a device this machine lacks: say so before anything loads
     if config.distill_path and ALGORITHMS[config.algorithm].offline and not Path(config.distill_path).is_file():
         raise ConfigError("distill_path", f"{config.distill_path} is not a file of trajectories (JSONL)")
-    if config.pool:  # a pool without tasks for a domain: say so before loading anything
-        pool_tasks(config.pool, config.domains, Selection.of(config))
+    check_pools(config)
+    if config.challenger_adapter and not (Path(config.challenger_adapter) / "adapter_config.json").is_file():
+        raise ConfigError("challenger_adapter", f"{config.challenger_adapter} holds no LoRA adapter (no "
+                                                "adapter_config.json): name the folder a run saved its challenger in")
     accelerator = Accelerator(cpu=config.device == "cpu", log_with=config.report_to or None,
                               project_dir=config.runs_dir)
     set_seed(config.seed)
