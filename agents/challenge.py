@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envs.cli import ShowDefaults
+from envs.cli import ShowDefaults, seed_number
 from envs.challenger import STAGES
 from envs.registry import DOMAINS
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from envs.pool import PoolError, append_pool, load_pool
     from envs.records import write_atomic
     from envs.registry import CHALLENGER_ID
+    from eval.cli import InputError, check_sampling
 
     parser = argparse.ArgumentParser(prog="python -m agents.challenge", description=__doc__.split("\n\n")[0],
                                      formatter_class=ShowDefaults)
@@ -123,14 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
     parser.add_argument("--vectorization", choices=VECTORIZATION_MODES, default="sync",
                         help="episodes stepped (and judged) in this process or in worker processes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and the sampler")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of the worlds and the sampler")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ..., or auto: the GPU if there is one")
     args = parser.parse_args(argv)
     args.max_proposals = getattr(args, "max_proposals", PROPOSALS_PER_TASK * max(args.n, 1))
     if args.n < 1 or args.max_proposals < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         parser.error("--n, --max-proposals, --batch-size and --max-new-tokens must be positive")
-    if not (args.temperature >= 0 and args.explore_turns >= 0):
-        parser.error("--temperature and --explore-turns must be at least 0")
+    try:
+        check_sampling(temperature=args.temperature)
+    except InputError as error:
+        parser.error(str(error))
+    if args.explore_turns < 0:
+        parser.error(f"--explore-turns must be at least 0, got {args.explore_turns}")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a folder: name a JSONL file")
     if not writable(args.out):  # found before the model loads and the proposals are played

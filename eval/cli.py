@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from agents.models import DEFAULT_MODEL, DeviceError, ModelNotFoundError
 from agents.policy import ModelPolicy, load_model_policy
 from agents.rollout import VECTORIZATION_MODES
-from envs.cli import ShowDefaults
+from envs.cli import ShowDefaults, seed_number
 from envs.records import STORAGE_ERRORS, write_atomic
 
 log = logging.getLogger("eval")
@@ -74,7 +75,7 @@ def add_model_flags(parser: argparse.ArgumentParser, batch: str, out: str, vecto
         parser.add_argument("--vectorization", choices=VECTORIZATION_MODES, default="sync",
                             help="sub-envs stepped in this process (sync) or in worker processes (async); the "
                                  "episodes are the same")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seeds the sampling")
     parser.add_argument("--out", type=Path, help=f"output folder (default: {out})")
 
 
@@ -84,11 +85,16 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def check_sampling(**flags: float) -> None:
-    """Temperatures (``*temperature``: 0 or more) and token caps (``max_new_tokens``: 1 or more), by flag name."""
+    """Temperatures (``*temperature``: 0 or more) and token caps (``max_new_tokens``: 1 or more), by flag name.
+
+    Both must be finite: ``float`` parses ``inf`` and ``nan``, which the sampler refuses only once the model
+    has loaded (:class:`agents.decoding.SamplingSettings`)."""
     for name, value in flags.items():
-        least = 0 if name.endswith("temperature") else 1
+        least, flag = (0 if name.endswith("temperature") else 1), f"--{name.replace('_', '-')}"
         if not value >= least:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+            raise InputError(f"{flag} must be at least {least}, got {value}")
+        if not math.isfinite(value):
+            raise InputError(f"{flag} must be a finite number, got {value}")
 
 
 def load_policy(args: argparse.Namespace, **settings: Any) -> ModelPolicy:

@@ -16,7 +16,6 @@ and from the adapter, under the same seed, and one report shows both.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -154,18 +153,20 @@ def choose(tasks: Sequence[CodeAsTask], domains: Sequence[str] | None, limit: in
 
 def run_tasks(run_dir: Path, part: str) -> tuple[list[CodeAsTask], dict[str, Any]]:
     """A training run's ``part`` split (``heldout`` or ``train``) of its pool, and the settings its
-    held-out score used (from its ``config.yaml``), so that the table's number can be re-checked."""
-    import yaml
-
+    held-out score used (from its ``config.yaml``), so that the table's number can be re-checked. A file
+    of the run that cannot be read is an :class:`InputError`, worded as ``python -m eval.report`` words it."""
     files = {name: run_dir / name for name in ("pool.jsonl", "split.json", "config.yaml")}
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise InputError(f"{run_dir} is not a training run's folder (it lacks {', '.join(missing)})")
-    split = json.loads(files["split.json"].read_text())
-    config = yaml.safe_load(files["config.yaml"].read_text()) or {}
+    split, config = report.read_json(files["split.json"]), report.read_config(files["config.yaml"])
     for name, entry in (config.get("extra_domains") or {}).items():  # the run's own domains, as it trained them
         DOMAINS.setdefault(name, entry)
-    wanted = {task_id for parts in split.values() for task_id in parts[part]}
+    try:
+        wanted = {task_id for parts in split.values() for task_id in parts[part]}
+    except (AttributeError, KeyError, TypeError):
+        raise InputError(f"{files['split.json']} holds no {part} split (domain -> train and heldout task "
+                         "ids)") from None
     tasks = [t for t in load_tasks(files["pool.jsonl"]) if t.id in wanted]
     settings = {"model": config.get("model", DEFAULT_MODEL), "temperature": config.get("eval_temperature", 0.0),
                 "max_new_tokens": config.get("max_new_tokens", 512), "max_turns": config.get("max_turns", 20),
@@ -212,8 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag in ("k", "n", "max_new_tokens", "max_turns", "limit"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.temperature is not None and args.temperature < 0:
-        raise InputError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+    if args.temperature is not None:
+        cli.check_sampling(temperature=args.temperature)
     temperature = args.temperature if args.temperature is not None else temperature
     max_new_tokens, max_turns = args.max_new_tokens or max_new_tokens, args.max_turns or max_turns
     n = args.n or k

@@ -263,6 +263,32 @@ SYSTEM_CHARS, MESSAGE_CHARS = 300, 1500
 """Characters of a system prompt, and of any other message, an example transcript shows."""
 
 
+def read_json(file: Path) -> Any:
+    """A run's JSON file (``split.json``, ``tasks.json``), ``{}`` while not written yet. One that does not
+    parse is an :class:`InputError` naming it: each command that reads a run's files says it the same way."""
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except ValueError as error:  # not JSON, or not text
+        raise InputError(f"{file} is not valid JSON: {error}") from None
+
+
+def read_config(file: Path) -> dict[str, Any]:
+    """A run's ``config.yaml``, ``{}`` while not written yet. One that does not parse, or that holds something
+    other than keys and values, is an :class:`InputError` in one line naming it, not a traceback (or a wrong
+    config) in whatever reads a key of it."""
+    try:
+        config = yaml.safe_load(file.read_text()) if file.is_file() else {}
+    except (yaml.YAMLError, ValueError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InputError(f"{file} is not valid YAML: {getattr(error, 'problem', None) or error}{where}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InputError(f"{file} is not a config: it holds a {type(config).__name__}, not keys and values")
+    return config
+
+
 @dataclass
 class RunFiles:
     """The small files of a run's folder (laid out as train/rundir.py says); one not written yet
@@ -276,20 +302,12 @@ class RunFiles:
 
     @classmethod
     def read(cls, path: Path) -> RunFiles:
-        def json_file(name: str) -> Any:
-            file = path / name
-            try:
-                return json.loads(file.read_text()) if file.is_file() else {}
-            except json.JSONDecodeError as error:
-                raise InputError(f"{file} is not valid JSON: {error}") from None
-
-        config_file = path / "config.yaml"
         try:
-            config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
             metrics = read_jsonl(path / "metrics.jsonl")
-        except (yaml.YAMLError, RecordsError) as error:
+        except RecordsError as error:
             raise InputError(str(error)) from None
-        return cls(path, config or {}, metrics, json_file("tasks.json"), json_file("split.json"))
+        return cls(path, read_config(path / "config.yaml"), metrics, read_json(path / "tasks.json"),
+                   read_json(path / "split.json"))
 
     def evals(self) -> list[dict[str, Any]]:
         return [m for m in self.metrics if m.get("phase") == "eval"]

@@ -250,8 +250,12 @@ def test_ctrl_c_while_the_model_loads_exits_130_having_written_nothing(tmp_path,
 
 
 @pytest.mark.parametrize("flags, problem", [
-    (["--temperature", "-1"], "--temperature and --explore-turns must be at least 0"),
-    (["--explore-turns", "-1"], "--temperature and --explore-turns must be at least 0"),
+    (["--temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--temperature", "inf"], "--temperature must be a finite number, got inf"),
+    (["--temperature", "nan"], "--temperature must be at least 0, got nan"),
+    (["--explore-turns", "-1"], "--explore-turns must be at least 0, got -1"),
+    (["--seed", "-1"], "argument --seed: a seed is from 0 to 4294967295, got -1"),
+    (["--seed", str(2 ** 32)], "argument --seed: a seed is from 0 to 4294967295, got 4294967296"),
     (["--max-new-tokens", "0"], "must be positive"),
     (["--out", "."], "is a folder: name a JSONL file"),
 ])

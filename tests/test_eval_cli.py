@@ -4,11 +4,13 @@ folder a rerun resumes (its settings must match, read back as stored)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 
 import pytest
 
 from agents.models import DeviceError
+from envs.cli import seed_number
 from eval import cli
 
 
@@ -16,6 +18,37 @@ def test_a_nan_temperature_is_input_to_fix_not_a_setting():
     """``--temperature nan`` parses as a float; NaN is not "at least 0", so it is refused (exit 2)."""
     with pytest.raises(cli.InputError, match="--temperature must be at least 0, got nan"):
         cli.check_sampling(temperature=float("nan"))
+
+
+@pytest.mark.parametrize("flag", ["temperature", "user_temperature"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinite_temperature_is_input_to_fix_not_a_crash_once_the_model_loads(flag, value):
+    """``float`` parses ``inf``; the sampler refuses it only after the model has loaded."""
+    with pytest.raises(cli.InputError, match=f"--{flag.replace('_', '-')} must be .*, got {value}"):
+        cli.check_sampling(**{flag: value})
+
+
+def test_a_temperature_of_0_or_more_and_a_token_cap_of_1_or_more_pass():
+    cli.check_sampling(temperature=0.0, user_temperature=1e6, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("command", ["heldout", "taubench", "paper", "m3tooleval"])
+@pytest.mark.parametrize("value", ["-1", str(2 ** 32), "1.5"])
+def test_a_seed_the_generators_refuse_exits_2_naming_the_flag_before_anything_loads(command, value, capsys):
+    """numpy and gymnasium take seeds 0 to 2**32 - 1: another is a line naming --seed, not a traceback once
+    the model has loaded."""
+    main = importlib.import_module(f"eval.{command}").main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--seed", value])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --seed: " in error and "Traceback" not in error
+
+
+def test_seeds_from_0_to_2_to_the_32_less_1_are_taken_as_they_are():
+    assert [seed_number(text) for text in ("0", "7", str(2 ** 32 - 1))] == [0, 7, 2 ** 32 - 1]
+    for text, problem in (("-1", "a seed is from 0 to 4294967295, got -1"), ("x", "not a whole number: 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=problem):
+            seed_number(text)
 
 
 def test_a_folder_holding_results_of_the_same_settings_is_resumed_whatever_their_python_types(tmp_path):

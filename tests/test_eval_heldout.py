@@ -119,13 +119,37 @@ def pool(tmp_path: Path, *domains: str) -> Path:
     (["--pool", "{pool}", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["--pool", "{pool}", "--limit", "0"], "--limit must be at least 1"),
     (["--pool", "{pool}", "--max-turns", "0"], "--max-turns must be at least 1"),
-    (["--pool", "{pool}", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["--pool", "{pool}", "--temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--pool", "{pool}", "--temperature", "nan"], "--temperature must be at least 0, got nan"),
+    (["--pool", "{pool}", "--temperature", "inf"], "--temperature must be a finite number, got inf"),
     (["--pool", "{pool}", "--out", "{pool}"], "is a file: pass a folder"),
 ])
 def test_bad_input_exits_2_before_any_model_is_loaded(tmp_path, caplog, argv, message):
     path = pool(tmp_path, "toy")
     assert run(heldout.main, [a.format(pool=path) for a in argv]) == 2
     assert message in caplog.text
+
+
+@pytest.mark.parametrize("file, text, message", [
+    ("split.json", "{not json", "is not valid JSON: "),
+    ("split.json", '{"toy": 1}', "holds no heldout split"),
+    ("config.yaml", "- a\n", "is not a config: it holds a list"),
+    ("config.yaml", "steps: [\n", "is not valid YAML: "),
+])
+def test_a_damaged_run_folder_exits_2_in_a_line_naming_the_file_as_eval_report_does(file, text, message, tmp_path,
+                                                                                       caplog, monkeypatch):
+    pool(tmp_path, "toy").rename(tmp_path / "pool.jsonl")
+    (tmp_path / "split.json").write_text(json.dumps({"toy": {"train": [], "heldout": ["toy-0"]}}))
+    (tmp_path / "config.yaml").write_text("model: m\n")
+    (tmp_path / file).write_text(text)
+    monkeypatch.setattr(heldout.cli, "load_policy", pytest.fail)
+    assert run(heldout.main, ["--run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / file} {message}") and "\n" not in said[0]
+    if message != "holds no heldout split":  # a split the report page shows as it is
+        caplog.clear()
+        assert run(report.main, [str(tmp_path)]) == 2
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == said, "the same words"
 
 
 def test_an_out_the_disk_refuses_exits_2_before_any_episode(tmp_path, caplog, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from agents.models import load_tokenizer
 from envs.pool import append_pool, load_pool
-from envs.records import read_jsonl
+from envs.records import append_jsonl, read_jsonl
 from eval.estimators import bootstrap_interval, wilson_interval
 from test_train_support import save_model, tiny_llama, toy_answer_task
 from toy_domain import copy_task
@@ -130,6 +130,8 @@ def test_the_heldout_set_is_written_whole_once_and_a_killed_writes_leftover_is_r
     (["--set", "steps"], "--set needs KEY=VALUE"),
     (["--out", "{file}"], "is a file: pass a folder"),
     (["--seeds", ","], "name at least one seed"),
+    (["--set", "eval_base=false", "--set", "steps=0", "--set", "warm_start_epochs=0"],
+     "the runs would evaluate nothing to report"),
 ])
 def test_bad_input_exits_2_in_a_line_before_any_run(flags, said, tmp_path, monkeypatch, caplog):
     (tmp_path / "file").write_text("")
@@ -154,6 +156,37 @@ def test_seeds_that_are_not_numbers_exit_2_naming_the_flag(capsys):
     with pytest.raises(SystemExit) as exit_:
         experiment.main(["--seeds", "0,a"])
     assert exit_.value.code == 2 and "--seeds takes comma-separated whole numbers, got '0,a'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds, said", [
+    ("0,-1", "--seeds takes comma-separated whole numbers, got '0,-1': a seed is from 0 to 4294967295, got -1"),
+    (str(2 ** 32), "a seed is from 0 to 4294967295, got 4294967296"),
+    ("0,0", "--seeds names 0 more than once"),
+    ("3,1,3,1,2", "--seeds names 1, 3 more than once"),
+])
+def test_seeds_the_generators_refuse_or_named_twice_exit_2_before_any_run(seeds, said, monkeypatch, capsys):
+    """A seed numpy and gymnasium refuse would crash its run; one named twice would count its scores twice
+    while the table says one seed measured them."""
+    monkeypatch.setattr("train.run.train", lambda config, default_name: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        experiment.main(["--seeds", seeds])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_seed_whose_run_evaluated_nothing_has_no_scores_and_the_table_says_which_seeds_measured(tmp_path):
+    """With greedy evaluation and no training, only the first seed measures (the base model, once): the
+    others' runs play no episode and write no trajectories.jsonl."""
+    first, second = tmp_path / "seed-0", tmp_path / "seed-1"
+    first.mkdir()
+    second.mkdir()
+    append_jsonl(first / "trajectories.jsonl", [
+        {"phase": "eval:base", "domain": "calculation", "task_id": f"t{i}", "reward": float(i == 0)} for i in range(2)])
+    runs = {0: experiment.scores(first), 1: experiment.scores(second)}
+    assert runs == {0: {"base": {"calculation": {"t0": 1.0, "t1": 0.0}}}, 1: {}}
+    table = experiment.summarize(runs)
+    assert table["calculation"]["base"]["seeds"] == 1
+    page = experiment.markdown(table, [0, 1])
+    assert "| calculation | 2 | 0 | 50.0% [" in page and "(1 seed) | - | - | - |" in page
 
 
 

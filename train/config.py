@@ -24,6 +24,7 @@ import yaml
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
 from agents.models import DEFAULT_MODEL
+from envs.cli import SEEDS
 from envs.registry import DOMAINS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -186,8 +187,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Check values that a type alone does not; raise :class:`ConfigError` naming the key."""
         check_run_name(self.name)
-        if not 0 <= self.seed < 2**32:  # numpy's and torch's generators take no other
-            raise ConfigError("seed", f"must be from 0 to 2**32 - 1, got {self.seed}")
+        if not 0 <= self.seed < SEEDS:
+            raise ConfigError("seed", f"must be from 0 to {SEEDS - 1}, got {self.seed}")
         positive = ("lora_rank", "lora_alpha", "max_turns", "max_new_tokens", "rollout_batch", "warm_start_batch",
                     "challenger_max_new_tokens", "challenger_batch", "challenger_worlds_per_step",
                     "tasks_per_step", "group_size", "ppo_epochs", "ppo_minibatches", "micro_batch_tokens",

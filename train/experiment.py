@@ -14,6 +14,7 @@ interval of the difference.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -22,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from envs.cli import seed_number
 from envs.pool import append_pool, load_pool
 from envs.records import write_atomic
 from eval import cli, curves
@@ -51,9 +53,12 @@ def heldout_tasks(config: TrainConfig, path: Path) -> Path:
 
 
 def scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """A run's held-out rewards: stage -> domain -> task id -> reward (trajectories.jsonl)."""
+    """A run's held-out rewards: stage -> domain -> task id -> reward (trajectories.jsonl). A run that played
+    no episode has no such file, and no scores: with no training and greedy evaluation, only the first seed
+    measures (the base model, once). The table counts, per stage, the seeds that measured it."""
     found: dict[str, dict[str, dict[str, float]]] = {}
-    for line in (run / "trajectories.jsonl").read_text().splitlines():
+    path = run / "trajectories.jsonl"
+    for line in (path.read_text().splitlines() if path.is_file() else ()):
         record = json.loads(line)
         stage = record.get("phase", "").removeprefix("eval:")
         if record.get("phase", "").startswith("eval:") and stage in STAGES:
@@ -179,6 +184,19 @@ def chart(table: dict[str, Any], path: Path) -> None:
     curves.save(fig, path)
 
 
+def parse_seeds(text: str, parser: argparse.ArgumentParser) -> list[int]:
+    """``--seeds``' seeds, in order; a non-number, a seed the generators refuse (:func:`envs.cli.seed_number`) or one
+    named twice (its run, and its scores, would count twice) exits 2 through ``parser``, naming the flag."""
+    try:
+        seeds = [seed_number(s) for s in text.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--seeds takes comma-separated whole numbers, got {text!r}: {error}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        parser.error(f"--seeds names {', '.join(map(str, twice))} more than once: each seed is one run")
+    return seeds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     parser = cli.parser("python -m train.experiment", __doc__)
@@ -190,14 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from train.run import RUN_ERRORS, resumed_config, stop_code, train
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds takes comma-separated whole numbers, got {args.seeds!r}")
+    seeds = parse_seeds(args.seeds, parser)
     try:
         config = load_config(args.config, parse_overrides(args.set))
         if not seeds:
             raise ConfigError("seeds", "name at least one seed")
+        if not (config.eval_base or config.warm_start_epochs or config.steps):
+            raise ConfigError("eval_base", "with no warm start (warm_start_epochs=0) and no RL (steps=0) only "
+                                           "eval_base measures anything, and it is off: the runs would evaluate "
+                                           "nothing to report")
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError("out", f"{args.out} is a file: pass a folder")
         args.out.mkdir(parents=True, exist_ok=True)
