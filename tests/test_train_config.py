@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -438,6 +439,51 @@ def test_a_full_disk_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monke
                      "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]"]) == 2
     assert "stopped by [Errno 28] No space left on device in stage" in caplog.text and "--name r --resume" in caplog.text
 
+
+
+def test_a_full_disk_under_peft_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monkeypatch, caplog):
+    """safetensors, writing the adapter under peft's save_pretrained, says a full disk in a SafetensorError, not an
+    OSError: the run says it in a line, exit code 2, and leaves no half-written checkpoint taking up the space."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    monkeypatch.setattr(safetensors.torch, "serialize_file", full)
+    with caplog.at_level(logging.ERROR):
+        assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+                     "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]"]) == 2
+    checkpoints = tmp_path / "runs" / "r" / "checkpoints"
+    assert f"stopped by [Errno 28] No space left on device: '{checkpoints}" in caplog.text
+    assert "--name r --resume" in caplog.text and list(checkpoints.iterdir()) == []
+
+
+def test_resuming_a_run_whose_tasks_were_damaged_since_names_the_file_with_code_2(tmp_path: Path, caplog):
+    """The pool, split.json and tasks.json are written whole before the first checkpoint that counts on them: one
+    gone or damaged since stops the resume at once, naming it (as a damaged checkpoint does), not a traceback."""
+    tokenizer = load_tokenizer()
+    model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
+    runs = tmp_path / "runs"
+    assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(runs), "--name", "r", "--steps", "0",
+                 "--warm-start-epochs", "0", "--challenger-domains", "[]", "--eval-base", "false",
+                 "--domains", "[calculation]", "--set", "tasks_per_domain.calculation=4",
+                 "--heldout-per-domain", "{calculation: 2}"]) == 0
+    damages = {"split.json": lambda path: path.write_text('{"calcul'),
+               "tasks.json": lambda path: path.write_text('{"calculation": {"llm": 0, "scr'),
+               "pool.jsonl": Path.unlink,
+               "split.json ": lambda path: path.write_text('{"calculation": {"train": ["gone"], "heldout": []}}')}
+    for number, (name, damage) in enumerate(damages.items()):
+        shutil.copytree(runs / "r", runs / f"d{number}")
+        damage(runs / f"d{number}" / name.strip())
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(["--runs-dir", str(runs), "--name", f"d{number}", "--resume"]) == 2, name
+        assert f"{runs / f'd{number}' / name.strip()} " in caplog.text, name
+        assert "put the file back, or start a new run with another --name" in caplog.text
+    assert main(["--runs-dir", str(runs), "--name", "r", "--resume"]) == 0, "the run they were copied from is sound"
 
 def test_a_ctrl_c_python_swallows_still_stops_the_run_at_its_next_checkpoint(tmp_path: Path, monkeypatch, caplog):
     import train.trainer

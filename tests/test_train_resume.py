@@ -8,12 +8,15 @@ checkpoint and final adapter load.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -265,17 +268,80 @@ def test_a_resumed_run_draws_the_tasks_an_uninterrupted_one_draws(tmp_path):
     assert drawn("killed") == drawn("whole") and len(drawn("whole")) == STEPS * 4 * 4
 
 
-def test_a_checkpoint_of_another_models_adapter_is_refused_not_half_loaded(tmp_path):
+def lora(targets: list[str], hidden: int = 16, rank: int = 2):
+    """A one-layer Llama built from a config, with a LoRA adapter on ``targets``."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    def lora(targets: list[str]):
-        config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1)
-        return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=targets))
+    config = LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=rank, target_modules=targets))
 
+
+def test_a_checkpoint_of_another_models_adapter_is_refused_not_half_loaded(tmp_path):
     run = RunDir(tmp_path)
     run.save_checkpoint(lora(["q_proj", "v_proj"]), None, RunState(stage="rl", step=1))
     run.load_checkpoint(run.latest_checkpoint(), lora(["q_proj", "v_proj"]))
     with pytest.raises(RuntimeError, match="does not fit this model"):
         run.load_checkpoint(run.latest_checkpoint(), lora(["q_proj"]))
+
+
+@contextlib.contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """A write past ``size`` bytes of a file fails in the OS, as on a full disk (EFBIG where a full disk says ENOSPC),
+    no root needed: RLIMIT_FSIZE, with the SIGXFSZ that would kill the process ignored meanwhile."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("what", ["adapter weights", "random states", "final adapter"])
+def test_a_save_the_disk_refuses_is_the_os_error_it_is_and_leaves_no_temporary_folder(tmp_path, what):
+    """safetensors (under peft's save_pretrained) raises a refused write as a SafetensorError and torch.save as a
+    RuntimeError: neither an OSError, so a full disk was a traceback, not a line saying how to continue the run
+    (exit code 2), and the half-written folder held on to the space."""
+    from safetensors import SafetensorError
+
+    run = RunDir(tmp_path)
+    policy = lora(["q_proj", "v_proj"], hidden=256, rank=16)  # 64 KiB of weights, past the limit; the rest is not
+    run.save_checkpoint(policy, None, RunState(stage="rl", step=1))
+    save = {"adapter weights": lambda: run.save_checkpoint(policy, None, RunState(stage="rl", step=2)),
+            "random states": lambda: run.save_checkpoint(Adapter(), None, RunState(stage="rl", step=2)),
+            "final adapter": lambda: run.save_adapter(policy)}[what]
+    with pytest.raises(OSError) as refused, files_limited_to(8192 if what != "random states" else 1024):
+        save()
+    assert refused.value.errno == errno.EFBIG
+    target = run.adapter if what == "final adapter" else run.checkpoints / "step-000002-00001"
+    assert str(target) in str(refused.value)
+    if what != "random states":
+        assert isinstance(refused.value.__cause__, SafetensorError)
+    assert sorted(p.name for p in [*tmp_path.iterdir(), *run.checkpoints.iterdir()]) == \
+        ["checkpoints", "step-000001-00001"], "no temporary folder is left behind, the last checkpoint is"
+
+
+def test_a_failed_save_that_is_no_refused_write_is_raised_as_it_is(tmp_path):
+    """A bug stays a traceback; its temporary folder goes all the same."""
+    from safetensors import SafetensorError
+
+    class Broken(Adapter):
+        def __init__(self, error: Exception):
+            self.error = error
+
+        def save_pretrained(self, folder: Path) -> None:
+            super().save_pretrained(folder)
+            raise self.error
+
+    run = RunDir(tmp_path)
+    for error in (RuntimeError("a bug"), SafetensorError("Error while serializing: MisalignedSlice"), KeyError("x")):
+        with pytest.raises(type(error)) as raised:
+            run.save_checkpoint(Broken(error), None, RunState(stage="rl", step=1))
+        assert raised.value is error
+        with pytest.raises(type(error)):
+            run.save_adapter(Broken(error))
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints"]

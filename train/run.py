@@ -36,7 +36,7 @@ from agents.decoding import SamplingSettings
 from agents.models import (DeviceError, LoraSettings, LoraTargetError, ModelNotFoundError, adapters_in_fp32,
                            load_policy, pick_device)
 from agents.policy import ModelPolicy
-from envs.pool import append_pool, load_pool
+from envs.pool import append_pool
 from envs.records import STORAGE_ERRORS, RecordsError, write_atomic
 from envs.registry import DOMAINS
 from eval import report
@@ -282,9 +282,8 @@ def write_tasks(ctx: trainer.Context, step: int) -> None:
 
 
 def read_tasks(ctx: trainer.Context) -> None:
-    """The run's pool and split, once the ``tasks`` stage has written them."""
-    ctx.tasks = {t.id: t for t in load_pool(ctx.run.pool)}
-    ctx.split = json.loads(ctx.run.split.read_text())
+    """The run's pool and split, once the ``tasks`` stage has written them (:meth:`RunDir.read_tasks`)."""
+    ctx.tasks, ctx.split = ctx.run.read_tasks(ctx.config.domains)
 
 
 def restore(ctx: trainer.Context) -> tuple[RunState, dict[str, Any] | None]:
@@ -415,7 +414,7 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     try:
         state, optimizer_state = restore(ctx)
         track(run, config, accelerator, from_checkpoint=state.saves > 0)
-        if run.split.exists():
+        if STAGES.index(state.stage) > STAGES.index("tasks"):  # written by then: one gone since is an error
             read_tasks(ctx)
         while state.stage != "done":
             stage, started = state.stage, time.perf_counter()

@@ -14,21 +14,25 @@ runs/<name>/
 ```
 
 A checkpoint is written to a temporary folder, flushed to disk, and renamed into place: a
-checkpoint folder that exists is complete, whenever the process was killed. It records how many
-lines metrics.jsonl, trajectories.jsonl and parsed.jsonl held when it was taken; resuming cuts the
-files back to those lines (dropping a half-written last line too), and the work after the checkpoint
-is run, and logged, once more: every step, evaluation and proposal ends up logged exactly once.
+checkpoint folder that exists is complete, whenever the process was killed; a save the disk refuses
+removes the temporary folder and is the OSError it is (a full disk: exit code 2, saying how to
+continue). It records how many lines metrics.jsonl, trajectories.jsonl and parsed.jsonl held when it
+was taken; resuming cuts the files back to those lines (dropping a half-written last line too), and
+the work after the checkpoint is run, and logged, once more: every step, evaluation and proposal ends
+up logged exactly once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
 import random
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +41,12 @@ import numpy as np
 import torch
 import yaml
 from peft import PeftModel, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from envs.records import append_jsonl, read_jsonl, read_lines, write_atomic
+from envs.cat import CodeAsTask
+from envs.pool import load_pool
+from envs.records import RecordsError, append_jsonl, read_jsonl, read_lines, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,74 @@ def _fsync_tree(root: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
+"""The OS's error number in a safetensors write failure: "I/O error: No space left on device (os error 28)"
+(older versions: "IoError(Os { code: 28, ... })"). Any other SafetensorError is no write failure."""
+
+
+def _write_failure(error: Exception, target: Path) -> OSError | None:
+    """The OSError behind a failed save of ``target``, or ``None`` where no write failed (a bug, raised as it
+    is). A full disk reaches us as a SafetensorError (peft's save_pretrained) or a RuntimeError with the
+    OSError as its context (:func:`_torch_save`), neither an OSError: a command would show a traceback, not
+    the full disk it is (exit code 2, saying how to continue the run)."""
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error, SafetensorError) and (found := OS_ERROR_NUMBER.search(str(error))):
+        number = int(found[1] or found[2])
+        return OSError(number, os.strerror(number), str(target))
+    if isinstance(error, RuntimeError) and isinstance(error.__context__, OSError) and error.__context__.errno:
+        return OSError(error.__context__.errno, error.__context__.strerror, str(target))
+    return None
+
+
+@contextlib.contextmanager
+def _saving(tmp: Path, target: Path) -> Iterator[None]:
+    """Write into ``tmp``, a fresh folder that becomes ``target``. A failed save removes it (on a full disk it
+    holds space that a resume needs) and is raised as the OSError saying why (:func:`_write_failure`)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        failure = _write_failure(error, target) if isinstance(error, Exception) else None
+        if failure is None or failure is error:
+            raise
+        raise failure from error
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file: a failed write then leaves the OSError saying why (the context of
+    torch's RuntimeError), where torch's own file writer says only "unexpected pos"."""
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def _damaged(path: Path, problem: str) -> RecordsError:
+    """The error for a file the run wrote whole that is ``problem`` now: changed or removed since, and the
+    run cannot go on without it (exit code 2, naming it, as a damaged checkpoint does)."""
+    return RecordsError(f"{path} {problem}: the run cannot go on without it; put the file back, or start a new "
+                        "run with another --name")
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file the run wrote whole (:func:`write_atomic`), so one that is gone or does not parse was
+    damaged since: :func:`_damaged`, not a traceback."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _damaged(path, "is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(path, f"is not valid JSON ({error})") from None
+
+
+def _split_fits(split: Any, tasks: dict[str, CodeAsTask], domains: Sequence[str]) -> bool:
+    """Whether ``split`` names, for each domain, training and held-out ids of tasks in the pool, as
+    :func:`train.tasks.split` writes it."""
+    parts = [split.get(domain) for domain in domains] if isinstance(split, dict) else [None]
+    return all(isinstance(ids, dict) and all(isinstance(ids.get(part), list) for part in ("train", "heldout"))
+               and all(isinstance(i, str) and i in tasks for i in ids["train"] + ids["heldout"]) for ids in parts)
 
 
 def rng_states() -> dict[str, Any]:
@@ -150,6 +225,23 @@ class RunDir:
                     kept = b"".join(itertools.islice(handle, self.lines[path.name]))
                 write_atomic(path, kept)  # byte for byte: a line that is not UTF-8 stays an error to read
 
+    # ------------------------------------------------------------------ tasks
+
+    def read_tasks(self, domains: Sequence[str]) -> tuple[dict[str, CodeAsTask], dict[str, dict[str, list[str]]]]:
+        """The run's tasks by id and its split, once the ``tasks`` stage wrote them. A resume finds them as
+        they were written, or stops here naming the file that is gone or damaged; tasks.json too, which the
+        report reads at each stage's end (a run from before it was written has none, which is fine)."""
+        if not self.pool.is_file():
+            raise _damaged(self.pool, "is missing")
+        tasks = {t.id: t for t in load_pool(self.pool)}
+        split = _read_json(self.split)
+        if not _split_fits(split, tasks, domains):
+            raise _damaged(self.split, f"does not list training and held-out ids of {self.pool}'s tasks for each "
+                                      f"domain ({', '.join(domains)})")
+        if self.tasks.exists() and not isinstance(_read_json(self.tasks), dict):
+            raise _damaged(self.tasks, "is not a JSON object of domains")
+        return tasks, split
+
     # ------------------------------------------------------------------ checkpoints
 
     def latest_checkpoint(self) -> Path | None:
@@ -172,15 +264,15 @@ class RunDir:
         state.saves += 1
         final = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.step:06d}-{state.saves:05d}"
         tmp = self.checkpoints / f".tmp-{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        policy.save_pretrained(tmp / "adapter")
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_states(), tmp / "rng.pt")
-        state.lines = dict(self.lines)
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
-        _fsync_tree(tmp)
-        tmp.rename(final)
+        with _saving(tmp, final):
+            policy.save_pretrained(tmp / "adapter")
+            if optimizer is not None:
+                _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+            _torch_save(rng_states(), tmp / "rng.pt")
+            state.lines = dict(self.lines)
+            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+            _fsync_tree(tmp)
+            tmp.rename(final)
         for old in self.checkpoints.iterdir():
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
@@ -207,11 +299,11 @@ class RunDir:
         if not self.writer:
             return
         tmp = self.path / ".tmp-adapter"
-        shutil.rmtree(tmp, ignore_errors=True)
-        policy.save_pretrained(tmp)
-        _fsync_tree(tmp)
-        shutil.rmtree(self.adapter, ignore_errors=True)
-        tmp.rename(self.adapter)
+        with _saving(tmp, self.adapter):
+            policy.save_pretrained(tmp)
+            _fsync_tree(tmp)
+            shutil.rmtree(self.adapter, ignore_errors=True)
+            tmp.rename(self.adapter)
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.writer:
