@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -22,7 +23,8 @@ from test_train_support import bandit_task, save_model, tiny_llama
 from train.__main__ import build_parser, main, parse_args
 from train.config import (CONFIG_DIR, DEFAULT_CONFIG, FIELD_TYPES, ConfigError, TrainConfig, command_value,
                           load_config)
-from train.run import next_stage, resumed_config
+from train.run import next_stage, resume_command, resumed_config
+from train.rundir import RunDir
 from train.tasks import Selection
 
 
@@ -133,6 +135,13 @@ def test_a_string_key_takes_its_command_line_text_as_typed(text):
     assert parse_args(["--set", f"name={text}"])[0].name == text
     assert command_value("extra_domains.toy", text) == text  # a mapping's entry that is a string
     assert command_value("tasks_per_domain.web", "5") == 5 and command_value("steps", "yes") is True
+
+
+def test_the_command_that_continues_a_run_reads_back_whole_in_a_shell(tmp_path: Path):
+    """A runs folder or name with a space, pasted from the hint as it was, gave an unknown key."""
+    command = resume_command(RunDir(tmp_path / "my runs" / "my run"))
+    assert shlex.split(command) == ["python", "-m", "train", "--runs-dir", str(tmp_path / "my runs"), "--name",
+                                    "my run", "--resume"]
 
 
 def test_a_config_file_that_is_not_utf8_exits_2_naming_it(tmp_path: Path, caplog):

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import secrets
+import shlex
 import signal
 import threading
 import time
@@ -200,6 +201,12 @@ def track(run: RunDir, config: TrainConfig, accelerator: Accelerator, from_check
     run.tracker = lambda record: accelerator.log(scalars(record), step=record.get("step", 0))
 
 
+def resume_command(run: RunDir) -> str:
+    """The command that continues ``run``, quoted for a shell: a path with a space pasted as it is would be two."""
+    return shlex.join(["python", "-m", "train", "--runs-dir", str(run.path.parent), "--name", run.path.name,
+                       "--resume"])
+
+
 def start_trackers(run: RunDir, config: TrainConfig, accelerator: Accelerator,
                    kwargs: dict[str, dict[str, Any]]) -> None:
     """accelerate's ``init_trackers``; a tracker that cannot start (not logged in, a server out of reach) is a
@@ -219,8 +226,7 @@ def start_trackers(run: RunDir, config: TrainConfig, accelerator: Accelerator,
             raise
         raise ConfigError("report_to", f"a tracker ({', '.join(config.report_to)}) could not start "
                                        f"({type(error).__name__}: {str(error)[:300]}); the run is kept: once it can, "
-                                       f"continue it with `python -m train --runs-dir {run.path.parent} --name "
-                                       f"{run.path.name} --resume`") from None
+                                       f"continue it with `{resume_command(run)}`") from None
 
 
 def wandb_id(folder: Path, new: bool) -> str:
@@ -441,8 +447,8 @@ def train(config: TrainConfig, default_name: str = "run") -> tuple[RunDir, RunSt
     except (KeyboardInterrupt, OSError) as error:  # Ctrl-C; a full disk, say
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {error}"
         where = f"in stage {state.stage} at step {state.step}" if state else "while the run was starting"
-        log.error("%s %s: the run keeps what its last checkpoint holds; continue it with "
-                  "`python -m train --runs-dir %s --name %s --resume`", what, where, run.path.parent, run.path.name)
+        log.error("%s %s: the run keeps what its last checkpoint holds; continue it with `%s`", what, where,
+                  resume_command(run))
         raise
     finally:
         restore_ctrl_c()
