@@ -55,7 +55,7 @@ def new_rate(ctx: trainer.Context, label: str, step: int) -> float:
 @pytest.mark.parametrize("algorithm", ["grpo", "rft"])
 def test_challenger_rl_raises_the_rate_of_kept_new_tasks(tmp_path: Path, bandit, monkeypatch, algorithm):  # noqa: F811
     settings = config(tmp_path, model=str(bandit["model"]), domains=["toy"], challenger_domains=["toy"],
-                      challenger_algorithm=algorithm,
+                      tasks_per_domain={"toy": 8}, challenger_algorithm=algorithm,
                       challenger_proposals=16, challenger_rl_steps=12, challenger_worlds_per_step=2,
                       challenger_group_size=8, challenger_max_new_tokens=1, challenger_temperature=1.0,
                       challenger_rl_lr=0.02, challenger_warm_start_epochs=0, rollout_batch=16)
