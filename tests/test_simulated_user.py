@@ -24,7 +24,8 @@ def conversation(**kwargs: object) -> SimulatedUser:
     return env
 
 
-@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checked on purpose: the wrapper is what users make
+# check_env warns that it checks a wrapper: on purpose, the wrapper is what users make
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
 def test_a_conversation_is_remade_from_its_spec_and_passes_gymnasiums_checks():
     env = SimulatedUser(gym.make("SelfChallenge-Retail-v0", max_turns=5), policy="Be brief.")
     remade = gym.make(env.spec)
