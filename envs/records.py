@@ -24,8 +24,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-"""What the disk refuses (full, read-only, not ours): a command says it in a line, exit status 2, not a traceback."""
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+"""What the disk refuses (full, over a quota or a file-size limit, read-only, not ours): a command says it in a
+line, exit status 2, not a traceback."""
 
 
 class RecordsError(ValueError):

@@ -449,15 +449,15 @@ def test_a_full_disk_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monke
     assert "stopped by [Errno 28] No space left on device in stage" in caplog.text and "--name r --resume" in caplog.text
 
 
-
-def test_a_full_disk_under_peft_stops_a_run_saying_how_to_continue_it(tmp_path: Path, monkeypatch, caplog):
+@pytest.mark.parametrize("number", [errno.ENOSPC, errno.EFBIG])  # a full disk; a file past the size limit (ulimit -f)
+def test_a_full_disk_under_peft_stops_a_run_saying_how_to_continue_it(number, tmp_path: Path, monkeypatch, caplog):
     """safetensors, writing the adapter under peft's save_pretrained, says a full disk in a SafetensorError, not an
     OSError: the run says it in a line, exit code 2, and leaves no half-written checkpoint taking up the space."""
     import safetensors.torch
     from safetensors import SafetensorError
 
     def full(*args, **kwargs):
-        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        raise SafetensorError(f"Error while serializing: I/O error: {os.strerror(number)} (os error {number})")
 
     tokenizer = load_tokenizer()
     model = save_model(tiny_llama(tokenizer), tokenizer, tmp_path / "model")
@@ -466,7 +466,7 @@ def test_a_full_disk_under_peft_stops_a_run_saying_how_to_continue_it(tmp_path: 
         assert main(["--model", str(model), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "r",
                      "--steps", "0", "--warm-start-epochs", "0", "--challenger-domains", "[]"]) == 2
     checkpoints = tmp_path / "runs" / "r" / "checkpoints"
-    assert f"stopped by [Errno 28] No space left on device: '{checkpoints}" in caplog.text
+    assert f"stopped by [Errno {number}] {os.strerror(number)}: '{checkpoints}" in caplog.text
     assert "--name r --resume" in caplog.text and list(checkpoints.iterdir()) == []
 
 
